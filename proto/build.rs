@@ -1,0 +1,42 @@
+//! Compiles `shop/**/*.proto` with protox (pure Rust, no protoc needed),
+//! generates tonic/prost code with proto3 JSON serde (pbjson), and writes the
+//! descriptor set used for server reflection and the access-policy table.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn proto_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            proto_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let mut files = Vec::new();
+    proto_files(&root.join("shop"), &mut files)?;
+    files.sort();
+    println!("cargo:rerun-if-changed=shop");
+
+    let fds = protox::compile(&files, [&root])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let descriptor_bytes = fds.encode_to_vec();
+    fs::write(out_dir.join("shop_descriptor.bin"), &descriptor_bytes)?;
+
+    tonic_prost_build::configure()
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(fds)?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .build(&[".shop"])?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The admin HTTP port: `/livez`, `/readyz` (the service's own dependencies
+//! only) and `/metrics` (Prometheus text).
+
+use std::{future::Future, pin::Pin, sync::{Arc, OnceLock}};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Checks the service's own dependencies; `Err` names what is not ready.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The process-wide Prometheus recorder (installed on first use, so several
+/// services in one test process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only when another recorder is already installed; the
+            // handle still renders whatever this recorder sees.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct AdminState {
+    ready: ReadinessCheck,
+    metrics: PrometheusHandle,
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ready: ReadinessCheck,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AdminState { ready, metrics: metrics_handle() };
+    let app = Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.render() }))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    match (state.ready)().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// Ready when Postgres answers and the NATS connection is up.
+pub fn database_and_nats_check(pool: sqlx::PgPool, nats: async_nats::Client) -> ReadinessCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let nats = nats.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&pool).await.map_err(|_| "database unreachable".to_owned())?;
+            if nats.connection_state() != async_nats::connection::State::Connected {
+                return Err("NATS disconnected".into());
+            }
+            Ok(())
+        })
+    })
+}

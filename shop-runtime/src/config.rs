@@ -1,0 +1,283 @@
+//! Typed configuration from the environment (and an optional `KEY=value`
+//! file), collecting every problem before failing so an operator fixes all
+//! of them in one go.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+/// All configuration problems found, one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads settings by name and remembers what was missing or malformed.
+///
+/// Lookups never fail on their own: they return a default (or `None`) and
+/// record the problem; [`EnvReader::finish`] reports them all at once.
+pub struct EnvReader {
+    values: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl EnvReader {
+    /// The process environment, layered over the file named by
+    /// `SHOP_CONFIG_FILE` when set (environment wins).
+    pub fn from_process_env() -> Self {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let mut reader = Self { values: HashMap::new(), problems: Vec::new() };
+        if let Some(path) = env.get("SHOP_CONFIG_FILE") {
+            match std::fs::read_to_string(path) {
+                Ok(text) => reader.load_file_text(path, &text),
+                Err(e) => reader.problems.push(format!("SHOP_CONFIG_FILE: cannot read {path}: {e}")),
+            }
+        }
+        reader.values.extend(env);
+        reader
+    }
+
+    /// Settings from an explicit map (tests and embedding).
+    pub fn from_map<K: Into<String>, V: Into<String>>(map: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self {
+            values: map.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn load_file_text(&mut self, path: &str, text: &str) {
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((key, value)) => {
+                    self.values.insert(key.trim().to_owned(), value.trim().to_owned());
+                }
+                None => self.problems.push(format!("{path}:{}: expected KEY=value", number + 1)),
+            }
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Records a problem found while validating settings together.
+    pub fn problem(&mut self, message: impl Into<String>) {
+        self.problems.push(message.into());
+    }
+
+    /// A required setting; records a problem when absent or malformed.
+    pub fn required<T: FromStr>(&mut self, key: &str, hint: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(key).map(str::to_owned) {
+            None => {
+                self.problems.push(format!("{key} is not set ({hint})"));
+                None
+            }
+            Some(raw) => self.parse(key, &raw, hint),
+        }
+    }
+
+    /// An optional setting with a default; a malformed value is a problem,
+    /// not silently replaced by the default.
+    pub fn or<T: FromStr>(&mut self, key: &str, default: T, hint: &str) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(key).map(str::to_owned) {
+            None => default,
+            Some(raw) => self.parse(key, &raw, hint).unwrap_or(default),
+        }
+    }
+
+    /// An optional setting without a default.
+    pub fn optional<T: FromStr>(&mut self, key: &str, hint: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        let raw = self.raw(key)?.to_owned();
+        self.parse(key, &raw, hint)
+    }
+
+    /// A duration such as `250ms`, `30s`, `15m`, `2h` or `3d`.
+    pub fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        match self.raw(key).map(str::to_owned) {
+            None => default,
+            Some(raw) => match parse_duration(&raw) {
+                Some(d) => d,
+                None => {
+                    self.problems.push(format!(
+                        "{key}={raw:?} is not a duration (use e.g. 250ms, 30s, 15m, 2h, 3d)"
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    pub fn socket_addr(&mut self, key: &str, default: SocketAddr) -> SocketAddr {
+        self.or(key, default, "host:port, e.g. 127.0.0.1:50051")
+    }
+
+    pub fn path(&mut self, key: &str, default: &str) -> PathBuf {
+        PathBuf::from(self.raw(key).unwrap_or(default))
+    }
+
+    fn parse<T: FromStr>(&mut self, key: &str, raw: &str, hint: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match raw.trim().parse() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(format!("{key}={raw:?} is invalid: {e} ({hint})"));
+                None
+            }
+        }
+    }
+
+    /// Ok when every lookup succeeded, otherwise every problem found.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: self.problems })
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `15m`, `2h`, `3d` (a bare number means seconds).
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms).map(Duration::from_millis)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?}")),
+        }
+    }
+}
+
+/// Settings every service has.
+#[derive(Debug, Clone)]
+pub struct ServiceBasics {
+    /// Where the gRPC server listens (`GRPC_LISTEN_ADDR`).
+    pub grpc_addr: SocketAddr,
+    /// Where `/livez`, `/readyz` and `/metrics` are served (`ADMIN_LISTEN_ADDR`).
+    pub admin_addr: SocketAddr,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl ServiceBasics {
+    pub fn read(env: &mut EnvReader, grpc_port: u16, admin_port: u16) -> Self {
+        Self {
+            grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port))),
+            admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], admin_port))),
+            log_format: env.or("LOG_FORMAT", LogFormat::Text, "text or json"),
+        }
+    }
+}
+
+/// Settings of services that use JetStream and PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct MessagingSettings {
+    /// `NATS_URL`, e.g. `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// `DATABASE_URL`, the service's own database.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16).
+    pub database_max_connections: u32,
+    /// `CONSUMER_CONCURRENCY`: events handled at once per consumer (default 16).
+    pub consumer_concurrency: usize,
+    /// `OUTBOX_POLL_INTERVAL`: safety-net poll for rows an instance left
+    /// unpublished (default 2s). The happy path never waits for it.
+    pub outbox_poll_interval: Duration,
+}
+
+impl MessagingSettings {
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            nats_url: env.required("NATS_URL", "e.g. nats://127.0.0.1:4222").unwrap_or_default(),
+            database_url: env
+                .required("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
+                .unwrap_or_default(),
+            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16, "a positive integer"),
+            consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
+            outbox_poll_interval: env.duration("OUTBOX_POLL_INTERVAL", Duration::from_secs(2)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let mut env = EnvReader::from_map([("GRPC_LISTEN_ADDR", "nonsense"), ("OUTBOX_POLL_INTERVAL", "soon")]);
+        let _ = ServiceBasics::read(&mut env, 1, 2);
+        let _ = MessagingSettings::read(&mut env);
+        let err = env.finish().expect_err("bad settings must fail");
+        let text = err.to_string();
+        for key in ["GRPC_LISTEN_ADDR", "OUTBOX_POLL_INTERVAL", "NATS_URL", "DATABASE_URL"] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+        assert_eq!(err.problems.len(), 4);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("3 weeks"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_environment() {
+        let mut env = EnvReader::from_map([("A", "from-env")]);
+        env.load_file_text("f", "# comment\nA=from-file\nB = 2\nbroken line");
+        // from_map then file: file wins here because it is loaded later; the
+        // process-env path loads the file first.
+        assert_eq!(env.or("B", 0, ""), 2);
+        assert_eq!(env.problems.len(), 1);
+    }
+}

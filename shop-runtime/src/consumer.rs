@@ -1,0 +1,218 @@
+//! Durable pull consumers with explicit acks, bounded redelivery and a
+//! dead-letter path.
+//!
+//! Each delivered message is turned into an [`IncomingEvent`] and handed to
+//! an [`EventHandler`]. Success acks. [`HandleError::Retry`] naks with the
+//! delay declared for the consumer (`shop.retry_delays`) until `max_deliver`
+//! is reached; then, like [`HandleError::Reject`] and malformed messages, the
+//! message is parked on the `DLQ` stream as `dlq.<consumer>.<original
+//! subject>` with the original stream, sequence, delivery count and error in
+//! headers, and terminated, so the consumer moves on to the others.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{PullConsumer, pull},
+    message::PublishMessage,
+};
+use futures::StreamExt;
+use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
+
+use crate::{event::IncomingEvent, topology::ConsumerDefinition};
+
+pub const HEADER_DLQ_STREAM: &str = "Shop-Dlq-Stream";
+pub const HEADER_DLQ_SEQUENCE: &str = "Shop-Dlq-Sequence";
+pub const HEADER_DLQ_SUBJECT: &str = "Shop-Dlq-Subject";
+pub const HEADER_DLQ_CONSUMER: &str = "Shop-Dlq-Consumer";
+pub const HEADER_DLQ_DELIVERED: &str = "Shop-Dlq-Delivered";
+pub const HEADER_DLQ_ERROR: &str = "Shop-Dlq-Error";
+
+/// Why an event was not processed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// May work later (a dependency is down, an event arrived before the
+    /// one it follows): redeliver after a delay.
+    #[error("{0}")]
+    Retry(String),
+    /// Will never work (undecodable, unknown type, impossible content):
+    /// park it on the DLQ now.
+    #[error("{0}")]
+    Reject(String),
+}
+
+impl HandleError {
+    pub fn unknown_type(event: &IncomingEvent) -> Self {
+        Self::Reject(format!("unknown event type {:?} on {}", event.event_type, event.subject))
+    }
+}
+
+impl From<crate::event::MalformedEvent> for HandleError {
+    fn from(e: crate::event::MalformedEvent) -> Self {
+        Self::Reject(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Retry(format!("database: {e}"))
+    }
+}
+
+impl From<crate::outbox::OutboxError> for HandleError {
+    fn from(e: crate::outbox::OutboxError) -> Self {
+        match e {
+            crate::outbox::OutboxError::Encode(e) => Self::Reject(format!("cannot encode follow-up event: {e}")),
+            crate::outbox::OutboxError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// What a service does with the events of one consumer.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, event: IncomingEvent) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// Runs one durable consumer until `shutdown`, handling up to `concurrency`
+/// messages at once. Ordering across orders is not needed (each handler
+/// serialises per order with row locks), so concurrency is safe.
+pub async fn run<H: EventHandler>(
+    js: jetstream::Context,
+    definition: ConsumerDefinition,
+    handler: Arc<H>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
+    let definition = Arc::new(definition);
+    while !shutdown.is_cancelled() {
+        let messages = match open(&js, &definition).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(consumer = definition.name(), error = %e, "cannot open consumer; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        messages
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(concurrency.max(1), |delivery| {
+                let js = js.clone();
+                let definition = definition.clone();
+                let handler = handler.clone();
+                async move {
+                    match delivery {
+                        Ok(message) => process(&js, &definition, handler.as_ref(), message).await,
+                        Err(e) => tracing::debug!(consumer = definition.name(), error = %e, "pull stream hiccup"),
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+async fn open(js: &jetstream::Context, definition: &ConsumerDefinition) -> Result<pull::Stream, async_nats::Error> {
+    let consumer: PullConsumer = js.get_stream(definition.stream).await?.get_consumer(definition.name()).await?;
+    Ok(consumer.messages().await?)
+}
+
+async fn process<H: EventHandler>(
+    js: &jetstream::Context,
+    definition: &ConsumerDefinition,
+    handler: &H,
+    message: jetstream::Message,
+) {
+    let consumer = definition.name();
+    let (stream, sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream.to_owned(), info.stream_sequence, info.delivered),
+        Err(e) => {
+            tracing::warn!(consumer, error = %e, "message without JetStream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let subject = message.subject.to_string();
+    let outcome = match IncomingEvent::from_message(&subject, message.headers.as_ref(), message.payload.clone()) {
+        Err(malformed) => Err(HandleError::Reject(malformed.to_string())),
+        Ok(event) => {
+            let span = tracing::info_span!("event", consumer, subject = %subject, event_id = %event.event_id, delivered);
+            with_progress(&message, definition.config.ack_wait, handler.handle(event)).instrument(span).await
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("events_handled_total", "consumer" => consumer.to_owned()).increment(1);
+            if let Err(e) = message.ack().await {
+                // The handler was idempotent, so a redelivery is harmless.
+                tracing::warn!(consumer, subject, error = %e, "ack failed; the event will be redelivered");
+            }
+        }
+        Err(HandleError::Retry(reason)) if !definition.is_last_delivery(delivered) => {
+            let delay = definition.retry_delay(delivered);
+            tracing::info!(consumer, subject, delivered, ?delay, %reason, "event will be retried");
+            metrics::counter!("events_retried_total", "consumer" => consumer.to_owned()).increment(1);
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+        Err(HandleError::Retry(reason) | HandleError::Reject(reason)) => {
+            let parked = park(js, consumer, &stream, sequence, delivered, &message, &reason).await;
+            match parked {
+                Ok(()) => {
+                    tracing::error!(consumer, subject, sequence, %reason, "event parked on DLQ");
+                    metrics::counter!("events_parked_total", "consumer" => consumer.to_owned()).increment(1);
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+                Err(e) => {
+                    // Never drop a message we could not park: retry later.
+                    tracing::error!(consumer, subject, error = %e, "cannot park event on DLQ; will retry");
+                    let _ = message.ack_with(AckKind::Nak(Some(definition.retry_delay(delivered)))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work`, telling JetStream the message is still in progress so a slow
+/// handler (a payment provider call) is not redelivered under its feet.
+async fn with_progress<F: Future<Output = Result<(), HandleError>>>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    work: F,
+) -> Result<(), HandleError> {
+    let period = (ack_wait / 3).max(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = ticker.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+async fn park(
+    js: &jetstream::Context,
+    consumer: &str,
+    stream: &str,
+    sequence: u64,
+    delivered: i64,
+    message: &jetstream::Message,
+    reason: &str,
+) -> Result<(), async_nats::Error> {
+    let mut headers = message.headers.clone().unwrap_or_default();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq:{stream}:{sequence}:{consumer}").as_str());
+    headers.insert(HEADER_DLQ_STREAM, stream);
+    headers.insert(HEADER_DLQ_SEQUENCE, sequence.to_string().as_str());
+    headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
+    headers.insert(HEADER_DLQ_CONSUMER, consumer);
+    headers.insert(HEADER_DLQ_DELIVERED, delivered.to_string().as_str());
+    // Header values cannot hold newlines; keep the error on one line.
+    headers.insert(HEADER_DLQ_ERROR, reason.replace(['\r', '\n'], " ").as_str());
+    let subject = format!("dlq.{consumer}.{}", message.subject);
+    let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
+    js.send_publish(subject, publish).await?.await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Saga events: which proto message travels on which subject, and the
+//! CloudEvents-style headers that carry its identity (NATS binding, binary
+//! mode: the body is the proto3 JSON of the message).
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use shop_proto::events::v1 as ev;
+use uuid::Uuid;
+
+pub const HEADER_ID: &str = "ce-id";
+pub const HEADER_TYPE: &str = "ce-type";
+pub const HEADER_SOURCE: &str = "ce-source";
+pub const HEADER_TIME: &str = "ce-time";
+pub const HEADER_SUBJECT: &str = "ce-subject";
+pub const HEADER_SPEC_VERSION: &str = "ce-specversion";
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// A saga event: a proto message with a fixed type name and subject.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Full proto name, sent as `ce-type`.
+    const TYPE: &'static str;
+    /// Subject without the trailing order id, e.g. `orders.placed`.
+    const SUBJECT: &'static str;
+    /// The order the event is about; the last subject token.
+    fn order_id(&self) -> &str;
+
+    fn subject(&self) -> String {
+        format!("{}.{}", Self::SUBJECT, self.order_id())
+    }
+}
+
+macro_rules! events {
+    ($($ty:ident => $subject:literal),* $(,)?) => {
+        $(
+            impl Event for ev::$ty {
+                const TYPE: &'static str = concat!("shop.events.v1.", stringify!($ty));
+                const SUBJECT: &'static str = $subject;
+                fn order_id(&self) -> &str {
+                    &self.order_id
+                }
+            }
+        )*
+        /// `(ce-type, subject prefix)` of every event this build understands.
+        pub const KNOWN_EVENTS: &[(&str, &str)] = &[
+            $((concat!("shop.events.v1.", stringify!($ty)), $subject)),*
+        ];
+    };
+}
+
+events! {
+    OrderPlaced => "orders.placed",
+    OrderConfirmed => "orders.confirmed",
+    OrderCancelled => "orders.cancelled",
+    InventoryReserved => "inventory.reserved",
+    InventoryRejected => "inventory.rejected",
+    InventoryCommitted => "inventory.committed",
+    InventoryReleased => "inventory.released",
+    PaymentSucceeded => "payments.succeeded",
+    PaymentFailed => "payments.failed",
+    PaymentRefunded => "payments.refunded",
+}
+
+/// An event ready for the outbox: identity, subject and encoded body.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub subject: String,
+    pub order_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: Vec<u8>,
+}
+
+impl OutgoingEvent {
+    pub fn new<E: Event>(event: &E) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: E::TYPE,
+            subject: event.subject(),
+            order_id: event.order_id().to_owned(),
+            occurred_at: Utc::now(),
+            payload: serde_json::to_vec(event)?,
+        })
+    }
+}
+
+/// The headers an event is published with. `Nats-Msg-Id` is the event id,
+/// so a retried publish is stored once.
+pub fn headers(
+    event_id: Uuid,
+    event_type: &str,
+    source: &str,
+    order_id: &str,
+    occurred_at: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.to_string().as_str());
+    headers.insert(HEADER_SPEC_VERSION, "1.0");
+    headers.insert(HEADER_ID, event_id.to_string().as_str());
+    headers.insert(HEADER_TYPE, event_type);
+    headers.insert(HEADER_SOURCE, source);
+    headers.insert(HEADER_SUBJECT, order_id);
+    headers.insert(HEADER_TIME, occurred_at.to_rfc3339().as_str());
+    headers.insert("content-type", CONTENT_TYPE_JSON);
+    if let Some(tp) = traceparent {
+        headers.insert(HEADER_TRACEPARENT, tp);
+    }
+    headers
+}
+
+/// Why a delivered message is not a usable event.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedEvent {
+    #[error("header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("header ce-id {0:?} is not a UUID")]
+    BadId(String),
+    #[error("body is not a valid {event_type}: {source}")]
+    BadBody {
+        event_type: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An event as delivered by a consumer.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub subject: String,
+    pub payload: Bytes,
+    pub traceparent: Option<String>,
+}
+
+impl IncomingEvent {
+    pub fn from_message(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Result<Self, MalformedEvent> {
+        let header = |name: &'static str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let id = header(HEADER_ID).ok_or(MalformedEvent::MissingHeader(HEADER_ID))?;
+        let event_id = Uuid::parse_str(&id).map_err(|_| MalformedEvent::BadId(id))?;
+        let event_type = header(HEADER_TYPE).ok_or(MalformedEvent::MissingHeader(HEADER_TYPE))?;
+        Ok(Self { event_id, event_type, subject: subject.to_owned(), payload, traceparent: header(HEADER_TRACEPARENT) })
+    }
+
+    pub fn is<E: Event>(&self) -> bool {
+        self.event_type == E::TYPE
+    }
+
+    pub fn decode<E: Event>(&self) -> Result<E, MalformedEvent> {
+        serde_json::from_slice(&self.payload).map_err(|source| MalformedEvent::BadBody { event_type: E::TYPE, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_end_with_the_order_id() {
+        let e = ev::OrderPlaced { order_id: "o-1".into(), ..Default::default() };
+        assert_eq!(e.subject(), "orders.placed.o-1");
+        assert_eq!(<ev::OrderPlaced as Event>::TYPE, "shop.events.v1.OrderPlaced");
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let id = Uuid::now_v7();
+        let h = headers(id, "shop.events.v1.OrderPlaced", "svc-order", "o-1", Utc::now(), Some("00-abc-def-01"));
+        assert_eq!(h.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str()), Some(id.to_string().as_str()));
+        let incoming = IncomingEvent::from_message("orders.placed.o-1", Some(&h), Bytes::from_static(b"{}"))
+            .expect("well-formed");
+        assert_eq!(incoming.event_id, id);
+        assert!(incoming.is::<ev::OrderPlaced>());
+        assert_eq!(incoming.traceparent.as_deref(), Some("00-abc-def-01"));
+    }
+
+    #[test]
+    fn missing_or_bad_headers_are_malformed() {
+        assert!(matches!(
+            IncomingEvent::from_message("x", None, Bytes::new()),
+            Err(MalformedEvent::MissingHeader(HEADER_ID))
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_ID, "not-a-uuid");
+        assert!(matches!(IncomingEvent::from_message("x", Some(&h), Bytes::new()), Err(MalformedEvent::BadId(_))));
+    }
+}

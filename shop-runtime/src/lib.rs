@@ -1,0 +1,73 @@
+//! Shared runtime of the shop services.
+//!
+//! - [`config`]: typed settings from the environment, all problems at once.
+//! - [`telemetry`]: tracing setup.
+//! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
+//!   the admin HTTP port.
+//! - [`identity`]: the caller as the gateway passes it.
+//! - [`db`]: Postgres pool, migrations, constraint names.
+//! - [`event`], [`topology`], [`outbox`], [`inbox`], [`consumer`]: the
+//!   messaging rules of the checkout saga (see ARCHITECTURE.md).
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod event;
+pub mod grpc;
+pub mod identity;
+pub mod inbox;
+pub mod nats;
+pub mod outbox;
+pub mod telemetry;
+pub mod topology;
+
+pub use tokio_util::sync::CancellationToken;
+pub mod values;
+
+/// The two sockets a service listens on. Tests bind port 0 and pass them in.
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub admin: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(basics: &config::ServiceBasics) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: tokio::net::TcpListener::bind(basics.grpc_addr).await?,
+            admin: tokio::net::TcpListener::bind(basics.admin_addr).await?,
+        })
+    }
+
+    /// Both on free loopback ports.
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,0 +1,209 @@
+//! Transactional outbox and its relay.
+//!
+//! A service writes its state change and the event row in one transaction
+//! ([`Outbox::enqueue`]), commits, then wakes the relay in-process
+//! ([`Outbox::committed`]) so the event leaves within milliseconds. The relay
+//! claims rows with `FOR UPDATE SKIP LOCKED` (replicas never publish the same
+//! row at once), publishes each with `Nats-Msg-Id` = event id, awaits every
+//! PubAck, and only then marks the rows published. A crash anywhere in
+//! between leaves rows unpublished; the next pass (or another replica's
+//! safety-net poll) sends them again and JetStream's duplicate window drops
+//! the copies.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::event::{self, Event, OutgoingEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("event could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Handle used by request handlers and event handlers to stage events.
+#[derive(Clone)]
+pub struct Outbox {
+    source: &'static str,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// `source` is the publishing service, sent as `ce-source`.
+    pub fn new(source: &'static str) -> Self {
+        Self { source, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// Stages `event` in the caller's transaction.
+    pub async fn enqueue<E: Event>(&self, conn: &mut PgConnection, event: &E) -> Result<Uuid, OutboxError> {
+        let outgoing = OutgoingEvent::new(event)?;
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(outgoing.event_id)
+        .bind(outgoing.event_type)
+        .bind(&outgoing.subject)
+        .bind(&outgoing.order_id)
+        .bind(&outgoing.payload)
+        .bind(outgoing.occurred_at)
+        .execute(conn)
+        .await?;
+        Ok(outgoing.event_id)
+    }
+
+    /// Commits `tx` and wakes the relay: the only way staged events should
+    /// be committed, so no code path forgets the wake-up.
+    pub async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A relay publishing this outbox's rows.
+    pub fn relay(&self, pool: PgPool, js: jetstream::Context, poll_interval: Duration) -> Relay {
+        Relay { pool, js, source: self.source, wake: self.wake.clone(), poll_interval, batch_size: 256 }
+    }
+}
+
+/// Publishes committed outbox rows to JetStream.
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    source: &'static str,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+    batch_size: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    event_id: Uuid,
+    event_type: String,
+    subject: String,
+    order_id: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    occurred_at: DateTime<Utc>,
+}
+
+impl Relay {
+    /// Runs until `shutdown`: drains the outbox whenever woken, and at least
+    /// every `poll_interval` for rows another (crashed) instance left behind.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.drain().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "outbox relay pass failed; will retry");
+                }
+            }
+            // Back off while NATS or Postgres is down, but never longer than
+            // the safety-net poll.
+            let wait = if failures == 0 {
+                self.poll_interval
+            } else {
+                Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(self.poll_interval)
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified(), if failures == 0 => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Publishes batches until no unpublished row is left (or claimable).
+    pub async fn drain(&self) -> Result<(), RelayError> {
+        while self.publish_batch().await? == self.batch_size as usize {}
+        Ok(())
+    }
+
+    /// Claims, publishes and marks one batch; returns how many rows it claimed.
+    async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT event_id, event_type, subject, order_id, payload, traceparent, occurred_at
+               FROM outbox
+              WHERE published_at IS NULL
+              ORDER BY created_at, event_id
+              LIMIT $1
+                FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let claimed = rows.len();
+
+        // Send the whole batch, then await the acks: one round trip of
+        // latency for the batch instead of one per event.
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let headers = event::headers(
+                row.event_id,
+                &row.event_type,
+                self.source,
+                &row.order_id,
+                row.occurred_at,
+                row.traceparent.as_deref(),
+            );
+            let message = PublishMessage::build().payload(Bytes::from(row.payload.clone())).headers(headers);
+            pending.push((row.event_id, self.js.send_publish(row.subject.clone(), message).await));
+        }
+        let mut published = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for (event_id, sent) in pending {
+            let acked = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match acked {
+                Ok(()) => published.push(event_id),
+                Err(e) => {
+                    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1")
+                        .bind(event_id)
+                        .bind(&e)
+                        .execute(&mut *tx)
+                        .await?;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE event_id = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("outbox_published_total", "source" => self.source).increment(published.len() as u64);
+        match first_error {
+            Some(e) => Err(RelayError::Publish(e)),
+            None => Ok(claimed),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publish to JetStream failed: {0}")]
+    Publish(String),
+}

@@ -1,0 +1,173 @@
+//! Streams and durable consumers, declared in `nats/` as the JSON the nats
+//! CLI accepts (`nats stream add --config nats/streams/ORDERS.json`) and
+//! ensured idempotently at service start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+
+use crate::config::parse_duration;
+
+/// `(stream name, JSON)` of every stream, from `nats/streams/`.
+const STREAMS: &[(&str, &str)] = &[
+    ("ORDERS", include_str!("../../nats/streams/ORDERS.json")),
+    ("INVENTORY", include_str!("../../nats/streams/INVENTORY.json")),
+    ("PAYMENTS", include_str!("../../nats/streams/PAYMENTS.json")),
+    ("DLQ", include_str!("../../nats/streams/DLQ.json")),
+];
+
+/// `(stream, durable name, JSON)` of every consumer, from `nats/consumers/`.
+const CONSUMERS: &[(&str, &str, &str)] = &[
+    ("ORDERS", "inventory-orders", include_str!("../../nats/consumers/ORDERS/inventory-orders.json")),
+    ("ORDERS", "payment-orders", include_str!("../../nats/consumers/ORDERS/payment-orders.json")),
+    ("ORDERS", "notify-orders", include_str!("../../nats/consumers/ORDERS/notify-orders.json")),
+    (
+        "INVENTORY",
+        "order-inventory",
+        include_str!("../../nats/consumers/INVENTORY/order-inventory.json"),
+    ),
+    (
+        "INVENTORY",
+        "payment-inventory",
+        include_str!("../../nats/consumers/INVENTORY/payment-inventory.json"),
+    ),
+    ("PAYMENTS", "order-payments", include_str!("../../nats/consumers/PAYMENTS/order-payments.json")),
+    (
+        "PAYMENTS",
+        "inventory-payments",
+        include_str!("../../nats/consumers/PAYMENTS/inventory-payments.json"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("definition of {0} is not valid JSON for JetStream: {1}")]
+    Definition(String, serde_json::Error),
+    #[error("no consumer named {0} is declared in nats/consumers")]
+    UnknownConsumer(String),
+    #[error("JetStream refused {what}: {source}")]
+    JetStream {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A durable pull consumer as declared in `nats/consumers/<STREAM>/<name>.json`.
+#[derive(Debug, Clone)]
+pub struct ConsumerDefinition {
+    pub stream: &'static str,
+    pub config: pull::Config,
+    /// Delay before redelivering a message whose handler failed transiently,
+    /// by delivery attempt (metadata `shop.retry_delays`).
+    pub retry_delays: Vec<Duration>,
+}
+
+impl ConsumerDefinition {
+    pub fn name(&self) -> &str {
+        self.config.durable_name.as_deref().unwrap_or_default()
+    }
+
+    /// Delay before delivery `delivered + 1`.
+    pub fn retry_delay(&self, delivered: i64) -> Duration {
+        let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
+        self.retry_delays
+            .get(index)
+            .or(self.retry_delays.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// The last delivery JetStream will make (`max_deliver`).
+    pub fn is_last_delivery(&self, delivered: i64) -> bool {
+        self.config.max_deliver > 0 && delivered >= self.config.max_deliver
+    }
+}
+
+/// Every stream definition.
+pub fn streams() -> Result<Vec<stream::Config>, TopologyError> {
+    STREAMS
+        .iter()
+        .map(|(name, json)| serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("stream {name}"), e)))
+        .collect()
+}
+
+/// The definition of one durable consumer.
+pub fn consumer(name: &str) -> Result<ConsumerDefinition, TopologyError> {
+    let (stream, _, json) = CONSUMERS
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .ok_or_else(|| TopologyError::UnknownConsumer(name.to_owned()))?;
+    let config: pull::Config =
+        serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("consumer {name}"), e))?;
+    let retry_delays = config
+        .metadata
+        .get("shop.retry_delays")
+        .map(|raw| raw.split(',').filter_map(parse_duration).collect())
+        .unwrap_or_default();
+    Ok(ConsumerDefinition { stream, config, retry_delays })
+}
+
+/// Every consumer definition.
+pub fn consumers() -> Result<Vec<ConsumerDefinition>, TopologyError> {
+    CONSUMERS.iter().map(|(_, name, _)| consumer(name)).collect()
+}
+
+/// Creates or updates every stream (idempotent; safe from several services
+/// at once since they all apply the same definitions).
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), TopologyError> {
+    for config in streams()? {
+        let name = config.name.clone();
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| TopologyError::JetStream { what: format!("stream {name}"), source: Box::new(e) })?;
+    }
+    Ok(())
+}
+
+/// Creates or updates the named consumers and returns their definitions.
+pub async fn ensure_consumers(
+    js: &jetstream::Context,
+    names: &[&str],
+) -> Result<Vec<ConsumerDefinition>, TopologyError> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let definition = consumer(name)?;
+        let stream = js.get_stream(definition.stream).await.map_err(|e| TopologyError::JetStream {
+            what: format!("stream {} (for consumer {name})", definition.stream),
+            source: Box::new(e),
+        })?;
+        stream
+            .create_consumer(definition.config.clone())
+            .await
+            .map_err(|e| TopologyError::JetStream { what: format!("consumer {name}"), source: Box::new(e) })?;
+        out.push(definition);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_definition_parses_and_matches_its_file_name() {
+        let streams = streams().expect("streams parse");
+        for (config, (name, _)) in streams.iter().zip(STREAMS) {
+            assert_eq!(config.name, *name);
+            assert!(config.duplicate_window >= Duration::from_secs(120), "{name}: dedupe window too short");
+        }
+        for definition in consumers().expect("consumers parse") {
+            let name = definition.name().to_owned();
+            assert!(!name.is_empty());
+            assert_eq!(definition.config.ack_policy, jetstream::consumer::AckPolicy::Explicit, "{name}");
+            assert!(definition.config.max_deliver > 1, "{name}: max_deliver must be bounded and > 1");
+            assert!(!definition.retry_delays.is_empty(), "{name}: shop.retry_delays missing");
+            let stream = streams.iter().find(|s| s.name == definition.stream).expect("stream exists");
+            let prefix = stream.subjects[0].trim_end_matches('>');
+            for subject in &definition.config.filter_subjects {
+                assert!(subject.starts_with(prefix), "{name}: {subject} outside {}", stream.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Value types shared by several services' domains. Each constructor
+//! validates, so a value that exists is a valid one; the error names what to
+//! fix and the gRPC adapters put the field path in front of it.
+
+use std::fmt;
+
+/// A stock keeping unit: 1-64 of `A-Z 0-9 - _`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sku(String);
+
+impl Sku {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let valid_first = raw.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        let valid_rest = raw.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if raw.is_empty() {
+            Err("is required".into())
+        } else if raw.len() > 64 || !valid_first || !valid_rest {
+            Err(format!("{raw:?} is not a SKU (1-64 of A-Z, 0-9, '-', '_', e.g. \"SKU-MUG-001\")"))
+        } else {
+            Ok(Self(raw.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Units of one line: 1 to [`Quantity::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Quantity(i32);
+
+impl Quantity {
+    pub const MAX: i32 = 10_000;
+
+    pub fn new(raw: i32) -> Result<Self, String> {
+        if raw <= 0 {
+            Err(format!("must be positive, got {raw}"))
+        } else if raw > Self::MAX {
+            Err(format!("must be at most {}, got {raw}", Self::MAX))
+        } else {
+            Ok(Self(raw))
+        }
+    }
+
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+/// An ISO 4217 currency code (three upper-case letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.as_bytes() {
+            [a, b, c] if raw.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
+            _ => Err(format!("{raw:?} is not an ISO 4217 currency code such as \"EUR\"")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII upper-case letters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+/// An amount of money in minor units. Arithmetic is checked: an overflow is
+/// an error, never a wrapped total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub currency: Currency,
+    pub minor: i64,
+}
+
+impl Money {
+    pub fn new(currency: Currency, minor: i64) -> Self {
+        Self { currency, minor }
+    }
+
+    /// `self * quantity`, or `None` on overflow.
+    pub fn times(self, quantity: Quantity) -> Option<Self> {
+        self.minor.checked_mul(i64::from(quantity.get())).map(|minor| Self { minor, ..self })
+    }
+
+    /// `self + other`, or `None` on overflow or mixed currencies.
+    pub fn plus(self, other: Self) -> Option<Self> {
+        if self.currency != other.currency {
+            return None;
+        }
+        self.minor.checked_add(other.minor).map(|minor| Self { minor, ..self })
+    }
+
+    pub fn to_proto(self) -> shop_proto::common::v1::Money {
+        shop_proto::common::v1::Money { currency_code: self.currency.as_str().to_owned(), amount_minor: self.minor }
+    }
+
+    pub fn from_proto(m: &shop_proto::common::v1::Money) -> Result<Self, String> {
+        Ok(Self { currency: Currency::parse(&m.currency_code)?, minor: m.amount_minor })
+    }
+}
+
+/// Converts a chrono time to the proto Timestamp.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skus() {
+        assert!(Sku::parse("SKU-MUG-001").is_ok());
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse("-X").is_err());
+        assert!(Sku::parse("sku-lower").is_err());
+        assert!(Sku::parse(&"A".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn quantities() {
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(-3).is_err());
+        assert!(Quantity::new(Quantity::MAX + 1).is_err());
+        assert_eq!(Quantity::new(2).map(Quantity::get), Ok(2));
+    }
+
+    #[test]
+    fn money_arithmetic_is_checked() {
+        let eur = Currency::parse("EUR").expect("valid");
+        let usd = Currency::parse("USD").expect("valid");
+        let q = Quantity::new(3).expect("valid");
+        assert_eq!(Money::new(eur, 250).times(q), Some(Money::new(eur, 750)));
+        assert_eq!(Money::new(eur, i64::MAX).times(q), None);
+        assert_eq!(Money::new(eur, 1).plus(Money::new(usd, 1)), None);
+        assert!(Currency::parse("eur").is_err());
+    }
+}

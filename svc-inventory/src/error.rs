@@ -1,0 +1,30 @@
+//! svc-inventory errors and their gRPC status.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Database(inner) => {
+                // Never echo internals to the caller; the log has them.
+                tracing::error!(error = %inner, "database error");
+                Status::unavailable("inventory is temporarily unavailable; try again shortly")
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Throwaway nats-server, PostgreSQL and Redis for integration tests.
+//!
+//! Every server is a real process on a free port, so tests never share state
+//! and never depend on a developer's own services:
+//!
+//! - [`fresh_database`] hands out a new, empty database on one PostgreSQL
+//!   server per test process (or on `TEST_DATABASE_URL`, when set).
+//! - [`NatsServer::start`] and [`RedisServer::start`] give each caller its own
+//!   server, which [`stop`](NatsServer::stop) and
+//!   [`restart`](NatsServer::restart) on the same port and data, to simulate an
+//!   outage and the recovery from it.
+//!
+//! Servers run under a small shell watchdog that holds a pipe from this
+//! process: when the process ends, even by abort, the pipe closes and the
+//! watchdog stops the server. [`infra`] exposes the same machinery with
+//! persistent data for `cargo xtask up`, and [`binaries`] finds the programs.
+
+pub mod binaries;
+pub mod infra;
+mod nats;
+mod postgres;
+mod redis;
+
+pub use infra::free_port;
+pub use nats::NatsServer;
+pub use postgres::{Postgres, fresh_database};
+pub use redis::RedisServer;
