@@ -152,7 +152,8 @@ pub async fn start_postgres(data_dir: &Path, port: u16) -> anyhow::Result<Server
 
 /// Starts nats-server with JetStream, the project's `nats/nats-server.conf`
 /// and its store in `store_dir`, on 127.0.0.1:`port`. The log goes to
-/// `store_dir` with extension `.log`.
+/// `store_dir` with extension `.log` (the configuration used, when it had to
+/// be adapted, to `.conf`).
 pub async fn start_nats(store_dir: &Path, port: u16) -> anyhow::Result<ServerProcess> {
     spawn_nats(store_dir, port).await
 }
@@ -256,19 +257,28 @@ pub(crate) async fn spawn_postgres(
 pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<ServerProcess> {
     let program = binaries::nats_server()?;
     let config = nats_config();
-    if !config.is_file() {
-        bail!("nats-server configuration {} is missing", config.display());
-    }
+    let text = fs::read_to_string(&config)
+        .with_context(|| format!("reading nats-server configuration {}", config.display()))?;
     fs::create_dir_all(store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
     let store_dir = std::path::absolute(store_dir)?;
     let mut command = Command::new(program);
-    // The flags override `listen` and `store_dir` from the file.
-    command
-        .arg("-c")
-        .arg(&config)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store_dir);
+    // `-a` and `-p` override the file's `listen`.
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]);
+    match with_store_dir(&text, &store_dir) {
+        // nats-server rejects `-sd` when the file names a store_dir too
+        // ("Duplicate 'store_dir' configuration"), so run a copy of the file
+        // with only that line changed.
+        Some(rewritten) => {
+            let copy = store_dir.with_extension("conf");
+            fs::write(&copy, rewritten)
+                .with_context(|| format!("writing {}", copy.display()))?;
+            command.arg(copy);
+        }
+        None => {
+            command.arg(&config).arg("-sd").arg(&store_dir);
+        }
+    }
     let log = store_dir.with_extension("log");
     let mut process =
         ServerProcess::spawn_inner("nats-server", &command, StopSignal::Term, Some(&log), None)?;
@@ -276,6 +286,35 @@ pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<Se
         .wait_until(STARTUP_TIMEOUT, || nats_ready(port))
         .await?;
     Ok(process)
+}
+
+/// `config` with every `store_dir` setting pointing at `store_dir`, or None
+/// if it has none.
+fn with_store_dir(config: &str, store_dir: &Path) -> Option<String> {
+    let quoted = format!("{:?}", store_dir.display().to_string());
+    let mut found = false;
+    let mut out = String::with_capacity(config.len() + quoted.len());
+    for line in config.lines() {
+        let trimmed = line.trim_start();
+        let key_len = ["store_dir", "storedir"]
+            .iter()
+            .find(|key| {
+                trimmed.strip_prefix(**key).is_some_and(|rest| {
+                    rest.starts_with(|c: char| c.is_whitespace() || c == ':' || c == '=')
+                })
+            })
+            .map(|key| key.len());
+        match key_len {
+            Some(len) => {
+                found = true;
+                let indent = &line[..line.len() - trimmed.len()];
+                out.push_str(&format!("{indent}{}: {quoted}", &trimmed[..len]));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    found.then_some(out)
 }
 
 pub(crate) async fn spawn_redis(
@@ -549,10 +588,10 @@ impl Drop for ServerProcess {
 
 /// Whether this process runs as root (effective uid 0).
 fn running_as_root() -> bool {
-    if let Ok(status) = fs::read_to_string("/proc/self/status") {
-        if let Some(uids) = status.lines().find_map(|l| l.strip_prefix("Uid:")) {
-            return uids.split_whitespace().nth(1) == Some("0");
-        }
+    if let Ok(status) = fs::read_to_string("/proc/self/status")
+        && let Some(uids) = status.lines().find_map(|l| l.strip_prefix("Uid:"))
+    {
+        return uids.split_whitespace().nth(1) == Some("0");
     }
     Command::new("id")
         .arg("-u")
@@ -672,6 +711,18 @@ mod tests {
             database_url("postgres://u@db/app?sslmode=disable", "x"),
             "postgres://u@db/x?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn store_dir_is_rewritten_in_place() {
+        let config = "listen: 1.2.3.4:5\njetstream {\n  store_dir: \".data/nats\"\n  sync_interval: always\n}\n";
+        let rewritten = with_store_dir(config, Path::new("/tmp/x")).expect("has store_dir");
+        assert_eq!(
+            rewritten,
+            "listen: 1.2.3.4:5\njetstream {\n  store_dir: \"/tmp/x\"\n  sync_interval: always\n}\n"
+        );
+        assert_eq!(with_store_dir("jetstream: enabled\n", Path::new("/x")), None);
+        assert_eq!(with_store_dir("# store_dir: a\n", Path::new("/x")), None);
     }
 
     #[test]

@@ -1,0 +1,276 @@
+//! gRPC adapter: `shop.order.v1.OrderService`. Proto types stop here.
+
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use shop_proto::{common::v1::Money as ProtoMoney, events::v1 as ev, order::v1 as pb};
+use shop_runtime::{
+    identity::Caller,
+    outbox::Outbox,
+    values::{Money, timestamp},
+};
+use sqlx::PgPool;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    catalog::Catalog,
+    domain::{self, CancelReason, PaymentMethod, Status as OrderStatus, Trigger},
+    error::Error,
+    saga::{self, Applied},
+    store::{self, Cursor, OrderRecord, PricedLine},
+};
+
+#[derive(Clone)]
+pub struct OrderApi {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub catalog: Catalog,
+    pub accepted_payment_methods: Vec<PaymentMethod>,
+}
+
+fn to_proto(order: OrderRecord) -> pb::Order {
+    let money = |minor| Some(ProtoMoney { currency_code: order.currency.clone(), amount_minor: minor });
+    let (status, cancel_reason) = match order.status {
+        OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
+        OrderStatus::Reserved => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
+        OrderStatus::Confirmed => (pb::OrderStatus::Confirmed, pb::CancelReason::Unspecified),
+        OrderStatus::Cancelled(reason) => (
+            pb::OrderStatus::Cancelled,
+            match reason {
+                CancelReason::OutOfStock => pb::CancelReason::OutOfStock,
+                CancelReason::PaymentDeclined => pb::CancelReason::PaymentDeclined,
+                CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
+                CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
+            },
+        ),
+    };
+    pb::Order {
+        order_id: order.order_id.to_string(),
+        user_id: order.user_id.clone(),
+        status: status as i32,
+        cancel_reason: cancel_reason as i32,
+        lines: order
+            .lines
+            .iter()
+            .map(|l| pb::OrderLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: money(l.unit_price_minor) })
+            .collect(),
+        total: money(order.total_minor),
+        created_at: Some(timestamp(order.created_at)),
+        updated_at: Some(timestamp(order.updated_at)),
+        payment_method: order.payment_method.clone(),
+    }
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, Error> {
+    if raw.is_empty() {
+        return Err(Error::InvalidArgument { field: "order_id".into(), reason: "is required".into() });
+    }
+    Uuid::parse_str(raw)
+        .map_err(|_| Error::InvalidArgument { field: "order_id".into(), reason: format!("{raw:?} is not an order id") })
+}
+
+/// Page tokens are `<created_at micros>.<order id>` of the last order shown.
+fn encode_cursor(c: Cursor) -> String {
+    format!("{}.{}", c.created_at.timestamp_micros(), c.order_id)
+}
+
+fn decode_cursor(raw: &str) -> Result<Option<Cursor>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Error::InvalidArgument {
+        field: "page_token".into(),
+        reason: "is not a token returned by ListOrders; omit it for the first page".into(),
+    };
+    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    Ok(Some(Cursor {
+        created_at: DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?,
+        order_id: Uuid::parse_str(id).map_err(|_| bad())?,
+    }))
+}
+
+impl OrderApi {
+    /// Loads an order the caller may see; others' orders are NOT_FOUND so
+    /// their existence does not leak.
+    async fn visible_order(&self, caller: &Caller, order_id: Uuid) -> Result<OrderRecord, Error> {
+        let mut conn = self.pool.acquire().await?;
+        match store::load(&mut conn, order_id).await? {
+            Some(order) if caller.may_access(&order.user_id) => Ok(order),
+            _ => Err(Error::NotFound(format!("no order {order_id}"))),
+        }
+    }
+
+    async fn place_order(&self, caller: &Caller, request: pb::PlaceOrderRequest) -> Result<OrderRecord, Error> {
+        let lines: Vec<(String, i32)> = request.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let command = domain::validate_place_order(
+            &request.idempotency_key,
+            &lines,
+            &request.payment_method,
+            &self.accepted_payment_methods,
+        )
+        .map_err(|e| Error::InvalidArgument { field: e.field, reason: e.reason })?;
+        let user = caller.user_id.as_str();
+
+        // A retry is answered from the database, without the catalog.
+        if let Some(existing) = store::find_by_key(&self.pool, user, command.key.as_str()).await? {
+            return same_request(existing, &command);
+        }
+
+        let products = self
+            .catalog
+            .products(command.lines.iter().map(|l| l.sku.to_string()).collect())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "catalog call failed");
+                Error::CatalogUnavailable
+            })?;
+        let mut priced = Vec::with_capacity(command.lines.len());
+        for (i, line) in command.lines.iter().enumerate() {
+            let product = products.iter().find(|p| p.sku == line.sku.as_str()).ok_or_else(|| Error::InvalidArgument {
+                field: format!("lines[{i}].sku"),
+                reason: format!("no product {} in the catalog", line.sku),
+            })?;
+            let unit_price = product
+                .price
+                .as_ref()
+                .and_then(|p| Money::from_proto(p).ok())
+                .ok_or_else(|| Error::FailedPrecondition(format!("product {} has no valid price", line.sku)))?;
+            priced.push(PricedLine { sku: line.sku.clone(), quantity: line.quantity, unit_price });
+        }
+        let total = store::total_of(&priced).ok_or_else(|| {
+            Error::FailedPrecondition("the lines cannot be totalled (mixed currencies or amount too large)".into())
+        })?;
+
+        let mut tx = self.pool.begin().await?;
+        let Some(order_id) = store::insert(&mut tx, user, &command, &priced, total).await? else {
+            // A concurrent request with the same key won; answer like a retry.
+            drop(tx);
+            let existing = store::find_by_key(&self.pool, user, command.key.as_str())
+                .await?
+                .ok_or_else(|| Error::FailedPrecondition("the order for this key is being created; retry".into()))?;
+            return same_request(existing, &command);
+        };
+        let placed = ev::OrderPlaced {
+            order_id: order_id.to_string(),
+            user_id: user.to_owned(),
+            lines: priced
+                .iter()
+                .map(|l| ev::EventLine {
+                    sku: l.sku.to_string(),
+                    quantity: l.quantity.get(),
+                    unit_price: Some(l.unit_price.to_proto()),
+                })
+                .collect(),
+            total: Some(total.to_proto()),
+            payment_method: command.payment_method.to_string(),
+            placed_at: Some(timestamp(Utc::now())),
+        };
+        self.outbox.enqueue(&mut tx, &placed).await?;
+        let order = store::load(&mut tx, order_id).await?.ok_or(store::StoreError::CorruptStatus(order_id))?;
+        self.outbox.commit(tx).await?;
+        tracing::info!(order_id = %order_id, user, "order placed");
+        Ok(order)
+    }
+}
+
+fn same_request(existing: OrderRecord, command: &domain::PlaceOrder) -> Result<OrderRecord, Error> {
+    if existing.request_fingerprint == command.fingerprint() {
+        Ok(existing)
+    } else {
+        Err(Error::KeyReused(format!(
+            "idempotency_key {:?} was already used for a different order ({}); use a new key for a new order",
+            command.key.as_str(),
+            existing.order_id
+        )))
+    }
+}
+
+type OrderStream = Pin<Box<dyn Stream<Item = Result<pb::Order, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::order_service_server::OrderService for OrderApi {
+    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        let order = OrderApi::place_order(self, &caller, request.into_inner()).await?;
+        Ok(Response::new(to_proto(order)))
+    }
+
+    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        let order_id = parse_order_id(&request.get_ref().order_id)?;
+        Ok(Response::new(to_proto(self.visible_order(&caller, order_id).await?)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        let body = request.get_ref();
+        let page_size = match body.page_size {
+            0 => 20,
+            n @ 1..=100 => i64::from(n),
+            n => {
+                return Err(Error::InvalidArgument {
+                    field: "page_size".into(),
+                    reason: format!("must be between 1 and 100 (0 means 20), got {n}"),
+                }
+                .into());
+            }
+        };
+        let cursor = decode_cursor(&body.page_token)?;
+        // Everyone lists their own orders; ListOrders is "my orders" for admins too.
+        let mut orders = store::list(&self.pool, Some(caller.user_id.as_str()), cursor, page_size + 1)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if orders.len() as i64 > page_size {
+            orders.truncate(page_size as usize);
+            orders.last().map(|o| encode_cursor(Cursor { created_at: o.created_at, order_id: o.order_id })).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListOrdersResponse { orders: orders.into_iter().map(to_proto).collect(), next_page_token }))
+    }
+
+    async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        let order_id = parse_order_id(&request.get_ref().order_id)?;
+        self.visible_order(&caller, order_id).await?;
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        match saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel).await.map_err(Error::from)? {
+            Applied::Moved { .. } | Applied::Ignored => {}
+            Applied::Refused(why) => return Err(Error::FailedPrecondition(why.to_owned()).into()),
+            Applied::NotYet | Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
+        }
+        let order = store::load(&mut tx, order_id).await.map_err(Error::from)?;
+        self.outbox.commit(tx).await.map_err(Error::from)?;
+        let order = order.ok_or_else(|| Error::NotFound(format!("no order {order_id}")))?;
+        Ok(Response::new(to_proto(order)))
+    }
+
+    type WatchOrderStream = OrderStream;
+
+    async fn watch_order(
+        &self,
+        _request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        Err(Status::unimplemented("WatchOrder is not available yet; poll GetOrder"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let c = Cursor { created_at: DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("valid"), order_id: Uuid::now_v7() };
+        assert_eq!(decode_cursor(&encode_cursor(c)).expect("valid"), Some(c));
+        assert_eq!(decode_cursor("").expect("empty"), None);
+        assert!(decode_cursor("nonsense").is_err());
+        assert!(decode_cursor("12.not-a-uuid").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! svc-order settings.
+
+use std::time::Duration;
+
+use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics};
+
+use crate::domain::PaymentMethod;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    pub messaging: MessagingSettings,
+    /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
+    pub catalog_url: String,
+    /// `CATALOG_TIMEOUT`: deadline of a catalog call (default 2s).
+    pub catalog_timeout: Duration,
+    /// `ACCEPTED_PAYMENT_METHODS`: comma-separated tokens PlaceOrder accepts.
+    pub accepted_payment_methods: Vec<PaymentMethod>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process_env())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let methods: String =
+            env.or("ACCEPTED_PAYMENT_METHODS", "pm_card_ok,pm_card_declined,pm_card_timeout".to_owned(), "");
+        let mut accepted_payment_methods = Vec::new();
+        for token in methods.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match token.parse() {
+                Ok(m) => accepted_payment_methods.push(m),
+                Err(e) => env.problem(format!("ACCEPTED_PAYMENT_METHODS: {e}")),
+            }
+        }
+        if accepted_payment_methods.is_empty() {
+            env.problem("ACCEPTED_PAYMENT_METHODS must list at least one payment method");
+        }
+        let config = Self {
+            basics: ServiceBasics::read(&mut env, 50051, 9051),
+            messaging: MessagingSettings::read(&mut env),
+            catalog_url: env.or("CATALOG_URL", "http://127.0.0.1:50052".to_owned(), "e.g. http://127.0.0.1:50052"),
+            catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
+            accepted_payment_methods,
+        };
+        if tonic::transport::Endpoint::from_shared(config.catalog_url.clone()).is_err() {
+            env.problem(format!("CATALOG_URL={:?} is not a valid URL", config.catalog_url));
+        }
+        env.finish()?;
+        Ok(config)
+    }
+}

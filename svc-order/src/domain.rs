@@ -1,0 +1,321 @@
+//! The order's domain: validated commands and the state machine.
+//!
+//! ```text
+//! PENDING ──reserved──▶ RESERVED ──committed──▶ CONFIRMED
+//!    │                     │
+//!    └──────── CANCELLED ◀─┘  (out of stock, payment declined,
+//!                              reservation expired, customer cancelled)
+//! ```
+//! Every event and API call goes through [`decide`]; nothing else changes a
+//! status.
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
+
+use shop_runtime::values::{Quantity, Sku};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    OutOfStock,
+    PaymentDeclined,
+    ReservationExpired,
+    CustomerCancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Reserved,
+    Confirmed,
+    Cancelled(CancelReason),
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Cancelled(_))
+    }
+
+    /// `(status, cancel_reason)` as stored.
+    pub fn to_columns(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Pending => ("pending", None),
+            Self::Reserved => ("reserved", None),
+            Self::Confirmed => ("confirmed", None),
+            Self::Cancelled(reason) => (
+                "cancelled",
+                Some(match reason {
+                    CancelReason::OutOfStock => "out_of_stock",
+                    CancelReason::PaymentDeclined => "payment_declined",
+                    CancelReason::ReservationExpired => "reservation_expired",
+                    CancelReason::CustomerCancelled => "customer_cancelled",
+                }),
+            ),
+        }
+    }
+
+    pub fn from_columns(status: &str, reason: Option<&str>) -> Option<Self> {
+        Some(match (status, reason) {
+            ("pending", None) => Self::Pending,
+            ("reserved", None) => Self::Reserved,
+            ("confirmed", None) => Self::Confirmed,
+            ("cancelled", Some(r)) => Self::Cancelled(match r {
+                "out_of_stock" => CancelReason::OutOfStock,
+                "payment_declined" => CancelReason::PaymentDeclined,
+                "reservation_expired" => CancelReason::ReservationExpired,
+                "customer_cancelled" => CancelReason::CustomerCancelled,
+                _ => return None,
+            }),
+            _ => return None,
+        })
+    }
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    StockReserved,
+    StockRejected,
+    StockCommitted,
+    PaymentDeclined,
+    ReservationExpired,
+    CustomerCancel,
+}
+
+/// What the state machine says about a trigger in a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Move(Status),
+    /// Stale or repeated: nothing to do (events after a terminal status).
+    Ignore,
+    /// Arrived before the event it follows; try again later.
+    NotYet,
+    /// Not allowed; the message says why.
+    Refuse(&'static str),
+}
+
+pub fn decide(from: Status, trigger: Trigger) -> Decision {
+    use CancelReason as R;
+    use Decision::{Ignore, Move, NotYet, Refuse};
+    use Status::{Cancelled, Confirmed, Pending, Reserved};
+    use Trigger as T;
+    match (from, trigger) {
+        (Pending, T::StockReserved) => Move(Reserved),
+        (Pending, T::StockRejected) => Move(Cancelled(R::OutOfStock)),
+        (Pending, T::StockCommitted) => NotYet,
+        (Pending | Reserved, T::PaymentDeclined) => Move(Cancelled(R::PaymentDeclined)),
+        (Pending | Reserved, T::ReservationExpired) => Move(Cancelled(R::ReservationExpired)),
+        (Pending | Reserved, T::CustomerCancel) => Move(Cancelled(R::CustomerCancelled)),
+        (Reserved, T::StockReserved) => Ignore,
+        (Reserved, T::StockCommitted) => Move(Confirmed),
+        // Inventory never rejects after it reserved; a stray event changes nothing.
+        (Reserved, T::StockRejected) => Ignore,
+        (Confirmed, T::CustomerCancel) => Refuse("the order is already confirmed and can no longer be cancelled"),
+        (Cancelled(_), T::CustomerCancel) => Ignore,
+        (Confirmed | Cancelled(_), _) => Ignore,
+    }
+}
+
+/// A client-chosen idempotency key: 1-128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("is required: choose a unique key per intended order and reuse it on retries".into());
+        }
+        if raw.len() > 128 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be 1-128 printable ASCII characters without spaces".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A payment method token, e.g. `pm_card_ok`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethod(String);
+
+impl PaymentMethod {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PaymentMethod {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let body_ok = raw
+            .strip_prefix("pm_")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        if raw.len() > 64 || !body_ok {
+            return Err(format!("{raw:?} is not a payment method token (e.g. \"pm_card_ok\")"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl fmt::Display for PaymentMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Largest number of lines in one order.
+pub const MAX_LINES: usize = 100;
+
+/// A line as the customer asked for it (prices come from the catalog).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+}
+
+/// A validated `PlaceOrder` request.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub key: IdempotencyKey,
+    pub lines: Vec<RequestedLine>,
+    pub payment_method: PaymentMethod,
+}
+
+impl PlaceOrder {
+    /// Canonical text of the request: the same key may only come back with
+    /// the same fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let mut lines: Vec<String> = self.lines.iter().map(|l| format!("{}x{}", l.sku, l.quantity.get())).collect();
+        lines.sort();
+        format!("v1|{}|{}", self.payment_method, lines.join(","))
+    }
+}
+
+/// A field that failed validation, with the path a client can act on
+/// (e.g. `lines[1].quantity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// Validates the raw request parts; the first problem is reported.
+pub fn validate_place_order(
+    key: &str,
+    lines: &[(String, i32)],
+    payment_method: &str,
+    accepted_methods: &[PaymentMethod],
+) -> Result<PlaceOrder, FieldError> {
+    let err = |field: String, reason: String| FieldError { field, reason };
+    let key = IdempotencyKey::parse(key).map_err(|r| err("idempotency_key".into(), r))?;
+    if lines.is_empty() {
+        return Err(err("lines".into(), "must contain at least one line".into()));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(err("lines".into(), format!("at most {MAX_LINES} lines per order, got {}", lines.len())));
+    }
+    let mut seen = BTreeSet::new();
+    let mut valid = Vec::with_capacity(lines.len());
+    for (i, (sku, quantity)) in lines.iter().enumerate() {
+        let sku = Sku::parse(sku).map_err(|r| err(format!("lines[{i}].sku"), r))?;
+        let quantity = Quantity::new(*quantity).map_err(|r| err(format!("lines[{i}].quantity"), r))?;
+        if !seen.insert(sku.clone()) {
+            return Err(err(format!("lines[{i}].sku"), format!("{sku} appears twice; put the total quantity on one line")));
+        }
+        valid.push(RequestedLine { sku, quantity });
+    }
+    if payment_method.is_empty() {
+        return Err(err("payment_method".into(), "is required (e.g. \"pm_card_ok\")".into()));
+    }
+    let method: PaymentMethod = payment_method.parse().map_err(|r| err("payment_method".into(), r))?;
+    if !accepted_methods.contains(&method) {
+        let known: Vec<&str> = accepted_methods.iter().map(PaymentMethod::as_str).collect();
+        return Err(err("payment_method".into(), format!("{method} is not accepted; use one of {}", known.join(", "))));
+    }
+    Ok(PlaceOrder { key, lines: valid, payment_method: method })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_STATUSES: [Status; 7] = [
+        Status::Pending,
+        Status::Reserved,
+        Status::Confirmed,
+        Status::Cancelled(CancelReason::OutOfStock),
+        Status::Cancelled(CancelReason::PaymentDeclined),
+        Status::Cancelled(CancelReason::ReservationExpired),
+        Status::Cancelled(CancelReason::CustomerCancelled),
+    ];
+    const ALL_TRIGGERS: [Trigger; 6] = [
+        Trigger::StockReserved,
+        Trigger::StockRejected,
+        Trigger::StockCommitted,
+        Trigger::PaymentDeclined,
+        Trigger::ReservationExpired,
+        Trigger::CustomerCancel,
+    ];
+
+    #[test]
+    fn terminal_statuses_never_move() {
+        for from in ALL_STATUSES.into_iter().filter(|s| s.is_terminal()) {
+            for trigger in ALL_TRIGGERS {
+                assert!(!matches!(decide(from, trigger), Decision::Move(_)), "{from:?} moved on {trigger:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_and_cancellations() {
+        assert_eq!(decide(Status::Pending, Trigger::StockReserved), Decision::Move(Status::Reserved));
+        assert_eq!(decide(Status::Reserved, Trigger::StockCommitted), Decision::Move(Status::Confirmed));
+        assert_eq!(
+            decide(Status::Pending, Trigger::StockRejected),
+            Decision::Move(Status::Cancelled(CancelReason::OutOfStock))
+        );
+        assert_eq!(
+            decide(Status::Reserved, Trigger::ReservationExpired),
+            Decision::Move(Status::Cancelled(CancelReason::ReservationExpired))
+        );
+        assert_eq!(decide(Status::Pending, Trigger::StockCommitted), Decision::NotYet);
+        assert!(matches!(decide(Status::Confirmed, Trigger::CustomerCancel), Decision::Refuse(_)));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_columns() {
+        for s in ALL_STATUSES {
+            let (status, reason) = s.to_columns();
+            assert_eq!(Status::from_columns(status, reason), Some(s));
+        }
+        assert_eq!(Status::from_columns("cancelled", None), None);
+    }
+
+    fn methods() -> Vec<PaymentMethod> {
+        ["pm_card_ok", "pm_card_declined"].iter().map(|m| m.parse().expect("valid")).collect()
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let line = |s: &str, q| (s.to_owned(), q);
+        let case = |key, lines: &[(String, i32)], pm| validate_place_order(key, lines, pm, &methods()).map(|_| ()).map_err(|e| e.field);
+        assert_eq!(case("", &[line("SKU-A", 1)], "pm_card_ok"), Err("idempotency_key".into()));
+        assert_eq!(case("k", &[], "pm_card_ok"), Err("lines".into()));
+        assert_eq!(case("k", &[line("SKU-A", 1), line("SKU-B", 0)], "pm_card_ok"), Err("lines[1].quantity".into()));
+        assert_eq!(case("k", &[line("bad sku", 1)], "pm_card_ok"), Err("lines[0].sku".into()));
+        assert_eq!(case("k", &[line("SKU-A", 1), line("SKU-A", 1)], "pm_card_ok"), Err("lines[1].sku".into()));
+        assert_eq!(case("k", &[line("SKU-A", 1)], "pm_bitcoin"), Err("payment_method".into()));
+        assert_eq!(case("k", &[line("SKU-A", 1)], ""), Err("payment_method".into()));
+        assert_eq!(case("k", &[line("SKU-A", 1)], "pm_card_ok"), Ok(()));
+    }
+
+    #[test]
+    fn fingerprint_ignores_line_order() {
+        let a = validate_place_order("k", &[("SKU-A".into(), 1), ("SKU-B".into(), 2)], "pm_card_ok", &methods());
+        let b = validate_place_order("k", &[("SKU-B".into(), 2), ("SKU-A".into(), 1)], "pm_card_ok", &methods());
+        let c = validate_place_order("k", &[("SKU-B".into(), 3), ("SKU-A".into(), 1)], "pm_card_ok", &methods());
+        let fp = |r: Result<PlaceOrder, FieldError>| r.expect("valid").fingerprint();
+        assert_eq!(fp(a.clone()), fp(b));
+        assert_ne!(fp(a), fp(c));
+    }
+}

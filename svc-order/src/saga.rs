@@ -1,0 +1,138 @@
+//! svc-order's part of the checkout saga: inventory and payment outcomes
+//! move the order through [`crate::domain::decide`], and every move into a
+//! terminal status publishes `orders.confirmed` or `orders.cancelled`
+//! through the outbox, in the same transaction.
+
+use shop_proto::events::v1 as ev;
+use shop_runtime::{
+    consumer::{EventHandler, HandleError},
+    event::IncomingEvent,
+    inbox,
+    outbox::Outbox,
+    values::timestamp,
+};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    domain::{CancelReason, Decision, Status, Trigger, decide},
+    store::{self, StoreError},
+};
+
+pub const INVENTORY_CONSUMER: &str = "order-inventory";
+pub const PAYMENTS_CONSUMER: &str = "order-payments";
+
+/// The outcome of applying a trigger to an order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Moved { from: Status, to: Status },
+    Ignored,
+    NotYet,
+    Refused(&'static str),
+    Missing,
+}
+
+/// Applies `trigger` to the order under a row lock, publishing the
+/// resulting event (if any) through `outbox` in the caller's transaction.
+pub async fn apply(
+    conn: &mut PgConnection,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+) -> Result<Applied, StoreError> {
+    let Some((from, user_id)) = store::lock_status(conn, order_id).await? else {
+        return Ok(Applied::Missing);
+    };
+    let to = match decide(from, trigger) {
+        Decision::Move(to) => to,
+        Decision::Ignore => return Ok(Applied::Ignored),
+        Decision::NotYet => return Ok(Applied::NotYet),
+        Decision::Refuse(why) => return Ok(Applied::Refused(why)),
+    };
+    store::set_status(conn, order_id, to).await?;
+    let order = store::load(conn, order_id).await?.ok_or(StoreError::CorruptStatus(order_id))?;
+    let total = store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
+    let now = timestamp(chrono::Utc::now());
+    match to {
+        Status::Confirmed => {
+            let confirmed = ev::OrderConfirmed { order_id: order_id.to_string(), user_id, total, confirmed_at: Some(now) };
+            outbox.enqueue(conn, &confirmed).await?;
+        }
+        Status::Cancelled(reason) => {
+            let cancelled = ev::OrderCancelled {
+                order_id: order_id.to_string(),
+                user_id,
+                reason: match reason {
+                    CancelReason::OutOfStock => ev::OrderCancelReason::OutOfStock,
+                    CancelReason::PaymentDeclined => ev::OrderCancelReason::PaymentDeclined,
+                    CancelReason::ReservationExpired => ev::OrderCancelReason::ReservationExpired,
+                    CancelReason::CustomerCancelled => ev::OrderCancelReason::CustomerCancelled,
+                } as i32,
+                total,
+                cancelled_at: Some(now),
+            };
+            outbox.enqueue(conn, &cancelled).await?;
+        }
+        Status::Pending | Status::Reserved => {}
+    }
+    Ok(Applied::Moved { from, to })
+}
+
+pub struct OrderSaga {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub consumer: &'static str,
+}
+
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(e) => e.into(),
+            StoreError::CorruptStatus(_) => HandleError::Reject(e.to_string()),
+            StoreError::Outbox(e) => e.into(),
+        }
+    }
+}
+
+fn order_id(raw: &str) -> Result<Uuid, HandleError> {
+    Uuid::parse_str(raw).map_err(|_| HandleError::Reject(format!("order_id {raw:?} is not a UUID")))
+}
+
+impl EventHandler for OrderSaga {
+    async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        let (id, trigger) = if event.is::<ev::InventoryReserved>() {
+            (event.decode::<ev::InventoryReserved>()?.order_id, Trigger::StockReserved)
+        } else if event.is::<ev::InventoryRejected>() {
+            (event.decode::<ev::InventoryRejected>()?.order_id, Trigger::StockRejected)
+        } else if event.is::<ev::InventoryCommitted>() {
+            (event.decode::<ev::InventoryCommitted>()?.order_id, Trigger::StockCommitted)
+        } else if event.is::<ev::InventoryReleased>() {
+            let released: ev::InventoryReleased = event.decode()?;
+            if released.reason != ev::ReleaseReason::Expired as i32 {
+                // Releases after a payment failure or cancellation follow an
+                // order that is already cancelled.
+                return Ok(());
+            }
+            (released.order_id, Trigger::ReservationExpired)
+        } else if event.is::<ev::PaymentFailed>() {
+            (event.decode::<ev::PaymentFailed>()?.order_id, Trigger::PaymentDeclined)
+        } else {
+            return Err(HandleError::unknown_type(&event));
+        };
+        let id = order_id(&id)?;
+
+        let mut tx = self.pool.begin().await?;
+        if !inbox::claim(&mut tx, self.consumer, &event).await? {
+            return Ok(());
+        }
+        match apply(&mut tx, &self.outbox, id, trigger).await? {
+            Applied::Moved { from, to } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
+            Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),
+            Applied::Refused(why) => tracing::warn!(order_id = %id, ?trigger, why, "event refused by state machine"),
+            Applied::NotYet => return Err(HandleError::Retry(format!("order {id} is not ready for {trigger:?} yet"))),
+            Applied::Missing => return Err(HandleError::Retry(format!("order {id} not found"))),
+        }
+        self.outbox.commit(tx).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Orders in Postgres.
+
+use chrono::{DateTime, Utc};
+use shop_runtime::values::{Currency, Money, Quantity, Sku};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{PlaceOrder, Status};
+
+#[derive(Debug, Clone)]
+pub struct PricedLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderRecord {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub status: Status,
+    pub lines: Vec<StoredLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_method: String,
+    pub request_fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredLine {
+    pub order_id: Uuid,
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    order_id: Uuid,
+    user_id: String,
+    status: String,
+    cancel_reason: Option<String>,
+    total_minor: i64,
+    currency: String,
+    payment_method: String,
+    request_fingerprint: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `SELECT <order columns> <rest>` as one literal (sqlx wants static SQL).
+macro_rules! select_orders {
+    ($rest:literal) => {
+        concat!(
+            "SELECT order_id, user_id, status, cancel_reason, total_minor, currency, payment_method, ",
+            "request_fingerprint, created_at, updated_at FROM orders ",
+            $rest
+        )
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("order {0} has an unknown status in the database")]
+    CorruptStatus(Uuid),
+    #[error("staging an event: {0}")]
+    Outbox(#[from] shop_runtime::outbox::OutboxError),
+}
+
+fn status_of(row: &OrderRow) -> Result<Status, StoreError> {
+    Status::from_columns(&row.status, row.cancel_reason.as_deref()).ok_or(StoreError::CorruptStatus(row.order_id))
+}
+
+async fn with_lines(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<OrderRecord>, StoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.order_id).collect();
+    let lines: Vec<StoredLine> = sqlx::query_as(
+        "SELECT order_id, sku, quantity, unit_price_minor FROM order_lines WHERE order_id = ANY($1)
+          ORDER BY order_id, line_no",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(OrderRecord {
+                status: status_of(&row)?,
+                lines: lines.iter().filter(|l| l.order_id == row.order_id).cloned().collect(),
+                order_id: row.order_id,
+                user_id: row.user_id,
+                total_minor: row.total_minor,
+                currency: row.currency,
+                payment_method: row.payment_method,
+                request_fingerprint: row.request_fingerprint,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
+}
+
+pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+    let row: Option<OrderRow> = sqlx::query_as(select_orders!("WHERE order_id = $1"))
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(with_lines(conn, row.into_iter().collect()).await?.pop())
+}
+
+pub async fn find_by_key(pool: &PgPool, user_id: &str, key: &str) -> Result<Option<OrderRecord>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let row: Option<OrderRow> =
+        sqlx::query_as(select_orders!("WHERE user_id = $1 AND idempotency_key = $2"))
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(with_lines(&mut conn, row.into_iter().collect()).await?.pop())
+}
+
+/// Inserts a new pending order. `None` when the user already has an order
+/// with this idempotency key (a concurrent retry won the race).
+pub async fn insert(
+    conn: &mut PgConnection,
+    user_id: &str,
+    command: &PlaceOrder,
+    lines: &[PricedLine],
+    total: Money,
+) -> Result<Option<Uuid>, StoreError> {
+    let order_id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, user_id, idempotency_key, request_fingerprint, status, payment_method,
+                             total_minor, currency)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+         ON CONFLICT ON CONSTRAINT orders_idempotency_key_unique DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(command.key.as_str())
+    .bind(command.fingerprint())
+    .bind(command.payment_method.as_str())
+    .bind(total.minor)
+    .bind(total.currency.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let line_no: Vec<i32> = (0..).take(lines.len()).collect();
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get()).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price.minor).collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+         SELECT $1, * FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[])",
+    )
+    .bind(order_id)
+    .bind(&line_no)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(order_id))
+}
+
+/// The order's status, locked until the transaction ends.
+pub async fn lock_status(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(Status, String)>, StoreError> {
+    let row: Option<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT status, cancel_reason, user_id FROM orders WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|(status, reason, user_id)| {
+        Status::from_columns(&status, reason.as_deref())
+            .map(|s| (s, user_id))
+            .ok_or(StoreError::CorruptStatus(order_id))
+    })
+    .transpose()
+}
+
+pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status) -> Result<(), StoreError> {
+    let (status, reason) = status.to_columns();
+    sqlx::query("UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status)
+        .bind(reason)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A position in a newest-first listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub order_id: Uuid,
+}
+
+/// Orders of `user_id` (all users when `None`), newest first, after `cursor`.
+pub async fn list(
+    pool: &PgPool,
+    user_id: Option<&str>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<OrderRecord>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<OrderRow> = sqlx::query_as(select_orders!(
+        "WHERE ($1::text IS NULL OR user_id = $1)
+           AND ($2::timestamptz IS NULL OR (created_at, order_id) < ($2, $3))
+         ORDER BY created_at DESC, order_id DESC
+         LIMIT $4"
+    ))
+    .bind(user_id)
+    .bind(cursor.map(|c| c.created_at))
+    .bind(cursor.map(|c| c.order_id))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    with_lines(&mut conn, rows).await
+}
+
+/// The total of `lines`, or `None` on overflow or mixed currencies.
+pub fn total_of(lines: &[PricedLine]) -> Option<Money> {
+    let (first, rest) = lines.split_first()?;
+    rest.iter().try_fold(first.unit_price.times(first.quantity)?, |sum, l| sum.plus(l.unit_price.times(l.quantity)?))
+}
+
+pub fn currency(code: &str) -> Option<Currency> {
+    Currency::parse(code).ok()
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first
+//! failure.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::{cmd, install};
+
+pub fn run() -> anyhow::Result<()> {
+    let root = cmd::root();
+    let tools = install::run().context("install")?;
+
+    step("formatting", cmd::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy",
+        cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    let mut test = cmd::cargo();
+    test.args(["test", "--workspace"]);
+    for (var, path) in tools.env() {
+        test.env(var, path);
+    }
+    step("tests", &mut test)?;
+
+    step(
+        "buf lint",
+        Command::new(&tools.buf)
+            .arg("lint")
+            .current_dir(root.join("proto")),
+    )?;
+    // Against the main branch: changes that would break deployed clients.
+    let has_main = cmd::succeeds(
+        git()
+            .args(["rev-parse", "--verify", "--quiet", "refs/heads/main^{commit}"]),
+    );
+    let main_has_proto = has_main && cmd::succeeds(git().args(["cat-file", "-e", "main:proto"]));
+    if main_has_proto {
+        step(
+            "buf breaking",
+            Command::new(&tools.buf)
+                .args(["breaking", "proto", "--against", ".git#branch=main,subdir=proto"])
+                .current_dir(&root),
+        )?;
+    } else {
+        println!(
+            "==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against"
+        );
+    }
+
+    println!("==> all checks passed");
+    Ok(())
+}
+
+fn step(what: &str, command: &mut Command) -> anyhow::Result<()> {
+    println!("==> {what}");
+    cmd::run(command).with_context(|| format!("{what} failed"))
+}
+
+fn git() -> Command {
+    let mut command = Command::new("git");
+    command.current_dir(cmd::root());
+    command
+}
