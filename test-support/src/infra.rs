@@ -71,7 +71,9 @@ pub fn preferred_port(port: u16) -> u16 {
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn tcp_accepts(port: u16) -> bool {
-    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok()
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .is_ok()
 }
 
 /// `nats://127.0.0.1:<port>`
@@ -197,10 +199,15 @@ pub(crate) async fn spawn_postgres(
             );
         }
         let mut initdb = postgres_user_command(&bin.join("initdb"), as_postgres);
-        initdb
-            .arg("-D")
-            .arg(&data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"]);
+        initdb.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]);
         if purpose == Purpose::Test {
             initdb.arg("--no-sync");
         }
@@ -259,8 +266,7 @@ pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<Se
     let config = nats_config();
     let text = fs::read_to_string(&config)
         .with_context(|| format!("reading nats-server configuration {}", config.display()))?;
-    fs::create_dir_all(store_dir)
-        .with_context(|| format!("creating {}", store_dir.display()))?;
+    fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
     let store_dir = std::path::absolute(store_dir)?;
     let mut command = Command::new(program);
     // `-a` and `-p` override the file's `listen`.
@@ -271,8 +277,7 @@ pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<Se
         // with only that line changed.
         Some(rewritten) => {
             let copy = store_dir.with_extension("conf");
-            fs::write(&copy, rewritten)
-                .with_context(|| format!("writing {}", copy.display()))?;
+            fs::write(&copy, rewritten).with_context(|| format!("writing {}", copy.display()))?;
             command.arg(copy);
         }
         None => {
@@ -336,13 +341,8 @@ pub(crate) async fn spawn_redis(
     };
     command.args(["--appendonly", appendonly]);
     let log = data_dir.with_extension("log");
-    let mut process = ServerProcess::spawn_inner(
-        "redis-server",
-        &command,
-        StopSignal::Term,
-        Some(&log),
-        None,
-    )?;
+    let mut process =
+        ServerProcess::spawn_inner("redis-server", &command, StopSignal::Term, Some(&log), None)?;
     process
         .wait_until(STARTUP_TIMEOUT, || redis_ready(port))
         .await?;
@@ -417,7 +417,8 @@ impl ServerProcess {
         watchdog
             .arg("-c")
             .arg(WATCHDOG)
-            .arg("sh")
+            // $0, which names the watchdog in its own error messages.
+            .arg("shop-watchdog")
             .arg(signal.name())
             .arg(cleanup.map_or_else(OsString::new, |p| p.as_os_str().to_owned()))
             .arg(command.get_program())
@@ -444,9 +445,7 @@ impl ServerProcess {
                     .open(path)
                     .with_context(|| format!("opening log {}", path.display()))?;
                 let offset = file.metadata()?.len();
-                watchdog
-                    .stdout(file.try_clone()?)
-                    .stderr(file);
+                watchdog.stdout(file.try_clone()?).stderr(file);
                 Some((path.to_path_buf(), offset))
             }
             None => None,
@@ -487,7 +486,11 @@ impl ServerProcess {
 
     /// Polls `ready` until it returns true. Fails, quoting the log, if the
     /// server exits first or `timeout` passes.
-    pub async fn wait_until<F, Fut>(&mut self, timeout: Duration, mut ready: F) -> anyhow::Result<()>
+    pub async fn wait_until<F, Fut>(
+        &mut self,
+        timeout: Duration,
+        mut ready: F,
+    ) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -721,7 +724,10 @@ mod tests {
             rewritten,
             "listen: 1.2.3.4:5\njetstream {\n  store_dir: \"/tmp/x\"\n  sync_interval: always\n}\n"
         );
-        assert_eq!(with_store_dir("jetstream: enabled\n", Path::new("/x")), None);
+        assert_eq!(
+            with_store_dir("jetstream: enabled\n", Path::new("/x")),
+            None
+        );
         assert_eq!(with_store_dir("# store_dir: a\n", Path::new("/x")), None);
     }
 

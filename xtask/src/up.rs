@@ -127,7 +127,10 @@ pub async fn run() -> anyhow::Result<()> {
             continue;
         }
         let command = service_command(service, &binary, &urls, &root, &data)?;
-        println!("starting {} on 127.0.0.1:{}", service.name, service.grpc_port);
+        println!(
+            "starting {} on 127.0.0.1:{}",
+            service.name, service.grpc_port
+        );
         let mut process = ServerProcess::spawn(service.name, &command, StopSignal::Term, None)?;
         let port = service.grpc_port;
         process
@@ -138,13 +141,21 @@ pub async fn run() -> anyhow::Result<()> {
 
     print_summary(&urls, &services, &missing);
     let outcome = watch(&mut services, &mut infra).await;
+    if let Err(e) = &outcome {
+        eprintln!("{e:#}: stopping everything");
+    }
 
     // A second Ctrl-C skips the orderly shutdown; the watchdogs still stop
-    // every process when this one exits.
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("second Ctrl-C: exiting at once");
-            std::process::exit(130);
+    // every process when this one exits. Signals right after the first are
+    // the same Ctrl-C delivered twice (some wrappers signal the child and
+    // its process group), not a second one.
+    let first = std::time::Instant::now();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if first.elapsed() > Duration::from_secs(1) {
+                eprintln!("second Ctrl-C: exiting at once");
+                std::process::exit(130);
+            }
         }
     });
     for (service, process) in services.iter_mut().rev() {
@@ -215,8 +226,14 @@ fn service_command(
     command
         .current_dir(root)
         .env("NATS_URL", &urls.nats)
-        .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", service.grpc_port))
-        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", service.admin_port));
+        .env(
+            "GRPC_LISTEN_ADDR",
+            format!("127.0.0.1:{}", service.grpc_port),
+        )
+        .env(
+            "ADMIN_LISTEN_ADDR",
+            format!("127.0.0.1:{}", service.admin_port),
+        );
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }

@@ -1,0 +1,168 @@
+//! What the customer reads: subject and body of each email, and where it
+//! goes. Pure text, no I/O.
+
+use lettre::Address;
+use shop_proto::events::v1::OrderCancelReason;
+use shop_runtime::values::Money;
+
+/// Which order event an email is about; at most one email per order and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    OrderConfirmed,
+    OrderCancelled,
+}
+
+impl Kind {
+    /// The `notifications.kind` column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderConfirmed => "order_confirmed",
+            Self::OrderCancelled => "order_cancelled",
+        }
+    }
+}
+
+/// Subject and plain-text body of one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub subject: String,
+    pub body: String,
+}
+
+/// The email for a confirmed order.
+pub fn confirmed(order_id: &str, total: Option<Money>) -> Draft {
+    let mut body = String::from(
+        "Hello,\n\nthank you for your order. Your payment went through and the items are set aside for you.\n\n",
+    );
+    body.push_str(&summary(order_id, total));
+    body.push_str(SIGN_OFF);
+    Draft { subject: format!("Order {order_id} is confirmed"), body }
+}
+
+/// The email for a cancelled order, explaining why.
+pub fn cancelled(order_id: &str, reason: OrderCancelReason, total: Option<Money>) -> Draft {
+    let mut body = format!("Hello,\n\nyour order was cancelled. {}\n\n", reason_sentence(reason));
+    body.push_str(&summary(order_id, total));
+    body.push_str(SIGN_OFF);
+    Draft { subject: format!("Order {order_id} was cancelled"), body }
+}
+
+const SIGN_OFF: &str = "\nIf you have any questions, just reply to this email.\n\nThe shop team\n";
+
+fn summary(order_id: &str, total: Option<Money>) -> String {
+    match total {
+        Some(total) => format!("Order: {order_id}\nTotal: {}\n", format_money(total)),
+        None => format!("Order: {order_id}\n"),
+    }
+}
+
+fn reason_sentence(reason: OrderCancelReason) -> &'static str {
+    match reason {
+        OrderCancelReason::OutOfStock => "Some of the items were out of stock. Nothing was charged.",
+        OrderCancelReason::PaymentDeclined => "The payment was declined. Nothing was charged.",
+        OrderCancelReason::ReservationExpired => {
+            "The payment did not complete in time, so the items we held for you were released. \
+             Any amount already charged will be refunded."
+        }
+        OrderCancelReason::CustomerCancelled => {
+            "It was cancelled at your request. Any amount already charged will be refunded."
+        }
+        OrderCancelReason::Unspecified => "Any amount already charged will be refunded.",
+    }
+}
+
+/// `EUR 25.98` from 2598 minor units, with the currency's number of decimals.
+pub fn format_money(money: Money) -> String {
+    let currency = money.currency.as_str();
+    let sign = if money.minor < 0 { "-" } else { "" };
+    // unsigned_abs: i64::MIN has no positive i64 counterpart.
+    let amount = money.minor.unsigned_abs();
+    match minor_digits(currency) {
+        0 => format!("{currency} {sign}{amount}"),
+        digits => {
+            let scale = 10u64.pow(digits);
+            let width = digits as usize;
+            format!("{currency} {sign}{}.{:0width$}", amount / scale, amount % scale)
+        }
+    }
+}
+
+/// Decimals of the minor unit (ISO 4217); two unless listed.
+fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// The customer's address. Orders carry only a user id, not an email
+/// address, so the address is derived as `<user_id>@<domain>` (a relay for
+/// that domain maps it to the real mailbox).
+pub fn recipient(user_id: &str, domain: &str) -> Result<Address, String> {
+    Address::new(user_id, domain).map_err(|e| format!("user id {user_id:?} cannot form an address at {domain}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_runtime::values::Currency;
+
+    use super::*;
+
+    fn money(code: &str, minor: i64) -> Money {
+        Money::new(Currency::parse(code).expect("valid currency"), minor)
+    }
+
+    #[test]
+    fn money_uses_the_currency_decimals() {
+        assert_eq!(format_money(money("EUR", 2598)), "EUR 25.98");
+        assert_eq!(format_money(money("EUR", 5)), "EUR 0.05");
+        assert_eq!(format_money(money("EUR", 0)), "EUR 0.00");
+        assert_eq!(format_money(money("USD", -1250)), "USD -12.50");
+        assert_eq!(format_money(money("JPY", 1500)), "JPY 1500");
+        assert_eq!(format_money(money("KWD", 1234)), "KWD 1.234");
+        assert_eq!(format_money(money("EUR", i64::MIN)), "EUR -92233720368547758.08");
+    }
+
+    #[test]
+    fn confirmed_email_names_order_and_total() {
+        let draft = confirmed("o-1", Some(money("EUR", 2598)));
+        assert_eq!(draft.subject, "Order o-1 is confirmed");
+        assert!(draft.body.contains("Order: o-1\nTotal: EUR 25.98\n"), "{}", draft.body);
+        let without_total = confirmed("o-1", None);
+        assert!(!without_total.body.contains("Total"), "{}", without_total.body);
+    }
+
+    #[test]
+    fn cancelled_email_explains_each_reason() {
+        let cases = [
+            (OrderCancelReason::OutOfStock, "out of stock"),
+            (OrderCancelReason::PaymentDeclined, "payment was declined"),
+            (OrderCancelReason::ReservationExpired, "did not complete in time"),
+            (OrderCancelReason::CustomerCancelled, "at your request"),
+            (OrderCancelReason::Unspecified, "will be refunded"),
+        ];
+        for (reason, phrase) in cases {
+            let draft = cancelled("o-2", reason, Some(money("EUR", 1299)));
+            assert_eq!(draft.subject, "Order o-2 was cancelled");
+            assert!(draft.body.contains(phrase), "{reason:?}: {}", draft.body);
+            assert!(draft.body.contains("Total: EUR 12.99"), "{reason:?}: {}", draft.body);
+        }
+    }
+
+    #[test]
+    fn text_is_ascii_so_it_travels_as_7bit() {
+        let drafts = [confirmed("o", None), cancelled("o", OrderCancelReason::ReservationExpired, None)];
+        for draft in drafts {
+            assert!(draft.subject.is_ascii() && draft.body.is_ascii(), "{draft:?}");
+        }
+    }
+
+    #[test]
+    fn recipients_are_derived_from_user_ids() {
+        assert_eq!(recipient("alice", "customers.shop.test").map(|a| a.to_string()).as_deref(), Ok("alice@customers.shop.test"));
+        assert!(recipient("a@b", "customers.shop.test").is_err());
+        assert!(recipient("alice", "not a domain").is_err());
+    }
+}

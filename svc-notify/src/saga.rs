@@ -1,0 +1,166 @@
+//! svc-notify's part of the checkout saga: `orders.confirmed` and
+//! `orders.cancelled` each become one email to the customer.
+//!
+//! The inbox claim and the notification row are written in one
+//! transaction; the email is sent after the commit (see [`crate::delivery`]),
+//! so a sender outage never redelivers the event, only delays the email.
+
+use shop_proto::events::v1 as ev;
+use shop_runtime::{
+    consumer::{EventHandler, HandleError},
+    event::IncomingEvent,
+    identity::UserId,
+    inbox,
+    values::Money,
+};
+use uuid::Uuid;
+
+use crate::{
+    compose::{self, Kind},
+    delivery::Delivery,
+    store::{self, NewNotification},
+};
+
+pub const ORDERS_CONSUMER: &str = "notify-orders";
+
+pub struct NotifySaga {
+    pub delivery: Delivery,
+    /// Domain of the derived recipient addresses (`NOTIFY_RECIPIENT_DOMAIN`).
+    pub recipient_domain: String,
+}
+
+impl EventHandler for NotifySaga {
+    async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        let notification = notification_for(&event, &self.recipient_domain)?;
+        let mut tx = self.delivery.pool.begin().await?;
+        if !inbox::claim(&mut tx, ORDERS_CONSUMER, &event).await? {
+            return Ok(());
+        }
+        let inserted = store::insert(&mut tx, &notification, self.delivery.resend_interval).await?;
+        tx.commit().await?;
+        if !inserted {
+            // The same order event under another event id: emailed already.
+            tracing::info!(order_id = %notification.order_id, kind = notification.kind.as_str(), "duplicate order event; no second email");
+            return Ok(());
+        }
+        // The event is handled once the row is committed; a failure here is
+        // the resend loop's to retry, not a reason to redeliver the event.
+        if let Err(e) = self.delivery.deliver(notification.notification_id).await {
+            tracing::warn!(notification_id = %notification.notification_id, error = %e, "immediate send failed; the resend loop will retry");
+        }
+        Ok(())
+    }
+}
+
+/// The notification an order event asks for. Events that can never make a
+/// valid email (bad order or user id, bad currency) are rejected to the DLQ.
+pub fn notification_for(event: &IncomingEvent, recipient_domain: &str) -> Result<NewNotification, HandleError> {
+    let (kind, order_id, user_id, draft) = if event.is::<ev::OrderConfirmed>() {
+        let e: ev::OrderConfirmed = event.decode()?;
+        let order_id = canonical_order_id(&e.order_id)?;
+        let draft = compose::confirmed(&order_id, money(e.total.as_ref())?);
+        (Kind::OrderConfirmed, order_id, e.user_id, draft)
+    } else if event.is::<ev::OrderCancelled>() {
+        let e: ev::OrderCancelled = event.decode()?;
+        let order_id = canonical_order_id(&e.order_id)?;
+        // A reason added after this build still gets an email, with the
+        // generic sentence.
+        let reason = ev::OrderCancelReason::try_from(e.reason).unwrap_or(ev::OrderCancelReason::Unspecified);
+        let draft = compose::cancelled(&order_id, reason, money(e.total.as_ref())?);
+        (Kind::OrderCancelled, order_id, e.user_id, draft)
+    } else {
+        return Err(HandleError::unknown_type(event));
+    };
+    let user_id = UserId::parse(&user_id).map_err(|why| HandleError::Reject(format!("user_id {why}")))?;
+    let recipient = compose::recipient(user_id.as_str(), recipient_domain).map_err(HandleError::Reject)?;
+    Ok(NewNotification {
+        notification_id: Uuid::now_v7(),
+        order_id,
+        user_id: user_id.as_str().to_owned(),
+        kind,
+        recipient: recipient.to_string(),
+        subject: draft.subject,
+        body: draft.body,
+    })
+}
+
+fn money(total: Option<&shop_proto::common::v1::Money>) -> Result<Option<Money>, HandleError> {
+    total
+        .map(Money::from_proto)
+        .transpose()
+        .map_err(|why| HandleError::Reject(format!("total: {why}")))
+}
+
+fn canonical_order_id(raw: &str) -> Result<String, HandleError> {
+    Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| HandleError::Reject(format!("order_id {raw:?} is not a UUID")))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use shop_runtime::event::{self, Event};
+
+    use super::*;
+
+    const ORDER: &str = "0190f3c4-2222-7000-8000-00000000000a";
+
+    fn incoming<E: Event>(e: &E) -> IncomingEvent {
+        let payload = serde_json::to_vec(e).expect("encodes");
+        incoming_raw(E::TYPE, payload)
+    }
+
+    fn incoming_raw(event_type: &str, payload: Vec<u8>) -> IncomingEvent {
+        let headers = event::headers(Uuid::now_v7(), event_type, "svc-order", ORDER, chrono::Utc::now(), None);
+        IncomingEvent::from_message(&format!("orders.x.{ORDER}"), Some(&headers), Bytes::from(payload))
+            .expect("well-formed headers")
+    }
+
+    fn eur(minor: i64) -> Option<shop_proto::common::v1::Money> {
+        Some(shop_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: minor })
+    }
+
+    #[test]
+    fn confirmed_orders_get_a_confirmation() {
+        let e = ev::OrderConfirmed { order_id: ORDER.to_uppercase(), user_id: "alice".into(), total: eur(2598), confirmed_at: None };
+        let n = notification_for(&incoming(&e), "customers.shop.test").expect("valid");
+        assert_eq!(n.kind, Kind::OrderConfirmed);
+        assert_eq!(n.order_id, ORDER, "order ids are stored in canonical form");
+        assert_eq!(n.user_id, "alice");
+        assert_eq!(n.recipient, "alice@customers.shop.test");
+        assert!(n.body.contains("EUR 25.98"), "{}", n.body);
+    }
+
+    #[test]
+    fn cancelled_orders_say_why() {
+        let e = ev::OrderCancelled {
+            order_id: ORDER.into(),
+            user_id: "bob".into(),
+            reason: ev::OrderCancelReason::OutOfStock as i32,
+            total: eur(100),
+            cancelled_at: None,
+        };
+        let n = notification_for(&incoming(&e), "customers.shop.test").expect("valid");
+        assert_eq!(n.kind, Kind::OrderCancelled);
+        assert!(n.body.contains("out of stock"), "{}", n.body);
+        let unknown_reason = ev::OrderCancelled { reason: 99, ..e };
+        let n = notification_for(&incoming(&unknown_reason), "customers.shop.test").expect("still emailed");
+        assert!(n.body.contains("will be refunded"), "{}", n.body);
+    }
+
+    #[test]
+    fn events_that_cannot_make_an_email_are_rejected() {
+        let reject = |event: IncomingEvent| {
+            matches!(notification_for(&event, "customers.shop.test"), Err(HandleError::Reject(_)))
+        };
+        let good = ev::OrderConfirmed { order_id: ORDER.into(), user_id: "alice".into(), total: eur(1), confirmed_at: None };
+        assert!(reject(incoming_raw(<ev::OrderConfirmed as Event>::TYPE, b"not json".to_vec())));
+        assert!(reject(incoming(&ev::OrderConfirmed { order_id: "o-1".into(), ..good.clone() })));
+        assert!(reject(incoming(&ev::OrderConfirmed { user_id: String::new(), ..good.clone() })));
+        assert!(reject(incoming(&ev::OrderConfirmed { user_id: "a@b".into(), ..good.clone() })));
+        let bad_currency = Some(shop_proto::common::v1::Money { currency_code: "euro".into(), amount_minor: 1 });
+        assert!(reject(incoming(&ev::OrderConfirmed { total: bad_currency, ..good })));
+        assert!(reject(incoming(&ev::OrderPlaced { order_id: ORDER.into(), ..Default::default() })));
+    }
+}

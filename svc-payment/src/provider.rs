@@ -1,0 +1,114 @@
+//! The payment provider interface and the deterministic simulator.
+//!
+//! Every call carries the payment's idempotency key: the provider makes at
+//! most one charge per key, so a call that timed out can be retried safely
+//! and yields the original outcome.
+
+use std::future::Future;
+
+use shop_runtime::values::Money;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded { charge_id: String },
+    Declined { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No answer in time: the charge may or may not have happened.
+    #[error("the provider did not answer in time")]
+    Timeout,
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Charges `amount` once per `key`; a repeated key returns the first
+    /// outcome without charging again.
+    fn charge(
+        &self,
+        key: Uuid,
+        amount: Money,
+        method: &str,
+    ) -> impl Future<Output = Result<ChargeOutcome, ProviderError>> + Send;
+
+    /// Gives back the charge made under `key` (no-op if none or already
+    /// refunded), and makes sure no charge under `key` can happen later.
+    fn refund_or_void(&self, key: Uuid) -> impl Future<Output = Result<(), ProviderError>> + Send;
+}
+
+/// Deterministic provider driven by the payment method token:
+/// `pm_card_ok` succeeds, `pm_card_declined` is declined, `pm_card_timeout`
+/// makes the charge but loses the first answer (a timeout), so only a retry
+/// with the same key learns the outcome. Any other token is declined.
+#[derive(Clone)]
+pub struct SimulatedProvider {
+    pool: PgPool,
+}
+
+impl SimulatedProvider {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> ProviderError {
+    ProviderError::Unavailable(e.to_string())
+}
+
+impl PaymentProvider for SimulatedProvider {
+    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
+        let status = if method == "pm_card_declined" || !method.starts_with("pm_card_") {
+            "declined"
+        } else {
+            "succeeded"
+        };
+        let (charge_id, stored_status, calls): (Uuid, String, i32) = sqlx::query_as(
+            "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor, currency, status)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (idempotency_key)
+             DO UPDATE SET calls = simulated_provider.charges.calls + 1, updated_at = clock_timestamp()
+             RETURNING charge_id, status, calls",
+        )
+        .bind(Uuid::now_v7())
+        .bind(key.to_string())
+        .bind(method)
+        .bind(amount.minor)
+        .bind(amount.currency.as_str())
+        .bind(status)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if method == "pm_card_timeout" && calls == 1 {
+            // The money moved, but the answer never reaches the caller.
+            return Err(ProviderError::Timeout);
+        }
+        Ok(match stored_status.as_str() {
+            "succeeded" | "refunded" => ChargeOutcome::Succeeded { charge_id: charge_id.to_string() },
+            "voided" => ChargeOutcome::Declined { reason: "voided".into() },
+            _ => ChargeOutcome::Declined { reason: "card_declined".into() },
+        })
+    }
+
+    async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
+        // A void is recorded as a row too, so a late charge with this key
+        // finds it and does nothing.
+        sqlx::query(
+            "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor, currency, status)
+             VALUES ($1, $2, '', 0, 'XXX', 'voided')
+             ON CONFLICT (idempotency_key) DO UPDATE
+                SET status = CASE WHEN simulated_provider.charges.status = 'succeeded' THEN 'refunded'
+                                  ELSE simulated_provider.charges.status END,
+                    updated_at = clock_timestamp()",
+        )
+        .bind(Uuid::now_v7())
+        .bind(key.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! svc-payment's part of the checkout saga: `inventory.reserved` → charge →
+//! `payments.succeeded` | `payments.failed`; `orders.cancelled` → refund or
+//! void → `payments.refunded`.
+//!
+//! The provider call happens between two transactions (never inside one):
+//! the first records a `pending` payment whose id is the provider-side
+//! idempotency key, the second records the outcome with the inbox row and the
+//! outgoing event. A crash or timeout in between leaves the payment `pending`;
+//! redelivery calls the provider again with the same key, which returns the
+//! original outcome, so there is exactly one charge or none.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use shop_proto::events::v1 as ev;
+use shop_runtime::{
+    consumer::{EventHandler, HandleError},
+    event::IncomingEvent,
+    inbox,
+    outbox::Outbox,
+    values::{Money, timestamp},
+};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::provider::{ChargeOutcome, PaymentProvider, ProviderError};
+
+pub const RESERVED_CONSUMER: &str = "payment-inventory";
+pub const CANCELLED_CONSUMER: &str = "payment-orders";
+
+pub struct PaymentSaga<P> {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub provider: Arc<P>,
+    pub consumer: &'static str,
+    /// How long one provider call may take before it counts as a timeout.
+    pub provider_timeout: Duration,
+    /// Provider attempts before an ambiguous charge is voided and failed.
+    pub max_attempts: i32,
+}
+
+enum Outcome {
+    Succeeded { charge_id: String },
+    Failed { reason: String },
+}
+
+async fn already_processed(conn: &mut PgConnection, consumer: &str, event: &IncomingEvent) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
+        .bind(consumer)
+        .bind(event.event_id)
+        .fetch_one(conn)
+        .await
+}
+
+fn money(m: Option<&shop_proto::common::v1::Money>, what: &str) -> Result<Money, HandleError> {
+    m.ok_or_else(|| HandleError::Reject(format!("{what} is missing")))
+        .and_then(|m| Money::from_proto(m).map_err(|e| HandleError::Reject(format!("{what}: {e}"))))
+}
+
+impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
+    async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        if event.is::<ev::InventoryReserved>() {
+            let reserved = event.decode()?;
+            self.on_reserved(&event, reserved).await
+        } else if event.is::<ev::OrderCancelled>() {
+            let cancelled = event.decode()?;
+            self.on_cancelled(&event, cancelled).await
+        } else {
+            Err(HandleError::unknown_type(&event))
+        }
+    }
+}
+
+impl<P: PaymentProvider> PaymentSaga<P> {
+    async fn on_reserved(&self, event: &IncomingEvent, reserved: ev::InventoryReserved) -> Result<(), HandleError> {
+        let amount = money(reserved.total.as_ref(), "total")?;
+        let mut tx = self.pool.begin().await?;
+        if already_processed(&mut tx, self.consumer, event).await? {
+            return Ok(());
+        }
+        let existing: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT payment_id, status FROM payments WHERE order_id = $1 FOR UPDATE")
+                .bind(&reserved.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let payment_id = match existing {
+            Some((payment_id, status)) if status == "pending" => {
+                tx.commit().await?;
+                payment_id
+            }
+            Some(_) => {
+                // Settled (or cancelled) before: a replay changes nothing.
+                inbox::claim(&mut tx, self.consumer, event).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            None => {
+                let payment_id = Uuid::now_v7();
+                let expired = reserved
+                    .expires_at
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                    .is_some_and(|deadline| deadline <= Utc::now());
+                sqlx::query(
+                    "INSERT INTO payments (payment_id, order_id, user_id, status, amount_minor, currency, payment_method)
+                     VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+                )
+                .bind(payment_id)
+                .bind(&reserved.order_id)
+                .bind(&reserved.user_id)
+                .bind(amount.minor)
+                .bind(amount.currency.as_str())
+                .bind(&reserved.payment_method)
+                .execute(&mut *tx)
+                .await?;
+                if expired {
+                    // The stock is gone already; charging now would only mean a refund.
+                    tx.commit().await?;
+                    return self.finish(event, payment_id, Outcome::Failed { reason: "reservation_expired".into() }).await;
+                }
+                tx.commit().await?;
+                payment_id
+            }
+        };
+
+        let call = self.provider.charge(payment_id, amount, &reserved.payment_method);
+        let answer = match tokio::time::timeout(self.provider_timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ProviderError::Timeout),
+        };
+        match answer {
+            Ok(ChargeOutcome::Succeeded { charge_id }) => {
+                self.finish(event, payment_id, Outcome::Succeeded { charge_id }).await
+            }
+            Ok(ChargeOutcome::Declined { reason }) => self.finish(event, payment_id, Outcome::Failed { reason }).await,
+            Err(error) => {
+                let attempts: i32 = sqlx::query_scalar(
+                    "UPDATE payments SET attempts = attempts + 1, updated_at = clock_timestamp()
+                      WHERE payment_id = $1 RETURNING attempts",
+                )
+                .bind(payment_id)
+                .fetch_one(&self.pool)
+                .await?;
+                if attempts < self.max_attempts {
+                    return Err(HandleError::Retry(format!("charge attempt {attempts}: {error}")));
+                }
+                // Out of attempts with an unknown outcome: make sure no
+                // charge stands, then fail the payment.
+                self.provider
+                    .refund_or_void(payment_id)
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
+                self.finish(event, payment_id, Outcome::Failed { reason: "provider_unreachable".into() }).await
+            }
+        }
+    }
+
+    /// Records the outcome of a pending payment and publishes it, once.
+    async fn finish(&self, event: &IncomingEvent, payment_id: Uuid, outcome: Outcome) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await?;
+        let row: (String, String, String, i64, String) = sqlx::query_as(
+            "SELECT status, order_id, user_id, amount_minor, currency FROM payments WHERE payment_id = $1 FOR UPDATE",
+        )
+        .bind(payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (status, order_id, user_id, amount_minor, currency) = row;
+        let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
+        if status != "pending" || !claimed {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let amount = Some(shop_proto::common::v1::Money { currency_code: currency, amount_minor });
+        match outcome {
+            Outcome::Succeeded { charge_id } => {
+                sqlx::query(
+                    "UPDATE payments SET status = 'succeeded', charge_id = $2, updated_at = clock_timestamp()
+                      WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .bind(&charge_id)
+                .execute(&mut *tx)
+                .await?;
+                let succeeded = ev::PaymentSucceeded {
+                    order_id,
+                    user_id,
+                    payment_id: payment_id.to_string(),
+                    amount,
+                    charged_at: Some(timestamp(Utc::now())),
+                };
+                self.outbox.enqueue(&mut tx, &succeeded).await?;
+            }
+            Outcome::Failed { reason } => {
+                sqlx::query(
+                    "UPDATE payments SET status = 'failed', failure_reason = $2, updated_at = clock_timestamp()
+                      WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+                let failed = ev::PaymentFailed { order_id, user_id, payment_id: payment_id.to_string(), reason };
+                self.outbox.enqueue(&mut tx, &failed).await?;
+            }
+        }
+        self.outbox.commit(tx).await?;
+        Ok(())
+    }
+
+    async fn on_cancelled(&self, event: &IncomingEvent, cancelled: ev::OrderCancelled) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await?;
+        if already_processed(&mut tx, self.consumer, event).await? {
+            return Ok(());
+        }
+        let existing: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT payment_id, status FROM payments WHERE order_id = $1 FOR UPDATE")
+                .bind(&cancelled.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            None => {
+                // Cancelled before any charge: leave a tombstone so a late
+                // `inventory.reserved` charges nothing.
+                let total = cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok());
+                sqlx::query(
+                    "INSERT INTO payments (payment_id, order_id, user_id, status, amount_minor, currency, payment_method)
+                     VALUES ($1, $2, $3, 'cancelled', $4, $5, '')",
+                )
+                .bind(Uuid::now_v7())
+                .bind(&cancelled.order_id)
+                .bind(&cancelled.user_id)
+                .bind(total.map_or(0, |m| m.minor))
+                .bind(total.map_or_else(|| "XXX".to_owned(), |m| m.currency.as_str().to_owned()))
+                .execute(&mut *tx)
+                .await?;
+                inbox::claim(&mut tx, self.consumer, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Some((_, status)) if status == "pending" => {
+                Err(HandleError::Retry(format!("payment of order {} is in flight", cancelled.order_id)))
+            }
+            Some((payment_id, status)) if status == "succeeded" => {
+                tx.commit().await?;
+                self.provider
+                    .refund_or_void(payment_id)
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("refund: {e}")))?;
+                self.record_refund(event, payment_id).await
+            }
+            Some(_) => {
+                inbox::claim(&mut tx, self.consumer, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn record_refund(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await?;
+        let (status, order_id, user_id, amount_minor, currency): (String, String, String, i64, String) =
+            sqlx::query_as(
+                "SELECT status, order_id, user_id, amount_minor, currency FROM payments WHERE payment_id = $1 FOR UPDATE",
+            )
+            .bind(payment_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
+        if claimed && status == "succeeded" {
+            sqlx::query("UPDATE payments SET status = 'refunded', updated_at = clock_timestamp() WHERE payment_id = $1")
+                .bind(payment_id)
+                .execute(&mut *tx)
+                .await?;
+            let refunded = ev::PaymentRefunded {
+                order_id,
+                user_id,
+                payment_id: payment_id.to_string(),
+                amount: Some(shop_proto::common::v1::Money { currency_code: currency, amount_minor }),
+            };
+            self.outbox.enqueue(&mut tx, &refunded).await?;
+        }
+        self.outbox.commit(tx).await?;
+        Ok(())
+    }
+}

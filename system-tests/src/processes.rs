@@ -1,0 +1,101 @@
+//! The saga services as separate processes of the built binaries, for tests
+//! that kill one with SIGKILL.
+
+use std::{collections::HashMap, path::PathBuf, process::Stdio};
+
+use anyhow::{Context, bail};
+use shop_test_support::{NatsServer, free_port};
+use tokio::process::{Child, Command};
+
+use crate::{Databases, Service, StackOptions, service_settings, wait_serving};
+
+impl Service {
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            Service::Order => "svc-order",
+            Service::Inventory => "svc-inventory",
+            Service::Payment => "svc-payment",
+            Service::Notify => "svc-notify",
+        }
+    }
+}
+
+/// Where cargo put the service binaries: next to this test's `deps/` dir.
+fn binary(service: Service) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no target dir")?;
+    let path = dir.join(service.binary_name());
+    if !path.exists() {
+        bail!("{} not found; build it first (`cargo build --workspace`)", path.display());
+    }
+    Ok(path)
+}
+
+pub struct ProcessStack {
+    pub nats: NatsServer,
+    pub databases: Databases,
+    pub data_dir: tempfile::TempDir,
+    options: StackOptions,
+    ports: HashMap<Service, u16>,
+    children: HashMap<Service, Child>,
+}
+
+impl ProcessStack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let mut stack = Self {
+            nats: NatsServer::start().await?,
+            databases: Databases::fresh().await?,
+            data_dir: tempfile::Builder::new().prefix("shop-processes-").tempdir()?,
+            ports: Service::ALL.iter().map(|s| (*s, free_port())).collect(),
+            children: HashMap::new(),
+            options,
+        };
+        for service in Service::ALL {
+            stack.spawn(service).await?;
+        }
+        Ok(stack)
+    }
+
+    pub fn grpc_url(&self, service: Service) -> String {
+        format!("http://127.0.0.1:{}", self.ports[&service])
+    }
+
+    pub async fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
+        let settings = service_settings(
+            service,
+            &self.nats.url(),
+            &self.databases,
+            &self.grpc_url(Service::Inventory),
+            &self.options,
+            self.data_dir.path(),
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join(format!("{}.log", service.binary_name())))?;
+        let child = Command::new(binary(service)?)
+            .envs(settings)
+            .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[&service]))
+            .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", service.binary_name()))?;
+        self.children.insert(service, child);
+        wait_serving(&self.grpc_url(service)).await
+    }
+
+    /// SIGKILL: no shutdown hook runs, in-flight work is cut wherever it is.
+    pub async fn kill(&mut self, service: Service) -> anyhow::Result<()> {
+        let mut child = self.children.remove(&service).context("not running")?;
+        child.kill().await?;
+        Ok(())
+    }
+
+    pub fn log(&self, service: Service) -> String {
+        std::fs::read_to_string(self.data_dir.path().join(format!("{}.log", service.binary_name()))).unwrap_or_default()
+    }
+}
