@@ -1,15 +1,18 @@
 //! The admin HTTP port: `/livez`, `/readyz` (the service's own dependencies
 //! only) and `/metrics` (Prometheus text).
 
-use std::{future::Future, pin::Pin, sync::{Arc, OnceLock}};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 /// Checks the service's own dependencies; `Err` names what is not ready.
-pub type ReadinessCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// The process-wide Prometheus recorder (installed on first use, so several
 /// services in one test process share it).
@@ -39,11 +42,17 @@ pub async fn serve(
     ready: ReadinessCheck,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AdminState { ready, metrics: metrics_handle() };
+    let state = AdminState {
+        ready,
+        metrics: metrics_handle(),
+    };
     let app = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move { s.metrics.render() }),
+        )
         .with_state(state);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
@@ -61,7 +70,10 @@ pub fn database_and_nats_check(pool: sqlx::PgPool, nats: async_nats::Client) -> 
         let pool = pool.clone();
         let nats = nats.clone();
         Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&pool).await.map_err(|_| "database unreachable".to_owned())?;
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map_err(|_| "database unreachable".to_owned())?;
             if nats.connection_state() != async_nats::connection::State::Connected {
                 return Err("NATS disconnected".into());
             }

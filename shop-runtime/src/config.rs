@@ -34,11 +34,16 @@ impl EnvReader {
     /// `SHOP_CONFIG_FILE` when set (environment wins).
     pub fn from_process_env() -> Self {
         let env: HashMap<String, String> = std::env::vars().collect();
-        let mut reader = Self { values: HashMap::new(), problems: Vec::new() };
+        let mut reader = Self {
+            values: HashMap::new(),
+            problems: Vec::new(),
+        };
         if let Some(path) = env.get("SHOP_CONFIG_FILE") {
             match std::fs::read_to_string(path) {
                 Ok(text) => reader.load_file_text(path, &text),
-                Err(e) => reader.problems.push(format!("SHOP_CONFIG_FILE: cannot read {path}: {e}")),
+                Err(e) => reader
+                    .problems
+                    .push(format!("SHOP_CONFIG_FILE: cannot read {path}: {e}")),
             }
         }
         reader.values.extend(env);
@@ -69,7 +74,10 @@ impl EnvReader {
     }
 
     fn raw(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// Records a problem found while validating settings together.
@@ -154,7 +162,9 @@ impl EnvReader {
         if self.problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError { problems: self.problems })
+            Err(ConfigError {
+                problems: self.problems,
+            })
         }
     }
 }
@@ -234,7 +244,9 @@ pub struct MessagingSettings {
 impl MessagingSettings {
     pub fn read(env: &mut EnvReader) -> Self {
         Self {
-            nats_url: env.required("NATS_URL", "e.g. nats://127.0.0.1:4222").unwrap_or_default(),
+            nats_url: env
+                .required("NATS_URL", "e.g. nats://127.0.0.1:4222")
+                .unwrap_or_default(),
             database_url: env
                 .required("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
                 .unwrap_or_default(),

@@ -17,8 +17,8 @@ use async_nats::jetstream::{
     message::PublishMessage,
 };
 use futures::StreamExt;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{event::IncomingEvent, topology::ConsumerDefinition};
 
@@ -44,7 +44,10 @@ pub enum HandleError {
 
 impl HandleError {
     pub fn unknown_type(event: &IncomingEvent) -> Self {
-        Self::Reject(format!("unknown event type {:?} on {}", event.event_type, event.subject))
+        Self::Reject(format!(
+            "unknown event type {:?} on {}",
+            event.event_type, event.subject
+        ))
     }
 }
 
@@ -114,7 +117,11 @@ pub async fn run<H: EventHandler>(
 }
 
 async fn open(js: &jetstream::Context, definition: &ConsumerDefinition) -> Result<pull::Stream, async_nats::Error> {
-    let consumer: PullConsumer = js.get_stream(definition.stream).await?.get_consumer(definition.name()).await?;
+    let consumer: PullConsumer = js
+        .get_stream(definition.stream)
+        .await?
+        .get_consumer(definition.name())
+        .await?;
     Ok(consumer.messages().await?)
 }
 
@@ -137,8 +144,11 @@ async fn process<H: EventHandler>(
     let outcome = match IncomingEvent::from_message(&subject, message.headers.as_ref(), message.payload.clone()) {
         Err(malformed) => Err(HandleError::Reject(malformed.to_string())),
         Ok(event) => {
-            let span = tracing::info_span!("event", consumer, subject = %subject, event_id = %event.event_id, delivered);
-            with_progress(&message, definition.config.ack_wait, handler.handle(event)).instrument(span).await
+            let span =
+                tracing::info_span!("event", consumer, subject = %subject, event_id = %event.event_id, delivered);
+            with_progress(&message, definition.config.ack_wait, handler.handle(event))
+                .instrument(span)
+                .await
         }
     };
     match outcome {
@@ -166,7 +176,9 @@ async fn process<H: EventHandler>(
                 Err(e) => {
                     // Never drop a message we could not park: retry later.
                     tracing::error!(consumer, subject, error = %e, "cannot park event on DLQ; will retry");
-                    let _ = message.ack_with(AckKind::Nak(Some(definition.retry_delay(delivered)))).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(definition.retry_delay(delivered))))
+                        .await;
                 }
             }
         }
@@ -203,7 +215,10 @@ async fn park(
     reason: &str,
 ) -> Result<(), async_nats::Error> {
     let mut headers = message.headers.clone().unwrap_or_default();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq:{stream}:{sequence}:{consumer}").as_str());
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("dlq:{stream}:{sequence}:{consumer}").as_str(),
+    );
     headers.insert(HEADER_DLQ_STREAM, stream);
     headers.insert(HEADER_DLQ_SEQUENCE, sequence.to_string().as_str());
     headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
@@ -212,7 +227,9 @@ async fn park(
     // Header values cannot hold newlines; keep the error on one line.
     headers.insert(HEADER_DLQ_ERROR, reason.replace(['\r', '\n'], " ").as_str());
     let subject = format!("dlq.{consumer}.{}", message.subject);
-    let publish = PublishMessage::build().payload(message.payload.clone()).headers(headers);
+    let publish = PublishMessage::build()
+        .payload(message.payload.clone())
+        .headers(headers);
     js.send_publish(subject, publish).await?.await?;
     Ok(())
 }

@@ -143,7 +143,13 @@ impl IncomingEvent {
         let id = header(HEADER_ID).ok_or(MalformedEvent::MissingHeader(HEADER_ID))?;
         let event_id = Uuid::parse_str(&id).map_err(|_| MalformedEvent::BadId(id))?;
         let event_type = header(HEADER_TYPE).ok_or(MalformedEvent::MissingHeader(HEADER_TYPE))?;
-        Ok(Self { event_id, event_type, subject: subject.to_owned(), payload, traceparent: header(HEADER_TRACEPARENT) })
+        Ok(Self {
+            event_id,
+            event_type,
+            subject: subject.to_owned(),
+            payload,
+            traceparent: header(HEADER_TRACEPARENT),
+        })
     }
 
     pub fn is<E: Event>(&self) -> bool {
@@ -151,7 +157,10 @@ impl IncomingEvent {
     }
 
     pub fn decode<E: Event>(&self) -> Result<E, MalformedEvent> {
-        serde_json::from_slice(&self.payload).map_err(|source| MalformedEvent::BadBody { event_type: E::TYPE, source })
+        serde_json::from_slice(&self.payload).map_err(|source| MalformedEvent::BadBody {
+            event_type: E::TYPE,
+            source,
+        })
     }
 }
 
@@ -161,7 +170,10 @@ mod tests {
 
     #[test]
     fn subjects_end_with_the_order_id() {
-        let e = ev::OrderPlaced { order_id: "o-1".into(), ..Default::default() };
+        let e = ev::OrderPlaced {
+            order_id: "o-1".into(),
+            ..Default::default()
+        };
         assert_eq!(e.subject(), "orders.placed.o-1");
         assert_eq!(<ev::OrderPlaced as Event>::TYPE, "shop.events.v1.OrderPlaced");
     }
@@ -169,10 +181,20 @@ mod tests {
     #[test]
     fn headers_round_trip() {
         let id = Uuid::now_v7();
-        let h = headers(id, "shop.events.v1.OrderPlaced", "svc-order", "o-1", Utc::now(), Some("00-abc-def-01"));
-        assert_eq!(h.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str()), Some(id.to_string().as_str()));
-        let incoming = IncomingEvent::from_message("orders.placed.o-1", Some(&h), Bytes::from_static(b"{}"))
-            .expect("well-formed");
+        let h = headers(
+            id,
+            "shop.events.v1.OrderPlaced",
+            "svc-order",
+            "o-1",
+            Utc::now(),
+            Some("00-abc-def-01"),
+        );
+        assert_eq!(
+            h.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str()),
+            Some(id.to_string().as_str())
+        );
+        let incoming =
+            IncomingEvent::from_message("orders.placed.o-1", Some(&h), Bytes::from_static(b"{}")).expect("well-formed");
         assert_eq!(incoming.event_id, id);
         assert!(incoming.is::<ev::OrderPlaced>());
         assert_eq!(incoming.traceparent.as_deref(), Some("00-abc-def-01"));
@@ -186,6 +208,9 @@ mod tests {
         ));
         let mut h = HeaderMap::new();
         h.insert(HEADER_ID, "not-a-uuid");
-        assert!(matches!(IncomingEvent::from_message("x", Some(&h), Bytes::new()), Err(MalformedEvent::BadId(_))));
+        assert!(matches!(
+            IncomingEvent::from_message("x", Some(&h), Bytes::new()),
+            Err(MalformedEvent::BadId(_))
+        ));
     }
 }

@@ -10,7 +10,9 @@ use tonic_health::server::HealthReporter;
 /// A server builder with gRPC health and reflection (v1 and v1alpha) for the
 /// given public services already added. Returns the health reporter so the
 /// service can flip its status.
-pub fn router_with_basics(public_services: &[&'static str]) -> Result<(Router, HealthReporter), tonic_reflection::server::Error> {
+pub fn router_with_basics(
+    public_services: &[&'static str],
+) -> Result<(Router, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
@@ -35,5 +37,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
 }

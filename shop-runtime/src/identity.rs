@@ -98,8 +98,11 @@ mod tests {
 
     #[test]
     fn reads_user_and_roles() {
-        let c = Caller::from_metadata(&metadata(&[("x-user-id", "alice"), ("x-user-roles", "customer, admin")]))
-            .expect("valid");
+        let c = Caller::from_metadata(&metadata(&[
+            ("x-user-id", "alice"),
+            ("x-user-roles", "customer, admin"),
+        ]))
+        .expect("valid");
         assert_eq!(c.user_id.as_str(), "alice");
         assert!(c.is_admin());
         assert!(c.may_access("bob"));

@@ -7,7 +7,10 @@ use async_nats::{ConnectOptions, jetstream};
 /// Connects (retrying in the background if the server is not up yet) and
 /// returns the client and a JetStream context whose publishes wait at most
 /// a few seconds for their PubAck.
-pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, jetstream::Context), async_nats::ConnectError> {
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<(async_nats::Client, jetstream::Context), async_nats::ConnectError> {
     let client = ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()

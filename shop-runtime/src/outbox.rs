@@ -40,7 +40,10 @@ pub struct Outbox {
 impl Outbox {
     /// `source` is the publishing service, sent as `ce-source`.
     pub fn new(source: &'static str) -> Self {
-        Self { source, wake: Arc::new(Notify::new()) }
+        Self {
+            source,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     pub fn source(&self) -> &'static str {
@@ -75,7 +78,14 @@ impl Outbox {
 
     /// A relay publishing this outbox's rows.
     pub fn relay(&self, pool: PgPool, js: jetstream::Context, poll_interval: Duration) -> Relay {
-        Relay { pool, js, source: self.source, wake: self.wake.clone(), poll_interval, batch_size: 256 }
+        Relay {
+            pool,
+            js,
+            source: self.source,
+            wake: self.wake.clone(),
+            poll_interval,
+            batch_size: 256,
+        }
     }
 }
 
@@ -165,7 +175,9 @@ impl Relay {
                 row.occurred_at,
                 row.traceparent.as_deref(),
             );
-            let message = PublishMessage::build().payload(Bytes::from(row.payload.clone())).headers(headers);
+            let message = PublishMessage::build()
+                .payload(Bytes::from(row.payload.clone()))
+                .headers(headers);
             pending.push((row.event_id, self.js.send_publish(row.subject.clone(), message).await));
         }
         let mut published = Vec::with_capacity(rows.len());

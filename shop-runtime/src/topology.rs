@@ -18,9 +18,21 @@ const STREAMS: &[(&str, &str)] = &[
 
 /// `(stream, durable name, JSON)` of every consumer, from `nats/consumers/`.
 const CONSUMERS: &[(&str, &str, &str)] = &[
-    ("ORDERS", "inventory-orders", include_str!("../../nats/consumers/ORDERS/inventory-orders.json")),
-    ("ORDERS", "payment-orders", include_str!("../../nats/consumers/ORDERS/payment-orders.json")),
-    ("ORDERS", "notify-orders", include_str!("../../nats/consumers/ORDERS/notify-orders.json")),
+    (
+        "ORDERS",
+        "inventory-orders",
+        include_str!("../../nats/consumers/ORDERS/inventory-orders.json"),
+    ),
+    (
+        "ORDERS",
+        "payment-orders",
+        include_str!("../../nats/consumers/ORDERS/payment-orders.json"),
+    ),
+    (
+        "ORDERS",
+        "notify-orders",
+        include_str!("../../nats/consumers/ORDERS/notify-orders.json"),
+    ),
     (
         "INVENTORY",
         "order-inventory",
@@ -31,7 +43,11 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         "payment-inventory",
         include_str!("../../nats/consumers/INVENTORY/payment-inventory.json"),
     ),
-    ("PAYMENTS", "order-payments", include_str!("../../nats/consumers/PAYMENTS/order-payments.json")),
+    (
+        "PAYMENTS",
+        "order-payments",
+        include_str!("../../nats/consumers/PAYMENTS/order-payments.json"),
+    ),
     (
         "PAYMENTS",
         "inventory-payments",
@@ -88,7 +104,9 @@ impl ConsumerDefinition {
 pub fn streams() -> Result<Vec<stream::Config>, TopologyError> {
     STREAMS
         .iter()
-        .map(|(name, json)| serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("stream {name}"), e)))
+        .map(|(name, json)| {
+            serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("stream {name}"), e))
+        })
         .collect()
 }
 
@@ -105,7 +123,11 @@ pub fn consumer(name: &str) -> Result<ConsumerDefinition, TopologyError> {
         .get("shop.retry_delays")
         .map(|raw| raw.split(',').filter_map(parse_duration).collect())
         .unwrap_or_default();
-    Ok(ConsumerDefinition { stream, config, retry_delays })
+    Ok(ConsumerDefinition {
+        stream,
+        config,
+        retry_delays,
+    })
 }
 
 /// Every consumer definition.
@@ -120,7 +142,10 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), TopologyError
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await
-            .map_err(|e| TopologyError::JetStream { what: format!("stream {name}"), source: Box::new(e) })?;
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("stream {name}"),
+                source: Box::new(e),
+            })?;
     }
     Ok(())
 }
@@ -133,14 +158,20 @@ pub async fn ensure_consumers(
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let definition = consumer(name)?;
-        let stream = js.get_stream(definition.stream).await.map_err(|e| TopologyError::JetStream {
-            what: format!("stream {} (for consumer {name})", definition.stream),
-            source: Box::new(e),
-        })?;
+        let stream = js
+            .get_stream(definition.stream)
+            .await
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("stream {} (for consumer {name})", definition.stream),
+                source: Box::new(e),
+            })?;
         stream
             .create_consumer(definition.config.clone())
             .await
-            .map_err(|e| TopologyError::JetStream { what: format!("consumer {name}"), source: Box::new(e) })?;
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("consumer {name}"),
+                source: Box::new(e),
+            })?;
         out.push(definition);
     }
     Ok(out)
@@ -155,15 +186,28 @@ mod tests {
         let streams = streams().expect("streams parse");
         for (config, (name, _)) in streams.iter().zip(STREAMS) {
             assert_eq!(config.name, *name);
-            assert!(config.duplicate_window >= Duration::from_secs(120), "{name}: dedupe window too short");
+            assert!(
+                config.duplicate_window >= Duration::from_secs(120),
+                "{name}: dedupe window too short"
+            );
         }
         for definition in consumers().expect("consumers parse") {
             let name = definition.name().to_owned();
             assert!(!name.is_empty());
-            assert_eq!(definition.config.ack_policy, jetstream::consumer::AckPolicy::Explicit, "{name}");
-            assert!(definition.config.max_deliver > 1, "{name}: max_deliver must be bounded and > 1");
+            assert_eq!(
+                definition.config.ack_policy,
+                jetstream::consumer::AckPolicy::Explicit,
+                "{name}"
+            );
+            assert!(
+                definition.config.max_deliver > 1,
+                "{name}: max_deliver must be bounded and > 1"
+            );
             assert!(!definition.retry_delays.is_empty(), "{name}: shop.retry_delays missing");
-            let stream = streams.iter().find(|s| s.name == definition.stream).expect("stream exists");
+            let stream = streams
+                .iter()
+                .find(|s| s.name == definition.stream)
+                .expect("stream exists");
             let prefix = stream.subjects[0].trim_end_matches('>');
             for subject in &definition.config.filter_subjects {
                 assert!(subject.starts_with(prefix), "{name}: {subject} outside {}", stream.name);

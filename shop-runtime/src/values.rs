@@ -10,12 +10,19 @@ pub struct Sku(String);
 
 impl Sku {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let valid_first = raw.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-        let valid_rest = raw.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let valid_first = raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        let valid_rest = raw
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if raw.is_empty() {
             Err("is required".into())
         } else if raw.len() > 64 || !valid_first || !valid_rest {
-            Err(format!("{raw:?} is not a SKU (1-64 of A-Z, 0-9, '-', '_', e.g. \"SKU-MUG-001\")"))
+            Err(format!(
+                "{raw:?} is not a SKU (1-64 of A-Z, 0-9, '-', '_', e.g. \"SKU-MUG-001\")"
+            ))
         } else {
             Ok(Self(raw.to_owned()))
         }
@@ -87,7 +94,9 @@ impl Money {
 
     /// `self * quantity`, or `None` on overflow.
     pub fn times(self, quantity: Quantity) -> Option<Self> {
-        self.minor.checked_mul(i64::from(quantity.get())).map(|minor| Self { minor, ..self })
+        self.minor
+            .checked_mul(i64::from(quantity.get()))
+            .map(|minor| Self { minor, ..self })
     }
 
     /// `self + other`, or `None` on overflow or mixed currencies.
@@ -99,17 +108,26 @@ impl Money {
     }
 
     pub fn to_proto(self) -> shop_proto::common::v1::Money {
-        shop_proto::common::v1::Money { currency_code: self.currency.as_str().to_owned(), amount_minor: self.minor }
+        shop_proto::common::v1::Money {
+            currency_code: self.currency.as_str().to_owned(),
+            amount_minor: self.minor,
+        }
     }
 
     pub fn from_proto(m: &shop_proto::common::v1::Money) -> Result<Self, String> {
-        Ok(Self { currency: Currency::parse(&m.currency_code)?, minor: m.amount_minor })
+        Ok(Self {
+            currency: Currency::parse(&m.currency_code)?,
+            minor: m.amount_minor,
+        })
     }
 }
 
 /// Converts a chrono time to the proto Timestamp.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    pbjson_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 #[cfg(test)]

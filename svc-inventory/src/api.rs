@@ -31,7 +31,10 @@ impl From<ProductRow> for catalog::Product {
             sku: r.sku,
             name: r.name,
             description: r.description,
-            price: Some(Money { currency_code: r.currency, amount_minor: r.price_minor }),
+            price: Some(Money {
+                currency_code: r.currency,
+                amount_minor: r.price_minor,
+            }),
         }
     }
 }
@@ -45,7 +48,12 @@ struct StockRow {
 
 impl From<StockRow> for inventory::Stock {
     fn from(r: StockRow) -> Self {
-        Self { available: r.on_hand - r.reserved, sku: r.sku, on_hand: r.on_hand, reserved: r.reserved }
+        Self {
+            available: r.on_hand - r.reserved,
+            sku: r.sku,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+        }
     }
 }
 
@@ -61,7 +69,11 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
     ) -> Result<Response<catalog::ListProductsResponse>, Status> {
         let wanted = &request.get_ref().skus;
         if wanted.len() > 1000 {
-            return Err(Error::InvalidArgument { field: "skus", reason: "at most 1000 SKUs per call".into() }.into());
+            return Err(Error::InvalidArgument {
+                field: "skus",
+                reason: "at most 1000 SKUs per call".into(),
+            }
+            .into());
         }
         for raw in wanted {
             sku("skus", raw)?;
@@ -79,10 +91,15 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
             .await
         }
         .map_err(Error::from)?;
-        Ok(Response::new(catalog::ListProductsResponse { products: rows.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(catalog::ListProductsResponse {
+            products: rows.into_iter().map(Into::into).collect(),
+        }))
     }
 
-    async fn get_product(&self, request: Request<catalog::GetProductRequest>) -> Result<Response<catalog::Product>, Status> {
+    async fn get_product(
+        &self,
+        request: Request<catalog::GetProductRequest>,
+    ) -> Result<Response<catalog::Product>, Status> {
         let sku = sku("sku", &request.get_ref().sku)?;
         let row: Option<ProductRow> =
             sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products WHERE sku = $1")
@@ -97,7 +114,10 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
 
 #[tonic::async_trait]
 impl inventory::inventory_service_server::InventoryService for InventoryApi {
-    async fn get_stock(&self, request: Request<inventory::GetStockRequest>) -> Result<Response<inventory::Stock>, Status> {
+    async fn get_stock(
+        &self,
+        request: Request<inventory::GetStockRequest>,
+    ) -> Result<Response<inventory::Stock>, Status> {
         Caller::from_metadata(request.metadata())?;
         let sku = sku("sku", &request.get_ref().sku)?;
         let row: Option<StockRow> = sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = $1")

@@ -5,15 +5,18 @@
 //! checkout saga (see [`saga`]): reservations of all lines or none under row
 //! locks, committed on payment, released on failure, cancellation or expiry.
 
-pub mod config;
 mod api;
+pub mod config;
 mod error;
 pub mod saga;
 pub mod stock;
 
 use std::sync::Arc;
 
-use shop_proto::{catalog::v1::catalog_service_server::CatalogServiceServer, inventory::v1::inventory_service_server::InventoryServiceServer};
+use shop_proto::{
+    catalog::v1::catalog_service_server::CatalogServiceServer,
+    inventory::v1::inventory_service_server::InventoryServiceServer,
+};
 use shop_runtime::{CancellationToken, Listeners, admin, consumer, db, grpc, outbox::Outbox, topology};
 
 pub use config::Config;
@@ -28,7 +31,11 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateEr
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.messaging.database_url, config.messaging.database_max_connections).await?;
+    let pool = db::connect(
+        &config.messaging.database_url,
+        config.messaging.database_max_connections,
+    )
+    .await?;
     migrate(&pool).await?;
     let (nats, js) = shop_runtime::nats::connect(&config.messaging.nats_url, "svc-inventory").await?;
     topology::ensure_streams(&js).await?;
@@ -36,13 +43,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let outbox = Outbox::new("svc-inventory");
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(outbox.relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval).run(shutdown.clone()));
+    tasks.spawn(
+        outbox
+            .relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval)
+            .run(shutdown.clone()),
+    );
     for definition in definitions {
         let handler = saga::InventorySaga {
             pool: pool.clone(),
             outbox: outbox.clone(),
             reservation_ttl: config.reservation_ttl,
-            consumer: if definition.name() == saga::ORDERS_CONSUMER { saga::ORDERS_CONSUMER } else { saga::PAYMENTS_CONSUMER },
+            consumer: if definition.name() == saga::ORDERS_CONSUMER {
+                saga::ORDERS_CONSUMER
+            } else {
+                saga::PAYMENTS_CONSUMER
+            },
         };
         tasks.spawn(consumer::run(
             js.clone(),
@@ -72,7 +87,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<CatalogServiceServer<api::InventoryApi>>().await;
     health.set_serving::<InventoryServiceServer<api::InventoryApi>>().await;
-    let router = router.add_service(CatalogServiceServer::new(api.clone())).add_service(InventoryServiceServer::new(api));
+    let router = router
+        .add_service(CatalogServiceServer::new(api.clone()))
+        .add_service(InventoryServiceServer::new(api));
     tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "svc-inventory serving");
     let served = grpc::serve(router, listeners.grpc, shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();

@@ -39,27 +39,39 @@ impl EventHandler for InventorySaga {
             self.on_order_placed(&mut tx, event.decode()?).await?;
         } else if event.is::<ev::OrderCancelled>() {
             let e: ev::OrderCancelled = event.decode()?;
-            self.release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::OrderCancelled).await?;
+            self.release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::OrderCancelled)
+                .await?;
         } else if event.is::<ev::PaymentSucceeded>() {
             let e: ev::PaymentSucceeded = event.decode()?;
             match stock::commit(&mut tx, &e.order_id).await? {
                 Settlement::Done { user_id } => {
-                    let committed = ev::InventoryCommitted { order_id: e.order_id, user_id };
+                    let committed = ev::InventoryCommitted {
+                        order_id: e.order_id,
+                        user_id,
+                    };
                     self.outbox.enqueue(&mut tx, &committed).await?;
                 }
                 // Released already (expired or cancelled): the order is or
                 // will be cancelled and the payment refunded.
                 Settlement::Unchanged => {}
                 Settlement::Missing => {
-                    return Err(HandleError::Retry(format!("no reservation for order {} yet", e.order_id)));
+                    return Err(HandleError::Retry(format!(
+                        "no reservation for order {} yet",
+                        e.order_id
+                    )));
                 }
             }
         } else if event.is::<ev::PaymentFailed>() {
             let e: ev::PaymentFailed = event.decode()?;
-            if self.release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::PaymentFailed).await?
+            if self
+                .release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::PaymentFailed)
+                .await?
                 == Settlement::Missing
             {
-                return Err(HandleError::Retry(format!("no reservation for order {} yet", e.order_id)));
+                return Err(HandleError::Retry(format!(
+                    "no reservation for order {} yet",
+                    e.order_id
+                )));
             }
         } else {
             return Err(HandleError::unknown_type(&event));
@@ -90,7 +102,11 @@ impl InventorySaga {
                     user_id: placed.user_id,
                     unavailable: shortages
                         .into_iter()
-                        .map(|s| ev::UnavailableLine { sku: s.sku, requested: s.requested, available: s.available })
+                        .map(|s| ev::UnavailableLine {
+                            sku: s.sku,
+                            requested: s.requested,
+                            available: s.available,
+                        })
                         .collect(),
                 };
                 self.outbox.enqueue(tx, &rejected).await?;

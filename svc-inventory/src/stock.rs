@@ -27,7 +27,9 @@ pub struct Shortage {
 
 #[derive(Debug)]
 pub enum Reservation {
-    Held { expires_at: DateTime<Utc> },
+    Held {
+        expires_at: DateTime<Utc>,
+    },
     Rejected(Vec<Shortage>),
     /// This order was already decided (redelivery, replay, or cancelled first).
     AlreadyKnown,
@@ -91,12 +93,11 @@ pub async fn reserve(
     sorted.sort_by(|a, b| a.sku.cmp(&b.sku));
     let skus: Vec<&str> = sorted.iter().map(|l| l.sku.as_str()).collect();
     let quantities: Vec<i32> = sorted.iter().map(|l| l.quantity.get()).collect();
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
-    )
-    .bind(&skus)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+            .bind(&skus)
+            .fetch_all(&mut *conn)
+            .await?;
 
     let shortages: Vec<Shortage> = sorted
         .iter()
@@ -113,10 +114,12 @@ pub async fn reserve(
         })
         .collect();
     if !shortages.is_empty() {
-        sqlx::query("UPDATE reservations SET status = 'rejected', expires_at = NULL, updated_at = now() WHERE order_id = $1")
-            .bind(order_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE reservations SET status = 'rejected', expires_at = NULL, updated_at = now() WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .execute(&mut *conn)
+        .await?;
         return Ok(Reservation::Rejected(shortages));
     }
 
@@ -216,8 +219,10 @@ pub async fn release(
         return Ok(Settlement::Missing);
     };
     let update = match (status.as_str(), reason) {
-        ("held", _) => "UPDATE stock SET reserved = stock.reserved - l.quantity, updated_at = now()
-                          FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku",
+        ("held", _) => {
+            "UPDATE stock SET reserved = stock.reserved - l.quantity, updated_at = now()
+                          FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku"
+        }
         ("committed", ReleaseReason::OrderCancelled) => {
             "UPDATE stock SET on_hand = stock.on_hand + l.quantity, updated_at = now()
                FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku"
@@ -225,7 +230,11 @@ pub async fn release(
         _ => return Ok(Settlement::Unchanged),
     };
     let (skus, quantities) = lock_lines(conn, order_id).await?;
-    sqlx::query(update).bind(&skus).bind(&quantities).execute(&mut *conn).await?;
+    sqlx::query(update)
+        .bind(&skus)
+        .bind(&quantities)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "UPDATE reservations SET status = 'released', release_reason = $2, updated_at = now() WHERE order_id = $1",
     )

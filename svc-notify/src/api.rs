@@ -38,10 +38,12 @@ fn order_filter(raw: &str) -> Result<Option<String>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
-    Uuid::parse_str(raw).map(|id| Some(id.to_string())).map_err(|_| Error::InvalidArgument {
-        field: "order_id",
-        reason: format!("{raw:?} is not an order id (a UUID such as 0190f3c4-2222-7000-8000-00000000000a)"),
-    })
+    Uuid::parse_str(raw)
+        .map(|id| Some(id.to_string()))
+        .map_err(|_| Error::InvalidArgument {
+            field: "order_id",
+            reason: format!("{raw:?} is not an order id (a UUID such as 0190f3c4-2222-7000-8000-00000000000a)"),
+        })
 }
 
 #[tonic::async_trait]
@@ -54,8 +56,12 @@ impl pb::notification_service_server::NotificationService for NotifyApi {
         let order_id = order_filter(&request.get_ref().order_id)?;
         // Customers see their own notifications; admins see everyone's.
         let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
-        let rows = store::list(&self.pool, owner, order_id.as_deref(), MAX_LISTED).await.map_err(Error::from)?;
-        Ok(Response::new(pb::ListNotificationsResponse { notifications: rows.into_iter().map(Into::into).collect() }))
+        let rows = store::list(&self.pool, owner, order_id.as_deref(), MAX_LISTED)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: rows.into_iter().map(Into::into).collect(),
+        }))
     }
 }
 
@@ -67,7 +73,9 @@ mod tests {
     fn order_filter_must_be_a_uuid() {
         assert_eq!(order_filter("").expect("empty means all"), None);
         assert_eq!(
-            order_filter("0190F3C4-2222-7000-8000-00000000000A").expect("valid").as_deref(),
+            order_filter("0190F3C4-2222-7000-8000-00000000000A")
+                .expect("valid")
+                .as_deref(),
             Some("0190f3c4-2222-7000-8000-00000000000a")
         );
         let status = Status::from(order_filter("o-1").expect_err("not a uuid"));

@@ -36,7 +36,10 @@ pub fn confirmed(order_id: &str, total: Option<Money>) -> Draft {
     );
     body.push_str(&summary(order_id, total));
     body.push_str(SIGN_OFF);
-    Draft { subject: format!("Order {order_id} is confirmed"), body }
+    Draft {
+        subject: format!("Order {order_id} is confirmed"),
+        body,
+    }
 }
 
 /// The email for a cancelled order, explaining why.
@@ -44,7 +47,10 @@ pub fn cancelled(order_id: &str, reason: OrderCancelReason, total: Option<Money>
     let mut body = format!("Hello,\n\nyour order was cancelled. {}\n\n", reason_sentence(reason));
     body.push_str(&summary(order_id, total));
     body.push_str(SIGN_OFF);
-    Draft { subject: format!("Order {order_id} was cancelled"), body }
+    Draft {
+        subject: format!("Order {order_id} was cancelled"),
+        body,
+    }
 }
 
 const SIGN_OFF: &str = "\nIf you have any questions, just reply to this email.\n\nThe shop team\n";
@@ -153,7 +159,10 @@ mod tests {
 
     #[test]
     fn text_is_ascii_so_it_travels_as_7bit() {
-        let drafts = [confirmed("o", None), cancelled("o", OrderCancelReason::ReservationExpired, None)];
+        let drafts = [
+            confirmed("o", None),
+            cancelled("o", OrderCancelReason::ReservationExpired, None),
+        ];
         for draft in drafts {
             assert!(draft.subject.is_ascii() && draft.body.is_ascii(), "{draft:?}");
         }
@@ -161,7 +170,12 @@ mod tests {
 
     #[test]
     fn recipients_are_derived_from_user_ids() {
-        assert_eq!(recipient("alice", "customers.shop.test").map(|a| a.to_string()).as_deref(), Ok("alice@customers.shop.test"));
+        assert_eq!(
+            recipient("alice", "customers.shop.test")
+                .map(|a| a.to_string())
+                .as_deref(),
+            Ok("alice@customers.shop.test")
+        );
         assert!(recipient("a@b", "customers.shop.test").is_err());
         assert!(recipient("alice", "not a domain").is_err());
     }

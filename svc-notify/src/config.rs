@@ -42,7 +42,10 @@ impl Config {
                 "a mail domain, e.g. customers.shop.test",
             ),
             from: env
-                .optional("NOTIFY_FROM", "an address such as orders@shop.test or \"Shop <orders@shop.test>\"")
+                .optional(
+                    "NOTIFY_FROM",
+                    "an address such as orders@shop.test or \"Shop <orders@shop.test>\"",
+                )
                 .unwrap_or_else(|| Mailbox::new(None, Address::new_dangerous("orders", "shop.test"))),
             resend_interval: env.duration("NOTIFY_RESEND_INTERVAL", Duration::from_secs(5)),
         };
@@ -101,12 +104,17 @@ impl FromStr for SmtpRelay {
         }
         let port = match port {
             None => 25,
-            Some(p) => p.parse().map_err(|_| format!("port {p:?} is not a number between 1 and 65535"))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("port {p:?} is not a number between 1 and 65535"))?,
         };
         if port == 0 {
             return Err("port 0 is not a relay port".into());
         }
-        Ok(Self { host: host.to_owned(), port })
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -125,7 +133,10 @@ mod tests {
     use super::*;
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![("NATS_URL", "nats://127.0.0.1:4222"), ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_notify")]
+        vec![
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_notify"),
+        ]
     }
 
     #[test]
@@ -143,9 +154,18 @@ mod tests {
     #[test]
     fn reads_smtp_relay_and_sender() {
         let mut env = base();
-        env.extend([("NOTIFY_SMTP_URL", "smtp://127.0.0.1:2525"), ("NOTIFY_FROM", "Shop <shop@example.org>")]);
+        env.extend([
+            ("NOTIFY_SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("NOTIFY_FROM", "Shop <shop@example.org>"),
+        ]);
         let config = Config::read(EnvReader::from_map(env)).expect("valid");
-        assert_eq!(config.smtp, Some(SmtpRelay { host: "127.0.0.1".into(), port: 2525 }));
+        assert_eq!(
+            config.smtp,
+            Some(SmtpRelay {
+                host: "127.0.0.1".into(),
+                port: 2525
+            })
+        );
         assert_eq!(config.from.name.as_deref(), Some("Shop"));
         assert_eq!(config.from.email.to_string(), "shop@example.org");
     }
@@ -161,7 +181,12 @@ mod tests {
         ]);
         let err = Config::read(EnvReader::from_map(env)).expect_err("bad settings must fail");
         let text = err.to_string();
-        for key in ["NOTIFY_SMTP_URL", "NOTIFY_FROM", "NOTIFY_RECIPIENT_DOMAIN", "NOTIFY_RESEND_INTERVAL"] {
+        for key in [
+            "NOTIFY_SMTP_URL",
+            "NOTIFY_FROM",
+            "NOTIFY_RECIPIENT_DOMAIN",
+            "NOTIFY_RESEND_INTERVAL",
+        ] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
         assert_eq!(err.problems.len(), 4, "{text}");
@@ -170,11 +195,32 @@ mod tests {
     #[test]
     fn smtp_urls() {
         let relay = |raw: &str| raw.parse::<SmtpRelay>();
-        assert_eq!(relay("smtp://mail.local"), Ok(SmtpRelay { host: "mail.local".into(), port: 25 }));
-        assert_eq!(relay("smtp://mail.local:2525/"), Ok(SmtpRelay { host: "mail.local".into(), port: 2525 }));
-        assert_eq!(relay("smtp://[::1]:2525"), Ok(SmtpRelay { host: "::1".into(), port: 2525 }));
+        assert_eq!(
+            relay("smtp://mail.local"),
+            Ok(SmtpRelay {
+                host: "mail.local".into(),
+                port: 25
+            })
+        );
+        assert_eq!(
+            relay("smtp://mail.local:2525/"),
+            Ok(SmtpRelay {
+                host: "mail.local".into(),
+                port: 2525
+            })
+        );
+        assert_eq!(
+            relay("smtp://[::1]:2525"),
+            Ok(SmtpRelay {
+                host: "::1".into(),
+                port: 2525
+            })
+        );
         assert_eq!(relay("smtp://[::1]").map(|r| r.port), Ok(25));
-        assert_eq!(relay("smtp://[::1]:2525").map(|r| r.to_string()).as_deref(), Ok("smtp://[::1]:2525"));
+        assert_eq!(
+            relay("smtp://[::1]:2525").map(|r| r.to_string()).as_deref(),
+            Ok("smtp://[::1]:2525")
+        );
         assert!(relay("smtps://mail.local").is_err());
         assert!(relay("smtp://user:pw@mail.local").is_err());
         assert!(relay("smtp://").is_err());

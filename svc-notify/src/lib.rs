@@ -34,7 +34,11 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateEr
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.messaging.database_url, config.messaging.database_max_connections).await?;
+    let pool = db::connect(
+        &config.messaging.database_url,
+        config.messaging.database_max_connections,
+    )
+    .await?;
     migrate(&pool).await?;
     let (nats, js) = shop_runtime::nats::connect(&config.messaging.nats_url, "svc-notify").await?;
     topology::ensure_streams(&js).await?;
@@ -42,12 +46,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let sender = sender::Sender::from_config(&config).await?;
     tracing::info!(via = %sender.describe(), "emails ready to go out");
-    let delivery =
-        delivery::Delivery { pool: pool.clone(), sender: Arc::new(sender), resend_interval: config.resend_interval };
+    let delivery = delivery::Delivery {
+        pool: pool.clone(),
+        sender: Arc::new(sender),
+        resend_interval: config.resend_interval,
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     for definition in definitions {
-        let handler = saga::NotifySaga { delivery: delivery.clone(), recipient_domain: config.recipient_domain.clone() };
+        let handler = saga::NotifySaga {
+            delivery: delivery.clone(),
+            recipient_domain: config.recipient_domain.clone(),
+        };
         tasks.spawn(consumer::run(
             js.clone(),
             definition,

@@ -63,8 +63,8 @@ pub fn notification_for(event: &IncomingEvent, recipient_domain: &str) -> Result
     } else if event.is::<ev::OrderCancelled>() {
         let e: ev::OrderCancelled = event.decode()?;
         let order_id = canonical_order_id(&e.order_id)?;
-        // A reason added after this build still gets an email, with the
-        // generic sentence.
+        // No reason (or one this build cannot name) still gets an email,
+        // with the generic sentence.
         let reason = ev::OrderCancelReason::try_from(e.reason).unwrap_or(ev::OrderCancelReason::Unspecified);
         let draft = compose::cancelled(&order_id, reason, money(e.total.as_ref())?);
         (Kind::OrderCancelled, order_id, e.user_id, draft)
@@ -118,12 +118,20 @@ mod tests {
     }
 
     fn eur(minor: i64) -> Option<shop_proto::common::v1::Money> {
-        Some(shop_proto::common::v1::Money { currency_code: "EUR".into(), amount_minor: minor })
+        Some(shop_proto::common::v1::Money {
+            currency_code: "EUR".into(),
+            amount_minor: minor,
+        })
     }
 
     #[test]
     fn confirmed_orders_get_a_confirmation() {
-        let e = ev::OrderConfirmed { order_id: ORDER.to_uppercase(), user_id: "alice".into(), total: eur(2598), confirmed_at: None };
+        let e = ev::OrderConfirmed {
+            order_id: ORDER.to_uppercase(),
+            user_id: "alice".into(),
+            total: eur(2598),
+            confirmed_at: None,
+        };
         let n = notification_for(&incoming(&e), "customers.shop.test").expect("valid");
         assert_eq!(n.kind, Kind::OrderConfirmed);
         assert_eq!(n.order_id, ORDER, "order ids are stored in canonical form");
@@ -144,23 +152,55 @@ mod tests {
         let n = notification_for(&incoming(&e), "customers.shop.test").expect("valid");
         assert_eq!(n.kind, Kind::OrderCancelled);
         assert!(n.body.contains("out of stock"), "{}", n.body);
-        let unknown_reason = ev::OrderCancelled { reason: 99, ..e };
-        let n = notification_for(&incoming(&unknown_reason), "customers.shop.test").expect("still emailed");
+        let no_reason = ev::OrderCancelled {
+            reason: ev::OrderCancelReason::Unspecified as i32,
+            ..e
+        };
+        let n = notification_for(&incoming(&no_reason), "customers.shop.test").expect("still emailed");
         assert!(n.body.contains("will be refunded"), "{}", n.body);
     }
 
     #[test]
     fn events_that_cannot_make_an_email_are_rejected() {
         let reject = |event: IncomingEvent| {
-            matches!(notification_for(&event, "customers.shop.test"), Err(HandleError::Reject(_)))
+            matches!(
+                notification_for(&event, "customers.shop.test"),
+                Err(HandleError::Reject(_))
+            )
         };
-        let good = ev::OrderConfirmed { order_id: ORDER.into(), user_id: "alice".into(), total: eur(1), confirmed_at: None };
-        assert!(reject(incoming_raw(<ev::OrderConfirmed as Event>::TYPE, b"not json".to_vec())));
-        assert!(reject(incoming(&ev::OrderConfirmed { order_id: "o-1".into(), ..good.clone() })));
-        assert!(reject(incoming(&ev::OrderConfirmed { user_id: String::new(), ..good.clone() })));
-        assert!(reject(incoming(&ev::OrderConfirmed { user_id: "a@b".into(), ..good.clone() })));
-        let bad_currency = Some(shop_proto::common::v1::Money { currency_code: "euro".into(), amount_minor: 1 });
-        assert!(reject(incoming(&ev::OrderConfirmed { total: bad_currency, ..good })));
-        assert!(reject(incoming(&ev::OrderPlaced { order_id: ORDER.into(), ..Default::default() })));
+        let good = ev::OrderConfirmed {
+            order_id: ORDER.into(),
+            user_id: "alice".into(),
+            total: eur(1),
+            confirmed_at: None,
+        };
+        assert!(reject(incoming_raw(
+            <ev::OrderConfirmed as Event>::TYPE,
+            b"not json".to_vec()
+        )));
+        assert!(reject(incoming(&ev::OrderConfirmed {
+            order_id: "o-1".into(),
+            ..good.clone()
+        })));
+        assert!(reject(incoming(&ev::OrderConfirmed {
+            user_id: String::new(),
+            ..good.clone()
+        })));
+        assert!(reject(incoming(&ev::OrderConfirmed {
+            user_id: "a@b".into(),
+            ..good.clone()
+        })));
+        let bad_currency = Some(shop_proto::common::v1::Money {
+            currency_code: "euro".into(),
+            amount_minor: 1,
+        });
+        assert!(reject(incoming(&ev::OrderConfirmed {
+            total: bad_currency,
+            ..good
+        })));
+        assert!(reject(incoming(&ev::OrderPlaced {
+            order_id: ORDER.into(),
+            ..Default::default()
+        })));
     }
 }

@@ -122,7 +122,9 @@ impl FileSender {
         let bytes = render(email, &self.from)?.formatted();
         // Unique per attempt: two replicas resending at once must not share
         // a temporary file.
-        let temporary = self.dir.join(format!(".{}.{}.tmp", email.notification_id, Uuid::new_v4()));
+        let temporary = self
+            .dir
+            .join(format!(".{}.{}.tmp", email.notification_id, Uuid::new_v4()));
         let written = write_synced(&temporary, &bytes).await;
         let renamed = match written {
             Ok(()) => tokio::fs::rename(&temporary, self.path_of(email.notification_id)).await,
@@ -154,7 +156,11 @@ impl SmtpSender {
             .port(relay.port)
             .timeout(Some(SMTP_TIMEOUT))
             .build();
-        Self { relay: relay.clone(), transport, from }
+        Self {
+            relay: relay.clone(),
+            transport,
+            from,
+        }
     }
 
     pub async fn send(&self, email: &Email) -> Result<(), SendError> {
@@ -202,7 +208,10 @@ mod tests {
 
     #[test]
     fn a_bad_recipient_is_a_message_error() {
-        let bad = Email { recipient: "not an address".into(), ..email() };
+        let bad = Email {
+            recipient: "not an address".into(),
+            ..email()
+        };
         assert!(matches!(render(&bad, &from()), Err(SendError::Message(_))));
     }
 

@@ -31,7 +31,12 @@ pub struct OrderApi {
 }
 
 fn to_proto(order: OrderRecord) -> pb::Order {
-    let money = |minor| Some(ProtoMoney { currency_code: order.currency.clone(), amount_minor: minor });
+    let money = |minor| {
+        Some(ProtoMoney {
+            currency_code: order.currency.clone(),
+            amount_minor: minor,
+        })
+    };
     let (status, cancel_reason) = match order.status {
         OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
         OrderStatus::Reserved => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
@@ -54,7 +59,11 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         lines: order
             .lines
             .iter()
-            .map(|l| pb::OrderLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: money(l.unit_price_minor) })
+            .map(|l| pb::OrderLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price: money(l.unit_price_minor),
+            })
             .collect(),
         total: money(order.total_minor),
         created_at: Some(timestamp(order.created_at)),
@@ -65,10 +74,15 @@ fn to_proto(order: OrderRecord) -> pb::Order {
 
 fn parse_order_id(raw: &str) -> Result<Uuid, Error> {
     if raw.is_empty() {
-        return Err(Error::InvalidArgument { field: "order_id".into(), reason: "is required".into() });
+        return Err(Error::InvalidArgument {
+            field: "order_id".into(),
+            reason: "is required".into(),
+        });
     }
-    Uuid::parse_str(raw)
-        .map_err(|_| Error::InvalidArgument { field: "order_id".into(), reason: format!("{raw:?} is not an order id") })
+    Uuid::parse_str(raw).map_err(|_| Error::InvalidArgument {
+        field: "order_id".into(),
+        reason: format!("{raw:?} is not an order id"),
+    })
 }
 
 /// Page tokens are `<created_at micros>.<order id>` of the last order shown.
@@ -111,7 +125,10 @@ impl OrderApi {
             &request.payment_method,
             &self.accepted_payment_methods,
         )
-        .map_err(|e| Error::InvalidArgument { field: e.field, reason: e.reason })?;
+        .map_err(|e| Error::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        })?;
         let user = caller.user_id.as_str();
 
         // A retry is answered from the database, without the catalog.
@@ -129,16 +146,24 @@ impl OrderApi {
             })?;
         let mut priced = Vec::with_capacity(command.lines.len());
         for (i, line) in command.lines.iter().enumerate() {
-            let product = products.iter().find(|p| p.sku == line.sku.as_str()).ok_or_else(|| Error::InvalidArgument {
-                field: format!("lines[{i}].sku"),
-                reason: format!("no product {} in the catalog", line.sku),
-            })?;
+            let product =
+                products
+                    .iter()
+                    .find(|p| p.sku == line.sku.as_str())
+                    .ok_or_else(|| Error::InvalidArgument {
+                        field: format!("lines[{i}].sku"),
+                        reason: format!("no product {} in the catalog", line.sku),
+                    })?;
             let unit_price = product
                 .price
                 .as_ref()
                 .and_then(|p| Money::from_proto(p).ok())
                 .ok_or_else(|| Error::FailedPrecondition(format!("product {} has no valid price", line.sku)))?;
-            priced.push(PricedLine { sku: line.sku.clone(), quantity: line.quantity, unit_price });
+            priced.push(PricedLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price,
+            });
         }
         let total = store::total_of(&priced).ok_or_else(|| {
             Error::FailedPrecondition("the lines cannot be totalled (mixed currencies or amount too large)".into())
@@ -169,7 +194,9 @@ impl OrderApi {
             placed_at: Some(timestamp(Utc::now())),
         };
         self.outbox.enqueue(&mut tx, &placed).await?;
-        let order = store::load(&mut tx, order_id).await?.ok_or(store::StoreError::CorruptStatus(order_id))?;
+        let order = store::load(&mut tx, order_id)
+            .await?
+            .ok_or(store::StoreError::CorruptStatus(order_id))?;
         self.outbox.commit(tx).await?;
         tracing::info!(order_id = %order_id, user, "order placed");
         Ok(order)
@@ -228,11 +255,22 @@ impl pb::order_service_server::OrderService for OrderApi {
             .map_err(Error::from)?;
         let next_page_token = if orders.len() as i64 > page_size {
             orders.truncate(page_size as usize);
-            orders.last().map(|o| encode_cursor(Cursor { created_at: o.created_at, order_id: o.order_id })).unwrap_or_default()
+            orders
+                .last()
+                .map(|o| {
+                    encode_cursor(Cursor {
+                        created_at: o.created_at,
+                        order_id: o.order_id,
+                    })
+                })
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListOrdersResponse { orders: orders.into_iter().map(to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: orders.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
@@ -240,7 +278,10 @@ impl pb::order_service_server::OrderService for OrderApi {
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         self.visible_order(&caller, order_id).await?;
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
-        match saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel).await.map_err(Error::from)? {
+        match saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel)
+            .await
+            .map_err(Error::from)?
+        {
             Applied::Moved { .. } | Applied::Ignored => {}
             Applied::Refused(why) => return Err(Error::FailedPrecondition(why.to_owned()).into()),
             Applied::NotYet | Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
@@ -267,7 +308,10 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
-        let c = Cursor { created_at: DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("valid"), order_id: Uuid::now_v7() };
+        let c = Cursor {
+            created_at: DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("valid"),
+            order_id: Uuid::now_v7(),
+        };
         assert_eq!(decode_cursor(&encode_cursor(c)).expect("valid"), Some(c));
         assert_eq!(decode_cursor("").expect("empty"), None);
         assert!(decode_cursor("nonsense").is_err());

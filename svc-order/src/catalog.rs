@@ -25,7 +25,9 @@ impl Catalog {
             .timeout(timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Self { client: CatalogServiceClient::new(channel) })
+        Ok(Self {
+            client: CatalogServiceClient::new(channel),
+        })
     }
 
     /// The products among `skus` that exist.

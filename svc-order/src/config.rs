@@ -24,8 +24,11 @@ impl Config {
     }
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let methods: String =
-            env.or("ACCEPTED_PAYMENT_METHODS", "pm_card_ok,pm_card_declined,pm_card_timeout".to_owned(), "");
+        let methods: String = env.or(
+            "ACCEPTED_PAYMENT_METHODS",
+            "pm_card_ok,pm_card_declined,pm_card_timeout".to_owned(),
+            "",
+        );
         let mut accepted_payment_methods = Vec::new();
         for token in methods.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             match token.parse() {
@@ -39,7 +42,11 @@ impl Config {
         let config = Self {
             basics: ServiceBasics::read(&mut env, 50051, 9051),
             messaging: MessagingSettings::read(&mut env),
-            catalog_url: env.or("CATALOG_URL", "http://127.0.0.1:50052".to_owned(), "e.g. http://127.0.0.1:50052"),
+            catalog_url: env.or(
+                "CATALOG_URL",
+                "http://127.0.0.1:50052".to_owned(),
+                "e.g. http://127.0.0.1:50052",
+            ),
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
             accepted_payment_methods,
         };

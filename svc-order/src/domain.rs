@@ -147,9 +147,12 @@ impl PaymentMethod {
 impl FromStr for PaymentMethod {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
-        let body_ok = raw
-            .strip_prefix("pm_")
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        let body_ok = raw.strip_prefix("pm_").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
         if raw.len() > 64 || !body_ok {
             return Err(format!("{raw:?} is not a payment method token (e.g. \"pm_card_ok\")"));
         }
@@ -185,7 +188,11 @@ impl PlaceOrder {
     /// Canonical text of the request: the same key may only come back with
     /// the same fingerprint.
     pub fn fingerprint(&self) -> String {
-        let mut lines: Vec<String> = self.lines.iter().map(|l| format!("{}x{}", l.sku, l.quantity.get())).collect();
+        let mut lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|l| format!("{}x{}", l.sku, l.quantity.get()))
+            .collect();
         lines.sort();
         format!("v1|{}|{}", self.payment_method, lines.join(","))
     }
@@ -212,7 +219,10 @@ pub fn validate_place_order(
         return Err(err("lines".into(), "must contain at least one line".into()));
     }
     if lines.len() > MAX_LINES {
-        return Err(err("lines".into(), format!("at most {MAX_LINES} lines per order, got {}", lines.len())));
+        return Err(err(
+            "lines".into(),
+            format!("at most {MAX_LINES} lines per order, got {}", lines.len()),
+        ));
     }
     let mut seen = BTreeSet::new();
     let mut valid = Vec::with_capacity(lines.len());
@@ -220,7 +230,10 @@ pub fn validate_place_order(
         let sku = Sku::parse(sku).map_err(|r| err(format!("lines[{i}].sku"), r))?;
         let quantity = Quantity::new(*quantity).map_err(|r| err(format!("lines[{i}].quantity"), r))?;
         if !seen.insert(sku.clone()) {
-            return Err(err(format!("lines[{i}].sku"), format!("{sku} appears twice; put the total quantity on one line")));
+            return Err(err(
+                format!("lines[{i}].sku"),
+                format!("{sku} appears twice; put the total quantity on one line"),
+            ));
         }
         valid.push(RequestedLine { sku, quantity });
     }
@@ -230,9 +243,16 @@ pub fn validate_place_order(
     let method: PaymentMethod = payment_method.parse().map_err(|r| err("payment_method".into(), r))?;
     if !accepted_methods.contains(&method) {
         let known: Vec<&str> = accepted_methods.iter().map(PaymentMethod::as_str).collect();
-        return Err(err("payment_method".into(), format!("{method} is not accepted; use one of {}", known.join(", "))));
+        return Err(err(
+            "payment_method".into(),
+            format!("{method} is not accepted; use one of {}", known.join(", ")),
+        ));
     }
-    Ok(PlaceOrder { key, lines: valid, payment_method: method })
+    Ok(PlaceOrder {
+        key,
+        lines: valid,
+        payment_method: method,
+    })
 }
 
 #[cfg(test)]
@@ -261,15 +281,24 @@ mod tests {
     fn terminal_statuses_never_move() {
         for from in ALL_STATUSES.into_iter().filter(|s| s.is_terminal()) {
             for trigger in ALL_TRIGGERS {
-                assert!(!matches!(decide(from, trigger), Decision::Move(_)), "{from:?} moved on {trigger:?}");
+                assert!(
+                    !matches!(decide(from, trigger), Decision::Move(_)),
+                    "{from:?} moved on {trigger:?}"
+                );
             }
         }
     }
 
     #[test]
     fn happy_path_and_cancellations() {
-        assert_eq!(decide(Status::Pending, Trigger::StockReserved), Decision::Move(Status::Reserved));
-        assert_eq!(decide(Status::Reserved, Trigger::StockCommitted), Decision::Move(Status::Confirmed));
+        assert_eq!(
+            decide(Status::Pending, Trigger::StockReserved),
+            Decision::Move(Status::Reserved)
+        );
+        assert_eq!(
+            decide(Status::Reserved, Trigger::StockCommitted),
+            Decision::Move(Status::Confirmed)
+        );
         assert_eq!(
             decide(Status::Pending, Trigger::StockRejected),
             Decision::Move(Status::Cancelled(CancelReason::OutOfStock))
@@ -279,7 +308,10 @@ mod tests {
             Decision::Move(Status::Cancelled(CancelReason::ReservationExpired))
         );
         assert_eq!(decide(Status::Pending, Trigger::StockCommitted), Decision::NotYet);
-        assert!(matches!(decide(Status::Confirmed, Trigger::CustomerCancel), Decision::Refuse(_)));
+        assert!(matches!(
+            decide(Status::Confirmed, Trigger::CustomerCancel),
+            Decision::Refuse(_)
+        ));
     }
 
     #[test]
@@ -292,28 +324,65 @@ mod tests {
     }
 
     fn methods() -> Vec<PaymentMethod> {
-        ["pm_card_ok", "pm_card_declined"].iter().map(|m| m.parse().expect("valid")).collect()
+        ["pm_card_ok", "pm_card_declined"]
+            .iter()
+            .map(|m| m.parse().expect("valid"))
+            .collect()
     }
 
     #[test]
     fn validation_names_the_field() {
         let line = |s: &str, q| (s.to_owned(), q);
-        let case = |key, lines: &[(String, i32)], pm| validate_place_order(key, lines, pm, &methods()).map(|_| ()).map_err(|e| e.field);
-        assert_eq!(case("", &[line("SKU-A", 1)], "pm_card_ok"), Err("idempotency_key".into()));
+        let case = |key, lines: &[(String, i32)], pm| {
+            validate_place_order(key, lines, pm, &methods())
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        assert_eq!(
+            case("", &[line("SKU-A", 1)], "pm_card_ok"),
+            Err("idempotency_key".into())
+        );
         assert_eq!(case("k", &[], "pm_card_ok"), Err("lines".into()));
-        assert_eq!(case("k", &[line("SKU-A", 1), line("SKU-B", 0)], "pm_card_ok"), Err("lines[1].quantity".into()));
-        assert_eq!(case("k", &[line("bad sku", 1)], "pm_card_ok"), Err("lines[0].sku".into()));
-        assert_eq!(case("k", &[line("SKU-A", 1), line("SKU-A", 1)], "pm_card_ok"), Err("lines[1].sku".into()));
-        assert_eq!(case("k", &[line("SKU-A", 1)], "pm_bitcoin"), Err("payment_method".into()));
+        assert_eq!(
+            case("k", &[line("SKU-A", 1), line("SKU-B", 0)], "pm_card_ok"),
+            Err("lines[1].quantity".into())
+        );
+        assert_eq!(
+            case("k", &[line("bad sku", 1)], "pm_card_ok"),
+            Err("lines[0].sku".into())
+        );
+        assert_eq!(
+            case("k", &[line("SKU-A", 1), line("SKU-A", 1)], "pm_card_ok"),
+            Err("lines[1].sku".into())
+        );
+        assert_eq!(
+            case("k", &[line("SKU-A", 1)], "pm_bitcoin"),
+            Err("payment_method".into())
+        );
         assert_eq!(case("k", &[line("SKU-A", 1)], ""), Err("payment_method".into()));
         assert_eq!(case("k", &[line("SKU-A", 1)], "pm_card_ok"), Ok(()));
     }
 
     #[test]
     fn fingerprint_ignores_line_order() {
-        let a = validate_place_order("k", &[("SKU-A".into(), 1), ("SKU-B".into(), 2)], "pm_card_ok", &methods());
-        let b = validate_place_order("k", &[("SKU-B".into(), 2), ("SKU-A".into(), 1)], "pm_card_ok", &methods());
-        let c = validate_place_order("k", &[("SKU-B".into(), 3), ("SKU-A".into(), 1)], "pm_card_ok", &methods());
+        let a = validate_place_order(
+            "k",
+            &[("SKU-A".into(), 1), ("SKU-B".into(), 2)],
+            "pm_card_ok",
+            &methods(),
+        );
+        let b = validate_place_order(
+            "k",
+            &[("SKU-B".into(), 2), ("SKU-A".into(), 1)],
+            "pm_card_ok",
+            &methods(),
+        );
+        let c = validate_place_order(
+            "k",
+            &[("SKU-B".into(), 3), ("SKU-A".into(), 1)],
+            "pm_card_ok",
+            &methods(),
+        );
         let fp = |r: Result<PlaceOrder, FieldError>| r.expect("valid").fingerprint();
         assert_eq!(fp(a.clone()), fp(b));
         assert_ne!(fp(a), fp(c));

@@ -28,7 +28,11 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateEr
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.messaging.database_url, config.messaging.database_max_connections).await?;
+    let pool = db::connect(
+        &config.messaging.database_url,
+        config.messaging.database_max_connections,
+    )
+    .await?;
     migrate(&pool).await?;
     let (nats, js) = shop_runtime::nats::connect(&config.messaging.nats_url, "svc-order").await?;
     topology::ensure_streams(&js).await?;
@@ -36,11 +40,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let outbox = Outbox::new("svc-order");
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(outbox.relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval).run(shutdown.clone()));
+    tasks.spawn(
+        outbox
+            .relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval)
+            .run(shutdown.clone()),
+    );
     for definition in definitions {
-        let consumer_name =
-            if definition.name() == saga::INVENTORY_CONSUMER { saga::INVENTORY_CONSUMER } else { saga::PAYMENTS_CONSUMER };
-        let handler = saga::OrderSaga { pool: pool.clone(), outbox: outbox.clone(), consumer: consumer_name };
+        let consumer_name = if definition.name() == saga::INVENTORY_CONSUMER {
+            saga::INVENTORY_CONSUMER
+        } else {
+            saga::PAYMENTS_CONSUMER
+        };
+        let handler = saga::OrderSaga {
+            pool: pool.clone(),
+            outbox: outbox.clone(),
+            consumer: consumer_name,
+        };
         tasks.spawn(consumer::run(
             js.clone(),
             definition,

@@ -50,12 +50,20 @@ pub async fn apply(
         Decision::Refuse(why) => return Ok(Applied::Refused(why)),
     };
     store::set_status(conn, order_id, to).await?;
-    let order = store::load(conn, order_id).await?.ok_or(StoreError::CorruptStatus(order_id))?;
-    let total = store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
+    let order = store::load(conn, order_id)
+        .await?
+        .ok_or(StoreError::CorruptStatus(order_id))?;
+    let total =
+        store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
     let now = timestamp(chrono::Utc::now());
     match to {
         Status::Confirmed => {
-            let confirmed = ev::OrderConfirmed { order_id: order_id.to_string(), user_id, total, confirmed_at: Some(now) };
+            let confirmed = ev::OrderConfirmed {
+                order_id: order_id.to_string(),
+                user_id,
+                total,
+                confirmed_at: Some(now),
+            };
             outbox.enqueue(conn, &confirmed).await?;
         }
         Status::Cancelled(reason) => {
@@ -101,11 +109,20 @@ fn order_id(raw: &str) -> Result<Uuid, HandleError> {
 impl EventHandler for OrderSaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
         let (id, trigger) = if event.is::<ev::InventoryReserved>() {
-            (event.decode::<ev::InventoryReserved>()?.order_id, Trigger::StockReserved)
+            (
+                event.decode::<ev::InventoryReserved>()?.order_id,
+                Trigger::StockReserved,
+            )
         } else if event.is::<ev::InventoryRejected>() {
-            (event.decode::<ev::InventoryRejected>()?.order_id, Trigger::StockRejected)
+            (
+                event.decode::<ev::InventoryRejected>()?.order_id,
+                Trigger::StockRejected,
+            )
         } else if event.is::<ev::InventoryCommitted>() {
-            (event.decode::<ev::InventoryCommitted>()?.order_id, Trigger::StockCommitted)
+            (
+                event.decode::<ev::InventoryCommitted>()?.order_id,
+                Trigger::StockCommitted,
+            )
         } else if event.is::<ev::InventoryReleased>() {
             let released: ev::InventoryReleased = event.decode()?;
             if released.reason != ev::ReleaseReason::Expired as i32 {
@@ -129,7 +146,11 @@ impl EventHandler for OrderSaga {
             Applied::Moved { from, to } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
             Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),
             Applied::Refused(why) => tracing::warn!(order_id = %id, ?trigger, why, "event refused by state machine"),
-            Applied::NotYet => return Err(HandleError::Retry(format!("order {id} is not ready for {trigger:?} yet"))),
+            Applied::NotYet => {
+                return Err(HandleError::Retry(format!(
+                    "order {id} is not ready for {trigger:?} yet"
+                )));
+            }
             Applied::Missing => return Err(HandleError::Retry(format!("order {id} not found"))),
         }
         self.outbox.commit(tx).await?;

@@ -112,12 +112,11 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Orde
 
 pub async fn find_by_key(pool: &PgPool, user_id: &str, key: &str) -> Result<Option<OrderRecord>, StoreError> {
     let mut conn = pool.acquire().await?;
-    let row: Option<OrderRow> =
-        sqlx::query_as(select_orders!("WHERE user_id = $1 AND idempotency_key = $2"))
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<OrderRow> = sqlx::query_as(select_orders!("WHERE user_id = $1 AND idempotency_key = $2"))
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(with_lines(&mut conn, row.into_iter().collect()).await?.pop())
 }
 
@@ -184,12 +183,14 @@ pub async fn lock_status(conn: &mut PgConnection, order_id: Uuid) -> Result<Opti
 
 pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status) -> Result<(), StoreError> {
     let (status, reason) = status.to_columns();
-    sqlx::query("UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status)
-        .bind(reason)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(reason)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -226,7 +227,9 @@ pub async fn list(
 /// The total of `lines`, or `None` on overflow or mixed currencies.
 pub fn total_of(lines: &[PricedLine]) -> Option<Money> {
     let (first, rest) = lines.split_first()?;
-    rest.iter().try_fold(first.unit_price.times(first.quantity)?, |sum, l| sum.plus(l.unit_price.times(l.quantity)?))
+    rest.iter().try_fold(first.unit_price.times(first.quantity)?, |sum, l| {
+        sum.plus(l.unit_price.times(l.quantity)?)
+    })
 }
 
 pub fn currency(code: &str) -> Option<Currency> {

@@ -65,7 +65,11 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         let caller = Caller::from_metadata(request.metadata())?;
         let order_id = &request.get_ref().order_id;
         if Uuid::parse_str(order_id).is_err() {
-            return Err(Error::InvalidArgument { field: "order_id", reason: format!("{order_id:?} is not an order id") }.into());
+            return Err(Error::InvalidArgument {
+                field: "order_id",
+                reason: format!("{order_id:?} is not an order id"),
+            }
+            .into());
         }
         let row: Option<PaymentRow> = sqlx::query_as(
             "SELECT payment_id, order_id, user_id, status, amount_minor, currency, failure_reason, created_at, updated_at
@@ -84,7 +88,10 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
             payment_id: row.payment_id.to_string(),
             order_id: row.order_id,
             status: status_of(&row.status) as i32,
-            amount: Some(Money { currency_code: row.currency, amount_minor: row.amount_minor }),
+            amount: Some(Money {
+                currency_code: row.currency,
+                amount_minor: row.amount_minor,
+            }),
             user_id: row.user_id,
             failure_reason: row.failure_reason.unwrap_or_default(),
             created_at: Some(timestamp(row.created_at)),

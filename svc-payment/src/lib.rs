@@ -24,7 +24,11 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateEr
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.messaging.database_url, config.messaging.database_max_connections).await?;
+    let pool = db::connect(
+        &config.messaging.database_url,
+        config.messaging.database_max_connections,
+    )
+    .await?;
     migrate(&pool).await?;
     let (nats, js) = shop_runtime::nats::connect(&config.messaging.nats_url, "svc-payment").await?;
     topology::ensure_streams(&js).await?;
@@ -33,10 +37,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let outbox = Outbox::new("svc-payment");
     let provider = Arc::new(provider::SimulatedProvider::new(pool.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(outbox.relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval).run(shutdown.clone()));
+    tasks.spawn(
+        outbox
+            .relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval)
+            .run(shutdown.clone()),
+    );
     for definition in definitions {
-        let consumer_name =
-            if definition.name() == saga::RESERVED_CONSUMER { saga::RESERVED_CONSUMER } else { saga::CANCELLED_CONSUMER };
+        let consumer_name = if definition.name() == saga::RESERVED_CONSUMER {
+            saga::RESERVED_CONSUMER
+        } else {
+            saga::CANCELLED_CONSUMER
+        };
         let handler = saga::PaymentSaga {
             pool: pool.clone(),
             outbox: outbox.clone(),

@@ -87,9 +87,15 @@ impl PaymentProvider for SimulatedProvider {
             return Err(ProviderError::Timeout);
         }
         Ok(match stored_status.as_str() {
-            "succeeded" | "refunded" => ChargeOutcome::Succeeded { charge_id: charge_id.to_string() },
-            "voided" => ChargeOutcome::Declined { reason: "voided".into() },
-            _ => ChargeOutcome::Declined { reason: "card_declined".into() },
+            "succeeded" | "refunded" => ChargeOutcome::Succeeded {
+                charge_id: charge_id.to_string(),
+            },
+            "voided" => ChargeOutcome::Declined {
+                reason: "voided".into(),
+            },
+            _ => ChargeOutcome::Declined {
+                reason: "card_declined".into(),
+            },
         })
     }
 

@@ -44,7 +44,11 @@ enum Outcome {
     Failed { reason: String },
 }
 
-async fn already_processed(conn: &mut PgConnection, consumer: &str, event: &IncomingEvent) -> Result<bool, sqlx::Error> {
+async fn already_processed(
+    conn: &mut PgConnection,
+    consumer: &str,
+    event: &IncomingEvent,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
         .bind(consumer)
         .bind(event.event_id)
@@ -115,7 +119,15 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 if expired {
                     // The stock is gone already; charging now would only mean a refund.
                     tx.commit().await?;
-                    return self.finish(event, payment_id, Outcome::Failed { reason: "reservation_expired".into() }).await;
+                    return self
+                        .finish(
+                            event,
+                            payment_id,
+                            Outcome::Failed {
+                                reason: "reservation_expired".into(),
+                            },
+                        )
+                        .await;
                 }
                 tx.commit().await?;
                 payment_id
@@ -149,7 +161,14 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                     .refund_or_void(payment_id)
                     .await
                     .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
-                self.finish(event, payment_id, Outcome::Failed { reason: "provider_unreachable".into() }).await
+                self.finish(
+                    event,
+                    payment_id,
+                    Outcome::Failed {
+                        reason: "provider_unreachable".into(),
+                    },
+                )
+                .await
             }
         }
     }
@@ -169,7 +188,10 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             tx.commit().await?;
             return Ok(());
         }
-        let amount = Some(shop_proto::common::v1::Money { currency_code: currency, amount_minor });
+        let amount = Some(shop_proto::common::v1::Money {
+            currency_code: currency,
+            amount_minor,
+        });
         match outcome {
             Outcome::Succeeded { charge_id } => {
                 sqlx::query(
@@ -198,7 +220,12 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 .bind(&reason)
                 .execute(&mut *tx)
                 .await?;
-                let failed = ev::PaymentFailed { order_id, user_id, payment_id: payment_id.to_string(), reason };
+                let failed = ev::PaymentFailed {
+                    order_id,
+                    user_id,
+                    payment_id: payment_id.to_string(),
+                    reason,
+                };
                 self.outbox.enqueue(&mut tx, &failed).await?;
             }
         }
@@ -236,9 +263,10 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 tx.commit().await?;
                 Ok(())
             }
-            Some((_, status)) if status == "pending" => {
-                Err(HandleError::Retry(format!("payment of order {} is in flight", cancelled.order_id)))
-            }
+            Some((_, status)) if status == "pending" => Err(HandleError::Retry(format!(
+                "payment of order {} is in flight",
+                cancelled.order_id
+            ))),
             Some((payment_id, status)) if status == "succeeded" => {
                 tx.commit().await?;
                 self.provider
@@ -266,15 +294,20 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             .await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
         if claimed && status == "succeeded" {
-            sqlx::query("UPDATE payments SET status = 'refunded', updated_at = clock_timestamp() WHERE payment_id = $1")
-                .bind(payment_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE payments SET status = 'refunded', updated_at = clock_timestamp() WHERE payment_id = $1",
+            )
+            .bind(payment_id)
+            .execute(&mut *tx)
+            .await?;
             let refunded = ev::PaymentRefunded {
                 order_id,
                 user_id,
                 payment_id: payment_id.to_string(),
-                amount: Some(shop_proto::common::v1::Money { currency_code: currency, amount_minor }),
+                amount: Some(shop_proto::common::v1::Money {
+                    currency_code: currency,
+                    amount_minor,
+                }),
             };
             self.outbox.enqueue(&mut tx, &refunded).await?;
         }

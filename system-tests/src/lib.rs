@@ -49,7 +49,11 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { reservation_ttl: Duration::from_secs(15 * 60), sweep_interval: Duration::from_millis(200), held_back: vec![] }
+        Self {
+            reservation_ttl: Duration::from_secs(15 * 60),
+            sweep_interval: Duration::from_millis(200),
+            held_back: vec![],
+        }
     }
 }
 
@@ -116,8 +120,14 @@ pub fn service_settings(
     match service {
         Service::Order => settings.push(("CATALOG_URL".into(), inventory_url.to_owned())),
         Service::Inventory => {
-            settings.push(("RESERVATION_TTL".into(), format!("{}ms", options.reservation_ttl.as_millis())));
-            settings.push(("RESERVATION_SWEEP_INTERVAL".into(), format!("{}ms", options.sweep_interval.as_millis())));
+            settings.push((
+                "RESERVATION_TTL".into(),
+                format!("{}ms", options.reservation_ttl.as_millis()),
+            ));
+            settings.push((
+                "RESERVATION_SWEEP_INTERVAL".into(),
+                format!("{}ms", options.sweep_interval.as_millis()),
+            ));
         }
         Service::Payment => settings.push(("PAYMENT_PROVIDER_TIMEOUT".into(), "2s".into())),
         Service::Notify => settings.push(("NOTIFY_DATA_DIR".into(), data_dir.display().to_string())),
@@ -177,7 +187,10 @@ impl Stack {
             self.data_dir.path(),
         );
         let env = EnvReader::from_map(settings);
-        let listeners = Listeners { grpc: bind_retrying(self.grpc_addr(service)).await?, admin: TcpListener::bind("127.0.0.1:0").await? };
+        let listeners = Listeners {
+            grpc: bind_retrying(self.grpc_addr(service)).await?,
+            admin: TcpListener::bind("127.0.0.1:0").await?,
+        };
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = match service {
@@ -199,7 +212,9 @@ impl Stack {
             }
         };
         self.running.insert(service, Running { shutdown, task });
-        wait_serving(&self.grpc_url(service)).await.with_context(|| format!("{service:?} did not become ready"))
+        wait_serving(&self.grpc_url(service))
+            .await
+            .with_context(|| format!("{service:?} did not become ready"))
     }
 
     /// Stops `service` the way a crash would look to the others: it stops
@@ -217,34 +232,55 @@ impl Stack {
     }
 
     pub async fn orders(&self, user: &str) -> anyhow::Result<OrderServiceClient<InterceptedService<Channel, AsUser>>> {
-        Ok(OrderServiceClient::with_interceptor(self.channel(Service::Order).await?, AsUser::customer(user)))
+        Ok(OrderServiceClient::with_interceptor(
+            self.channel(Service::Order).await?,
+            AsUser::customer(user),
+        ))
     }
 
     pub async fn inventory(
         &self,
         user: AsUser,
     ) -> anyhow::Result<InventoryServiceClient<InterceptedService<Channel, AsUser>>> {
-        Ok(InventoryServiceClient::with_interceptor(self.channel(Service::Inventory).await?, user))
+        Ok(InventoryServiceClient::with_interceptor(
+            self.channel(Service::Inventory).await?,
+            user,
+        ))
     }
 
-    pub async fn payments(&self, user: &str) -> anyhow::Result<PaymentServiceClient<InterceptedService<Channel, AsUser>>> {
-        Ok(PaymentServiceClient::with_interceptor(self.channel(Service::Payment).await?, AsUser::customer(user)))
+    pub async fn payments(
+        &self,
+        user: &str,
+    ) -> anyhow::Result<PaymentServiceClient<InterceptedService<Channel, AsUser>>> {
+        Ok(PaymentServiceClient::with_interceptor(
+            self.channel(Service::Payment).await?,
+            AsUser::customer(user),
+        ))
     }
 
     pub async fn notifications(
         &self,
         user: &str,
     ) -> anyhow::Result<NotificationServiceClient<InterceptedService<Channel, AsUser>>> {
-        Ok(NotificationServiceClient::with_interceptor(self.channel(Service::Notify).await?, AsUser::customer(user)))
+        Ok(NotificationServiceClient::with_interceptor(
+            self.channel(Service::Notify).await?,
+            AsUser::customer(user),
+        ))
     }
 
     pub async fn stock(&self, sku: &str) -> anyhow::Result<Stock> {
         let mut client = self.inventory(AsUser::customer("stock-reader")).await?;
-        Ok(client.get_stock(GetStockRequest { sku: sku.into() }).await?.into_inner())
+        Ok(client
+            .get_stock(GetStockRequest { sku: sku.into() })
+            .await?
+            .into_inner())
     }
 
     pub async fn pool(&self, service: Service) -> anyhow::Result<sqlx::PgPool> {
-        Ok(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(self.databases.of(service)).await?)
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(self.databases.of(service))
+            .await?)
     }
 
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
@@ -260,11 +296,21 @@ impl Stack {
     }
 
     /// Polls GetOrder (bounded) until `done` holds.
-    pub async fn wait_for_order(&self, user: &str, order_id: &str, done: impl Fn(&Order) -> bool) -> anyhow::Result<Order> {
+    pub async fn wait_for_order(
+        &self,
+        user: &str,
+        order_id: &str,
+        done: impl Fn(&Order) -> bool,
+    ) -> anyhow::Result<Order> {
         let mut client = self.orders(user).await?;
         let mut last = None;
         for _ in 0..1500 {
-            let order = client.get_order(GetOrderRequest { order_id: order_id.into() }).await?.into_inner();
+            let order = client
+                .get_order(GetOrderRequest {
+                    order_id: order_id.into(),
+                })
+                .await?
+                .into_inner();
             if done(&order) {
                 return Ok(order);
             }
@@ -303,7 +349,10 @@ pub async fn wait_serving(url: &str) -> anyhow::Result<()> {
     let mut last_error = String::from("never answered");
     for _ in 0..600 {
         if let Ok(channel) = Channel::from_shared(url.to_owned())?.connect().await {
-            match HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await {
+            match HealthClient::new(channel)
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+            {
                 Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
                 Ok(r) => last_error = format!("status {}", r.get_ref().status),
                 Err(e) => last_error = e.to_string(),
@@ -389,5 +438,9 @@ pub async fn wait_consumers_idle(js: &async_nats::jetstream::Context) -> anyhow:
 
 /// An order line as a client sends it.
 pub fn line(sku: &str, quantity: i32) -> shop_proto::order::v1::OrderLine {
-    shop_proto::order::v1::OrderLine { sku: sku.into(), quantity, unit_price: None }
+    shop_proto::order::v1::OrderLine {
+        sku: sku.into(),
+        quantity,
+        unit_price: None,
+    }
 }

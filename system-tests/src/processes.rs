@@ -23,10 +23,16 @@ impl Service {
 /// Where cargo put the service binaries: next to this test's `deps/` dir.
 fn binary(service: Service) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
     let path = dir.join(service.binary_name());
     if !path.exists() {
-        bail!("{} not found; build it first (`cargo build --workspace`)", path.display());
+        bail!(
+            "{} not found; build it first (`cargo build --workspace`)",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -20,7 +20,11 @@ use uuid::Uuid;
 type TestResult = anyhow::Result<()>;
 
 fn request(key: &str, lines: Vec<OrderLine>, payment_method: &str) -> PlaceOrderRequest {
-    PlaceOrderRequest { idempotency_key: key.into(), lines, payment_method: payment_method.into() }
+    PlaceOrderRequest {
+        idempotency_key: key.into(),
+        lines,
+        payment_method: payment_method.into(),
+    }
 }
 
 async fn place(stack: &Stack, user: &str, key: &str, lines: Vec<OrderLine>, pm: &str) -> anyhow::Result<Order> {
@@ -60,19 +64,42 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> Test
     let stack = Stack::start().await?;
     let before = stack.stock("SKU-MUG-001").await?;
 
-    let order = place(&stack, "alice", "happy-1", vec![line("SKU-MUG-001", 2), line("SKU-PEN-001", 1)], "pm_card_ok")
-        .await?;
-    assert_eq!(order.status, OrderStatus::Pending as i32, "PlaceOrder answers at once with PENDING");
+    let order = place(
+        &stack,
+        "alice",
+        "happy-1",
+        vec![line("SKU-MUG-001", 2), line("SKU-PEN-001", 1)],
+        "pm_card_ok",
+    )
+    .await?;
+    assert_eq!(
+        order.status,
+        OrderStatus::Pending as i32,
+        "PlaceOrder answers at once with PENDING"
+    );
     let total = order.total.clone().expect("total");
-    assert_eq!((total.currency_code.as_str(), total.amount_minor), ("EUR", 2 * 1299 + 899));
-    assert!(order.lines.iter().all(|l| l.unit_price.is_some()), "unit prices are set by the service");
+    assert_eq!(
+        (total.currency_code.as_str(), total.amount_minor),
+        ("EUR", 2 * 1299 + 899)
+    );
+    assert!(
+        order.lines.iter().all(|l| l.unit_price.is_some()),
+        "unit prices are set by the service"
+    );
 
     let settled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(settled.status, OrderStatus::Confirmed as i32);
     assert_eq!(settled.cancel_reason, CancelReason::Unspecified as i32);
 
     stock_settles(&stack, "SKU-MUG-001", before.on_hand - 2, 0).await?;
-    let payment = stack.payments("alice").await?.get_payment(GetPaymentRequest { order_id: order.order_id.clone() }).await?.into_inner();
+    let payment = stack
+        .payments("alice")
+        .await?
+        .get_payment(GetPaymentRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(payment.status, PaymentStatus::Succeeded as i32);
     assert_eq!(payment.amount.map(|m| m.amount_minor), Some(2 * 1299 + 899));
     assert_eq!(provider_charges(&stack, &order.order_id).await?, (1, 0));
@@ -82,13 +109,21 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> Test
         let mut notify = notify.clone();
         let order_id = order.order_id.clone();
         async move {
-            let list = notify.list_notifications(ListNotificationsRequest { order_id }).await?.into_inner();
+            let list = notify
+                .list_notifications(ListNotificationsRequest { order_id })
+                .await?
+                .into_inner();
             Ok((!list.notifications.is_empty()).then_some(list.notifications))
         }
     })
     .await?;
     assert_eq!(notifications.len(), 1);
-    let others = notify.list_notifications(ListNotificationsRequest { order_id: String::new() }).await?.into_inner();
+    let others = notify
+        .list_notifications(ListNotificationsRequest {
+            order_id: String::new(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(others.notifications.len(), 1);
     Ok(())
 }
@@ -97,19 +132,33 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> Test
 async fn out_of_stock_cancels_and_leaves_every_line_untouched() -> TestResult {
     let stack = Stack::start().await?;
     let mug = stack.stock("SKU-MUG-001").await?;
-    let order =
-        place(&stack, "alice", "oos-1", vec![line("SKU-MUG-001", 1), line("SKU-POSTER-001", 1)], "pm_card_ok").await?;
+    let order = place(
+        &stack,
+        "alice",
+        "oos-1",
+        vec![line("SKU-MUG-001", 1), line("SKU-POSTER-001", 1)],
+        "pm_card_ok",
+    )
+    .await?;
     let settled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(settled.status, OrderStatus::Cancelled as i32);
     assert_eq!(settled.cancel_reason, CancelReason::OutOfStock as i32);
 
     wait_consumers_idle(&stack.jetstream().await?).await?;
     let mug_after = stack.stock("SKU-MUG-001").await?;
-    assert_eq!((mug_after.on_hand, mug_after.reserved), (mug.on_hand, mug.reserved), "all or nothing");
+    assert_eq!(
+        (mug_after.on_hand, mug_after.reserved),
+        (mug.on_hand, mug.reserved),
+        "all or nothing"
+    );
     let poster = stack.stock("SKU-POSTER-001").await?;
     assert_eq!((poster.on_hand, poster.reserved), (0, 0));
     let pool = stack.pool(Service::Payment).await?;
-    assert_eq!(count(&pool, "SELECT count(*) FROM payments WHERE status <> 'cancelled'").await?, 0, "no charge attempted");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM payments WHERE status <> 'cancelled'").await?,
+        0,
+        "no charge attempted"
+    );
     Ok(())
 }
 
@@ -117,12 +166,26 @@ async fn out_of_stock_cancels_and_leaves_every_line_untouched() -> TestResult {
 async fn declined_payment_cancels_and_releases_the_reservation() -> TestResult {
     let stack = Stack::start().await?;
     let before = stack.stock("SKU-TEE-001").await?;
-    let order = place(&stack, "alice", "declined-1", vec![line("SKU-TEE-001", 3)], "pm_card_declined").await?;
+    let order = place(
+        &stack,
+        "alice",
+        "declined-1",
+        vec![line("SKU-TEE-001", 3)],
+        "pm_card_declined",
+    )
+    .await?;
     let settled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(settled.status, OrderStatus::Cancelled as i32);
     assert_eq!(settled.cancel_reason, CancelReason::PaymentDeclined as i32);
     stock_settles(&stack, "SKU-TEE-001", before.on_hand, 0).await?;
-    let payment = stack.payments("alice").await?.get_payment(GetPaymentRequest { order_id: order.order_id.clone() }).await?.into_inner();
+    let payment = stack
+        .payments("alice")
+        .await?
+        .get_payment(GetPaymentRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(payment.status, PaymentStatus::Failed as i32);
     assert_eq!(provider_charges(&stack, &order.order_id).await?, (0, 0));
     Ok(())
@@ -131,7 +194,14 @@ async fn declined_payment_cancels_and_releases_the_reservation() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_timeout_settles_to_exactly_one_charge() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(&stack, "alice", "timeout-1", vec![line("SKU-CAP-001", 1)], "pm_card_timeout").await?;
+    let order = place(
+        &stack,
+        "alice",
+        "timeout-1",
+        vec![line("SKU-CAP-001", 1)],
+        "pm_card_timeout",
+    )
+    .await?;
     let settled = stack.settled("alice", &order.order_id).await?;
     // The provider charged on the first call but its answer was lost; the
     // retry with the same idempotency key learned the outcome.
@@ -145,26 +215,45 @@ async fn provider_timeout_settles_to_exactly_one_charge() -> TestResult {
     .bind(&order.order_id)
     .fetch_one(&pool)
     .await?;
-    assert!(calls >= 2, "the provider must have been asked again, got {calls} call(s)");
+    assert!(
+        calls >= 2,
+        "the provider must have been asked again, got {calls} call(s)"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn customer_cancel_while_reserved_releases_and_never_keeps_money() -> TestResult {
-    let mut stack = Stack::start_with(StackOptions { held_back: vec![Service::Payment], ..Default::default() }).await?;
+    let mut stack = Stack::start_with(StackOptions {
+        held_back: vec![Service::Payment],
+        ..Default::default()
+    })
+    .await?;
     let before = stack.stock("SKU-BAG-001").await?;
     let order = place(&stack, "alice", "cancel-1", vec![line("SKU-BAG-001", 2)], "pm_card_ok").await?;
-    stack.wait_for_order("alice", &order.order_id, |o| o.status == OrderStatus::Reserved as i32).await?;
+    stack
+        .wait_for_order("alice", &order.order_id, |o| o.status == OrderStatus::Reserved as i32)
+        .await?;
     assert_eq!(stack.stock("SKU-BAG-001").await?.reserved, 2);
 
     let mut orders = stack.orders("alice").await?;
-    let cancelled = orders.cancel_order(CancelOrderRequest { order_id: order.order_id.clone() }).await?.into_inner();
+    let cancelled = orders
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
     assert_eq!(cancelled.cancel_reason, CancelReason::CustomerCancelled as i32);
     stock_settles(&stack, "SKU-BAG-001", before.on_hand, 0).await?;
 
     // Cancelling again is harmless and answers the same order.
-    let again = orders.cancel_order(CancelOrderRequest { order_id: order.order_id.clone() }).await?.into_inner();
+    let again = orders
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert_eq!(again.cancel_reason, CancelReason::CustomerCancelled as i32);
 
     // The payment service comes back and sees both the reservation and the
@@ -173,24 +262,46 @@ async fn customer_cancel_while_reserved_releases_and_never_keeps_money() -> Test
     wait_consumers_idle(&stack.jetstream().await?).await?;
     let (kept, _refunded) = provider_charges(&stack, &order.order_id).await?;
     assert_eq!(kept, 0);
-    let payment = stack.payments("alice").await?.get_payment(GetPaymentRequest { order_id: order.order_id.clone() }).await?.into_inner();
+    let payment = stack
+        .payments("alice")
+        .await?
+        .get_payment(GetPaymentRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert!(
         [PaymentStatus::Cancelled as i32, PaymentStatus::Refunded as i32].contains(&payment.status),
         "payment status {}",
         payment.status
     );
     stock_settles(&stack, "SKU-BAG-001", before.on_hand, 0).await?;
-    assert_eq!(stack.settled("alice", &order.order_id).await?.cancel_reason, CancelReason::CustomerCancelled as i32);
+    assert_eq!(
+        stack.settled("alice", &order.order_id).await?.cancel_reason,
+        CancelReason::CustomerCancelled as i32
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_confirmed_order_cannot_be_cancelled() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(&stack, "alice", "confirmed-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
+    let order = place(
+        &stack,
+        "alice",
+        "confirmed-1",
+        vec![line("SKU-PEN-001", 1)],
+        "pm_card_ok",
+    )
+    .await?;
     stack.settled("alice", &order.order_id).await?;
     let mut orders = stack.orders("alice").await?;
-    let err = orders.cancel_order(CancelOrderRequest { order_id: order.order_id.clone() }).await.expect_err("confirmed");
+    let err = orders
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .expect_err("confirmed");
     assert_eq!(err.code(), Code::FailedPrecondition);
     Ok(())
 }
@@ -221,7 +332,11 @@ async fn an_expired_reservation_cancels_the_order_and_frees_the_stock() -> TestR
 /// Republishes a stored message: same body and headers, a new Nats-Msg-Id
 /// (so the broker stores it again) and optionally a new event id.
 async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &str, new_event_id: bool) -> TestResult {
-    let stored = js.get_stream(stream).await?.get_last_raw_message_by_subject(subject).await?;
+    let stored = js
+        .get_stream(stream)
+        .await?
+        .get_last_raw_message_by_subject(subject)
+        .await?;
     let mut headers = HeaderMap::new();
     for (name, values) in stored.headers.iter() {
         for value in values {
@@ -234,7 +349,10 @@ async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &
         headers.insert(shop_runtime::event::HEADER_ID, id.as_str());
     }
     let ack = js
-        .send_publish(subject.to_owned(), PublishMessage::build().payload(stored.payload.clone()).headers(headers))
+        .send_publish(
+            subject.to_owned(),
+            PublishMessage::build().payload(stored.payload.clone()).headers(headers),
+        )
         .await?
         .await?;
     assert!(!ack.duplicate);
@@ -250,7 +368,14 @@ async fn redelivered_and_replayed_events_change_nothing() -> TestResult {
     assert_eq!(stack.settled("alice", &id).await?.status, OrderStatus::Confirmed as i32);
     let js = stack.jetstream().await?;
     wait_consumers_idle(&js).await?;
-    let notifications_before = stack.notifications("alice").await?.list_notifications(ListNotificationsRequest { order_id: id.clone() }).await?.into_inner().notifications.len();
+    let notifications_before = stack
+        .notifications("alice")
+        .await?
+        .list_notifications(ListNotificationsRequest { order_id: id.clone() })
+        .await?
+        .into_inner()
+        .notifications
+        .len();
 
     // Every event of the order, replayed twice: once as the same event (same
     // ce-id, as a redelivery or `nats stream` replay would carry it) and
@@ -268,15 +393,35 @@ async fn redelivered_and_replayed_events_change_nothing() -> TestResult {
     }
     wait_consumers_idle(&js).await?;
 
-    assert_eq!(stack.stock("SKU-MUG-001").await?.on_hand, before.on_hand - 1, "stock sold once");
+    assert_eq!(
+        stack.stock("SKU-MUG-001").await?.on_hand,
+        before.on_hand - 1,
+        "stock sold once"
+    );
     assert_eq!(stack.stock("SKU-MUG-001").await?.reserved, 0);
     assert_eq!(provider_charges(&stack, &id).await?, (1, 0), "charged once");
-    let order_after = stack.orders("alice").await?.get_order(GetOrderRequest { order_id: id.clone() }).await?.into_inner();
+    let order_after = stack
+        .orders("alice")
+        .await?
+        .get_order(GetOrderRequest { order_id: id.clone() })
+        .await?
+        .into_inner();
     assert_eq!(order_after.status, OrderStatus::Confirmed as i32);
-    let notifications = stack.notifications("alice").await?.list_notifications(ListNotificationsRequest { order_id: id.clone() }).await?.into_inner().notifications.len();
+    let notifications = stack
+        .notifications("alice")
+        .await?
+        .list_notifications(ListNotificationsRequest { order_id: id.clone() })
+        .await?
+        .into_inner()
+        .notifications
+        .len();
     assert_eq!(notifications, notifications_before, "one email per order event");
     // Services published nothing new in reaction.
-    for (stream, subject) in [("INVENTORY", "inventory.*"), ("PAYMENTS", "payments.*"), ("ORDERS", "orders.confirmed")] {
+    for (stream, subject) in [
+        ("INVENTORY", "inventory.*"),
+        ("PAYMENTS", "payments.*"),
+        ("ORDERS", "orders.confirmed"),
+    ] {
         let filter = format!("{subject}.{id}");
         let info = js.get_stream(stream).await?.info_with_subjects(filter.clone()).await?;
         use futures::TryStreamExt;
@@ -322,7 +467,10 @@ async fn an_event_committed_before_a_crash_still_goes_out_after_restart() -> Tes
     stack.nats.stop().await;
     let order = place(&stack, "alice", "crash-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
     let pool = stack.pool(Service::Order).await?;
-    assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await?, 1);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await?,
+        1
+    );
     stack.stop_service(Service::Order).await?;
 
     stack.nats.restart().await?;
@@ -332,25 +480,58 @@ async fn an_event_committed_before_a_crash_still_goes_out_after_restart() -> Tes
     Ok(())
 }
 
-async fn publish_raw(js: &async_nats::jetstream::Context, subject: String, event_type: &str, body: &'static [u8]) -> TestResult {
+async fn publish_raw(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    event_type: &str,
+    body: &'static [u8],
+) -> TestResult {
     let id = Uuid::now_v7();
     let headers = shop_runtime::event::headers(id, event_type, "test", "x", chrono::Utc::now(), None);
-    js.send_publish(subject, PublishMessage::build().payload(Bytes::from_static(body)).headers(headers)).await?.await?;
+    js.send_publish(
+        subject,
+        PublishMessage::build()
+            .payload(Bytes::from_static(body))
+            .headers(headers),
+    )
+    .await?
+    .await?;
     Ok(())
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_and_unknown_messages_are_parked_and_the_rest_flows() -> TestResult {
     let stack = Stack::start().await?;
     let js = stack.jetstream().await?;
     let poison_id = Uuid::now_v7();
-    publish_raw(&js, format!("orders.placed.{poison_id}"), "shop.events.v1.OrderPlaced", b"{not json").await?;
+    publish_raw(
+        &js,
+        format!("orders.placed.{poison_id}"),
+        "shop.events.v1.OrderPlaced",
+        b"{not json",
+    )
+    .await?;
     let future_id = Uuid::now_v7();
-    publish_raw(&js, format!("orders.placed.{future_id}"), "shop.events.v9.OrderPlaced", b"{}").await?;
+    publish_raw(
+        &js,
+        format!("orders.placed.{future_id}"),
+        "shop.events.v9.OrderPlaced",
+        b"{}",
+    )
+    .await?;
 
-    let order = place(&stack, "alice", "after-poison", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
-    assert_eq!(stack.settled("alice", &order.order_id).await?.status, OrderStatus::Confirmed as i32);
+    let order = place(
+        &stack,
+        "alice",
+        "after-poison",
+        vec![line("SKU-PEN-001", 1)],
+        "pm_card_ok",
+    )
+    .await?;
+    assert_eq!(
+        stack.settled("alice", &order.order_id).await?.status,
+        OrderStatus::Confirmed as i32
+    );
 
     let dlq = js.get_stream("DLQ").await?;
     for (id, error_part) in [(poison_id, "not a valid"), (future_id, "unknown event type")] {
@@ -361,11 +542,28 @@ async fn poison_and_unknown_messages_are_parked_and_the_rest_flows() -> TestResu
             async move { Ok(dlq.get_last_raw_message_by_subject(&subject).await.ok()) }
         })
         .await?;
-        let header = |name: &str| parked.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
-        assert_eq!(header(shop_runtime::consumer::HEADER_DLQ_SUBJECT), format!("orders.placed.{id}"));
+        let header = |name: &str| {
+            parked
+                .headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            header(shop_runtime::consumer::HEADER_DLQ_SUBJECT),
+            format!("orders.placed.{id}")
+        );
         assert_eq!(header(shop_runtime::consumer::HEADER_DLQ_STREAM), "ORDERS");
-        assert!(header(shop_runtime::consumer::HEADER_DLQ_SEQUENCE).parse::<u64>().is_ok());
-        assert!(header(shop_runtime::consumer::HEADER_DLQ_ERROR).contains(error_part), "{}", header(shop_runtime::consumer::HEADER_DLQ_ERROR));
+        assert!(
+            header(shop_runtime::consumer::HEADER_DLQ_SEQUENCE)
+                .parse::<u64>()
+                .is_ok()
+        );
+        assert!(
+            header(shop_runtime::consumer::HEADER_DLQ_ERROR).contains(error_part),
+            "{}",
+            header(shop_runtime::consumer::HEADER_DLQ_ERROR)
+        );
     }
     Ok(())
 }
@@ -374,10 +572,14 @@ async fn poison_and_unknown_messages_are_parked_and_the_rest_flows() -> TestResu
 async fn fifty_buyers_of_five_units_get_exactly_five_orders() -> TestResult {
     let stack = Stack::start().await?;
     let inventory = stack.pool(Service::Inventory).await?;
-    sqlx::query("INSERT INTO products (sku, name, price_minor, currency) VALUES ('SKU-LAST-5', 'Last five', 1000, 'EUR')")
+    sqlx::query(
+        "INSERT INTO products (sku, name, price_minor, currency) VALUES ('SKU-LAST-5', 'Last five', 1000, 'EUR')",
+    )
+    .execute(&inventory)
+    .await?;
+    sqlx::query("INSERT INTO stock (sku, on_hand) VALUES ('SKU-LAST-5', 5)")
         .execute(&inventory)
         .await?;
-    sqlx::query("INSERT INTO stock (sku, on_hand) VALUES ('SKU-LAST-5', 5)").execute(&inventory).await?;
 
     let buyers = (0..50).map(|i| {
         let stack = &stack;
@@ -388,8 +590,14 @@ async fn fifty_buyers_of_five_units_get_exactly_five_orders() -> TestResult {
         }
     });
     let orders = futures::future::try_join_all(buyers).await?;
-    let confirmed = orders.iter().filter(|o| o.status == OrderStatus::Confirmed as i32).count();
-    let out_of_stock = orders.iter().filter(|o| o.cancel_reason == CancelReason::OutOfStock as i32).count();
+    let confirmed = orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Confirmed as i32)
+        .count();
+    let out_of_stock = orders
+        .iter()
+        .filter(|o| o.cancel_reason == CancelReason::OutOfStock as i32)
+        .count();
     assert_eq!((confirmed, out_of_stock), (5, 45));
     stock_settles(&stack, "SKU-LAST-5", 0, 0).await?;
     Ok(())
@@ -401,22 +609,57 @@ async fn bad_input_is_rejected_naming_the_field_and_writes_nothing() -> TestResu
     let mut orders = stack.orders("alice").await?;
     let cases = [
         (request("k1", vec![], "pm_card_ok"), "lines"),
-        (request("k2", vec![line("SKU-MUG-001", 0)], "pm_card_ok"), "lines[0].quantity"),
-        (request("k3", vec![line("SKU-MUG-001", 1), line("SKU-PEN-001", -2)], "pm_card_ok"), "lines[1].quantity"),
-        (request("k4", vec![line("SKU-NOPE-404", 1)], "pm_card_ok"), "lines[0].sku"),
+        (
+            request("k2", vec![line("SKU-MUG-001", 0)], "pm_card_ok"),
+            "lines[0].quantity",
+        ),
+        (
+            request(
+                "k3",
+                vec![line("SKU-MUG-001", 1), line("SKU-PEN-001", -2)],
+                "pm_card_ok",
+            ),
+            "lines[1].quantity",
+        ),
+        (
+            request("k4", vec![line("SKU-NOPE-404", 1)], "pm_card_ok"),
+            "lines[0].sku",
+        ),
         (request("k5", vec![line("not a sku", 1)], "pm_card_ok"), "lines[0].sku"),
-        (request("", vec![line("SKU-MUG-001", 1)], "pm_card_ok"), "idempotency_key"),
-        (request("k6", vec![line("SKU-MUG-001", 1)], "pm_bitcoin"), "payment_method"),
+        (
+            request("", vec![line("SKU-MUG-001", 1)], "pm_card_ok"),
+            "idempotency_key",
+        ),
+        (
+            request("k6", vec![line("SKU-MUG-001", 1)], "pm_bitcoin"),
+            "payment_method",
+        ),
         (request("k7", vec![line("SKU-MUG-001", 1)], ""), "payment_method"),
     ];
     for (req, field) in cases {
-        let err = orders.place_order(req.clone()).await.expect_err("invalid request accepted");
+        let err = orders
+            .place_order(req.clone())
+            .await
+            .expect_err("invalid request accepted");
         assert_eq!(err.code(), Code::InvalidArgument, "{req:?}: {err:?}");
-        assert!(err.message().starts_with(field), "message {:?} does not name {field}", err.message());
+        assert!(
+            err.message().starts_with(field),
+            "message {:?} does not name {field}",
+            err.message()
+        );
     }
-    let err = orders.get_order(GetOrderRequest { order_id: "42".into() }).await.expect_err("bad id");
+    let err = orders
+        .get_order(GetOrderRequest { order_id: "42".into() })
+        .await
+        .expect_err("bad id");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = orders.list_orders(ListOrdersRequest { page_size: 1000, page_token: String::new() }).await.expect_err("page");
+    let err = orders
+        .list_orders(ListOrdersRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("page");
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let pool = stack.pool(Service::Order).await?;
@@ -424,8 +667,12 @@ async fn bad_input_is_rejected_naming_the_field_and_writes_nothing() -> TestResu
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await?, 0);
 
     // Without identity metadata nothing is served.
-    let mut anonymous = shop_proto::order::v1::order_service_client::OrderServiceClient::new(stack.channel(Service::Order).await?);
-    let err = anonymous.list_orders(ListOrdersRequest::default()).await.expect_err("anonymous");
+    let mut anonymous =
+        shop_proto::order::v1::order_service_client::OrderServiceClient::new(stack.channel(Service::Order).await?);
+    let err = anonymous
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .expect_err("anonymous");
     assert_eq!(err.code(), Code::Unauthenticated);
     Ok(())
 }
@@ -456,7 +703,14 @@ async fn idempotency_keys_make_one_order_and_refuse_a_different_request() -> Tes
 
     let pool = stack.pool(Service::Order).await?;
     assert_eq!(count(&pool, "SELECT count(*) FROM orders").await?, 3);
-    assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE event_type = 'shop.events.v1.OrderPlaced'").await?, 3);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM outbox WHERE event_type = 'shop.events.v1.OrderPlaced'"
+        )
+        .await?,
+        3
+    );
     Ok(())
 }
 
@@ -465,25 +719,70 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
     let stack = Stack::start().await?;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(place(&stack, "alice", &format!("mine-{i}"), vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?.order_id);
+        ids.push(
+            place(
+                &stack,
+                "alice",
+                &format!("mine-{i}"),
+                vec![line("SKU-PEN-001", 1)],
+                "pm_card_ok",
+            )
+            .await?
+            .order_id,
+        );
     }
     let bobs = place(&stack, "bob", "bob-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
     stack.settled("bob", &bobs.order_id).await?;
 
     let mut alice = stack.orders("alice").await?;
-    let err = alice.get_order(GetOrderRequest { order_id: bobs.order_id.clone() }).await.expect_err("not hers");
+    let err = alice
+        .get_order(GetOrderRequest {
+            order_id: bobs.order_id.clone(),
+        })
+        .await
+        .expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
-    let err = alice.cancel_order(CancelOrderRequest { order_id: bobs.order_id.clone() }).await.expect_err("not hers");
+    let err = alice
+        .cancel_order(CancelOrderRequest {
+            order_id: bobs.order_id.clone(),
+        })
+        .await
+        .expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
-    let err = stack.payments("alice").await?.get_payment(GetPaymentRequest { order_id: bobs.order_id.clone() }).await.expect_err("not hers");
+    let err = stack
+        .payments("alice")
+        .await?
+        .get_payment(GetPaymentRequest {
+            order_id: bobs.order_id.clone(),
+        })
+        .await
+        .expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
 
     // Paging: newest first, two then one, then nothing more.
-    let page1 = alice.list_orders(ListOrdersRequest { page_size: 2, page_token: String::new() }).await?.into_inner();
-    assert_eq!(page1.orders.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>(), vec![ids[2].clone(), ids[1].clone()]);
+    let page1 = alice
+        .list_orders(ListOrdersRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        page1.orders.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>(),
+        vec![ids[2].clone(), ids[1].clone()]
+    );
     assert!(!page1.next_page_token.is_empty());
-    let page2 = alice.list_orders(ListOrdersRequest { page_size: 2, page_token: page1.next_page_token }).await?.into_inner();
-    assert_eq!(page2.orders.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+    let page2 = alice
+        .list_orders(ListOrdersRequest {
+            page_size: 2,
+            page_token: page1.next_page_token,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        page2.orders.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
     assert!(page2.next_page_token.is_empty());
 
     // An admin reads anyone's order.
@@ -491,6 +790,10 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
         stack.channel(Service::Order).await?,
         AsUser::admin("root"),
     );
-    admin.get_order(GetOrderRequest { order_id: bobs.order_id.clone() }).await?;
+    admin
+        .get_order(GetOrderRequest {
+            order_id: bobs.order_id.clone(),
+        })
+        .await?;
     Ok(())
 }

@@ -167,10 +167,7 @@ fn debian_postgres_bin_dir() -> Option<PathBuf> {
 /// Where `pip install` puts console scripts for the default `python3`.
 fn python_scripts_dir() -> Option<PathBuf> {
     let output = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
         .output()
         .ok()?;
     if !output.status.success() {

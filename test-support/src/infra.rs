@@ -71,9 +71,7 @@ pub fn preferred_port(port: u16) -> u16 {
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn tcp_accepts(port: u16) -> bool {
-    TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-        .await
-        .is_ok()
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok()
 }
 
 /// `nats://127.0.0.1:<port>`
@@ -116,11 +114,7 @@ pub fn database_url(server_url: &str, database: &str) -> String {
 /// Returns whether it was created. The name must be a plain identifier
 /// (ASCII letters, digits, `_`), as it cannot be a bind parameter.
 pub async fn create_database(server_url: &str, database: &str) -> anyhow::Result<bool> {
-    if database.is_empty()
-        || !database
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if database.is_empty() || !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         bail!("refusing to create database {database:?}: not a plain identifier");
     }
     let mut conn = PgConnection::connect(server_url)
@@ -199,15 +193,10 @@ pub(crate) async fn spawn_postgres(
             );
         }
         let mut initdb = postgres_user_command(&bin.join("initdb"), as_postgres);
-        initdb.arg("-D").arg(&data_dir).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-        ]);
+        initdb
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"]);
         if purpose == Purpose::Test {
             initdb.arg("--no-sync");
         }
@@ -252,12 +241,9 @@ pub(crate) async fn spawn_postgres(
         Purpose::Dev => StopSignal::Int,
     };
     let log = data_dir.with_extension("log");
-    let mut process =
-        ServerProcess::spawn_inner("postgres", &postgres, signal, Some(&log), cleanup)?;
+    let mut process = ServerProcess::spawn_inner("postgres", &postgres, signal, Some(&log), cleanup)?;
     let url = postgres_url(port);
-    process
-        .wait_until(STARTUP_TIMEOUT, || accepts_queries(&url))
-        .await?;
+    process.wait_until(STARTUP_TIMEOUT, || accepts_queries(&url)).await?;
     Ok(process)
 }
 
@@ -285,11 +271,8 @@ pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<Se
         }
     }
     let log = store_dir.with_extension("log");
-    let mut process =
-        ServerProcess::spawn_inner("nats-server", &command, StopSignal::Term, Some(&log), None)?;
-    process
-        .wait_until(STARTUP_TIMEOUT, || nats_ready(port))
-        .await?;
+    let mut process = ServerProcess::spawn_inner("nats-server", &command, StopSignal::Term, Some(&log), None)?;
+    process.wait_until(STARTUP_TIMEOUT, || nats_ready(port)).await?;
     Ok(process)
 }
 
@@ -304,9 +287,9 @@ fn with_store_dir(config: &str, store_dir: &Path) -> Option<String> {
         let key_len = ["store_dir", "storedir"]
             .iter()
             .find(|key| {
-                trimmed.strip_prefix(**key).is_some_and(|rest| {
-                    rest.starts_with(|c: char| c.is_whitespace() || c == ':' || c == '=')
-                })
+                trimmed
+                    .strip_prefix(**key)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_whitespace() || c == ':' || c == '='))
             })
             .map(|key| key.len());
         match key_len {
@@ -322,11 +305,7 @@ fn with_store_dir(config: &str, store_dir: &Path) -> Option<String> {
     found.then_some(out)
 }
 
-pub(crate) async fn spawn_redis(
-    data_dir: &Path,
-    port: u16,
-    purpose: Purpose,
-) -> anyhow::Result<ServerProcess> {
+pub(crate) async fn spawn_redis(data_dir: &Path, port: u16, purpose: Purpose) -> anyhow::Result<ServerProcess> {
     let program = binaries::redis_server()?;
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = std::path::absolute(data_dir)?;
@@ -341,11 +320,8 @@ pub(crate) async fn spawn_redis(
     };
     command.args(["--appendonly", appendonly]);
     let log = data_dir.with_extension("log");
-    let mut process =
-        ServerProcess::spawn_inner("redis-server", &command, StopSignal::Term, Some(&log), None)?;
-    process
-        .wait_until(STARTUP_TIMEOUT, || redis_ready(port))
-        .await?;
+    let mut process = ServerProcess::spawn_inner("redis-server", &command, StopSignal::Term, Some(&log), None)?;
+    process.wait_until(STARTUP_TIMEOUT, || redis_ready(port)).await?;
     Ok(process)
 }
 
@@ -395,12 +371,7 @@ impl ServerProcess {
     /// Starts `command` (program, arguments, environment and working
     /// directory are taken from it) under the watchdog. Its output goes to
     /// `log` (appended) or, without one, to this process's stdout and stderr.
-    pub fn spawn(
-        name: &str,
-        command: &Command,
-        signal: StopSignal,
-        log: Option<&Path>,
-    ) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, command: &Command, signal: StopSignal, log: Option<&Path>) -> anyhow::Result<Self> {
         Self::spawn_inner(name, command, signal, log, None)
     }
 
@@ -486,11 +457,7 @@ impl ServerProcess {
 
     /// Polls `ready` until it returns true. Fails, quoting the log, if the
     /// server exits first or `timeout` passes.
-    pub async fn wait_until<F, Fut>(
-        &mut self,
-        timeout: Duration,
-        mut ready: F,
-    ) -> anyhow::Result<()>
+    pub async fn wait_until<F, Fut>(&mut self, timeout: Duration, mut ready: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -501,18 +468,10 @@ impl ServerProcess {
                 return Ok(());
             }
             if let Some(status) = self.try_wait()? {
-                bail!(
-                    "{} exited during start-up ({status}){}",
-                    self.name,
-                    self.log_tail()
-                );
+                bail!("{} exited during start-up ({status}){}", self.name, self.log_tail());
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} was not ready after {timeout:?}{}",
-                    self.name,
-                    self.log_tail()
-                );
+                bail!("{} was not ready after {timeout:?}{}", self.name, self.log_tail());
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -611,12 +570,7 @@ fn postgres_user_command(program: &Path, as_postgres: bool) -> Command {
     // signals), so the watchdog's signal reaches PostgreSQL itself.
     let mut command = Command::new("setpriv");
     command
-        .args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
+        .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
         .arg(program);
     command
 }
@@ -706,10 +660,7 @@ mod tests {
             database_url("postgres://postgres@127.0.0.1:5432/postgres", "shop_order"),
             "postgres://postgres@127.0.0.1:5432/shop_order"
         );
-        assert_eq!(
-            database_url("postgres://u:p@db:5432", "x"),
-            "postgres://u:p@db:5432/x"
-        );
+        assert_eq!(database_url("postgres://u:p@db:5432", "x"), "postgres://u:p@db:5432/x");
         assert_eq!(
             database_url("postgres://u@db/app?sslmode=disable", "x"),
             "postgres://u@db/x?sslmode=disable"
@@ -724,10 +675,7 @@ mod tests {
             rewritten,
             "listen: 1.2.3.4:5\njetstream {\n  store_dir: \"/tmp/x\"\n  sync_interval: always\n}\n"
         );
-        assert_eq!(
-            with_store_dir("jetstream: enabled\n", Path::new("/x")),
-            None
-        );
+        assert_eq!(with_store_dir("jetstream: enabled\n", Path::new("/x")), None);
         assert_eq!(with_store_dir("# store_dir: a\n", Path::new("/x")), None);
     }
 

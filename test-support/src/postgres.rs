@@ -66,10 +66,7 @@ impl Postgres {
     }
 
     async fn start() -> anyhow::Result<Self> {
-        if let Some(url) = std::env::var(TEST_DATABASE_URL)
-            .ok()
-            .filter(|url| !url.is_empty())
-        {
+        if let Some(url) = std::env::var(TEST_DATABASE_URL).ok().filter(|url| !url.is_empty()) {
             return Ok(Self {
                 admin_url: url,
                 _server: None,

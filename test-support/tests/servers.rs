@@ -12,12 +12,9 @@ async fn first_line(port: u16, send: &[u8]) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(send).await?;
     let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        BufReader::new(stream).read_line(&mut line),
-    )
-    .await
-    .context("no reply")??;
+    tokio::time::timeout(Duration::from_secs(5), BufReader::new(stream).read_line(&mut line))
+        .await
+        .context("no reply")??;
     Ok(line)
 }
 
@@ -47,10 +44,9 @@ async fn fresh_databases_are_distinct() -> anyhow::Result<()> {
         .execute(&mut conn_a)
         .await?;
     let mut conn_b = PgConnection::connect(&b).await?;
-    let tables: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'")
-            .fetch_one(&mut conn_b)
-            .await?;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'")
+        .fetch_one(&mut conn_b)
+        .await?;
     assert_eq!(tables, 0);
     Ok(())
 }

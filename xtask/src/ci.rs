@@ -11,20 +11,10 @@ pub fn run() -> anyhow::Result<()> {
     let root = cmd::root();
     let tools = install::run().context("install")?;
 
-    step(
-        "formatting",
-        cmd::cargo().args(["fmt", "--all", "--", "--check"]),
-    )?;
+    step("formatting", cmd::cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
-        cmd::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
     )?;
     let mut test = cmd::cargo();
     test.args(["test", "--workspace"]);
@@ -35,34 +25,20 @@ pub fn run() -> anyhow::Result<()> {
 
     step(
         "buf lint",
-        Command::new(&tools.buf)
-            .arg("lint")
-            .current_dir(root.join("proto")),
+        Command::new(&tools.buf).arg("lint").current_dir(root.join("proto")),
     )?;
     // Against the main branch: changes that would break deployed clients.
-    let has_main = cmd::succeeds(git().args([
-        "rev-parse",
-        "--verify",
-        "--quiet",
-        "refs/heads/main^{commit}",
-    ]));
+    let has_main = cmd::succeeds(git().args(["rev-parse", "--verify", "--quiet", "refs/heads/main^{commit}"]));
     let main_has_proto = has_main && cmd::succeeds(git().args(["cat-file", "-e", "main:proto"]));
     if main_has_proto {
         step(
             "buf breaking",
             Command::new(&tools.buf)
-                .args([
-                    "breaking",
-                    "proto",
-                    "--against",
-                    ".git#branch=main,subdir=proto",
-                ])
+                .args(["breaking", "proto", "--against", ".git#branch=main,subdir=proto"])
                 .current_dir(&root),
         )?;
     } else {
-        println!(
-            "==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against"
-        );
+        println!("==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against");
     }
 
     println!("==> all checks passed");

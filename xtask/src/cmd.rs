@@ -38,9 +38,7 @@ pub fn display(command: &Command) -> String {
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = display(command);
     println!("$ {shown}");
-    let status = command
-        .status()
-        .with_context(|| format!("could not run `{shown}`"))?;
+    let status = command.status().with_context(|| format!("could not run `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }

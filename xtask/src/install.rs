@@ -73,8 +73,8 @@ pub fn run() -> anyhow::Result<Tools> {
     report("postgresql", have_pg, &pg_bin_dir);
     let redis_server = binaries::redis_server()?;
     report("redis-server", have_redis, &redis_server);
-    let compose = binaries::find_on_path("docker-compose")
-        .context("docker-compose is still missing after apt-get install")?;
+    let compose =
+        binaries::find_on_path("docker-compose").context("docker-compose is still missing after apt-get install")?;
     report("docker-compose", have_compose, &compose);
 
     let have_nats = binaries::nats_server().is_ok();
@@ -128,8 +128,7 @@ fn install_buf(tools: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(tools)?;
     let package_json = tools.join("package.json");
     if !package_json.exists() {
-        fs::write(&package_json, TOOLS_PACKAGE_JSON)
-            .with_context(|| format!("writing {}", package_json.display()))?;
+        fs::write(&package_json, TOOLS_PACKAGE_JSON).with_context(|| format!("writing {}", package_json.display()))?;
     }
     let verb = if tools.join("package-lock.json").exists() {
         "ci"

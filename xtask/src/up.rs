@@ -127,15 +127,10 @@ pub async fn run() -> anyhow::Result<()> {
             continue;
         }
         let command = service_command(service, &binary, &urls, &root, &data)?;
-        println!(
-            "starting {} on 127.0.0.1:{}",
-            service.name, service.grpc_port
-        );
+        println!("starting {} on 127.0.0.1:{}", service.name, service.grpc_port);
         let mut process = ServerProcess::spawn(service.name, &command, StopSignal::Term, None)?;
         let port = service.grpc_port;
-        process
-            .wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port))
-            .await?;
+        process.wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port)).await?;
         services.push((service, process));
     }
 
@@ -170,10 +165,7 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// Starts what the environment does not point at, into `started`.
-async fn start_infrastructure(
-    data: &Path,
-    started: &mut Vec<ServerProcess>,
-) -> anyhow::Result<Urls> {
+async fn start_infrastructure(data: &Path, started: &mut Vec<ServerProcess>) -> anyhow::Result<Urls> {
     let nats = match given("NATS_URL") {
         Some(url) => url,
         None => {
@@ -201,11 +193,7 @@ async fn start_infrastructure(
             infra::redis_url(port)
         }
     };
-    Ok(Urls {
-        nats,
-        postgres,
-        redis,
-    })
+    Ok(Urls { nats, postgres, redis })
 }
 
 /// A URL from the environment, announced as such.
@@ -215,35 +203,20 @@ fn given(var: &str) -> Option<String> {
     Some(url)
 }
 
-fn service_command(
-    service: &Service,
-    binary: &Path,
-    urls: &Urls,
-    root: &Path,
-    data: &Path,
-) -> anyhow::Result<Command> {
+fn service_command(service: &Service, binary: &Path, urls: &Urls, root: &Path, data: &Path) -> anyhow::Result<Command> {
     let mut command = Command::new(binary);
     command
         .current_dir(root)
         .env("NATS_URL", &urls.nats)
-        .env(
-            "GRPC_LISTEN_ADDR",
-            format!("127.0.0.1:{}", service.grpc_port),
-        )
-        .env(
-            "ADMIN_LISTEN_ADDR",
-            format!("127.0.0.1:{}", service.admin_port),
-        );
+        .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", service.grpc_port))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", service.admin_port));
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
     // Unset what a service does not use, rather than pass on this
     // process's (server) URLs.
     match service.database {
-        Some(database) => command.env(
-            "DATABASE_URL",
-            infra::database_url(&urls.postgres, database),
-        ),
+        Some(database) => command.env("DATABASE_URL", infra::database_url(&urls.postgres, database)),
         None => command.env_remove("DATABASE_URL"),
     };
     if service.redis {
@@ -288,10 +261,7 @@ Ctrl-C stops everything."#
 }
 
 /// Until Ctrl-C (Ok) or a process exiting on its own (Err).
-async fn watch(
-    services: &mut [(&Service, ServerProcess)],
-    infra: &mut [ServerProcess],
-) -> anyhow::Result<()> {
+async fn watch(services: &mut [(&Service, ServerProcess)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
