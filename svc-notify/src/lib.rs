@@ -45,7 +45,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let definitions = topology::ensure_consumers(&js, &[saga::ORDERS_CONSUMER]).await?;
 
     let sender = sender::Sender::from_config(&config).await?;
-    tracing::info!(via = %sender.describe(), "emails ready to go out");
+    tracing::info!(via = %sender.describe(), "email delivery configured");
     let delivery = delivery::Delivery {
         pool: pool.clone(),
         sender: Arc::new(sender),

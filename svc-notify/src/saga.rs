@@ -40,13 +40,21 @@ impl EventHandler for NotifySaga {
         tx.commit().await?;
         if !inserted {
             // The same order event under another event id: emailed already.
-            tracing::info!(order_id = %notification.order_id, kind = notification.kind.as_str(), "duplicate order event; no second email");
+            tracing::info!(
+                order_id = %notification.order_id,
+                kind = notification.kind.as_str(),
+                "order event seen before under another event id; no second email"
+            );
             return Ok(());
         }
         // The event is handled once the row is committed; a failure here is
         // the resend loop's to retry, not a reason to redeliver the event.
         if let Err(e) = self.delivery.deliver(notification.notification_id).await {
-            tracing::warn!(notification_id = %notification.notification_id, error = %e, "immediate send failed; the resend loop will retry");
+            tracing::warn!(
+                notification_id = %notification.notification_id,
+                error = %e,
+                "immediate send failed; the resend loop will retry"
+            );
         }
         Ok(())
     }

@@ -248,7 +248,7 @@ async fn one_email_per_order_event_and_undecodable_events_go_to_the_dlq() {
     let listed = service.list("alice", "", "").await.expect("alice lists");
     assert_eq!(listed.len(), 1, "replays must not add notifications: {listed:?}");
     assert_eq!(listed[0].notification_id, notification.notification_id);
-    assert_eq!(eml_files(&mail_dir), [file.clone()], "replays must not add files");
+    assert_eq!(eml_files(&mail_dir), [file], "replays must not add files");
 
     // Visibility: only the owner and admins see it; the filter is validated.
     assert!(service.list("bob", "", "").await.expect("bob lists").is_empty());

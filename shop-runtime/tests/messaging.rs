@@ -1,0 +1,332 @@
+//! The messaging rules against real PostgreSQL and nats-server: outbox relay
+//! with broker dedupe, inbox idempotency, retries and the dead-letter path.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use shop_proto::events::v1 as ev;
+use shop_runtime::{
+    CancellationToken,
+    consumer::{self, EventHandler, HandleError},
+    db,
+    event::IncomingEvent,
+    inbox,
+    outbox::Outbox,
+    topology,
+};
+use shop_test_support::{NatsServer, fresh_database};
+use sqlx::PgPool;
+
+async fn database() -> anyhow::Result<PgPool> {
+    let pool = db::connect(&fresh_database().await?, 8).await?;
+    db::migrate(&pool, sqlx::migrate::Migrator::with_migrations(vec![])).await?;
+    Ok(pool)
+}
+
+async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
+    let nats = NatsServer::start().await?;
+    let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
+    topology::ensure_streams(&js).await?;
+    Ok((nats, js))
+}
+
+fn placed(order_id: &str) -> ev::OrderPlaced {
+    ev::OrderPlaced {
+        order_id: order_id.into(),
+        user_id: "u".into(),
+        payment_method: "pm_card_ok".into(),
+        ..Default::default()
+    }
+}
+
+async fn stream_messages(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(stream).await?.info().await?.state.messages)
+}
+
+async fn unpublished(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+#[tokio::test]
+async fn relay_publishes_with_the_event_id_as_message_id_and_duplicates_are_dropped() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let (_nats, js) = broker().await?;
+    let outbox = Outbox::new("svc-test");
+    let mut tx = pool.begin().await?;
+    let id = outbox.enqueue(&mut tx, &placed("o-1")).await?;
+    outbox.enqueue(&mut tx, &placed("o-2")).await?;
+    outbox.commit(tx).await?;
+
+    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    relay.drain().await?;
+    assert_eq!(unpublished(&pool).await?, 0);
+    assert_eq!(stream_messages(&js, "ORDERS").await?, 2);
+    let stored = js
+        .get_stream("ORDERS")
+        .await?
+        .get_last_raw_message_by_subject("orders.placed.o-1")
+        .await?;
+    let header = |n: &str| stored.headers.get(n).map(|v| v.as_str().to_owned());
+    assert_eq!(header("Nats-Msg-Id"), Some(id.to_string()));
+    assert_eq!(header("ce-id"), Some(id.to_string()));
+    assert_eq!(header("ce-type").as_deref(), Some("shop.events.v1.OrderPlaced"));
+    assert_eq!(header("ce-source").as_deref(), Some("svc-test"));
+    let body: ev::OrderPlaced = serde_json::from_slice(&stored.payload)?;
+    assert_eq!(body.order_id, "o-1");
+
+    // Crash after the PubAck, before the rows were marked: sent again, stored once.
+    sqlx::query("UPDATE outbox SET published_at = NULL")
+        .execute(&pool)
+        .await?;
+    relay.drain().await?;
+    assert_eq!(unpublished(&pool).await?, 0);
+    assert_eq!(stream_messages(&js, "ORDERS").await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn relay_keeps_rows_while_the_broker_is_down_and_sends_them_after() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let (mut nats, js) = broker().await?;
+    let outbox = Outbox::new("svc-test");
+    nats.stop().await;
+    let mut tx = pool.begin().await?;
+    outbox.enqueue(&mut tx, &placed("o-down")).await?;
+    outbox.commit(tx).await?;
+
+    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_millis(200));
+    assert!(relay.drain().await.is_err(), "publishing without a broker must fail");
+    assert_eq!(unpublished(&pool).await?, 1, "nothing is lost");
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as("SELECT attempts, last_error FROM outbox")
+        .fetch_one(&pool)
+        .await?;
+    assert!(attempts >= 1 && error.is_some());
+
+    nats.restart().await?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    for _ in 0..200 {
+        if unpublished(&pool).await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await?;
+    assert_eq!(unpublished(&pool).await?, 0);
+    assert_eq!(stream_messages(&js, "ORDERS").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_relays_share_the_outbox_without_losing_or_duplicating() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let (_nats, js) = broker().await?;
+    let outbox = Outbox::new("svc-test");
+    let mut tx = pool.begin().await?;
+    for i in 0..600 {
+        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
+    }
+    outbox.commit(tx).await?;
+    let a = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let b = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let (ra, rb) = tokio::join!(a.drain(), b.drain());
+    ra?;
+    rb?;
+    assert_eq!(unpublished(&pool).await?, 0);
+    assert_eq!(stream_messages(&js, "ORDERS").await?, 600);
+    Ok(())
+}
+
+#[tokio::test]
+async fn inbox_claims_an_event_once_per_consumer() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let headers = shop_runtime::event::headers(
+        uuid::Uuid::now_v7(),
+        "shop.events.v1.OrderPlaced",
+        "t",
+        "o",
+        chrono::Utc::now(),
+        None,
+    );
+    let event = IncomingEvent::from_message("orders.placed.o", Some(&headers), bytes::Bytes::from_static(b"{}"))?;
+    let mut conn = pool.acquire().await?;
+    assert!(inbox::claim(&mut conn, "a", &event).await?);
+    assert!(!inbox::claim(&mut conn, "a", &event).await?, "second claim must fail");
+    assert!(
+        inbox::claim(&mut conn, "b", &event).await?,
+        "another consumer has its own inbox"
+    );
+    Ok(())
+}
+
+/// Counts effects; the effect is guarded only by the inbox, so a second
+/// application would show.
+struct Counting {
+    pool: PgPool,
+    attempts: AtomicUsize,
+}
+
+impl EventHandler for Counting {
+    async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if !event.is::<ev::OrderPlaced>() {
+            return Err(HandleError::unknown_type(&event));
+        }
+        let placed: ev::OrderPlaced = event.decode()?;
+        if attempt == 0 {
+            return Err(HandleError::Retry("first attempt fails".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        if !inbox::claim(&mut tx, "inventory-orders", &event).await? {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO effects (order_id) VALUES ($1)")
+            .bind(&placed.order_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    msg_id: &str,
+    ce_id: uuid::Uuid,
+    ce_type: &str,
+    body: &'static [u8],
+) -> anyhow::Result<()> {
+    let mut headers = shop_runtime::event::headers(ce_id, ce_type, "t", "o", chrono::Utc::now(), None);
+    headers.insert("Nats-Msg-Id", msg_id);
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(bytes::Bytes::from_static(body))
+        .headers(headers);
+    js.send_publish(subject.to_owned(), message).await?.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn consumer_retries_dedupes_and_parks() -> anyhow::Result<()> {
+    let pool = database().await?;
+    sqlx::query("CREATE TABLE effects (order_id text NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let (_nats, js) = broker().await?;
+    let definitions = topology::ensure_consumers(&js, &["inventory-orders"]).await?;
+    let handler = Arc::new(Counting {
+        pool: pool.clone(),
+        attempts: AtomicUsize::new(0),
+    });
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer::run(
+        js.clone(),
+        definitions[0].clone(),
+        handler.clone(),
+        1,
+        shutdown.clone(),
+    ));
+
+    let body = br#"{"orderId":"o-1","userId":"u","lines":[{"sku":"SKU-A","quantity":1}]}"#;
+    let event_id = uuid::Uuid::now_v7();
+    // The first delivery fails and is retried; the same event then arrives
+    // again under another message id (a replay): still one effect.
+    publish(
+        &js,
+        "orders.placed.o-1",
+        "m-1",
+        event_id,
+        "shop.events.v1.OrderPlaced",
+        body,
+    )
+    .await?;
+    publish(
+        &js,
+        "orders.placed.o-1",
+        "m-2",
+        event_id,
+        "shop.events.v1.OrderPlaced",
+        body,
+    )
+    .await?;
+    // Poison and unknown type: parked, and the consumer carries on.
+    publish(
+        &js,
+        "orders.placed.o-2",
+        "m-3",
+        uuid::Uuid::now_v7(),
+        "shop.events.v1.OrderPlaced",
+        b"][",
+    )
+    .await?;
+    publish(
+        &js,
+        "orders.placed.o-3",
+        "m-4",
+        uuid::Uuid::now_v7(),
+        "shop.events.v2.Surprise",
+        b"{}",
+    )
+    .await?;
+    let last = br#"{"orderId":"o-4"}"#;
+    publish(
+        &js,
+        "orders.placed.o-4",
+        "m-5",
+        uuid::Uuid::now_v7(),
+        "shop.events.v1.OrderPlaced",
+        last,
+    )
+    .await?;
+
+    let mut effects = Vec::new();
+    let mut parked = 0;
+    for _ in 0..300 {
+        effects = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects ORDER BY order_id")
+            .fetch_all(&pool)
+            .await?;
+        parked = stream_messages(&js, "DLQ").await?;
+        if effects.len() >= 2 && parked >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give a wrongly repeated effect the chance to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let effects_now = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects ORDER BY order_id")
+        .fetch_all(&pool)
+        .await?;
+    shutdown.cancel();
+    running.await?;
+    assert_eq!(effects, vec!["o-1".to_owned(), "o-4".to_owned()]);
+    assert_eq!(effects_now, effects);
+    assert_eq!(parked, 2);
+    assert!(
+        handler.attempts.load(Ordering::SeqCst) >= 5,
+        "the failed first attempt was redelivered"
+    );
+    let dlq = js.get_stream("DLQ").await?;
+    let poison = dlq
+        .get_last_raw_message_by_subject("dlq.inventory-orders.orders.placed.o-2")
+        .await?;
+    let error = poison
+        .headers
+        .get("Shop-Dlq-Error")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(error.contains("OrderPlaced"), "{error}");
+    assert_eq!(poison.payload.as_ref(), b"][", "the original body is kept");
+    let sequence = poison.headers.get("Shop-Dlq-Sequence").map(|v| v.as_str().to_owned());
+    assert_eq!(sequence.as_deref(), Some("3"));
+    Ok(())
+}
