@@ -1,0 +1,131 @@
+//! End-to-end checkout latency: PlaceOrder accepted → `orders.confirmed`
+//! observed on NATS, through svc-order, svc-inventory and svc-payment with
+//! real PostgreSQL and JetStream (fsync on every publish).
+//!
+//! ```sh
+//! cargo bench -p system-tests --bench checkout_latency
+//! CHECKOUT_BENCH_ORDERS=500 CHECKOUT_BENCH_CONCURRENCY=1,8,32 cargo bench -p system-tests --bench checkout_latency
+//! ```
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use shop_proto::order::v1::PlaceOrderRequest;
+use system_tests::{Service, Stack, line};
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let orders = env_list("CHECKOUT_BENCH_ORDERS", "300").first().copied().unwrap_or(300);
+    let concurrencies = env_list("CHECKOUT_BENCH_CONCURRENCY", "1,16");
+    let stack = Stack::start().await?;
+    let inventory = stack.pool(Service::Inventory).await?;
+    sqlx::query("INSERT INTO products (sku, name, price_minor, currency) VALUES ('SKU-BENCH', 'Bench', 100, 'EUR')")
+        .execute(&inventory)
+        .await?;
+    sqlx::query("INSERT INTO stock (sku, on_hand) VALUES ('SKU-BENCH', 100000000)")
+        .execute(&inventory)
+        .await?;
+
+    // Confirmation times, by order id, as seen by a plain NATS subscriber.
+    let nats = async_nats::connect(stack.nats.url()).await?;
+    let confirmed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut subscription = nats.subscribe("orders.confirmed.*").await?;
+    let sink = confirmed.clone();
+    tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            if let Some(id) = message.subject.rsplit('.').next() {
+                sink.lock().map(|mut m| m.insert(id.to_owned(), Instant::now())).ok();
+            }
+        }
+    });
+
+    println!("checkout latency: PlaceOrder accepted -> orders.confirmed observed ({orders} orders per run)");
+    println!(
+        "{:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "concurrency", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms", "orders/s"
+    );
+    for (run, concurrency) in concurrencies.into_iter().enumerate() {
+        let accepted: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+        let started = Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for worker in 0..concurrency.max(1) {
+            let mut client = stack.orders(&format!("bench-{worker}")).await?;
+            let accepted = accepted.clone();
+            let next = next.clone();
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= orders {
+                        break;
+                    }
+                    let request = PlaceOrderRequest {
+                        idempotency_key: format!("bench-{run}-{i}"),
+                        lines: vec![line("SKU-BENCH", 1)],
+                        payment_method: "pm_card_ok".into(),
+                    };
+                    let order = client.place_order(request).await?.into_inner();
+                    accepted
+                        .lock()
+                        .map(|mut v| v.push((order.order_id, Instant::now())))
+                        .ok();
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        // Wait (bounded) for every confirmation.
+        let accepted = accepted.lock().map(|v| v.clone()).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen = confirmed
+                .lock()
+                .map(|m| accepted.iter().filter(|(id, _)| m.contains_key(id)).count())
+                .unwrap_or(0);
+            if seen == accepted.len() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed();
+        let mut histogram = Histogram::<u64>::new(3)?;
+        let seen = confirmed.lock().map(|m| m.clone()).unwrap_or_default();
+        for (id, at) in &accepted {
+            if let Some(done) = seen.get(id) {
+                histogram.record(done.duration_since(*at).as_micros() as u64)?;
+            }
+        }
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:>11} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>11.0}{}",
+            concurrency,
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            histogram.max() as f64 / 1000.0,
+            histogram.mean() / 1000.0,
+            histogram.len() as f64 / elapsed.as_secs_f64(),
+            if histogram.len() as usize == accepted.len() {
+                String::new()
+            } else {
+                format!("  ({} of {} confirmed)", histogram.len(), accepted.len())
+            }
+        );
+    }
+    Ok(())
+}
