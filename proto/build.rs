@@ -4,8 +4,6 @@
 
 use std::{env, fs, path::PathBuf};
 
-use prost::Message;
-
 fn proto_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
@@ -25,9 +23,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     println!("cargo:rerun-if-changed=shop");
 
-    let fds = protox::compile(&files, [&root])?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(&files)?;
+    // Encoded by protox itself: prost's FileDescriptorSet would drop the
+    // custom `(shop.options.v1.access)` method options, which the access
+    // policy is read from.
+    let descriptor_bytes = compiler.encode_file_descriptor_set();
+    let fds = compiler.file_descriptor_set();
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let descriptor_bytes = fds.encode_to_vec();
     fs::write(out_dir.join("shop_descriptor.bin"), &descriptor_bytes)?;
 
     tonic_prost_build::configure()

@@ -47,6 +47,18 @@ macro_rules! events {
         pub const KNOWN_EVENTS: &[(&str, &str)] = &[
             $((concat!("shop.events.v1.", stringify!($ty)), $subject)),*
         ];
+
+        /// Decodes `body` as the event named by `event_type` and encodes it
+        /// again: the canonical proto3 JSON of the event. `None` for a type
+        /// this build does not know.
+        pub fn canonical_json(event_type: &str, body: &[u8]) -> Option<Result<serde_json::Value, serde_json::Error>> {
+            $(
+                if event_type == <ev::$ty as Event>::TYPE {
+                    return Some(serde_json::from_slice::<ev::$ty>(body).and_then(serde_json::to_value));
+                }
+            )*
+            None
+        }
     };
 }
 
