@@ -211,7 +211,7 @@ fn service_command(service: &Service, binary: &Path, urls: &Urls, root: &Path, d
         .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", service.grpc_port))
         .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", service.admin_port));
     if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "info");
+        command.env("RUST_LOG", "info,sqlx=warn,async_nats=warn");
     }
     // Unset what a service does not use, rather than pass on this
     // process's (server) URLs.
@@ -244,7 +244,7 @@ fn print_summary(urls: &Urls, services: &[(&Service, ServerProcess)], missing: &
         );
     }
     for name in missing {
-        println!("{name:<13} not started: no binary (did it build?)");
+        println!("{name:<13} not started: no binary built for it yet");
     }
     println!(
         r#"
