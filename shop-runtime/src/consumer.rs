@@ -99,8 +99,15 @@ pub async fn run<H: EventHandler>(
                 }
             }
         };
+        // A few errors in a row (consumer deleted and re-created by an
+        // operator, broker restarted) end this pull stream; it is reopened.
+        let mut consecutive_errors = 0u32;
         messages
             .take_until(shutdown.cancelled())
+            .take_while(|delivery| {
+                consecutive_errors = if delivery.is_ok() { 0 } else { consecutive_errors + 1 };
+                std::future::ready(consecutive_errors < 5)
+            })
             .for_each_concurrent(concurrency.max(1), |delivery| {
                 let js = js.clone();
                 let definition = definition.clone();
@@ -113,6 +120,13 @@ pub async fn run<H: EventHandler>(
                 }
             })
             .await;
+        if !shutdown.is_cancelled() {
+            tracing::info!(consumer = definition.name(), "reopening the pull stream");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
     }
 }
 

@@ -34,6 +34,11 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         include_str!("../../nats/consumers/ORDERS/notify-orders.json"),
     ),
     (
+        "ORDERS",
+        "cart-orders",
+        include_str!("../../nats/consumers/ORDERS/cart-orders.json"),
+    ),
+    (
         "INVENTORY",
         "order-inventory",
         include_str!("../../nats/consumers/INVENTORY/order-inventory.json"),
