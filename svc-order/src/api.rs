@@ -20,6 +20,7 @@ use crate::{
     error::Error,
     saga::{self, Applied},
     store::{self, Cursor, OrderRecord, PricedLine},
+    watch::Announcer,
 };
 
 #[derive(Clone)]
@@ -28,6 +29,7 @@ pub struct OrderApi {
     pub outbox: Outbox,
     pub catalog: Catalog,
     pub accepted_payment_methods: Vec<PaymentMethod>,
+    pub announcer: Announcer,
 }
 
 fn to_proto(order: OrderRecord) -> pb::Order {
@@ -278,16 +280,19 @@ impl pb::order_service_server::OrderService for OrderApi {
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         self.visible_order(&caller, order_id).await?;
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
-        match saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel)
+        let applied = saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel)
             .await
-            .map_err(Error::from)?
-        {
+            .map_err(Error::from)?;
+        match applied {
             Applied::Moved { .. } | Applied::Ignored => {}
             Applied::Refused(why) => return Err(Error::FailedPrecondition(why.to_owned()).into()),
             Applied::NotYet | Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
         }
         let order = store::load(&mut tx, order_id).await.map_err(Error::from)?;
         self.outbox.commit(tx).await.map_err(Error::from)?;
+        if matches!(applied, Applied::Moved { .. }) {
+            self.announcer.changed(order_id).await;
+        }
         let order = order.ok_or_else(|| Error::NotFound(format!("no order {order_id}")))?;
         Ok(Response::new(to_proto(order)))
     }
@@ -296,9 +301,15 @@ impl pb::order_service_server::OrderService for OrderApi {
 
     async fn watch_order(
         &self,
-        _request: Request<pb::WatchOrderRequest>,
+        request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        Err(Status::unimplemented("WatchOrder is not available yet; poll GetOrder"))
+        let caller = Caller::from_metadata(request.metadata())?;
+        let order_id = parse_order_id(&request.get_ref().order_id)?;
+        self.visible_order(&caller, order_id).await?;
+        let updates = self.announcer.watch(self.pool.clone(), order_id, to_proto).await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            updates,
+        ))))
     }
 }
 

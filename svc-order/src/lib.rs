@@ -12,6 +12,7 @@ pub mod domain;
 mod error;
 pub mod saga;
 pub mod store;
+mod watch;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let definitions = topology::ensure_consumers(&js, &[saga::INVENTORY_CONSUMER, saga::PAYMENTS_CONSUMER]).await?;
 
     let outbox = Outbox::new("svc-order");
+    let announcer = watch::Announcer::new(nats.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(
         outbox
@@ -54,6 +56,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let handler = saga::OrderSaga {
             pool: pool.clone(),
             outbox: outbox.clone(),
+            announcer: announcer.clone(),
             consumer: consumer_name,
         };
         tasks.spawn(consumer::run(
@@ -77,6 +80,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         outbox,
         catalog: catalog::Catalog::new(&config.catalog_url, config.catalog_timeout)?,
         accepted_payment_methods: config.accepted_payment_methods.clone(),
+        announcer,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<OrderServiceServer<api::OrderApi>>().await;

@@ -89,6 +89,7 @@ pub async fn apply(
 pub struct OrderSaga {
     pub pool: PgPool,
     pub outbox: Outbox,
+    pub announcer: crate::watch::Announcer,
     pub consumer: &'static str,
 }
 
@@ -142,7 +143,8 @@ impl EventHandler for OrderSaga {
         if !inbox::claim(&mut tx, self.consumer, &event).await? {
             return Ok(());
         }
-        match apply(&mut tx, &self.outbox, id, trigger).await? {
+        let applied = apply(&mut tx, &self.outbox, id, trigger).await?;
+        match applied {
             Applied::Moved { from, to } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
             Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),
             Applied::Refused(why) => tracing::warn!(order_id = %id, ?trigger, why, "event refused by state machine"),
@@ -154,6 +156,9 @@ impl EventHandler for OrderSaga {
             Applied::Missing => return Err(HandleError::Retry(format!("order {id} not found"))),
         }
         self.outbox.commit(tx).await?;
+        if matches!(applied, Applied::Moved { .. }) {
+            self.announcer.changed(id).await;
+        }
         Ok(())
     }
 }

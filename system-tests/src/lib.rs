@@ -217,6 +217,29 @@ impl Stack {
             .with_context(|| format!("{service:?} did not become ready"))
     }
 
+    /// Starts one more svc-order replica (same database and broker) on a new
+    /// port; it runs until the returned token is cancelled.
+    pub async fn order_replica(&self) -> anyhow::Result<(String, CancellationToken)> {
+        let settings = service_settings(
+            Service::Order,
+            &self.nats.url(),
+            &self.databases,
+            &self.grpc_url(Service::Inventory),
+            &self.options,
+            self.data_dir.path(),
+        );
+        let listeners = Listeners::ephemeral().await?;
+        let url = format!("http://{}", listeners.grpc.local_addr()?);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(svc_order::run(
+            svc_order::Config::read(EnvReader::from_map(settings))?,
+            listeners,
+            shutdown.clone(),
+        ));
+        wait_serving(&url).await?;
+        Ok((url, shutdown))
+    }
+
     /// Stops `service` the way a crash would look to the others: it stops
     /// consuming and publishing; committed work stays in its database.
     pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {

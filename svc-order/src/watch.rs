@@ -1,0 +1,96 @@
+//! Live order status for `WatchOrder`, across replicas.
+//!
+//! Whichever replica changes an order announces it on the core NATS subject
+//! `order-updates.<order_id>` right after its commit (outside the JetStream
+//! streams: a notification, not an event). A watcher subscribes before it
+//! reads the order, so no change can slip between the read and the
+//! subscription, and re-reads from the database on every announcement —
+//! the database stays the only source of truth. Core NATS may drop a
+//! notification (a reconnect), so watchers also re-read every few seconds.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::store::{self, OrderRecord};
+
+/// How often a watcher re-reads even without an announcement.
+const SAFETY_NET: Duration = Duration::from_secs(2);
+/// Longest a single watch lasts; a client can watch again.
+const MAX_WATCH: Duration = Duration::from_secs(3600);
+
+fn subject(order_id: Uuid) -> String {
+    format!("order-updates.{order_id}")
+}
+
+/// Announces order changes to watchers on every replica.
+#[derive(Clone)]
+pub struct Announcer {
+    nats: async_nats::Client,
+}
+
+impl Announcer {
+    pub fn new(nats: async_nats::Client) -> Self {
+        Self { nats }
+    }
+
+    /// Best effort: a lost announcement only delays watchers until their
+    /// next safety-net read.
+    pub async fn changed(&self, order_id: Uuid) {
+        if let Err(e) = self.nats.publish(subject(order_id), bytes::Bytes::new()).await {
+            tracing::debug!(%order_id, error = %e, "order change not announced");
+        }
+    }
+
+    /// Streams the order now and after every change until it is terminal.
+    /// The caller has already checked the order is visible to them.
+    pub async fn watch<F>(
+        &self,
+        pool: PgPool,
+        order_id: Uuid,
+        to_proto: F,
+    ) -> Result<mpsc::Receiver<Result<shop_proto::order::v1::Order, Status>>, Status>
+    where
+        F: Fn(OrderRecord) -> shop_proto::order::v1::Order + Send + 'static,
+    {
+        let mut updates = self.nats.subscribe(subject(order_id)).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot subscribe to order updates");
+            Status::unavailable("order updates are temporarily unavailable; poll GetOrder")
+        })?;
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + MAX_WATCH;
+            let mut last_sent: Option<(crate::domain::Status, chrono::DateTime<chrono::Utc>)> = None;
+            loop {
+                let order = match pool.acquire().await {
+                    Ok(mut conn) => store::load(&mut conn, order_id).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                if let Some(order) = order {
+                    let seen = (order.status, order.updated_at);
+                    let terminal = order.status.is_terminal();
+                    if last_sent != Some(seen) {
+                        last_sent = Some(seen);
+                        if tx.send(Ok(to_proto(order))).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    if terminal {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = updates.next() => {}
+                    () = tokio::time::sleep(SAFETY_NET) => {}
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep_until(deadline) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
