@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod db;
 pub mod event;
 pub mod grpc;
+pub mod host;
 pub mod identity;
 pub mod inbox;
 pub mod nats;

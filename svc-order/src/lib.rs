@@ -14,69 +14,31 @@ pub mod saga;
 pub mod store;
 mod watch;
 
-use std::sync::Arc;
-
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
-use shop_runtime::{CancellationToken, Listeners, admin, consumer, db, grpc, outbox::Outbox, topology};
+use shop_runtime::{CancellationToken, Listeners, grpc, host::Host, outbox::Outbox};
 
 pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.order.v1.OrderService"];
 
-pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    db::migrate(pool, sqlx::migrate!("./migrations")).await
-}
-
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(
-        &config.messaging.database_url,
-        config.messaging.database_max_connections,
-    )
-    .await?;
-    migrate(&pool).await?;
-    let (nats, js) = shop_runtime::nats::connect(&config.messaging.nats_url, "svc-order").await?;
-    topology::ensure_streams(&js).await?;
-    let definitions = topology::ensure_consumers(&js, &[saga::INVENTORY_CONSUMER, saga::PAYMENTS_CONSUMER]).await?;
-
+    let mut host = Host::start("svc-order", &config.messaging, sqlx::migrate!("./migrations"), shutdown).await?;
     let outbox = Outbox::new("svc-order");
-    let announcer = watch::Announcer::new(nats.clone());
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(
-        outbox
-            .relay(pool.clone(), js.clone(), config.messaging.outbox_poll_interval)
-            .run(shutdown.clone()),
-    );
-    for definition in definitions {
-        let consumer_name = if definition.name() == saga::INVENTORY_CONSUMER {
-            saga::INVENTORY_CONSUMER
-        } else {
-            saga::PAYMENTS_CONSUMER
-        };
-        let handler = saga::OrderSaga {
-            pool: pool.clone(),
-            outbox: outbox.clone(),
-            announcer: announcer.clone(),
-            consumer: consumer_name,
-        };
-        tasks.spawn(consumer::run(
-            js.clone(),
-            definition,
-            Arc::new(handler),
-            config.messaging.consumer_concurrency,
-            shutdown.clone(),
-        ));
-    }
-    let ready = admin::database_and_nats_check(pool.clone(), nats);
-    let admin_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listeners.admin, ready, async move { admin_shutdown.cancelled().await }).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    host.spawn_relay(&outbox);
+    let announcer = watch::Announcer::new(host.nats.clone());
+    let saga = |consumer| saga::OrderSaga {
+        pool: host.pool.clone(),
+        outbox: outbox.clone(),
+        announcer: announcer.clone(),
+        consumer,
+    };
+    let (inventory, payments) = (saga(saga::INVENTORY_CONSUMER), saga(saga::PAYMENTS_CONSUMER));
+    host.spawn_consumer(saga::INVENTORY_CONSUMER, inventory).await?;
+    host.spawn_consumer(saga::PAYMENTS_CONSUMER, payments).await?;
 
     let api = api::OrderApi {
-        pool,
+        pool: host.pool.clone(),
         outbox,
         catalog: catalog::Catalog::new(&config.catalog_url, config.catalog_timeout)?,
         accepted_payment_methods: config.accepted_payment_methods.clone(),
@@ -85,10 +47,5 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<OrderServiceServer<api::OrderApi>>().await;
     let router = router.add_service(OrderServiceServer::new(api));
-    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "svc-order serving");
-    let served = grpc::serve(router, listeners.grpc, shutdown.clone().cancelled_owned()).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
-    served?;
-    Ok(())
+    Ok(host.serve(router, listeners).await?)
 }
