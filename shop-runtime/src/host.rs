@@ -32,6 +32,24 @@ pub enum HostError {
     Topology(#[from] TopologyError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl HostError {
+    /// A service-specific start-up failure (a client, a sender).
+    pub fn setup(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Setup {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// A running service's shared connections and background tasks.

@@ -15,7 +15,11 @@ use shop_proto::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
     inventory::v1::inventory_service_server::InventoryServiceServer,
 };
-use shop_runtime::{CancellationToken, Listeners, grpc, host::Host, outbox::Outbox};
+use shop_runtime::{
+    CancellationToken, Listeners, grpc,
+    host::{Host, HostError},
+    outbox::Outbox,
+};
 
 pub use config::Config;
 
@@ -23,7 +27,7 @@ pub use config::Config;
 pub const SERVICES: &[&str] = &["shop.catalog.v1.CatalogService", "shop.inventory.v1.InventoryService"];
 
 /// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start(
         "svc-inventory",
         &config.messaging,
@@ -57,5 +61,5 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let router = router
         .add_service(CatalogServiceServer::new(api.clone()))
         .add_service(InventoryServiceServer::new(api));
-    Ok(host.serve(router, listeners).await?)
+    host.serve(router, listeners).await
 }

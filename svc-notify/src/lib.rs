@@ -20,7 +20,10 @@ pub mod store;
 use std::sync::Arc;
 
 use shop_proto::notify::v1::notification_service_server::NotificationServiceServer;
-use shop_runtime::{CancellationToken, Listeners, grpc, host::Host};
+use shop_runtime::{
+    CancellationToken, Listeners, grpc,
+    host::{Host, HostError},
+};
 
 pub use config::Config;
 
@@ -28,7 +31,7 @@ pub use config::Config;
 pub const SERVICES: &[&str] = &["shop.notify.v1.NotificationService"];
 
 /// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start(
         "svc-notify",
         &config.messaging,
@@ -36,7 +39,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown,
     )
     .await?;
-    let sender = sender::Sender::from_config(&config).await?;
+    let sender = sender::Sender::from_config(&config)
+        .await
+        .map_err(|e| HostError::setup("email sender", e))?;
     tracing::info!(via = %sender.describe(), "email delivery configured");
     let delivery = delivery::Delivery {
         pool: host.pool.clone(),
@@ -55,5 +60,5 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let router = router.add_service(NotificationServiceServer::new(api::NotifyApi {
         pool: host.pool.clone(),
     }));
-    Ok(host.serve(router, listeners).await?)
+    host.serve(router, listeners).await
 }

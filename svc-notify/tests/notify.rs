@@ -46,7 +46,7 @@ struct Service {
     js: jetstream::Context,
     database_url: String,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
     // Dropped last: stops the server.
     _nats: NatsServer,
 }

@@ -15,14 +15,18 @@ pub mod store;
 mod watch;
 
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
-use shop_runtime::{CancellationToken, Listeners, grpc, host::Host, outbox::Outbox};
+use shop_runtime::{
+    CancellationToken, Listeners, grpc,
+    host::{Host, HostError},
+    outbox::Outbox,
+};
 
 pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.order.v1.OrderService"];
 
 /// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start("svc-order", &config.messaging, sqlx::migrate!("./migrations"), shutdown).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&outbox);
@@ -40,12 +44,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let api = api::OrderApi {
         pool: host.pool.clone(),
         outbox,
-        catalog: catalog::Catalog::new(&config.catalog_url, config.catalog_timeout)?,
+        catalog: catalog::Catalog::new(&config.catalog_url, config.catalog_timeout)
+            .map_err(|e| HostError::setup("catalog client", e))?,
         accepted_payment_methods: config.accepted_payment_methods.clone(),
         announcer,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<OrderServiceServer<api::OrderApi>>().await;
     let router = router.add_service(OrderServiceServer::new(api));
-    Ok(host.serve(router, listeners).await?)
+    host.serve(router, listeners).await
 }

@@ -5,10 +5,10 @@ use svc_order::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::from_env()?;
     telemetry::init(config.basics.log_format);
     let listeners = Listeners::bind(&config.basics).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shop_runtime::shutdown_on_signal(shutdown.clone()));
-    svc_order::run(config, listeners, shutdown).await
+    Ok(svc_order::run(config, listeners, shutdown).await?)
 }

@@ -12,14 +12,18 @@ pub mod saga;
 use std::sync::Arc;
 
 use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use shop_runtime::{CancellationToken, Listeners, grpc, host::Host, outbox::Outbox};
+use shop_runtime::{
+    CancellationToken, Listeners, grpc,
+    host::{Host, HostError},
+    outbox::Outbox,
+};
 
 pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.payment.v1.PaymentService"];
 
 /// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start(
         "svc-payment",
         &config.messaging,
@@ -47,5 +51,5 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let router = router.add_service(PaymentServiceServer::new(api::PaymentApi {
         pool: host.pool.clone(),
     }));
-    Ok(host.serve(router, listeners).await?)
+    host.serve(router, listeners).await
 }

@@ -88,7 +88,7 @@ impl Databases {
 
 struct Running {
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
 }
 
 /// The four saga services in this process.
