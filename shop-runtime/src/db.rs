@@ -21,12 +21,3 @@ pub async fn migrate(pool: &PgPool, mut service: Migrator) -> Result<(), sqlx::m
     messaging.set_ignore_missing(true).run(pool).await?;
     service.set_ignore_missing(true).run(pool).await
 }
-
-/// True when `error` is a violation of the named constraint, so callers can
-/// turn it into a precise client error.
-pub fn violates(error: &sqlx::Error, constraint: &str) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.constraint())
-        .is_some_and(|c| c == constraint)
-}
