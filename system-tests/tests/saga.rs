@@ -797,3 +797,34 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_catalog_means_a_clear_unavailable_and_nothing_written() -> TestResult {
+    let mut stack = Stack::start().await?;
+    stack.stop_service(Service::Inventory).await?;
+    let mut orders = stack.orders("alice").await?;
+    let err = orders
+        .place_order(request("dead-catalog", vec![line("SKU-MUG-001", 1)], "pm_card_ok"))
+        .await
+        .expect_err("no prices without the catalog");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("catalog"), "{}", err.message());
+    let pool = stack.pool(Service::Order).await?;
+    assert_eq!(count(&pool, "SELECT count(*) FROM orders").await?, 0);
+
+    // Back again, the same request goes through.
+    stack.start_service(Service::Inventory).await?;
+    let order = place(
+        &stack,
+        "alice",
+        "dead-catalog",
+        vec![line("SKU-MUG-001", 1)],
+        "pm_card_ok",
+    )
+    .await?;
+    assert_eq!(
+        stack.settled("alice", &order.order_id).await?.status,
+        OrderStatus::Confirmed as i32
+    );
+    Ok(())
+}
