@@ -13,6 +13,7 @@ pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod entry;
 pub mod event;
 pub mod grpc;
 pub mod host;

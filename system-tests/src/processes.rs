@@ -1,9 +1,10 @@
-//! The saga services as separate processes of the built binaries, for tests
-//! that kill one with SIGKILL.
+//! The saga services as separate processes, for tests that kill one with
+//! SIGKILL. They run from this crate's `shop-service` binary, which starts
+//! each service exactly as its own binary does.
 
 use std::{collections::HashMap, path::PathBuf, process::Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use shop_test_support::{NatsServer, free_port};
 use tokio::process::{Child, Command};
 
@@ -20,24 +21,9 @@ impl Service {
     }
 }
 
-/// Where cargo put the service binaries: next to this test's `deps/` dir.
-fn binary(service: Service) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?;
-    let path = dir.join(service.binary_name());
-    if !path.exists() {
-        bail!(
-            "{} not found; build it first (`cargo build --workspace`)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 pub struct ProcessStack {
+    /// The `shop-service` binary (`env!("CARGO_BIN_EXE_shop-service")` in tests).
+    binary: PathBuf,
     pub nats: NatsServer,
     pub databases: Databases,
     pub data_dir: tempfile::TempDir,
@@ -47,8 +33,9 @@ pub struct ProcessStack {
 }
 
 impl ProcessStack {
-    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+    pub async fn start(options: StackOptions, binary: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let mut stack = Self {
+            binary: binary.into(),
             nats: NatsServer::start().await?,
             databases: Databases::fresh().await?,
             data_dir: tempfile::Builder::new().prefix("shop-processes-").tempdir()?,
@@ -79,7 +66,8 @@ impl ProcessStack {
             .create(true)
             .append(true)
             .open(self.data_dir.path().join(format!("{}.log", service.binary_name())))?;
-        let child = Command::new(binary(service)?)
+        let child = Command::new(&self.binary)
+            .arg(service.binary_name())
             .envs(settings)
             .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[&service]))
             .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")

@@ -31,7 +31,7 @@ async fn status_of(stack: &ProcessStack, user: &str, order_id: &str, wanted: Ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkout_survives_a_killed_payment_service() -> anyhow::Result<()> {
-    let mut stack = ProcessStack::start(StackOptions::default()).await?;
+    let mut stack = ProcessStack::start(StackOptions::default(), env!("CARGO_BIN_EXE_shop-service")).await?;
     let mut orders = client(&stack, "carol").await?;
 
     let first = orders

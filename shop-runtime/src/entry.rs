@@ -1,0 +1,44 @@
+//! What every service binary does: configuration from the environment →
+//! telemetry → bind → run until SIGINT/SIGTERM. Shared, so the shipped
+//! binaries and the multi-service test binary start services the same way.
+
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Listeners,
+    config::{ConfigError, ServiceBasics},
+    host::HostError,
+    telemetry,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// Runs a service the way its binary does.
+pub async fn serve_from_env<C, R, F>(
+    read_config: impl FnOnce() -> Result<C, ConfigError>,
+    basics: impl FnOnce(&C) -> &ServiceBasics,
+    run: R,
+) -> Result<(), EntryError>
+where
+    R: FnOnce(C, Listeners, CancellationToken) -> F,
+    F: Future<Output = Result<(), HostError>>,
+{
+    let config = read_config()?;
+    let basics = basics(&config).clone();
+    telemetry::init(basics.log_format);
+    let listeners = Listeners::bind(&basics).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::shutdown_on_signal(shutdown.clone()));
+    run(config, listeners, shutdown).await?;
+    Ok(())
+}
