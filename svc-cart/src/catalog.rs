@@ -1,0 +1,69 @@
+//! The catalog (svc-inventory): does a SKU exist, and what does it cost now.
+//! A deadline, a short connect timeout and a circuit breaker make a dead
+//! catalog a fast UNAVAILABLE rather than a hanging AddItem.
+
+use std::time::Duration;
+
+use shop_proto::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
+use shop_runtime::values::{Money, Sku};
+use tonic::{
+    Code,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{breaker::CircuitBreaker, carts::Product, error::Error};
+
+pub struct Catalog {
+    client: CatalogServiceClient<Channel>,
+    breaker: CircuitBreaker,
+}
+
+impl Catalog {
+    /// Connects lazily: the first call dials, and the channel reconnects
+    /// after failures on its own.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        breaker: CircuitBreaker,
+    ) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            client: CatalogServiceClient::new(channel),
+            breaker,
+        })
+    }
+
+    pub async fn product(&self, sku: &Sku) -> Result<Product, Error> {
+        let mut client = self.client.clone();
+        let answer = self
+            .breaker
+            .call(client.get_product(GetProductRequest {
+                sku: sku.as_str().to_owned(),
+            }))
+            .await
+            .map_err(|_| Error::CatalogUnavailable)?;
+        let product = match answer {
+            Ok(response) => response.into_inner(),
+            Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
+                return Err(Error::invalid("sku", format!("no product {sku} in the catalog")));
+            }
+            Err(status) => {
+                tracing::warn!(sku = %sku, code = ?status.code(), message = status.message(), "catalog call failed");
+                return Err(Error::CatalogUnavailable);
+            }
+        };
+        let unit_price = product.price.as_ref().and_then(|p| Money::from_proto(p).ok());
+        match unit_price {
+            Some(unit_price) if unit_price.minor >= 0 => Ok(Product {
+                name: product.name,
+                unit_price,
+            }),
+            _ => Err(Error::FailedPrecondition(format!("product {sku} has no valid price"))),
+        }
+    }
+}

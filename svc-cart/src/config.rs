@@ -1,0 +1,186 @@
+//! svc-cart settings.
+
+use std::time::Duration;
+
+use shop_runtime::{
+    config::{ConfigError, EnvReader, ServiceBasics},
+    values::Quantity,
+};
+
+/// svc-order refuses orders with more lines than this, so a cart may not
+/// hold more either (its checkout could never succeed).
+const ORDER_MAX_LINES: u32 = 100;
+
+const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// `NATS_URL`, for the `cart-orders` consumer.
+    pub nats_url: String,
+    /// `CATALOG_URL`: svc-inventory, to check SKUs and snapshot prices.
+    pub catalog_url: String,
+    /// `ORDER_URL`: svc-order, for checkout.
+    pub order_url: String,
+    /// `CART_TTL`: a cart untouched this long is gone (default 3d). Every
+    /// change starts the period again; reads do not.
+    pub cart_ttl: Duration,
+    /// `CHECKOUT_TTL`: how long checkout records are kept (default 7d): the
+    /// lines an order took, until its confirmation clears them, and the
+    /// lines sent under each idempotency key, so a retry re-sends the same
+    /// request. Must outlast the reservation deadline.
+    pub checkout_ttl: Duration,
+    /// `CART_MAX_LINES`: distinct SKUs per cart (default 50).
+    pub max_lines: u32,
+    /// `CART_MAX_QUANTITY`: units per line (default 99).
+    pub max_quantity: i32,
+    /// `UPSTREAM_TIMEOUT`: deadline of a call to the catalog or svc-order
+    /// (default 2s).
+    pub upstream_timeout: Duration,
+    /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling an upstream may take
+    /// (default 250ms), so an unreachable host fails fast.
+    pub upstream_connect_timeout: Duration,
+    /// `UPSTREAM_BREAKER_FAILURES`: consecutive failures that open an
+    /// upstream's circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// `UPSTREAM_BREAKER_COOL_DOWN`: how long an open breaker refuses calls
+    /// before letting one probe through (default 5s).
+    pub breaker_cool_down: Duration,
+    /// `REDIS_TIMEOUT`: connect and response timeout of Redis commands
+    /// (default 1s).
+    pub redis_timeout: Duration,
+    /// `CONSUMER_CONCURRENCY`: events handled at once (default 16).
+    pub consumer_concurrency: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process_env())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let config = Self {
+            basics: ServiceBasics::read(&mut env, 50054, 9054),
+            redis_url: env
+                .required("REDIS_URL", "e.g. redis://127.0.0.1:6379")
+                .unwrap_or_default(),
+            nats_url: env
+                .required("NATS_URL", "e.g. nats://127.0.0.1:4222")
+                .unwrap_or_default(),
+            catalog_url: env.or(
+                "CATALOG_URL",
+                "http://127.0.0.1:50052".to_owned(),
+                "e.g. http://127.0.0.1:50052",
+            ),
+            order_url: env.or(
+                "ORDER_URL",
+                "http://127.0.0.1:50051".to_owned(),
+                "e.g. http://127.0.0.1:50051",
+            ),
+            cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
+            checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),
+            max_lines: env.or("CART_MAX_LINES", 50, "a positive integer"),
+            max_quantity: env.or("CART_MAX_QUANTITY", 99, "a positive integer"),
+            upstream_timeout: env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(2)),
+            upstream_connect_timeout: env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250)),
+            breaker_failures: env.or("UPSTREAM_BREAKER_FAILURES", 5, "a positive integer"),
+            breaker_cool_down: env.duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
+            redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_secs(1)),
+            consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
+        };
+        config.check(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Problems only visible when settings are seen together or parsed.
+    fn check(&self, env: &mut EnvReader) {
+        if !self.redis_url.is_empty() && redis::Client::open(self.redis_url.as_str()).is_err() {
+            env.problem(format!("REDIS_URL={:?} is not a Redis URL", self.redis_url));
+        }
+        for (key, url) in [("CATALOG_URL", &self.catalog_url), ("ORDER_URL", &self.order_url)] {
+            if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
+                env.problem(format!("{key}={url:?} is not a valid URL"));
+            }
+        }
+        // Redis expiries have millisecond resolution; zero would delete at once.
+        for (key, value) in [
+            ("CART_TTL", self.cart_ttl),
+            ("CHECKOUT_TTL", self.checkout_ttl),
+            ("UPSTREAM_TIMEOUT", self.upstream_timeout),
+            ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout),
+            ("REDIS_TIMEOUT", self.redis_timeout),
+        ] {
+            if value < Duration::from_millis(1) {
+                env.problem(format!("{key} must be at least 1ms"));
+            }
+        }
+        if !(1..=ORDER_MAX_LINES).contains(&self.max_lines) {
+            env.problem(format!(
+                "CART_MAX_LINES must be between 1 and {ORDER_MAX_LINES} (an order holds at most {ORDER_MAX_LINES} lines)"
+            ));
+        }
+        if !(1..=Quantity::MAX).contains(&self.max_quantity) {
+            env.problem(format!("CART_MAX_QUANTITY must be between 1 and {}", Quantity::MAX));
+        }
+        // A confirmation that overtakes its checkout record is retried while
+        // the PlaceOrder call may still be under way; the consumer's retries
+        // span about 50s, so the call must end well within that.
+        if self.upstream_timeout > MAX_UPSTREAM_TIMEOUT {
+            env.problem(format!(
+                "UPSTREAM_TIMEOUT must be at most {}s",
+                MAX_UPSTREAM_TIMEOUT.as_secs()
+            ));
+        }
+        if self.breaker_failures == 0 {
+            env.problem("UPSTREAM_BREAKER_FAILURES must be at least 1");
+        }
+        if self.consumer_concurrency == 0 {
+            env.problem("CONSUMER_CONCURRENCY must be at least 1");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_only_the_required_settings_are_given() {
+        let config = Config::read(EnvReader::from_map([
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.basics.grpc_addr.port(), 50054);
+        assert_eq!(config.basics.admin_addr.port(), 9054);
+        assert_eq!(config.cart_ttl, Duration::from_secs(259_200));
+        assert_eq!((config.max_lines, config.max_quantity), (50, 99));
+        assert_eq!(config.upstream_timeout, Duration::from_secs(2));
+        assert_eq!(config.order_url, "http://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let err = Config::read(EnvReader::from_map([
+            ("CART_TTL", "0s"),
+            ("CART_MAX_LINES", "500"),
+            ("CART_MAX_QUANTITY", "0"),
+            ("ORDER_URL", "not a url"),
+        ]))
+        .expect_err("bad settings must fail");
+        let text = err.to_string();
+        for key in [
+            "REDIS_URL",
+            "NATS_URL",
+            "CART_TTL",
+            "CART_MAX_LINES",
+            "CART_MAX_QUANTITY",
+            "ORDER_URL",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! svc-order, for checkout: PlaceOrder on the caller's behalf, with the
+//! caller's identity metadata and a deadline, behind a circuit breaker.
+
+use std::time::Duration;
+
+use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
+use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
+use tonic::{
+    Request, Status,
+    metadata::MetadataMap,
+    transport::{Channel, Endpoint},
+};
+
+use crate::breaker::{BreakerOpen, CircuitBreaker};
+
+pub struct Orders {
+    client: OrderServiceClient<Channel>,
+    breaker: CircuitBreaker,
+}
+
+impl Orders {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+        breaker: CircuitBreaker,
+    ) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            client: OrderServiceClient::new(channel),
+            breaker,
+        })
+    }
+
+    /// Places the order as the caller whose request metadata is `caller`:
+    /// svc-order checks ownership and keys idempotency by that user.
+    pub async fn place(
+        &self,
+        caller: &MetadataMap,
+        request: PlaceOrderRequest,
+    ) -> Result<Result<Order, Status>, BreakerOpen> {
+        let mut request = Request::new(request);
+        for header in [USER_ID_HEADER, USER_ROLES_HEADER] {
+            if let Some(value) = caller.get(header) {
+                request.metadata_mut().insert(header, value.clone());
+            }
+        }
+        let mut client = self.client.clone();
+        self.breaker
+            .call(async move { client.place_order(request).await.map(tonic::Response::into_inner) })
+            .await
+    }
+}

@@ -1,0 +1,929 @@
+//! svc-cart end to end: the service on a real Redis, next to the real
+//! checkout saga (svc-order, svc-inventory, svc-payment, svc-notify on real
+//! NATS and PostgreSQL).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use async_nats::{HeaderMap, jetstream::message::PublishMessage};
+use bytes::Bytes;
+use shop_proto::{
+    cart::v1::{
+        AddItemRequest, Cart, CheckoutRequest, ClearCartRequest, GetCartRequest, RemoveItemRequest, UpdateItemRequest,
+        cart_service_client::CartServiceClient,
+    },
+    order::v1::{CancelReason, Order, OrderStatus, PlaceOrderRequest},
+};
+use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
+use shop_test_support::RedisServer;
+use system_tests::{AsUser, Service, Stack, eventually, line, wait_consumers_idle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    task::JoinHandle,
+};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
+use uuid::Uuid;
+
+type TestResult = anyhow::Result<()>;
+type CartClient = CartServiceClient<InterceptedService<Channel, AsUser>>;
+
+const MUG: &str = "SKU-MUG-001"; // 12.99 EUR
+const TEE: &str = "SKU-TEE-001"; // 24.99 EUR
+const PEN: &str = "SKU-PEN-001"; // 8.99 EUR
+const CAP: &str = "SKU-CAP-001"; // 18.99 EUR
+
+/// svc-cart on its own Redis, beside the saga services.
+struct Shop {
+    stack: Stack,
+    redis: RedisServer,
+    cart_url: String,
+    admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Shop {
+    async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra settings for svc-cart (e.g. `CART_TTL`).
+    async fn start_with(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let stack = Stack::start().await?;
+        let redis = RedisServer::start().await?;
+        let mut env: HashMap<String, String> = [
+            ("REDIS_URL", redis.url()),
+            ("NATS_URL", stack.nats.url()),
+            ("CATALOG_URL", stack.grpc_url(Service::Inventory)),
+            ("ORDER_URL", stack.grpc_url(Service::Order)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = svc_cart::Config::read(EnvReader::from_map(env))?;
+        let listeners = Listeners::ephemeral().await?;
+        let cart_url = format!("http://{}", listeners.grpc.local_addr()?);
+        let admin_addr = listeners.admin.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(svc_cart::run(config, listeners, shutdown.clone()));
+        system_tests::wait_serving(&cart_url).await?;
+        Ok(Self {
+            stack,
+            redis,
+            cart_url,
+            admin_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
+        let channel = Channel::from_shared(self.cart_url.clone())?.connect().await?;
+        Ok(CartServiceClient::with_interceptor(channel, AsUser::customer(user)))
+    }
+
+    async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.redis.url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
+    async fn pttl(&self, key: &str) -> anyhow::Result<i64> {
+        let mut redis = self.redis().await?;
+        Ok(redis::cmd("PTTL").arg(key).query_async(&mut redis).await?)
+    }
+
+    /// `(status code, body)` of an admin endpoint.
+    async fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+        Ok((code, response))
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+async fn add(cart: &mut CartClient, sku: &str, quantity: i32) -> Result<Cart, Status> {
+    cart.add_item(AddItemRequest {
+        sku: sku.into(),
+        quantity,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+async fn get(cart: &mut CartClient) -> anyhow::Result<Cart> {
+    Ok(cart.get_cart(GetCartRequest {}).await?.into_inner())
+}
+
+async fn checkout(cart: &mut CartClient, key: &str, payment_method: &str) -> Result<Order, Status> {
+    cart.checkout(CheckoutRequest {
+        idempotency_key: key.into(),
+        payment_method: payment_method.into(),
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// `(sku, quantity)` of every line, in the cart's order.
+fn lines(cart: &Cart) -> Vec<(String, i32)> {
+    cart.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect()
+}
+
+fn total(cart: &Cart) -> Option<(String, i64)> {
+    cart.total.as_ref().map(|m| (m.currency_code.clone(), m.amount_minor))
+}
+
+fn expect_field(status: &Status, code: Code, field: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!("{field}: ")),
+        "the message names {field}: {:?}",
+        status.message()
+    );
+}
+
+/// Polls the cart (bounded) until `done` holds.
+async fn cart_becomes(cart: &CartClient, what: &str, done: impl Fn(&Cart) -> bool) -> anyhow::Result<Cart> {
+    eventually(what, || {
+        let mut cart = cart.clone();
+        let done = &done;
+        async move {
+            let now = get(&mut cart).await?;
+            Ok(done(&now).then_some(now))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_update_remove_and_clear_keep_lines_and_totals_right() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+
+    let empty = get(&mut cart).await?;
+    assert!(empty.lines.is_empty());
+    assert_eq!(
+        (empty.total, empty.expires_at),
+        (None, None),
+        "no cart, no total, no expiry"
+    );
+
+    add(&mut cart, TEE, 1).await?;
+    add(&mut cart, MUG, 2).await?;
+    let now = add(&mut cart, MUG, 1).await?;
+    assert_eq!(
+        lines(&now),
+        [(MUG.into(), 3), (TEE.into(), 1)],
+        "adds sum up; lines by SKU"
+    );
+    assert_eq!(now.lines[0].name, "Enamel mug", "name snapshot from the catalog");
+    assert_eq!(now.lines[0].unit_price.as_ref().map(|m| m.amount_minor), Some(1299));
+    assert_eq!(total(&now), Some(("EUR".into(), 3 * 1299 + 2499)));
+    let expires_at = now.expires_at.expect("a cart with lines expires");
+    let in_3_days = chrono::Utc::now().timestamp() + 3 * 24 * 3600;
+    assert!(
+        (expires_at.seconds - in_3_days).abs() < 60,
+        "expires_at is now + CART_TTL"
+    );
+
+    let now = cart
+        .update_item(UpdateItemRequest {
+            sku: MUG.into(),
+            quantity: 5,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        lines(&now),
+        [(MUG.into(), 5), (TEE.into(), 1)],
+        "update sets the quantity"
+    );
+    assert_eq!(total(&now), Some(("EUR".into(), 5 * 1299 + 2499)));
+
+    let now = cart
+        .remove_item(RemoveItemRequest { sku: TEE.into() })
+        .await?
+        .into_inner();
+    assert_eq!(lines(&now), [(MUG.into(), 5)]);
+    assert_eq!(total(&now), Some(("EUR".into(), 5 * 1299)));
+    let again = cart
+        .remove_item(RemoveItemRequest { sku: TEE.into() })
+        .await?
+        .into_inner();
+    assert_eq!(lines(&again), lines(&now), "removing what is not there is harmless");
+
+    let cleared = cart.clear_cart(ClearCartRequest {}).await?.into_inner();
+    assert!(cleared.lines.is_empty() && cleared.total.is_none());
+    assert!(get(&mut cart).await?.lines.is_empty());
+    assert_eq!(shop.pttl("cart:{alice}").await?, -2, "an empty cart has no key");
+
+    add(&mut cart, PEN, 1).await?;
+    let now = cart
+        .remove_item(RemoveItemRequest { sku: PEN.into() })
+        .await?
+        .into_inner();
+    assert!(now.lines.is_empty() && now.expires_at.is_none());
+    assert_eq!(
+        shop.pttl("cart:{alice}").await?,
+        -2,
+        "removing the last line removes the key"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_of_one_sku_sum_exactly_and_respect_the_limit() -> TestResult {
+    let shop = Shop::start().await?;
+    let cart = shop.cart("alice").await?;
+
+    let adds: Vec<_> = (0..50)
+        .map(|_| {
+            let mut cart = cart.clone();
+            tokio::spawn(async move { add(&mut cart, PEN, 1).await })
+        })
+        .collect();
+    for result in futures::future::join_all(adds).await {
+        result??;
+    }
+    let now = get(&mut cart.clone()).await?;
+    assert_eq!(lines(&now), [(PEN.into(), 50)], "50 concurrent adds of 1 make 50");
+
+    // 50 adds of 2 against the default limit of 99 per line: exactly 49 fit.
+    let adds: Vec<_> = (0..50)
+        .map(|_| {
+            let mut cart = cart.clone();
+            tokio::spawn(async move { add(&mut cart, MUG, 2).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for result in futures::future::join_all(adds).await {
+        match result? {
+            Ok(_) => accepted += 1,
+            Err(status) => expect_field(&status, Code::InvalidArgument, "quantity"),
+        }
+    }
+    assert_eq!(accepted, 49);
+    let now = get(&mut cart.clone()).await?;
+    assert_eq!(lines(&now), [(MUG.into(), 98), (PEN.into(), 50)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_key_has_a_ttl_and_changes_slide_it_but_reads_do_not() -> TestResult {
+    let shop = Shop::start_with(&[("CART_TTL", "5s")]).await?;
+    let mut alice = shop.cart("alice").await?;
+    let mut bob = shop.cart("bob").await?;
+    add(&mut alice, MUG, 1).await?;
+    add(&mut bob, TEE, 1).await?;
+    let order = checkout(&mut bob, "bob-ttl-1", "pm_card_declined").await?;
+    shop.stack.settled("bob", &order.order_id).await?;
+
+    let mut redis = shop.redis().await?;
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).query_async(&mut redis).await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert!(keys.iter().any(|k| k == "cart:{alice}"), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("checkout:{bob}:")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("checkout-key:{bob}:")), "{keys:?}");
+    for key in &keys {
+        let pttl = shop.pttl(key).await?;
+        assert!(pttl > 0, "{key} has no expiry (PTTL {pttl})");
+    }
+
+    let fresh = shop.pttl("cart:{alice}").await?;
+    assert!((4_000..=5_000).contains(&fresh), "PTTL right after a change: {fresh}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = get(&mut alice).await?;
+    let after_read = shop.pttl("cart:{alice}").await?;
+    assert!(
+        after_read <= fresh - 1_000,
+        "a read does not extend the cart: {after_read}"
+    );
+    let expires_in = read.expires_at.expect("expires").seconds - chrono::Utc::now().timestamp();
+    assert!(
+        (2..=4).contains(&expires_in),
+        "expires_at follows the remaining TTL: {expires_in}s"
+    );
+
+    add(&mut alice, PEN, 1).await?;
+    let after_add = shop.pttl("cart:{alice}").await?;
+    assert!(
+        after_add > after_read + 1_000,
+        "a change slides it back: {after_read} -> {after_add}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    alice
+        .update_item(UpdateItemRequest {
+            sku: PEN.into(),
+            quantity: 3,
+        })
+        .await?;
+    assert!(shop.pttl("cart:{alice}").await? > 4_000, "UpdateItem slides it too");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    alice.remove_item(RemoveItemRequest { sku: PEN.into() }).await?;
+    assert!(shop.pttl("cart:{alice}").await? > 4_000, "RemoveItem slides it too");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_cart_is_empty() -> TestResult {
+    let shop = Shop::start_with(&[("CART_TTL", "1s")]).await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 2).await?;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let now = get(&mut cart).await?;
+    assert!(now.lines.is_empty(), "{now:?}");
+    assert_eq!((now.total, now.expires_at), (None, None));
+    let status = checkout(&mut cart, "after-expiry", "pm_card_ok")
+        .await
+        .expect_err("nothing to check out");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "cart is empty");
+
+    let now = add(&mut cart, TEE, 1).await?;
+    assert_eq!(lines(&now), [(TEE.into(), 1)], "a new cart starts from nothing");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_and_unknown_skus_are_refused_naming_the_field() -> TestResult {
+    let shop = Shop::start_with(&[("CART_MAX_LINES", "2"), ("CART_MAX_QUANTITY", "5")]).await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 4).await?;
+    add(&mut cart, TEE, 5).await?;
+    let before = get(&mut cart).await?;
+
+    let status = add(&mut cart, MUG, 2).await.expect_err("4 + 2 > 5");
+    expect_field(&status, Code::InvalidArgument, "quantity");
+    assert!(status.message().contains("at most 5"), "{}", status.message());
+    let status = add(&mut cart, MUG, 6).await.expect_err("6 > 5 in one go");
+    expect_field(&status, Code::InvalidArgument, "quantity");
+    let status = cart
+        .update_item(UpdateItemRequest {
+            sku: MUG.into(),
+            quantity: 6,
+        })
+        .await
+        .expect_err("update above the limit");
+    expect_field(&status, Code::InvalidArgument, "quantity");
+    let status = add(&mut cart, PEN, 1).await.expect_err("a third line");
+    expect_field(&status, Code::InvalidArgument, "sku");
+    assert!(status.message().contains("2 lines"), "{}", status.message());
+    let status = add(&mut cart, "SKU-NOPE-404", 1).await.expect_err("unknown sku");
+    expect_field(&status, Code::InvalidArgument, "sku");
+    assert!(
+        status.message().contains("no product SKU-NOPE-404"),
+        "{}",
+        status.message()
+    );
+
+    let after = get(&mut cart).await?;
+    assert_eq!(lines(&after), lines(&before), "refusals change nothing");
+    // The line limit does not stop adding to a line already there.
+    let now = add(&mut cart, MUG, 1).await?;
+    assert_eq!(lines(&now), [(MUG.into(), 5), (TEE.into(), 5)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_rejected_naming_the_field() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+    expect_field(
+        &add(&mut cart, "", 1).await.expect_err("empty sku"),
+        Code::InvalidArgument,
+        "sku",
+    );
+    expect_field(
+        &add(&mut cart, "not a sku", 1).await.expect_err("malformed sku"),
+        Code::InvalidArgument,
+        "sku",
+    );
+    expect_field(
+        &add(&mut cart, MUG, 0).await.expect_err("quantity 0"),
+        Code::InvalidArgument,
+        "quantity",
+    );
+    expect_field(
+        &add(&mut cart, MUG, -3).await.expect_err("negative quantity"),
+        Code::InvalidArgument,
+        "quantity",
+    );
+    add(&mut cart, MUG, 1).await?;
+    let status = cart
+        .update_item(UpdateItemRequest {
+            sku: MUG.into(),
+            quantity: 0,
+        })
+        .await
+        .expect_err("update to 0");
+    expect_field(&status, Code::InvalidArgument, "quantity");
+    assert!(status.message().contains("RemoveItem"), "{}", status.message());
+    let status = cart
+        .update_item(UpdateItemRequest {
+            sku: TEE.into(),
+            quantity: 2,
+        })
+        .await
+        .expect_err("update of a line not in the cart");
+    assert_eq!(status.code(), Code::NotFound);
+    expect_field(
+        &cart
+            .remove_item(RemoveItemRequest { sku: String::new() })
+            .await
+            .expect_err("empty sku"),
+        Code::InvalidArgument,
+        "sku",
+    );
+    expect_field(
+        &checkout(&mut cart, "", "pm_card_ok").await.expect_err("no key"),
+        Code::InvalidArgument,
+        "idempotency_key",
+    );
+    expect_field(
+        &checkout(&mut cart, "has space", "pm_card_ok")
+            .await
+            .expect_err("bad key"),
+        Code::InvalidArgument,
+        "idempotency_key",
+    );
+    expect_field(
+        &checkout(&mut cart, "k-1", "").await.expect_err("no payment method"),
+        Code::InvalidArgument,
+        "payment_method",
+    );
+    // svc-order's refusal comes through as it is.
+    expect_field(
+        &checkout(&mut cart, "k-2", "pm_bitcoin")
+            .await
+            .expect_err("unknown method"),
+        Code::InvalidArgument,
+        "payment_method",
+    );
+    assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1)], "nothing changed");
+
+    let channel = Channel::from_shared(shop.cart_url.clone())?.connect().await?;
+    let status = CartServiceClient::new(channel)
+        .get_cart(GetCartRequest {})
+        .await
+        .expect_err("no identity");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_see_and_change_only_their_own_cart() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut alice = shop.cart("alice").await?;
+    let mut bob = shop.cart("bob").await?;
+    add(&mut alice, MUG, 2).await?;
+
+    assert!(get(&mut bob).await?.lines.is_empty(), "bob does not see alice's cart");
+    bob.remove_item(RemoveItemRequest { sku: MUG.into() }).await?;
+    bob.clear_cart(ClearCartRequest {}).await?;
+    let status = bob
+        .update_item(UpdateItemRequest {
+            sku: MUG.into(),
+            quantity: 9,
+        })
+        .await
+        .expect_err("not in bob's cart");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = checkout(&mut bob, "bob-1", "pm_card_ok")
+        .await
+        .expect_err("bob's cart is empty");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    add(&mut bob, TEE, 1).await?;
+
+    assert_eq!(
+        lines(&get(&mut alice).await?),
+        [(MUG.into(), 2)],
+        "alice's cart untouched"
+    );
+    assert_eq!(lines(&get(&mut bob).await?), [(TEE.into(), 1)]);
+    // Admins get their own cart too: there is no way to name another's.
+    let channel = Channel::from_shared(shop.cart_url.clone())?.connect().await?;
+    let mut admin = CartServiceClient::with_interceptor(channel, AsUser::admin("root"));
+    assert!(get(&mut admin).await?.lines.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_after_recovery() -> TestResult {
+    let mut shop = Shop::start_with(&[
+        ("UPSTREAM_BREAKER_FAILURES", "3"),
+        ("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
+    ])
+    .await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 1).await?;
+
+    shop.stack.stop_service(Service::Inventory).await?;
+    // A request already on the stopped server's draining connection may
+    // still be answered; wait for the first refusal.
+    eventually("the catalog to be gone", || {
+        let mut cart = cart.clone();
+        async move { Ok(add(&mut cart, TEE, 1).await.err()) }
+    })
+    .await?;
+    let before = get(&mut cart).await?;
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let started = Instant::now();
+        let status = add(&mut cart, TEE, 1).await.expect_err("catalog is down");
+        took.push(started.elapsed());
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), "catalog unavailable, try later");
+    }
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(1500)),
+        "no call waits for the deadline: {took:?}"
+    );
+    assert!(
+        took[3..].iter().all(|t| *t < Duration::from_millis(100)),
+        "the open breaker answers at once: {took:?}"
+    );
+    assert_eq!(get(&mut cart).await?.lines, before.lines, "the cart is unchanged");
+    // svc-order cannot price the order either; its own answer comes through.
+    let status = checkout(&mut cart, "no-catalog-1", "pm_card_ok")
+        .await
+        .expect_err("svc-order's catalog is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("catalog"), "{}", status.message());
+
+    shop.stack.start_service(Service::Inventory).await?;
+    let started = Instant::now();
+    let now = eventually("AddItem to work again", || {
+        let mut cart = cart.clone();
+        async move {
+            match add(&mut cart, TEE, 1).await {
+                Ok(now) => Ok(Some(now)),
+                Err(status) if status.code() == Code::Unavailable => Ok(None),
+                Err(status) => Err(status.into()),
+            }
+        }
+    })
+    .await?;
+    let tees = |cart: &Cart| cart.lines.iter().find(|l| l.sku == TEE).map_or(0, |l| l.quantity);
+    assert_eq!(tees(&now), tees(&before) + 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "recovered in {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_order_service_fails_checkout_fast_and_keeps_the_cart() -> TestResult {
+    let mut shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 1).await?;
+    shop.stack.stop_service(Service::Order).await?;
+    let started = Instant::now();
+    let status = checkout(&mut cart, "down-1", "pm_card_ok")
+        .await
+        .expect_err("svc-order is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "orders unavailable, try later");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1)]);
+
+    // The retry under the same key goes through once svc-order is back.
+    shop.stack.start_service(Service::Order).await?;
+    let order = eventually("checkout to work again", || {
+        let mut cart = cart.clone();
+        async move {
+            match checkout(&mut cart, "down-1", "pm_card_ok").await {
+                Ok(order) => Ok(Some(order)),
+                Err(status) if status.code() == Code::Unavailable => Ok(None),
+                Err(status) => Err(status.into()),
+            }
+        }
+    })
+    .await?;
+    let settled = shop.stack.settled("alice", &order.order_id).await?;
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkout_twice_with_one_key_makes_one_order() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 2).await?;
+    add(&mut cart, PEN, 1).await?;
+
+    // A double click: both at once, then a late retry.
+    let (mut one, mut two) = (cart.clone(), cart.clone());
+    let (first, second) = tokio::join!(
+        checkout(&mut one, "double-1", "pm_card_ok"),
+        checkout(&mut two, "double-1", "pm_card_ok"),
+    );
+    let (first, second) = (first?, second?);
+    assert_eq!(first.order_id, second.order_id, "one order");
+    assert_eq!(first.user_id, "alice");
+    assert_eq!(
+        first
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), l.quantity))
+            .collect::<Vec<_>>(),
+        [(MUG.to_owned(), 2), (PEN.to_owned(), 1)]
+    );
+    assert_eq!(first.total.as_ref().map(|m| m.amount_minor), Some(2 * 1299 + 899));
+    let retry = checkout(&mut cart, "double-1", "pm_card_ok").await?;
+    assert_eq!(retry.order_id, first.order_id);
+
+    let settled = shop.stack.settled("alice", &first.order_id).await?;
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    let mut orders = shop.stack.orders("alice").await?;
+    let listed = orders
+        .list_orders(shop_proto::order::v1::ListOrdersRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1, "svc-order holds exactly one order");
+
+    // The same key with another payment method is a different request.
+    let status = checkout(&mut cart, "double-1", "pm_card_declined")
+        .await
+        .expect_err("key reused for a different request");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains("idempotency_key"), "{}", status.message());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_confirmed_checkout_clears_what_it_took_and_keeps_what_came_after() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 2).await?;
+    add(&mut cart, TEE, 1).await?;
+    let order = checkout(&mut cart, "confirm-1", "pm_card_ok").await?;
+    assert_eq!(order.status, OrderStatus::Pending as i32);
+    // Added after the checkout: not part of the order, so it stays.
+    add(&mut cart, PEN, 1).await?;
+    add(&mut cart, MUG, 1).await?;
+
+    let settled = shop.stack.settled("alice", &order.order_id).await?;
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    let now = cart_becomes(&cart, "the ordered lines to leave the cart", |c| {
+        !c.lines.iter().any(|l| l.sku == TEE)
+    })
+    .await?;
+    assert_eq!(lines(&now), [(MUG.into(), 1), (PEN.into(), 1)]);
+    assert_eq!(total(&now), Some(("EUR".into(), 1299 + 899)));
+
+    // A retry after the confirmation answers with the same order and takes
+    // nothing more from the cart.
+    let retry = checkout(&mut cart, "confirm-1", "pm_card_ok").await?;
+    assert_eq!(retry.order_id, order.order_id);
+    assert_eq!(retry.status, OrderStatus::Confirmed as i32);
+    wait_consumers_idle(&shop.stack.jetstream().await?).await?;
+    assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1), (PEN.into(), 1)]);
+
+    // A checkout of everything empties the cart.
+    let order = checkout(&mut cart, "confirm-2", "pm_card_ok").await?;
+    shop.stack.settled("alice", &order.order_id).await?;
+    let now = cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    assert_eq!((now.total, now.expires_at), (None, None));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_payment_keeps_the_cart_for_another_try() -> TestResult {
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, CAP, 1).await?;
+    add(&mut cart, MUG, 1).await?;
+    let order = checkout(&mut cart, "declined-1", "pm_card_declined").await?;
+    let settled = shop.stack.settled("alice", &order.order_id).await?;
+    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
+    assert_eq!(settled.cancel_reason, CancelReason::PaymentDeclined as i32);
+    wait_consumers_idle(&shop.stack.jetstream().await?).await?;
+    assert_eq!(
+        lines(&get(&mut cart).await?),
+        [(CAP.into(), 1), (MUG.into(), 1)],
+        "the cart stays"
+    );
+
+    let order = checkout(&mut cart, "declined-2", "pm_card_ok").await?;
+    assert_eq!(
+        shop.stack.settled("alice", &order.order_id).await?.status,
+        OrderStatus::Confirmed as i32
+    );
+    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    Ok(())
+}
+
+/// Publishes a stored message again under a new `Nats-Msg-Id` (the broker
+/// stores it again), as an operator's replay would.
+async fn replay(js: &async_nats::jetstream::Context, subject: &str) -> TestResult {
+    let stored = js
+        .get_stream("ORDERS")
+        .await?
+        .get_last_raw_message_by_subject(subject)
+        .await?;
+    let mut headers = HeaderMap::new();
+    for (name, values) in stored.headers.iter() {
+        for value in values {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, Uuid::now_v7().to_string().as_str());
+    js.send_publish(
+        subject.to_owned(),
+        PublishMessage::build().payload(stored.payload.clone()).headers(headers),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replayed_confirmations_and_orders_not_from_the_cart_change_nothing() -> TestResult {
+    let shop = Shop::start().await?;
+    let js = shop.stack.jetstream().await?;
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 1).await?;
+    let order = checkout(&mut cart, "replay-1", "pm_card_ok").await?;
+    shop.stack.settled("alice", &order.order_id).await?;
+    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+
+    add(&mut cart, MUG, 3).await?;
+    replay(&js, &format!("orders.confirmed.{}", order.order_id)).await?;
+    // An order placed straight on svc-order, not through the cart.
+    let direct = shop
+        .stack
+        .orders("alice")
+        .await?
+        .place_order(PlaceOrderRequest {
+            idempotency_key: "direct-1".into(),
+            lines: vec![line(MUG, 1)],
+            payment_method: "pm_card_ok".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        shop.stack.settled("alice", &direct.order_id).await?.status,
+        OrderStatus::Confirmed as i32
+    );
+    wait_consumers_idle(&js).await?;
+    assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 3)], "nothing taken twice");
+
+    // An event type this build does not know is parked, not applied.
+    let id = Uuid::now_v7();
+    let headers = shop_runtime::event::headers(
+        id,
+        "shop.events.v9.OrderConfirmed",
+        "test",
+        &id.to_string(),
+        chrono::Utc::now(),
+        None,
+    );
+    js.send_publish(
+        format!("orders.confirmed.{id}"),
+        PublishMessage::build()
+            .payload(Bytes::from_static(b"{}"))
+            .headers(headers),
+    )
+    .await?
+    .await?;
+    let dlq = js.get_stream("DLQ").await?;
+    let subject = format!("dlq.cart-orders.orders.confirmed.{id}");
+    eventually("the unknown event on the DLQ", || {
+        let dlq = dlq.clone();
+        let subject = subject.clone();
+        async move { Ok(dlq.get_last_raw_message_by_subject(&subject).await.ok()) }
+    })
+    .await?;
+    assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 3)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_redis_and_a_redis_outage_is_a_generic_unavailable() -> TestResult {
+    let mut shop = Shop::start().await?;
+    let (code, _) = shop.admin_get("/readyz").await?;
+    assert_eq!(code, 200);
+    let mut cart = shop.cart("alice").await?;
+    add(&mut cart, MUG, 1).await?;
+
+    shop.redis.stop().await;
+    let (code, body) = shop.admin_get("/readyz").await?;
+    assert_eq!(code, 503);
+    assert!(body.contains("redis unreachable"), "{body}");
+    let started = Instant::now();
+    let status = get(&mut cart).await.expect_err("redis is down");
+    let status = status.downcast_ref::<Status>().expect("a gRPC status");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "carts are temporarily unavailable; try again shortly",
+        "no internals echoed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    shop.redis.restart().await?;
+    eventually("readiness to return", || async {
+        Ok((shop.admin_get("/readyz").await?.0 == 200).then_some(()))
+    })
+    .await?;
+    let now = add(&mut cart, TEE, 1).await?;
+    assert_eq!(lines(&now), [(TEE.into(), 1)], "the restarted Redis came back empty");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_applies_once() -> TestResult {
+    use shop_runtime::values::{Currency, Money, Quantity, Sku};
+    use svc_cart::carts::{CartStore, Cleared, Expiries, Limits, Product};
+    let redis = RedisServer::start().await?;
+    let store = CartStore::new(
+        &redis.url(),
+        Duration::from_secs(1),
+        Limits {
+            max_lines: 50,
+            max_quantity: 99,
+        },
+        Expiries {
+            cart: Duration::from_secs(60),
+            checkout: Duration::from_secs(60),
+            in_flight: Duration::from_millis(400),
+        },
+    )?;
+    let alice = shop_runtime::identity::UserId::parse("alice").map_err(anyhow::Error::msg)?;
+    let mug = Sku::parse(MUG).map_err(anyhow::Error::msg)?;
+    let product = Product {
+        name: "Enamel mug".into(),
+        unit_price: Money::new(Currency::parse("EUR").map_err(anyhow::Error::msg)?, 1299),
+    };
+    let units = |n| Quantity::new(n).map_err(anyhow::Error::msg);
+    store.add(&alice, &mug, units(3)?, &product).await?;
+
+    let lines = store.begin_checkout(&alice, "k-1").await?;
+    assert_eq!(lines, [(MUG.to_owned(), 3)]);
+    // The confirmation arrives before the PlaceOrder reply was recorded.
+    assert_eq!(
+        store.clear_checked_out(&alice, "order-1").await?,
+        Cleared::CheckoutInFlight
+    );
+    store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
+    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Now);
+    assert!(store.get(&alice).await?.lines.is_empty());
+    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Already);
+    // A late retry records nothing new over the tombstone.
+    store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
+    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Already);
+
+    // A checkout whose reply never came (crash, timeout) stops holding
+    // confirmations back once its window has passed.
+    store.add(&alice, &mug, units(1)?, &product).await?;
+    store.begin_checkout(&alice, "k-2").await?;
+    assert_eq!(
+        store.clear_checked_out(&alice, "order-2").await?,
+        Cleared::CheckoutInFlight
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.clear_checked_out(&alice, "order-2").await?, Cleared::NotFromCart);
+    assert_eq!(store.get(&alice).await?.lines.len(), 1, "nothing taken");
+    Ok(())
+}
