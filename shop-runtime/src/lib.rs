@@ -10,6 +10,7 @@
 //!   messaging rules of the checkout saga (see ARCHITECTURE.md).
 
 pub mod admin;
+pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -11,7 +11,9 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::{breaker::CircuitBreaker, carts::Product, error::Error};
+use shop_runtime::breaker::CircuitBreaker;
+
+use crate::{carts::Product, error::Error};
 
 pub struct Catalog {
     client: CatalogServiceClient<Channel>,

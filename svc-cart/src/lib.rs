@@ -6,10 +6,10 @@
 //! places the order on svc-order under the client's idempotency key and
 //! records what the order took; the [`saga`] consumer removes exactly that
 //! from the cart once `orders.confirmed` arrives. Calls to the catalog and
-//! to svc-order have deadlines and a circuit breaker each ([`breaker`]).
+//! to svc-order have deadlines and a circuit breaker each
+//! ([`shop_runtime::breaker`]).
 
 mod api;
-pub mod breaker;
 pub mod carts;
 mod catalog;
 pub mod config;
@@ -67,7 +67,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     });
 
-    let breaker = |upstream| breaker::CircuitBreaker::new(upstream, config.breaker_failures, config.breaker_cool_down);
+    let breaker = |upstream| {
+        shop_runtime::breaker::CircuitBreaker::new(upstream, config.breaker_failures, config.breaker_cool_down)
+    };
     let api = api::CartApi {
         carts,
         catalog: catalog::Catalog::new(

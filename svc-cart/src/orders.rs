@@ -11,7 +11,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::breaker::{BreakerOpen, CircuitBreaker};
+use shop_runtime::breaker::{BreakerOpen, CircuitBreaker};
 
 pub struct Orders {
     client: OrderServiceClient<Channel>,

@@ -1,14 +1,23 @@
-//! Prices from svc-inventory's catalog, with a deadline so a slow or dead
-//! catalog means a fast UNAVAILABLE, not a hanging PlaceOrder.
+//! Prices from svc-inventory's catalog, with a deadline and a circuit
+//! breaker, so a slow or dead catalog means a fast UNAVAILABLE, not a
+//! hanging PlaceOrder.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shop_proto::catalog::v1::{ListProductsRequest, Product, catalog_service_client::CatalogServiceClient};
+use shop_runtime::breaker::CircuitBreaker;
 use tonic::transport::{Channel, Endpoint};
+
+/// A dead catalog's address refuses or times out connecting within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Consecutive failures that open the breaker, and how long it stays open.
+const BREAKER_FAILURES: u32 = 5;
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Catalog {
     client: CatalogServiceClient<Channel>,
+    breaker: Arc<CircuitBreaker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,23 +30,25 @@ impl Catalog {
     /// Connects lazily: the first call dials, reconnecting after failures.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self {
             client: CatalogServiceClient::new(channel),
+            breaker: Arc::new(CircuitBreaker::new("catalog", BREAKER_FAILURES, BREAKER_COOL_DOWN)),
         })
     }
 
     /// The products among `skus` that exist.
     pub async fn products(&self, skus: Vec<String>) -> Result<Vec<Product>, CatalogError> {
-        let response = self
-            .client
-            .clone()
-            .list_products(ListProductsRequest { skus })
+        let mut client = self.client.clone();
+        let answer = self
+            .breaker
+            .call(client.list_products(ListProductsRequest { skus }))
             .await
-            .map_err(|status| CatalogError::Unavailable(status.message().to_owned()))?;
+            .map_err(|_open| CatalogError::Unavailable("circuit breaker open".into()))?;
+        let response = answer.map_err(|status| CatalogError::Unavailable(status.message().to_owned()))?;
         Ok(response.into_inner().products)
     }
 }

@@ -1,4 +1,4 @@
-//! A small circuit breaker per upstream, so a dead catalog or svc-order costs
+//! A small circuit breaker per upstream, so a dead dependency costs
 //! callers microseconds instead of a connect attempt or a deadline each.
 //!
 //! Closed: calls pass; `failures` consecutive failures open it. Open: calls
