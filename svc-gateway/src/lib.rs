@@ -1,1 +1,204 @@
-//! svc-gateway
+//! svc-gateway: the one public port of the shop.
+//!
+//! Native gRPC (HTTP/2), gRPC-web (HTTP/1.1 or HTTP/2, with CORS for the
+//! storefront), server reflection and gRPC health share one port (8080).
+//! Every call passes the [`edge`]:
+//!
+//! 1. **Routing without re-encoding** ([`forwarding`]): `/<package.Service>/<Method>`
+//!    picks the owning service; request frames stream through untouched and
+//!    the response, trailers included, streams back (server streaming works).
+//!    Deadlines: a client's shorter `grpc-timeout` wins over `REQUEST_TIMEOUT`;
+//!    streams are bounded only until the upstream answers. Unknown methods
+//!    answer `UNIMPLEMENTED`.
+//! 2. **A circuit breaker per upstream** ([`circuit_breaker`]) with a short
+//!    connect timeout: a dead service answers `UNAVAILABLE` "system busy, try
+//!    later" within milliseconds, never a hang, and is probed again after a
+//!    cool-down.
+//! 3. **Authentication** ([`authentication`]): asymmetric JWTs only, keys from
+//!    a JWKS file or URL (reloaded on an unknown `kid`, rate-limited), `alg`
+//!    pinned per key, `iss`/`aud`/`exp`/`sub` required, `nbf` honoured, 30 s
+//!    leeway. `sub` becomes the user id; roles come from a `roles` array claim
+//!    or Keycloak's `realm_access.roles`.
+//! 4. **Authorization from the contract** ([`access`]): the
+//!    `(shop.options.v1.access)` option of each RPC (public, customer, admin,
+//!    dev-only). Client-sent `x-user-id`/`x-user-roles` are always dropped and
+//!    the verified ones set.
+//! 5. **Rate limits** ([`rate_limits`]) per user, stricter for `PlaceOrder` and
+//!    `Checkout`, per peer address for anonymous calls; `RESOURCE_EXHAUSTED`
+//!    carries `retry-after-ms` and `grpc-retry-pushback-ms`.
+//! 6. **Development tokens** ([`dev_tokens`]), only with `DEV_AUTH=on`.
+//!
+//! ## Pointing it at Keycloak
+//!
+//! ```sh
+//! JWKS_URL=https://<host>/realms/<realm>/protocol/openid-connect/certs
+//! JWT_ISSUER=https://<host>/realms/<realm>
+//! JWT_AUDIENCE=<client id>
+//! ```
+//!
+//! Keycloak puts the client id into `aud` only with an audience mapper on the
+//! client (Client scopes → dedicated scope → "Audience"); give users the realm
+//! roles `customer` and/or `admin`.
+
+pub mod access;
+pub mod authentication;
+pub mod circuit_breaker;
+pub mod config;
+pub mod dev_tokens;
+pub mod edge;
+pub mod error;
+pub mod forwarding;
+pub mod message_limit;
+pub mod rate_limits;
+pub mod server;
+pub mod upstreams;
+
+use std::sync::Arc;
+
+use shop_proto::auth::v1::dev_auth_service_server::DevAuthServiceServer;
+use shop_runtime::{CancellationToken, Listeners, admin};
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+pub use error::StartError;
+
+/// The services reflection lists: every public service of the contract.
+pub const PUBLIC_SERVICES: &[&str] = &[
+    "shop.catalog.v1.CatalogService",
+    "shop.inventory.v1.InventoryService",
+    "shop.cart.v1.CartService",
+    "shop.order.v1.OrderService",
+    "shop.payment.v1.PaymentService",
+    "shop.notify.v1.NotificationService",
+    edge::DEV_AUTH_SERVICE,
+];
+
+/// Health, reflection (v1 and v1alpha) and, when on, development tokens.
+fn own_services(
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    dev_tokens: Option<Arc<dev_tokens::DevTokenIssuer>>,
+    max_message_bytes: usize,
+) -> Result<Routes, tonic_reflection::server::Error> {
+    let mut v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for name in PUBLIC_SERVICES.iter().copied().chain(["grpc.health.v1.Health"]) {
+        v1 = v1.with_service_name(name);
+        v1alpha = v1alpha.with_service_name(name);
+    }
+    let mut routes = Routes::new(health)
+        .add_service(v1.build_v1()?)
+        .add_service(v1alpha.build_v1alpha()?);
+    if let Some(issuer) = dev_tokens {
+        routes = routes.add_service(
+            DevAuthServiceServer::new(dev_tokens::DevAuthApi { issuer }).max_decoding_message_size(max_message_bytes),
+        );
+    }
+    Ok(routes)
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), StartError> {
+    let dev_tokens = match &config.dev_auth {
+        Some(settings) => {
+            tracing::warn!(
+                "DEV_AUTH is ON: anyone who reaches this port can mint tokens for any user, admin included. \
+                 Never run this in production."
+            );
+            Some(Arc::new(dev_tokens::DevTokenIssuer::new(
+                settings,
+                &config.auth.issuer,
+                &config.auth.audience,
+            )?))
+        }
+        None => None,
+    };
+    let pinned_keys = dev_tokens.iter().map(|issuer| issuer.public_jwk()).collect();
+    let verifier = authentication::TokenVerifier::start(&config.auth, pinned_keys).await?;
+    let access = access::AccessTable::shop()?;
+    let upstreams = Arc::new(upstreams::Upstreams::connect_lazily(
+        &config.upstreams,
+        config.connect_timeout,
+        config.breaker,
+    )?);
+    let rate_limits = Arc::new(rate_limits::RateLimits::new(&config.rate_limits));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Not serving until the first poll of the upstreams says otherwise.
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status(
+            edge::DEV_AUTH_SERVICE,
+            if dev_tokens.is_some() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            },
+        )
+        .await;
+    let edge = edge::Edge::new(
+        &access,
+        &upstreams,
+        own_services(health_service, dev_tokens.clone(), config.max_message_bytes)?,
+        verifier.clone(),
+        rate_limits.clone(),
+        edge::EdgeSettings {
+            request_timeout: config.request_timeout,
+            max_message_bytes: config.max_message_bytes,
+            dev_auth_enabled: dev_tokens.is_some(),
+        },
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(upstreams::report_health(
+        upstreams.clone(),
+        health,
+        config.health_interval,
+        shutdown.clone(),
+    ));
+    {
+        let rate_limits = rate_limits.clone();
+        let interval = config.rate_limits.eviction_interval;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { rate_limits.evict_periodically(interval, shutdown).await });
+    }
+    tasks.spawn(
+        verifier
+            .clone()
+            .reload_periodically(config.auth.jwks_refresh_interval, shutdown.clone()),
+    );
+    // Ready once it can verify tokens; upstream trouble shows in gRPC health
+    // per service instead, so one dead service does not take the edge out of
+    // a load balancer.
+    let ready_verifier = verifier.clone();
+    let ready: admin::ReadinessCheck = Arc::new(move || {
+        let has_keys = ready_verifier.has_keys();
+        Box::pin(async move {
+            if has_keys {
+                Ok(())
+            } else {
+                Err("token signing keys not loaded".to_owned())
+            }
+        })
+    });
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(listeners.admin, ready, async move { admin_shutdown.cancelled().await }).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+
+    tracing::info!(
+        addr = ?listeners.grpc.local_addr().ok(),
+        dev_auth = dev_tokens.is_some(),
+        "svc-gateway serving"
+    );
+    server::serve(listeners.grpc, edge, server::cors_layer(&config.cors), shutdown.clone()).await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

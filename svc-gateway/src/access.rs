@@ -1,0 +1,145 @@
+//! Who may call what, read from the contract: the `(shop.options.v1.access)`
+//! option on each RPC in the compiled descriptors. There is no second table
+//! to keep in sync; a method without a policy is refused.
+
+use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, Value};
+
+/// The policy of one RPC (mirrors `shop.options.v1.Access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No policy declared: refused.
+    Unspecified,
+    /// Anyone; a token, if sent, is still verified and passed on.
+    Public,
+    /// A signed-in `customer` or `admin`.
+    Customer,
+    /// A signed-in `admin`.
+    Admin,
+    /// Anyone, only while development auth is on.
+    DevOnly,
+}
+
+impl Access {
+    fn from_number(n: i32) -> Self {
+        match n {
+            1 => Self::Public,
+            2 => Self::Customer,
+            3 => Self::Admin,
+            4 => Self::DevOnly,
+            _ => Self::Unspecified,
+        }
+    }
+}
+
+/// What the gateway knows about one RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodPolicy {
+    /// Full service name, e.g. `shop.order.v1.OrderService`.
+    pub service: String,
+    pub access: Access,
+    pub client_streaming: bool,
+    pub server_streaming: bool,
+}
+
+/// Every RPC of the contract by its HTTP/2 path (`/package.Service/Method`).
+#[derive(Debug, Clone)]
+pub struct AccessTable {
+    methods: HashMap<String, MethodPolicy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessTableError {
+    #[error("the descriptor set does not decode: {0}")]
+    Descriptors(#[from] prost_reflect::DescriptorError),
+    #[error("the descriptor set has no shop.options.v1.access extension")]
+    MissingOption,
+}
+
+impl AccessTable {
+    /// Reads the policy of every method in an encoded `FileDescriptorSet`.
+    pub fn from_descriptors(encoded: &[u8]) -> Result<Self, AccessTableError> {
+        let pool = DescriptorPool::decode(encoded)?;
+        let option = pool
+            .get_extension_by_name("shop.options.v1.access")
+            .ok_or(AccessTableError::MissingOption)?;
+        let mut methods = HashMap::new();
+        for service in pool.services() {
+            for method in service.methods() {
+                let access = match method.options().get_extension(&option).as_ref() {
+                    Value::EnumNumber(n) => Access::from_number(*n),
+                    _ => Access::Unspecified,
+                };
+                methods.insert(
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    MethodPolicy {
+                        service: service.full_name().to_owned(),
+                        access,
+                        client_streaming: method.is_client_streaming(),
+                        server_streaming: method.is_server_streaming(),
+                    },
+                );
+            }
+        }
+        Ok(Self { methods })
+    }
+
+    /// The shop contract as compiled into `shop-proto`.
+    pub fn shop() -> Result<Self, AccessTableError> {
+        Self::from_descriptors(shop_proto::FILE_DESCRIPTOR_SET)
+    }
+
+    /// Adds an RPC that is not part of the shop contract (health, reflection).
+    pub fn insert(&mut self, path: String, policy: MethodPolicy) {
+        self.methods.insert(path, policy);
+    }
+
+    pub fn get(&self, path: &str) -> Option<&MethodPolicy> {
+        self.methods.get(path)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MethodPolicy)> {
+        self.methods.iter().map(|(path, policy)| (path.as_str(), policy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_public_rpc_has_a_policy() {
+        let table = AccessTable::shop().expect("contract descriptors");
+        let mut checked = 0;
+        for (path, policy) in table.iter() {
+            if policy.service.starts_with("shop.") {
+                assert_ne!(
+                    policy.access,
+                    Access::Unspecified,
+                    "{path} has no (shop.options.v1.access) policy"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 17, "only {checked} RPCs found");
+    }
+
+    #[test]
+    fn policies_match_the_design() {
+        let table = AccessTable::shop().expect("contract descriptors");
+        let expect = |path: &str, access: Access| {
+            let policy = table.get(path).unwrap_or_else(|| panic!("{path} missing"));
+            assert_eq!(policy.access, access, "{path}");
+        };
+        expect("/shop.catalog.v1.CatalogService/ListProducts", Access::Public);
+        expect("/shop.catalog.v1.CatalogService/GetProduct", Access::Public);
+        expect("/shop.inventory.v1.InventoryService/GetStock", Access::Customer);
+        expect("/shop.inventory.v1.InventoryService/Restock", Access::Admin);
+        expect("/shop.order.v1.OrderService/PlaceOrder", Access::Customer);
+        expect("/shop.auth.v1.DevAuthService/IssueToken", Access::DevOnly);
+        let watch = table.get("/shop.order.v1.OrderService/WatchOrder").expect("WatchOrder");
+        assert!(watch.server_streaming && !watch.client_streaming);
+        assert!(table.get("/shop.order.v1.OrderService/Nope").is_none());
+    }
+}

@@ -1,0 +1,381 @@
+//! svc-gateway settings.
+
+use std::{num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
+
+use http::HeaderValue;
+use shop_runtime::config::{ConfigError, EnvReader, ServiceBasics};
+
+/// Issuer and audience of development tokens when `JWT_ISSUER` /
+/// `JWT_AUDIENCE` are not set.
+pub const DEV_ISSUER: &str = "shop-dev";
+pub const DEV_AUDIENCE: &str = "shop";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub basics: ServiceBasics,
+    pub upstreams: UpstreamUrls,
+    /// `REQUEST_TIMEOUT`: the longest a unary call may take (default 10s); a
+    /// shorter client `grpc-timeout` wins. Server streams are bounded by it
+    /// only until the upstream answers with headers.
+    pub request_timeout: Duration,
+    /// `UPSTREAM_CONNECT_TIMEOUT` (default 250ms): a dead upstream fails fast
+    /// even before its circuit breaker opens.
+    pub connect_timeout: Duration,
+    pub breaker: BreakerSettings,
+    /// `UPSTREAM_HEALTH_INTERVAL`: how often upstream health is polled (default 5s).
+    pub health_interval: Duration,
+    pub auth: AuthSettings,
+    /// `DEV_AUTH=on` serves `DevAuthService/IssueToken` (default off).
+    pub dev_auth: Option<DevAuthSettings>,
+    pub rate_limits: RateLimitSettings,
+    /// `MAX_MESSAGE_BYTES`: the largest request message accepted (default 4 MiB).
+    pub max_message_bytes: usize,
+    /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call (comma list, or `*`).
+    pub cors: CorsOrigins,
+}
+
+/// Where each owning service listens.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrls {
+    /// `ORDER_URL` (default http://127.0.0.1:50051)
+    pub order: String,
+    /// `INVENTORY_URL` (default http://127.0.0.1:50052): catalog and inventory
+    pub inventory: String,
+    /// `PAYMENT_URL` (default http://127.0.0.1:50053)
+    pub payment: String,
+    /// `CART_URL` (default http://127.0.0.1:50054)
+    pub cart: String,
+    /// `NOTIFY_URL` (default http://127.0.0.1:50055)
+    pub notify: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerSettings {
+    /// `CIRCUIT_BREAKER_FAILURES`: consecutive failures that open it (default 5).
+    pub failure_threshold: u32,
+    /// `CIRCUIT_BREAKER_COOLDOWN`: how long it stays open before one probe (default 5s).
+    pub cool_down: Duration,
+}
+
+/// Where verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `JWKS_FILE` or `JWKS_URL`; optional only with dev auth on.
+    pub jwks: Option<JwksSource>,
+    /// `JWT_ISSUER`: the expected `iss`.
+    pub issuer: String,
+    /// `JWT_AUDIENCE`: the expected `aud`.
+    pub audience: String,
+    /// `JWT_LEEWAY`: clock skew allowed on `exp` and `nbf` (default 30s).
+    pub leeway: Duration,
+    /// `JWKS_REFRESH_INTERVAL`: periodic reload of the key set (default 10m).
+    pub jwks_refresh_interval: Duration,
+    /// `JWKS_MIN_REFRESH_INTERVAL`: a token with an unknown `kid` reloads the
+    /// key set at most this often (default 30s), so junk tokens cannot turn
+    /// the gateway into a load generator against the identity provider.
+    pub jwks_min_refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevAuthSettings {
+    /// `DEV_AUTH_KEY_FILE`: an Ed25519 PKCS#8 PEM private key; generated at
+    /// start when absent (tokens then die with the process).
+    pub key_file: Option<PathBuf>,
+    /// `DEV_AUTH_TOKEN_TTL` (default 1h).
+    pub token_ttl: Duration,
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_USER_PER_SECOND` / `RATE_LIMIT_USER_BURST` (50/s, burst 100).
+    pub user: Rate,
+    /// `RATE_LIMIT_ORDER_PER_SECOND` / `RATE_LIMIT_ORDER_BURST`: PlaceOrder and
+    /// Checkout per user, on top of the user limit (5/s, burst 10).
+    pub order: Rate,
+    /// `RATE_LIMIT_ANONYMOUS_PER_SECOND` / `RATE_LIMIT_ANONYMOUS_BURST`: calls
+    /// without a token, per peer address (20/s, burst 40).
+    pub anonymous: Rate,
+    /// `RATE_LIMIT_EVICTION_INTERVAL`: how often idle keys are dropped (default 60s).
+    pub eviction_interval: Duration,
+}
+
+/// Which browser origins may call the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No cross-origin calls: the storefront must be served from the same origin.
+    SameOriginOnly,
+    /// `*`: any origin (development).
+    Any,
+    List(Vec<HeaderValue>),
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch(bool);
+
+impl FromStr for Switch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok(Self(true)),
+            "off" | "false" | "0" | "no" => Ok(Self(false)),
+            other => Err(format!("expected on or off, got {other:?}")),
+        }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_process_env())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let basics = ServiceBasics::read(&mut env, 8080, 9080);
+        let upstreams = UpstreamUrls {
+            order: read_url(&mut env, "ORDER_URL", "http://127.0.0.1:50051"),
+            inventory: read_url(&mut env, "INVENTORY_URL", "http://127.0.0.1:50052"),
+            payment: read_url(&mut env, "PAYMENT_URL", "http://127.0.0.1:50053"),
+            cart: read_url(&mut env, "CART_URL", "http://127.0.0.1:50054"),
+            notify: read_url(&mut env, "NOTIFY_URL", "http://127.0.0.1:50055"),
+        };
+        let request_timeout = env.duration("REQUEST_TIMEOUT", Duration::from_secs(10));
+        let connect_timeout = env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250));
+        let breaker = BreakerSettings {
+            failure_threshold: env.or("CIRCUIT_BREAKER_FAILURES", 5, "a positive integer"),
+            cool_down: env.duration("CIRCUIT_BREAKER_COOLDOWN", Duration::from_secs(5)),
+        };
+        if breaker.failure_threshold == 0 {
+            env.problem("CIRCUIT_BREAKER_FAILURES must be at least 1");
+        }
+        let health_interval = env.duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
+        for (key, value) in [
+            ("REQUEST_TIMEOUT", request_timeout),
+            ("UPSTREAM_CONNECT_TIMEOUT", connect_timeout),
+            ("UPSTREAM_HEALTH_INTERVAL", health_interval),
+        ] {
+            if value.is_zero() {
+                env.problem(format!("{key} must be longer than zero"));
+            }
+        }
+
+        let dev_auth_on = env.or("DEV_AUTH", Switch(false), "on or off").0;
+        let dev_auth = dev_auth_on.then(|| DevAuthSettings {
+            key_file: env.optional("DEV_AUTH_KEY_FILE", "a path to an Ed25519 PKCS#8 PEM key"),
+            token_ttl: env.duration("DEV_AUTH_TOKEN_TTL", Duration::from_secs(3600)),
+        });
+        let auth = read_auth(&mut env, dev_auth_on);
+
+        let rate_limits = RateLimitSettings {
+            user: read_rate(&mut env, "USER", 50, 100),
+            order: read_rate(&mut env, "ORDER", 5, 10),
+            anonymous: read_rate(&mut env, "ANONYMOUS", 20, 40),
+            eviction_interval: env.duration("RATE_LIMIT_EVICTION_INTERVAL", Duration::from_secs(60)),
+        };
+        let max_message_bytes: usize = env.or("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "a size in bytes");
+        if max_message_bytes == 0 {
+            env.problem("MAX_MESSAGE_BYTES must be positive");
+        }
+        let cors = read_cors(&mut env);
+
+        env.finish()?;
+        Ok(Self {
+            basics,
+            upstreams,
+            request_timeout,
+            connect_timeout,
+            breaker,
+            health_interval,
+            auth,
+            dev_auth,
+            rate_limits,
+            max_message_bytes,
+            cors,
+        })
+    }
+}
+
+fn read_url(env: &mut EnvReader, key: &str, default: &str) -> String {
+    let url: String = env.or(key, default.to_owned(), "e.g. http://127.0.0.1:50051");
+    if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
+        env.problem(format!("{key}={url:?} is not a valid URL"));
+    }
+    url
+}
+
+fn read_auth(env: &mut EnvReader, dev_auth_on: bool) -> AuthSettings {
+    let file: Option<PathBuf> = env.optional("JWKS_FILE", "a path to a JWKS JSON file");
+    let url: Option<String> = env.optional(
+        "JWKS_URL",
+        "e.g. https://idp.example/realms/shop/protocol/openid-connect/certs",
+    );
+    let jwks = match (file, url) {
+        (Some(_), Some(_)) => {
+            env.problem("set JWKS_FILE or JWKS_URL, not both");
+            None
+        }
+        (Some(path), None) => Some(JwksSource::File(path)),
+        (None, Some(url)) => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                env.problem(format!("JWKS_URL={url:?} must be an http(s) URL"));
+            }
+            Some(JwksSource::Url(url))
+        }
+        (None, None) => {
+            if !dev_auth_on {
+                env.problem("JWKS_FILE or JWKS_URL is not set (where token signing keys come from; or DEV_AUTH=on)");
+            }
+            None
+        }
+    };
+    let (issuer, audience) = if dev_auth_on {
+        (
+            env.or("JWT_ISSUER", DEV_ISSUER.to_owned(), "the expected iss claim"),
+            env.or("JWT_AUDIENCE", DEV_AUDIENCE.to_owned(), "the expected aud claim"),
+        )
+    } else {
+        (
+            env.required(
+                "JWT_ISSUER",
+                "the expected iss claim, e.g. https://idp.example/realms/shop",
+            )
+            .unwrap_or_default(),
+            env.required("JWT_AUDIENCE", "the expected aud claim, e.g. the client id")
+                .unwrap_or_default(),
+        )
+    };
+    AuthSettings {
+        jwks,
+        issuer,
+        audience,
+        leeway: env.duration("JWT_LEEWAY", Duration::from_secs(30)),
+        jwks_refresh_interval: env.duration("JWKS_REFRESH_INTERVAL", Duration::from_secs(600)),
+        jwks_min_refresh_interval: env.duration("JWKS_MIN_REFRESH_INTERVAL", Duration::from_secs(30)),
+    }
+}
+
+fn read_rate(env: &mut EnvReader, kind: &str, per_second: u32, burst: u32) -> Rate {
+    let rate_key = format!("RATE_LIMIT_{kind}_PER_SECOND");
+    let burst_key = format!("RATE_LIMIT_{kind}_BURST");
+    Rate {
+        per_second: env.or(&rate_key, nonzero(per_second), "a positive integer"),
+        burst: env.or(&burst_key, nonzero(burst), "a positive integer"),
+    }
+}
+
+fn read_cors(env: &mut EnvReader) -> CorsOrigins {
+    let raw: String = env.or("CORS_ALLOWED_ORIGINS", String::new(), "");
+    let entries: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if entries.is_empty() {
+        return CorsOrigins::SameOriginOnly;
+    }
+    if entries.contains(&"*") {
+        if entries.len() > 1 {
+            env.problem("CORS_ALLOWED_ORIGINS: `*` cannot be combined with other origins");
+        }
+        return CorsOrigins::Any;
+    }
+    let mut origins = Vec::new();
+    for entry in entries {
+        let looks_like_origin = (entry.starts_with("https://") || entry.starts_with("http://"))
+            && !entry.trim_end_matches('/').contains(|c: char| c.is_whitespace())
+            && entry.matches('/').count() == 2;
+        match HeaderValue::from_str(entry) {
+            Ok(value) if looks_like_origin => origins.push(value),
+            _ => env.problem(format!(
+                "CORS_ALLOWED_ORIGINS: {entry:?} is not an origin (scheme://host[:port], no path)"
+            )),
+        }
+    }
+    CorsOrigins::List(origins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::read(EnvReader::from_map(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn production_needs_keys_issuer_and_audience_and_reports_all_at_once() {
+        let err = read(&[("RATE_LIMIT_USER_BURST", "0"), ("CORS_ALLOWED_ORIGINS", "example.com")])
+            .expect_err("missing auth settings must fail");
+        let text = err.to_string();
+        for key in [
+            "JWKS_FILE",
+            "JWT_ISSUER",
+            "JWT_AUDIENCE",
+            "RATE_LIMIT_USER_BURST",
+            "CORS_ALLOWED_ORIGINS",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn dev_auth_alone_is_enough_and_defaults_are_the_documented_ones() {
+        let config = read(&[("DEV_AUTH", "on")]).expect("dev auth needs nothing else");
+        assert_eq!(config.basics.grpc_addr.port(), 8080);
+        assert_eq!(config.basics.admin_addr.port(), 9080);
+        assert_eq!(config.auth.issuer, DEV_ISSUER);
+        assert_eq!(config.auth.audience, DEV_AUDIENCE);
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.cors, CorsOrigins::SameOriginOnly);
+        assert_eq!(config.upstreams.payment, "http://127.0.0.1:50053");
+        let dev = config.dev_auth.expect("dev auth on");
+        assert_eq!(dev.token_ttl, Duration::from_secs(3600));
+        assert_eq!(config.rate_limits.order.per_second.get(), 5);
+    }
+
+    #[test]
+    fn dev_auth_is_off_by_default() {
+        let config = read(&[("JWKS_FILE", "/keys.json"), ("JWT_ISSUER", "i"), ("JWT_AUDIENCE", "a")])
+            .expect("valid production settings");
+        assert!(config.dev_auth.is_none());
+        assert_eq!(config.auth.jwks, Some(JwksSource::File("/keys.json".into())));
+    }
+
+    #[test]
+    fn cors_origins() {
+        let any = read(&[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")]).expect("wildcard");
+        assert_eq!(any.cors, CorsOrigins::Any);
+        let list = read(&[
+            ("DEV_AUTH", "on"),
+            ("CORS_ALLOWED_ORIGINS", "http://localhost:5173, https://shop.example"),
+        ])
+        .expect("list");
+        assert!(matches!(list.cors, CorsOrigins::List(ref o) if o.len() == 2));
+        assert!(
+            read(&[
+                ("DEV_AUTH", "on"),
+                ("CORS_ALLOWED_ORIGINS", "https://shop.example/path")
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn both_key_sources_are_refused() {
+        let err = read(&[("DEV_AUTH", "on"), ("JWKS_FILE", "/a"), ("JWKS_URL", "https://b")]).expect_err("both");
+        assert!(err.to_string().contains("not both"));
+    }
+}

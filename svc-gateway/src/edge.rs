@@ -1,0 +1,522 @@
+//! The gateway's request path: every call, gRPC or (already translated)
+//! gRPC-web, passes here. In order: is it gRPC, which RPC is it (unknown →
+//! `UNIMPLEMENTED`), who is calling (a bearer token, verified even where
+//! none is needed), may they (the contract's access policy), are they within
+//! their rate, then identity headers are replaced by verified ones and the
+//! call goes to the gateway's own services or is forwarded to its owner.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
+use tonic::{body::Body, service::Routes};
+use tower::ServiceExt;
+
+use crate::{
+    access::{Access, AccessTable, MethodPolicy},
+    authentication::{Identity, TokenVerifier},
+    error::Error,
+    forwarding::{self, CallPlan},
+    rate_limits::{RateKey, RateLimits},
+    upstreams::{Upstream, Upstreams},
+};
+
+/// The TCP peer of a request, put into its extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Marks a request that arrived as gRPC-web (before its translation).
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedAsGrpcWeb;
+
+/// Headers that carry a call's outcome.
+const STATUS_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// Turns a trailers-only answer (status in the headers, no body) into
+/// headers plus a body that ends with the status as trailers. gRPC-web then
+/// encodes it as a trailers frame, which every gRPC-web client reads, and
+/// which a browser can read without CORS exposing the status headers.
+fn status_as_trailers(response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key("grpc-status") || !http_body::Body::is_end_stream(response.body()) {
+        return response;
+    }
+    let (mut parts, _empty) = response.into_parts();
+    let mut trailers = HeaderMap::new();
+    for name in STATUS_HEADERS {
+        if let Some(value) = parts.headers.remove(name) {
+            trailers.insert(name, value);
+        }
+    }
+    for name in [crate::error::RETRY_AFTER_MS, crate::error::GRPC_RETRY_PUSHBACK_MS] {
+        if let Some(value) = parts.headers.get(name) {
+            trailers.insert(name, value.clone());
+        }
+    }
+    Response::from_parts(parts, Body::new(OnlyTrailers(Some(trailers))))
+}
+
+/// A body of nothing but trailers.
+struct OnlyTrailers(Option<HeaderMap>);
+
+impl http_body::Body for OnlyTrailers {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|trailers| Ok(http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+/// Calls that create orders get the stricter per-user limit.
+const ORDER_CREATING: [&str; 2] = [
+    "/shop.order.v1.OrderService/PlaceOrder",
+    "/shop.cart.v1.CartService/Checkout",
+];
+
+/// Services the gateway answers itself, besides the development tokens.
+const GATEWAY_OWN_PUBLIC: [(&str, &str, bool, bool); 4] = [
+    // (path, service, client streaming, server streaming)
+    ("/grpc.health.v1.Health/Check", "grpc.health.v1.Health", false, false),
+    ("/grpc.health.v1.Health/Watch", "grpc.health.v1.Health", false, true),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1.ServerReflection",
+        true,
+        true,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection",
+        true,
+        true,
+    ),
+];
+
+pub const DEV_AUTH_SERVICE: &str = "shop.auth.v1.DevAuthService";
+
+enum Destination {
+    Gateway,
+    Upstream(Arc<Upstream>),
+}
+
+struct Route {
+    policy: MethodPolicy,
+    destination: Destination,
+    creates_order: bool,
+}
+
+pub struct EdgeSettings {
+    pub request_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub dev_auth_enabled: bool,
+}
+
+struct EdgeState {
+    routes: HashMap<String, Route>,
+    verifier: Arc<TokenVerifier>,
+    rate_limits: Arc<RateLimits>,
+    own_services: Routes,
+    settings: EdgeSettings,
+}
+
+/// The request path as a tower service (cheap to clone).
+#[derive(Clone)]
+pub struct Edge {
+    state: Arc<EdgeState>,
+}
+
+impl Edge {
+    /// Routes every RPC of `access` that has an owner. Development tokens are
+    /// routed only when enabled; otherwise they look like any unknown method.
+    pub fn new(
+        access: &AccessTable,
+        upstreams: &Upstreams,
+        own_services: Routes,
+        verifier: Arc<TokenVerifier>,
+        rate_limits: Arc<RateLimits>,
+        settings: EdgeSettings,
+    ) -> Self {
+        let mut routes = HashMap::new();
+        for (path, policy) in access.iter() {
+            let destination = if policy.service == DEV_AUTH_SERVICE {
+                if !settings.dev_auth_enabled {
+                    continue;
+                }
+                Destination::Gateway
+            } else if let Some(upstream) = upstreams.owner_of(&policy.service) {
+                Destination::Upstream(upstream.clone())
+            } else {
+                continue;
+            };
+            routes.insert(
+                path.to_owned(),
+                Route {
+                    policy: policy.clone(),
+                    destination,
+                    creates_order: ORDER_CREATING.contains(&path),
+                },
+            );
+        }
+        for (path, service, client_streaming, server_streaming) in GATEWAY_OWN_PUBLIC {
+            routes.insert(
+                path.to_owned(),
+                Route {
+                    policy: MethodPolicy {
+                        service: service.to_owned(),
+                        access: Access::Public,
+                        client_streaming,
+                        server_streaming,
+                    },
+                    destination: Destination::Gateway,
+                    creates_order: false,
+                },
+            );
+        }
+        Self {
+            state: Arc::new(EdgeState {
+                routes,
+                verifier,
+                rate_limits,
+                own_services,
+                settings,
+            }),
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for Edge {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let grpc_web = request.extensions().get::<ArrivedAsGrpcWeb>().is_some();
+            let known = state.routes.contains_key(request.uri().path());
+            let label = if known {
+                request.uri().path().to_owned()
+            } else {
+                "unknown".to_owned()
+            };
+            let response = match state.handle(request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::debug!(method = label, error = %e, "refused at the edge");
+                    e.into_response()
+                }
+            };
+            metrics::histogram!("gateway_response_headers_seconds", "method" => label.clone())
+                .record(started.elapsed().as_secs_f64());
+            let response = match response.headers().get("grpc-status") {
+                // Decided already (trailers-only): count it now.
+                Some(code) => {
+                    count_call(label, code.to_str().unwrap_or("unknown"));
+                    if grpc_web {
+                        status_as_trailers(response)
+                    } else {
+                        response
+                    }
+                }
+                // The status comes at the end of the stream.
+                None => response.map(|body| {
+                    Body::new(CountedOnCompletion {
+                        inner: body,
+                        method: Some(label),
+                    })
+                }),
+            };
+            Ok(response)
+        })
+    }
+}
+
+fn count_call(method: String, grpc_status: &str) {
+    metrics::counter!("gateway_requests_total", "method" => method, "grpc_status" => grpc_status.to_owned())
+        .increment(1);
+}
+
+/// Counts a call under its final status once its response ends (or under
+/// `cancelled` when the client goes away first).
+struct CountedOnCompletion {
+    inner: Body,
+    /// Taken when counted.
+    method: Option<String>,
+}
+
+impl CountedOnCompletion {
+    fn count(&mut self, grpc_status: &str) {
+        if let Some(method) = self.method.take() {
+            count_call(method, grpc_status);
+        }
+    }
+}
+
+impl http_body::Body for CountedOnCompletion {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                    this.count(code.to_str().unwrap_or("unknown"));
+                }
+            }
+            Some(Err(_)) => this.count("error"),
+            None => this.count("unknown"),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedOnCompletion {
+    fn drop(&mut self) {
+        self.count("cancelled");
+    }
+}
+
+/// The bearer token of `authorization`, if any.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::MissingCredentials("authorization metadata must be ASCII: Bearer <token>"))?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(Error::MissingCredentials(
+            "authorization metadata must be: Bearer <token>",
+        )),
+    }
+}
+
+fn authorize(access: Access, identity: Option<&Identity>) -> Result<(), Error> {
+    let signed_in = || {
+        identity.ok_or(Error::MissingCredentials(
+            "this method needs a signed-in user: send authorization: Bearer <token>",
+        ))
+    };
+    match access {
+        Access::Unspecified => Err(Error::PermissionDenied("this method has no access policy")),
+        // Dev-only methods are routed only while dev auth is on.
+        Access::Public | Access::DevOnly => Ok(()),
+        Access::Customer => {
+            let identity = signed_in()?;
+            if identity.has_role("customer") || identity.has_role("admin") {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied("this method needs the customer role"))
+            }
+        }
+        Access::Admin => {
+            if signed_in()?.has_role("admin") {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied("this method needs the admin role"))
+            }
+        }
+    }
+}
+
+fn is_grpc(request: &Request<Body>) -> bool {
+    request.method() == Method::POST
+        && request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+"))
+}
+
+impl EdgeState {
+    async fn handle(&self, mut request: Request<Body>) -> Result<Response<Body>, Error> {
+        if !is_grpc(&request) {
+            return Err(Error::NotGrpc(
+                "not a gRPC call: expected POST with content-type application/grpc (or gRPC-web)",
+            ));
+        }
+        let path = request.uri().path();
+        let route = self
+            .routes
+            .get(path)
+            .ok_or_else(|| Error::UnknownMethod(path.to_owned()))?;
+
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
+        let identity = match bearer_token(request.headers())? {
+            Some(token) => match self.verifier.verify(token).await {
+                Ok(identity) => Some(identity),
+                Err(rejection) => {
+                    // Refused tokens spend the peer's anonymous budget, so
+                    // guessing tokens is throttled like anonymous traffic.
+                    self.rate_limits
+                        .check(RateKey::Peer(peer), false)
+                        .map_err(|retry_after| Error::RateLimited { retry_after })?;
+                    return Err(rejection.into());
+                }
+            },
+            None => None,
+        };
+        authorize(route.policy.access, identity.as_ref())?;
+
+        let rate_key = match &identity {
+            Some(identity) => RateKey::User(identity.user_id.as_str()),
+            None => RateKey::Peer(peer),
+        };
+        self.rate_limits
+            .check(rate_key, route.creates_order)
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+
+        // A declared length over the limit is refused before any upstream work.
+        let limit = self.settings.max_message_bytes;
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if !route.policy.client_streaming && declared_length.is_some_and(|n| n > limit.saturating_add(5)) {
+            return Err(Error::MessageTooLarge { limit });
+        }
+
+        let headers = request.headers_mut();
+        // Only the gateway speaks for the caller.
+        headers.remove(USER_ID_HEADER);
+        headers.remove(USER_ROLES_HEADER);
+        headers.remove(header::AUTHORIZATION);
+        if let Some(identity) = &identity {
+            let user = HeaderValue::from_str(identity.user_id.as_str())
+                .map_err(|_| Error::Internal("verified user id is not a header value".into()))?;
+            let roles = HeaderValue::from_str(&identity.roles_header())
+                .map_err(|_| Error::Internal("verified roles are not a header value".into()))?;
+            headers.insert(USER_ID_HEADER, user);
+            headers.insert(USER_ROLES_HEADER, roles);
+        }
+
+        match &route.destination {
+            Destination::Gateway => match self.own_services.clone().oneshot(request).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            },
+            Destination::Upstream(upstream) => {
+                let client_timeout = request
+                    .headers()
+                    .get("grpc-timeout")
+                    .and_then(forwarding::parse_grpc_timeout);
+                let plan = CallPlan::new(
+                    client_timeout,
+                    self.settings.request_timeout,
+                    route.policy.server_streaming || route.policy.client_streaming,
+                    limit,
+                );
+                forwarding::forward(upstream, request, plan).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn identity(roles: &[&str]) -> Identity {
+        Identity {
+            user_id: shop_runtime::identity::UserId::parse("alice").expect("user id"),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn access_policies() {
+        let customer = identity(&["customer"]);
+        let admin = identity(&["admin"]);
+        let nobody = identity(&["offline_access"]);
+        assert!(authorize(Access::Public, None).is_ok());
+        assert!(matches!(
+            authorize(Access::Customer, None),
+            Err(Error::MissingCredentials(_))
+        ));
+        assert!(authorize(Access::Customer, Some(&customer)).is_ok());
+        assert!(authorize(Access::Customer, Some(&admin)).is_ok());
+        assert!(matches!(
+            authorize(Access::Customer, Some(&nobody)),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            authorize(Access::Admin, Some(&customer)),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(authorize(Access::Admin, Some(&admin)).is_ok());
+        assert!(matches!(
+            authorize(Access::Unspecified, Some(&admin)),
+            Err(Error::PermissionDenied(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn grpc_web_answers_carry_the_status_as_trailers() {
+        let response = Error::UnknownMethod("/x.Y/Z".into()).into_response();
+        let (parts, body) = status_as_trailers(response).into_parts();
+        assert!(parts.headers.get("grpc-status").is_none());
+        let trailers = body
+            .collect()
+            .await
+            .expect("body")
+            .trailers()
+            .cloned()
+            .expect("trailers");
+        assert_eq!(trailers["grpc-status"], "12");
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers).ok(), Some(None));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc.def.ghi"));
+        assert_eq!(bearer_token(&headers).ok(), Some(Some("abc.def.ghi")));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
+        assert!(bearer_token(&headers).is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(bearer_token(&headers).is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! The gateway under test: started with `run()` on free ports, verifying
+//! tokens from a JWKS file written here, signed by a real Ed25519 key made
+//! here (independent of the gateway's own development signer).
+
+#![allow(dead_code)]
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use base64::Engine;
+use bytes::{Buf, Bytes};
+use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use serde_json::{Value, json};
+use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
+use system_tests::{Service, Stack};
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+pub const ISSUER: &str = "https://idp.test/realms/shop";
+pub const AUDIENCE: &str = "shop-web";
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since_epoch.as_secs()).expect("seconds fit")
+}
+
+/// An identity provider in miniature: one Ed25519 key under a key id.
+pub struct TestIdp {
+    pub kid: String,
+    key: EncodingKey,
+    public: [u8; 32],
+}
+
+impl TestIdp {
+    pub fn new(kid: &str) -> Self {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let signing = SigningKey::from_bytes(&seed);
+        let der = signing.to_pkcs8_der().expect("pkcs8 encoding of a fresh key");
+        Self {
+            kid: kid.to_owned(),
+            key: EncodingKey::from_ed_der(der.as_bytes()),
+            public: signing.verifying_key().to_bytes(),
+        }
+    }
+
+    pub fn public_jwk(&self) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": b64(&self.public)})
+    }
+
+    /// Raw public key bytes (what an attacker would use as an HMAC secret).
+    pub fn public_key_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).expect("sign test token")
+    }
+
+    /// A valid token for `user` with `roles`.
+    pub fn token(&self, user: &str, roles: &[&str]) -> String {
+        self.sign(&claims(user, roles, json!({})))
+    }
+}
+
+/// Standard claims, with `extra` merged over them.
+pub fn claims(user: &str, roles: &[&str], extra: Value) -> Value {
+    let mut claims = json!({
+        "sub": user,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now(),
+        "exp": now() + 600,
+        "roles": roles,
+    });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            claims.insert(k.clone(), v.clone());
+        }
+    }
+    claims
+}
+
+/// A URL nothing listens on.
+pub async fn dead_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Upstream URLs of a running stack (no svc-cart in it: that one is dead).
+pub async fn stack_upstreams(stack: &Stack) -> Vec<(String, String)> {
+    vec![
+        ("ORDER_URL".into(), stack.grpc_url(Service::Order)),
+        ("INVENTORY_URL".into(), stack.grpc_url(Service::Inventory)),
+        ("PAYMENT_URL".into(), stack.grpc_url(Service::Payment)),
+        ("NOTIFY_URL".into(), stack.grpc_url(Service::Notify)),
+        ("CART_URL".into(), dead_url().await),
+    ]
+}
+
+/// Every upstream dead: for what the gateway answers by itself.
+pub async fn no_upstreams() -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    for key in ["ORDER_URL", "INVENTORY_URL", "PAYMENT_URL", "NOTIFY_URL", "CART_URL"] {
+        settings.push((key.to_owned(), dead_url().await));
+    }
+    settings
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub idp: TestIdp,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), svc_gateway::StartError>>,
+    _keys_dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway with `settings` over generous defaults (tests make
+    /// many anonymous calls from one address).
+    pub async fn start(settings: Vec<(String, String)>) -> Self {
+        let idp = TestIdp::new("test-key-1");
+        let keys_dir = tempfile::tempdir().expect("tempdir");
+        let jwks = keys_dir.path().join("jwks.json");
+        std::fs::write(&jwks, json!({"keys": [idp.public_jwk()]}).to_string()).expect("write jwks");
+
+        let mut all: Vec<(String, String)> = vec![
+            ("JWKS_FILE".into(), jwks.display().to_string()),
+            ("JWT_ISSUER".into(), ISSUER.into()),
+            ("JWT_AUDIENCE".into(), AUDIENCE.into()),
+            ("RATE_LIMIT_ANONYMOUS_PER_SECOND".into(), "1000".into()),
+            ("RATE_LIMIT_ANONYMOUS_BURST".into(), "10000".into()),
+            ("RATE_LIMIT_USER_PER_SECOND".into(), "1000".into()),
+            ("RATE_LIMIT_USER_BURST".into(), "10000".into()),
+            ("UPSTREAM_HEALTH_INTERVAL".into(), "200ms".into()),
+        ];
+        for (key, value) in settings {
+            all.retain(|(k, _)| *k != key);
+            all.push((key, value));
+        }
+        let config = svc_gateway::Config::read(EnvReader::from_map(all)).expect("gateway config");
+        let listeners = Listeners::ephemeral().await.expect("listeners");
+        let addr = listeners.grpc.local_addr().expect("addr");
+        let admin_addr = listeners.admin.local_addr().expect("admin addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(svc_gateway::run(config, listeners, shutdown.clone()));
+        Self {
+            addr,
+            admin_addr,
+            idp,
+            shutdown,
+            task,
+            _keys_dir: keys_dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        for _ in 0..100 {
+            if let Ok(channel) = Channel::from_shared(self.url()).expect("url").connect().await {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway at {} never accepted a connection", self.addr);
+    }
+
+    /// A channel whose calls carry `token` (and any `extra` metadata).
+    pub async fn as_bearer(
+        &self,
+        token: Option<&str>,
+        extra: &[(&'static str, &str)],
+    ) -> InterceptedService<Channel, Metadata> {
+        let mut metadata = Metadata::default();
+        if let Some(token) = token {
+            metadata
+                .0
+                .push(("authorization", format!("Bearer {token}").parse().expect("ascii token")));
+        }
+        for (key, value) in extra {
+            metadata.0.push((key, value.parse().expect("ascii metadata")));
+        }
+        InterceptedService::new(self.channel().await, metadata)
+    }
+
+    /// A channel acting as `user` with a valid token for `roles`.
+    pub async fn as_user(&self, user: &str, roles: &[&str]) -> InterceptedService<Channel, Metadata> {
+        let token = self.idp.token(user, roles);
+        self.as_bearer(Some(&token), &[]).await
+    }
+
+    /// Stops the gateway and waits until it has shut down.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Metadata added to every call.
+#[derive(Clone, Default)]
+pub struct Metadata(pub Vec<(&'static str, AsciiMetadataValue)>);
+
+impl Interceptor for Metadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        for (key, value) in &self.0 {
+            request.metadata_mut().append(*key, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub fn metadata_value(s: &str) -> AsciiMetadataValue {
+    MetadataValue::try_from(s).expect("ascii")
+}
+
+/// A gRPC-web exchange as a browser would see it.
+#[derive(Debug)]
+pub struct GrpcWebReply {
+    pub http_status: http::StatusCode,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub messages: Vec<Bytes>,
+    /// From the trailers frame (flag 0x80), lower-cased names.
+    pub trailers: Option<HashMap<String, String>>,
+}
+
+impl GrpcWebReply {
+    pub fn grpc_status(&self) -> Option<&str> {
+        self.trailers.as_ref()?.get("grpc-status").map(String::as_str)
+    }
+}
+
+/// One length-prefixed gRPC message.
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let payload = message.encode_to_vec();
+    let mut framed = Vec::with_capacity(payload.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(payload.len()).expect("small message").to_be_bytes());
+    framed.extend_from_slice(&payload);
+    Bytes::from(framed)
+}
+
+/// Splits a gRPC-web response body into messages and the trailers frame.
+pub fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<String, String>>) {
+    let mut messages = Vec::new();
+    let mut trailers = None;
+    while body.remaining() >= 5 {
+        let flag = body.get_u8();
+        let len = body.get_u32() as usize;
+        assert!(body.remaining() >= len, "truncated gRPC-web frame");
+        let payload = body.split_to(len);
+        if flag & 0x80 != 0 {
+            let text = String::from_utf8(payload.to_vec()).expect("trailers are text");
+            trailers = Some(
+                text.split("\r\n")
+                    .filter_map(|line| line.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    .collect(),
+            );
+        } else {
+            messages.push(payload);
+        }
+    }
+    assert_eq!(body.remaining(), 0, "trailing bytes after the last frame");
+    (messages, trailers)
+}
+
+/// POSTs one gRPC-web call over HTTP/1.1.
+pub async fn grpc_web_call(
+    addr: SocketAddr,
+    path: &str,
+    request: &impl prost::Message,
+    token: Option<&str>,
+) -> GrpcWebReply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut builder = http::Request::post(format!("http://{addr}{path}"))
+        .version(http::Version::HTTP_11)
+        .header("content-type", "application/grpc-web+proto")
+        .header("accept", "application/grpc-web+proto")
+        .header("x-grpc-web", "1");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let http_request = builder.body(Full::new(frame(request))).expect("request");
+    let response = client.request(http_request).await.expect("gRPC-web call");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("gRPC-web body").to_bytes();
+    let (messages, trailers) = parse_grpc_web(body);
+    GrpcWebReply {
+        http_status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        messages,
+        trailers,
+    }
+}
