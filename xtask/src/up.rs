@@ -31,6 +31,8 @@ struct Service {
     redis: bool,
     /// An environment variable naming a directory under `.data/` for it.
     data_dir: Option<(&'static str, &'static str)>,
+    /// Development settings (unless the environment sets them).
+    dev_env: &'static [(&'static str, &'static str)],
 }
 
 /// Started in this order (what others call first), stopped in reverse.
@@ -42,6 +44,7 @@ const SERVICES: &[Service] = &[
         database: Some("shop_inventory"),
         redis: false,
         data_dir: None,
+        dev_env: &[],
     },
     Service {
         name: "svc-payment",
@@ -50,6 +53,7 @@ const SERVICES: &[Service] = &[
         database: Some("shop_payment"),
         redis: false,
         data_dir: None,
+        dev_env: &[],
     },
     Service {
         name: "svc-order",
@@ -58,6 +62,7 @@ const SERVICES: &[Service] = &[
         database: Some("shop_order"),
         redis: false,
         data_dir: None,
+        dev_env: &[],
     },
     Service {
         name: "svc-notify",
@@ -66,6 +71,7 @@ const SERVICES: &[Service] = &[
         database: Some("shop_notify"),
         redis: false,
         data_dir: Some(("NOTIFY_DATA_DIR", "notify")),
+        dev_env: &[],
     },
     Service {
         name: "svc-cart",
@@ -74,14 +80,18 @@ const SERVICES: &[Service] = &[
         database: None,
         redis: true,
         data_dir: None,
+        dev_env: &[],
     },
     Service {
         name: "svc-gateway",
         grpc_port: 8080,
         admin_port: 9080,
         database: None,
-        redis: true,
+        redis: false,
         data_dir: None,
+        // Dev tokens on (the gateway logs a warning saying so), and any
+        // browser origin may call, for a storefront on another port.
+        dev_env: &[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")],
     },
 ];
 
@@ -134,7 +144,18 @@ pub async fn run() -> anyhow::Result<()> {
         services.push((service, process));
     }
 
-    print_summary(&urls, &services, &missing);
+    let tokens = if services.iter().any(|(s, _)| s.name == "svc-gateway") {
+        match dev_tokens().await {
+            Ok(tokens) => Some(tokens),
+            Err(e) => {
+                eprintln!("warning: no dev tokens from the gateway: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    print_summary(&urls, &services, &missing, tokens.as_ref());
     let outcome = watch(&mut services, &mut infra).await;
     if let Err(e) = &outcome {
         eprintln!("{e:#}: stopping everything");
@@ -224,6 +245,11 @@ fn service_command(service: &Service, binary: &Path, urls: &Urls, root: &Path, d
     } else {
         command.env_remove("REDIS_URL");
     }
+    for (var, value) in service.dev_env {
+        if std::env::var_os(var).is_none() {
+            command.env(var, value);
+        }
+    }
     if let Some((var, dir)) = service.data_dir {
         let dir: PathBuf = data.join(dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -232,7 +258,29 @@ fn service_command(service: &Service, binary: &Path, urls: &Urls, root: &Path, d
     Ok(command)
 }
 
-fn print_summary(urls: &Urls, services: &[(&Service, ServerProcess)], missing: &[&str]) {
+/// A customer's and an admin's token, from the gateway's dev auth.
+struct DevTokens {
+    customer: String,
+    admin: String,
+}
+
+async fn dev_tokens() -> anyhow::Result<DevTokens> {
+    use shop_proto::auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient};
+    let mut client = DevAuthServiceClient::connect("http://127.0.0.1:8080").await?;
+    let mut issue = async |user: &str, roles: &[&str]| -> anyhow::Result<String> {
+        let request = IssueTokenRequest {
+            user_id: user.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        Ok(client.issue_token(request).await?.into_inner().access_token)
+    };
+    Ok(DevTokens {
+        customer: issue("alice", &["customer"]).await?,
+        admin: issue("ops", &["admin"]).await?,
+    })
+}
+
+fn print_summary(urls: &Urls, services: &[(&Service, ServerProcess)], missing: &[&str], tokens: Option<&DevTokens>) {
     println!();
     println!("NATS      {}", urls.nats);
     println!("Postgres  {}", urls.postgres);
@@ -246,18 +294,40 @@ fn print_summary(urls: &Urls, services: &[(&Service, ServerProcess)], missing: &
     for name in missing {
         println!("{name:<13} not started: no binary built for it yet");
     }
-    println!(
-        r#"
-Try:
-  grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50052 shop.catalog.v1.CatalogService/ListProducts
+    match tokens {
+        Some(tokens) => println!(
+            r#"
+Dev tokens (valid 1 h; the gateway signs them because DEV_AUTH=on):
+  export TOKEN='{customer}'        # alice, customer
+  export ADMIN_TOKEN='{admin}'     # ops, admin
+
+Try, through the gateway on 127.0.0.1:8080:
+  grpcurl -plaintext 127.0.0.1:8080 list
+  grpcurl -plaintext 127.0.0.1:8080 shop.catalog.v1.CatalogService/ListProducts
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"sku":"SKU-MUG-001","quantity":2}}' \
+    127.0.0.1:8080 shop.cart.v1.CartService/AddItem
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"idempotency_key":"checkout-1","payment_method":"pm_card_ok"}}' \
+    127.0.0.1:8080 shop.cart.v1.CartService/Checkout
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"<order_id from Checkout>"}}' \
+    127.0.0.1:8080 shop.order.v1.OrderService/WatchOrder
+  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" -d '{{"sku":"SKU-POSTER-001","quantity":5}}' \
+    127.0.0.1:8080 shop.inventory.v1.InventoryService/Restock
+
+Ctrl-C stops everything."#,
+            customer = tokens.customer,
+            admin = tokens.admin
+        ),
+        None => println!(
+            r#"
+Try (straight to the services; identity as x-user-id metadata):
+  grpcurl -plaintext 127.0.0.1:50052 shop.catalog.v1.CatalogService/ListProducts
   grpcurl -plaintext -H 'x-user-id: alice' \
     -d '{{"idempotency_key":"k1","lines":[{{"sku":"SKU-MUG-001","quantity":1}}],"payment_method":"pm_card_ok"}}' \
     127.0.0.1:50051 shop.order.v1.OrderService/PlaceOrder
-  grpcurl -plaintext -H 'x-user-id: alice' -d '{{"order_id":"<id from PlaceOrder>"}}' \
-    127.0.0.1:50051 shop.order.v1.OrderService/GetOrder
 
 Ctrl-C stops everything."#
-    );
+        ),
+    }
 }
 
 /// Until Ctrl-C (Ok) or a process exiting on its own (Err).
