@@ -1,14 +1,21 @@
-//! A small circuit breaker per upstream, so a dead dependency costs
-//! callers microseconds instead of a connect attempt or a deadline each.
+//! A circuit breaker per upstream, so a dead dependency costs callers
+//! microseconds instead of a connect attempt or a deadline each.
 //!
-//! Closed: calls pass; `failures` consecutive failures open it. Open: calls
-//! are refused until the cool-down ends. Half-open: one probe passes (the
-//! others are still refused); its success closes the breaker, its failure
-//! opens it for another cool-down.
+//! Closed: calls pass; `failure_threshold` consecutive failures (connect
+//! errors, `UNAVAILABLE`, deadlines) open it. Open: calls are refused at
+//! once, without touching the network, until the cool-down ends. Half-open:
+//! exactly one probe call passes; its success closes the breaker, its failure
+//! opens it for another cool-down. A probe whose caller goes away without an
+//! outcome frees the slot for the next one. Gauge
+//! `upstream_breaker_open{upstream}`.
+//!
+//! [`CircuitBreaker::call`] wraps one gRPC call; [`CircuitBreaker::admit`]
+//! and [`Permit::report`] serve callers (the gateway's proxy) that judge the
+//! outcome themselves.
 
 use std::{
     future::Future,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -16,121 +23,176 @@ use tonic::{Code, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
+    Closed { consecutive_failures: u32 },
     Open { until: Instant },
-    HalfOpen { probing: bool },
+    HalfOpen { probe_in_flight: bool },
+}
+
+/// How a call that the breaker let through ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered (whatever the answer).
+    Success,
+    /// The upstream could not be reached or did not answer in time.
+    Failure,
+    /// No verdict about the upstream (the caller gave up, or the gateway
+    /// refused the request itself).
+    Abandoned,
+}
+
+pub struct CircuitBreaker {
+    upstream: &'static str,
+    failure_threshold: u32,
+    cool_down: Duration,
+    state: Mutex<State>,
+}
+
+/// Permission for one call; report its outcome, or dropping it counts as
+/// abandoned.
+#[must_use]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    reported: bool,
+}
+
+impl Permit<'_> {
+    pub fn report(mut self, outcome: Outcome) {
+        self.reported = true;
+        self.breaker.record(self.probe, outcome, Instant::now());
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.record(self.probe, Outcome::Abandoned, Instant::now());
+        }
+    }
+}
+
+impl CircuitBreaker {
+    pub fn new(upstream: &'static str, failure_threshold: u32, cool_down: Duration) -> Self {
+        metrics::gauge!("upstream_breaker_open", "upstream" => upstream).set(0.0);
+        Self {
+            upstream,
+            failure_threshold: failure_threshold.max(1),
+            cool_down,
+            state: Mutex::new(State::Closed {
+                consecutive_failures: 0,
+            }),
+        }
+    }
+
+    /// A permit for one call, or `None` while the breaker is open.
+    pub fn admit(&self) -> Option<Permit<'_>> {
+        let probe = self.admit_at(Instant::now())?;
+        Some(Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        })
+    }
+
+    /// Runs a gRPC call unless the breaker is open. Only statuses saying the
+    /// upstream itself is unwell count as failures: an answer such as
+    /// NOT_FOUND or INVALID_ARGUMENT proves it is healthy. A call dropped
+    /// mid-way (its caller gave up) is abandoned, not failed.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Result<T, Status>, BreakerOpen> {
+        let permit = self.admit().ok_or(BreakerOpen)?;
+        let result = call.await;
+        permit.report(match &result {
+            Err(status) if is_upstream_failure(status) => Outcome::Failure,
+            _ => Outcome::Success,
+        });
+        Ok(result)
+    }
+
+    /// Whether calls are being refused right now.
+    pub fn is_open(&self) -> bool {
+        !matches!(*self.lock(), State::Closed { .. })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Some(is_probe)` when a call may go ahead.
+    fn admit_at(&self, now: Instant) -> Option<bool> {
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Some(false),
+            State::Open { until } if now >= until => {
+                *state = State::HalfOpen { probe_in_flight: true };
+                tracing::info!(upstream = self.upstream, "circuit half-open: probing");
+                Some(true)
+            }
+            State::Open { .. } | State::HalfOpen { probe_in_flight: true } => None,
+            State::HalfOpen { probe_in_flight: false } => {
+                *state = State::HalfOpen { probe_in_flight: true };
+                Some(true)
+            }
+        }
+    }
+
+    fn record(&self, probe: bool, outcome: Outcome, now: Instant) {
+        let mut state = self.lock();
+        let was_closed = matches!(*state, State::Closed { .. });
+        let open = State::Open {
+            until: now + self.cool_down,
+        };
+        *state = match (*state, outcome) {
+            (State::Closed { .. }, Outcome::Success) => State::Closed {
+                consecutive_failures: 0,
+            },
+            (State::Closed { consecutive_failures }, Outcome::Failure) => {
+                let failures = consecutive_failures + 1;
+                if failures >= self.failure_threshold {
+                    tracing::warn!(
+                        upstream = self.upstream,
+                        failures,
+                        cool_down_ms = self.cool_down.as_millis() as u64,
+                        "circuit opened: failing fast"
+                    );
+                    open
+                } else {
+                    State::Closed {
+                        consecutive_failures: failures,
+                    }
+                }
+            }
+            (State::HalfOpen { .. }, Outcome::Success) if probe => {
+                tracing::info!(upstream = self.upstream, "circuit closed: upstream answers again");
+                State::Closed {
+                    consecutive_failures: 0,
+                }
+            }
+            (State::HalfOpen { .. }, Outcome::Failure) if probe => {
+                tracing::warn!(upstream = self.upstream, "probe failed: circuit open again");
+                open
+            }
+            (State::HalfOpen { .. }, Outcome::Abandoned) if probe => State::HalfOpen { probe_in_flight: false },
+            // Late reports of calls admitted before the state changed, and
+            // abandoned non-probe calls, change nothing.
+            (current, _) => current,
+        };
+        let is_closed = matches!(*state, State::Closed { .. });
+        if was_closed != is_closed {
+            metrics::gauge!("upstream_breaker_open", "upstream" => self.upstream).set(if is_closed {
+                0.0
+            } else {
+                1.0
+            });
+        }
+    }
 }
 
 /// The breaker refused the call without trying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerOpen;
-
-pub struct CircuitBreaker {
-    upstream: &'static str,
-    failures: u32,
-    cool_down: Duration,
-    state: Mutex<State>,
-}
-
-impl CircuitBreaker {
-    pub fn new(upstream: &'static str, failures: u32, cool_down: Duration) -> Self {
-        metrics::gauge!("upstream_breaker_open", "upstream" => upstream).set(0.0);
-        Self {
-            upstream,
-            failures: failures.max(1),
-            cool_down,
-            state: Mutex::new(State::Closed { failures: 0 }),
-        }
-    }
-
-    /// Runs `call` unless the breaker is open. Only statuses saying the
-    /// upstream itself is unwell count as failures; an answer such as
-    /// NOT_FOUND or INVALID_ARGUMENT proves it is healthy.
-    pub async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<T, Status>>,
-    ) -> Result<Result<T, Status>, BreakerOpen> {
-        let probe = self.admit()?;
-        // Clears the probe flag if this future is dropped mid-call, so the
-        // breaker cannot stay half-open with no probe ever finishing.
-        let mut guard = ProbeGuard {
-            breaker: self,
-            armed: probe,
-        };
-        let result = call.await;
-        guard.armed = false;
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(status) => !is_upstream_failure(status),
-        };
-        self.settle(healthy);
-        Ok(result)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is a plain value, consistent even if a holder panicked.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether a call may go out; `Ok(true)` for the half-open probe.
-    fn admit(&self) -> Result<bool, BreakerOpen> {
-        let mut state = self.lock();
-        match *state {
-            State::Closed { .. } => Ok(false),
-            State::Open { until } if Instant::now() >= until => {
-                *state = State::HalfOpen { probing: true };
-                tracing::info!(upstream = self.upstream, "circuit breaker half-open; probing");
-                Ok(true)
-            }
-            State::HalfOpen { probing: false } => {
-                *state = State::HalfOpen { probing: true };
-                Ok(true)
-            }
-            State::Open { .. } | State::HalfOpen { probing: true } => Err(BreakerOpen),
-        }
-    }
-
-    fn settle(&self, healthy: bool) {
-        let mut state = self.lock();
-        let next = match (*state, healthy) {
-            (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < self.failures => {
-                State::Closed { failures: failures + 1 }
-            }
-            (State::Open { until }, false) => State::Open { until },
-            (State::Closed { .. } | State::HalfOpen { .. }, false) => State::Open {
-                until: Instant::now() + self.cool_down,
-            },
-        };
-        let was_open = !matches!(*state, State::Closed { .. });
-        let is_open = !matches!(next, State::Closed { .. });
-        if was_open != is_open {
-            if is_open {
-                tracing::warn!(upstream = self.upstream, cool_down = ?self.cool_down, "circuit breaker open");
-            } else {
-                tracing::info!(upstream = self.upstream, "circuit breaker closed");
-            }
-            metrics::gauge!("upstream_breaker_open", "upstream" => self.upstream).set(if is_open { 1.0 } else { 0.0 });
-        }
-        *state = next;
-    }
-}
-
-struct ProbeGuard<'a> {
-    breaker: &'a CircuitBreaker,
-    armed: bool,
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut state = self.breaker.lock();
-            if *state == (State::HalfOpen { probing: true }) {
-                *state = State::HalfOpen { probing: false };
-            }
-        }
-    }
-}
 
 /// Statuses that mean the upstream (or the way to it) is failing.
 fn is_upstream_failure(status: &Status) -> bool {
@@ -144,73 +206,88 @@ fn is_upstream_failure(status: &Status) -> bool {
 mod tests {
     use super::*;
 
-    /// `"refused"` (not tried), `"ok"` or the failed call's code.
-    fn outcome(result: Result<Result<(), Status>, BreakerOpen>) -> String {
-        match result {
-            Err(BreakerOpen) => "refused".into(),
-            Ok(Ok(())) => "ok".into(),
-            Ok(Err(status)) => format!("{:?}", status.code()),
+    fn breaker(threshold: u32, cool_down_ms: u64) -> CircuitBreaker {
+        CircuitBreaker::new("test", threshold, Duration::from_millis(cool_down_ms))
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let b = breaker(3, 1000);
+        let t0 = Instant::now();
+        for outcome in [
+            Outcome::Failure,
+            Outcome::Failure,
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Failure,
+        ] {
+            assert_eq!(b.admit_at(t0), Some(false));
+            b.record(false, outcome, t0);
         }
+        assert!(!b.is_open(), "a success in between resets the count");
+        b.record(false, Outcome::Failure, t0);
+        assert!(b.is_open());
+        assert_eq!(b.admit_at(t0 + Duration::from_millis(999)), None);
     }
 
-    async fn fail(breaker: &CircuitBreaker) -> String {
-        outcome(breaker.call(async { Err::<(), _>(Status::unavailable("down")) }).await)
+    #[test]
+    fn half_open_lets_one_probe_through_and_its_success_closes() {
+        let b = breaker(1, 100);
+        let t0 = Instant::now();
+        b.record(false, Outcome::Failure, t0);
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(b.admit_at(later), Some(true), "the probe");
+        assert_eq!(b.admit_at(later), None, "only one probe at a time");
+        b.record(true, Outcome::Success, later);
+        assert_eq!(b.admit_at(later), Some(false));
+        assert!(!b.is_open());
     }
 
-    async fn succeed(breaker: &CircuitBreaker) -> String {
-        outcome(breaker.call(async { Ok(()) }).await)
+    #[test]
+    fn a_failed_probe_opens_for_another_cool_down() {
+        let b = breaker(1, 100);
+        let t0 = Instant::now();
+        b.record(false, Outcome::Failure, t0);
+        let t1 = t0 + Duration::from_millis(150);
+        assert_eq!(b.admit_at(t1), Some(true));
+        b.record(true, Outcome::Failure, t1);
+        assert_eq!(b.admit_at(t1 + Duration::from_millis(99)), None);
+        assert_eq!(b.admit_at(t1 + Duration::from_millis(100)), Some(true));
     }
 
-    #[tokio::test]
-    async fn opens_after_consecutive_failures_and_closes_after_a_successful_probe() {
-        let breaker = CircuitBreaker::new("test", 3, Duration::from_millis(50));
-        for _ in 0..3 {
-            assert_eq!(fail(&breaker).await, "Unavailable", "closed: the call is tried");
-        }
-        assert_eq!(succeed(&breaker).await, "refused", "open: refused untried");
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(fail(&breaker).await, "Unavailable", "half-open: one probe");
-        assert_eq!(succeed(&breaker).await, "refused", "the failed probe reopened it");
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(succeed(&breaker).await, "ok");
-        assert_eq!(succeed(&breaker).await, "ok", "closed again");
-    }
-
-    #[tokio::test]
-    async fn a_success_resets_the_count_and_answers_are_not_failures() {
-        let breaker = CircuitBreaker::new("test", 2, Duration::from_secs(60));
-        assert_eq!(fail(&breaker).await, "Unavailable");
-        assert_eq!(succeed(&breaker).await, "ok");
-        assert_eq!(fail(&breaker).await, "Unavailable");
-        let not_found = breaker
-            .call(async { Err::<(), _>(Status::not_found("no such sku")) })
-            .await;
-        assert_eq!(outcome(not_found), "NotFound");
-        assert_eq!(fail(&breaker).await, "Unavailable", "NOT_FOUND reset the count");
-        assert_eq!(
-            fail(&breaker).await,
-            "Unavailable",
-            "second failure in a row: tried, then opens"
-        );
-        assert_eq!(succeed(&breaker).await, "refused");
-    }
-
-    #[tokio::test]
-    async fn only_one_probe_at_a_time_and_a_dropped_probe_frees_the_slot() {
-        let breaker = CircuitBreaker::new("test", 1, Duration::from_millis(10));
-        assert_eq!(fail(&breaker).await, "Unavailable");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    #[test]
+    fn an_abandoned_probe_frees_the_slot_and_late_reports_change_nothing() {
+        let b = breaker(1, 0);
+        let t0 = Instant::now();
+        b.record(false, Outcome::Failure, t0);
         {
-            let stuck = breaker.call(std::future::pending::<Result<(), Status>>());
-            tokio::pin!(stuck);
-            assert!(
-                tokio::time::timeout(Duration::from_millis(5), &mut stuck)
-                    .await
-                    .is_err(),
-                "the probe hangs"
-            );
-            assert_eq!(succeed(&breaker).await, "refused", "a second probe is refused");
+            let permit = b.admit().expect("probe");
+            assert!(permit.probe);
+            // dropped without a report
         }
-        assert_eq!(succeed(&breaker).await, "ok", "the dropped probe freed the slot");
+        let permit = b.admit().expect("next probe");
+        // A call admitted before the breaker opened reports success late.
+        b.record(false, Outcome::Success, Instant::now());
+        assert!(b.is_open(), "only the probe may close it");
+        permit.report(Outcome::Success);
+        assert!(!b.is_open());
+    }
+
+    #[tokio::test]
+    async fn calls_count_only_upstream_trouble_as_failure() {
+        let b = breaker(2, 60_000);
+        for _ in 0..5 {
+            let answer = b.call(async { Err::<(), _>(Status::not_found("no such sku")) }).await;
+            assert!(matches!(answer, Ok(Err(_))), "a NOT_FOUND proves the upstream is fine");
+        }
+        assert!(!b.is_open());
+        for _ in 0..2 {
+            let _ = b
+                .call(async { Err::<(), _>(Status::unavailable("connection refused")) })
+                .await;
+        }
+        assert!(b.is_open());
+        let refused = b.call(async { Ok::<_, Status>(()) }).await;
+        assert!(matches!(refused, Err(BreakerOpen)), "refused without being tried");
     }
 }

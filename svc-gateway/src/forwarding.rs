@@ -9,7 +9,9 @@ use http::{HeaderValue, Request, Response, Version, header};
 use tonic::body::Body;
 use tower::ServiceExt;
 
-use crate::{circuit_breaker::Outcome, error::Error, message_limit::LimitedMessages, upstreams::Upstream};
+use shop_runtime::breaker::Outcome;
+
+use crate::{error::Error, message_limit::LimitedMessages, upstreams::Upstream};
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 

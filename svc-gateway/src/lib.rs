@@ -10,7 +10,7 @@
 //!    Deadlines: a client's shorter `grpc-timeout` wins over `REQUEST_TIMEOUT`;
 //!    streams are bounded only until the upstream answers. Unknown methods
 //!    answer `UNIMPLEMENTED`.
-//! 2. **A circuit breaker per upstream** ([`circuit_breaker`]) with a short
+//! 2. **A circuit breaker per upstream** ([`shop_runtime::breaker`]) with a short
 //!    connect timeout: a dead service answers `UNAVAILABLE` "system busy, try
 //!    later" within milliseconds, never a hang, and is probed again after a
 //!    cool-down.
@@ -42,7 +42,6 @@
 
 pub mod access;
 pub mod authentication;
-pub mod circuit_breaker;
 pub mod config;
 pub mod dev_tokens;
 pub mod edge;

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use shop_runtime::CancellationToken;
+use shop_runtime::{CancellationToken, breaker::CircuitBreaker};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::{
     ServingStatus,
@@ -12,10 +12,7 @@ use tonic_health::{
     server::HealthReporter,
 };
 
-use crate::{
-    circuit_breaker::CircuitBreaker,
-    config::{BreakerSettings, UpstreamUrls},
-};
+use crate::config::{BreakerSettings, UpstreamUrls};
 
 /// Public service → the upstream that serves it (DESIGN.md, "Public API").
 pub const OWNERS: &[(&str, &str)] = &[
@@ -75,7 +72,7 @@ impl Upstreams {
                 url: url.clone(),
                 services: services.clone(),
                 channel,
-                breaker: CircuitBreaker::new(name, breaker),
+                breaker: CircuitBreaker::new(name, breaker.failure_threshold, breaker.cool_down),
             });
             for service in services {
                 by_service.insert(service, upstream.clone());
