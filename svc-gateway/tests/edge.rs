@@ -489,8 +489,8 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
         .await;
         assert_eq!(reply.grpc_status(), Some("16"), "anonymous PlaceOrder: {reply:?}");
 
-        // Server streaming: whatever the upstream answers reaches the browser,
-        // messages and the final status in the trailers frame.
+        // Server streaming: the statuses the order passes through reach the
+        // browser, ending at CONFIRMED, then the trailers frame with OK.
         let token = gateway.idp.token("alice", &["customer"]);
         let reply = grpc_web_call(
             gateway.addr,
@@ -510,25 +510,39 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
             Some(&token),
         )
         .await;
-        match reply.grpc_status() {
-            // WatchOrder not implemented upstream: its status is relayed.
-            Some("12") => assert!(reply.messages.is_empty()),
-            Some("0") => {
-                let updates: Vec<Order> = reply
-                    .messages
+        assert_eq!(reply.http_status, http::StatusCode::OK);
+        assert_eq!(reply.version, http::Version::HTTP_11);
+        assert_eq!(reply.headers["content-type"], "application/grpc-web+proto");
+        assert!(
+            reply.headers.get("grpc-status").is_none(),
+            "a stream's status comes in the trailers frame, not in headers: {reply:?}"
+        );
+        assert_eq!(reply.grpc_status(), Some("0"), "the stream ends OK: {reply:?}");
+        let updates: Vec<Order> = reply
+            .messages
+            .iter()
+            .map(|m| Order::decode(m.clone()).expect("Order"))
+            .collect();
+        assert!(!updates.is_empty(), "WatchOrder sends the order at once: {reply:?}");
+        assert!(updates.iter().all(|o| o.order_id == order.order_id), "{updates:?}");
+        let statuses: Vec<i32> = updates.iter().map(|o| o.status).collect();
+        assert!(
+            statuses.windows(2).all(|pair| pair[0] < pair[1]),
+            "each status once, in the order of the state machine: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.last().copied(),
+            Some(OrderStatus::Confirmed as i32),
+            "a pm_card_ok order of a stocked SKU ends CONFIRMED, and the stream with it: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(
+                |s| [OrderStatus::Pending, OrderStatus::Reserved, OrderStatus::Confirmed]
                     .iter()
-                    .map(|m| Order::decode(m.clone()).expect("Order"))
-                    .collect();
-                assert!(!updates.is_empty());
-                assert!(updates.iter().all(|o| o.order_id == order.order_id));
-                let last = updates.last().map(|o| o.status);
-                assert!(
-                    last == Some(OrderStatus::Confirmed as i32) || last == Some(OrderStatus::Cancelled as i32),
-                    "{updates:?}"
-                );
-            }
-            other => panic!("unexpected WatchOrder status {other:?}: {reply:?}"),
-        }
+                    .any(|known| *known as i32 == *s)
+            ),
+            "{statuses:?}"
+        );
 
         // Statuses of the upstream travel in the trailers frame, for unary
         // calls and for streams alike.
@@ -556,10 +570,12 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
             Some(&token),
         )
         .await;
-        assert!(
-            matches!(reply.grpc_status(), Some("5") | Some("12")),
-            "WatchOrder of an unknown order (NOT_FOUND, or UNIMPLEMENTED where streaming is not built): {reply:?}"
+        assert_eq!(
+            reply.grpc_status(),
+            Some("5"),
+            "WatchOrder of an unknown order: {reply:?}"
         );
+        assert!(reply.messages.is_empty(), "{reply:?}");
         assert!(
             reply.headers.get("grpc-status").is_none(),
             "status in the trailers frame, not in headers"

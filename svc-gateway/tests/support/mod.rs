@@ -4,10 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod cart;
+
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use base64::Engine;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -267,23 +269,29 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
     Bytes::from(framed)
 }
 
-/// Splits a gRPC-web response body into messages and the trailers frame.
+/// The payload of a gRPC-web trailers frame: `name: value` lines, names
+/// lower-cased.
+pub fn parse_trailers(payload: &[u8]) -> HashMap<String, String> {
+    let text = std::str::from_utf8(payload).expect("trailers are text");
+    text.split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Splits a gRPC-web response body into messages and the trailers frame,
+/// which must be the last frame.
 pub fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<String, String>>) {
     let mut messages = Vec::new();
     let mut trailers = None;
     while body.remaining() >= 5 {
+        assert!(trailers.is_none(), "a frame after the trailers frame");
         let flag = body.get_u8();
         let len = body.get_u32() as usize;
         assert!(body.remaining() >= len, "truncated gRPC-web frame");
         let payload = body.split_to(len);
         if flag & 0x80 != 0 {
-            let text = String::from_utf8(payload.to_vec()).expect("trailers are text");
-            trailers = Some(
-                text.split("\r\n")
-                    .filter_map(|line| line.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                    .collect(),
-            );
+            trailers = Some(parse_trailers(&payload));
         } else {
             messages.push(payload);
         }
@@ -292,14 +300,13 @@ pub fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<String, St
     (messages, trailers)
 }
 
-/// POSTs one gRPC-web call over HTTP/1.1.
-pub async fn grpc_web_call(
+/// A gRPC-web POST over HTTP/1.1, as a browser sends it.
+fn grpc_web_request(
     addr: SocketAddr,
     path: &str,
     request: &impl prost::Message,
     token: Option<&str>,
-) -> GrpcWebReply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+) -> http::Request<Full<Bytes>> {
     let mut builder = http::Request::post(format!("http://{addr}{path}"))
         .version(http::Version::HTTP_11)
         .header("content-type", "application/grpc-web+proto")
@@ -308,8 +315,21 @@ pub async fn grpc_web_call(
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
     }
-    let http_request = builder.body(Full::new(frame(request))).expect("request");
-    let response = client.request(http_request).await.expect("gRPC-web call");
+    builder.body(Full::new(frame(request))).expect("request")
+}
+
+/// POSTs one gRPC-web call over HTTP/1.1 and reads the whole answer.
+pub async fn grpc_web_call(
+    addr: SocketAddr,
+    path: &str,
+    request: &impl prost::Message,
+    token: Option<&str>,
+) -> GrpcWebReply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .request(grpc_web_request(addr, path, request, token))
+        .await
+        .expect("gRPC-web call");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("gRPC-web body").to_bytes();
     let (messages, trailers) = parse_grpc_web(body);
@@ -319,5 +339,80 @@ pub async fn grpc_web_call(
         headers: parts.headers,
         messages,
         trailers,
+    }
+}
+
+/// One frame of a gRPC-web response body.
+#[derive(Debug)]
+pub enum WebFrame {
+    Message(Bytes),
+    /// The trailers frame (flag 0x80), lower-cased names.
+    Trailers(HashMap<String, String>),
+}
+
+/// A gRPC-web server stream over HTTP/1.1, read frame by frame as the
+/// bytes arrive (so a test sees each message before the stream ends).
+pub struct GrpcWebStream {
+    pub http_status: http::StatusCode,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    body: hyper::body::Incoming,
+    buffered: BytesMut,
+    trailers_seen: bool,
+    _client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl GrpcWebStream {
+    /// POSTs the call and returns once the response headers are in.
+    pub async fn open(addr: SocketAddr, path: &str, request: &impl prost::Message, token: Option<&str>) -> Self {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = client
+            .request(grpc_web_request(addr, path, request, token))
+            .await
+            .expect("gRPC-web call");
+        let (parts, body) = response.into_parts();
+        Self {
+            http_status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            buffered: BytesMut::new(),
+            trailers_seen: false,
+            _client: client,
+        }
+    }
+
+    /// The next complete frame, or `None` once the body has ended (with no
+    /// partial frame left over). Nothing may follow the trailers frame.
+    pub async fn next_frame(&mut self) -> Option<WebFrame> {
+        loop {
+            if self.buffered.len() >= 5 {
+                let mut prefix = &self.buffered[..5];
+                let flag = prefix.get_u8();
+                let len = prefix.get_u32() as usize;
+                if self.buffered.len() >= 5 + len {
+                    assert!(!self.trailers_seen, "a frame after the trailers frame");
+                    self.buffered.advance(5);
+                    let payload = self.buffered.split_to(len).freeze();
+                    if flag & 0x80 != 0 {
+                        self.trailers_seen = true;
+                        return Some(WebFrame::Trailers(parse_trailers(&payload)));
+                    }
+                    return Some(WebFrame::Message(payload));
+                }
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffered.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => panic!("gRPC-web body failed: {e}"),
+                None => {
+                    assert!(self.buffered.is_empty(), "the body ended inside a frame");
+                    return None;
+                }
+            }
+        }
     }
 }
