@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Listeners,
     config::{ConfigError, ServiceBasics},
-    host::HostError,
     telemetry,
 };
 
@@ -19,19 +18,20 @@ pub enum EntryError {
     Config(#[from] ConfigError),
     #[error("cannot listen: {0}")]
     Bind(#[from] std::io::Error),
-    #[error(transparent)]
-    Host(#[from] HostError),
+    #[error("{0}")]
+    Run(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Runs a service the way its binary does.
-pub async fn serve_from_env<C, R, F>(
+pub async fn serve_from_env<C, R, F, E>(
     read_config: impl FnOnce() -> Result<C, ConfigError>,
     basics: impl FnOnce(&C) -> &ServiceBasics,
     run: R,
 ) -> Result<(), EntryError>
 where
     R: FnOnce(C, Listeners, CancellationToken) -> F,
-    F: Future<Output = Result<(), HostError>>,
+    F: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let config = read_config()?;
     let basics = basics(&config).clone();
@@ -39,6 +39,7 @@ where
     let listeners = Listeners::bind(&basics).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown_on_signal(shutdown.clone()));
-    run(config, listeners, shutdown).await?;
-    Ok(())
+    run(config, listeners, shutdown)
+        .await
+        .map_err(|e| EntryError::Run(Box::new(e)))
 }

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use shop_proto::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
 use shop_runtime::values::{Money, Sku};
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, transport::Channel};
 
 use shop_runtime::breaker::CircuitBreaker;
 
@@ -28,12 +25,8 @@ impl Catalog {
         timeout: Duration,
         connect_timeout: Duration,
         breaker: CircuitBreaker,
-    ) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(connect_timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = shop_runtime::grpc::lazy_channel(url, timeout, connect_timeout)?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
             breaker,

@@ -20,7 +20,7 @@ pub mod saga;
 use std::{sync::Arc, time::Duration};
 
 use shop_proto::cart::v1::cart_service_server::CartServiceServer;
-use shop_runtime::{CancellationToken, Listeners, admin, consumer, grpc, topology};
+use shop_runtime::{CancellationToken, Listeners, admin, consumer, grpc, host::HostError, topology};
 
 pub use config::Config;
 
@@ -31,7 +31,7 @@ pub const SERVICES: &[&str] = &["shop.cart.v1.CartService"];
 const IN_FLIGHT_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let carts = carts::CartStore::new(
         &config.redis_url,
         config.redis_timeout,
@@ -44,7 +44,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             checkout: config.checkout_ttl,
             in_flight: config.upstream_timeout + config.upstream_connect_timeout + IN_FLIGHT_SLACK,
         },
-    )?;
+    )
+    .map_err(|e| HostError::setup("redis client", e))?;
     let (nats, js) = shop_runtime::nats::connect(&config.nats_url, "svc-cart").await?;
     topology::ensure_streams(&js).await?;
     let definitions = topology::ensure_consumers(&js, &[saga::ORDERS_CONSUMER]).await?;
@@ -77,13 +78,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             config.upstream_timeout,
             config.upstream_connect_timeout,
             breaker("catalog"),
-        )?,
+        )
+        .map_err(|e| HostError::setup("catalog client", e))?,
         orders: orders::Orders::new(
             &config.order_url,
             config.upstream_timeout,
             config.upstream_connect_timeout,
             breaker("order"),
-        )?,
+        )
+        .map_err(|e| HostError::setup("order client", e))?,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<CartServiceServer<api::CartApi>>().await;
@@ -92,8 +95,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let served = grpc::serve(router, listeners.grpc, shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    served?;
-    Ok(())
+    Ok(served?)
 }
 
 /// Ready when Redis answers PING and the NATS connection is up.

@@ -5,11 +5,7 @@ use std::time::Duration;
 
 use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
 use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
-use tonic::{
-    Request, Status,
-    metadata::MetadataMap,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Request, Status, metadata::MetadataMap, transport::Channel};
 
 use shop_runtime::breaker::{BreakerOpen, CircuitBreaker};
 
@@ -24,12 +20,8 @@ impl Orders {
         timeout: Duration,
         connect_timeout: Duration,
         breaker: CircuitBreaker,
-    ) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(connect_timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = shop_runtime::grpc::lazy_channel(url, timeout, connect_timeout)?;
         Ok(Self {
             client: OrderServiceClient::new(channel),
             breaker,

@@ -42,7 +42,7 @@ struct Shop {
     cart_url: String,
     admin_addr: SocketAddr,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
 }
 
 impl Shop {

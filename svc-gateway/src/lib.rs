@@ -79,19 +79,8 @@ fn own_services(
     dev_tokens: Option<Arc<dev_tokens::DevTokenIssuer>>,
     max_message_bytes: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
-    let mut v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let mut v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for name in PUBLIC_SERVICES.iter().copied().chain(["grpc.health.v1.Health"]) {
-        v1 = v1.with_service_name(name);
-        v1alpha = v1alpha.with_service_name(name);
-    }
-    let mut routes = Routes::new(health)
-        .add_service(v1.build_v1()?)
-        .add_service(v1alpha.build_v1alpha()?);
+    let (v1, v1alpha) = shop_runtime::grpc::reflection(PUBLIC_SERVICES)?;
+    let mut routes = Routes::new(health).add_service(v1).add_service(v1alpha);
     if let Some(issuer) = dev_tokens {
         routes = routes.add_service(
             DevAuthServiceServer::new(dev_tokens::DevAuthApi { issuer }).max_decoding_message_size(max_message_bytes),

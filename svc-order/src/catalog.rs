@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use shop_proto::catalog::v1::{ListProductsRequest, Product, catalog_service_client::CatalogServiceClient};
 use shop_runtime::breaker::CircuitBreaker;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A dead catalog's address refuses or times out connecting within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -29,11 +29,7 @@ pub enum CatalogError {
 impl Catalog {
     /// Connects lazily: the first call dials, reconnecting after failures.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = shop_runtime::grpc::lazy_channel(url, timeout, CONNECT_TIMEOUT.min(timeout))?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
             breaker: Arc::new(CircuitBreaker::new("catalog", BREAKER_FAILURES, BREAKER_COOL_DOWN)),

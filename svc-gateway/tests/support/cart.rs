@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 pub struct CartServer {
     pub url: String,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
     // After the service in drop order: it stops before its Redis does.
     _redis: RedisServer,
 }
