@@ -3,7 +3,6 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, server::Router};
 use tonic_health::server::HealthReporter;
 use tonic_reflection::server::{v1, v1alpha};
@@ -46,15 +45,20 @@ pub fn router_with_basics(
     Ok((router, reporter))
 }
 
+/// Accepted connections with Nagle's algorithm off: gRPC writes a response
+/// as several small HTTP/2 frames, and with Nagle on the later ones wait for
+/// the peer's delayed ACK (about 40 ms).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    router.serve_with_incoming_shutdown(incoming(listener), shutdown).await
 }
 
 /// A client channel to another service: dials on first use and reconnects
