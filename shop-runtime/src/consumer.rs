@@ -22,6 +22,9 @@ use tracing::Instrument;
 
 use crate::{event::IncomingEvent, topology::ConsumerDefinition};
 
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
 pub const HEADER_DLQ_STREAM: &str = "Shop-Dlq-Stream";
 pub const HEADER_DLQ_SEQUENCE: &str = "Shop-Dlq-Sequence";
 pub const HEADER_DLQ_SUBJECT: &str = "Shop-Dlq-Subject";
@@ -99,29 +102,29 @@ pub async fn run<H: EventHandler>(
                 }
             }
         };
-        // A few errors in a row (consumer deleted and re-created by an
-        // operator, broker restarted) end this pull stream; it is reopened.
-        let mut consecutive_errors = 0u32;
+        // Any error ends this pull stream and it is reopened: a deleted and
+        // re-created consumer (an operator replaying), a restarted broker or
+        // missed heartbeats all recover the same way.
         messages
             .take_until(shutdown.cancelled())
             .take_while(|delivery| {
-                consecutive_errors = if delivery.is_ok() { 0 } else { consecutive_errors + 1 };
-                std::future::ready(consecutive_errors < 5)
+                if let Err(e) = delivery {
+                    tracing::info!(consumer = definition.name(), error = %e, "pull stream interrupted");
+                }
+                std::future::ready(delivery.is_ok())
             })
             .for_each_concurrent(concurrency.max(1), |delivery| {
                 let js = js.clone();
                 let definition = definition.clone();
                 let handler = handler.clone();
                 async move {
-                    match delivery {
-                        Ok(message) => process(&js, &definition, handler.as_ref(), message).await,
-                        Err(e) => tracing::debug!(consumer = definition.name(), error = %e, "pull stream hiccup"),
+                    if let Ok(message) = delivery {
+                        process(&js, &definition, handler.as_ref(), message).await;
                     }
                 }
             })
             .await;
         if !shutdown.is_cancelled() {
-            tracing::info!(consumer = definition.name(), "reopening the pull stream");
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -136,7 +139,15 @@ async fn open(js: &jetstream::Context, definition: &ConsumerDefinition) -> Resul
         .await?
         .get_consumer(definition.name())
         .await?;
-    Ok(consumer.messages().await?)
+    // A short idle heartbeat: a consumer that vanished is noticed within
+    // seconds (two missed heartbeats), not the default half minute.
+    let messages = consumer
+        .stream()
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await?;
+    Ok(messages)
 }
 
 async fn process<H: EventHandler>(

@@ -330,3 +330,55 @@ async fn consumer_retries_dedupes_and_parks() -> anyhow::Result<()> {
     assert_eq!(sequence.as_deref(), Some("3"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consumer_recreated_under_a_running_service_is_picked_up_again() -> anyhow::Result<()> {
+    let pool = database().await?;
+    sqlx::query("CREATE TABLE effects (order_id text NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let (_nats, js) = broker().await?;
+    let definitions = topology::ensure_consumers(&js, &["inventory-orders"]).await?;
+    let handler = Arc::new(Counting {
+        pool: pool.clone(),
+        attempts: AtomicUsize::new(1),
+    });
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer::run(
+        js.clone(),
+        definitions[0].clone(),
+        handler,
+        1,
+        shutdown.clone(),
+    ));
+
+    // What nats/README.md tells an operator to do to re-run a consumer.
+    let stream = js.get_stream("ORDERS").await?;
+    stream.delete_consumer("inventory-orders").await?;
+    topology::ensure_consumers(&js, &["inventory-orders"]).await?;
+
+    let body = br#"{"orderId":"o-after"}"#;
+    publish(
+        &js,
+        "orders.placed.o-after",
+        "m-after",
+        uuid::Uuid::now_v7(),
+        "shop.events.v1.OrderPlaced",
+        body,
+    )
+    .await?;
+    let mut effects = Vec::new();
+    for _ in 0..600 {
+        effects = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects")
+            .fetch_all(&pool)
+            .await?;
+        if !effects.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await?;
+    assert_eq!(effects, vec!["o-after".to_owned()]);
+    Ok(())
+}
