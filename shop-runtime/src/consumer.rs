@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{event::IncomingEvent, topology::ConsumerDefinition};
+use crate::{event::IncomingEvent, topology::ConsumerDefinition, trace::TraceContext};
 
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
@@ -169,11 +169,21 @@ async fn process<H: EventHandler>(
     let outcome = match IncomingEvent::from_message(&subject, message.headers.as_ref(), message.payload.clone()) {
         Err(malformed) => Err(HandleError::Reject(malformed.to_string())),
         Ok(event) => {
-            let span =
-                tracing::info_span!("event", consumer, subject = %subject, event_id = %event.event_id, delivered);
-            with_progress(&message, definition.config.ack_wait, handler.handle(event))
-                .instrument(span)
-                .await
+            let context = event
+                .traceparent
+                .as_deref()
+                .and_then(TraceContext::parse)
+                .map_or_else(TraceContext::root, TraceContext::child);
+            let span = tracing::info_span!(
+                "event",
+                consumer,
+                subject = %subject,
+                event_id = %event.event_id,
+                trace_id = %context.trace_id(),
+                delivered
+            );
+            let work = with_progress(&message, definition.config.ack_wait, handler.handle(event));
+            context.scope(work).instrument(span).await
         }
     };
     match outcome {

@@ -5,6 +5,9 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::Router};
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+
+use crate::trace::TraceLayer;
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Server reflection, v1 and v1alpha, listing exactly `public_services`
@@ -30,15 +33,19 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
+/// A service's gRPC router: every request runs in its trace context.
+pub type ServiceRouter = Router<Stack<TraceLayer, Identity>>;
+
 /// A server builder with gRPC health and reflection for the given public
 /// services already added. Returns the health reporter so the service can
 /// flip its status.
 pub fn router_with_basics(
     public_services: &[&'static str],
-) -> Result<(Router, HealthReporter), tonic_reflection::server::Error> {
+) -> Result<(ServiceRouter, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let (v1, v1alpha) = reflection(public_services)?;
     let router = Server::builder()
+        .layer(TraceLayer)
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
@@ -54,7 +61,7 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    router: Router,
+    router: ServiceRouter,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {

@@ -9,7 +9,6 @@ use async_nats::jetstream;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
 use crate::{
     Listeners, admin,
@@ -118,7 +117,7 @@ impl Host {
 
     /// Serves the admin port (readiness: Postgres and NATS) and `router` on
     /// the gRPC port until shutdown, then stops every task and returns.
-    pub async fn serve(mut self, router: Router, listeners: Listeners) -> Result<(), HostError> {
+    pub async fn serve(mut self, router: grpc::ServiceRouter, listeners: Listeners) -> Result<(), HostError> {
         let ready = admin::database_and_nats_check(self.pool.clone(), self.nats.clone());
         let admin_shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {

@@ -24,6 +24,7 @@ pub mod nats;
 pub mod outbox;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 
 pub use tokio_util::sync::CancellationToken;
 pub mod values;

@@ -20,7 +20,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::event::{self, Event, OutgoingEvent};
+use crate::{
+    event::{self, Event, OutgoingEvent},
+    trace::TraceContext,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -54,8 +57,8 @@ impl Outbox {
     pub async fn enqueue<E: Event>(&self, conn: &mut PgConnection, event: &E) -> Result<Uuid, OutboxError> {
         let outgoing = OutgoingEvent::new(event)?;
         sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(outgoing.event_id)
         .bind(outgoing.event_type)
@@ -63,6 +66,13 @@ impl Outbox {
         .bind(&outgoing.order_id)
         .bind(&outgoing.payload)
         .bind(outgoing.occurred_at)
+        // The event continues the trace of whatever caused it.
+        .bind(
+            TraceContext::current()
+                .unwrap_or_else(TraceContext::root)
+                .child()
+                .to_string(),
+        )
         .execute(conn)
         .await?;
         Ok(outgoing.event_id)

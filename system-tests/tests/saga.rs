@@ -828,3 +828,43 @@ async fn a_dead_catalog_means_a_clear_unavailable_and_nothing_written() -> TestR
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_checkout_is_one_trace_across_every_event() -> TestResult {
+    let stack = Stack::start().await?;
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(request("traced-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok"));
+    request
+        .metadata_mut()
+        .insert("traceparent", format!("00-{caller_trace}-00f067aa0ba902b7-01").parse()?);
+    let order = stack.orders("alice").await?.place_order(request).await?.into_inner();
+    assert_eq!(
+        stack.settled("alice", &order.order_id).await?.status,
+        OrderStatus::Confirmed as i32
+    );
+
+    let js = stack.jetstream().await?;
+    let id = &order.order_id;
+    for (stream, subject) in [
+        ("ORDERS", format!("orders.placed.{id}")),
+        ("INVENTORY", format!("inventory.reserved.{id}")),
+        ("PAYMENTS", format!("payments.succeeded.{id}")),
+        ("INVENTORY", format!("inventory.committed.{id}")),
+        ("ORDERS", format!("orders.confirmed.{id}")),
+    ] {
+        let stored = js
+            .get_stream(stream)
+            .await?
+            .get_last_raw_message_by_subject(&subject)
+            .await?;
+        let traceparent = stored
+            .headers
+            .get("traceparent")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        let context = shop_runtime::trace::TraceContext::parse(&traceparent)
+            .ok_or_else(|| anyhow::anyhow!("{subject} has no valid traceparent: {traceparent:?}"))?;
+        assert_eq!(context.trace_id(), caller_trace, "{subject} left the caller's trace");
+    }
+    Ok(())
+}
