@@ -3,9 +3,11 @@
 //! - `install`: installs the programs the tests and `up` need.
 //! - `test`: everything CI checks, in CI's order.
 //! - `up`: the whole platform on this machine, until Ctrl-C.
+//! - `fresh-check`: `install` and `up` on a clean Debian root.
 
 mod ci;
 mod cmd;
+mod fresh_check;
 mod install;
 mod ports;
 mod up;
@@ -26,7 +28,13 @@ commands:
              --release  build and run release binaries (for load and benchmarks)
              --check    place one checkout through the gateway, wait until it
                         is CONFIRMED, then stop everything (exit 1 if it is not)
-           SHOP_PORT_OFFSET=<n> moves every port by n, for a second stack";
+           SHOP_PORT_OFFSET=<n> moves every port by n, for a second stack
+  fresh-check
+           as root: build a clean Debian root (debootstrap, cached), clone
+           this commit into it, run `install`, then `up --check` in a network
+           namespace of its own; prints how long each step took (minutes)
+             --suite <name>  the Debian release (default bookworm)
+             --keep          keep the root afterwards";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,6 +49,13 @@ async fn main() -> ExitCode {
         ("test", []) => ci::run(),
         ("up", flags) => match up_options(flags) {
             Ok(options) => up::run(options).await,
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        ("fresh-check", flags) => match fresh_check_options(flags) {
+            Ok(options) => fresh_check::run(&options),
             Err(message) => {
                 eprintln!("{message}\n\n{USAGE}");
                 return ExitCode::from(2);
@@ -75,6 +90,22 @@ fn up_options(flags: &[&str]) -> Result<up::Options, String> {
             "--release" => options.release = true,
             "--check" => options.check = true,
             other => return Err(format!("`up` has no option `{other}`")),
+        }
+    }
+    Ok(options)
+}
+
+fn fresh_check_options(flags: &[&str]) -> Result<fresh_check::Options, String> {
+    let mut options = fresh_check::Options::default();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        match *flag {
+            "--suite" => match flags.next() {
+                Some(suite) if suite.chars().all(|c| c.is_ascii_lowercase()) => options.suite = (*suite).to_owned(),
+                _ => return Err("`--suite` needs a Debian release name, e.g. bookworm or trixie".into()),
+            },
+            "--keep" => options.keep = true,
+            other => return Err(format!("`fresh-check` has no option `{other}`")),
         }
     }
     Ok(options)
