@@ -16,7 +16,10 @@
 //!
 //! Every step runs in its own mount and PID namespaces, so nothing it starts
 //! (apt's postinst scripts start servers too) outlives it, and nothing is
-//! mounted on the host. Needs root; takes minutes.
+//! mounted on the host. From the host the root gets only the toolchain and
+//! what reaching the registries takes: name resolution and, on networks that
+//! inspect TLS, the locally added CA certificates and the variables naming
+//! CA bundles. Needs root; takes minutes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,12 +55,28 @@ impl Default for Options {
     }
 }
 
+/// The variables naming CA bundles, passed on when set: with the host's
+/// local CAs (below) they let the root reach registries through a network
+/// that inspects TLS, as the host does.
+const CA_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
+/// Where Debian keeps locally added CA certificates.
+const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
+
 /// Runs inside new mount and PID namespaces: mounts what a root needs, the
 /// toolchain read-only, then runs the step chrooted with a clean
-/// environment. Arguments: root, toolchain, step (a shell command line).
+/// environment. Arguments: root, toolchain, step (a shell command line),
+/// then extra `NAME=value` settings for the step's environment.
 const STEP: &str = r#"
 set -eu
 root=$1 toolchain=$2 step=$3
+shift 3
 mount --make-rprivate /
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
@@ -69,7 +88,7 @@ mount -o remount,bind,ro "$root/opt/rust"
 exec chroot "$root" /usr/bin/env -i \
   HOME=/root LANG=C.UTF-8 TERM=dumb \
   PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  RUSTC=/opt/rust/bin/rustc \
+  RUSTC=/opt/rust/bin/rustc "$@" \
   /bin/sh -c "cd $CHECKOUT && $step"
 "#;
 
@@ -131,6 +150,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     // Name resolution for the install step: the one thing the network needs
     // from the host.
     fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).context("copying /etc/resolv.conf")?;
+    let local_cas = copy_local_cas(&root)?;
+    if local_cas > 0 {
+        println!("trusting this machine's {local_cas} local CA certificate(s) in the root");
+        step(&root, &toolchain, "update-ca-certificates >/dev/null", Network::Host)?;
+    }
 
     let install = step(&root, &toolchain, "cargo xtask install", Network::Host)?;
     let fetch = step(&root, &toolchain, "cargo fetch --quiet", Network::Host)?;
@@ -187,6 +211,13 @@ fn step(root: &Path, toolchain: &Path, line: &str, network: Network) -> anyhow::
         }
     }
     command.arg(root).arg(toolchain).arg(line);
+    for var in CA_VARS {
+        if let Some(value) = std::env::var_os(var) {
+            let mut setting = std::ffi::OsString::from(format!("{var}="));
+            setting.push(value);
+            command.arg(setting);
+        }
+    }
     let started = Instant::now();
     let status = command.status().context("running unshare")?;
     if !status.success() {
@@ -196,6 +227,24 @@ fn step(root: &Path, toolchain: &Path, line: &str, network: Network) -> anyhow::
         );
     }
     Ok(started.elapsed())
+}
+
+/// Copies the host's locally added CA certificates into `root`; how many.
+fn copy_local_cas(root: &Path) -> anyhow::Result<usize> {
+    let Ok(entries) = fs::read_dir(LOCAL_CAS) else {
+        return Ok(0);
+    };
+    let target = root.join(LOCAL_CAS.trim_start_matches('/'));
+    fs::create_dir_all(&target)?;
+    let mut copied = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "crt") && path.is_file() {
+            fs::copy(&path, target.join(entry.file_name()))?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// The cached clean root for `suite`; whether it was already there.
