@@ -2,10 +2,12 @@
 //! on a clean Debian root.
 //!
 //! A minimal Debian root (debootstrap `minbase`, plus what any Rust user
-//! already has: CA certificates and the C toolchain rustc links with) is
-//! built once and cached. Each run copies it, clones the current commit into
-//! `/root/shop` (a directory the `postgres` user cannot enter, as on many
-//! servers), mounts the host's Rust toolchain read-only, and runs inside:
+//! already has: CA certificates and the C toolchain rustc links with, and
+//! sudo) is built once and cached. Each run copies it, clones the current
+//! commit into `/root/shop` (a directory the `postgres` user cannot enter, as
+//! on many servers) or, with `--user`, into the home of a user with sudo
+//! rights, mounts the host's Rust toolchain read-only, and runs inside, as
+//! that user:
 //!
 //! 1. `cargo xtask install`, with the network;
 //! 2. `cargo fetch`, so that the next step needs no network;
@@ -34,9 +36,9 @@ use crate::{cmd, install};
 /// Overrides the Debian mirror (default: the first one this machine's apt uses).
 const MIRROR_VAR: &str = "FRESH_CHECK_MIRROR";
 /// What a Rust user has before the two commands, beside the toolchain.
-const BASE_PACKAGES: &str = "ca-certificates,gcc,libc6-dev";
-/// Where the checkout goes inside the root.
-const CHECKOUT: &str = "/root/shop";
+const BASE_PACKAGES: &str = "ca-certificates,gcc,libc6-dev,sudo";
+/// The user of `--user`, who may run anything through sudo.
+const USER: &str = "dev";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -44,6 +46,8 @@ pub struct Options {
     pub suite: String,
     /// Keep the root after the run, to look around in it.
     pub keep: bool,
+    /// Run as a user with sudo rights instead of root.
+    pub user: bool,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
         Self {
             suite: "bookworm".into(),
             keep: false,
+            user: false,
         }
     }
 }
@@ -71,12 +76,13 @@ const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
 
 /// Runs inside new mount and PID namespaces: mounts what a root needs, the
 /// toolchain read-only, then runs the step chrooted with a clean
-/// environment. Arguments: root, toolchain, step (a shell command line),
-/// then extra `NAME=value` settings for the step's environment.
+/// environment. Arguments: root, toolchain, user ("" for root), home,
+/// working directory, step (a shell command line), then extra `NAME=value`
+/// settings for the step's environment.
 const STEP: &str = r#"
 set -eu
-root=$1 toolchain=$2 step=$3
-shift 3
+root=$1 toolchain=$2 user=$3 home=$4 dir=$5 step=$6
+shift 6
 mount --make-rprivate /
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
@@ -85,12 +91,87 @@ mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
 mkdir -p "$root/opt/rust"
 mount --bind "$toolchain" "$root/opt/rust"
 mount -o remount,bind,ro "$root/opt/rust"
-exec chroot "$root" /usr/bin/env -i \
-  HOME=/root LANG=C.UTF-8 TERM=dumb \
+if [ -n "$user" ]; then as="--userspec=$user:$user"; else as=""; fi
+exec chroot $as "$root" /usr/bin/env -i \
+  HOME="$home" USER="${user:-root}" LANG=C.UTF-8 TERM=dumb \
   PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   RUSTC=/opt/rust/bin/rustc "$@" \
-  /bin/sh -c "cd $CHECKOUT && $step"
+  /bin/sh -c "cd $dir && $step"
 "#;
+
+/// Who runs the steps, and where.
+struct Account {
+    /// None for root.
+    user: Option<&'static str>,
+    home: String,
+}
+
+impl Account {
+    fn checkout(&self) -> String {
+        format!("{}/shop", self.home)
+    }
+}
+
+/// Runs the steps in one root.
+struct Runner {
+    root: PathBuf,
+    toolchain: PathBuf,
+    account: Account,
+}
+
+impl Runner {
+    /// Runs `line` in the checkout as the account (see [`STEP`]); how long
+    /// it took.
+    fn step(&self, line: &str, network: Network) -> anyhow::Result<Duration> {
+        self.run(self.account.user, &self.account.checkout(), line, network)
+    }
+
+    /// Runs `line` as root, in `/`.
+    fn as_root(&self, line: &str) -> anyhow::Result<Duration> {
+        self.run(None, "/", line, Network::Host)
+    }
+
+    fn run(&self, user: Option<&str>, dir: &str, line: &str, network: Network) -> anyhow::Result<Duration> {
+        let who = user.unwrap_or("root");
+        println!("==> fresh-check ({who}): {line}");
+        let home = match user {
+            Some(_) => self.account.home.as_str(),
+            None => "/root",
+        };
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--pid", "--fork", "--kill-child"]);
+        match network {
+            Network::Host => {
+                command.args(["sh", "-c", STEP, "fresh-check"]);
+            }
+            Network::Own => {
+                let script = format!("ip link set lo up\n{STEP}");
+                command.args(["--net", "sh", "-c", &script, "fresh-check"]);
+            }
+        }
+        command
+            .arg(&self.root)
+            .arg(&self.toolchain)
+            .arg(user.unwrap_or(""))
+            .args([home, dir, line]);
+        for var in CA_VARS {
+            if let Some(value) = std::env::var_os(var) {
+                let mut setting = std::ffi::OsString::from(format!("{var}="));
+                setting.push(value);
+                command.arg(setting);
+            }
+        }
+        let started = Instant::now();
+        let status = command.status().context("running unshare")?;
+        if !status.success() {
+            bail!(
+                "`{line}` failed in the clean root ({status}); the root is left at {} to look into",
+                self.root.display()
+            );
+        }
+        Ok(started.elapsed())
+    }
+}
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     if !install::running_as_root() {
@@ -134,7 +215,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let root = cache.join(format!("run-{}", options.suite));
     remove_root(&root)?;
     cmd::run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(&base).arg(&root))?;
-    let checkout = root.join(CHECKOUT.trim_start_matches('/'));
+    let account = if options.user {
+        Account {
+            user: Some(USER),
+            home: format!("/home/{USER}"),
+        }
+    } else {
+        Account {
+            user: None,
+            home: "/root".into(),
+        }
+    };
+    let checkout = root.join(account.checkout().trim_start_matches('/'));
     cmd::run(
         Command::new("git")
             .args(["clone", "--quiet", "--no-hardlinks", "--no-checkout"])
@@ -150,24 +242,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     // Name resolution for the install step: the one thing the network needs
     // from the host.
     fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).context("copying /etc/resolv.conf")?;
+    let runner = Runner {
+        root: root.clone(),
+        toolchain,
+        account,
+    };
     let local_cas = copy_local_cas(&root)?;
     if local_cas > 0 {
         println!("trusting this machine's {local_cas} local CA certificate(s) in the root");
-        step(&root, &toolchain, "update-ca-certificates >/dev/null", Network::Host)?;
+        runner.as_root("update-ca-certificates >/dev/null")?;
+    }
+    if let Some(user) = runner.account.user {
+        let home = &runner.account.home;
+        runner.as_root(&format!(
+            "useradd --no-create-home --home-dir {home} --shell /bin/sh {user} \
+             && echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{user} \
+             && chown -R {user}:{user} {home}"
+        ))?;
     }
 
-    let install = step(&root, &toolchain, "cargo xtask install", Network::Host)?;
-    let fetch = step(&root, &toolchain, "cargo fetch --quiet", Network::Host)?;
-    let up = step(
-        &root,
-        &toolchain,
-        "CARGO_NET_OFFLINE=true cargo xtask up --check",
-        Network::Own,
-    )?;
+    let install = runner.step("cargo xtask install", Network::Host)?;
+    let fetch = runner.step("cargo fetch --quiet", Network::Host)?;
+    let up = runner.step("CARGO_NET_OFFLINE=true cargo xtask up --check", Network::Own)?;
 
     println!();
+    let who = match runner.account.user {
+        Some(user) => format!("as {user}, a user with sudo rights"),
+        None => "as root".to_owned(),
+    };
     println!(
-        "fresh-check passed: Debian {} (debootstrap minbase + {BASE_PACKAGES}), commit {}",
+        "fresh-check passed: Debian {} (debootstrap minbase + {BASE_PACKAGES}), {who}, commit {}",
         options.suite,
         &commit[..12.min(commit.len())]
     );
@@ -195,40 +299,6 @@ enum Network {
     Own,
 }
 
-/// Runs `line` in `root` (see [`STEP`]); how long it took.
-fn step(root: &Path, toolchain: &Path, line: &str, network: Network) -> anyhow::Result<Duration> {
-    println!("==> fresh-check: {line}");
-    let script = STEP.replace("$CHECKOUT", CHECKOUT);
-    let mut command = Command::new("unshare");
-    command.args(["--mount", "--pid", "--fork", "--kill-child"]);
-    match network {
-        Network::Host => {
-            command.args(["sh", "-c", &script, "fresh-check"]);
-        }
-        Network::Own => {
-            let script = format!("ip link set lo up\n{script}");
-            command.args(["--net", "sh", "-c", &script, "fresh-check"]);
-        }
-    }
-    command.arg(root).arg(toolchain).arg(line);
-    for var in CA_VARS {
-        if let Some(value) = std::env::var_os(var) {
-            let mut setting = std::ffi::OsString::from(format!("{var}="));
-            setting.push(value);
-            command.arg(setting);
-        }
-    }
-    let started = Instant::now();
-    let status = command.status().context("running unshare")?;
-    if !status.success() {
-        bail!(
-            "`{line}` failed in the clean root ({status}); the root is left at {} to look into",
-            root.display()
-        );
-    }
-    Ok(started.elapsed())
-}
-
 /// Copies the host's locally added CA certificates into `root`; how many.
 fn copy_local_cas(root: &Path) -> anyhow::Result<usize> {
     let Ok(entries) = fs::read_dir(LOCAL_CAS) else {
@@ -250,7 +320,8 @@ fn copy_local_cas(root: &Path) -> anyhow::Result<usize> {
 /// The cached clean root for `suite`; whether it was already there.
 fn ensure_base(base: &Path, suite: &str) -> anyhow::Result<bool> {
     let done = base.join(".fresh-check-complete");
-    if done.is_file() {
+    let wanted = format!("{suite} with {BASE_PACKAGES}\n");
+    if fs::read_to_string(&done).is_ok_and(|made| made == wanted) {
         println!("clean root: {} (cached)", base.display());
         return Ok(true);
     }

@@ -34,6 +34,7 @@ commands:
            this commit into it, run `install`, then `up --check` in a network
            namespace of its own; prints how long each step took (minutes)
              --suite <name>  the Debian release (default bookworm)
+             --user          as a user with sudo rights, not as root
              --keep          keep the root afterwards";
 
 #[tokio::main]
@@ -105,6 +106,7 @@ fn fresh_check_options(flags: &[&str]) -> Result<fresh_check::Options, String> {
                 _ => return Err("`--suite` needs a Debian release name, e.g. bookworm or trixie".into()),
             },
             "--keep" => options.keep = true,
+            "--user" => options.user = true,
             other => return Err(format!("`fresh-check` has no option `{other}`")),
         }
     }
