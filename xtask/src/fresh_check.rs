@@ -242,6 +242,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     // Name resolution for the install step: the one thing the network needs
     // from the host.
     fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).context("copying /etc/resolv.conf")?;
+    // As an installed system has it (sudo looks its own host name up).
+    let hostname = fs::read_to_string(root.join("etc/hostname")).unwrap_or_default();
+    let hostname = hostname.trim();
+    let hosts = format!("127.0.0.1 localhost\n127.0.1.1 {hostname}\n::1 localhost ip6-localhost ip6-loopback\n");
+    fs::write(root.join("etc/hosts"), hosts).context("writing /etc/hosts")?;
     let runner = Runner {
         root: root.clone(),
         toolchain,

@@ -129,6 +129,7 @@ const SERVICES: &[Service] = &[
 
 /// Where each part listens, with the port offset applied.
 struct Layout {
+    offset: u16,
     nats: Infra,
     postgres: Infra,
     redis: Infra,
@@ -167,6 +168,7 @@ impl Layout {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
+            offset,
             nats: infra("NATS_URL", NATS_PORT)?,
             postgres: infra("DATABASE_URL", POSTGRES_PORT)?,
             redis: infra("REDIS_URL", REDIS_PORT)?,
@@ -203,6 +205,15 @@ impl Layout {
         infra.chain(services).collect()
     }
 
+    /// Where the servers keep their data: `.data/`, or for a stack moved by
+    /// an offset, a directory of its own inside it.
+    fn data_dir(&self, root: &Path) -> PathBuf {
+        match self.offset {
+            0 => root.join(".data"),
+            offset => root.join(".data").join(format!("offset-{offset}")),
+        }
+    }
+
     fn gateway_port(&self) -> Option<u16> {
         self.services
             .iter()
@@ -222,8 +233,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let began = Instant::now();
     install::run().context("install")?;
     let root = cmd::root();
-    let data = root.join(".data");
     let layout = Layout::from_env()?;
+    let data = layout.data_dir(&root);
     // Before the build, so a taken port fails at once; again before the
     // start, in case something took one meanwhile.
     ports::check_free(&layout.ports())?;
@@ -330,7 +341,10 @@ async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<Se
     let nats = match &layout.nats {
         Infra::Given { var, url } => given(var, url),
         Infra::Start(port) => {
-            println!("starting nats-server on 127.0.0.1:{port} (log .data/nats.log)");
+            println!(
+                "starting nats-server on 127.0.0.1:{port} (log {})",
+                data.join("nats.log").display()
+            );
             started.push(infra::start_nats(&data.join("nats"), *port).await?);
             infra::nats_url(*port)
         }
@@ -338,7 +352,10 @@ async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<Se
     let postgres = match &layout.postgres {
         Infra::Given { var, url } => given(var, url),
         Infra::Start(port) => {
-            println!("starting PostgreSQL on 127.0.0.1:{port} (log .data/postgres.log)");
+            println!(
+                "starting PostgreSQL on 127.0.0.1:{port} (log {})",
+                data.join("postgres.log").display()
+            );
             started.push(infra::start_postgres(&data.join("postgres"), *port).await?);
             infra::postgres_url(*port)
         }
@@ -346,7 +363,10 @@ async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<Se
     let redis = match &layout.redis {
         Infra::Given { var, url } => given(var, url),
         Infra::Start(port) => {
-            println!("starting redis-server on 127.0.0.1:{port} (log .data/redis.log)");
+            println!(
+                "starting redis-server on 127.0.0.1:{port} (log {})",
+                data.join("redis.log").display()
+            );
             started.push(infra::start_redis(&data.join("redis"), *port).await?);
             infra::redis_url(*port)
         }
