@@ -1,15 +1,31 @@
-//! Durable pull consumers with explicit acks, bounded redelivery and a
-//! dead-letter path.
+//! Durable pull consumers with explicit acks, unbounded retries of transient
+//! failures and a dead-letter path for poison.
 //!
 //! Each delivered message is turned into an [`IncomingEvent`] and handed to
-//! an [`EventHandler`]. Success acks. [`HandleError::Retry`] naks with the
-//! delay declared for the consumer (`shop.retry_delays`) until `max_deliver`
-//! is reached; then, like [`HandleError::Reject`] and malformed messages, the
-//! message is parked on the `DLQ` stream as `dlq.<consumer>.<original
-//! subject>` with the original stream, sequence, delivery count and error in
-//! headers, and terminated, so the consumer moves on to the others.
+//! an [`EventHandler`]. There are three outcomes, and a message leaves the
+//! consumer only through the first two:
+//!
+//! - **Handled**: acked.
+//! - **Poison** ([`HandleError::Reject`], malformed messages): parked on the
+//!   `DLQ` stream as `dlq.<consumer>.<original subject>`, with the original
+//!   stream, sequence, delivery count and error in headers, then terminated,
+//!   so the consumer moves on. If parking fails, the message is kept and
+//!   parked on a later delivery.
+//! - **Transient** ([`HandleError::Retry`]: a dependency is down, an event
+//!   arrived before the one it follows): redelivered with capped exponential
+//!   backoff and jitter ([`Backoff`](crate::topology::Backoff)), for as long as
+//!   it takes. Consumers have no `max_deliver`: a delivery limit would drop a
+//!   message that nobody parked.
+//!
+//! The consumer pulls no more messages than it handles at once, so none
+//! waits in a buffer while its `ack_wait` runs out.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self, AckKind,
@@ -91,8 +107,10 @@ pub async fn run<H: EventHandler>(
     shutdown: CancellationToken,
 ) {
     let definition = Arc::new(definition);
+    let waiting = Arc::new(Waiting::new(definition.name()));
+    let concurrency = concurrency.max(1);
     while !shutdown.is_cancelled() {
-        let messages = match open(&js, &definition).await {
+        let messages = match open(&js, &definition, concurrency).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(consumer = definition.name(), error = %e, "cannot open consumer; retrying");
@@ -113,13 +131,14 @@ pub async fn run<H: EventHandler>(
                 }
                 std::future::ready(delivery.is_ok())
             })
-            .for_each_concurrent(concurrency.max(1), |delivery| {
+            .for_each_concurrent(concurrency, |delivery| {
                 let js = js.clone();
                 let definition = definition.clone();
                 let handler = handler.clone();
+                let waiting = waiting.clone();
                 async move {
                     if let Ok(message) = delivery {
-                        process(&js, &definition, handler.as_ref(), message).await;
+                        process(&js, &definition, handler.as_ref(), &waiting, message).await;
                     }
                 }
             })
@@ -133,7 +152,38 @@ pub async fn run<H: EventHandler>(
     }
 }
 
-async fn open(js: &jetstream::Context, definition: &ConsumerDefinition) -> Result<pull::Stream, async_nats::Error> {
+/// The messages of one consumer that failed transiently and wait for their
+/// redelivery, by stream sequence: how many there are is the gauge
+/// `events_waiting_retry`, which stays up while a dependency is down.
+struct Waiting {
+    consumer: String,
+    sequences: Mutex<HashSet<u64>>,
+}
+
+impl Waiting {
+    fn new(consumer: &str) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+            sequences: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn set(&self, sequence: u64, waiting: bool) {
+        let mut sequences = self.sequences.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting {
+            sequences.insert(sequence);
+        } else {
+            sequences.remove(&sequence);
+        }
+        metrics::gauge!("events_waiting_retry", "consumer" => self.consumer.clone()).set(sequences.len() as f64);
+    }
+}
+
+async fn open(
+    js: &jetstream::Context,
+    definition: &ConsumerDefinition,
+    concurrency: usize,
+) -> Result<pull::Stream, async_nats::Error> {
     let consumer: PullConsumer = js
         .get_stream(definition.stream)
         .await?
@@ -141,8 +191,11 @@ async fn open(js: &jetstream::Context, definition: &ConsumerDefinition) -> Resul
         .await?;
     // A short idle heartbeat: a consumer that vanished is noticed within
     // seconds (two missed heartbeats), not the default half minute.
+    // No bigger batches than the handlers take at once: a buffered message
+    // gets no progress acks, and would be redelivered while still waiting.
     let messages = consumer
         .stream()
+        .max_messages_per_batch(concurrency)
         .heartbeat(PULL_HEARTBEAT)
         .expires(PULL_EXPIRES)
         .messages()
@@ -154,6 +207,7 @@ async fn process<H: EventHandler>(
     js: &jetstream::Context,
     definition: &ConsumerDefinition,
     handler: &H,
+    waiting: &Waiting,
     message: jetstream::Message,
 ) {
     let consumer = definition.name();
@@ -186,6 +240,8 @@ async fn process<H: EventHandler>(
             context.scope(work).instrument(span).await
         }
     };
+    let retry_delay = || definition.retry.delay(delivered, rand::random());
+    waiting.set(sequence, matches!(outcome, Err(HandleError::Retry(_))));
     match outcome {
         Ok(()) => {
             metrics::counter!("events_handled_total", "consumer" => consumer.to_owned()).increment(1);
@@ -194,26 +250,24 @@ async fn process<H: EventHandler>(
                 tracing::warn!(consumer, subject, error = %e, "ack failed; the event will be redelivered");
             }
         }
-        Err(HandleError::Retry(reason)) if !definition.is_last_delivery(delivered) => {
-            let delay = definition.retry_delay(delivered);
+        Err(HandleError::Retry(reason)) => {
+            let delay = retry_delay();
             tracing::info!(consumer, subject, delivered, ?delay, %reason, "event will be retried");
             metrics::counter!("events_retried_total", "consumer" => consumer.to_owned()).increment(1);
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         }
-        Err(HandleError::Retry(reason) | HandleError::Reject(reason)) => {
-            let parked = park(js, consumer, &stream, sequence, delivered, &message, &reason).await;
-            match parked {
+        Err(HandleError::Reject(reason)) => {
+            match park(js, consumer, &stream, sequence, delivered, &message, &reason).await {
                 Ok(()) => {
                     tracing::error!(consumer, subject, sequence, %reason, "event parked on DLQ");
                     metrics::counter!("events_parked_total", "consumer" => consumer.to_owned()).increment(1);
                     let _ = message.ack_with(AckKind::Term).await;
                 }
                 Err(e) => {
-                    // Never drop a message we could not park: retry later.
-                    tracing::error!(consumer, subject, error = %e, "cannot park event on DLQ; will retry");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(definition.retry_delay(delivered))))
-                        .await;
+                    // Never drop a message that is not parked: it comes back.
+                    let delay = retry_delay();
+                    tracing::error!(consumer, subject, error = %e, ?delay, "cannot park event on DLQ; will retry");
+                    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                 }
             }
         }

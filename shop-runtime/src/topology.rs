@@ -64,6 +64,8 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
 pub enum TopologyError {
     #[error("definition of {0} is not valid JSON for JetStream: {1}")]
     Definition(String, serde_json::Error),
+    #[error("consumer {0}: metadata {1} is missing or not a duration (e.g. 250ms, 30s)")]
+    Metadata(String, String),
     #[error("no consumer named {0} is declared in nats/consumers")]
     UnknownConsumer(String),
     #[error("JetStream refused {what}: {source}")]
@@ -79,29 +81,36 @@ pub enum TopologyError {
 pub struct ConsumerDefinition {
     pub stream: &'static str,
     pub config: pull::Config,
-    /// Delay before redelivering a message whose handler failed transiently,
-    /// by delivery attempt (metadata `shop.retry_delays`).
-    pub retry_delays: Vec<Duration>,
+    /// How a message whose handler failed transiently is redelivered
+    /// (metadata `shop.retry_initial`, `shop.retry_max`).
+    pub retry: Backoff,
 }
 
 impl ConsumerDefinition {
     pub fn name(&self) -> &str {
         self.config.durable_name.as_deref().unwrap_or_default()
     }
+}
 
-    /// Delay before delivery `delivered + 1`.
-    pub fn retry_delay(&self, delivered: i64) -> Duration {
-        let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
-        self.retry_delays
-            .get(index)
-            .or(self.retry_delays.last())
-            .copied()
-            .unwrap_or(Duration::from_secs(1))
-    }
+/// Capped exponential backoff with jitter, and no last attempt: a transient
+/// failure is retried for as long as it lasts, each message ever more slowly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay after the first failed delivery.
+    pub initial: Duration,
+    /// The longest delay; reached after a few doublings and kept.
+    pub max: Duration,
+}
 
-    /// The last delivery JetStream will make (`max_deliver`).
-    pub fn is_last_delivery(&self, delivered: i64) -> bool {
-        self.config.max_deliver > 0 && delivered >= self.config.max_deliver
+impl Backoff {
+    /// The delay before delivery `delivered + 1`: `initial` doubled per
+    /// failed delivery up to `max`, of which the upper half is random
+    /// (`jitter` in 0..=1), so messages that failed together do not all
+    /// come back at once.
+    pub fn delay(&self, delivered: i64, jitter: f64) -> Duration {
+        let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let full = self.initial.saturating_mul(1 << doublings).min(self.max);
+        full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
     }
 }
 
@@ -123,16 +132,18 @@ pub fn consumer(name: &str) -> Result<ConsumerDefinition, TopologyError> {
         .ok_or_else(|| TopologyError::UnknownConsumer(name.to_owned()))?;
     let config: pull::Config =
         serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("consumer {name}"), e))?;
-    let retry_delays = config
-        .metadata
-        .get("shop.retry_delays")
-        .map(|raw| raw.split(',').filter_map(parse_duration).collect())
-        .unwrap_or_default();
-    Ok(ConsumerDefinition {
-        stream,
-        config,
-        retry_delays,
-    })
+    let duration = |key: &str| {
+        config
+            .metadata
+            .get(key)
+            .and_then(|raw| parse_duration(raw))
+            .ok_or_else(|| TopologyError::Metadata(name.to_owned(), key.to_owned()))
+    };
+    let retry = Backoff {
+        initial: duration("shop.retry_initial")?,
+        max: duration("shop.retry_max")?,
+    };
+    Ok(ConsumerDefinition { stream, config, retry })
 }
 
 /// Every consumer definition.
@@ -187,6 +198,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backoff_doubles_to_its_cap_with_the_upper_half_random() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+        };
+        let lowest = |delivered| backoff.delay(delivered, 0.0);
+        let highest = |delivered| backoff.delay(delivered, 1.0);
+        assert_eq!(highest(1), Duration::from_millis(250));
+        assert_eq!(lowest(1), Duration::from_millis(125));
+        assert_eq!(highest(2), Duration::from_millis(500));
+        assert_eq!(highest(8), Duration::from_secs(30), "capped");
+        assert_eq!(lowest(1_000_000), Duration::from_secs(15), "no overflow, still capped");
+        assert_eq!(highest(0), Duration::from_millis(250));
+    }
+
+    #[test]
     fn every_definition_parses_and_matches_its_file_name() {
         let streams = streams().expect("streams parse");
         for (config, (name, _)) in streams.iter().zip(STREAMS) {
@@ -204,11 +231,13 @@ mod tests {
                 jetstream::consumer::AckPolicy::Explicit,
                 "{name}"
             );
-            assert!(
-                definition.config.max_deliver > 1,
-                "{name}: max_deliver must be bounded and > 1"
+            // The application decides when to park; a delivery limit would
+            // drop whatever reached it unparked.
+            assert_eq!(
+                definition.config.max_deliver, -1,
+                "{name}: max_deliver must be unlimited"
             );
-            assert!(!definition.retry_delays.is_empty(), "{name}: shop.retry_delays missing");
+            assert!(definition.retry.initial < definition.retry.max, "{name}: retry backoff");
             let stream = streams
                 .iter()
                 .find(|s| s.name == definition.stream)

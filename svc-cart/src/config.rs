@@ -126,8 +126,8 @@ impl Config {
             env.problem(format!("CART_MAX_QUANTITY must be between 1 and {}", Quantity::MAX));
         }
         // A confirmation that overtakes its checkout record is retried while
-        // the PlaceOrder call may still be under way; the consumer's retries
-        // span about 50s, so the call must end well within that.
+        // the checkout is marked in flight, a window derived from this
+        // timeout: a short bound keeps such a confirmation from waiting long.
         if self.upstream_timeout > MAX_UPSTREAM_TIMEOUT {
             env.problem(format!(
                 "UPSTREAM_TIMEOUT must be at most {}s",

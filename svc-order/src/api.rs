@@ -286,7 +286,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         match applied {
             Applied::Moved { .. } | Applied::Ignored => {}
             Applied::Refused(why) => return Err(Error::FailedPrecondition(why.to_owned()).into()),
-            Applied::NotYet | Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
+            Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
         }
         let order = store::load(&mut tx, order_id).await.map_err(Error::from)?;
         self.outbox.commit(tx).await.map_err(Error::from)?;

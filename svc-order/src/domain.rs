@@ -86,26 +86,24 @@ pub enum Decision {
     Move(Status),
     /// Stale or repeated: nothing to do (events after a terminal status).
     Ignore,
-    /// Arrived before the event it follows; try again later.
-    NotYet,
     /// Not allowed; the message says why.
     Refuse(&'static str),
 }
 
 pub fn decide(from: Status, trigger: Trigger) -> Decision {
     use CancelReason as R;
-    use Decision::{Ignore, Move, NotYet, Refuse};
+    use Decision::{Ignore, Move, Refuse};
     use Status::{Cancelled, Confirmed, Pending, Reserved};
     use Trigger as T;
     match (from, trigger) {
         (Pending, T::StockReserved) => Move(Reserved),
         (Pending, T::StockRejected) => Move(Cancelled(R::OutOfStock)),
-        (Pending, T::StockCommitted) => NotYet,
+        // A commit implies the reservation whose event it overtook.
+        (Pending | Reserved, T::StockCommitted) => Move(Confirmed),
         (Pending | Reserved, T::PaymentDeclined) => Move(Cancelled(R::PaymentDeclined)),
         (Pending | Reserved, T::ReservationExpired) => Move(Cancelled(R::ReservationExpired)),
         (Pending | Reserved, T::CustomerCancel) => Move(Cancelled(R::CustomerCancelled)),
         (Reserved, T::StockReserved) => Ignore,
-        (Reserved, T::StockCommitted) => Move(Confirmed),
         // Inventory never rejects after it reserved; a stray event changes nothing.
         (Reserved, T::StockRejected) => Ignore,
         (Confirmed, T::CustomerCancel) => Refuse("the order is already confirmed and can no longer be cancelled"),
@@ -307,7 +305,12 @@ mod tests {
             decide(Status::Reserved, Trigger::ReservationExpired),
             Decision::Move(Status::Cancelled(CancelReason::ReservationExpired))
         );
-        assert_eq!(decide(Status::Pending, Trigger::StockCommitted), Decision::NotYet);
+        // Inventory commits only what it reserved: a commit that overtakes
+        // its reservation's event still confirms, instead of waiting on it.
+        assert_eq!(
+            decide(Status::Pending, Trigger::StockCommitted),
+            Decision::Move(Status::Confirmed)
+        );
         assert!(matches!(
             decide(Status::Confirmed, Trigger::CustomerCancel),
             Decision::Refuse(_)

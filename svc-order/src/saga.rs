@@ -27,7 +27,6 @@ pub const PAYMENTS_CONSUMER: &str = "order-payments";
 pub enum Applied {
     Moved { from: Status, to: Status },
     Ignored,
-    NotYet,
     Refused(&'static str),
     Missing,
 }
@@ -46,7 +45,6 @@ pub async fn apply(
     let to = match decide(from, trigger) {
         Decision::Move(to) => to,
         Decision::Ignore => return Ok(Applied::Ignored),
-        Decision::NotYet => return Ok(Applied::NotYet),
         Decision::Refuse(why) => return Ok(Applied::Refused(why)),
     };
     store::set_status(conn, order_id, to).await?;
@@ -148,11 +146,6 @@ impl EventHandler for OrderSaga {
             Applied::Moved { from, to } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
             Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),
             Applied::Refused(why) => tracing::warn!(order_id = %id, ?trigger, why, "event refused by state machine"),
-            Applied::NotYet => {
-                return Err(HandleError::Retry(format!(
-                    "order {id} is not ready for {trigger:?} yet"
-                )));
-            }
             Applied::Missing => return Err(HandleError::Retry(format!("order {id} not found"))),
         }
         self.outbox.commit(tx).await?;
