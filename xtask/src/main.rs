@@ -10,6 +10,7 @@ mod cmd;
 mod fresh_check;
 mod install;
 mod ports;
+mod supervise;
 mod up;
 
 use std::process::ExitCode;

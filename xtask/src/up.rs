@@ -4,18 +4,21 @@
 //! `NATS_URL`, `DATABASE_URL`, `REDIS_URL`); the services are this
 //! workspace's debug builds (release with `--release`). Every port is checked
 //! before anything starts, and all of them move together with
-//! `SHOP_PORT_OFFSET`. Everything runs until Ctrl-C or until a process exits
-//! on its own (with `--check`: until one checkout through the gateway is
-//! confirmed), then stops in reverse order: services, then infrastructure.
+//! `SHOP_PORT_OFFSET`. A service that exits is started again (see
+//! [`supervise`](crate::supervise)); everything runs until Ctrl-C or until a
+//! server of the infrastructure exits (with `--check`: until one checkout
+//! through the gateway is confirmed), then stops in reverse order: services,
+//! then infrastructure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shop_test_support::infra::{self, ServerProcess, StopSignal};
+use shop_test_support::infra::{self, ServerProcess};
 
 use crate::ports::{self, Port};
+use crate::supervise::{Restarts, Supervised, Tended};
 use crate::{cmd, install};
 
 /// What `cargo xtask up` was asked for.
@@ -279,10 +282,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         let command = service_command(placed, &layout, &binary, &urls, &root, &data)?;
         println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
-        let mut process = ServerProcess::spawn(service.name, &command, StopSignal::Term, None)?;
+        let mut supervised = Supervised::spawn(service.name, command, Restarts::default())?;
         let port = placed.grpc_port;
-        process.wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port)).await?;
-        services.push((placed, process));
+        supervised
+            .process()
+            .wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port))
+            .await?;
+        services.push((placed, supervised));
     }
 
     let gateway = layout
@@ -546,7 +552,7 @@ fn authorized<T>(bearer: &tonic::metadata::AsciiMetadataValue, message: T) -> to
 
 fn print_summary(
     urls: &Urls,
-    services: &[(&Placed, ServerProcess)],
+    services: &[(&Placed, Supervised)],
     missing: &[&str],
     gateway: Option<(u16, &DevTokens)>,
 ) {
@@ -596,8 +602,10 @@ Ctrl-C stops everything."#
     }
 }
 
-/// Until Ctrl-C (Ok) or a process exiting on its own (Err).
-async fn watch(services: &mut [(&Placed, ServerProcess)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
+/// Until Ctrl-C (Ok) or a server of the infrastructure exiting (Err). A
+/// service that exits is started again, with growing pauses, while the rest
+/// runs on.
+async fn watch(services: &mut [(&Placed, Supervised)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -608,8 +616,19 @@ async fn watch(services: &mut [(&Placed, ServerProcess)], infra: &mut [ServerPro
                 return Ok(());
             }
             () = tokio::time::sleep(WATCH_INTERVAL) => {
-                let processes = services.iter_mut().map(|(_, p)| p).chain(infra.iter_mut());
-                for process in processes {
+                for (_, service) in services.iter_mut() {
+                    match service.tend()? {
+                        Tended::Exited { status, restart_in } => eprintln!(
+                            "{} exited ({status}); starting it again in {restart_in:?}",
+                            service.name()
+                        ),
+                        Tended::Restarted { attempt } => {
+                            eprintln!("{} started again (restart {attempt} in a row)", service.name());
+                        }
+                        Tended::Running | Tended::Waiting => {}
+                    }
+                }
+                for process in infra.iter_mut() {
                     if let Some(status) = process.try_wait()? {
                         bail!("{} exited unexpectedly ({status})", process.name());
                     }
