@@ -33,6 +33,9 @@ pub enum OutboxError {
     Database(#[from] sqlx::Error),
 }
 
+/// After a failed pass, the relay waits at least this long before the next.
+const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
+
 /// Handle used by request handlers and event handlers to stage events.
 #[derive(Clone)]
 pub struct Outbox {
@@ -134,15 +137,22 @@ impl Relay {
                 }
             }
             // Back off while NATS or Postgres is down, but never longer than
-            // the safety-net poll.
+            // the safety-net poll; a commit still wakes the relay then, only
+            // not sooner than the shortest pause.
             let wait = if failures == 0 {
                 self.poll_interval
             } else {
-                Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(self.poll_interval)
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(MIN_PAUSE_AFTER_FAILURE) => {}
+                }
+                Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
+                    .min(self.poll_interval)
+                    .saturating_sub(MIN_PAUSE_AFTER_FAILURE)
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified(), if failures == 0 => {}
+                () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -190,13 +200,19 @@ impl Relay {
                 .headers(headers);
             pending.push((row.event_id, self.js.send_publish(row.subject.clone(), message).await));
         }
-        let mut published = Vec::with_capacity(rows.len());
-        let mut first_error = None;
-        for (event_id, sent) in pending {
+        // All at once: while NATS is away every ack waits out its timeout,
+        // and one by one that would hold these row locks for minutes.
+        let acks = futures::future::join_all(pending.into_iter().map(|(event_id, sent)| async move {
             let acked = match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            (event_id, acked)
+        }))
+        .await;
+        let mut published = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for (event_id, acked) in acks {
             match acked {
                 Ok(()) => published.push(event_id),
                 Err(e) => {

@@ -128,6 +128,32 @@ async fn relay_keeps_rows_while_the_broker_is_down_and_sends_them_after() -> any
 }
 
 #[tokio::test]
+async fn a_relay_pass_during_an_outage_ends_within_one_ack_timeout() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let (mut nats, js) = broker().await?;
+    let outbox = Outbox::new("svc-test");
+    nats.stop().await;
+    let mut tx = pool.begin().await?;
+    for i in 0..12 {
+        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
+    }
+    outbox.commit(tx).await?;
+
+    // Each PubAck may wait out its timeout (5 s), but all at once: a pass
+    // that waited for them one by one would hold its row locks for a minute.
+    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let pass = tokio::time::timeout(Duration::from_secs(15), relay.drain()).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(pass, Ok(Err(_))),
+        "the pass must fail, and soon (took {took:?})"
+    );
+    assert_eq!(unpublished(&pool).await?, 12, "nothing is lost");
+    Ok(())
+}
+
+#[tokio::test]
 async fn two_relays_share_the_outbox_without_losing_or_duplicating() -> anyhow::Result<()> {
     let pool = database().await?;
     let (_nats, js) = broker().await?;
