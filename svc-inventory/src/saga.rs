@@ -177,13 +177,35 @@ pub async fn sweep_expired(saga: InventorySaga, interval: Duration, shutdown: Ca
     }
 }
 
-/// One sweep: releases a batch of expired reservations in one transaction.
+/// Reservations one sweep releases at most; the rest wait for the next.
+const SWEEP_BATCH: usize = 100;
+
+/// One sweep: releases expired reservations, oldest first, each in a
+/// transaction of its own. A transaction then locks one reservation's stock
+/// rows, in SKU order as reserving and committing do, so sweepers (one per
+/// replica) and the saga cannot deadlock; and a reservation that cannot be
+/// released is logged and skipped, holding up no other. Returns how many
+/// were released.
 pub async fn sweep_once(saga: &InventorySaga) -> Result<usize, HandleError> {
-    let mut tx = saga.pool.begin().await?;
-    let expired = stock::claim_expired(&mut tx, 100).await?;
-    for (order_id, user_id) in &expired {
-        saga.release(&mut tx, order_id, user_id, ReleaseReason::Expired).await?;
+    let mut released = 0;
+    let mut skipped: Vec<String> = Vec::new();
+    while released + skipped.len() < SWEEP_BATCH {
+        let mut tx = saga.pool.begin().await?;
+        let Some((order_id, user_id)) = stock::claim_expired(&mut tx, &skipped).await? else {
+            break;
+        };
+        match saga.release(&mut tx, &order_id, &user_id, ReleaseReason::Expired).await {
+            Ok(_) => {
+                saga.outbox.commit(tx).await?;
+                released += 1;
+            }
+            Err(e) => {
+                drop(tx);
+                tracing::error!(order_id, error = %e, "cannot release an expired reservation; skipping it");
+                metrics::counter!("reservation_release_failures_total").increment(1);
+                skipped.push(order_id);
+            }
+        }
     }
-    saga.outbox.commit(tx).await?;
-    Ok(expired.len())
+    Ok(released)
 }

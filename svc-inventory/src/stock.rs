@@ -245,17 +245,17 @@ pub async fn release(
     Ok(Settlement::Done { user_id: owner })
 }
 
-/// Claims up to `limit` held reservations past their deadline, skipping rows
-/// another sweeper (replica) holds.
-pub async fn claim_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+/// Claims the held reservation longest past its deadline, other than those
+/// in `skip`, passing over rows another sweeper (replica) holds.
+pub async fn claim_expired(conn: &mut PgConnection, skip: &[String]) -> Result<Option<(String, String)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT order_id, user_id FROM reservations
-          WHERE status = 'held' AND expires_at < now()
+          WHERE status = 'held' AND expires_at < now() AND order_id <> ALL($1)
           ORDER BY expires_at
-          LIMIT $1
+          LIMIT 1
             FOR UPDATE SKIP LOCKED",
     )
-    .bind(limit)
-    .fetch_all(conn)
+    .bind(skip)
+    .fetch_optional(conn)
     .await
 }
