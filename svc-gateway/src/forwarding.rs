@@ -166,20 +166,11 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
             Err(Error::UpstreamUnavailable)
         }
         Ok(Ok(response)) => {
-            // A trailers-only answer carries its status in the headers; an
-            // upstream saying it cannot serve counts against it.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map(tonic::Code::from);
-            let upstream_failed = matches!(code, Some(tonic::Code::Unavailable));
-            permit.report(if upstream_failed {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
+            // Whatever it says, an upstream that answers is up. Its
+            // UNAVAILABLE is usually about its own dependencies (svc-order
+            // while the catalog is away), and counting it would open this
+            // breaker for the calls it can still serve.
+            permit.report(Outcome::Success);
             Ok(response)
         }
     }

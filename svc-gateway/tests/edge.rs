@@ -1031,3 +1031,49 @@ async fn a_hung_upstream_meets_the_deadline_then_the_breaker_fails_fast() {
     assert_eq!(status.message(), "system busy, try later");
     assert!(timed(started) < Duration::from_millis(300), "{:?}", timed(started));
 }
+
+#[tokio::test]
+async fn an_upstream_answering_unavailable_for_its_own_dependency_keeps_its_breaker_closed() {
+    use shop_proto::cart::v1::{GetCartRequest, cart_service_client::CartServiceClient};
+
+    // Answers every call at once with UNAVAILABLE, as svc-cart does while
+    // its own dependency (Redis, svc-order) is down: it is up and answering.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = upstream.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let unavailable = hyper::service::service_fn(|_request| async {
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "14")
+                        .header("grpc-message", "carts are unavailable right now")
+                        .body(Full::new(Bytes::new()))
+                        .expect("response");
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), unavailable)
+                    .await;
+            });
+        }
+    });
+    let mut settings = no_upstreams().await;
+    settings.extend([
+        setting("CART_URL", &format!("http://{addr}")),
+        setting("CIRCUIT_BREAKER_FAILURES", "2"),
+        setting("CIRCUIT_BREAKER_COOLDOWN", "10s"),
+    ]);
+    let gateway = Gateway::start(settings).await;
+    let mut carts = CartServiceClient::new(gateway.as_user("alice", &["customer"]).await);
+
+    // Well past the threshold: every answer is the upstream's own, none the
+    // open breaker's.
+    for _ in 0..5 {
+        let status = within("an answer", 5, carts.get_cart(GetCartRequest::default()))
+            .await
+            .expect_err("unavailable");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "carts are unavailable right now");
+    }
+}
