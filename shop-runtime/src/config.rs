@@ -234,6 +234,9 @@ pub struct MessagingSettings {
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
+    /// `DATABASE_STATEMENT_TIMEOUT` (default 10s) and `DATABASE_LOCK_TIMEOUT`
+    /// (default 5s).
+    pub database_limits: crate::db::Limits,
     /// `CONSUMER_CONCURRENCY`: events handled at once per consumer (default 16).
     pub consumer_concurrency: usize,
     /// `OUTBOX_POLL_INTERVAL`: safety-net poll for rows an instance left
@@ -251,6 +254,10 @@ impl MessagingSettings {
                 .required("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
                 .unwrap_or_default(),
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16, "a positive integer"),
+            database_limits: crate::db::Limits {
+                statement: env.duration("DATABASE_STATEMENT_TIMEOUT", crate::db::Limits::default().statement),
+                lock: env.duration("DATABASE_LOCK_TIMEOUT", crate::db::Limits::default().lock),
+            },
             consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
             outbox_poll_interval: env.duration("OUTBOX_POLL_INTERVAL", Duration::from_secs(2)),
         }

@@ -236,7 +236,12 @@ async fn process<H: EventHandler>(
                 trace_id = %context.trace_id(),
                 delivered
             );
-            let work = with_progress(&message, definition.config.ack_wait, handler.handle(event));
+            let work = with_progress(
+                &message,
+                definition.config.ack_wait,
+                definition.handler_timeout,
+                handler.handle(event),
+            );
             context.scope(work).instrument(span).await
         }
     };
@@ -275,18 +280,25 @@ async fn process<H: EventHandler>(
 }
 
 /// Runs `work`, telling JetStream the message is still in progress so a slow
-/// handler (a payment provider call) is not redelivered under its feet.
+/// handler (a payment provider call) is not redelivered under its feet, but
+/// for no longer than `timeout`: then the work is dropped and the message
+/// retried, so a hung call can neither pin this slot nor hold up shutdown.
 async fn with_progress<F: Future<Output = Result<(), HandleError>>>(
     message: &jetstream::Message,
     ack_wait: Duration,
+    timeout: Duration,
     work: F,
 ) -> Result<(), HandleError> {
     let period = (ack_wait / 3).max(Duration::from_millis(500));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tokio::pin!(work);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(work, deadline);
     loop {
         tokio::select! {
             result = &mut work => return result,
+            () = &mut deadline => {
+                return Err(HandleError::Retry(format!("handling took longer than {timeout:?}; given up")));
+            }
             _ = ticker.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }

@@ -1,15 +1,45 @@
 //! PostgreSQL pool and migrations.
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
-/// Connects with a bounded wait, so a dead database is reported quickly.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+/// How long one statement may run, and wait for a lock, before PostgreSQL
+/// cancels it: a hung query or a lock held by a stuck transaction becomes an
+/// error (retried like any other) instead of a connection pinned for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `statement_timeout`.
+    pub statement: Duration,
+    /// `lock_timeout`.
+    pub lock: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            statement: Duration::from_secs(10),
+            lock: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connects with a bounded wait, so a dead database is reported quickly,
+/// and with `limits` on every connection.
+pub async fn connect(url: &str, max_connections: u32, limits: Limits) -> Result<PgPool, sqlx::Error> {
+    let millis = |d: Duration| d.as_millis().max(1).to_string();
+    let options = PgConnectOptions::from_str(url)?.options([
+        ("statement_timeout", millis(limits.statement)),
+        ("lock_timeout", millis(limits.lock)),
+    ]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await
 }
 

@@ -71,7 +71,12 @@ impl Host {
         migrations: Migrator,
         shutdown: CancellationToken,
     ) -> Result<Self, HostError> {
-        let pool = db::connect(&settings.database_url, settings.database_max_connections).await?;
+        let pool = db::connect(
+            &settings.database_url,
+            settings.database_max_connections,
+            settings.database_limits,
+        )
+        .await?;
         db::migrate(&pool, migrations).await?;
         let (nats, js) = crate::nats::connect(&settings.nats_url, name).await?;
         topology::ensure_streams(&js).await?;

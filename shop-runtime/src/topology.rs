@@ -84,6 +84,10 @@ pub struct ConsumerDefinition {
     /// How a message whose handler failed transiently is redelivered
     /// (metadata `shop.retry_initial`, `shop.retry_max`).
     pub retry: Backoff,
+    /// How long one handling may take (metadata `shop.handler_timeout`);
+    /// past it the handler is dropped and the message retried, so a hung
+    /// call cannot pin a slot or hold up shutdown for good.
+    pub handler_timeout: Duration,
 }
 
 impl ConsumerDefinition {
@@ -143,7 +147,13 @@ pub fn consumer(name: &str) -> Result<ConsumerDefinition, TopologyError> {
         initial: duration("shop.retry_initial")?,
         max: duration("shop.retry_max")?,
     };
-    Ok(ConsumerDefinition { stream, config, retry })
+    let handler_timeout = duration("shop.handler_timeout")?;
+    Ok(ConsumerDefinition {
+        stream,
+        config,
+        retry,
+        handler_timeout,
+    })
 }
 
 /// Every consumer definition.

@@ -23,7 +23,7 @@ use shop_test_support::{NatsServer, fresh_database};
 use sqlx::PgPool;
 
 async fn database() -> anyhow::Result<PgPool> {
-    let pool = db::connect(&fresh_database().await?, 8).await?;
+    let pool = db::connect(&fresh_database().await?, 8, db::Limits::default()).await?;
     db::migrate(&pool, sqlx::migrate::Migrator::with_migrations(vec![])).await?;
     Ok(pool)
 }

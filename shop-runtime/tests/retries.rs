@@ -223,3 +223,49 @@ async fn messages_waiting_their_turn_are_not_redelivered() -> anyhow::Result<()>
     assert!(repeated.is_empty(), "handled more than once: {repeated:?}");
     Ok(())
 }
+
+/// Hangs on the first attempt (a call that never returns), then succeeds.
+struct HangsOnce {
+    attempts: AtomicUsize,
+    handled: AtomicUsize,
+}
+
+impl EventHandler for HangsOnce {
+    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_hung_handler_is_given_up_on_and_the_message_retried() -> anyhow::Result<()> {
+    let (_nats, js) = broker().await?;
+    let mut definition = consumer(&js).await?;
+    definition.handler_timeout = Duration::from_millis(300);
+    let handler = Arc::new(HangsOnce {
+        attempts: AtomicUsize::new(0),
+        handled: AtomicUsize::new(0),
+    });
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer::run(
+        js.clone(),
+        definition,
+        handler.clone(),
+        1,
+        shutdown.clone(),
+    ));
+
+    publish(&js, "o-hang").await?;
+    let outcome = eventually("the event handled on a later delivery", async || {
+        Ok(handler.handled.load(Ordering::SeqCst) == 1)
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running).await??;
+    outcome?;
+    assert_eq!(handler.attempts.load(Ordering::SeqCst), 2);
+    Ok(())
+}

@@ -10,7 +10,7 @@ use svc_inventory::saga::{InventorySaga, sweep_once};
 
 #[tokio::test]
 async fn a_reservation_that_cannot_be_released_holds_up_no_other() -> anyhow::Result<()> {
-    let pool = db::connect(&fresh_database().await?, 4).await?;
+    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
     db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
     // Two expired reservations. The older one is damaged: its units were
     // never counted as reserved, so giving them back would take `reserved`

@@ -157,8 +157,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 }
                 // Out of attempts with an unknown outcome: make sure no
                 // charge stands, then fail the payment.
-                self.provider
-                    .refund_or_void(payment_id)
+                self.refund_or_void(payment_id)
                     .await
                     .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
                 self.finish(
@@ -269,8 +268,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             ))),
             Some((payment_id, status)) if status == "succeeded" => {
                 tx.commit().await?;
-                self.provider
-                    .refund_or_void(payment_id)
+                self.refund_or_void(payment_id)
                     .await
                     .map_err(|e| HandleError::Retry(format!("refund: {e}")))?;
                 self.record_refund(event, payment_id).await
@@ -281,6 +279,13 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 Ok(())
             }
         }
+    }
+
+    /// The provider's refund or void, bounded like a charge.
+    async fn refund_or_void(&self, payment_id: Uuid) -> Result<(), ProviderError> {
+        tokio::time::timeout(self.provider_timeout, self.provider.refund_or_void(payment_id))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout))
     }
 
     async fn record_refund(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {

@@ -1,0 +1,52 @@
+//! The limits every service connection carries, against a real PostgreSQL:
+//! a statement stuck behind a lock or running away ends in an error (which
+//! the caller retries) instead of pinning a connection for good.
+
+use std::time::{Duration, Instant};
+
+use shop_runtime::db;
+use shop_test_support::fresh_database;
+
+fn short() -> db::Limits {
+    db::Limits {
+        statement: Duration::from_millis(500),
+        lock: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn a_statement_waiting_on_a_stuck_lock_gives_up() -> anyhow::Result<()> {
+    let url = fresh_database().await?;
+    let pool = db::connect(&url, 4, short()).await?;
+    sqlx::query("CREATE TABLE t (id int PRIMARY KEY)")
+        .execute(&pool)
+        .await?;
+    sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await?;
+    // A transaction that holds the row and goes nowhere (its process hung).
+    let mut stuck = pool.begin().await?;
+    sqlx::query("SELECT id FROM t WHERE id = 1 FOR UPDATE")
+        .execute(&mut *stuck)
+        .await?;
+
+    let started = Instant::now();
+    let waiting = sqlx::query("UPDATE t SET id = 1 WHERE id = 1").execute(&pool);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    let Ok(Err(sqlx::Error::Database(e))) = outcome else {
+        panic!("expected a lock timeout, got {outcome:?} after {:?}", started.elapsed());
+    };
+    assert_eq!(e.code().as_deref(), Some("55P03"), "lock_not_available: {e}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    stuck.rollback().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_runaway_statement_is_cancelled() -> anyhow::Result<()> {
+    let pool = db::connect(&fresh_database().await?, 4, short()).await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(5), sqlx::query("SELECT pg_sleep(3)").execute(&pool)).await;
+    let Ok(Err(sqlx::Error::Database(e))) = outcome else {
+        panic!("expected a statement timeout, got {outcome:?}");
+    };
+    assert_eq!(e.code().as_deref(), Some("57014"), "query_canceled: {e}");
+    Ok(())
+}
