@@ -16,6 +16,9 @@ pub struct Config {
     pub catalog_timeout: Duration,
     /// `ACCEPTED_PAYMENT_METHODS`: comma-separated tokens PlaceOrder accepts.
     pub accepted_payment_methods: Vec<PaymentMethod>,
+    /// `WATCH_MAX_CONCURRENT`: WatchOrder streams one replica serves at once
+    /// (default 1000); more are refused with RESOURCE_EXHAUSTED.
+    pub watch_max_concurrent: usize,
 }
 
 impl Config {
@@ -49,7 +52,11 @@ impl Config {
             ),
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
             accepted_payment_methods,
+            watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
         };
+        if config.watch_max_concurrent == 0 {
+            env.problem("WATCH_MAX_CONCURRENT must be at least 1");
+        }
         if tonic::transport::Endpoint::from_shared(config.catalog_url.clone()).is_err() {
             env.problem(format!("CATALOG_URL={:?} is not a valid URL", config.catalog_url));
         }

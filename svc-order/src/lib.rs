@@ -30,7 +30,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut host = Host::start("svc-order", &config.messaging, sqlx::migrate!("./migrations"), shutdown).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&outbox);
-    let announcer = watch::Announcer::new(host.nats.clone());
+    let announcer = watch::Announcer::new(host.nats.clone(), config.watch_max_concurrent);
     let saga = |consumer| saga::OrderSaga {
         pool: host.pool.clone(),
         outbox: outbox.clone(),

@@ -8,11 +8,11 @@
 //! the database stays the only source of truth. Core NATS may drop a
 //! notification (a reconnect), so watchers also re-read every few seconds.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
 use uuid::Uuid;
 
@@ -27,15 +27,21 @@ fn subject(order_id: Uuid) -> String {
     format!("order-updates.{order_id}")
 }
 
-/// Announces order changes to watchers on every replica.
+/// Announces order changes to watchers on every replica, and admits at
+/// most so many watches at once on this one (each re-reads the database
+/// every [`SAFETY_NET`]).
 #[derive(Clone)]
 pub struct Announcer {
     nats: async_nats::Client,
+    watches: Arc<Semaphore>,
 }
 
 impl Announcer {
-    pub fn new(nats: async_nats::Client) -> Self {
-        Self { nats }
+    pub fn new(nats: async_nats::Client, max_watches: usize) -> Self {
+        Self {
+            nats,
+            watches: Arc::new(Semaphore::new(max_watches)),
+        }
     }
 
     /// Best effort: a lost announcement only delays watchers until their
@@ -57,12 +63,20 @@ impl Announcer {
     where
         F: Fn(OrderRecord) -> shop_proto::order::v1::Order + Send + 'static,
     {
+        let place = self.watches.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("order_watches_refused_total").increment(1);
+            Status::resource_exhausted(
+                "too many orders are watched on this server right now; poll GetOrder, or watch again shortly",
+            )
+        })?;
         let mut updates = self.nats.subscribe(subject(order_id)).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot subscribe to order updates");
             Status::unavailable("order updates are temporarily unavailable; poll GetOrder")
         })?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
+            // Given back when the watch ends, however it ends.
+            let _place = place;
             let deadline = tokio::time::Instant::now() + MAX_WATCH;
             let mut last_sent: Option<(crate::domain::Status, chrono::DateTime<chrono::Utc>)> = None;
             loop {

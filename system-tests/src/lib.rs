@@ -220,7 +220,12 @@ impl Stack {
     /// Starts one more svc-order replica (same database and broker) on a new
     /// port; it runs until the returned token is cancelled.
     pub async fn order_replica(&self) -> anyhow::Result<(String, CancellationToken)> {
-        let settings = service_settings(
+        self.order_replica_with(&[]).await
+    }
+
+    /// [`order_replica`](Self::order_replica) with extra settings.
+    pub async fn order_replica_with(&self, extra: &[(&str, &str)]) -> anyhow::Result<(String, CancellationToken)> {
+        let mut settings = service_settings(
             Service::Order,
             &self.nats.url(),
             &self.databases,
@@ -228,6 +233,7 @@ impl Stack {
             &self.options,
             self.data_dir.path(),
         );
+        settings.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let listeners = Listeners::ephemeral().await?;
         let url = format!("http://{}", listeners.grpc.local_addr()?);
         let shutdown = CancellationToken::new();

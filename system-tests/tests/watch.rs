@@ -87,3 +87,56 @@ async fn a_watcher_on_another_replica_sees_every_change_until_the_end() -> anyho
     replica.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watches_beyond_a_replicas_cap_are_refused_until_one_ends() -> anyhow::Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        held_back: vec![Service::Payment],
+        ..Default::default()
+    })
+    .await?;
+    let (replica_url, _replica) = stack.order_replica_with(&[("WATCH_MAX_CONCURRENT", "2")]).await?;
+    let order = stack
+        .orders("erin")
+        .await?
+        .place_order(PlaceOrderRequest {
+            idempotency_key: "watch-cap".into(),
+            lines: vec![line("SKU-MUG-001", 1)],
+            payment_method: "pm_card_ok".into(),
+        })
+        .await?
+        .into_inner();
+    let channel = Channel::from_shared(replica_url)?.connect().await?;
+    let mut client = OrderServiceClient::with_interceptor(channel, AsUser::customer("erin"));
+    let watch = |client: &mut OrderServiceClient<_>| {
+        let request = WatchOrderRequest {
+            order_id: order.order_id.clone(),
+        };
+        let mut client = client.clone();
+        async move { client.watch_order(request).await }
+    };
+
+    let first = watch(&mut client).await?.into_inner();
+    let _second = watch(&mut client).await?.into_inner();
+    let refused = watch(&mut client).await.expect_err("over the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("GetOrder"), "{}", refused.message());
+
+    // A watch that ends gives its place back.
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..100 {
+        match watch(&mut client).await {
+            Ok(updates) => {
+                admitted = Some(updates);
+                break;
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    assert!(admitted.is_some(), "a place was freed");
+    Ok(())
+}
