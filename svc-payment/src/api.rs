@@ -50,7 +50,8 @@ impl From<Error> for Status {
 
 fn status_of(raw: &str) -> pb::PaymentStatus {
     match raw {
-        "pending" => pb::PaymentStatus::Pending,
+        // Still unsettled to the customer: it ends `failed`.
+        "pending" | "voiding" => pb::PaymentStatus::Pending,
         "succeeded" => pb::PaymentStatus::Succeeded,
         "failed" => pb::PaymentStatus::Failed,
         "refunded" => pb::PaymentStatus::Refunded,

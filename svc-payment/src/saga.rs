@@ -7,7 +7,10 @@
 //! idempotency key, the second records the outcome with the inbox row and the
 //! outgoing event. A crash or timeout in between leaves the payment `pending`;
 //! redelivery calls the provider again with the same key, which returns the
-//! original outcome, so there is exactly one charge or none.
+//! original outcome, so there is exactly one charge or none. When the
+//! attempts run out on an ambiguous answer, the payment turns `voiding`
+//! before the provider is asked to void: from then on it is only ever voided
+//! and failed, never charged again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -92,6 +95,12 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 tx.commit().await?;
                 payment_id
             }
+            Some((payment_id, status)) if status == "voiding" => {
+                // Never charge again: the provider would answer with the
+                // original charge, refunded or not.
+                tx.commit().await?;
+                return self.void_and_fail(event, payment_id).await;
+            }
             Some(_) => {
                 // Settled (or cancelled) before: a replay changes nothing.
                 inbox::claim(&mut tx, self.consumer, event).await?;
@@ -156,23 +165,38 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                     return Err(HandleError::Retry(format!("charge attempt {attempts}: {error}")));
                 }
                 // Out of attempts with an unknown outcome: make sure no
-                // charge stands, then fail the payment.
-                self.refund_or_void(payment_id)
-                    .await
-                    .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
-                self.finish(
-                    event,
-                    payment_id,
-                    Outcome::Failed {
-                        reason: "provider_unreachable".into(),
-                    },
+                // charge stands, then fail the payment. The intent is
+                // recorded first, so whatever happens next is a void.
+                sqlx::query(
+                    "UPDATE payments SET status = 'voiding', updated_at = clock_timestamp()
+                      WHERE payment_id = $1 AND status = 'pending'",
                 )
-                .await
+                .bind(payment_id)
+                .execute(&self.pool)
+                .await?;
+                self.void_and_fail(event, payment_id).await
             }
         }
     }
 
-    /// Records the outcome of a pending payment and publishes it, once.
+    /// Voids (or refunds) whatever the provider may have charged under this
+    /// payment's key, then fails the payment. Safe to repeat.
+    async fn void_and_fail(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
+        self.refund_or_void(payment_id)
+            .await
+            .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
+        self.finish(
+            event,
+            payment_id,
+            Outcome::Failed {
+                reason: "provider_unreachable".into(),
+            },
+        )
+        .await
+    }
+
+    /// Records the outcome of a pending (or, for a failure, voiding)
+    /// payment and publishes it, once.
     async fn finish(&self, event: &IncomingEvent, payment_id: Uuid, outcome: Outcome) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
         let row: (String, String, String, i64, String) = sqlx::query_as(
@@ -183,7 +207,11 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         .await?;
         let (status, order_id, user_id, amount_minor, currency) = row;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
-        if status != "pending" || !claimed {
+        let open = match outcome {
+            Outcome::Succeeded { .. } => status == "pending",
+            Outcome::Failed { .. } => status == "pending" || status == "voiding",
+        };
+        if !open || !claimed {
             tx.commit().await?;
             return Ok(());
         }
@@ -262,7 +290,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 tx.commit().await?;
                 Ok(())
             }
-            Some((_, status)) if status == "pending" => Err(HandleError::Retry(format!(
+            Some((_, status)) if status == "pending" || status == "voiding" => Err(HandleError::Retry(format!(
                 "payment of order {} is in flight",
                 cancelled.order_id
             ))),
