@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod entry;
 pub mod event;
 pub mod grpc;

@@ -4,9 +4,11 @@
 //! - `test`: everything CI checks, in CI's order.
 //! - `up`: the whole platform on this machine, until Ctrl-C.
 //! - `fresh-check`: `install` and `up` on a clean Debian root.
+//! - `dlq`: list, show and re-drive parked messages.
 
 mod ci;
 mod cmd;
+mod dlq;
 mod fresh_check;
 mod install;
 mod ports;
@@ -30,6 +32,10 @@ commands:
              --check    place one checkout through the gateway, wait until it
                         is CONFIRMED, then stop everything (exit 1 if it is not)
            SHOP_PORT_OFFSET=<n> moves every port by n, for a second stack
+  dlq list|show|redrive [--consumer C] [--subject S] [--seq N]
+           the parked messages on the DLQ stream (NATS_URL, or the stack of
+           `up`): list them with their error and age, show one, or re-drive
+           them to their original subject with their event id, once
   fresh-check
            as root: build a clean Debian root (debootstrap, cached), clone
            this commit into it, run `install`, then `up --check` in a network
@@ -58,6 +64,13 @@ async fn main() -> ExitCode {
         },
         ("fresh-check", flags) => match fresh_check_options(flags) {
             Ok(options) => fresh_check::run(&options),
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        ("dlq", args) => match dlq::parse(args) {
+            Ok(options) => dlq::run(&options).await,
             Err(message) => {
                 eprintln!("{message}\n\n{USAGE}");
                 return ExitCode::from(2);

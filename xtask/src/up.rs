@@ -39,6 +39,11 @@ const NATS_PORT: u16 = 4222;
 const POSTGRES_PORT: u16 = 15432;
 const REDIS_PORT: u16 = 16379;
 
+/// The NATS of a stack `cargo xtask up` starts here (with the port offset).
+pub fn default_nats_url() -> anyhow::Result<String> {
+    Ok(infra::nats_url(ports::shifted(NATS_PORT, ports::offset_from_env()?)?))
+}
+
 /// How long the `--check` checkout may take to be confirmed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
