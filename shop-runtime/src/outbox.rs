@@ -33,6 +33,10 @@ pub enum OutboxError {
     Database(#[from] sqlx::Error),
 }
 
+/// A row that failed this many publishes in a row is reported (and again
+/// after as many more).
+const STUCK_REPORT_EVERY: i32 = 20;
+
 /// After a failed pass, the relay waits at least this long before the next.
 const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
@@ -216,11 +220,21 @@ impl Relay {
             match acked {
                 Ok(()) => published.push(event_id),
                 Err(e) => {
-                    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1")
-                        .bind(event_id)
-                        .bind(&e)
-                        .execute(&mut *tx)
-                        .await?;
+                    let attempts: i32 = sqlx::query_scalar(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1
+                         RETURNING attempts",
+                    )
+                    .bind(event_id)
+                    .bind(&e)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    metrics::counter!("outbox_publish_failures_total", "source" => self.source).increment(1);
+                    // An outage fails every row for a while; a row failing
+                    // on and on (no stream for its subject, too large) must
+                    // not do so silently.
+                    if attempts % STUCK_REPORT_EVERY == 0 {
+                        tracing::error!(%event_id, attempts, error = %e, "outbox row still not published");
+                    }
                     first_error.get_or_insert(e);
                 }
             }
