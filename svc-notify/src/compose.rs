@@ -73,6 +73,10 @@ fn reason_sentence(reason: OrderCancelReason) -> &'static str {
         OrderCancelReason::CustomerCancelled => {
             "It was cancelled at your request. Any amount already charged will be refunded."
         }
+        OrderCancelReason::TimedOut => {
+            "We could not complete it in time, so the items we held for you were released. \
+             Any amount already charged will be refunded."
+        }
         OrderCancelReason::Unspecified => "Any amount already charged will be refunded.",
     }
 }
@@ -147,6 +151,7 @@ mod tests {
             (OrderCancelReason::PaymentDeclined, "payment was declined"),
             (OrderCancelReason::ReservationExpired, "did not complete in time"),
             (OrderCancelReason::CustomerCancelled, "at your request"),
+            (OrderCancelReason::TimedOut, "could not complete it in time"),
             (OrderCancelReason::Unspecified, "will be refunded"),
         ];
         for (reason, phrase) in cases {

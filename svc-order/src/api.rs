@@ -50,6 +50,7 @@ fn to_proto(order: OrderRecord) -> pb::Order {
                 CancelReason::PaymentDeclined => pb::CancelReason::PaymentDeclined,
                 CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
                 CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
+                CancelReason::TimedOut => pb::CancelReason::TimedOut,
             },
         ),
     };

@@ -19,6 +19,13 @@ pub struct Config {
     /// `WATCH_MAX_CONCURRENT`: WatchOrder streams one replica serves at once
     /// (default 1000); more are refused with RESOURCE_EXHAUSTED.
     pub watch_max_concurrent: usize,
+    /// `ORDER_DEADLINE`: an order not settled this long after it was placed
+    /// is cancelled `TIMED_OUT` (default 30m; keep it above svc-inventory's
+    /// `RESERVATION_TTL`, so that the reservation's expiry decides first).
+    pub order_deadline: Duration,
+    /// `ORDER_DEADLINE_SWEEP_INTERVAL`: how often overdue orders are looked
+    /// for (default 30s).
+    pub deadline_sweep_interval: Duration,
 }
 
 impl Config {
@@ -53,6 +60,8 @@ impl Config {
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
             accepted_payment_methods,
             watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
+            order_deadline: env.duration("ORDER_DEADLINE", Duration::from_secs(30 * 60)),
+            deadline_sweep_interval: env.duration("ORDER_DEADLINE_SWEEP_INTERVAL", Duration::from_secs(30)),
         };
         if config.watch_max_concurrent == 0 {
             env.problem("WATCH_MAX_CONCURRENT must be at least 1");

@@ -19,6 +19,8 @@ pub enum CancelReason {
     PaymentDeclined,
     ReservationExpired,
     CustomerCancelled,
+    /// Not settled within the order deadline.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl Status {
                     CancelReason::PaymentDeclined => "payment_declined",
                     CancelReason::ReservationExpired => "reservation_expired",
                     CancelReason::CustomerCancelled => "customer_cancelled",
+                    CancelReason::TimedOut => "timed_out",
                 }),
             ),
         }
@@ -62,6 +65,7 @@ impl Status {
                 "payment_declined" => CancelReason::PaymentDeclined,
                 "reservation_expired" => CancelReason::ReservationExpired,
                 "customer_cancelled" => CancelReason::CustomerCancelled,
+                "timed_out" => CancelReason::TimedOut,
                 _ => return None,
             }),
             _ => return None,
@@ -78,6 +82,8 @@ pub enum Trigger {
     PaymentDeclined,
     ReservationExpired,
     CustomerCancel,
+    /// The order deadline passed before it settled.
+    Overdue,
 }
 
 /// What the state machine says about a trigger in a status.
@@ -103,6 +109,7 @@ pub fn decide(from: Status, trigger: Trigger) -> Decision {
         (Pending | Reserved, T::PaymentDeclined) => Move(Cancelled(R::PaymentDeclined)),
         (Pending | Reserved, T::ReservationExpired) => Move(Cancelled(R::ReservationExpired)),
         (Pending | Reserved, T::CustomerCancel) => Move(Cancelled(R::CustomerCancelled)),
+        (Pending | Reserved, T::Overdue) => Move(Cancelled(R::TimedOut)),
         (Reserved, T::StockReserved) => Ignore,
         // Inventory never rejects after it reserved; a stray event changes nothing.
         (Reserved, T::StockRejected) => Ignore,
@@ -257,7 +264,7 @@ pub fn validate_place_order(
 mod tests {
     use super::*;
 
-    const ALL_STATUSES: [Status; 7] = [
+    const ALL_STATUSES: [Status; 8] = [
         Status::Pending,
         Status::Reserved,
         Status::Confirmed,
@@ -265,14 +272,16 @@ mod tests {
         Status::Cancelled(CancelReason::PaymentDeclined),
         Status::Cancelled(CancelReason::ReservationExpired),
         Status::Cancelled(CancelReason::CustomerCancelled),
+        Status::Cancelled(CancelReason::TimedOut),
     ];
-    const ALL_TRIGGERS: [Trigger; 6] = [
+    const ALL_TRIGGERS: [Trigger; 7] = [
         Trigger::StockReserved,
         Trigger::StockRejected,
         Trigger::StockCommitted,
         Trigger::PaymentDeclined,
         Trigger::ReservationExpired,
         Trigger::CustomerCancel,
+        Trigger::Overdue,
     ];
 
     #[test]
@@ -315,6 +324,12 @@ mod tests {
             decide(Status::Confirmed, Trigger::CustomerCancel),
             Decision::Refuse(_)
         ));
+        for unsettled in [Status::Pending, Status::Reserved] {
+            assert_eq!(
+                decide(unsettled, Trigger::Overdue),
+                Decision::Move(Status::Cancelled(CancelReason::TimedOut))
+            );
+        }
     }
 
     #[test]

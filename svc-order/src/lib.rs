@@ -8,11 +8,12 @@
 mod api;
 mod catalog;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 mod error;
 pub mod saga;
 pub mod store;
-mod watch;
+pub mod watch;
 
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::{
@@ -40,6 +41,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (inventory, payments) = (saga(saga::INVENTORY_CONSUMER), saga(saga::PAYMENTS_CONSUMER));
     host.spawn_consumer(saga::INVENTORY_CONSUMER, inventory).await?;
     host.spawn_consumer(saga::PAYMENTS_CONSUMER, payments).await?;
+    let overdue = deadline::Deadline {
+        pool: host.pool.clone(),
+        outbox: outbox.clone(),
+        announcer: announcer.clone(),
+        after: config.order_deadline,
+    };
+    host.spawn(deadline::run(overdue, config.deadline_sweep_interval, host.shutdown()));
 
     let api = api::OrderApi {
         pool: host.pool.clone(),

@@ -73,6 +73,7 @@ pub async fn apply(
                     CancelReason::PaymentDeclined => ev::OrderCancelReason::PaymentDeclined,
                     CancelReason::ReservationExpired => ev::OrderCancelReason::ReservationExpired,
                     CancelReason::CustomerCancelled => ev::OrderCancelReason::CustomerCancelled,
+                    CancelReason::TimedOut => ev::OrderCancelReason::TimedOut,
                 } as i32,
                 total,
                 cancelled_at: Some(now),

@@ -194,6 +194,23 @@ pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status)
     Ok(())
 }
 
+/// Up to `limit` orders still pending or reserved `deadline` after they
+/// were placed, oldest first.
+pub async fn overdue(pool: &PgPool, deadline: std::time::Duration, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    let deadline_ms = i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM orders
+          WHERE status IN ('pending', 'reserved')
+            AND created_at < clock_timestamp() - make_interval(secs => $1::double precision / 1000)
+          ORDER BY created_at
+          LIMIT $2",
+    )
+    .bind(deadline_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// A position in a newest-first listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {

@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub sweep_interval: Duration,
     /// Services not started at first (start them with [`Stack::start_service`]).
     pub held_back: Vec<Service>,
+    /// svc-order's `ORDER_DEADLINE`.
+    pub order_deadline: Duration,
 }
 
 impl Default for StackOptions {
@@ -53,6 +55,7 @@ impl Default for StackOptions {
             reservation_ttl: Duration::from_secs(15 * 60),
             sweep_interval: Duration::from_millis(200),
             held_back: vec![],
+            order_deadline: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -118,7 +121,14 @@ pub fn service_settings(
         ("OUTBOX_POLL_INTERVAL".to_owned(), "500ms".to_owned()),
     ];
     match service {
-        Service::Order => settings.push(("CATALOG_URL".into(), inventory_url.to_owned())),
+        Service::Order => {
+            settings.push(("CATALOG_URL".into(), inventory_url.to_owned()));
+            settings.push((
+                "ORDER_DEADLINE".into(),
+                format!("{}ms", options.order_deadline.as_millis()),
+            ));
+            settings.push(("ORDER_DEADLINE_SWEEP_INTERVAL".into(), "200ms".into()));
+        }
         Service::Inventory => {
             settings.push((
                 "RESERVATION_TTL".into(),

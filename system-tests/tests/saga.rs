@@ -329,6 +329,39 @@ async fn an_expired_reservation_cancels_the_order_and_frees_the_stock() -> TestR
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_that_cannot_settle_by_its_deadline_is_cancelled_and_holds_nothing() -> TestResult {
+    // Payment is away for longer than the order deadline (and the
+    // reservation's TTL is longer still): the order stays RESERVED.
+    let mut stack = Stack::start_with(StackOptions {
+        order_deadline: Duration::from_millis(1500),
+        held_back: vec![Service::Payment],
+        ..Default::default()
+    })
+    .await?;
+    let before = stack.stock("SKU-CAP-001").await?;
+    let order = place(
+        &stack,
+        "alice",
+        "deadline-1",
+        vec![line("SKU-CAP-001", 2)],
+        "pm_card_ok",
+    )
+    .await?;
+    let settled = stack.settled("alice", &order.order_id).await?;
+    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
+    assert_eq!(settled.cancel_reason, CancelReason::TimedOut as i32);
+    stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
+
+    // Payment comes back to the reservation and the cancellation: whatever
+    // it does first, no charge stands and no stock stays held or sold.
+    stack.start_service(Service::Payment).await?;
+    wait_consumers_idle(&stack.jetstream().await?).await?;
+    assert_eq!(provider_charges(&stack, &order.order_id).await?.0, 0);
+    stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
+    Ok(())
+}
+
 /// Republishes a stored message: same body and headers, a new Nats-Msg-Id
 /// (so the broker stores it again) and optionally a new event id.
 async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &str, new_event_id: bool) -> TestResult {
