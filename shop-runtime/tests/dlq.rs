@@ -18,8 +18,11 @@ use shop_runtime::{
     event::IncomingEvent,
     topology,
 };
-use shop_test_support::NatsServer;
 use uuid::Uuid;
+
+mod support;
+
+use support::{broker, eventually, publish_placed as publish};
 
 /// Rejects everything until the bug is fixed; then counts what it applies,
 /// by event id.
@@ -43,40 +46,9 @@ impl EventHandler for Buggy {
     }
 }
 
-async fn publish(js: &async_nats::jetstream::Context, order: &str) -> anyhow::Result<Uuid> {
-    let id = Uuid::now_v7();
-    let headers = shop_runtime::event::headers(
-        id,
-        "shop.events.v1.OrderPlaced",
-        "test",
-        order,
-        chrono::Utc::now(),
-        None,
-    );
-    let message = async_nats::jetstream::message::PublishMessage::build()
-        .payload(format!(r#"{{"orderId":"{order}"}}"#).into())
-        .headers(headers);
-    js.send_publish(format!("orders.placed.{order}"), message)
-        .await?
-        .await?;
-    Ok(id)
-}
-
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..400 {
-        if done().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
-
 #[tokio::test]
 async fn parked_messages_are_listed_and_redriven_once_with_their_event_id() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
-    topology::ensure_streams(&js).await?;
+    let (_nats, js) = broker().await?;
     let definition = topology::ensure_consumers(&js, &["inventory-orders"]).await?.remove(0);
     let handler = Arc::new(Buggy {
         fixed: AtomicBool::new(false),

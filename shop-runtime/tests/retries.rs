@@ -18,14 +18,9 @@ use shop_runtime::{
     event::IncomingEvent,
     topology::{self, ConsumerDefinition},
 };
-use shop_test_support::NatsServer;
+mod support;
 
-async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
-    let nats = NatsServer::start().await?;
-    let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
-    topology::ensure_streams(&js).await?;
-    Ok((nats, js))
-}
+use support::{broker, eventually, publish_placed as publish};
 
 /// `inventory-orders` as declared, with retries fast enough for a test.
 async fn consumer(js: &async_nats::jetstream::Context) -> anyhow::Result<ConsumerDefinition> {
@@ -37,37 +32,8 @@ async fn consumer(js: &async_nats::jetstream::Context) -> anyhow::Result<Consume
     Ok(definition)
 }
 
-async fn publish(js: &async_nats::jetstream::Context, order: &str) -> anyhow::Result<()> {
-    let headers = shop_runtime::event::headers(
-        uuid::Uuid::now_v7(),
-        "shop.events.v1.OrderPlaced",
-        "test",
-        order,
-        chrono::Utc::now(),
-        None,
-    );
-    let body = format!(r#"{{"orderId":"{order}"}}"#);
-    let message = async_nats::jetstream::message::PublishMessage::build()
-        .payload(body.into())
-        .headers(headers);
-    js.send_publish(format!("orders.placed.{order}"), message)
-        .await?
-        .await?;
-    Ok(())
-}
-
 async fn dlq_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
     Ok(js.get_stream("DLQ").await?.info().await?.state.messages)
-}
-
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..400 {
-        if done().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
 }
 
 /// Fails transiently until `failures` attempts have failed, then succeeds.
