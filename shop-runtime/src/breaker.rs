@@ -2,7 +2,7 @@
 //! microseconds instead of a connect attempt or a deadline each.
 //!
 //! Closed: calls pass; `failure_threshold` consecutive failures (connect
-//! errors, `UNAVAILABLE`, deadlines) open it. Open: calls are refused at
+//! errors, deadlines: no answer from the upstream) open it. Open: calls are refused at
 //! once, without touching the network, until the cool-down ends. Half-open:
 //! exactly one probe call passes; its success closes the breaker, its failure
 //! opens it for another cool-down. A probe whose caller goes away without an
@@ -94,9 +94,9 @@ impl CircuitBreaker {
         })
     }
 
-    /// Runs a gRPC call unless the breaker is open. Only statuses saying the
-    /// upstream itself is unwell count as failures: an answer such as
-    /// NOT_FOUND or INVALID_ARGUMENT proves it is healthy. A call dropped
+    /// Runs a gRPC call unless the breaker is open. Only failing to reach
+    /// the upstream or to hear from it in time counts as a failure: any
+    /// answer, NOT_FOUND or even UNAVAILABLE, proves it is up. A call dropped
     /// mid-way (its caller gave up) is abandoned, not failed.
     pub async fn call<T>(
         &self,
@@ -195,11 +195,16 @@ impl CircuitBreaker {
 pub struct BreakerOpen;
 
 /// Statuses that mean the upstream (or the way to it) is failing.
+/// A failure to reach the upstream or to hear from it in time. Those
+/// statuses are made on this side, by the channel, and carry the transport
+/// error or the timeout as their source; a status the upstream sent (its
+/// own UNAVAILABLE about its dependencies, say) has none, and proves it up.
 fn is_upstream_failure(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled
-    )
+    std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled
+        )
 }
 
 #[cfg(test)]
@@ -281,9 +286,20 @@ mod tests {
             assert!(matches!(answer, Ok(Err(_))), "a NOT_FOUND proves the upstream is fine");
         }
         assert!(!b.is_open());
-        for _ in 0..2 {
+        // An upstream's own UNAVAILABLE (about its dependencies) is an
+        // answer: it is up.
+        for _ in 0..5 {
             let _ = b
-                .call(async { Err::<(), _>(Status::unavailable("connection refused")) })
+                .call(async { Err::<(), _>(Status::unavailable("the catalog is away")) })
+                .await;
+        }
+        assert!(!b.is_open(), "answers never open the breaker");
+        // What the channel makes of a failed connection or its own timeout
+        // carries that error as its source.
+        for _ in 0..2 {
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+            let _ = b
+                .call(async { Err::<(), _>(Status::from_error(Box::new(refused))) })
                 .await;
         }
         assert!(b.is_open());
