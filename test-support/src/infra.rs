@@ -547,7 +547,7 @@ impl Drop for ServerProcess {
 }
 
 /// Whether this process runs as root (effective uid 0).
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     if let Ok(status) = fs::read_to_string("/proc/self/status")
         && let Some(uids) = status.lines().find_map(|l| l.strip_prefix("Uid:"))
     {

@@ -174,7 +174,7 @@ impl Runner {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    if !install::running_as_root() {
+    if !shop_test_support::infra::running_as_root() {
         bail!("fresh-check needs root: it runs debootstrap, chroot and network namespaces");
     }
     let repo = cmd::root();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use shop_test_support::binaries;
+use shop_test_support::{binaries, infra};
 
 use crate::cmd;
 
@@ -126,7 +126,7 @@ fn can_make_venvs() -> bool {
 /// Installs Debian packages, without their recommendations (which would
 /// pull in, say, a Docker engine for docker-compose).
 pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    let sudo = !running_as_root();
+    let sudo = !infra::running_as_root();
     if sudo && binaries::find("sudo").is_none() {
         bail!(
             "{} must be installed, which needs root: run this as root, install sudo, \
@@ -169,11 +169,4 @@ fn install_buf(tools: &Path) -> anyhow::Result<()> {
             .args(["install", "--no-audit", "--no-fund", "--no-package-lock"])
             .current_dir(tools),
     )
-}
-
-pub fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
