@@ -44,6 +44,7 @@ pub trait PaymentProvider: Send + Sync + 'static {
 /// `pm_card_ok` succeeds, `pm_card_declined` is declined, `pm_card_timeout`
 /// makes the charge but loses the first answer (a timeout), so only a retry
 /// with the same key learns the outcome. Any other token is declined.
+/// [`set_outage`](Self::set_outage) takes the whole provider down and back.
 #[derive(Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,
@@ -53,6 +54,27 @@ impl SimulatedProvider {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    /// Takes the simulated provider down (every call fails as unreachable)
+    /// or brings it back, for every replica using this database.
+    pub async fn set_outage(pool: &PgPool, down: bool) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE simulated_provider.switch SET down = $1")
+            .bind(down)
+            .execute(pool)
+            .await
+            .map(drop)
+    }
+
+    async fn reachable(&self) -> Result<(), ProviderError> {
+        let down: bool = sqlx::query_scalar("SELECT down FROM simulated_provider.switch")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if down {
+            return Err(ProviderError::Unavailable("simulated outage".into()));
+        }
+        Ok(())
+    }
 }
 
 fn unavailable(e: sqlx::Error) -> ProviderError {
@@ -61,6 +83,7 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
 
 impl PaymentProvider for SimulatedProvider {
     async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
+        self.reachable().await?;
         let status = if method == "pm_card_declined" || !method.starts_with("pm_card_") {
             "declined"
         } else {
@@ -100,6 +123,7 @@ impl PaymentProvider for SimulatedProvider {
     }
 
     async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
+        self.reachable().await?;
         // A void is recorded as a row too, so a late charge with this key
         // finds it and does nothing.
         sqlx::query(

@@ -8,9 +8,10 @@
 //! outgoing event. A crash or timeout in between leaves the payment `pending`;
 //! redelivery calls the provider again with the same key, which returns the
 //! original outcome, so there is exactly one charge or none. When the
-//! attempts run out on an ambiguous answer, the payment turns `voiding`
-//! before the provider is asked to void: from then on it is only ever voided
-//! and failed, never charged again.
+//! attempts run out on an ambiguous answer, or the order is cancelled while
+//! its charge is unsettled, the payment turns `voiding` before the provider
+//! is asked to void: from then on it is only ever voided and failed, never
+//! charged again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -290,10 +291,30 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 tx.commit().await?;
                 Ok(())
             }
-            Some((_, status)) if status == "pending" || status == "voiding" => Err(HandleError::Retry(format!(
-                "payment of order {} is in flight",
-                cancelled.order_id
-            ))),
+            Some((payment_id, status)) if status == "pending" || status == "voiding" => {
+                // A charge in flight (or stuck behind a provider outage) for
+                // an order that is over: give back whatever it took instead
+                // of waiting for it to settle, which may never happen. The
+                // intent comes first, so the charge can no longer succeed.
+                sqlx::query(
+                    "UPDATE payments SET status = 'voiding', updated_at = clock_timestamp() WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                self.refund_or_void(payment_id)
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("voiding the charge of a cancelled order: {e}")))?;
+                self.finish(
+                    event,
+                    payment_id,
+                    Outcome::Failed {
+                        reason: "order_cancelled".into(),
+                    },
+                )
+                .await
+            }
             Some((payment_id, status)) if status == "succeeded" => {
                 tx.commit().await?;
                 self.refund_or_void(payment_id)

@@ -15,7 +15,7 @@ use shop_runtime::{consumer::EventHandler, db, event::IncomingEvent, outbox::Out
 use shop_test_support::fresh_database;
 use svc_payment::{
     provider::{ChargeOutcome, PaymentProvider, ProviderError, SimulatedProvider},
-    saga::{PaymentSaga, RESERVED_CONSUMER},
+    saga::{CANCELLED_CONSUMER, PaymentSaga, RESERVED_CONSUMER},
 };
 use uuid::Uuid;
 
@@ -47,6 +47,19 @@ impl PaymentProvider for CrashAfterFirstVoid {
     }
 }
 
+fn incoming<E: shop_runtime::event::Event>(event: &E, order_id: &str) -> IncomingEvent {
+    let outgoing = shop_runtime::event::OutgoingEvent::new(event).expect("encodes");
+    let headers = shop_runtime::event::headers(
+        outgoing.event_id,
+        outgoing.event_type,
+        "svc-test",
+        order_id,
+        outgoing.occurred_at,
+        None,
+    );
+    IncomingEvent::from_message(&outgoing.subject, Some(&headers), outgoing.payload.into()).expect("well formed")
+}
+
 fn reserved(order_id: &str) -> IncomingEvent {
     let event = ev::InventoryReserved {
         order_id: order_id.into(),
@@ -59,16 +72,7 @@ fn reserved(order_id: &str) -> IncomingEvent {
         }),
         ..Default::default()
     };
-    let outgoing = shop_runtime::event::OutgoingEvent::new(&event).expect("encodes");
-    let headers = shop_runtime::event::headers(
-        outgoing.event_id,
-        outgoing.event_type,
-        "svc-inventory",
-        order_id,
-        outgoing.occurred_at,
-        None,
-    );
-    IncomingEvent::from_message(&outgoing.subject, Some(&headers), outgoing.payload.into()).expect("well formed")
+    incoming(&event, order_id)
 }
 
 #[tokio::test]
@@ -104,5 +108,80 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
         .fetch_all(&pool)
         .await?;
     assert_eq!(events, ["shop.events.v1.PaymentFailed"]);
+    Ok(())
+}
+
+/// An ambiguous charge, then the provider goes away and the order is
+/// cancelled meanwhile (its reservation expired). However long the outage,
+/// the cancellation must end with the charge given back, not wait for the
+/// charge to settle first.
+#[tokio::test]
+async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_returns() -> anyhow::Result<()> {
+    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
+    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let saga = |consumer| PaymentSaga {
+        pool: pool.clone(),
+        outbox: Outbox::new("svc-payment"),
+        provider: Arc::new(SimulatedProvider::new(pool.clone())),
+        consumer,
+        provider_timeout: Duration::from_secs(2),
+        max_attempts: 100,
+    };
+    let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
+    let order = "01a00000-0000-7000-8000-000000000002";
+    let reserved = reserved(order);
+    let cancelled = incoming(
+        &ev::OrderCancelled {
+            order_id: order.into(),
+            user_id: "u".into(),
+            ..Default::default()
+        },
+        order,
+    );
+
+    // The money moves, the answer is lost; then the provider goes down.
+    assert!(on_reserved.handle(reserved.clone()).await.is_err());
+    SimulatedProvider::set_outage(&pool, true).await?;
+    for _ in 0..3 {
+        assert!(
+            on_reserved.handle(reserved.clone()).await.is_err(),
+            "no provider, no outcome"
+        );
+        assert!(
+            on_cancelled.handle(cancelled.clone()).await.is_err(),
+            "no provider, no refund"
+        );
+    }
+    SimulatedProvider::set_outage(&pool, false).await?;
+
+    // The provider is back: the cancellation alone settles it.
+    on_cancelled
+        .handle(cancelled)
+        .await
+        .map_err(|e| anyhow::anyhow!("the cancellation must settle the payment: {e}"))?;
+    // The charge's own redelivery then finds nothing left to do.
+    on_reserved.handle(reserved).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let provider: String = sqlx::query_scalar(
+        "SELECT c.status FROM simulated_provider.charges c JOIN payments p ON c.idempotency_key = p.payment_id::text
+          WHERE p.order_id = $1",
+    )
+    .bind(order)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(provider, "refunded", "the money went back");
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(status, "failed");
+    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY created_at")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(
+        events,
+        ["shop.events.v1.PaymentFailed"],
+        "never a success for a cancelled order"
+    );
     Ok(())
 }
