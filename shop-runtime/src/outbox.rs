@@ -3,12 +3,12 @@
 //! A service writes its state change and the event row in one transaction
 //! ([`Outbox::enqueue`]), commits, then wakes the relay in-process
 //! ([`Outbox::committed`]) so the event leaves within milliseconds. The relay
-//! claims rows with `FOR UPDATE SKIP LOCKED` (replicas never publish the same
-//! row at once), publishes each with `Nats-Msg-Id` = event id, awaits every
-//! PubAck, and only then marks the rows published. A crash anywhere in
-//! between leaves rows unpublished; the next pass (or another replica's
-//! safety-net poll) sends them again and JetStream's duplicate window drops
-//! the copies.
+//! leases a batch of rows (replicas never publish the same row at once, and
+//! no lock is held while waiting for NATS), publishes each with
+//! `Nats-Msg-Id` = event id, awaits every PubAck, and only then marks the
+//! rows published. A crash anywhere in between leaves rows unpublished; once
+//! the lease runs out the next pass (or another replica's safety-net poll)
+//! sends them again and JetStream's duplicate window drops the copies.
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,6 +36,14 @@ pub enum OutboxError {
 /// A row that failed this many publishes in a row is reported (and again
 /// after as many more).
 const STUCK_REPORT_EVERY: i32 = 20;
+
+/// How long a relay owns the rows it is publishing. Longer than a pass
+/// (one PubAck timeout); rows of a relay that died are sent by the next pass
+/// after it runs out.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How often the backlog gauges are refreshed.
+const BACKLOG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// After a failed pass, the relay waits at least this long before the next.
 const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
@@ -125,6 +133,7 @@ struct PendingRow {
     payload: Vec<u8>,
     traceparent: Option<String>,
     occurred_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
 }
 
 impl Relay {
@@ -132,12 +141,19 @@ impl Relay {
     /// every `poll_interval` for rows another (crashed) instance left behind.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
+        let mut next_report = tokio::time::Instant::now();
         loop {
             match self.drain().await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, failures, "outbox relay pass failed; will retry");
+                }
+            }
+            if tokio::time::Instant::now() >= next_report {
+                next_report = tokio::time::Instant::now() + BACKLOG_REPORT_INTERVAL;
+                if let Err(e) = self.report_backlog().await {
+                    tracing::debug!(error = %e, "outbox backlog not measured");
                 }
             }
             // Back off while NATS or Postgres is down, but never longer than
@@ -168,24 +184,31 @@ impl Relay {
         Ok(())
     }
 
-    /// Claims, publishes and marks one batch; returns how many rows it claimed.
+    /// Leases, publishes and marks one batch; returns how many rows it leased.
     async fn publish_batch(&self) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT event_id, event_type, subject, order_id, payload, traceparent, occurred_at
-               FROM outbox
-              WHERE published_at IS NULL
-              ORDER BY created_at, event_id
-              LIMIT $1
-                FOR UPDATE SKIP LOCKED",
+        // The lease is taken and committed in one statement, so no lock is
+        // held while the acks are awaited; SKIP LOCKED only keeps two
+        // relays from leasing the same row at the same instant.
+        let mut rows: Vec<PendingRow> = sqlx::query_as(
+            "UPDATE outbox SET leased_until = clock_timestamp() + make_interval(secs => $2)
+              WHERE event_id IN (
+                    SELECT event_id FROM outbox
+                     WHERE published_at IS NULL
+                       AND (leased_until IS NULL OR leased_until < clock_timestamp())
+                     ORDER BY created_at, event_id
+                     LIMIT $1
+                       FOR UPDATE SKIP LOCKED)
+             RETURNING event_id, event_type, subject, order_id, payload, traceparent, occurred_at, created_at",
         )
         .bind(self.batch_size)
-        .fetch_all(&mut *tx)
+        .bind(LEASE.as_secs_f64())
+        .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let claimed = rows.len();
+        rows.sort_by_key(|row| (row.created_at, row.event_id));
+        let leased = rows.len();
 
         // Send the whole batch, then await the acks: one round trip of
         // latency for the batch instead of one per event.
@@ -205,7 +228,7 @@ impl Relay {
             pending.push((row.event_id, self.js.send_publish(row.subject.clone(), message).await));
         }
         // All at once: while NATS is away every ack waits out its timeout,
-        // and one by one that would hold these row locks for minutes.
+        // and one by one that would keep these rows leased for minutes.
         let acks = futures::future::join_all(pending.into_iter().map(|(event_id, sent)| async move {
             let acked = match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -220,13 +243,15 @@ impl Relay {
             match acked {
                 Ok(()) => published.push(event_id),
                 Err(e) => {
+                    // The lease is given back, so the next pass retries at once.
                     let attempts: i32 = sqlx::query_scalar(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE event_id = $1
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = NULL
+                          WHERE event_id = $1
                          RETURNING attempts",
                     )
                     .bind(event_id)
                     .bind(&e)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&self.pool)
                     .await?;
                     metrics::counter!("outbox_publish_failures_total", "source" => self.source).increment(1);
                     // An outage fails every row for a while; a row failing
@@ -239,16 +264,29 @@ impl Relay {
                 }
             }
         }
-        sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE event_id = ANY($1)")
+        sqlx::query("UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)")
             .bind(&published)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
         metrics::counter!("outbox_published_total", "source" => self.source).increment(published.len() as u64);
         match first_error {
             Some(e) => Err(RelayError::Publish(e)),
-            None => Ok(claimed),
+            None => Ok(leased),
         }
+    }
+
+    /// Sets the backlog gauges: how many rows wait and how old the oldest
+    /// is. An outbox that does not drain shows here before anyone waits.
+    async fn report_backlog(&self) -> Result<(), sqlx::Error> {
+        let (waiting, oldest): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
+               FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::gauge!("outbox_unpublished", "source" => self.source).set(waiting as f64);
+        metrics::gauge!("outbox_oldest_unpublished_seconds", "source" => self.source).set(oldest.unwrap_or(0.0));
+        Ok(())
     }
 }
 

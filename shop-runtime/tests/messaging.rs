@@ -153,6 +153,46 @@ async fn a_relay_pass_during_an_outage_ends_within_one_ack_timeout() -> anyhow::
     Ok(())
 }
 
+/// While a relay waits for PubAcks that do not come, the rows it is
+/// publishing stay free for everyone else: a lease, not a held lock, keeps
+/// other relays off them.
+#[tokio::test]
+async fn a_relay_waiting_for_the_broker_holds_no_row_locks() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let (mut nats, js) = broker().await?;
+    let outbox = Outbox::new("svc-test");
+    nats.stop().await;
+    let mut tx = pool.begin().await?;
+    for i in 0..3 {
+        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
+    }
+    outbox.commit(tx).await?;
+    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let pass = tokio::spawn(async move { relay.drain().await });
+    // By now the pass has taken its rows and waits for acks (up to 5 s).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let locked = sqlx::query("SELECT event_id FROM outbox FOR UPDATE NOWAIT")
+        .fetch_all(&pool)
+        .await;
+    assert!(
+        locked.is_ok(),
+        "rows must not be locked while acks are awaited: {locked:?}"
+    );
+    // A second relay leaves leased rows alone.
+    let other = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    nats.restart().await?;
+    other.drain().await?;
+    assert_eq!(unpublished(&pool).await?, 3, "leased rows belong to the first relay");
+    // Whether its acks came after the restart or it gave up and handed the
+    // lease back, nothing is left behind once it ends.
+    let _ = pass.await?;
+    other.drain().await?;
+    assert_eq!(unpublished(&pool).await?, 0);
+    assert_eq!(stream_messages(&js, "ORDERS").await?, 3);
+    Ok(())
+}
+
 #[tokio::test]
 async fn two_relays_share_the_outbox_without_losing_or_duplicating() -> anyhow::Result<()> {
     let pool = database().await?;
