@@ -6,6 +6,10 @@ use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBas
 
 use crate::domain::PaymentMethod;
 
+/// `ORDER_DEADLINE` when unset: well above the reservation TTL (15 min), so
+/// an expiry normally decides first.
+pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
@@ -60,7 +64,7 @@ impl Config {
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
             accepted_payment_methods,
             watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
-            order_deadline: env.duration("ORDER_DEADLINE", Duration::from_secs(30 * 60)),
+            order_deadline: env.duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),
             deadline_sweep_interval: env.duration("ORDER_DEADLINE_SWEEP_INTERVAL", Duration::from_secs(30)),
         };
         if config.watch_max_concurrent == 0 {

@@ -1,0 +1,587 @@
+//! One function per invariant, each with its own SQL.
+//!
+//! Where a check reads two databases, it reads first the one whose rows
+//! imply the other's: a payment implies its order exists, an email implies
+//! its order was settled, a confirmed order implies its payment and sale.
+//! Reading the other way round would let an order placed or settled between
+//! the two reads look like a violation on a busy stack.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use chrono::{DateTime, TimeDelta, Utc};
+use shop_runtime::dlq::{self, DlqError, Filter};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{Databases, Options, report::Check};
+
+/// `now - age`, or the beginning of time when `age` is absurdly large.
+fn before(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `3h 5m`, `45m 3s`, `12s`.
+fn span(d: TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+fn span_std(d: Duration) -> String {
+    span(TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX))
+}
+
+fn at(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// Whether an order may still settle: neither confirmed nor cancelled, and
+/// placed less than `ORDER_DEADLINE` ago.
+fn in_flight(status: &str, created_at: DateTime<Utc>, options: &Options) -> bool {
+    matches!(status, "pending" | "reserved") && created_at > before(options.now, options.order_deadline)
+}
+
+/// 1. Every order ends: svc-order's deadline sweep cancels what could not
+///    settle, so an unsettled order past its deadline means the sweep or
+///    the saga is stuck.
+pub async fn every_order_ends(order_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "every order is confirmed, cancelled or still within its deadline",
+        "orders",
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(order_db)
+        .await
+        .context("counting orders")?;
+    check.covered = usize::try_from(count).unwrap_or_default();
+    let stale: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_id, status, created_at FROM orders
+          WHERE status IN ('pending', 'reserved') AND created_at <= $1
+          ORDER BY created_at, order_id",
+    )
+    .bind(before(options.now, options.order_deadline))
+    .fetch_all(order_db)
+    .await
+    .context("reading unsettled orders")?;
+    for (order_id, status, created_at) in stale {
+        check.violation(
+            [order_id],
+            format!(
+                "order {order_id} still {} {} after it was placed ({}), past its {} deadline",
+                status.to_uppercase(),
+                span(options.now - created_at),
+                at(created_at),
+                span_std(options.order_deadline),
+            ),
+        );
+    }
+    Ok(check)
+}
+
+/// 2. A confirmed order was paid once and its stock sold: svc-inventory
+///    commits the reservation only on `payments.succeeded`, and svc-order
+///    confirms only on `inventory.committed`.
+pub async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "each confirmed order has one succeeded payment, charged at the provider, and a committed reservation",
+        "confirmed orders",
+    );
+    // Orders first: once confirmed, its payment and sale are already done.
+    let confirmed: Vec<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM orders WHERE status = 'confirmed' ORDER BY order_id")
+            .fetch_all(&dbs.order)
+            .await
+            .context("reading confirmed orders")?;
+    check.covered = confirmed.len();
+    let ids: Vec<String> = confirmed.iter().map(Uuid::to_string).collect();
+    // `payments_one_per_order` allows one row per order; group anyway, so a
+    // lost constraint shows up as a second payment.
+    let rows: Vec<(String, Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT p.order_id, p.payment_id, p.status, c.status
+           FROM payments p
+           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
+          WHERE p.order_id = ANY($1)
+          ORDER BY p.created_at",
+    )
+    .bind(&ids)
+    .fetch_all(&dbs.payment)
+    .await
+    .context("reading payments of confirmed orders")?;
+    let mut payments: HashMap<String, Vec<(Uuid, String, Option<String>)>> = HashMap::new();
+    for (order_id, payment_id, status, charge) in rows {
+        payments.entry(order_id).or_default().push((payment_id, status, charge));
+    }
+    let reservations: HashMap<String, String> =
+        sqlx::query_as("SELECT order_id, status FROM reservations WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&dbs.inventory)
+            .await
+            .context("reading reservations of confirmed orders")?
+            .into_iter()
+            .collect();
+
+    for order_id in &ids {
+        match payments.get(order_id).map(Vec::as_slice).unwrap_or_default() {
+            [] => check.violation([order_id], format!("order {order_id} CONFIRMED but has no payment")),
+            [(payment_id, status, charge)] => {
+                if status != "succeeded" {
+                    check.violation(
+                        [order_id.clone(), payment_id.to_string()],
+                        format!("order {order_id} CONFIRMED but payment {payment_id} is {status}"),
+                    );
+                } else if charge.as_deref() != Some("succeeded") {
+                    check.violation(
+                        [order_id.clone(), payment_id.to_string()],
+                        format!(
+                            "order {order_id} CONFIRMED but the provider's charge for payment {payment_id} is {}",
+                            charge.as_deref().unwrap_or("absent")
+                        ),
+                    );
+                }
+            }
+            several => {
+                let listed: Vec<String> = several
+                    .iter()
+                    .map(|(id, status, _)| format!("{id} ({status})"))
+                    .collect();
+                check.violation(
+                    std::iter::once(order_id.clone()).chain(several.iter().map(|(id, _, _)| id.to_string())),
+                    format!(
+                        "order {order_id} CONFIRMED with {} payments: {}",
+                        several.len(),
+                        listed.join(", ")
+                    ),
+                );
+            }
+        }
+        match reservations.get(order_id).map(String::as_str) {
+            Some("committed") => {}
+            Some(status) => check.violation(
+                [order_id],
+                format!("order {order_id} CONFIRMED but its reservation is {status}"),
+            ),
+            None => check.violation([order_id], format!("order {order_id} CONFIRMED but has no reservation")),
+        }
+    }
+    Ok(check)
+}
+
+/// 3. A cancelled order keeps no money and holds no stock: cancellation
+///    refunds or voids the charge (svc-payment) and releases the
+///    reservation, returning sold units too (svc-inventory).
+pub async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "each cancelled order keeps no money (payment absent, failed, refunded or cancelled; no succeeded charge) \
+         and holds no stock (reservation absent, released or rejected)",
+        "cancelled orders",
+    );
+    let cancelled: Vec<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM orders WHERE status = 'cancelled' ORDER BY order_id")
+            .fetch_all(&dbs.order)
+            .await
+            .context("reading cancelled orders")?;
+    check.covered = cancelled.len();
+    let ids: Vec<String> = cancelled.iter().map(Uuid::to_string).collect();
+    // The payment and the provider's ledger in one statement, so both come
+    // from one snapshot (a refund changes both).
+    let rows: Vec<(String, Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT p.order_id, p.payment_id, p.status, c.status
+           FROM payments p
+           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
+          WHERE p.order_id = ANY($1)
+          ORDER BY p.created_at",
+    )
+    .bind(&ids)
+    .fetch_all(&dbs.payment)
+    .await
+    .context("reading payments of cancelled orders")?;
+    let reservations: HashMap<String, String> =
+        sqlx::query_as("SELECT order_id, status FROM reservations WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&dbs.inventory)
+            .await
+            .context("reading reservations of cancelled orders")?
+            .into_iter()
+            .collect();
+
+    for (order_id, payment_id, status, charge) in rows {
+        // `pending` and `voiding` are charges that may still go through;
+        // `succeeded` is money kept.
+        if !matches!(status.as_str(), "failed" | "refunded" | "cancelled") {
+            check.violation(
+                [order_id.clone(), payment_id.to_string()],
+                format!("order {order_id} CANCELLED but payment {payment_id} is {status}"),
+            );
+        }
+        if charge.as_deref() == Some("succeeded") {
+            check.violation(
+                [order_id.clone(), payment_id.to_string()],
+                format!(
+                    "order {order_id} CANCELLED but the provider still holds a succeeded charge for payment \
+                     {payment_id} (payment {status})"
+                ),
+            );
+        }
+    }
+    for order_id in &ids {
+        if let Some(status) = reservations.get(order_id)
+            && !matches!(status.as_str(), "released" | "rejected")
+        {
+            check.violation(
+                [order_id],
+                format!("order {order_id} CANCELLED but its reservation is {status}"),
+            );
+        }
+    }
+    Ok(check)
+}
+
+/// 4. No money is taken outside a confirmed order: every charge the provider
+///    holds as succeeded belongs to a payment whose order is confirmed, or
+///    still in flight.
+pub async fn money_is_taken_only_for_confirmed_orders(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "every succeeded provider charge belongs to a confirmed order, or to one still in flight",
+        "succeeded charges",
+    );
+    // Charges first: a payment is created only for an order that exists.
+    let charges: Vec<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT c.idempotency_key, p.payment_id, p.order_id
+           FROM simulated_provider.charges c
+           LEFT JOIN payments p ON p.payment_id::text = c.idempotency_key
+          WHERE c.status = 'succeeded'
+          ORDER BY c.created_at, c.idempotency_key",
+    )
+    .fetch_all(&dbs.payment)
+    .await
+    .context("reading succeeded provider charges")?;
+    check.covered = charges.len();
+    let order_ids: Vec<String> = charges.iter().filter_map(|(_, _, o)| o.clone()).collect();
+    let orders: HashMap<String, (String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT order_id::text, status, created_at FROM orders WHERE order_id::text = ANY($1)")
+            .bind(&order_ids)
+            .fetch_all(&dbs.order)
+            .await
+            .context("reading the orders of succeeded charges")?
+            .into_iter()
+            .map(|(id, status, created_at)| (id, (status, created_at)))
+            .collect();
+
+    for (key, payment_id, order_id) in charges {
+        let (Some(payment_id), Some(order_id)) = (payment_id, order_id) else {
+            check.violation(
+                [&key],
+                format!("the provider holds a succeeded charge under key {key}, which is no payment's id"),
+            );
+            continue;
+        };
+        match orders.get(&order_id) {
+            Some((status, _)) if status == "confirmed" => {}
+            Some((status, created_at)) if in_flight(status, *created_at, options) => {}
+            Some((status, _)) => check.violation(
+                [order_id.clone(), payment_id.to_string()],
+                format!(
+                    "order {order_id} {} but the provider holds a succeeded charge for its payment {payment_id}",
+                    status.to_uppercase()
+                ),
+            ),
+            // Read after the payment, so it would be there were it real.
+            None => check.violation(
+                [order_id.clone(), payment_id.to_string()],
+                format!(
+                    "payment {payment_id} holds a succeeded charge for order {order_id}, which svc-order does not know"
+                ),
+            ),
+        }
+    }
+    Ok(check)
+}
+
+/// 5. Stock adds up, per SKU: `reserved` is exactly what held reservations
+///    hold, the table's CHECK constraints hold, and (when the run recorded
+///    the starting stock) `on_hand` went down by exactly what was sold.
+pub async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "per SKU, reserved equals the units of held reservations, 0 <= reserved <= on_hand, \
+         and on_hand is the initial stock less the units of committed reservations",
+        "SKUs",
+    );
+    // One statement, one snapshot: stock and reservations change together.
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT s.sku, s.on_hand, s.reserved,
+                COALESCE(sum(l.quantity) FILTER (WHERE r.status = 'held'), 0)::bigint,
+                COALESCE(sum(l.quantity) FILTER (WHERE r.status = 'committed'), 0)::bigint
+           FROM stock s
+           LEFT JOIN reservation_lines l ON l.sku = s.sku
+           LEFT JOIN reservations r ON r.order_id = l.order_id
+          GROUP BY s.sku, s.on_hand, s.reserved
+          ORDER BY s.sku",
+    )
+    .fetch_all(inventory_db)
+    .await
+    .context("reading stock and reservation lines")?;
+    check.covered = rows.len();
+    let mut seen = BTreeSet::new();
+    for (sku, on_hand, reserved, held, sold) in rows {
+        if reserved != held {
+            check.violation(
+                [&sku],
+                format!("SKU {sku}: reserved is {reserved} but held reservations hold {held}"),
+            );
+        }
+        if on_hand < 0 || reserved < 0 || reserved > on_hand {
+            check.violation(
+                [&sku],
+                format!("SKU {sku}: on_hand {on_hand}, reserved {reserved} (needs 0 <= reserved <= on_hand)"),
+            );
+        }
+        if let Some(initial) = options.initial_on_hand.as_ref().and_then(|i| i.get(&sku))
+            && on_hand != initial - sold
+        {
+            check.violation(
+                [&sku],
+                format!(
+                    "SKU {sku}: on_hand is {on_hand} but {initial} at the start less {sold} sold is {}",
+                    initial - sold
+                ),
+            );
+        }
+        seen.insert(sku);
+    }
+    for sku in options.initial_on_hand.iter().flat_map(BTreeMap::keys) {
+        if !seen.contains(sku) {
+            check.violation(
+                [sku],
+                format!("SKU {sku} had stock at the start but has no stock row now"),
+            );
+        }
+    }
+    Ok(check)
+}
+
+/// 6. Each settled order got exactly its one email: `order_confirmed` for a
+///    confirmed order, `order_cancelled` for a cancelled one, never both
+///    (an order ends only one way) and never twice.
+pub async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "each confirmed order has one order_confirmed email and each cancelled order one order_cancelled email, \
+         and no other",
+        "settled orders",
+    );
+    // Emails first: an email is only written for an order already settled,
+    // and settled orders never change, so its order is among those read next.
+    let emails: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT order_id, kind, count(*) FROM notifications GROUP BY order_id, kind ORDER BY order_id, kind",
+    )
+    .fetch_all(&dbs.notify)
+    .await
+    .context("reading notifications")?;
+    let settled: BTreeMap<String, String> =
+        sqlx::query_as("SELECT order_id::text, status FROM orders WHERE status IN ('confirmed', 'cancelled')")
+            .fetch_all(&dbs.order)
+            .await
+            .context("reading settled orders")?
+            .into_iter()
+            .collect();
+    check.covered = settled.len();
+
+    let mut sent: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (order_id, kind, count) in &emails {
+        sent.entry(order_id).or_default().insert(kind);
+        if *count > 1 {
+            check.violation(
+                [order_id],
+                format!("order {order_id} has {count} {kind} emails (one per order and kind)"),
+            );
+        }
+        match settled.get(order_id) {
+            Some(status) if *kind == format!("order_{status}") => {}
+            Some(status) => check.violation(
+                [order_id],
+                format!("order {order_id} {} but has an {kind} email", status.to_uppercase()),
+            ),
+            None => check.violation(
+                [order_id],
+                format!("order {order_id} has an {kind} email but is neither confirmed nor cancelled"),
+            ),
+        }
+    }
+    for (order_id, status) in &settled {
+        let kind = format!("order_{status}");
+        if !sent
+            .get(order_id.as_str())
+            .is_some_and(|kinds| kinds.contains(kind.as_str()))
+        {
+            check.violation(
+                [order_id],
+                format!("order {order_id} {} but has no {kind} email", status.to_uppercase()),
+            );
+        }
+    }
+    Ok(check)
+}
+
+/// 7. No event was left behind: the relay publishes every outbox row within
+///    moments of its commit (or of a restart), so an old unpublished row is
+///    an event the rest of the saga never saw.
+pub async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "no outbox row in any service database is left unpublished past the allowed age",
+        "outbox rows",
+    );
+    let cutoff = before(options.now, options.outbox_max_age);
+    for (service, pool) in [
+        ("svc-order", &dbs.order),
+        ("svc-inventory", &dbs.inventory),
+        ("svc-payment", &dbs.payment),
+        ("svc-notify", &dbs.notify),
+    ] {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(pool)
+            .await
+            .with_context(|| format!("counting the outbox of {service}"))?;
+        check.covered += usize::try_from(count).unwrap_or_default();
+        let stuck: Vec<UnpublishedRow> = sqlx::query_as(
+            "SELECT event_id, subject, order_id, created_at, attempts, last_error FROM outbox
+              WHERE published_at IS NULL AND created_at <= $1
+              ORDER BY created_at, event_id",
+        )
+        .bind(cutoff)
+        .fetch_all(pool)
+        .await
+        .with_context(|| format!("reading the outbox of {service}"))?;
+        for UnpublishedRow {
+            event_id,
+            subject,
+            order_id,
+            created_at,
+            attempts,
+            last_error,
+        } in stuck
+        {
+            check.violation(
+                [event_id.to_string(), order_id.clone()],
+                format!(
+                    "{service}: event {event_id} ({subject}, order {order_id}) unpublished for {} since {}, \
+                     {attempts} attempts{}",
+                    span(options.now - created_at),
+                    at(created_at),
+                    last_error.map(|e| format!(", last error: {e}")).unwrap_or_default(),
+                ),
+            );
+        }
+    }
+    Ok(check)
+}
+
+#[derive(sqlx::FromRow)]
+struct UnpublishedRow {
+    event_id: Uuid,
+    subject: String,
+    order_id: String,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+    last_error: Option<String>,
+}
+
+pub const DLQ_HOLDS_ONLY_EXPECTED_POISON: &str = "the DLQ holds exactly the poison the run injected";
+
+/// 8. Nothing was parked that should not have been: consumers park only
+///    poison and retry everything else for ever, so an unexpected parked
+///    message is an event some service never applied.
+pub async fn dlq_holds_only_expected_poison(js: &jetstream::Context, options: &Options) -> anyhow::Result<Check> {
+    let mut check = Check::new(DLQ_HOLDS_ONLY_EXPECTED_POISON, "parked messages");
+    let parked = match dlq::list(js, &Filter::default()).await {
+        Ok(parked) => parked,
+        // `list` stops at an entry no shop consumer parked; that is a
+        // finding about the DLQ, not a failure to read it.
+        Err(DlqError::NotParked(sequence, header)) => {
+            check.violation(
+                [format!("DLQ #{sequence}")],
+                format!(
+                    "DLQ entry #{sequence} has no {header} header (not parked by a shop consumer); \
+                     the entries after it were not read"
+                ),
+            );
+            return Ok(check);
+        }
+        Err(e) => return Err(e).context("listing the DLQ"),
+    };
+    check.covered = parked.len();
+    let mut matched = vec![false; options.expected_parked.len()];
+    for message in &parked {
+        let mut expected = false;
+        for (pattern, hit) in options.expected_parked.iter().zip(matched.iter_mut()) {
+            if dlq::subject_matches(pattern, &message.subject) {
+                *hit = true;
+                expected = true;
+            }
+        }
+        if !expected {
+            check.violation(
+                [
+                    message.subject.clone(),
+                    message.event_id.clone(),
+                    message.consumer.clone(),
+                ],
+                format!(
+                    "{} parked {} (event {}, {} #{}, after {} deliveries): {}",
+                    message.consumer,
+                    message.subject,
+                    if message.event_id.is_empty() {
+                        "without id"
+                    } else {
+                        &message.event_id
+                    },
+                    message.stream,
+                    message.stream_sequence,
+                    message.delivered,
+                    message.error,
+                ),
+            );
+        }
+    }
+    for (pattern, hit) in options.expected_parked.iter().zip(matched) {
+        if !hit {
+            check.violation([pattern], format!("poison injected on {pattern} is not on the DLQ"));
+        }
+    }
+    Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_a_clock() {
+        assert_eq!(span(TimeDelta::seconds(12)), "12s");
+        assert_eq!(span(TimeDelta::seconds(45 * 60 + 3)), "45m 3s");
+        assert_eq!(span(TimeDelta::seconds(3 * 3600 + 5 * 60 + 9)), "3h 5m");
+        assert_eq!(span(TimeDelta::seconds(-4)), "0s");
+    }
+
+    #[test]
+    fn an_order_is_in_flight_only_unsettled_and_within_its_deadline() {
+        let options = Options::new(Utc::now());
+        let recent = options.now - TimeDelta::minutes(5);
+        let old = options.now - TimeDelta::minutes(31);
+        assert!(in_flight("pending", recent, &options));
+        assert!(in_flight("reserved", recent, &options));
+        assert!(!in_flight("reserved", old, &options));
+        assert!(!in_flight("confirmed", recent, &options));
+        assert!(!in_flight("cancelled", recent, &options));
+        assert_eq!(before(options.now, Duration::MAX), DateTime::<Utc>::MIN_UTC);
+    }
+}
