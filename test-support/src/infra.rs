@@ -508,6 +508,24 @@ impl ServerProcess {
         self.try_wait().map_or(true, |status| status.is_some())
     }
 
+    /// Sends `signal` (a name `kill -s` knows: `KILL`, `STOP`, `CONT`) to
+    /// the server's whole process group: the server, its children (a
+    /// PostgreSQL's backends) and the watchdog. For fault injection.
+    pub fn signal(&mut self, signal: &str) -> anyhow::Result<()> {
+        if self.try_wait()?.is_some() {
+            bail!("{} has exited; nothing to send {signal} to", self.name);
+        }
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("sh")
+            .args(["-c", r#"kill -s "$1" -- "$2""#, "sh", signal, &group])
+            .status()
+            .with_context(|| format!("sending {signal} to {}", self.name))?;
+        if !status.success() {
+            bail!("sending {signal} to {} failed ({status})", self.name);
+        }
+        Ok(())
+    }
+
     /// SIGKILL to the whole process group. Safe from pid reuse: the watchdog
     /// is not reaped yet, so its process group cannot be someone else's.
     fn kill(&mut self) {

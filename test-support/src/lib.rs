@@ -14,8 +14,12 @@
 //! process: when the process ends, even by abort, the pipe closes and the
 //! watchdog stops the server. [`infra`] exposes the same machinery with
 //! persistent data for `cargo xtask up`, and [`binaries`] finds the programs.
+//!
+//! [`fault_proxy`] puts a TCP proxy between a service and one of these
+//! servers, to inject latency, partitions and dropped connections.
 
 pub mod binaries;
+pub mod fault_proxy;
 pub mod infra;
 mod nats;
 mod postgres;
