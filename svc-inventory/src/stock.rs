@@ -203,20 +203,28 @@ pub async fn release(
     user_id: &str,
     reason: ReleaseReason,
 ) -> Result<Settlement, sqlx::Error> {
-    let Some((status, owner)) = lock_reservation(conn, order_id).await? else {
-        if reason == ReleaseReason::OrderCancelled {
-            sqlx::query(
-                "INSERT INTO reservations (order_id, user_id, status, release_reason)
-                 VALUES ($1, $2, 'released', $3) ON CONFLICT (order_id) DO NOTHING",
-            )
-            .bind(order_id)
-            .bind(user_id)
-            .bind(reason.as_str())
-            .execute(&mut *conn)
-            .await?;
+    let (status, owner) = loop {
+        if let Some(found) = lock_reservation(conn, order_id).await? {
+            break found;
+        }
+        if reason != ReleaseReason::OrderCancelled {
+            return Ok(Settlement::Missing);
+        }
+        let tombstone = sqlx::query(
+            "INSERT INTO reservations (order_id, user_id, status, release_reason)
+             VALUES ($1, $2, 'released', $3) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(user_id)
+        .bind(reason.as_str())
+        .execute(&mut *conn)
+        .await?;
+        if tombstone.rows_affected() == 1 {
             return Ok(Settlement::Unchanged);
         }
-        return Ok(Settlement::Missing);
+        // The placement's reservation was committed while this insert
+        // waited on it: release that one, or the cancellation is lost and
+        // the units stay held until the reservation expires.
     };
     let update = match (status.as_str(), reason) {
         ("held", _) => {
