@@ -10,9 +10,10 @@ pub struct Config {
     pub messaging: MessagingSettings,
     /// `PAYMENT_PROVIDER_TIMEOUT`: deadline of one provider call (default 5s).
     pub provider_timeout: Duration,
-    /// `PAYMENT_MAX_ATTEMPTS`: provider calls before an ambiguous charge is
-    /// voided and the payment failed (default 3; JetStream's `max_deliver`
-    /// for `payment-inventory` must stay above it).
+    /// `PAYMENT_MAX_ATTEMPTS`: provider calls that timed out (each may or
+    /// may not have charged) before the charge is voided and the payment
+    /// failed (default 3). Calls the provider refused do not count: they
+    /// are retried for as long as it stays away.
     pub max_attempts: i32,
 }
 
@@ -28,9 +29,9 @@ impl Config {
             provider_timeout: env.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
             max_attempts: env.or("PAYMENT_MAX_ATTEMPTS", 3, "a positive integer"),
         };
-        if !(1..=5).contains(&config.max_attempts) {
+        if config.max_attempts < 1 {
             env.problem(format!(
-                "PAYMENT_MAX_ATTEMPTS={} must be between 1 and 5 (below the consumer's max_deliver of 6)",
+                "PAYMENT_MAX_ATTEMPTS={} must be at least 1",
                 config.max_attempts
             ));
         }

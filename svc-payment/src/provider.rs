@@ -21,6 +21,8 @@ pub enum ProviderError {
     /// No answer in time: the charge may or may not have happened.
     #[error("the provider did not answer in time")]
     Timeout,
+    /// The provider refused the call (unreachable, down for maintenance,
+    /// overloaded): it changed nothing, and the call can be repeated.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
 }

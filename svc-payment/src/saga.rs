@@ -154,7 +154,12 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 self.finish(event, payment_id, Outcome::Succeeded { charge_id }).await
             }
             Ok(ChargeOutcome::Declined { reason }) => self.finish(event, payment_id, Outcome::Failed { reason }).await,
-            Err(error) => {
+            // Refused, not lost: an outage of the provider delays the
+            // payment, however long it lasts, without failing it. The
+            // reservation's deadline bounds the wait; a cancellation then
+            // voids the charge.
+            Err(error @ ProviderError::Unavailable(_)) => Err(HandleError::Retry(format!("charge: {error}"))),
+            Err(error @ ProviderError::Timeout) => {
                 let attempts: i32 = sqlx::query_scalar(
                     "UPDATE payments SET attempts = attempts + 1, updated_at = clock_timestamp()
                       WHERE payment_id = $1 RETURNING attempts",

@@ -185,3 +185,48 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
     );
     Ok(())
 }
+
+/// A provider that refuses calls for a while delays payments; it does not
+/// fail them, however many deliveries the outage takes.
+#[tokio::test]
+async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Result<()> {
+    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
+    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let saga = PaymentSaga {
+        pool: pool.clone(),
+        outbox: Outbox::new("svc-payment"),
+        provider: Arc::new(SimulatedProvider::new(pool.clone())),
+        consumer: RESERVED_CONSUMER,
+        provider_timeout: Duration::from_secs(2),
+        max_attempts: 3,
+    };
+    let order = "01a00000-0000-7000-8000-000000000003";
+    let event = ev::InventoryReserved {
+        order_id: order.into(),
+        user_id: "u".into(),
+        payment_method: "pm_card_ok".into(),
+        total: Some(shop_proto::common::v1::Money {
+            currency_code: "EUR".into(),
+            amount_minor: 1299,
+        }),
+        ..Default::default()
+    };
+    let reserved = incoming(&event, order);
+
+    SimulatedProvider::set_outage(&pool, true).await?;
+    for _ in 0..10 {
+        assert!(
+            saga.handle(reserved.clone()).await.is_err(),
+            "no provider, no outcome yet"
+        );
+    }
+    SimulatedProvider::set_outage(&pool, false).await?;
+    saga.handle(reserved).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(status, "succeeded", "the outage only delayed the payment");
+    Ok(())
+}
