@@ -54,10 +54,7 @@ pub fn parse(args: &[&str]) -> Result<Options, String> {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let url = match std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()) {
-        Some(url) => url,
-        None => crate::up::default_nats_url()?,
-    };
+    let url = crate::up::servers_from_env()?.nats;
     let client = async_nats::ConnectOptions::new()
         .name("xtask-dlq")
         .connection_timeout(Duration::from_secs(3))

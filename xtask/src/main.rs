@@ -5,7 +5,10 @@
 //! - `up`: the whole platform on this machine, until Ctrl-C.
 //! - `fresh-check`: `install` and `up` on a clean Debian root.
 //! - `dlq`: list, show and re-drive parked messages.
+//! - `verify`: check the books of a running stack.
+//! - `chaos`: a fault run, ending with the books checked.
 
+mod chaos;
 mod ci;
 mod cmd;
 mod dlq;
@@ -14,6 +17,7 @@ mod install;
 mod ports;
 mod supervise;
 mod up;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -36,6 +40,18 @@ commands:
            the parked messages on the DLQ stream (NATS_URL, or the stack of
            `up`): list them with their error and age, show one, or re-drive
            them to their original subject with their event id, once
+  verify   check the books of the stack of `up` (or DATABASE_URL, NATS_URL):
+           every order ended or within ORDER_DEADLINE, confirmed orders paid
+           once and sold, cancelled ones holding no money or stock, stock
+           adding up, one email per settled order, outboxes drained, nothing
+           parked; prints each check and every violation (exit 1 if any)
+  chaos --seconds N --seed S [--release]
+           a fault run on a stack of its own (free ports, data in .data/chaos):
+           N seconds of checkouts through the gateway while faults drawn from
+           seed S hit it (kills, pauses, NATS/PostgreSQL/Redis restarts, a
+           PostgreSQL freeze, provider outage, link latency/resets/blackholes,
+           replays, poison); then it waits for the stack to settle and checks
+           the books as `verify` does; exit 1 on any violation
   fresh-check
            as root: build a clean Debian root (debootstrap, cached), clone
            this commit into it, run `install`, then `up --check` in a network
@@ -76,11 +92,19 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ("verify", []) => verify::run().await,
+        ("chaos", flags) => match chaos_options(flags) {
+            Ok(options) => chaos::run(options).await,
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ("help" | "-h" | "--help", []) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        ("install" | "test" | "help" | "-h" | "--help", [flag, ..]) => {
+        ("install" | "test" | "verify" | "help" | "-h" | "--help", [flag, ..]) => {
             eprintln!("`{command}` takes no option `{flag}`\n\n{USAGE}");
             return ExitCode::from(2);
         }
@@ -123,6 +147,33 @@ fn fresh_check_options(flags: &[&str]) -> Result<fresh_check::Options, String> {
             "--user" => options.user = true,
             other => return Err(format!("`fresh-check` has no option `{other}`")),
         }
+    }
+    Ok(options)
+}
+
+fn chaos_options(flags: &[&str]) -> Result<chaos::Options, String> {
+    let mut options = chaos::Options {
+        seconds: 120,
+        seed: 1,
+        release: false,
+    };
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        let mut number = |what: &str| -> Result<u64, String> {
+            flags
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("`{flag}` needs {what}"))
+        };
+        match *flag {
+            "--seconds" => options.seconds = number("a number of seconds")?,
+            "--seed" => options.seed = number("a number")?,
+            "--release" => options.release = true,
+            other => return Err(format!("`chaos` has no option `{other}`")),
+        }
+    }
+    if options.seconds < 30 {
+        return Err("`--seconds` must be at least 30: faults need room between them".into());
     }
     Ok(options)
 }

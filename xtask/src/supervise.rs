@@ -3,6 +3,7 @@
 //! rest of the platform (and the gateway's fast failure in front of the dead
 //! one) goes on meanwhile.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct Supervised {
     name: String,
     command: Command,
     policy: Restarts,
+    /// Where its output goes (appended), or this process's own output.
+    log: Option<PathBuf>,
     process: ServerProcess,
     started: Instant,
     /// Restarts since it last ran for `healthy_after`.
@@ -58,12 +61,13 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn spawn(name: &str, command: Command, policy: Restarts) -> anyhow::Result<Self> {
-        let process = ServerProcess::spawn(name, &command, StopSignal::Term, None)?;
+    pub fn spawn(name: &str, command: Command, policy: Restarts, log: Option<PathBuf>) -> anyhow::Result<Self> {
+        let process = ServerProcess::spawn(name, &command, StopSignal::Term, log.as_deref())?;
         Ok(Self {
             name: name.to_owned(),
             command,
             policy,
+            log,
             process,
             started: Instant::now(),
             failures: 0,
@@ -85,7 +89,7 @@ impl Supervised {
             if Instant::now() < at {
                 return Ok(Tended::Waiting);
             }
-            self.process = ServerProcess::spawn(&self.name, &self.command, StopSignal::Term, None)?;
+            self.process = ServerProcess::spawn(&self.name, &self.command, StopSignal::Term, self.log.as_deref())?;
             self.started = Instant::now();
             self.restart_at = None;
             return Ok(Tended::Restarted { attempt: self.failures });
@@ -135,7 +139,7 @@ mod tests {
     async fn a_process_that_exits_is_started_again_with_growing_pauses() {
         let mut command = Command::new("sh");
         command.args(["-c", "exit 3"]);
-        let mut supervised = Supervised::spawn("crashing", command, quick()).expect("spawn");
+        let mut supervised = Supervised::spawn("crashing", command, quick(), None).expect("spawn");
 
         let mut pauses = Vec::new();
         for attempt in 1..=4 {
@@ -157,7 +161,7 @@ mod tests {
     async fn a_running_process_is_left_alone_and_stops_on_request() {
         let mut command = Command::new("sleep");
         command.arg("30");
-        let mut supervised = Supervised::spawn("steady", command, quick()).expect("spawn");
+        let mut supervised = Supervised::spawn("steady", command, quick(), None).expect("spawn");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(supervised.tend().expect("tend"), Tended::Running);
         supervised.stop().await;

@@ -39,9 +39,25 @@ const NATS_PORT: u16 = 4222;
 const POSTGRES_PORT: u16 = 15432;
 const REDIS_PORT: u16 = 16379;
 
-/// The NATS of a stack `cargo xtask up` starts here (with the port offset).
-pub fn default_nats_url() -> anyhow::Result<String> {
-    Ok(infra::nats_url(ports::shifted(NATS_PORT, ports::offset_from_env()?)?))
+/// Where the NATS and PostgreSQL of the stack of `up` are, for the commands
+/// that inspect it (`dlq`, `verify`): the URLs in the environment, or the
+/// ports `up` starts them on (with the port offset).
+pub(crate) struct Servers {
+    pub(crate) nats: String,
+    pub(crate) postgres: String,
+}
+
+pub(crate) fn servers_from_env() -> anyhow::Result<Servers> {
+    let layout = Layout::from_env()?;
+    Ok(Servers {
+        nats: layout.nats.url(infra::nats_url),
+        postgres: layout.postgres.url(infra::postgres_url),
+    })
+}
+
+/// The database `up` gives a service.
+pub(crate) fn database_of(service: &str) -> Option<&'static str> {
+    SERVICES.iter().find(|s| s.name == service).and_then(|s| s.database)
 }
 
 /// How long the `--check` checkout may take to be confirmed.
@@ -53,12 +69,12 @@ const SERVICE_STARTUP: Duration = Duration::from_secs(120);
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A service: its package (and binary) name, ports and what it connects to.
-struct Service {
-    name: &'static str,
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
     grpc_port: u16,
     admin_port: u16,
     /// Its own database, given as `DATABASE_URL`.
-    database: Option<&'static str>,
+    pub(crate) database: Option<&'static str>,
     /// Whether it gets `REDIS_URL`.
     redis: bool,
     /// An environment variable naming a directory under `.data/` for it.
@@ -70,7 +86,7 @@ struct Service {
 }
 
 /// Started in this order (what others call first), stopped in reverse.
-const SERVICES: &[Service] = &[
+pub(crate) const SERVICES: &[Service] = &[
     Service {
         name: "svc-inventory",
         grpc_port: 50052,
@@ -136,12 +152,12 @@ const SERVICES: &[Service] = &[
 ];
 
 /// Where each part listens, with the port offset applied.
-struct Layout {
+pub(crate) struct Layout {
     offset: u16,
     nats: Infra,
     postgres: Infra,
     redis: Infra,
-    services: Vec<Placed>,
+    pub(crate) services: Vec<Placed>,
 }
 
 /// A server the environment points at, or one to start on a port.
@@ -150,10 +166,19 @@ enum Infra {
     Start(u16),
 }
 
-struct Placed {
-    service: &'static Service,
-    grpc_port: u16,
-    admin_port: u16,
+impl Infra {
+    fn url(&self, on_port: fn(u16) -> String) -> String {
+        match self {
+            Infra::Given { url, .. } => url.clone(),
+            Infra::Start(port) => on_port(*port),
+        }
+    }
+}
+
+pub(crate) struct Placed {
+    pub(crate) service: &'static Service,
+    pub(crate) grpc_port: u16,
+    pub(crate) admin_port: u16,
 }
 
 impl Layout {
@@ -182,6 +207,38 @@ impl Layout {
             redis: infra("REDIS_URL", REDIS_PORT)?,
             services,
         })
+    }
+
+    /// Every server on a port that was free a moment ago, for a stack that
+    /// must not meet any other (a fault run, next to a running `up`).
+    pub(crate) fn on_free_ports() -> Self {
+        let free = || Infra::Start(infra::free_port());
+        Self {
+            offset: 0,
+            nats: free(),
+            postgres: free(),
+            redis: free(),
+            services: SERVICES
+                .iter()
+                .map(|service| Placed {
+                    service,
+                    grpc_port: infra::free_port(),
+                    admin_port: infra::free_port(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The port of a server this layout starts itself.
+    pub(crate) fn infra_ports(&self) -> Option<InfraPorts> {
+        match (&self.nats, &self.postgres, &self.redis) {
+            (Infra::Start(nats), Infra::Start(postgres), Infra::Start(redis)) => Some(InfraPorts {
+                nats: *nats,
+                postgres: *postgres,
+                redis: *redis,
+            }),
+            _ => None,
+        }
     }
 
     /// Every port something started here will listen on.
@@ -222,7 +279,7 @@ impl Layout {
         }
     }
 
-    fn gateway_port(&self) -> Option<u16> {
+    pub(crate) fn gateway_port(&self) -> Option<u16> {
         self.services
             .iter()
             .find(|placed| placed.service.name == "svc-gateway")
@@ -230,11 +287,18 @@ impl Layout {
     }
 }
 
-/// Where the infrastructure is.
-struct Urls {
-    nats: String,
-    postgres: String,
-    redis: String,
+/// The ports of NATS, PostgreSQL and Redis when all three start here.
+pub(crate) struct InfraPorts {
+    pub(crate) nats: u16,
+    pub(crate) postgres: u16,
+    pub(crate) redis: u16,
+}
+
+/// Where the infrastructure is, as the services are told.
+pub(crate) struct Urls {
+    pub(crate) nats: String,
+    pub(crate) postgres: String,
+    pub(crate) redis: String,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -247,23 +311,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // start, in case something took one meanwhile.
     ports::check_free(&layout.ports())?;
 
-    let profile = if options.release { "release" } else { "debug" };
-    let mut build = cmd::cargo();
-    build.args(["build", "--keep-going"]);
-    if options.release {
-        build.arg("--release");
-    }
-    build.args(SERVICES.iter().flat_map(|s| ["-p", s.name]));
-    if let Err(e) = cmd::run(&mut build) {
+    if let Err(e) = build_services(options.release) {
         eprintln!("warning: {e:#}; starting the services that have a binary");
     }
-    // The services are built beside this program (target/debug/xtask).
-    let bin_dir = std::env::current_exe()
-        .context("locating xtask's own binary")?
-        .parent()
-        .and_then(Path::parent)
-        .context("xtask's binary sits in a target directory")?
-        .join(profile);
+    let bin_dir = bin_dir(options.release)?;
     ports::check_free(&layout.ports())?;
 
     // Declared before `services`, so that on an early return the services
@@ -287,7 +338,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         let command = service_command(placed, &layout, &binary, &urls, &root, &data)?;
         println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
-        let mut supervised = Supervised::spawn(service.name, command, Restarts::default())?;
+        let mut supervised = Supervised::spawn(service.name, command, Restarts::default(), None)?;
         let port = placed.grpc_port;
         supervised
             .process()
@@ -347,6 +398,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     outcome
 }
 
+/// Builds every service's binary (debug, or release).
+pub(crate) fn build_services(release: bool) -> anyhow::Result<()> {
+    let mut build = cmd::cargo();
+    build.args(["build", "--keep-going"]);
+    if release {
+        build.arg("--release");
+    }
+    build.args(SERVICES.iter().flat_map(|s| ["-p", s.name]));
+    cmd::run(&mut build)
+}
+
+/// Where the services' binaries are: built beside this program
+/// (target/debug/xtask).
+pub(crate) fn bin_dir(release: bool) -> anyhow::Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    Ok(std::env::current_exe()
+        .context("locating xtask's own binary")?
+        .parent()
+        .and_then(Path::parent)
+        .context("xtask's binary sits in a target directory")?
+        .join(profile))
+}
+
 /// Starts what the environment does not point at, into `started`.
 async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<ServerProcess>) -> anyhow::Result<Urls> {
     let nats = match &layout.nats {
@@ -391,7 +465,7 @@ fn given(var: &str, url: &str) -> String {
     url.to_owned()
 }
 
-fn service_command(
+pub(crate) fn service_command(
     placed: &Placed,
     layout: &Layout,
     binary: &Path,
@@ -453,7 +527,7 @@ async fn dev_tokens(gateway: u16) -> anyhow::Result<DevTokens> {
     })
 }
 
-async fn gateway_channel(port: u16) -> anyhow::Result<tonic::transport::Channel> {
+pub(crate) async fn gateway_channel(port: u16) -> anyhow::Result<tonic::transport::Channel> {
     let url = format!("http://127.0.0.1:{port}");
     tonic::transport::Endpoint::from_shared(url.clone())?
         .connect()
@@ -462,7 +536,11 @@ async fn gateway_channel(port: u16) -> anyhow::Result<tonic::transport::Channel>
 }
 
 /// A token from the gateway's development auth.
-async fn issue_token(channel: &tonic::transport::Channel, user: &str, roles: &[&str]) -> anyhow::Result<String> {
+pub(crate) async fn issue_token(
+    channel: &tonic::transport::Channel,
+    user: &str,
+    roles: &[&str],
+) -> anyhow::Result<String> {
     use shop_proto::auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient};
     let request = IssueTokenRequest {
         user_id: user.into(),
@@ -549,7 +627,7 @@ async fn first_checkout(gateway: u16, up_began: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn authorized<T>(bearer: &tonic::metadata::AsciiMetadataValue, message: T) -> tonic::Request<T> {
+pub(crate) fn authorized<T>(bearer: &tonic::metadata::AsciiMetadataValue, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", bearer.clone());
     request

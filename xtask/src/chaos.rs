@@ -1,0 +1,553 @@
+//! `cargo xtask chaos --seconds N --seed S`: a fault run that ends by
+//! checking the books.
+//!
+//! It starts a stack of its own on free ports, with fresh data in
+//! `.data/chaos/`: NATS, PostgreSQL and Redis, a [`FaultProxy`] between the
+//! services and NATS and another between the services and PostgreSQL, and
+//! every service under the same supervisor as `up`. Customers check out
+//! through the gateway ([`load`]) for N seconds while the faults of the
+//! seed's [`schedule`] hit it one after another. Then the faults are lifted,
+//! the stack is given time to settle (every order confirmed or cancelled,
+//! every consumer and outbox drained), and `shop_verify` checks the books.
+//! The report: orders by outcome, faults injected, the longest time an
+//! order took to settle, what the customers saw, and every violation. Any
+//! violation, or a stack that does not settle, fails the run and keeps
+//! `.data/chaos/` (logs included) for a look.
+
+mod load;
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use shop_test_support::fault_proxy::{self, FaultProxy};
+use shop_test_support::infra::{self, ServerProcess};
+use sqlx::PgPool;
+use svc_payment::provider::SimulatedProvider;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::supervise::{Restarts, Supervised, Tended};
+use crate::up::{self, InfraPorts, Layout, Urls};
+use schedule::{Fault, Link, LinkFault, Step};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub seconds: u64,
+    pub seed: u64,
+    pub release: bool,
+}
+
+/// svc-order's deadline during a run: short, so an order the saga strands
+/// is still settled (and shows as TIMED_OUT) before the run ends.
+const ORDER_DEADLINE: Duration = Duration::from_secs(150);
+/// Reservations expire within a run, so expiry races with payment.
+const RESERVATION_TTL: Duration = Duration::from_secs(60);
+/// How long the stack may take to settle once the faults stop: the order
+/// deadline, its sweep, and the cancellations that follow.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(240);
+const TEND_INTERVAL: Duration = Duration::from_millis(250);
+/// Messages published again per replay fault.
+const REPLAYED_PER_FAULT: usize = 8;
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    crate::install::run().context("install")?;
+    up::build_services(options.release)?;
+    let bin_dir = up::bin_dir(options.release)?;
+    let data = crate::cmd::root().join(".data").join("chaos");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
+    }
+    std::fs::create_dir_all(&data)?;
+    let plan = schedule::plan(options.seed, Duration::from_secs(options.seconds));
+    println!(
+        "chaos: seed {}, {} s of load, {} faults; data and logs in {}",
+        options.seed,
+        options.seconds,
+        plan.len(),
+        data.display()
+    );
+
+    let mut stack = Stack::start(&bin_dir, &data).await?;
+    let outcome = stack.exercise(&options, &plan).await;
+    stack.stop().await;
+    match outcome {
+        Ok(report) if report.clean => {
+            println!("{}", report.text);
+            std::fs::remove_dir_all(&data).ok();
+            Ok(())
+        }
+        Ok(report) => {
+            println!("{}", report.text);
+            bail!("the books do not balance; logs and data kept in {}", data.display())
+        }
+        Err(e) => Err(e.context(format!("logs and data kept in {}", data.display()))),
+    }
+}
+
+struct Stack {
+    data: PathBuf,
+    ports: InfraPorts,
+    gateway_port: u16,
+    nats: ServerProcess,
+    postgres: ServerProcess,
+    redis: ServerProcess,
+    nats_link: FaultProxy,
+    postgres_link: FaultProxy,
+    services: Arc<Mutex<Vec<Supervised>>>,
+    restarts: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+    tender: tokio::task::JoinHandle<()>,
+    books: shop_verify::Databases,
+    js: jetstream::Context,
+}
+
+struct Report {
+    clean: bool,
+    text: String,
+}
+
+impl Stack {
+    async fn start(bin_dir: &Path, data: &Path) -> anyhow::Result<Self> {
+        let layout = Layout::on_free_ports();
+        let ports = layout.infra_ports().context("a fault run starts its own servers")?;
+        let nats = infra::start_nats(&data.join("nats"), ports.nats).await?;
+        let postgres = infra::start_postgres(&data.join("postgres"), ports.postgres).await?;
+        let redis = infra::start_redis(&data.join("redis"), ports.redis).await?;
+        let nats_link = FaultProxy::start(([127, 0, 0, 1], ports.nats).into())?;
+        let postgres_link = FaultProxy::start(([127, 0, 0, 1], ports.postgres).into())?;
+        let server = infra::postgres_url(ports.postgres);
+        for service in up::SERVICES {
+            if let Some(database) = service.database {
+                infra::create_database(&server, database).await?;
+            }
+        }
+        // The services reach NATS and PostgreSQL only through the proxies.
+        let urls = Urls {
+            nats: infra::nats_url(nats_link.port()),
+            postgres: infra::postgres_url(postgres_link.port()),
+            redis: infra::redis_url(ports.redis),
+        };
+        let root = crate::cmd::root();
+        let mut services = Vec::new();
+        for placed in &layout.services {
+            let name = placed.service.name;
+            let mut command = up::service_command(placed, &layout, &bin_dir.join(name), &urls, &root, data)?;
+            command
+                .env("RUST_LOG", "warn,svc_gateway=error")
+                .env("ORDER_DEADLINE", format!("{}s", ORDER_DEADLINE.as_secs()))
+                .env("RESERVATION_TTL", format!("{}s", RESERVATION_TTL.as_secs()));
+            let log = data.join(format!("{name}.log"));
+            let mut supervised = Supervised::spawn(name, command, Restarts::default(), Some(log))?;
+            let port = placed.grpc_port;
+            supervised
+                .process()
+                .wait_until(Duration::from_secs(120), || infra::tcp_accepts(port))
+                .await?;
+            services.push(supervised);
+        }
+        let services = Arc::new(Mutex::new(services));
+        let restarts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let tender = tokio::spawn(tend(services.clone(), restarts.clone()));
+        let books = crate::verify::databases(&server).await?;
+        let (_, js) = shop_runtime::nats::connect(&infra::nats_url(ports.nats), "xtask-chaos").await?;
+        Ok(Self {
+            data: data.to_path_buf(),
+            gateway_port: layout.gateway_port().context("the layout has a gateway")?,
+            ports,
+            nats,
+            postgres,
+            redis,
+            nats_link,
+            postgres_link,
+            services,
+            restarts,
+            tender,
+            books,
+            js,
+        })
+    }
+
+    async fn exercise(&mut self, options: &Options, plan: &[Step]) -> anyhow::Result<Report> {
+        self.ready().await?;
+        let channel = up::gateway_channel(self.gateway_port).await?;
+        let admin = up::issue_token(&channel, "chaos-admin", &["admin"]).await?;
+        load::stock_up(channel.clone(), &format!("Bearer {admin}").parse()?, options.seconds).await?;
+        let initial_on_hand = on_hand(&self.books.inventory).await?;
+        let mut customers = Vec::new();
+        for n in 0..load::WORKERS * load::CUSTOMERS_PER_WORKER {
+            let user = format!("chaos-{}-{n}", options.seed);
+            let token = up::issue_token(&channel, &user, &["customer"]).await?;
+            customers.push(load::Customer {
+                bearer: format!("Bearer {token}").parse()?,
+            });
+        }
+
+        let began = Instant::now();
+        let until = began + Duration::from_secs(options.seconds);
+        let customers = tokio::spawn(load::drive(channel, customers, options.seed, until));
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        let mut injected: BTreeMap<&'static str, u32> = BTreeMap::new();
+        let mut poison = Vec::new();
+        let mut log = String::new();
+        for step in plan {
+            tokio::time::sleep_until(began + step.at).await;
+            let note = self.inject(step, &mut rng, &mut poison).await?;
+            *injected.entry(step.fault.kind()).or_default() += 1;
+            let line = format!(
+                "{:>6.1} s  {:?} for {:.0} s{note}",
+                began.elapsed().as_secs_f64(),
+                step.fault,
+                step.lasts.as_secs_f64()
+            );
+            println!("chaos: {line}");
+            writeln!(log, "  {line}")?;
+        }
+        let tally = customers.await.context("the customers' task")?;
+        let faults_ended = Instant::now();
+        println!("chaos: load and faults over; waiting for the stack to settle");
+        let settled = self.settle().await;
+
+        let mut verify = shop_verify::Options::new(chrono::Utc::now());
+        verify.order_deadline = ORDER_DEADLINE;
+        verify.initial_on_hand = Some(initial_on_hand);
+        verify.expected_parked = poison;
+        let books = shop_verify::check(&self.books, Some(&self.js), &verify).await?;
+
+        let mut text = String::new();
+        writeln!(
+            text,
+            "\n=== chaos report: seed {}, {} s ===",
+            options.seed, options.seconds
+        )?;
+        writeln!(text, "orders by outcome:")?;
+        for (outcome, count) in outcomes(&self.books.order).await? {
+            writeln!(text, "  {count:>6}  {outcome}")?;
+        }
+        writeln!(
+            text,
+            "longest placement-to-settlement: {:.1} s",
+            longest_settlement(&self.books.order).await?
+        )?;
+        match &settled {
+            Ok(()) => writeln!(
+                text,
+                "settled {:.1} s after the last fault and checkout",
+                faults_ended.elapsed().as_secs_f64()
+            )?,
+            Err(e) => writeln!(text, "NOT SETTLED: {e:#}")?,
+        }
+        writeln!(text, "faults injected ({}):", plan.len())?;
+        for (kind, count) in &injected {
+            writeln!(text, "  {count:>6}  {kind}")?;
+        }
+        text.push_str(&log);
+        let restarts = self
+            .restarts
+            .lock()
+            .expect("the tender never panics holding it")
+            .clone();
+        writeln!(text, "service restarts by the supervisor: {restarts:?}")?;
+        writeln!(
+            text,
+            "customers: {} checkouts accepted ({} through the cart), {} cancellations asked, {} given up after {} attempts; failed calls by code: {:?}",
+            tally.accepted, tally.via_cart, tally.cancels_asked, tally.abandoned, 3, tally.failed_calls
+        )?;
+        writeln!(text, "\n{books}")?;
+        Ok(Report {
+            clean: settled.is_ok() && books.is_clean(),
+            text,
+        })
+    }
+
+    /// Applies one fault, waits out its length, lifts it. Returns a note
+    /// for the log.
+    async fn inject(&mut self, step: &Step, rng: &mut StdRng, poison: &mut Vec<String>) -> anyhow::Result<String> {
+        let mut note = String::new();
+        match &step.fault {
+            Fault::Kill(service) => self.signal(service, "KILL").await?,
+            Fault::KillMidCharge => {
+                // Slow every statement, so handlers spend their time
+                // between the provider's answer and their commit.
+                self.postgres_link
+                    .set(fault_proxy::Fault::Latency(Duration::from_millis(300)));
+                tokio::time::sleep(step.lasts).await;
+                let killed = self.signal("svc-payment", "KILL").await;
+                self.postgres_link.set(fault_proxy::Fault::None);
+                killed?;
+            }
+            Fault::Pause(service) => {
+                self.signal(service, "STOP").await?;
+                tokio::time::sleep(step.lasts).await;
+                self.signal(service, "CONT").await?;
+            }
+            Fault::RestartNats => {
+                self.nats.stop().await;
+                tokio::time::sleep(step.lasts).await;
+                self.nats = infra::start_nats(&self.data.join("nats"), self.ports.nats).await?;
+            }
+            Fault::FreezePostgres => {
+                self.postgres.signal("STOP")?;
+                tokio::time::sleep(step.lasts).await;
+                self.postgres.signal("CONT")?;
+            }
+            Fault::RestartPostgres => {
+                self.postgres.stop().await;
+                tokio::time::sleep(step.lasts).await;
+                self.postgres = infra::start_postgres(&self.data.join("postgres"), self.ports.postgres).await?;
+            }
+            Fault::RestartRedis => {
+                self.redis.stop().await;
+                tokio::time::sleep(step.lasts).await;
+                self.redis = infra::start_redis(&self.data.join("redis"), self.ports.redis).await?;
+            }
+            Fault::ProviderOutage => {
+                SimulatedProvider::set_outage(&self.books.payment, true).await?;
+                tokio::time::sleep(step.lasts).await;
+                SimulatedProvider::set_outage(&self.books.payment, false).await?;
+            }
+            Fault::Link(link, fault) => {
+                let proxy = match link {
+                    Link::Nats => &self.nats_link,
+                    Link::Postgres => &self.postgres_link,
+                };
+                proxy.set(match fault {
+                    LinkFault::Latency(latency) => fault_proxy::Fault::Latency(*latency),
+                    LinkFault::Reset => fault_proxy::Fault::Reset,
+                    LinkFault::Blackhole => fault_proxy::Fault::Blackhole,
+                });
+                tokio::time::sleep(step.lasts).await;
+                proxy.set(fault_proxy::Fault::None);
+            }
+            Fault::Replay => {
+                let replayed = replay(&self.js, rng).await?;
+                note = format!(": {replayed} events published again");
+            }
+            Fault::Poison => {
+                let subject = format!("orders.placed.poison-{}", rng.random::<u32>());
+                publish_poison(&self.js, &subject).await?;
+                note = format!(": {subject}");
+                poison.push(subject);
+            }
+        }
+        Ok(note)
+    }
+
+    /// Waits until the services have migrated and created their consumers
+    /// (they listen before that).
+    async fn ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let consumers = shop_runtime::topology::consumers()?;
+        loop {
+            let stock = on_hand(&self.books.inventory).await.unwrap_or_default();
+            let mut missing = 0;
+            for definition in &consumers {
+                let exists = match self.js.get_stream(definition.stream).await {
+                    Ok(stream) => stream
+                        .get_consumer::<jetstream::consumer::pull::Config>(definition.name())
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                missing += usize::from(!exists);
+            }
+            if !stock.is_empty() && missing == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the services were not ready after two minutes ({missing} consumers missing)");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn signal(&self, service: &str, signal: &str) -> anyhow::Result<()> {
+        let mut services = self.services.lock().await;
+        let supervised = services
+            .iter_mut()
+            .find(|s| s.name() == service)
+            .with_context(|| format!("no service {service}"))?;
+        match supervised.process().signal(signal) {
+            Ok(()) => Ok(()),
+            // Killed a moment ago and not started again yet: nothing to hit.
+            Err(e) if signal == "KILL" => {
+                println!("chaos: {service}: {e:#}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Until every order is confirmed or cancelled, every consumer has
+    /// handled everything and every outbox is empty.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let consumers = shop_runtime::topology::consumers()?;
+        loop {
+            let mut waiting = Vec::new();
+            let unsettled: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status IN ('pending', 'reserved')")
+                    .fetch_one(&self.books.order)
+                    .await
+                    .unwrap_or(-1);
+            if unsettled != 0 {
+                waiting.push(format!("{unsettled} orders unsettled"));
+            }
+            for (name, pool) in [
+                ("svc-order", &self.books.order),
+                ("svc-inventory", &self.books.inventory),
+                ("svc-payment", &self.books.payment),
+                ("svc-notify", &self.books.notify),
+            ] {
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap_or(-1);
+                if rows != 0 {
+                    waiting.push(format!("{rows} outbox rows in {name}"));
+                }
+            }
+            for definition in &consumers {
+                let info = async {
+                    let stream = self.js.get_stream(definition.stream).await?;
+                    let mut consumer: jetstream::consumer::PullConsumer = stream
+                        .get_consumer(definition.name())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    anyhow::Ok(consumer.info().await?.clone())
+                };
+                match info.await {
+                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                    Ok(info) => waiting.push(format!(
+                        "{} has {} to deliver, {} unacknowledged",
+                        definition.name(),
+                        info.num_pending,
+                        info.num_ack_pending
+                    )),
+                    Err(e) => waiting.push(format!("{}: {e:#}", definition.name())),
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("after {SETTLE_TIMEOUT:?}: {}", waiting.join("; "));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.tender.abort();
+        for service in self.services.lock().await.iter_mut().rev() {
+            // A paused service would not hear its stop signal.
+            let _ = service.process().signal("CONT");
+            service.stop().await;
+        }
+        self.nats_link.stop().await;
+        self.postgres_link.stop().await;
+        let _ = self.postgres.signal("CONT");
+        for server in [&mut self.redis, &mut self.postgres, &mut self.nats] {
+            server.stop().await;
+        }
+    }
+}
+
+/// The supervisor's loop: services that exit are started again.
+async fn tend(services: Arc<Mutex<Vec<Supervised>>>, restarts: Arc<std::sync::Mutex<BTreeMap<String, u32>>>) {
+    loop {
+        tokio::time::sleep(TEND_INTERVAL).await;
+        for service in services.lock().await.iter_mut() {
+            match service.tend() {
+                Ok(Tended::Restarted { .. }) => {
+                    let mut restarts = restarts.lock().expect("nothing panics holding it");
+                    *restarts.entry(service.name().to_owned()).or_default() += 1;
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("chaos: tending {}: {e:#}", service.name()),
+            }
+        }
+    }
+}
+
+async fn on_hand(inventory: &PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, on_hand FROM stock")
+        .fetch_all(inventory)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn outcomes(orders: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT upper(status) || coalesce(' (' || upper(cancel_reason) || ')', ''), count(*)
+           FROM orders GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(orders)
+    .await?)
+}
+
+async fn longest_settlement(orders: &PgPool) -> anyhow::Result<f64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(max(EXTRACT(EPOCH FROM updated_at - created_at)), 0)::float8
+           FROM orders WHERE status IN ('confirmed', 'cancelled')",
+    )
+    .fetch_one(orders)
+    .await?)
+}
+
+/// Publishes events already in the streams again, under new message ids
+/// (so JetStream stores them) and their own event ids (so every inbox
+/// knows them).
+async fn replay(js: &jetstream::Context, rng: &mut StdRng) -> anyhow::Result<usize> {
+    let mut replayed = 0;
+    for name in ["ORDERS", "INVENTORY", "PAYMENTS"] {
+        let mut stream = js.get_stream(name).await?;
+        let state = stream.info().await?.state.clone();
+        if state.messages == 0 {
+            continue;
+        }
+        for _ in 0..REPLAYED_PER_FAULT / 3 + 1 {
+            let sequence = rng.random_range(state.first_sequence..=state.last_sequence);
+            let Ok(message) = stream.get_raw_message(sequence).await else {
+                continue;
+            };
+            let mut headers = message.headers.clone();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("replay:{name}:{sequence}:{}", rng.random::<u32>()).as_str(),
+            );
+            let published = PublishMessage::build()
+                .payload(message.payload.clone())
+                .headers(headers);
+            js.send_publish(message.subject.to_string(), published).await?.await?;
+            replayed += 1;
+        }
+    }
+    Ok(replayed)
+}
+
+/// An `OrderPlaced` whose body is not JSON: every consumer of the subject
+/// must park it at once and carry on.
+async fn publish_poison(js: &jetstream::Context, subject: &str) -> anyhow::Result<()> {
+    let event_id = uuid::Uuid::now_v7();
+    let mut headers: HeaderMap = shop_runtime::event::headers(
+        event_id,
+        "shop.events.v1.OrderPlaced",
+        "xtask-chaos",
+        "poison",
+        chrono::Utc::now(),
+        None,
+    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.to_string().as_str());
+    let message = PublishMessage::build()
+        .payload(bytes::Bytes::from_static(b"{\"orderId\": "))
+        .headers(headers);
+    js.send_publish(subject.to_owned(), message).await?.await?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The customers of a fault run: checkouts through the gateway, as a
+//! storefront makes them, for as long as the run lasts.
+//!
+//! Each worker plays a few customers and, from its own seeded generator,
+//! places orders directly or through the cart, with every payment method
+//! the simulator knows (approved, declined, charged with a lost answer),
+//! buys the last units of the scarcest SKU, and cancels some orders soon
+//! after placing them. A call that fails is tried again under the same
+//! idempotency key, as a client should, and the failure is counted by its
+//! gRPC code; the books, not the client's view, decide whether the run
+//! kept its promises.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use shop_proto::cart::v1::{AddItemRequest, CheckoutRequest, cart_service_client::CartServiceClient};
+use shop_proto::order::v1::{
+    CancelOrderRequest, OrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient,
+};
+use tokio::time::Instant;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+use crate::up::authorized;
+
+/// SKUs with plenty of stock, and the one that sells out (10 on hand).
+const PLENTY: &[&str] = &["SKU-MUG-001", "SKU-TEE-001", "SKU-CAP-001", "SKU-PEN-001"];
+const SCARCE: &str = "SKU-BAG-001";
+/// The simulator's methods: approved, declined, charged with its answer lost.
+const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
+/// Attempts per call (the same idempotency key each time).
+const ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Between one worker's checkouts; with the workers below, about ten
+/// checkouts a second, within the gateway's per-customer order limit.
+const PACE: Duration = Duration::from_millis(400);
+pub const WORKERS: usize = 4;
+pub const CUSTOMERS_PER_WORKER: usize = 3;
+
+/// What the customers saw.
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub accepted: u64,
+    pub via_cart: u64,
+    pub cancels_asked: u64,
+    /// Calls that failed, by gRPC code (all attempts counted).
+    pub failed_calls: BTreeMap<String, u64>,
+    /// Checkouts given up after every attempt failed.
+    pub abandoned: u64,
+}
+
+/// A customer, as the bearer token the gateway gave them.
+#[derive(Clone)]
+pub struct Customer {
+    pub bearer: AsciiMetadataValue,
+}
+
+/// Runs `WORKERS` workers until `until`.
+pub async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64, until: Instant) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let workers: Vec<_> = customers
+        .chunks(CUSTOMERS_PER_WORKER)
+        .enumerate()
+        .map(|(n, customers)| {
+            let worker = Worker {
+                rng: StdRng::seed_from_u64(seed.wrapping_add(1 + n as u64)),
+                orders: OrderServiceClient::new(channel.clone()),
+                cart: CartServiceClient::new(channel.clone()),
+                customers: customers.to_vec(),
+                tally: tally.clone(),
+                name: format!("w{n}"),
+            };
+            tokio::spawn(worker.run(until))
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let mut tally = tally.lock().expect("no worker panicked holding the tally");
+    std::mem::take(&mut *tally)
+}
+
+struct Worker {
+    rng: StdRng,
+    orders: OrderServiceClient<Channel>,
+    cart: CartServiceClient<Channel>,
+    customers: Vec<Customer>,
+    tally: Arc<Mutex<Tally>>,
+    name: String,
+}
+
+impl Worker {
+    async fn run(mut self, until: Instant) {
+        let mut n = 0u64;
+        while Instant::now() < until {
+            n += 1;
+            let customer = self.customers[n as usize % self.customers.len()].clone();
+            let key = format!("{}-{n}", self.name);
+            let method = self.method();
+            let order_id = match self.rng.random_range(0..100) {
+                0..45 => {
+                    let lines = self.lines(PLENTY);
+                    self.place(&customer, &key, lines, method).await
+                }
+                45..60 => {
+                    let lines = vec![line(SCARCE, self.rng.random_range(1..=2))];
+                    self.place(&customer, &key, lines, method).await
+                }
+                _ => self.through_cart(&customer, &key, method).await,
+            };
+            if let Some(order_id) = order_id
+                && self.rng.random_bool(0.15)
+            {
+                tokio::time::sleep(Duration::from_millis(self.rng.random_range(0..1000))).await;
+                self.cancel(&customer, &order_id).await;
+            }
+            tokio::time::sleep(PACE).await;
+        }
+    }
+
+    fn method(&mut self) -> &'static str {
+        let total: u32 = METHODS.iter().map(|(_, weight)| weight).sum();
+        let mut pick = self.rng.random_range(0..total);
+        for (method, weight) in METHODS {
+            if pick < *weight {
+                return method;
+            }
+            pick -= weight;
+        }
+        METHODS[0].0
+    }
+
+    fn lines(&mut self, skus: &[&str]) -> Vec<OrderLine> {
+        let first = self.rng.random_range(0..skus.len());
+        let mut lines = vec![line(skus[first], self.rng.random_range(1..=2))];
+        if self.rng.random_bool(0.4) {
+            let second = (first + 1 + self.rng.random_range(0..skus.len() - 1)) % skus.len();
+            lines.push(line(skus[second], self.rng.random_range(1..=2)));
+        }
+        lines
+    }
+
+    async fn place(&mut self, customer: &Customer, key: &str, lines: Vec<OrderLine>, method: &str) -> Option<String> {
+        let request = PlaceOrderRequest {
+            idempotency_key: key.to_owned(),
+            lines,
+            payment_method: method.to_owned(),
+        };
+        let orders = self.orders.clone();
+        let order = self
+            .attempts(|| {
+                let mut orders = orders.clone();
+                let request = authorized(&customer.bearer, request.clone());
+                async move { orders.place_order(request).await }
+            })
+            .await?;
+        self.count(|t| t.accepted += 1);
+        Some(order.order_id)
+    }
+
+    async fn through_cart(&mut self, customer: &Customer, key: &str, method: &str) -> Option<String> {
+        for line in self.lines(PLENTY) {
+            let request = AddItemRequest {
+                sku: line.sku,
+                quantity: line.quantity,
+            };
+            let cart = self.cart.clone();
+            self.attempts(|| {
+                let mut cart = cart.clone();
+                let request = authorized(&customer.bearer, request.clone());
+                async move { cart.add_item(request).await }
+            })
+            .await?;
+        }
+        let request = CheckoutRequest {
+            idempotency_key: key.to_owned(),
+            payment_method: method.to_owned(),
+        };
+        let cart = self.cart.clone();
+        let order = self
+            .attempts(|| {
+                let mut cart = cart.clone();
+                let request = authorized(&customer.bearer, request.clone());
+                async move { cart.checkout(request).await }
+            })
+            .await?;
+        self.count(|t| {
+            t.accepted += 1;
+            t.via_cart += 1;
+        });
+        Some(order.order_id)
+    }
+
+    async fn cancel(&mut self, customer: &Customer, order_id: &str) {
+        self.count(|t| t.cancels_asked += 1);
+        let request = CancelOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        let orders = self.orders.clone();
+        // FAILED_PRECONDITION (already confirmed) is an answer, not a failure.
+        let _ = self
+            .attempts(|| {
+                let mut orders = orders.clone();
+                let request = authorized(&customer.bearer, request.clone());
+                async move { orders.cancel_order(request).await }
+            })
+            .await;
+    }
+
+    /// Up to `ATTEMPTS` calls while the answer is a failure worth retrying.
+    async fn attempts<T, F, Fut>(&mut self, mut call: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        for _ in 0..ATTEMPTS {
+            match call().await {
+                Ok(response) => return Some(response.into_inner()),
+                Err(status) => {
+                    let code = format!("{:?}", status.code());
+                    self.count(|t| *t.failed_calls.entry(code).or_default() += 1);
+                    if !retryable(status.code()) {
+                        return None;
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+        self.count(|t| t.abandoned += 1);
+        None
+    }
+
+    fn count(&self, change: impl FnOnce(&mut Tally)) {
+        change(&mut self.tally.lock().expect("no worker panicked holding the tally"));
+    }
+}
+
+/// Restocks the plentiful SKUs so they last a run of `seconds` (the scarce
+/// one keeps its ten units, to be fought over), as an admin would.
+pub async fn stock_up(channel: Channel, admin: &AsciiMetadataValue, seconds: u64) -> anyhow::Result<()> {
+    use shop_proto::inventory::v1::{RestockRequest, inventory_service_client::InventoryServiceClient};
+    let mut inventory = InventoryServiceClient::new(channel);
+    for sku in PLENTY {
+        let request = RestockRequest {
+            sku: (*sku).to_owned(),
+            quantity: i64::try_from(seconds)?.saturating_mul(20),
+        };
+        inventory.restock(authorized(admin, request)).await?;
+    }
+    Ok(())
+}
+
+/// Whether a client should try again: the server was away or busy.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+    )
+}
+
+fn line(sku: &str, quantity: i32) -> OrderLine {
+    OrderLine {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price: None,
+    }
+}
