@@ -176,6 +176,61 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), TopologyError
     Ok(())
 }
 
+/// How far behind one declared consumer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub consumer: String,
+    /// None when the consumer does not exist (its service never started).
+    pub state: Option<BacklogState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogState {
+    /// Messages not delivered yet.
+    pub pending: u64,
+    /// Delivered and neither acknowledged nor terminated (being handled,
+    /// or waiting out a retry's delay).
+    pub unacknowledged: usize,
+}
+
+impl Backlog {
+    /// Nothing left to handle (or nobody to handle it).
+    pub fn is_idle(&self) -> bool {
+        self.state.is_none_or(|s| s.pending == 0 && s.unacknowledged == 0)
+    }
+}
+
+/// The backlog of every declared consumer: "has everything been handled?"
+/// for tests, fault runs and operators.
+pub async fn backlogs(js: &jetstream::Context) -> Result<Vec<Backlog>, TopologyError> {
+    let mut out = Vec::new();
+    for definition in consumers()? {
+        let name = definition.name().to_owned();
+        let stream = js
+            .get_stream(definition.stream)
+            .await
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("stream {}", definition.stream),
+                source: Box::new(e),
+            })?;
+        let state = match stream.get_consumer::<pull::Config>(&name).await {
+            Ok(mut consumer) => {
+                let info = consumer.info().await.map_err(|e| TopologyError::JetStream {
+                    what: format!("consumer {name}"),
+                    source: Box::new(e),
+                })?;
+                Some(BacklogState {
+                    pending: info.num_pending,
+                    unacknowledged: info.num_ack_pending,
+                })
+            }
+            Err(_) => None,
+        };
+        out.push(Backlog { consumer: name, state });
+    }
+    Ok(out)
+}
+
 /// Creates or updates the named consumers and returns their definitions.
 pub async fn ensure_consumers(
     js: &jetstream::Context,

@@ -84,8 +84,9 @@ pub struct AuthSettings {
 
 #[derive(Debug, Clone)]
 pub struct DevAuthSettings {
-    /// `DEV_AUTH_KEY_FILE`: an Ed25519 PKCS#8 PEM private key; generated at
-    /// start when absent (tokens then die with the process).
+    /// `DEV_AUTH_KEY_FILE`: an Ed25519 PKCS#8 PEM private key, made and
+    /// written there when the file does not exist. Unset: a key for this
+    /// process only (tokens then die with it).
     pub key_file: Option<PathBuf>,
     /// `DEV_AUTH_TOKEN_TTL` (default 1h).
     pub token_ttl: Duration,

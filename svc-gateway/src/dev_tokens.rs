@@ -65,6 +65,46 @@ impl Ed25519Signer {
         Self::from_signing_key(&SigningKey::from_bytes(&seed), kid.to_owned())
     }
 
+    /// The key in a PKCS#8 PEM file, made and written there (readable by
+    /// this user only) when the file does not exist yet: one setting gives a
+    /// key that outlives restarts without anyone making it by hand.
+    pub fn from_pem_file_or_new(path: &Path) -> Result<Self, DevKeyError> {
+        if !path.exists() {
+            let mut seed = [0u8; 32];
+            rand::rng().fill_bytes(&mut seed);
+            let pem = SigningKey::from_bytes(&seed)
+                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .map_err(|e| DevKeyError::Encode(e.to_string()))?;
+            let write = || -> std::io::Result<()> {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                // create_new: of two gateways starting at once, one writes
+                // and the other reads what it wrote.
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                file.write_all(pem.as_bytes())?;
+                file.sync_all()
+            };
+            match write() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(DevKeyError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Self::from_pem_file(path)
+    }
+
     /// A key from a PKCS#8 PEM file; its key id derives from the public key,
     /// so restarts with the same file keep issued tokens valid.
     pub fn from_pem_file(path: &Path) -> Result<Self, DevKeyError> {
@@ -137,7 +177,7 @@ pub struct DevTokenIssuer {
 impl DevTokenIssuer {
     pub fn new(settings: &DevAuthSettings, issuer: &str, audience: &str) -> Result<Self, DevKeyError> {
         let signer = match &settings.key_file {
-            Some(path) => Ed25519Signer::from_pem_file(path)?,
+            Some(path) => Ed25519Signer::from_pem_file_or_new(path)?,
             None => {
                 let mut id = [0u8; 8];
                 rand::rng().fill_bytes(&mut id);
@@ -276,5 +316,16 @@ pub(crate) mod tests {
         assert_eq!(a.kid(), b.kid());
         std::fs::write(&path, "not a key").expect("write");
         assert!(Ed25519Signer::from_pem_file(&path).is_err());
+    }
+
+    #[test]
+    fn a_missing_key_file_is_made_once_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys").join("dev.pem");
+        let first = Ed25519Signer::from_pem_file_or_new(&path).expect("made");
+        let restarted = Ed25519Signer::from_pem_file_or_new(&path).expect("read");
+        assert_eq!(first.kid(), restarted.kid(), "tokens survive a restart");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).expect("written").permissions());
+        assert_eq!(mode & 0o777, 0o600, "a private key is private");
     }
 }

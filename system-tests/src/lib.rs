@@ -455,22 +455,9 @@ where
 /// Waits until every durable consumer has acknowledged everything in its
 /// stream, so "nothing else happened" can be asserted.
 pub async fn wait_consumers_idle(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
-    let definitions = shop_runtime::topology::consumers()?;
     eventually("consumers to drain", || async {
-        for definition in &definitions {
-            let stream = js.get_stream(definition.stream).await?;
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-                match stream.get_consumer(definition.name()).await {
-                    Ok(c) => c,
-                    // Not created: its service is not part of this test.
-                    Err(_) => continue,
-                };
-            let info = consumer.info().await?;
-            if info.num_pending > 0 || info.num_ack_pending > 0 {
-                return Ok(None);
-            }
-        }
-        Ok(Some(()))
+        let backlogs = shop_runtime::topology::backlogs(js).await?;
+        Ok(backlogs.iter().all(|b| b.is_idle()).then_some(()))
     })
     .await
 }

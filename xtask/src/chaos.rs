@@ -343,20 +343,13 @@ impl Stack {
     /// (they listen before that).
     async fn ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let consumers = shop_runtime::topology::consumers()?;
+        let consumers = shop_runtime::topology::consumers()?.len();
         loop {
             let stock = on_hand(&self.books.inventory).await.unwrap_or_default();
-            let mut missing = 0;
-            for definition in &consumers {
-                let exists = match self.js.get_stream(definition.stream).await {
-                    Ok(stream) => stream
-                        .get_consumer::<jetstream::consumer::pull::Config>(definition.name())
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                };
-                missing += usize::from(!exists);
-            }
+            let missing = match shop_runtime::topology::backlogs(&self.js).await {
+                Ok(backlogs) => backlogs.iter().filter(|b| b.state.is_none()).count(),
+                Err(_) => consumers,
+            };
             if !stock.is_empty() && missing == 0 {
                 return Ok(());
             }
@@ -388,7 +381,6 @@ impl Stack {
     /// handled everything and every outbox is empty.
     async fn settle(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let consumers = shop_runtime::topology::consumers()?;
         loop {
             let mut waiting = Vec::new();
             let unsettled: i64 =
@@ -413,25 +405,18 @@ impl Stack {
                     waiting.push(format!("{rows} outbox rows in {name}"));
                 }
             }
-            for definition in &consumers {
-                let info = async {
-                    let stream = self.js.get_stream(definition.stream).await?;
-                    let mut consumer: jetstream::consumer::PullConsumer = stream
-                        .get_consumer(definition.name())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    anyhow::Ok(consumer.info().await?.clone())
-                };
-                match info.await {
-                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
-                    Ok(info) => waiting.push(format!(
+            match shop_runtime::topology::backlogs(&self.js).await {
+                Ok(backlogs) => waiting.extend(backlogs.iter().filter(|b| !b.is_idle()).map(|b| {
+                    let state = b.state.unwrap_or(shop_runtime::topology::BacklogState {
+                        pending: 0,
+                        unacknowledged: 0,
+                    });
+                    format!(
                         "{} has {} to deliver, {} unacknowledged",
-                        definition.name(),
-                        info.num_pending,
-                        info.num_ack_pending
-                    )),
-                    Err(e) => waiting.push(format!("{}: {e:#}", definition.name())),
-                }
+                        b.consumer, state.pending, state.unacknowledged
+                    )
+                })),
+                Err(e) => waiting.push(format!("consumers: {e:#}")),
             }
             if waiting.is_empty() {
                 return Ok(());

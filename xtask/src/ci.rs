@@ -1,11 +1,14 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first
-//! failure.
+//! failure, ending with a two-minute fault run.
 
 use std::process::Command;
 
 use anyhow::Context;
 
 use crate::{cmd, install};
+
+/// The seed of the fault run CI makes; `cargo xtask chaos --seed` tries others.
+const CHAOS_SEED: &str = "1";
 
 pub fn run() -> anyhow::Result<()> {
     let root = cmd::root();
@@ -40,6 +43,13 @@ pub fn run() -> anyhow::Result<()> {
     } else {
         println!("==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against");
     }
+
+    // The rules together: two minutes of checkouts through faults, then
+    // the books. A fixed seed, so a red run can be repeated as it was.
+    step(
+        "fault run",
+        cmd::cargo().args(["xtask", "chaos", "--seconds", "120", "--seed", CHAOS_SEED]),
+    )?;
 
     println!("==> all checks passed");
     Ok(())

