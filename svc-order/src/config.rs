@@ -6,9 +6,9 @@ use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBas
 
 use crate::domain::PaymentMethod;
 
-/// `ORDER_DEADLINE` when unset: well above the reservation TTL (15 min), so
-/// an expiry normally decides first.
-pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// `ORDER_DEADLINE` when unset: well under the reservation TTL (15 min), so
+/// a stuck order is settled by its owner, and the expiry stays the backstop.
+pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,8 +24,9 @@ pub struct Config {
     /// (default 1000); more are refused with RESOURCE_EXHAUSTED.
     pub watch_max_concurrent: usize,
     /// `ORDER_DEADLINE`: an order not settled this long after it was placed
-    /// is cancelled `TIMED_OUT` (default 30m; keep it above svc-inventory's
-    /// `RESERVATION_TTL`, so that the reservation's expiry decides first).
+    /// is cancelled `TIMED_OUT` ([`DEFAULT_ORDER_DEADLINE`]; keep it under
+    /// svc-inventory's `RESERVATION_TTL`, so that the order's owner decides
+    /// and the reservation's expiry stays the backstop).
     pub order_deadline: Duration,
     /// `ORDER_DEADLINE_SWEEP_INTERVAL`: how often overdue orders are looked
     /// for (default 30s).

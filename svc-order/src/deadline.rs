@@ -3,8 +3,8 @@
 //! so every order reaches a terminal status however long a dependency stays
 //! away. Its `orders.cancelled` does the rest: inventory gives the stock
 //! back, payment refunds or voids whatever was charged. The deadline sits
-//! above the reservation TTL, so normally the reservation's expiry decides
-//! first and this only catches what nothing else could.
+//! under the reservation TTL: the order's owner decides when an order has
+//! waited long enough, and the reservation's expiry is the backstop.
 
 use std::time::Duration;
 

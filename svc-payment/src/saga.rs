@@ -44,9 +44,19 @@ pub struct PaymentSaga<P> {
 }
 
 enum Outcome {
-    Succeeded { charge_id: String },
-    Failed { reason: String },
+    Succeeded {
+        charge_id: String,
+    },
+    Failed {
+        reason: String,
+    },
+    /// The order was cancelled before its charge settled, and whatever the
+    /// charge took was voided. Nothing to announce: the order is over.
+    Cancelled,
 }
+
+/// `failure_reason` of a payment voided because its order was cancelled.
+const ORDER_CANCELLED: &str = "order_cancelled";
 
 async fn already_processed(
     conn: &mut PgConnection,
@@ -186,19 +196,23 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     }
 
     /// Voids (or refunds) whatever the provider may have charged under this
-    /// payment's key, then fails the payment. Safe to repeat.
+    /// `voiding` payment's key, then settles the payment as the voiding
+    /// intended: cancelled (its order was) or failed. Safe to repeat.
     async fn void_and_fail(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
         self.refund_or_void(payment_id)
             .await
-            .map_err(|e| HandleError::Retry(format!("voiding an ambiguous charge: {e}")))?;
-        self.finish(
-            event,
-            payment_id,
-            Outcome::Failed {
+            .map_err(|e| HandleError::Retry(format!("voiding a charge: {e}")))?;
+        let why: Option<String> = sqlx::query_scalar("SELECT failure_reason FROM payments WHERE payment_id = $1")
+            .bind(payment_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let outcome = match why.as_deref() {
+            Some(ORDER_CANCELLED) => Outcome::Cancelled,
+            _ => Outcome::Failed {
                 reason: "provider_unreachable".into(),
             },
-        )
-        .await
+        };
+        self.finish(event, payment_id, outcome).await
     }
 
     /// Records the outcome of a pending (or, for a failure, voiding)
@@ -215,7 +229,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
         let open = match outcome {
             Outcome::Succeeded { .. } => status == "pending",
-            Outcome::Failed { .. } => status == "pending" || status == "voiding",
+            Outcome::Failed { .. } | Outcome::Cancelled => status == "pending" || status == "voiding",
         };
         if !open || !claimed {
             tx.commit().await?;
@@ -261,6 +275,14 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 };
                 self.outbox.enqueue(&mut tx, &failed).await?;
             }
+            Outcome::Cancelled => {
+                sqlx::query(
+                    "UPDATE payments SET status = 'cancelled', updated_at = clock_timestamp() WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         self.outbox.commit(tx).await?;
         Ok(())
@@ -302,23 +324,15 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 // of waiting for it to settle, which may never happen. The
                 // intent comes first, so the charge can no longer succeed.
                 sqlx::query(
-                    "UPDATE payments SET status = 'voiding', updated_at = clock_timestamp() WHERE payment_id = $1",
+                    "UPDATE payments SET status = 'voiding', failure_reason = $2, updated_at = clock_timestamp()
+                      WHERE payment_id = $1",
                 )
                 .bind(payment_id)
+                .bind(ORDER_CANCELLED)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                self.refund_or_void(payment_id)
-                    .await
-                    .map_err(|e| HandleError::Retry(format!("voiding the charge of a cancelled order: {e}")))?;
-                self.finish(
-                    event,
-                    payment_id,
-                    Outcome::Failed {
-                        reason: "order_cancelled".into(),
-                    },
-                )
-                .await
+                self.void_and_fail(event, payment_id).await
             }
             Some((payment_id, status)) if status == "succeeded" => {
                 tx.commit().await?;

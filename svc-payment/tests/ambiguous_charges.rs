@@ -174,15 +174,11 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
         .bind(order)
         .fetch_one(&pool)
         .await?;
-    assert_eq!(status, "failed");
+    assert_eq!(status, "cancelled", "cancelled with its order, the charge voided");
     let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY created_at")
         .fetch_all(&pool)
         .await?;
-    assert_eq!(
-        events,
-        ["shop.events.v1.PaymentFailed"],
-        "never a success for a cancelled order"
-    );
+    assert!(events.is_empty(), "never a success for a cancelled order: {events:?}");
     Ok(())
 }
 

@@ -394,7 +394,7 @@ async fn a_pending_order_past_its_deadline_is_named_and_one_within_it_is_not() -
         found[0].contains(&format!("order {stale} still PENDING 31m")),
         "{report}"
     );
-    assert!(found[0].contains("past its 30m 0s deadline"), "{report}");
+    assert!(found[0].contains("past its 10m 0s deadline"), "{report}");
     assert!(naming(&report, fresh).is_empty(), "{report}");
 
     // The same charge once the in-flight order is past its deadline too.

@@ -46,13 +46,14 @@ pub struct Options {
 }
 
 /// svc-order's deadline during a run: short, so an order the saga strands
-/// is still settled (and shows as TIMED_OUT) before the run ends.
-const ORDER_DEADLINE: Duration = Duration::from_secs(150);
-/// Reservations expire within a run, so expiry races with payment.
-const RESERVATION_TTL: Duration = Duration::from_secs(60);
+/// is still settled (and shows as TIMED_OUT) before the run ends; under the
+/// reservation TTL, as in production.
+const ORDER_DEADLINE: Duration = Duration::from_secs(90);
+/// Reservations can expire within a run, so expiry races with payment.
+const RESERVATION_TTL: Duration = Duration::from_secs(120);
 /// How long the stack may take to settle once the faults stop: the order
 /// deadline, its sweep, and the cancellations that follow.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(240);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 const TEND_INTERVAL: Duration = Duration::from_millis(250);
 /// Messages published again per replay fault.
 const REPLAYED_PER_FAULT: usize = 8;
