@@ -258,7 +258,7 @@ impl Stack {
         writeln!(
             text,
             "customers: {} checkouts accepted ({} through the cart), {} cancellations asked, {} given up after {} attempts; failed calls by code: {:?}",
-            tally.accepted, tally.via_cart, tally.cancels_asked, tally.abandoned, 3, tally.failed_calls
+            tally.accepted, tally.via_cart, tally.cancels_asked, tally.abandoned, load::ATTEMPTS, tally.failed_calls
         )?;
         writeln!(text, "\n{books}")?;
         Ok(Report {
@@ -367,15 +367,14 @@ impl Stack {
             .iter_mut()
             .find(|s| s.name() == service)
             .with_context(|| format!("no service {service}"))?;
-        match supervised.process().signal(signal) {
-            Ok(()) => Ok(()),
-            // Killed a moment ago and not started again yet: nothing to hit.
-            Err(e) if signal == "KILL" => {
-                println!("chaos: {service}: {e:#}");
-                Ok(())
-            }
-            Err(e) => Err(e),
+        if supervised.process().try_wait()?.is_some() {
+            // Down already (killed a moment ago, or it exited when it could
+            // not reach its database) and not started again yet: the
+            // supervisor is on it, and there is nothing to hit.
+            println!("chaos: {service} is down; no {signal} for it");
+            return Ok(());
         }
+        supervised.process().signal(signal)
     }
 
     /// Until every order is confirmed or cancelled, every consumer has

@@ -31,7 +31,7 @@ const SCARCE: &str = "SKU-BAG-001";
 /// The simulator's methods: approved, declined, charged with its answer lost.
 const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
 /// Attempts per call (the same idempotency key each time).
-const ATTEMPTS: u32 = 3;
+pub const ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Between one worker's checkouts; with the workers below, about ten
 /// checkouts a second, within the gateway's per-customer order limit.
