@@ -1,6 +1,8 @@
 //! Streams and durable consumers, declared in `nats/` as the JSON the nats
 //! CLI accepts (`nats stream add --config nats/streams/ORDERS.json`) and
-//! ensured idempotently at service start.
+//! ensured idempotently at service start. The files are the declaration:
+//! the build embeds every one of them, a consumer's durable name is its file
+//! name, and its stream is its directory.
 
 use std::time::Duration;
 
@@ -8,57 +10,9 @@ use async_nats::jetstream::{self, consumer::pull, stream};
 
 use crate::config::parse_duration;
 
-/// `(stream name, JSON)` of every stream, from `nats/streams/`.
-const STREAMS: &[(&str, &str)] = &[
-    ("ORDERS", include_str!("../../nats/streams/ORDERS.json")),
-    ("INVENTORY", include_str!("../../nats/streams/INVENTORY.json")),
-    ("PAYMENTS", include_str!("../../nats/streams/PAYMENTS.json")),
-    ("DLQ", include_str!("../../nats/streams/DLQ.json")),
-];
-
-/// `(stream, durable name, JSON)` of every consumer, from `nats/consumers/`.
-const CONSUMERS: &[(&str, &str, &str)] = &[
-    (
-        "ORDERS",
-        "inventory-orders",
-        include_str!("../../nats/consumers/ORDERS/inventory-orders.json"),
-    ),
-    (
-        "ORDERS",
-        "payment-orders",
-        include_str!("../../nats/consumers/ORDERS/payment-orders.json"),
-    ),
-    (
-        "ORDERS",
-        "notify-orders",
-        include_str!("../../nats/consumers/ORDERS/notify-orders.json"),
-    ),
-    (
-        "ORDERS",
-        "cart-orders",
-        include_str!("../../nats/consumers/ORDERS/cart-orders.json"),
-    ),
-    (
-        "INVENTORY",
-        "order-inventory",
-        include_str!("../../nats/consumers/INVENTORY/order-inventory.json"),
-    ),
-    (
-        "INVENTORY",
-        "payment-inventory",
-        include_str!("../../nats/consumers/INVENTORY/payment-inventory.json"),
-    ),
-    (
-        "PAYMENTS",
-        "order-payments",
-        include_str!("../../nats/consumers/PAYMENTS/order-payments.json"),
-    ),
-    (
-        "PAYMENTS",
-        "inventory-payments",
-        include_str!("../../nats/consumers/PAYMENTS/inventory-payments.json"),
-    ),
-];
+// STREAMS and CONSUMERS: every file of `nats/streams/` and `nats/consumers/`
+// (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/topology.rs"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
@@ -68,12 +22,21 @@ pub enum TopologyError {
     Metadata(String, String),
     #[error("no consumer named {0} is declared in nats/consumers")]
     UnknownConsumer(String),
+    #[error(
+        "{file} must declare durable_name {:?} (its file name), not {durable_name:?}",
+        file_stem(file)
+    )]
+    Misnamed { file: String, durable_name: Option<String> },
     #[error("JetStream refused {what}: {source}")]
     JetStream {
         what: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+fn file_stem(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path).trim_end_matches(".json")
 }
 
 /// A durable pull consumer as declared in `nats/consumers/<STREAM>/<name>.json`.
@@ -134,8 +97,19 @@ pub fn consumer(name: &str) -> Result<ConsumerDefinition, TopologyError> {
         .iter()
         .find(|(_, n, _)| *n == name)
         .ok_or_else(|| TopologyError::UnknownConsumer(name.to_owned()))?;
+    parse_consumer(stream, name, json)
+}
+
+/// A consumer's definition from its file `nats/consumers/<stream>/<name>.json`.
+fn parse_consumer(stream: &'static str, name: &str, json: &str) -> Result<ConsumerDefinition, TopologyError> {
     let config: pull::Config =
         serde_json::from_str(json).map_err(|e| TopologyError::Definition(format!("consumer {name}"), e))?;
+    if config.durable_name.as_deref() != Some(name) {
+        return Err(TopologyError::Misnamed {
+            file: format!("nats/consumers/{stream}/{name}.json"),
+            durable_name: config.durable_name.clone(),
+        });
+    }
     let duration = |key: &str| {
         config
             .metadata
@@ -276,6 +250,20 @@ mod tests {
         assert_eq!(highest(8), Duration::from_secs(30), "capped");
         assert_eq!(lowest(1_000_000), Duration::from_secs(15), "no overflow, still capped");
         assert_eq!(highest(0), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_consumer_file_must_carry_its_own_name() {
+        let (_, _, json) = CONSUMERS
+            .iter()
+            .find(|(_, name, _)| *name == "payment-orders")
+            .expect("declared");
+        assert!(parse_consumer("ORDERS", "payment-orders", json).is_ok());
+        let copied = parse_consumer("ORDERS", "refund-orders", json).expect_err("a copy under a new name");
+        assert_eq!(
+            copied.to_string(),
+            r#"nats/consumers/ORDERS/refund-orders.json must declare durable_name "refund-orders" (its file name), not Some("payment-orders")"#
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.cart.v1.CartService"];
 
+/// The durable consumers it runs, each declared in `nats/consumers/`.
+pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER];
+
 /// Time beyond the PlaceOrder deadline during which a checkout still counts
 /// as under way (reply in transit, record being written).
 const IN_FLIGHT_SLACK: Duration = Duration::from_secs(5);

@@ -26,6 +26,9 @@ pub use config::Config;
 /// Public services served on the gRPC port.
 pub const SERVICES: &[&str] = &["shop.catalog.v1.CatalogService", "shop.inventory.v1.InventoryService"];
 
+/// The durable consumers it runs, each declared in `nats/consumers/`.
+pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER, saga::PAYMENTS_CONSUMER];
+
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start(

@@ -26,6 +26,9 @@ pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.order.v1.OrderService"];
 
+/// The durable consumers it runs, each declared in `nats/consumers/`.
+pub const CONSUMERS: &[&str] = &[saga::INVENTORY_CONSUMER, saga::PAYMENTS_CONSUMER];
+
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start("svc-order", &config.messaging, sqlx::migrate!("./migrations"), shutdown).await?;

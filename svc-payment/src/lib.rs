@@ -22,6 +22,9 @@ pub use config::Config;
 
 pub const SERVICES: &[&str] = &["shop.payment.v1.PaymentService"];
 
+/// The durable consumers it runs, each declared in `nats/consumers/`.
+pub const CONSUMERS: &[&str] = &[saga::RESERVED_CONSUMER, saga::CANCELLED_CONSUMER];
+
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = Host::start(
