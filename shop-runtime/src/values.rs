@@ -4,6 +4,40 @@
 
 use std::fmt;
 
+/// An order's id: a UUID. Parsed from whatever case the caller wrote it
+/// in, and always written (stored, sent, looked up) in the one canonical
+/// form, lower-case and hyphenated, so text columns and UUID columns name
+/// the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderId(uuid::Uuid);
+
+impl OrderId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("is required".into());
+        }
+        uuid::Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| format!("{raw:?} is not an order id (a UUID such as 0190f3c4-2222-7000-8000-00000000000a)"))
+    }
+
+    pub fn uuid(self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl From<uuid::Uuid> for OrderId {
+    fn from(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
 /// A stock keeping unit: 1-64 of `A-Z 0-9 - _`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Sku(String);

@@ -1,10 +1,12 @@
 //! gRPC adapter: `shop.notify.v1.NotificationService`. Proto types stop here.
 
 use shop_proto::notify::v1 as pb;
-use shop_runtime::{identity::Caller, values::timestamp};
+use shop_runtime::{
+    identity::Caller,
+    values::{OrderId, timestamp},
+};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::{
     error::Error,
@@ -38,11 +40,11 @@ fn order_filter(raw: &str) -> Result<Option<String>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
-    Uuid::parse_str(raw)
+    OrderId::parse(raw)
         .map(|id| Some(id.to_string()))
-        .map_err(|_| Error::InvalidArgument {
+        .map_err(|reason| Error::InvalidArgument {
             field: "order_id",
-            reason: format!("{raw:?} is not an order id (a UUID such as 0190f3c4-2222-7000-8000-00000000000a)"),
+            reason,
         })
 }
 

@@ -7,7 +7,7 @@ use shop_proto::{common::v1::Money as ProtoMoney, events::v1 as ev, order::v1 as
 use shop_runtime::{
     identity::Caller,
     outbox::Outbox,
-    values::{Money, timestamp},
+    values::{Money, OrderId, timestamp},
 };
 use sqlx::PgPool;
 use tokio_stream::Stream;
@@ -76,16 +76,12 @@ fn to_proto(order: OrderRecord) -> pb::Order {
 }
 
 fn parse_order_id(raw: &str) -> Result<Uuid, Error> {
-    if raw.is_empty() {
-        return Err(Error::InvalidArgument {
+    OrderId::parse(raw)
+        .map(OrderId::uuid)
+        .map_err(|reason| Error::InvalidArgument {
             field: "order_id".into(),
-            reason: "is required".into(),
-        });
-    }
-    Uuid::parse_str(raw).map_err(|_| Error::InvalidArgument {
-        field: "order_id".into(),
-        reason: format!("{raw:?} is not an order id"),
-    })
+            reason,
+        })
 }
 
 /// Page tokens are `<created_at micros>.<order id>` of the last order shown.

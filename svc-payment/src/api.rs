@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use shop_proto::{common::v1::Money, payment::v1 as pb};
-use shop_runtime::{identity::Caller, values::timestamp};
+use shop_runtime::{
+    identity::Caller,
+    values::{OrderId, timestamp},
+};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -64,19 +67,17 @@ fn status_of(raw: &str) -> pb::PaymentStatus {
 impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
-        let order_id = &request.get_ref().order_id;
-        if Uuid::parse_str(order_id).is_err() {
-            return Err(Error::InvalidArgument {
+        let order_id = OrderId::parse(&request.get_ref().order_id)
+            .map_err(|reason| Error::InvalidArgument {
                 field: "order_id",
-                reason: format!("{order_id:?} is not an order id"),
-            }
-            .into());
-        }
+                reason,
+            })?
+            .to_string();
         let row: Option<PaymentRow> = sqlx::query_as(
             "SELECT payment_id, order_id, user_id, status, amount_minor, currency, failure_reason, created_at, updated_at
                FROM payments WHERE order_id = $1",
         )
-        .bind(order_id)
+        .bind(&order_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(Error::from)?;

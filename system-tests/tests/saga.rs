@@ -831,6 +831,50 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
     Ok(())
 }
 
+/// An order id is a UUID, and a UUID in capitals is the same UUID: every
+/// service finds the order by it, not only the one that stores it as a UUID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_id_in_capitals_names_the_same_order_everywhere() -> TestResult {
+    let stack = Stack::start().await?;
+    let order = place(&stack, "alice", "caps-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
+    stack.settled("alice", &order.order_id).await?;
+    let shouted = order.order_id.to_uppercase();
+    assert_ne!(shouted, order.order_id);
+
+    let found = stack
+        .orders("alice")
+        .await?
+        .get_order(GetOrderRequest {
+            order_id: shouted.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(found.order_id, order.order_id);
+    let payment = stack
+        .payments("alice")
+        .await?
+        .get_payment(GetPaymentRequest {
+            order_id: shouted.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(payment.order_id, order.order_id);
+    let notify = stack.notifications("alice").await?;
+    eventually("the confirmation email, by the id in capitals", || {
+        let mut notify = notify.clone();
+        let order_id = shouted.clone();
+        async move {
+            let list = notify
+                .list_notifications(ListNotificationsRequest { order_id })
+                .await?
+                .into_inner();
+            Ok((!list.notifications.is_empty()).then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_catalog_means_a_clear_unavailable_and_nothing_written() -> TestResult {
     let mut stack = Stack::start().await?;
