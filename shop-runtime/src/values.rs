@@ -38,6 +38,26 @@ impl fmt::Display for OrderId {
     }
 }
 
+/// A client-chosen idempotency key: 1-128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("is required: choose a unique key per intended order and reuse it on retries".into());
+        }
+        if raw.len() > 128 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be 1-128 printable ASCII characters without spaces".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A stock keeping unit: 1-64 of `A-Z 0-9 - _`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Sku(String);

@@ -9,7 +9,7 @@ use shop_proto::{
 };
 use shop_runtime::{
     identity::{Caller, UserId},
-    values::{Quantity, Sku, timestamp},
+    values::{IdempotencyKey, Quantity, Sku, timestamp},
 };
 use tonic::{Code, Request, Response, Status};
 
@@ -63,19 +63,8 @@ impl CartApi {
 
     async fn checkout(&self, caller: &Caller, request: Request<pb::CheckoutRequest>) -> Result<Order, Error> {
         let body = request.get_ref();
-        let key = body.idempotency_key.as_str();
-        if key.is_empty() {
-            return Err(Error::invalid(
-                "idempotency_key",
-                "is required: choose a unique key per intended order and reuse it on retries",
-            ));
-        }
-        if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "idempotency_key",
-                "must be 1-128 printable ASCII characters without spaces",
-            ));
-        }
+        let key = IdempotencyKey::parse(&body.idempotency_key).map_err(|why| Error::invalid("idempotency_key", why))?;
+        let key = key.as_str();
         if body.payment_method.is_empty() {
             return Err(Error::invalid("payment_method", "is required (e.g. \"pm_card_ok\")"));
         }

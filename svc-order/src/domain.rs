@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
-use shop_runtime::values::{Quantity, Sku};
+use shop_runtime::values::{IdempotencyKey, Quantity, Sku};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
@@ -116,26 +116,6 @@ pub fn decide(from: Status, trigger: Trigger) -> Decision {
         (Confirmed, T::CustomerCancel) => Refuse("the order is already confirmed and can no longer be cancelled"),
         (Cancelled(_), T::CustomerCancel) => Ignore,
         (Confirmed | Cancelled(_), _) => Ignore,
-    }
-}
-
-/// A client-chosen idempotency key: 1-128 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("is required: choose a unique key per intended order and reuse it on retries".into());
-        }
-        if raw.len() > 128 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be 1-128 printable ASCII characters without spaces".into());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 

@@ -258,7 +258,12 @@ impl Stack {
         writeln!(
             text,
             "customers: {} checkouts accepted ({} through the cart), {} cancellations asked, {} given up after {} attempts; failed calls by code: {:?}",
-            tally.accepted, tally.via_cart, tally.cancels_asked, tally.abandoned, load::ATTEMPTS, tally.failed_calls
+            tally.accepted,
+            tally.via_cart,
+            tally.cancels_asked,
+            tally.abandoned,
+            load::ATTEMPTS,
+            tally.failed_calls
         )?;
         writeln!(text, "\n{books}")?;
         Ok(Report {
