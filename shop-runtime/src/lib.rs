@@ -1,13 +1,19 @@
 //! Shared runtime of the shop services.
 //!
+//! - [`entry`] and [`host`]: a service's life — config, telemetry, connect,
+//!   migrate, spawn its tasks, serve, stop every task on shutdown.
 //! - [`config`]: typed settings from the environment, all problems at once.
-//! - [`telemetry`]: tracing setup.
+//! - [`telemetry`] and [`trace`]: tracing setup; one trace id per checkout,
+//!   carried through every event.
 //! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
 //!   the admin HTTP port.
 //! - [`identity`]: the caller as the gateway passes it.
-//! - [`db`]: Postgres pool, migrations, constraint names.
-//! - [`event`], [`topology`], [`outbox`], [`inbox`], [`consumer`]: the
-//!   messaging rules of the checkout saga (see ARCHITECTURE.md).
+//! - [`values`]: validated value types shared by the domains.
+//! - [`breaker`]: the circuit breaker in front of an upstream.
+//! - [`db`] and [`nats`]: Postgres pool, migrations, constraint names; the
+//!   NATS connection.
+//! - [`event`], [`topology`], [`outbox`], [`inbox`], [`consumer`], [`dlq`]:
+//!   the messaging rules of the checkout saga (see ARCHITECTURE.md).
 
 pub mod admin;
 pub mod breaker;

@@ -2,7 +2,7 @@
 //!
 //! A service writes its state change and the event row in one transaction
 //! ([`Outbox::enqueue`]), commits, then wakes the relay in-process
-//! ([`Outbox::committed`]) so the event leaves within milliseconds. The relay
+//! ([`Outbox::commit`]) so the event leaves within milliseconds. The relay
 //! leases a batch of rows (replicas never publish the same row at once, and
 //! no lock is held while waiting for NATS), publishes each with
 //! `Nats-Msg-Id` = event id, awaits every PubAck, and only then marks the

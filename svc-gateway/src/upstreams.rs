@@ -14,7 +14,7 @@ use tonic_health::{
 
 use crate::config::{BreakerSettings, UpstreamUrls};
 
-/// Public service → the upstream that serves it (DESIGN.md, "Public API").
+/// Public service → the upstream that serves it.
 pub const OWNERS: &[(&str, &str)] = &[
     ("shop.order.v1.OrderService", "order"),
     ("shop.catalog.v1.CatalogService", "inventory"),
