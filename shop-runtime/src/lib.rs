@@ -8,6 +8,8 @@
 //! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
 //!   the admin HTTP port.
 //! - [`identity`]: the caller as the gateway passes it.
+//! - [`api_error`]: `ApiError`, the one mapping of a request's failure to its
+//!   gRPC status; internal failures are logged, never echoed.
 //! - [`values`]: validated value types shared by the domains.
 //! - [`breaker`]: the circuit breaker in front of an upstream.
 //! - [`db`] and [`nats`]: Postgres pool, migrations, constraint names; the
@@ -16,6 +18,7 @@
 //!   the messaging rules of the checkout saga (see ARCHITECTURE.md).
 
 pub mod admin;
+pub mod api_error;
 pub mod breaker;
 pub mod config;
 pub mod consumer;

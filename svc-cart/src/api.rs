@@ -8,6 +8,7 @@ use shop_proto::{
     order::v1::{Order, OrderLine, OrderStatus, PlaceOrderRequest},
 };
 use shop_runtime::{
+    api_error::ApiError,
     identity::{Caller, UserId},
     values::{IdempotencyKey, Quantity, Sku, timestamp},
 };
@@ -16,7 +17,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::{
     carts::{Cart, CartStore},
     catalog::Catalog,
-    error::Error,
+    error::orders_unavailable,
     orders::Orders,
 };
 
@@ -26,7 +27,7 @@ pub struct CartApi {
     pub orders: Orders,
 }
 
-fn to_proto(cart: Cart) -> Result<pb::Cart, Error> {
+fn to_proto(cart: Cart) -> Result<pb::Cart, ApiError> {
     let total = cart.total()?;
     Ok(pb::Cart {
         lines: cart
@@ -44,34 +45,35 @@ fn to_proto(cart: Cart) -> Result<pb::Cart, Error> {
     })
 }
 
-fn parse_sku(raw: &str) -> Result<Sku, Error> {
-    Sku::parse(raw).map_err(|why| Error::invalid("sku", why))
+fn parse_sku(raw: &str) -> Result<Sku, ApiError> {
+    Sku::parse(raw).map_err(|why| ApiError::invalid("sku", why))
 }
 
 impl CartApi {
     /// A line's units: at least 1 and at most the per-line limit.
-    fn parse_quantity(&self, raw: i32) -> Result<Quantity, Error> {
+    fn parse_quantity(&self, raw: i32) -> Result<Quantity, ApiError> {
         let max = self.carts.limits().max_quantity;
         if !(1..=max).contains(&raw) {
-            return Err(Error::invalid(
+            return Err(ApiError::invalid(
                 "quantity",
                 format!("must be between 1 and {max}, got {raw}"),
             ));
         }
-        Quantity::new(raw).map_err(|why| Error::invalid("quantity", why))
+        Quantity::new(raw).map_err(|why| ApiError::invalid("quantity", why))
     }
 
-    async fn checkout(&self, caller: &Caller, request: Request<pb::CheckoutRequest>) -> Result<Order, Error> {
+    async fn checkout(&self, caller: &Caller, request: Request<pb::CheckoutRequest>) -> Result<Order, ApiError> {
         let body = request.get_ref();
-        let key = IdempotencyKey::parse(&body.idempotency_key).map_err(|why| Error::invalid("idempotency_key", why))?;
+        let key =
+            IdempotencyKey::parse(&body.idempotency_key).map_err(|why| ApiError::invalid("idempotency_key", why))?;
         let key = key.as_str();
         if body.payment_method.is_empty() {
-            return Err(Error::invalid("payment_method", "is required (e.g. \"pm_card_ok\")"));
+            return Err(ApiError::invalid("payment_method", "is required (e.g. \"pm_card_ok\")"));
         }
         let user = &caller.user_id;
         let lines = self.carts.begin_checkout(user, key).await?;
         if lines.is_empty() {
-            return Err(Error::FailedPrecondition("cart is empty".into()));
+            return Err(ApiError::FailedPrecondition("cart is empty".into()));
         }
         let place = PlaceOrderRequest {
             idempotency_key: key.to_owned(),
@@ -102,7 +104,7 @@ impl CartApi {
             }
             Err(_open) => {
                 self.carts.abandon_checkout(user, key, true).await?;
-                return Err(Error::OrdersUnavailable);
+                return Err(orders_unavailable());
             }
         };
         self.carts.record_checkout(user, key, &order.order_id, &lines).await?;
@@ -119,7 +121,7 @@ impl CartApi {
 
 /// svc-order's refusals are passed on as they are (their messages are
 /// written for clients); failures of the call itself become UNAVAILABLE.
-fn order_failure(status: Status) -> Error {
+fn order_failure(status: Status) -> ApiError {
     match status.code() {
         Code::InvalidArgument
         | Code::AlreadyExists
@@ -128,14 +130,14 @@ fn order_failure(status: Status) -> Error {
         | Code::PermissionDenied
         | Code::Unauthenticated
         | Code::OutOfRange
-        | Code::ResourceExhausted => Error::Order(status),
+        | Code::ResourceExhausted => ApiError::Relayed(status),
         // svc-order's own UNAVAILABLE (its catalog is down) carries its
         // message; one made here from a transport error has a source and a
         // message about sockets that the client has no use for.
-        Code::Unavailable if std::error::Error::source(&status).is_none() => Error::Order(status),
+        Code::Unavailable if std::error::Error::source(&status).is_none() => ApiError::Relayed(status),
         code => {
             tracing::warn!(?code, message = status.message(), "PlaceOrder failed");
-            Error::OrdersUnavailable
+            orders_unavailable()
         }
     }
 }
@@ -171,7 +173,7 @@ impl pb::cart_service_server::CartService for CartApi {
         let body = request.get_ref();
         let sku = parse_sku(&body.sku)?;
         let quantity = self.parse_quantity(body.quantity).map_err(|e| match e {
-            Error::InvalidArgument { field, reason } if body.quantity == 0 => Error::InvalidArgument {
+            ApiError::InvalidArgument { field, reason } if body.quantity == 0 => ApiError::InvalidArgument {
                 field,
                 reason: format!("{reason}; use RemoveItem to take a line out"),
             },

@@ -34,11 +34,12 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 use shop_runtime::{
+    api_error::ApiError,
     identity::UserId,
     values::{Currency, Money, Quantity, Sku},
 };
 
-use crate::error::Error;
+use crate::error::{CARTS, corrupt};
 
 /// Lines per cart and units per line.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +84,10 @@ pub struct Cart {
 impl Cart {
     /// The sum of the lines, `None` when empty. Checked: an overflow is an
     /// error, never a wrapped total.
-    pub fn total(&self) -> Result<Option<Money>, Error> {
+    pub fn total(&self) -> Result<Option<Money>, ApiError> {
         let mut total: Option<Money> = None;
         for line in &self.lines {
-            let quantity =
-                Quantity::new(line.quantity).map_err(|why| Error::Corrupt(format!("{}: {why}", line.sku)))?;
+            let quantity = Quantity::new(line.quantity).map_err(|why| corrupt(format!("{}: {why}", line.sku)))?;
             let amount = line.unit_price.times(quantity);
             total = match (total, amount) {
                 (None, Some(amount)) => Some(amount),
@@ -95,7 +95,7 @@ impl Cart {
                 (_, None) => None,
             };
             if total.is_none() {
-                return Err(Error::FailedPrecondition(
+                return Err(ApiError::FailedPrecondition(
                     "the cart total is too large to compute; remove some items".into(),
                 ));
             }
@@ -321,7 +321,7 @@ impl CartStore {
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
     }
 
-    pub async fn get(&self, user: &UserId) -> Result<Cart, Error> {
+    pub async fn get(&self, user: &UserId) -> Result<Cart, ApiError> {
         let mut conn = self.redis.clone();
         let key = cart_key(user);
         let (pttl, fields): (i64, Vec<String>) = redis::pipe()
@@ -331,17 +331,18 @@ impl CartStore {
             .cmd("HGETALL")
             .arg(&key)
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "reading the cart"))?;
         parse_cart(pttl, &fields)
     }
 
     /// Adds `quantity` units, within the limits, and snapshots `product`.
-    pub async fn add(&self, user: &UserId, sku: &Sku, quantity: Quantity, product: &Product) -> Result<Cart, Error> {
+    pub async fn add(&self, user: &UserId, sku: &Sku, quantity: Quantity, product: &Product) -> Result<Cart, ApiError> {
         let snapshot = serde_json::to_string(&Snapshot {
             name: product.name.clone(),
             unit_minor: product.unit_price.minor,
         })
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
+        .map_err(ApiError::internal(CARTS, "encoding the product snapshot"))?;
         let mut conn = self.redis.clone();
         let reply: CartReply = self
             .scripts
@@ -355,18 +356,19 @@ impl CartStore {
             .arg(self.limits.max_quantity)
             .arg(millis(self.expiries.cart))
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "adding to the cart"))?;
         let (code, detail, pttl, fields) = reply;
         match code {
             1 => parse_cart(pttl, &fields),
-            -1 => Err(Error::invalid(
+            -1 => Err(ApiError::invalid(
                 "sku",
                 format!(
                     "the cart already holds {detail} lines, the most it may hold ({}); remove one to add {sku}",
                     self.limits.max_lines
                 ),
             )),
-            -2 => Err(Error::invalid(
+            -2 => Err(ApiError::invalid(
                 "quantity",
                 format!(
                     "at most {} units of {sku} per cart; it holds {detail}, so {} more would be too many",
@@ -374,19 +376,19 @@ impl CartStore {
                     quantity.get()
                 ),
             )),
-            -3 => Err(Error::invalid(
+            -3 => Err(ApiError::invalid(
                 "sku",
                 format!(
                     "{sku} is priced in {}, the cart in {detail}; check out or clear the cart first",
                     product.unit_price.currency.as_str()
                 ),
             )),
-            other => Err(Error::Corrupt(format!("add script answered {other}"))),
+            other => Err(corrupt(format!("add script answered {other}"))),
         }
     }
 
     /// Sets the units of a line the cart holds.
-    pub async fn update(&self, user: &UserId, sku: &Sku, quantity: Quantity) -> Result<Cart, Error> {
+    pub async fn update(&self, user: &UserId, sku: &Sku, quantity: Quantity) -> Result<Cart, ApiError> {
         let mut conn = self.redis.clone();
         let (code, _, pttl, fields): CartReply = self
             .scripts
@@ -396,17 +398,18 @@ impl CartStore {
             .arg(quantity.get())
             .arg(millis(self.expiries.cart))
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "updating a line"))?;
         match code {
             1 => parse_cart(pttl, &fields),
-            -4 => Err(Error::NotFound(format!(
+            -4 => Err(ApiError::NotFound(format!(
                 "{sku} is not in the cart; add it with AddItem"
             ))),
-            other => Err(Error::Corrupt(format!("update script answered {other}"))),
+            other => Err(corrupt(format!("update script answered {other}"))),
         }
     }
 
-    pub async fn remove(&self, user: &UserId, sku: &Sku) -> Result<Cart, Error> {
+    pub async fn remove(&self, user: &UserId, sku: &Sku) -> Result<Cart, ApiError> {
         let mut conn = self.redis.clone();
         let (_, _, pttl, fields): CartReply = self
             .scripts
@@ -415,16 +418,18 @@ impl CartStore {
             .arg(sku.as_str())
             .arg(millis(self.expiries.cart))
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "removing a line"))?;
         parse_cart(pttl, &fields)
     }
 
-    pub async fn clear(&self, user: &UserId) -> Result<Cart, Error> {
+    pub async fn clear(&self, user: &UserId) -> Result<Cart, ApiError> {
         let mut conn = self.redis.clone();
         redis::cmd("DEL")
             .arg(cart_key(user))
             .query_async::<i64>(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "clearing the cart"))?;
         Ok(Cart {
             lines: Vec::new(),
             expires_at: None,
@@ -433,7 +438,7 @@ impl CartStore {
 
     /// The lines to order under `key` (empty: nothing to check out), and
     /// marks the checkout as in flight.
-    pub async fn begin_checkout(&self, user: &UserId, key: &str) -> Result<Vec<CheckoutLine>, Error> {
+    pub async fn begin_checkout(&self, user: &UserId, key: &str) -> Result<Vec<CheckoutLine>, ApiError> {
         let mut conn = self.redis.clone();
         let pairs: Vec<String> = self
             .scripts
@@ -445,18 +450,19 @@ impl CartStore {
             .arg(millis(self.expiries.checkout))
             .arg(millis(self.expiries.in_flight))
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "beginning a checkout"))?;
         let mut lines = Vec::with_capacity(pairs.len() / 2);
         for pair in pairs.chunks(2) {
             let [field, units] = pair else {
-                return Err(Error::Corrupt("odd checkout record".into()));
+                return Err(corrupt("odd checkout record"));
             };
             let sku = field
                 .strip_prefix("l:")
-                .ok_or_else(|| Error::Corrupt(format!("checkout record field {field:?}")))?;
+                .ok_or_else(|| corrupt(format!("checkout record field {field:?}")))?;
             let units = units
                 .parse()
-                .map_err(|_| Error::Corrupt(format!("checkout record units {units:?}")))?;
+                .map_err(|_| corrupt(format!("checkout record units {units:?}")))?;
             lines.push((sku.to_owned(), units));
         }
         lines.sort();
@@ -470,7 +476,7 @@ impl CartStore {
         key: &str,
         order_id: &str,
         lines: &[CheckoutLine],
-    ) -> Result<(), Error> {
+    ) -> Result<(), ApiError> {
         let mut conn = self.redis.clone();
         let mut invocation = self.scripts.record_checkout.key(checkout_key(user, order_id));
         invocation
@@ -480,7 +486,10 @@ impl CartStore {
         for (sku, units) in lines {
             invocation.arg(format!("l:{sku}")).arg(*units);
         }
-        invocation.invoke_async::<i64>(&mut conn).await?;
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(ApiError::internal(CARTS, "recording the checkout"))?;
         Ok(())
     }
 
@@ -488,7 +497,7 @@ impl CartStore {
     /// not (svc-order said no), so a retry under the key reads the cart
     /// afresh; otherwise the outcome is unknown and a retry must re-send the
     /// same lines.
-    pub async fn abandon_checkout(&self, user: &UserId, key: &str, forget_key: bool) -> Result<(), Error> {
+    pub async fn abandon_checkout(&self, user: &UserId, key: &str, forget_key: bool) -> Result<(), ApiError> {
         let mut conn = self.redis.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -496,12 +505,14 @@ impl CartStore {
             pipe.cmd("DEL").arg(checkout_key_key(user, key)).ignore();
         }
         pipe.cmd("ZREM").arg(in_flight_key(user)).arg(key).ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(ApiError::internal(CARTS, "abandoning the checkout"))?;
         Ok(())
     }
 
     /// Removes from the cart what `order_id` took, once.
-    pub async fn clear_checked_out(&self, user: &UserId, order_id: &str) -> Result<Cleared, Error> {
+    pub async fn clear_checked_out(&self, user: &UserId, order_id: &str) -> Result<Cleared, ApiError> {
         let mut conn = self.redis.clone();
         let code: i64 = self
             .scripts
@@ -510,13 +521,14 @@ impl CartStore {
             .key(cart_key(user))
             .key(in_flight_key(user))
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(ApiError::internal(CARTS, "removing checked-out lines"))?;
         match code {
             1 => Ok(Cleared::Now),
             0 => Ok(Cleared::Already),
             -1 => Ok(Cleared::CheckoutInFlight),
             -2 => Ok(Cleared::NotFromCart),
-            other => Err(Error::Corrupt(format!("clear script answered {other}"))),
+            other => Err(corrupt(format!("clear script answered {other}"))),
         }
     }
 }
@@ -558,7 +570,7 @@ fn in_flight_key(user: &UserId) -> String {
     format!("checkout-inflight:{}", user_tag(user))
 }
 
-fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, Error> {
+fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, ApiError> {
     let mut map = BTreeMap::new();
     for pair in fields.chunks(2) {
         if let [field, value] = pair {
@@ -566,7 +578,7 @@ fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, Error> {
         }
     }
     let currency = match map.get("c") {
-        Some(raw) => Some(Currency::parse(raw).map_err(Error::Corrupt)?),
+        Some(raw) => Some(Currency::parse(raw).map_err(corrupt)?),
         None => None,
     };
     let mut lines = Vec::new();
@@ -576,12 +588,12 @@ fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, Error> {
         };
         let quantity: i32 = value
             .parse()
-            .map_err(|_| Error::Corrupt(format!("units of {sku}: {value:?}")))?;
+            .map_err(|_| corrupt(format!("units of {sku}: {value:?}")))?;
         let snapshot: Snapshot = map
             .get(format!("p:{sku}").as_str())
-            .ok_or_else(|| Error::Corrupt(format!("{sku} has no snapshot")))
-            .and_then(|raw| serde_json::from_str(raw).map_err(|e| Error::Corrupt(format!("snapshot of {sku}: {e}"))))?;
-        let currency = currency.ok_or_else(|| Error::Corrupt("a cart with lines has no currency".into()))?;
+            .ok_or_else(|| corrupt(format!("{sku} has no snapshot")))
+            .and_then(|raw| serde_json::from_str(raw).map_err(|e| corrupt(format!("snapshot of {sku}: {e}"))))?;
+        let currency = currency.ok_or_else(|| corrupt("a cart with lines has no currency"))?;
         lines.push(Line {
             sku: sku.to_owned(),
             name: snapshot.name,
@@ -660,6 +672,6 @@ mod tests {
             lines: vec![line("A"), line("B")],
             expires_at: None,
         };
-        assert!(matches!(cart.total(), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(cart.total(), Err(ApiError::FailedPrecondition(_))));
     }
 }

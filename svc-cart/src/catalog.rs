@@ -5,12 +5,15 @@
 use std::time::Duration;
 
 use shop_proto::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
-use shop_runtime::values::{Money, Sku};
+use shop_runtime::{
+    api_error::ApiError,
+    values::{Money, Sku},
+};
 use tonic::{Code, transport::Channel};
 
 use shop_runtime::breaker::CircuitBreaker;
 
-use crate::{carts::Product, error::Error};
+use crate::{carts::Product, error::catalog_unavailable};
 
 pub struct Catalog {
     client: CatalogServiceClient<Channel>,
@@ -33,7 +36,7 @@ impl Catalog {
         })
     }
 
-    pub async fn product(&self, sku: &Sku) -> Result<Product, Error> {
+    pub async fn product(&self, sku: &Sku) -> Result<Product, ApiError> {
         let mut client = self.client.clone();
         let answer = self
             .breaker
@@ -41,15 +44,15 @@ impl Catalog {
                 sku: sku.as_str().to_owned(),
             }))
             .await
-            .map_err(|_| Error::CatalogUnavailable)?;
+            .map_err(|_| catalog_unavailable())?;
         let product = match answer {
             Ok(response) => response.into_inner(),
             Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
-                return Err(Error::invalid("sku", format!("no product {sku} in the catalog")));
+                return Err(ApiError::invalid("sku", format!("no product {sku} in the catalog")));
             }
             Err(status) => {
                 tracing::warn!(sku = %sku, code = ?status.code(), message = status.message(), "catalog call failed");
-                return Err(Error::CatalogUnavailable);
+                return Err(catalog_unavailable());
             }
         };
         let unit_price = product.price.as_ref().and_then(|p| Money::from_proto(p).ok());
@@ -58,7 +61,9 @@ impl Catalog {
                 name: product.name,
                 unit_price,
             }),
-            _ => Err(Error::FailedPrecondition(format!("product {sku} has no valid price"))),
+            _ => Err(ApiError::FailedPrecondition(format!(
+                "product {sku} has no valid price"
+            ))),
         }
     }
 }

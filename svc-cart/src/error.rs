@@ -1,51 +1,26 @@
-//! svc-cart errors and their gRPC status.
+//! svc-cart's failures are [`ApiError`]s. Here: the name the generic answer
+//! to an internal failure gives the carts, and the failures several modules
+//! raise alike.
 
-use tonic::Status;
+use shop_runtime::api_error::{ApiError, Resource};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("catalog unavailable, try later")]
-    CatalogUnavailable,
-    #[error("orders unavailable, try later")]
-    OrdersUnavailable,
-    /// svc-order's own answer, passed on as it came: its messages are
-    /// written for clients.
-    #[error("svc-order: {}", .0.message())]
-    Order(Status),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored cart is unreadable: {0}")]
-    Corrupt(String),
+/// What clients are told is away when something internal fails.
+pub const CARTS: Resource = Resource::plural("carts");
+
+/// Stored data (or a script's answer) that makes no sense: internal.
+pub fn corrupt(what: impl Into<String>) -> ApiError {
+    ApiError::internal(CARTS, "stored cart is unreadable")(what.into())
 }
 
-impl Error {
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            field,
-            reason: reason.into(),
-        }
-    }
+pub fn catalog_unavailable() -> ApiError {
+    ApiError::Unavailable("catalog unavailable, try later".into())
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
-            Error::NotFound(m) => Status::not_found(m),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::CatalogUnavailable | Error::OrdersUnavailable => Status::unavailable(e.to_string()),
-            Error::Order(status) => Status::new(status.code(), status.message()),
-            Error::Redis(_) | Error::Corrupt(_) => {
-                // Never echo internals to the caller; the log has them.
-                tracing::error!(error = %e, "cart store error");
-                Status::unavailable("carts are temporarily unavailable; try again shortly")
-            }
-        }
-    }
+pub fn orders_unavailable() -> ApiError {
+    ApiError::Unavailable("orders unavailable, try later".into())
+}
+
+/// Redis was away: worth retrying, unlike a refusal or corrupt data.
+pub fn is_redis(error: &ApiError) -> bool {
+    matches!(error, ApiError::Internal { source, .. } if source.is::<redis::RedisError>())
 }

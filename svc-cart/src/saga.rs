@@ -9,6 +9,7 @@
 
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
+    api_error::chain,
     consumer::{EventHandler, HandleError},
     event::IncomingEvent,
     identity::UserId,
@@ -16,7 +17,7 @@ use shop_runtime::{
 
 use crate::{
     carts::{CartStore, Cleared},
-    error::Error,
+    error::is_redis,
 };
 
 pub const ORDERS_CONSUMER: &str = "cart-orders";
@@ -47,9 +48,12 @@ impl EventHandler for CartOrders {
             .carts
             .clear_checked_out(&user, &confirmed.order_id)
             .await
-            .map_err(|e| match e {
-                Error::Redis(e) => HandleError::Retry(format!("redis: {e}")),
-                other => HandleError::Reject(other.to_string()),
+            .map_err(|e| {
+                if is_redis(&e) {
+                    HandleError::Retry(chain(&e))
+                } else {
+                    HandleError::Reject(chain(&e))
+                }
             })?;
         match outcome {
             Cleared::Now => {

@@ -2,11 +2,16 @@
 //! `shop.inventory.v1.InventoryService`. Proto types stop here.
 
 use shop_proto::{catalog::v1 as catalog, common::v1::Money, inventory::v1 as inventory};
-use shop_runtime::{identity::Caller, values::Sku};
+use shop_runtime::{
+    api_error::{ApiError, Resource},
+    identity::Caller,
+    values::Sku,
+};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+/// What clients are told is away when something internal fails.
+const INVENTORY: Resource = Resource::singular("inventory");
 
 /// Largest single restock; bigger numbers are almost certainly typos.
 const MAX_RESTOCK: i64 = 1_000_000;
@@ -57,8 +62,8 @@ impl From<StockRow> for inventory::Stock {
     }
 }
 
-fn sku(field: &'static str, raw: &str) -> Result<Sku, Error> {
-    Sku::parse(raw).map_err(|reason| Error::InvalidArgument { field, reason })
+fn sku(field: &'static str, raw: &str) -> Result<Sku, ApiError> {
+    Sku::parse(raw).map_err(|reason| ApiError::invalid(field, reason))
 }
 
 #[tonic::async_trait]
@@ -69,11 +74,7 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
     ) -> Result<Response<catalog::ListProductsResponse>, Status> {
         let wanted = &request.get_ref().skus;
         if wanted.len() > 1000 {
-            return Err(Error::InvalidArgument {
-                field: "skus",
-                reason: "at most 1000 SKUs per call".into(),
-            }
-            .into());
+            return Err(ApiError::invalid("skus", "at most 1000 SKUs per call").into());
         }
         for raw in wanted {
             sku("skus", raw)?;
@@ -90,7 +91,7 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
             .fetch_all(&self.pool)
             .await
         }
-        .map_err(Error::from)?;
+        .map_err(ApiError::internal(INVENTORY, "listing products"))?;
         Ok(Response::new(catalog::ListProductsResponse {
             products: rows.into_iter().map(Into::into).collect(),
         }))
@@ -106,8 +107,8 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
                 .bind(sku.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(Error::from)?;
-        let row = row.ok_or_else(|| Error::NotFound(format!("no product with sku {sku}")))?;
+                .map_err(ApiError::internal(INVENTORY, "loading the product"))?;
+        let row = row.ok_or_else(|| ApiError::NotFound(format!("no product with sku {sku}")))?;
         Ok(Response::new(row.into()))
     }
 }
@@ -124,23 +125,23 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
             .bind(sku.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(Error::from)?;
-        let row = row.ok_or_else(|| Error::NotFound(format!("no stock for sku {sku}")))?;
+            .map_err(ApiError::internal(INVENTORY, "loading the stock"))?;
+        let row = row.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
         Ok(Response::new(row.into()))
     }
 
     async fn restock(&self, request: Request<inventory::RestockRequest>) -> Result<Response<inventory::Stock>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
         if !caller.is_admin() {
-            return Err(Error::PermissionDenied("Restock needs the admin role".into()).into());
+            return Err(ApiError::PermissionDenied("Restock needs the admin role".into()).into());
         }
         let body = request.get_ref();
         let sku = sku("sku", &body.sku)?;
         if body.quantity <= 0 || body.quantity > MAX_RESTOCK {
-            return Err(Error::InvalidArgument {
-                field: "quantity",
-                reason: format!("must be between 1 and {MAX_RESTOCK}, got {}", body.quantity),
-            }
+            return Err(ApiError::invalid(
+                "quantity",
+                format!("must be between 1 and {MAX_RESTOCK}, got {}", body.quantity),
+            )
             .into());
         }
         let row: Option<StockRow> = sqlx::query_as(
@@ -151,8 +152,8 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
         .bind(body.quantity)
         .fetch_optional(&self.pool)
         .await
-        .map_err(Error::from)?;
-        let row = row.ok_or_else(|| Error::NotFound(format!("no stock for sku {sku}")))?;
+        .map_err(ApiError::internal(INVENTORY, "restocking"))?;
+        let row = row.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
         tracing::info!(sku = %sku, added = body.quantity, by = %caller.user_id, "restocked");
         Ok(Response::new(row.into()))
     }

@@ -7,7 +7,6 @@
 
 mod api;
 pub mod config;
-mod error;
 pub mod saga;
 pub mod stock;
 

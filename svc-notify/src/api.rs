@@ -2,16 +2,17 @@
 
 use shop_proto::notify::v1 as pb;
 use shop_runtime::{
+    api_error::{ApiError, Resource},
     identity::Caller,
     values::{OrderId, timestamp},
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::{
-    error::Error,
-    store::{self, NotificationRecord},
-};
+use crate::store::{self, NotificationRecord};
+
+/// What clients are told is away when something internal fails.
+const NOTIFICATIONS: Resource = Resource::plural("notifications");
 
 /// Most notifications returned by one call.
 const MAX_LISTED: i64 = 100;
@@ -36,16 +37,13 @@ impl From<NotificationRecord> for pb::Notification {
 }
 
 /// The optional `order_id` filter in the canonical form orders are stored in.
-fn order_filter(raw: &str) -> Result<Option<String>, Error> {
+fn order_filter(raw: &str) -> Result<Option<String>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
     OrderId::parse(raw)
         .map(|id| Some(id.to_string()))
-        .map_err(|reason| Error::InvalidArgument {
-            field: "order_id",
-            reason,
-        })
+        .map_err(|reason| ApiError::invalid("order_id", reason))
 }
 
 #[tonic::async_trait]
@@ -60,7 +58,7 @@ impl pb::notification_service_server::NotificationService for NotifyApi {
         let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
         let rows = store::list(&self.pool, owner, order_id.as_deref(), MAX_LISTED)
             .await
-            .map_err(Error::from)?;
+            .map_err(ApiError::internal(NOTIFICATIONS, "listing notifications"))?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.into_iter().map(Into::into).collect(),
         }))

@@ -12,7 +12,6 @@ mod api;
 pub mod compose;
 pub mod config;
 pub mod delivery;
-mod error;
 pub mod saga;
 pub mod sender;
 pub mod store;

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use shop_proto::{common::v1::Money as ProtoMoney, events::v1 as ev, order::v1 as pb};
 use shop_runtime::{
+    api_error::{ApiError, Resource},
     identity::Caller,
     outbox::Outbox,
     values::{Money, OrderId, timestamp},
@@ -17,11 +18,13 @@ use uuid::Uuid;
 use crate::{
     catalog::Catalog,
     domain::{self, CancelReason, PaymentMethod, Status as OrderStatus, Trigger},
-    error::Error,
     saga::{self, Applied},
-    store::{self, Cursor, OrderRecord, PricedLine},
+    store::{self, Cursor, OrderRecord, PricedLine, StoreError},
     watch::Announcer,
 };
+
+/// What clients are told is away when something internal fails.
+const ORDERS: Resource = Resource::plural("orders");
 
 #[derive(Clone)]
 pub struct OrderApi {
@@ -75,13 +78,10 @@ fn to_proto(order: OrderRecord) -> pb::Order {
     }
 }
 
-fn parse_order_id(raw: &str) -> Result<Uuid, Error> {
+fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
     OrderId::parse(raw)
         .map(OrderId::uuid)
-        .map_err(|reason| Error::InvalidArgument {
-            field: "order_id".into(),
-            reason,
-        })
+        .map_err(|reason| ApiError::invalid("order_id", reason))
 }
 
 /// Page tokens are `<created_at micros>.<order id>` of the last order shown.
@@ -89,13 +89,15 @@ fn encode_cursor(c: Cursor) -> String {
     format!("{}.{}", c.created_at.timestamp_micros(), c.order_id)
 }
 
-fn decode_cursor(raw: &str) -> Result<Option<Cursor>, Error> {
+fn decode_cursor(raw: &str) -> Result<Option<Cursor>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
-    let bad = || Error::InvalidArgument {
-        field: "page_token".into(),
-        reason: "is not a token returned by ListOrders; omit it for the first page".into(),
+    let bad = || {
+        ApiError::invalid(
+            "page_token",
+            "is not a token returned by ListOrders; omit it for the first page",
+        )
     };
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
@@ -108,15 +110,22 @@ fn decode_cursor(raw: &str) -> Result<Option<Cursor>, Error> {
 impl OrderApi {
     /// Loads an order the caller may see; others' orders are NOT_FOUND so
     /// their existence does not leak.
-    async fn visible_order(&self, caller: &Caller, order_id: Uuid) -> Result<OrderRecord, Error> {
-        let mut conn = self.pool.acquire().await?;
-        match store::load(&mut conn, order_id).await? {
+    async fn visible_order(&self, caller: &Caller, order_id: Uuid) -> Result<OrderRecord, ApiError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(ApiError::internal(ORDERS, "connecting to the database"))?;
+        let order = store::load(&mut conn, order_id)
+            .await
+            .map_err(ApiError::internal(ORDERS, "loading the order"))?;
+        match order {
             Some(order) if caller.may_access(&order.user_id) => Ok(order),
-            _ => Err(Error::NotFound(format!("no order {order_id}"))),
+            _ => Err(ApiError::NotFound(format!("no order {order_id}"))),
         }
     }
 
-    async fn place_order(&self, caller: &Caller, request: pb::PlaceOrderRequest) -> Result<OrderRecord, Error> {
+    async fn place_order(&self, caller: &Caller, request: pb::PlaceOrderRequest) -> Result<OrderRecord, ApiError> {
         let lines: Vec<(String, i32)> = request.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
         let command = domain::validate_place_order(
             &request.idempotency_key,
@@ -124,14 +133,14 @@ impl OrderApi {
             &request.payment_method,
             &self.accepted_payment_methods,
         )
-        .map_err(|e| Error::InvalidArgument {
-            field: e.field,
-            reason: e.reason,
-        })?;
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         let user = caller.user_id.as_str();
 
         // A retry is answered from the database, without the catalog.
-        if let Some(existing) = store::find_by_key(&self.pool, user, command.key.as_str()).await? {
+        let existing = store::find_by_key(&self.pool, user, command.key.as_str())
+            .await
+            .map_err(ApiError::internal(ORDERS, "looking up the idempotency key"))?;
+        if let Some(existing) = existing {
             return same_request(existing, &command);
         }
 
@@ -141,23 +150,21 @@ impl OrderApi {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "catalog call failed");
-                Error::CatalogUnavailable
+                ApiError::Unavailable("the catalog is unavailable; try again shortly".into())
             })?;
         let mut priced = Vec::with_capacity(command.lines.len());
         for (i, line) in command.lines.iter().enumerate() {
-            let product =
-                products
-                    .iter()
-                    .find(|p| p.sku == line.sku.as_str())
-                    .ok_or_else(|| Error::InvalidArgument {
-                        field: format!("lines[{i}].sku"),
-                        reason: format!("no product {} in the catalog", line.sku),
-                    })?;
+            let product = products.iter().find(|p| p.sku == line.sku.as_str()).ok_or_else(|| {
+                ApiError::invalid(
+                    format!("lines[{i}].sku"),
+                    format!("no product {} in the catalog", line.sku),
+                )
+            })?;
             let unit_price = product
                 .price
                 .as_ref()
                 .and_then(|p| Money::from_proto(p).ok())
-                .ok_or_else(|| Error::FailedPrecondition(format!("product {} has no valid price", line.sku)))?;
+                .ok_or_else(|| ApiError::FailedPrecondition(format!("product {} has no valid price", line.sku)))?;
             priced.push(PricedLine {
                 sku: line.sku.clone(),
                 quantity: line.quantity,
@@ -165,16 +172,24 @@ impl OrderApi {
             });
         }
         let total = store::total_of(&priced).ok_or_else(|| {
-            Error::FailedPrecondition("the lines cannot be totalled (mixed currencies or amount too large)".into())
+            ApiError::FailedPrecondition("the lines cannot be totalled (mixed currencies or amount too large)".into())
         })?;
 
-        let mut tx = self.pool.begin().await?;
-        let Some(order_id) = store::insert(&mut tx, user, &command, &priced, total).await? else {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
+        let inserted = store::insert(&mut tx, user, &command, &priced, total)
+            .await
+            .map_err(ApiError::internal(ORDERS, "inserting the order"))?;
+        let Some(order_id) = inserted else {
             // A concurrent request with the same key won; answer like a retry.
             drop(tx);
             let existing = store::find_by_key(&self.pool, user, command.key.as_str())
-                .await?
-                .ok_or_else(|| Error::FailedPrecondition("the order for this key is being created; retry".into()))?;
+                .await
+                .map_err(ApiError::internal(ORDERS, "looking up the idempotency key"))?
+                .ok_or_else(|| ApiError::FailedPrecondition("the order for this key is being created; retry".into()))?;
             return same_request(existing, &command);
         };
         let placed = ev::OrderPlaced {
@@ -192,21 +207,28 @@ impl OrderApi {
             payment_method: command.payment_method.to_string(),
             placed_at: Some(timestamp(Utc::now())),
         };
-        self.outbox.enqueue(&mut tx, &placed).await?;
+        self.outbox
+            .enqueue(&mut tx, &placed)
+            .await
+            .map_err(ApiError::internal(ORDERS, "staging orders.placed"))?;
         let order = store::load(&mut tx, order_id)
-            .await?
-            .ok_or(store::StoreError::CorruptStatus(order_id))?;
-        self.outbox.commit(tx).await?;
+            .await
+            .and_then(|order| order.ok_or(StoreError::CorruptStatus(order_id)))
+            .map_err(ApiError::internal(ORDERS, "reading the placed order back"))?;
+        self.outbox
+            .commit(tx)
+            .await
+            .map_err(ApiError::internal(ORDERS, "committing the placed order"))?;
         tracing::info!(order_id = %order_id, user, "order placed");
         Ok(order)
     }
 }
 
-fn same_request(existing: OrderRecord, command: &domain::PlaceOrder) -> Result<OrderRecord, Error> {
+fn same_request(existing: OrderRecord, command: &domain::PlaceOrder) -> Result<OrderRecord, ApiError> {
     if existing.request_fingerprint == command.fingerprint() {
         Ok(existing)
     } else {
-        Err(Error::KeyReused(format!(
+        Err(ApiError::AlreadyExists(format!(
             "idempotency_key {:?} was already used for a different order ({}); use a new key for a new order",
             command.key.as_str(),
             existing.order_id
@@ -240,18 +262,16 @@ impl pb::order_service_server::OrderService for OrderApi {
             0 => 20,
             n @ 1..=100 => i64::from(n),
             n => {
-                return Err(Error::InvalidArgument {
-                    field: "page_size".into(),
-                    reason: format!("must be between 1 and 100 (0 means 20), got {n}"),
-                }
-                .into());
+                return Err(
+                    ApiError::invalid("page_size", format!("must be between 1 and 100 (0 means 20), got {n}")).into(),
+                );
             }
         };
         let cursor = decode_cursor(&body.page_token)?;
         // Everyone lists their own orders; ListOrders is "my orders" for admins too.
         let mut orders = store::list(&self.pool, Some(caller.user_id.as_str()), cursor, page_size + 1)
             .await
-            .map_err(Error::from)?;
+            .map_err(ApiError::internal(ORDERS, "listing orders"))?;
         let next_page_token = if orders.len() as i64 > page_size {
             orders.truncate(page_size as usize);
             orders
@@ -276,21 +296,30 @@ impl pb::order_service_server::OrderService for OrderApi {
         let caller = Caller::from_metadata(request.metadata())?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         self.visible_order(&caller, order_id).await?;
-        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
         let applied = saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel)
             .await
-            .map_err(Error::from)?;
+            .map_err(ApiError::internal(ORDERS, "cancelling the order"))?;
         match applied {
             Applied::Moved { .. } | Applied::Ignored => {}
-            Applied::Refused(why) => return Err(Error::FailedPrecondition(why.to_owned()).into()),
-            Applied::Missing => return Err(Error::NotFound(format!("no order {order_id}")).into()),
+            Applied::Refused(why) => return Err(ApiError::FailedPrecondition(why.to_owned()).into()),
+            Applied::Missing => return Err(ApiError::NotFound(format!("no order {order_id}")).into()),
         }
-        let order = store::load(&mut tx, order_id).await.map_err(Error::from)?;
-        self.outbox.commit(tx).await.map_err(Error::from)?;
+        let order = store::load(&mut tx, order_id)
+            .await
+            .map_err(ApiError::internal(ORDERS, "reading the cancelled order back"))?;
+        self.outbox
+            .commit(tx)
+            .await
+            .map_err(ApiError::internal(ORDERS, "committing the cancellation"))?;
         if matches!(applied, Applied::Moved { .. }) {
             self.announcer.changed(order_id).await;
         }
-        let order = order.ok_or_else(|| Error::NotFound(format!("no order {order_id}")))?;
+        let order = order.ok_or_else(|| ApiError::NotFound(format!("no order {order_id}")))?;
         Ok(Response::new(to_proto(order)))
     }
 

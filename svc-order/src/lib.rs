@@ -10,7 +10,6 @@ mod catalog;
 pub mod config;
 pub mod deadline;
 pub mod domain;
-mod error;
 pub mod saga;
 pub mod store;
 pub mod watch;

@@ -3,12 +3,16 @@
 use chrono::{DateTime, Utc};
 use shop_proto::{common::v1::Money, payment::v1 as pb};
 use shop_runtime::{
+    api_error::{ApiError, Resource},
     identity::Caller,
     values::{OrderId, timestamp},
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
+
+/// What clients are told is away when something internal fails.
+const PAYMENTS: Resource = Resource::plural("payments");
 
 #[derive(Clone)]
 pub struct PaymentApi {
@@ -28,29 +32,6 @@ struct PaymentRow {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<Error> for Status {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
-            Error::NotFound(m) => Status::not_found(m),
-            Error::Database(inner) => {
-                tracing::error!(error = %inner, "database error");
-                Status::unavailable("payments are temporarily unavailable; try again shortly")
-            }
-        }
-    }
-}
-
 fn status_of(raw: &str) -> pb::PaymentStatus {
     match raw {
         // Still unsettled to the customer: it ends `failed`.
@@ -68,10 +49,7 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
         let order_id = OrderId::parse(&request.get_ref().order_id)
-            .map_err(|reason| Error::InvalidArgument {
-                field: "order_id",
-                reason,
-            })?
+            .map_err(|reason| ApiError::invalid("order_id", reason))?
             .to_string();
         let row: Option<PaymentRow> = sqlx::query_as(
             "SELECT payment_id, order_id, user_id, status, amount_minor, currency, failure_reason, created_at, updated_at
@@ -80,12 +58,12 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
         .bind(&order_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(Error::from)?;
+        .map_err(ApiError::internal(PAYMENTS, "loading the payment"))?;
         // Another user's payment is reported as absent, not forbidden, so
         // its existence does not leak.
         let row = row
             .filter(|r| caller.may_access(&r.user_id))
-            .ok_or_else(|| Error::NotFound(format!("no payment for order {order_id}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("no payment for order {order_id}")))?;
         Ok(Response::new(pb::Payment {
             payment_id: row.payment_id.to_string(),
             order_id: row.order_id,
