@@ -11,16 +11,6 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-/// The services a fault can hit, by binary name.
-pub const SERVICES: &[&str] = &[
-    "svc-gateway",
-    "svc-order",
-    "svc-inventory",
-    "svc-payment",
-    "svc-cart",
-    "svc-notify",
-];
-
 /// Where a fault proxy sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link {
@@ -150,7 +140,8 @@ pub fn plan(seed: u64, run: Duration) -> Vec<Step> {
             round.shuffle(&mut rng);
         }
         let Some(kind) = round.pop() else { break };
-        let service = SERVICES[rng.random_range(0..SERVICES.len())];
+        // Any service `up` runs, by its binary name.
+        let service = crate::up::SERVICES[rng.random_range(0..crate::up::SERVICES.len())].name;
         let (fault, lasts) = match kind {
             Kind::Kill => (Fault::Kill(service), Duration::ZERO),
             Kind::KillMidCharge => (Fault::KillMidCharge, secs(&mut rng, 1, 3)),
