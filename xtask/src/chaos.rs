@@ -203,7 +203,7 @@ impl Stack {
             *injected.entry(step.fault.kind()).or_default() += 1;
             let line = format!(
                 "{:>6.1} s  {:?} for {:.0} s{note}",
-                began.elapsed().as_secs_f64(),
+                step.at.as_secs_f64(),
                 step.fault,
                 step.lasts.as_secs_f64()
             );

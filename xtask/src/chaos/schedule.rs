@@ -125,6 +125,7 @@ pub fn plan(seed: u64, run: Duration) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut at = MARGIN;
     let mut round = Vec::new();
+    let mut services: Vec<&'static str> = Vec::new();
     loop {
         if long_freeze && at >= run / 3 {
             long_freeze = false;
@@ -140,8 +141,16 @@ pub fn plan(seed: u64, run: Duration) -> Vec<Step> {
             round.shuffle(&mut rng);
         }
         let Some(kind) = round.pop() else { break };
-        // Any service `up` runs, by its binary name.
-        let service = crate::up::SERVICES[rng.random_range(0..crate::up::SERVICES.len())].name;
+        // Every service `up` runs (by binary name), each once before any
+        // twice, so a run of a few rounds kills and pauses every one.
+        if services.is_empty() {
+            services = crate::up::SERVICES.iter().map(|s| s.name).collect();
+            services.shuffle(&mut rng);
+        }
+        let service = match kind {
+            Kind::Kill | Kind::Pause => services.pop().unwrap_or("svc-order"),
+            _ => "",
+        };
         let (fault, lasts) = match kind {
             Kind::Kill => (Fault::Kill(service), Duration::ZERO),
             Kind::KillMidCharge => (Fault::KillMidCharge, secs(&mut rng, 1, 3)),
@@ -208,6 +217,18 @@ mod tests {
             let kinds: BTreeSet<_> = plan(seed, TWO_MINUTES).iter().map(|s| s.fault.kind()).collect();
             assert!(kinds.len() >= 11, "seed {seed} meets only {kinds:?}");
         }
+    }
+
+    #[test]
+    fn a_long_run_kills_every_service() {
+        let killed: BTreeSet<_> = plan(42, Duration::from_secs(15 * 60))
+            .into_iter()
+            .filter_map(|s| match s.fault {
+                Fault::Kill(service) => Some(service),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(killed.len(), crate::up::SERVICES.len(), "{killed:?}");
     }
 
     #[test]
