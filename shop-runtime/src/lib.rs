@@ -1,5 +1,7 @@
 //! Shared runtime of the shop services.
 //!
+//! - [`registry`]: every service of the platform, its ports, database, the
+//!   gRPC services it serves and how others find it.
 //! - [`entry`] and [`host`]: a service's life — config, telemetry, connect,
 //!   migrate, spawn its tasks, serve, stop every task on shutdown.
 //! - [`config`]: typed settings from the environment, all problems at once.
@@ -32,6 +34,7 @@ pub mod identity;
 pub mod inbox;
 pub mod nats;
 pub mod outbox;
+pub mod registry;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

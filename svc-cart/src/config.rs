@@ -62,7 +62,11 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, 50054, 9054),
+            basics: ServiceBasics::read(
+                &mut env,
+                shop_runtime::registry::CART.grpc_port,
+                shop_runtime::registry::CART.admin_port,
+            ),
             redis_url: env
                 .required("REDIS_URL", "e.g. redis://127.0.0.1:6379")
                 .unwrap_or_default(),

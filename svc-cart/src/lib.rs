@@ -24,7 +24,7 @@ use shop_runtime::{CancellationToken, Listeners, admin, consumer, grpc, host::Ho
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = &["shop.cart.v1.CartService"];
+pub const SERVICES: &[&str] = shop_runtime::registry::CART.serves;
 
 /// The durable consumers it runs, each declared in `nats/consumers/`.
 pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER];

@@ -125,6 +125,25 @@ mod tests {
         assert!(checked >= 17, "only {checked} RPCs found");
     }
 
+    /// Every service of the contract is served by a service of the
+    /// registry (so the gateway routes it), except the gateway's own.
+    #[test]
+    fn every_service_of_the_contract_has_an_owner() {
+        let table = AccessTable::shop().expect("contract descriptors");
+        let services: std::collections::BTreeSet<&str> = table
+            .iter()
+            .map(|(_, policy)| policy.service.as_str())
+            .filter(|service| service.starts_with("shop.") && *service != crate::edge::DEV_AUTH_SERVICE)
+            .collect();
+        assert!(services.len() >= 6, "{services:?}");
+        for service in services {
+            assert!(
+                shop_runtime::registry::owner_of(service).is_some(),
+                "no service of the registry serves {service}"
+            );
+        }
+    }
+
     #[test]
     fn policies_match_the_design() {
         let table = AccessTable::shop().expect("contract descriptors");

@@ -3,7 +3,10 @@
 use std::{num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
 
 use http::HeaderValue;
-use shop_runtime::config::{ConfigError, EnvReader, ServiceBasics};
+use shop_runtime::{
+    config::{ConfigError, EnvReader, ServiceBasics},
+    registry::{self, ServiceSpec},
+};
 
 /// Issuer and audience of development tokens when `JWT_ISSUER` /
 /// `JWT_AUDIENCE` are not set.
@@ -34,19 +37,38 @@ pub struct Config {
     pub cors: CorsOrigins,
 }
 
-/// Where each owning service listens.
+/// Where each service behind the gateway listens: every service of the
+/// registry that serves something, at its first URL variable
+/// (`ORDER_URL`, `INVENTORY_URL`, …; default its port on 127.0.0.1).
 #[derive(Debug, Clone)]
-pub struct UpstreamUrls {
-    /// `ORDER_URL` (default http://127.0.0.1:50051)
-    pub order: String,
-    /// `INVENTORY_URL` (default http://127.0.0.1:50052): catalog and inventory
-    pub inventory: String,
-    /// `PAYMENT_URL` (default http://127.0.0.1:50053)
-    pub payment: String,
-    /// `CART_URL` (default http://127.0.0.1:50054)
-    pub cart: String,
-    /// `NOTIFY_URL` (default http://127.0.0.1:50055)
-    pub notify: String,
+pub struct UpstreamUrls(Vec<(&'static ServiceSpec, String)>);
+
+impl UpstreamUrls {
+    fn read(env: &mut EnvReader) -> Self {
+        Self(
+            registry::ALL
+                .iter()
+                .copied()
+                .filter(|spec| !spec.serves.is_empty())
+                .map(|spec| {
+                    let var = spec.url_vars.first().copied().unwrap_or_default();
+                    (spec, read_url(env, var, &spec.default_url()))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static ServiceSpec, &String)> {
+        self.0.iter().map(|(spec, url)| (*spec, url))
+    }
+
+    /// The URL of the service called `name`.
+    pub fn of(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(spec, _)| spec.name == name)
+            .map(|(_, url)| url.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,14 +170,12 @@ impl Config {
     }
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let basics = ServiceBasics::read(&mut env, 8080, 9080);
-        let upstreams = UpstreamUrls {
-            order: read_url(&mut env, "ORDER_URL", "http://127.0.0.1:50051"),
-            inventory: read_url(&mut env, "INVENTORY_URL", "http://127.0.0.1:50052"),
-            payment: read_url(&mut env, "PAYMENT_URL", "http://127.0.0.1:50053"),
-            cart: read_url(&mut env, "CART_URL", "http://127.0.0.1:50054"),
-            notify: read_url(&mut env, "NOTIFY_URL", "http://127.0.0.1:50055"),
-        };
+        let basics = ServiceBasics::read(
+            &mut env,
+            shop_runtime::registry::GATEWAY.grpc_port,
+            shop_runtime::registry::GATEWAY.admin_port,
+        );
+        let upstreams = UpstreamUrls::read(&mut env);
         let request_timeout = env.duration("REQUEST_TIMEOUT", Duration::from_secs(10));
         let connect_timeout = env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250));
         let breaker = BreakerSettings {
@@ -341,7 +361,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(config.cors, CorsOrigins::SameOriginOnly);
-        assert_eq!(config.upstreams.payment, "http://127.0.0.1:50053");
+        assert_eq!(config.upstreams.of("svc-payment"), Some("http://127.0.0.1:50053"));
         let dev = config.dev_auth.expect("dev auth on");
         assert_eq!(dev.token_ttl, Duration::from_secs(3600));
         assert_eq!(config.rate_limits.order.per_second.get(), 5);

@@ -62,16 +62,15 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 pub use error::StartError;
 
-/// The services reflection lists: every public service of the contract.
-pub const PUBLIC_SERVICES: &[&str] = &[
-    "shop.catalog.v1.CatalogService",
-    "shop.inventory.v1.InventoryService",
-    "shop.cart.v1.CartService",
-    "shop.order.v1.OrderService",
-    "shop.payment.v1.PaymentService",
-    "shop.notify.v1.NotificationService",
-    edge::DEV_AUTH_SERVICE,
-];
+/// The services reflection lists: every public service of the contract
+/// (each served by a service of the registry), and the development tokens.
+pub fn public_services() -> Vec<&'static str> {
+    shop_runtime::registry::ALL
+        .iter()
+        .flat_map(|spec| spec.serves.iter().copied())
+        .chain([edge::DEV_AUTH_SERVICE])
+        .collect()
+}
 
 /// Health, reflection (v1 and v1alpha) and, when on, development tokens.
 fn own_services(
@@ -79,7 +78,7 @@ fn own_services(
     dev_tokens: Option<Arc<dev_tokens::DevTokenIssuer>>,
     max_message_bytes: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
-    let (v1, v1alpha) = shop_runtime::grpc::reflection(PUBLIC_SERVICES)?;
+    let (v1, v1alpha) = shop_runtime::grpc::reflection(&public_services())?;
     let mut routes = Routes::new(health).add_service(v1).add_service(v1alpha);
     if let Some(issuer) = dev_tokens {
         routes = routes.add_service(

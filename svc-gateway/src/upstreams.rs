@@ -14,16 +14,6 @@ use tonic_health::{
 
 use crate::config::{BreakerSettings, UpstreamUrls};
 
-/// Public service → the upstream that serves it.
-pub const OWNERS: &[(&str, &str)] = &[
-    ("shop.order.v1.OrderService", "order"),
-    ("shop.catalog.v1.CatalogService", "inventory"),
-    ("shop.inventory.v1.InventoryService", "inventory"),
-    ("shop.payment.v1.PaymentService", "payment"),
-    ("shop.cart.v1.CartService", "cart"),
-    ("shop.notify.v1.NotificationService", "notify"),
-];
-
 pub struct Upstream {
     pub name: &'static str,
     pub url: String,
@@ -49,24 +39,15 @@ impl Upstreams {
     ) -> Result<Self, tonic::transport::Error> {
         let mut all = Vec::new();
         let mut by_service = HashMap::new();
-        for (name, url) in [
-            ("order", &urls.order),
-            ("inventory", &urls.inventory),
-            ("payment", &urls.payment),
-            ("cart", &urls.cart),
-            ("notify", &urls.notify),
-        ] {
+        for (spec, url) in urls.iter() {
+            let name = spec.short;
             let channel = Endpoint::from_shared(url.clone())?
                 .connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .connect_lazy();
-            let services: Vec<&'static str> = OWNERS
-                .iter()
-                .filter(|(_, owner)| *owner == name)
-                .map(|(service, _)| *service)
-                .collect();
+            let services: Vec<&'static str> = spec.serves.to_vec();
             let upstream = Arc::new(Upstream {
                 name,
                 url: url.clone(),

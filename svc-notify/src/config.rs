@@ -32,7 +32,11 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, 50055, 9055),
+            basics: ServiceBasics::read(
+                &mut env,
+                shop_runtime::registry::NOTIFY.grpc_port,
+                shop_runtime::registry::NOTIFY.admin_port,
+            ),
             messaging: MessagingSettings::read(&mut env),
             data_dir: env.path("NOTIFY_DATA_DIR", ".data/notify"),
             smtp: env.optional("NOTIFY_SMTP_URL", "e.g. smtp://127.0.0.1:2525"),

@@ -27,7 +27,7 @@ use shop_runtime::{
 pub use config::Config;
 
 /// Public services served on the gRPC port.
-pub const SERVICES: &[&str] = &["shop.notify.v1.NotificationService"];
+pub const SERVICES: &[&str] = shop_runtime::registry::NOTIFY.serves;
 
 /// The durable consumers it runs, each declared in `nats/consumers/`.
 pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER];

@@ -55,7 +55,11 @@ impl Config {
             env.problem("ACCEPTED_PAYMENT_METHODS must list at least one payment method");
         }
         let config = Self {
-            basics: ServiceBasics::read(&mut env, 50051, 9051),
+            basics: ServiceBasics::read(
+                &mut env,
+                shop_runtime::registry::ORDER.grpc_port,
+                shop_runtime::registry::ORDER.admin_port,
+            ),
             messaging: MessagingSettings::read(&mut env),
             catalog_url: env.or(
                 "CATALOG_URL",

@@ -23,7 +23,7 @@ use shop_runtime::{
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = &["shop.order.v1.OrderService"];
+pub const SERVICES: &[&str] = shop_runtime::registry::ORDER.serves;
 
 /// The durable consumers it runs, each declared in `nats/consumers/`.
 pub const CONSUMERS: &[&str] = &[saga::INVENTORY_CONSUMER, saga::PAYMENTS_CONSUMER];

@@ -36,6 +36,17 @@ pub enum Service {
 
 impl Service {
     pub const ALL: [Service; 4] = [Service::Inventory, Service::Order, Service::Payment, Service::Notify];
+
+    /// Its entry in the platform's registry.
+    pub fn spec(self) -> &'static shop_runtime::registry::ServiceSpec {
+        use shop_runtime::registry;
+        match self {
+            Service::Order => &registry::ORDER,
+            Service::Inventory => &registry::INVENTORY,
+            Service::Payment => &registry::PAYMENT,
+            Service::Notify => &registry::NOTIFY,
+        }
+    }
 }
 
 /// Knobs a test may turn.

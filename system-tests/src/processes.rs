@@ -12,12 +12,7 @@ use crate::{Databases, Service, StackOptions, service_settings, wait_serving};
 
 impl Service {
     pub fn binary_name(self) -> &'static str {
-        match self {
-            Service::Order => "svc-order",
-            Service::Inventory => "svc-inventory",
-            Service::Payment => "svc-payment",
-            Service::Notify => "svc-notify",
-        }
+        self.spec().name
     }
 }
 

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use shop_runtime::registry::{self, ServiceSpec};
 use shop_test_support::infra::{self, ServerProcess};
 
 use crate::ports::{self, Port};
@@ -57,7 +58,7 @@ pub(crate) fn servers_from_env() -> anyhow::Result<Servers> {
 
 /// The database `up` gives a service.
 pub(crate) fn database_of(service: &str) -> Option<&'static str> {
-    SERVICES.iter().find(|s| s.name == service).and_then(|s| s.database)
+    registry::by_name(service).and_then(|s| s.database)
 }
 
 /// How long the `--check` checkout may take to be confirmed.
@@ -68,90 +69,33 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 const SERVICE_STARTUP: Duration = Duration::from_secs(120);
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// A service: its package (and binary) name, ports and what it connects to.
-pub(crate) struct Service {
-    pub(crate) name: &'static str,
-    grpc_port: u16,
-    admin_port: u16,
-    /// Its own database, given as `DATABASE_URL`.
-    pub(crate) database: Option<&'static str>,
-    /// Whether it gets `REDIS_URL`.
-    redis: bool,
-    /// An environment variable naming a place under `.data/` for it (whose
-    /// directory is made), so what it keeps there outlives its restarts.
-    data_path: Option<(&'static str, &'static str)>,
-    /// Development settings (unless the environment sets them).
-    dev_env: &'static [(&'static str, &'static str)],
-    /// The variables by which the other services are told its URL.
-    url_vars: &'static [&'static str],
+/// The services, from the registry, started in its order (what others call
+/// first) and stopped in reverse.
+pub(crate) const SERVICES: &[&ServiceSpec] = registry::ALL;
+
+/// A variable naming a place under `.data/` for a service (whose directory
+/// is made), so what it keeps there outlives its restarts.
+fn data_path(service: &ServiceSpec) -> Option<(&'static str, &'static str)> {
+    if *service == registry::NOTIFY {
+        Some(("NOTIFY_DATA_DIR", "notify/"))
+    } else if *service == registry::GATEWAY {
+        // Its dev token key, made on first start: tokens outlive its restarts.
+        Some(("DEV_AUTH_KEY_FILE", "gateway/dev-auth-key.pem"))
+    } else {
+        None
+    }
 }
 
-/// Started in this order (what others call first), stopped in reverse.
-pub(crate) const SERVICES: &[Service] = &[
-    Service {
-        name: "svc-inventory",
-        grpc_port: 50052,
-        admin_port: 9052,
-        database: Some("shop_inventory"),
-        redis: false,
-        data_path: None,
-        dev_env: &[],
-        url_vars: &["INVENTORY_URL", "CATALOG_URL"],
-    },
-    Service {
-        name: "svc-payment",
-        grpc_port: 50053,
-        admin_port: 9053,
-        database: Some("shop_payment"),
-        redis: false,
-        data_path: None,
-        dev_env: &[],
-        url_vars: &["PAYMENT_URL"],
-    },
-    Service {
-        name: "svc-order",
-        grpc_port: 50051,
-        admin_port: 9051,
-        database: Some("shop_order"),
-        redis: false,
-        data_path: None,
-        dev_env: &[],
-        url_vars: &["ORDER_URL"],
-    },
-    Service {
-        name: "svc-notify",
-        grpc_port: 50055,
-        admin_port: 9055,
-        database: Some("shop_notify"),
-        redis: false,
-        data_path: Some(("NOTIFY_DATA_DIR", "notify/")),
-        dev_env: &[],
-        url_vars: &["NOTIFY_URL"],
-    },
-    Service {
-        name: "svc-cart",
-        grpc_port: 50054,
-        admin_port: 9054,
-        database: None,
-        redis: true,
-        data_path: None,
-        dev_env: &[],
-        url_vars: &["CART_URL"],
-    },
-    Service {
-        name: "svc-gateway",
-        grpc_port: 8080,
-        admin_port: 9080,
-        database: None,
-        redis: false,
-        // Its dev token key, made on first start: tokens outlive its restarts.
-        data_path: Some(("DEV_AUTH_KEY_FILE", "gateway/dev-auth-key.pem")),
+/// Development settings of a service (unless the environment sets them).
+fn dev_env(service: &ServiceSpec) -> &'static [(&'static str, &'static str)] {
+    if *service == registry::GATEWAY {
         // Dev tokens on (the gateway logs a warning saying so), and any
         // browser origin may call, for a storefront on another port.
-        dev_env: &[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")],
-        url_vars: &[],
-    },
-];
+        &[("DEV_AUTH", "on"), ("CORS_ALLOWED_ORIGINS", "*")]
+    } else {
+        &[]
+    }
+}
 
 /// Where each part listens, with the port offset applied.
 pub(crate) struct Layout {
@@ -178,7 +122,7 @@ impl Infra {
 }
 
 pub(crate) struct Placed {
-    pub(crate) service: &'static Service,
+    pub(crate) service: &'static ServiceSpec,
     pub(crate) grpc_port: u16,
     pub(crate) admin_port: u16,
 }
@@ -284,7 +228,7 @@ impl Layout {
     pub(crate) fn gateway_port(&self) -> Option<u16> {
         self.services
             .iter()
-            .find(|placed| placed.service.name == "svc-gateway")
+            .find(|placed| *placed.service == registry::GATEWAY)
             .map(|placed| placed.grpc_port)
     }
 }
@@ -351,7 +295,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     let gateway = layout
         .gateway_port()
-        .filter(|_| services.iter().any(|(p, _)| p.service.name == "svc-gateway"));
+        .filter(|_| services.iter().any(|(p, _)| *p.service == registry::GATEWAY));
     let tokens = match gateway {
         Some(port) => match dev_tokens(port).await {
             Ok(tokens) => Some(tokens),
@@ -502,12 +446,12 @@ pub(crate) fn service_command(
     } else {
         command.env_remove("REDIS_URL");
     }
-    for (var, value) in service.dev_env {
+    for (var, value) in dev_env(service) {
         if std::env::var_os(var).is_none() {
             command.env(var, value);
         }
     }
-    if let Some((var, path)) = service.data_path {
+    if let Some((var, path)) = data_path(service) {
         let path: PathBuf = data.join(path);
         // "dir/" is a directory; anything else a file in one.
         let dir = if path.as_os_str().to_string_lossy().ends_with('/') {
