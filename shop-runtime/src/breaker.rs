@@ -21,6 +21,38 @@ use std::{
 
 use tonic::{Code, Status};
 
+use crate::config::EnvReader;
+
+/// When an upstream's breaker opens and how long it stays open: the same
+/// two settings in every service that calls another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// `UPSTREAM_BREAKER_FAILURES`: consecutive failures that open it
+    /// (default 5).
+    pub failure_threshold: u32,
+    /// `UPSTREAM_BREAKER_COOL_DOWN`: how long it stays open before one probe
+    /// call (default 5s).
+    pub cool_down: Duration,
+}
+
+impl BreakerSettings {
+    pub fn read(env: &mut EnvReader) -> Self {
+        let settings = Self {
+            failure_threshold: env.or("UPSTREAM_BREAKER_FAILURES", 5, "a positive integer"),
+            cool_down: env.duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
+        };
+        if settings.failure_threshold == 0 {
+            env.problem("UPSTREAM_BREAKER_FAILURES must be at least 1");
+        }
+        settings
+    }
+
+    /// A breaker with these settings in front of `upstream`.
+    pub fn breaker(&self, upstream: &'static str) -> CircuitBreaker {
+        CircuitBreaker::new(upstream, self.failure_threshold, self.cool_down)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed { consecutive_failures: u32 },

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shop_runtime::{
+    breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
     values::Quantity,
 };
@@ -42,12 +43,9 @@ pub struct Config {
     /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling an upstream may take
     /// (default 250ms), so an unreachable host fails fast.
     pub upstream_connect_timeout: Duration,
-    /// `UPSTREAM_BREAKER_FAILURES`: consecutive failures that open an
-    /// upstream's circuit breaker (default 5).
-    pub breaker_failures: u32,
-    /// `UPSTREAM_BREAKER_COOL_DOWN`: how long an open breaker refuses calls
-    /// before letting one probe through (default 5s).
-    pub breaker_cool_down: Duration,
+    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`: when an
+    /// upstream's circuit breaker opens, and for how long.
+    pub breaker: BreakerSettings,
     /// `REDIS_TIMEOUT`: connect and response timeout of Redis commands
     /// (default 1s).
     pub redis_timeout: Duration,
@@ -89,8 +87,7 @@ impl Config {
             max_quantity: env.or("CART_MAX_QUANTITY", 99, "a positive integer"),
             upstream_timeout: env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(2)),
             upstream_connect_timeout: env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250)),
-            breaker_failures: env.or("UPSTREAM_BREAKER_FAILURES", 5, "a positive integer"),
-            breaker_cool_down: env.duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
+            breaker: BreakerSettings::read(&mut env),
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_secs(1)),
             consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
         };
@@ -137,9 +134,6 @@ impl Config {
                 "UPSTREAM_TIMEOUT must be at most {}s",
                 MAX_UPSTREAM_TIMEOUT.as_secs()
             ));
-        }
-        if self.breaker_failures == 0 {
-            env.problem("UPSTREAM_BREAKER_FAILURES must be at least 1");
         }
         if self.consumer_concurrency == 0 {
             env.problem("CONSUMER_CONCURRENCY must be at least 1");

@@ -71,9 +71,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     });
 
-    let breaker = |upstream| {
-        shop_runtime::breaker::CircuitBreaker::new(upstream, config.breaker_failures, config.breaker_cool_down)
-    };
+    let breaker = |upstream| config.breaker.breaker(upstream);
     let api = api::CartApi {
         carts,
         catalog: catalog::Catalog::new(

@@ -4,6 +4,7 @@ use std::{num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
 
 use http::HeaderValue;
 use shop_runtime::{
+    breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
     registry::{self, ServiceSpec},
 };
@@ -69,14 +70,6 @@ impl UpstreamUrls {
             .find(|(spec, _)| spec.name == name)
             .map(|(_, url)| url.as_str())
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct BreakerSettings {
-    /// `CIRCUIT_BREAKER_FAILURES`: consecutive failures that open it (default 5).
-    pub failure_threshold: u32,
-    /// `CIRCUIT_BREAKER_COOLDOWN`: how long it stays open before one probe (default 5s).
-    pub cool_down: Duration,
 }
 
 /// Where verification keys come from.
@@ -178,13 +171,7 @@ impl Config {
         let upstreams = UpstreamUrls::read(&mut env);
         let request_timeout = env.duration("REQUEST_TIMEOUT", Duration::from_secs(10));
         let connect_timeout = env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250));
-        let breaker = BreakerSettings {
-            failure_threshold: env.or("CIRCUIT_BREAKER_FAILURES", 5, "a positive integer"),
-            cool_down: env.duration("CIRCUIT_BREAKER_COOLDOWN", Duration::from_secs(5)),
-        };
-        if breaker.failure_threshold == 0 {
-            env.problem("CIRCUIT_BREAKER_FAILURES must be at least 1");
-        }
+        let breaker = BreakerSettings::read(&mut env);
         let health_interval = env.duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
         for (key, value) in [
             ("REQUEST_TIMEOUT", request_timeout),

@@ -12,7 +12,9 @@ use tonic_health::{
     server::HealthReporter,
 };
 
-use crate::config::{BreakerSettings, UpstreamUrls};
+use shop_runtime::breaker::BreakerSettings;
+
+use crate::config::UpstreamUrls;
 
 pub struct Upstream {
     pub name: &'static str,
@@ -53,7 +55,7 @@ impl Upstreams {
                 url: url.clone(),
                 services: services.clone(),
                 channel,
-                breaker: CircuitBreaker::new(name, breaker.failure_threshold, breaker.cool_down),
+                breaker: breaker.breaker(name),
             });
             for service in services {
                 by_service.insert(service, upstream.clone());

@@ -637,8 +637,8 @@ async fn a_stopped_upstream_fails_fast_and_recovers_without_a_restart() {
     let mut stack = Stack::start().await.expect("stack");
     let mut settings = stack_upstreams(&stack).await;
     settings.extend([
-        setting("CIRCUIT_BREAKER_FAILURES", "3"),
-        setting("CIRCUIT_BREAKER_COOLDOWN", "300ms"),
+        setting("UPSTREAM_BREAKER_FAILURES", "3"),
+        setting("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
     ]);
     let gateway = Gateway::start(settings).await;
     let serving = ServingStatus::Serving as i32;
@@ -984,8 +984,8 @@ async fn a_hung_upstream_meets_the_deadline_then_the_breaker_fails_fast() {
     settings.extend([
         setting("CART_URL", &format!("http://{hung_addr}")),
         setting("REQUEST_TIMEOUT", "400ms"),
-        setting("CIRCUIT_BREAKER_FAILURES", "2"),
-        setting("CIRCUIT_BREAKER_COOLDOWN", "10s"),
+        setting("UPSTREAM_BREAKER_FAILURES", "2"),
+        setting("UPSTREAM_BREAKER_COOL_DOWN", "10s"),
     ]);
     let gateway = Gateway::start(settings).await;
     let mut carts = CartServiceClient::new(gateway.as_user("alice", &["customer"]).await);
@@ -1061,8 +1061,8 @@ async fn an_upstream_answering_unavailable_for_its_own_dependency_keeps_its_brea
     let mut settings = no_upstreams().await;
     settings.extend([
         setting("CART_URL", &format!("http://{addr}")),
-        setting("CIRCUIT_BREAKER_FAILURES", "2"),
-        setting("CIRCUIT_BREAKER_COOLDOWN", "10s"),
+        setting("UPSTREAM_BREAKER_FAILURES", "2"),
+        setting("UPSTREAM_BREAKER_COOL_DOWN", "10s"),
     ]);
     let gateway = Gateway::start(settings).await;
     let mut carts = CartServiceClient::new(gateway.as_user("alice", &["customer"]).await);

@@ -5,14 +5,11 @@
 use std::{sync::Arc, time::Duration};
 
 use shop_proto::catalog::v1::{ListProductsRequest, Product, catalog_service_client::CatalogServiceClient};
-use shop_runtime::breaker::CircuitBreaker;
+use shop_runtime::breaker::{BreakerSettings, CircuitBreaker};
 use tonic::transport::Channel;
 
 /// A dead catalog's address refuses or times out connecting within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
-/// Consecutive failures that open the breaker, and how long it stays open.
-const BREAKER_FAILURES: u32 = 5;
-const BREAKER_COOL_DOWN: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Catalog {
@@ -28,11 +25,11 @@ pub enum CatalogError {
 
 impl Catalog {
     /// Connects lazily: the first call dials, reconnecting after failures.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn new(url: &str, timeout: Duration, breaker: BreakerSettings) -> Result<Self, tonic::transport::Error> {
         let channel = shop_runtime::grpc::lazy_channel(url, timeout, CONNECT_TIMEOUT.min(timeout))?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
-            breaker: Arc::new(CircuitBreaker::new("catalog", BREAKER_FAILURES, BREAKER_COOL_DOWN)),
+            breaker: Arc::new(breaker.breaker("catalog")),
         })
     }
 

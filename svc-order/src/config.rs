@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::{
+    breaker::BreakerSettings,
+    config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics},
+};
 
 use crate::domain::PaymentMethod;
 
@@ -16,6 +19,9 @@ pub struct Config {
     pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
     pub catalog_url: String,
+    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`: when the
+    /// catalog's circuit breaker opens, and for how long.
+    pub breaker: BreakerSettings,
     /// `CATALOG_TIMEOUT`: deadline of a catalog call (default 2s).
     pub catalog_timeout: Duration,
     /// `ACCEPTED_PAYMENT_METHODS`: comma-separated tokens PlaceOrder accepts.
@@ -67,6 +73,7 @@ impl Config {
                 "e.g. http://127.0.0.1:50052",
             ),
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
+            breaker: BreakerSettings::read(&mut env),
             accepted_payment_methods,
             watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
             order_deadline: env.duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),
