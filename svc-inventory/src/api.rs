@@ -10,6 +10,11 @@ use shop_runtime::{
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::{
+    products::{self, Product},
+    stock::{self, StockLevel},
+};
+
 /// What clients are told is away when something internal fails.
 const INVENTORY: Resource = Resource::singular("inventory");
 
@@ -21,17 +26,8 @@ pub struct InventoryApi {
     pub pool: PgPool,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProductRow {
-    sku: String,
-    name: String,
-    description: String,
-    price_minor: i64,
-    currency: String,
-}
-
-impl From<ProductRow> for catalog::Product {
-    fn from(r: ProductRow) -> Self {
+impl From<Product> for catalog::Product {
+    fn from(r: Product) -> Self {
         Self {
             sku: r.sku,
             name: r.name,
@@ -44,15 +40,8 @@ impl From<ProductRow> for catalog::Product {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct StockRow {
-    sku: String,
-    on_hand: i64,
-    reserved: i64,
-}
-
-impl From<StockRow> for inventory::Stock {
-    fn from(r: StockRow) -> Self {
+impl From<StockLevel> for inventory::Stock {
+    fn from(r: StockLevel) -> Self {
         Self {
             available: r.on_hand - r.reserved,
             sku: r.sku,
@@ -76,24 +65,12 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
         if wanted.len() > 1000 {
             return Err(ApiError::invalid("skus", "at most 1000 SKUs per call").into());
         }
-        for raw in wanted {
-            sku("skus", raw)?;
-        }
-        let rows: Vec<ProductRow> = if wanted.is_empty() {
-            sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products ORDER BY sku")
-                .fetch_all(&self.pool)
-                .await
-        } else {
-            sqlx::query_as(
-                "SELECT sku, name, description, price_minor, currency FROM products WHERE sku = ANY($1) ORDER BY sku",
-            )
-            .bind(wanted)
-            .fetch_all(&self.pool)
+        let wanted: Vec<Sku> = wanted.iter().map(|raw| sku("skus", raw)).collect::<Result<_, _>>()?;
+        let found = products::list(&self.pool, &wanted)
             .await
-        }
-        .map_err(ApiError::internal(INVENTORY, "listing products"))?;
+            .map_err(ApiError::internal(INVENTORY, "listing products"))?;
         Ok(Response::new(catalog::ListProductsResponse {
-            products: rows.into_iter().map(Into::into).collect(),
+            products: found.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -102,14 +79,11 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
         request: Request<catalog::GetProductRequest>,
     ) -> Result<Response<catalog::Product>, Status> {
         let sku = sku("sku", &request.get_ref().sku)?;
-        let row: Option<ProductRow> =
-            sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products WHERE sku = $1")
-                .bind(sku.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(ApiError::internal(INVENTORY, "loading the product"))?;
-        let row = row.ok_or_else(|| ApiError::NotFound(format!("no product with sku {sku}")))?;
-        Ok(Response::new(row.into()))
+        let product = products::find(&self.pool, &sku)
+            .await
+            .map_err(ApiError::internal(INVENTORY, "loading the product"))?;
+        let product = product.ok_or_else(|| ApiError::NotFound(format!("no product with sku {sku}")))?;
+        Ok(Response::new(product.into()))
     }
 }
 
@@ -121,13 +95,11 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
     ) -> Result<Response<inventory::Stock>, Status> {
         Caller::from_metadata(request.metadata())?;
         let sku = sku("sku", &request.get_ref().sku)?;
-        let row: Option<StockRow> = sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = $1")
-            .bind(sku.as_str())
-            .fetch_optional(&self.pool)
+        let level = stock::level(&self.pool, &sku)
             .await
             .map_err(ApiError::internal(INVENTORY, "loading the stock"))?;
-        let row = row.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
-        Ok(Response::new(row.into()))
+        let level = level.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
+        Ok(Response::new(level.into()))
     }
 
     async fn restock(&self, request: Request<inventory::RestockRequest>) -> Result<Response<inventory::Stock>, Status> {
@@ -144,17 +116,11 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
             )
             .into());
         }
-        let row: Option<StockRow> = sqlx::query_as(
-            "UPDATE stock SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1
-             RETURNING sku, on_hand, reserved",
-        )
-        .bind(sku.as_str())
-        .bind(body.quantity)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(ApiError::internal(INVENTORY, "restocking"))?;
-        let row = row.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
+        let level = stock::restock(&self.pool, &sku, body.quantity)
+            .await
+            .map_err(ApiError::internal(INVENTORY, "restocking"))?;
+        let level = level.ok_or_else(|| ApiError::NotFound(format!("no stock for sku {sku}")))?;
         tracing::info!(sku = %sku, added = body.quantity, by = %caller.user_id, "restocked");
-        Ok(Response::new(row.into()))
+        Ok(Response::new(level.into()))
     }
 }

@@ -23,7 +23,11 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, 50052, 9052),
+            basics: ServiceBasics::read(
+                &mut env,
+                shop_runtime::registry::INVENTORY.grpc_port,
+                shop_runtime::registry::INVENTORY.admin_port,
+            ),
             messaging: MessagingSettings::read(&mut env),
             reservation_ttl: env.duration("RESERVATION_TTL", Duration::from_secs(15 * 60)),
             sweep_interval: env.duration("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(1)),

@@ -7,6 +7,7 @@
 
 mod api;
 pub mod config;
+mod products;
 pub mod saga;
 pub mod stock;
 
@@ -23,7 +24,7 @@ use shop_runtime::{
 pub use config::Config;
 
 /// Public services served on the gRPC port.
-pub const SERVICES: &[&str] = &["shop.catalog.v1.CatalogService", "shop.inventory.v1.InventoryService"];
+pub const SERVICES: &[&str] = shop_runtime::registry::INVENTORY.serves;
 
 /// The durable consumers it runs, each declared in `nats/consumers/`.
 pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER, saga::PAYMENTS_CONSUMER];

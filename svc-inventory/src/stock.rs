@@ -1,4 +1,5 @@
-//! Stock and reservations in Postgres.
+//! Stock and reservations in Postgres: stock levels and restocking, and
+//! reserve / commit / release of an order's lines.
 //!
 //! Lock order, everywhere: the reservation row first, then the stock rows of
 //! its SKUs in SKU order (`ORDER BY sku FOR UPDATE`). One order means no
@@ -8,7 +9,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shop_runtime::values::{Quantity, Sku};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+
+/// A SKU's units: `on_hand`, of which `reserved` are held for orders.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StockLevel {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+}
 
 /// One line to reserve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,5 +274,24 @@ pub async fn claim_expired(conn: &mut PgConnection, skip: &[String]) -> Result<O
     )
     .bind(skip)
     .fetch_optional(conn)
+    .await
+}
+
+pub async fn level(pool: &PgPool, sku: &Sku) -> Result<Option<StockLevel>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = $1")
+        .bind(sku.as_str())
+        .fetch_optional(pool)
+        .await
+}
+
+/// Adds `quantity` units to `on_hand`; `None` when the SKU has no stock row.
+pub async fn restock(pool: &PgPool, sku: &Sku, quantity: i64) -> Result<Option<StockLevel>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE stock SET on_hand = on_hand + $2, updated_at = now() WHERE sku = $1
+         RETURNING sku, on_hand, reserved",
+    )
+    .bind(sku.as_str())
+    .bind(quantity)
+    .fetch_optional(pool)
     .await
 }

@@ -24,7 +24,11 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, 50053, 9053),
+            basics: ServiceBasics::read(
+                &mut env,
+                shop_runtime::registry::PAYMENT.grpc_port,
+                shop_runtime::registry::PAYMENT.admin_port,
+            ),
             messaging: MessagingSettings::read(&mut env),
             provider_timeout: env.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
             max_attempts: env.or("PAYMENT_MAX_ATTEMPTS", 3, "a positive integer"),

@@ -8,6 +8,7 @@ mod api;
 pub mod config;
 pub mod provider;
 pub mod saga;
+mod store;
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use shop_runtime::{
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = &["shop.payment.v1.PaymentService"];
+pub const SERVICES: &[&str] = shop_runtime::registry::PAYMENT.serves;
 
 /// The durable consumers it runs, each declared in `nats/consumers/`.
 pub const CONSUMERS: &[&str] = &[saga::RESERVED_CONSUMER, saga::CANCELLED_CONSUMER];

@@ -24,10 +24,13 @@ use shop_runtime::{
     outbox::Outbox,
     values::{Money, timestamp},
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::provider::{ChargeOutcome, PaymentProvider, ProviderError};
+use crate::{
+    provider::{ChargeOutcome, PaymentProvider, ProviderError},
+    store::{self, PaymentStatus, Settlement, StoreError},
+};
 
 pub const RESERVED_CONSUMER: &str = "payment-inventory";
 pub const CANCELLED_CONSUMER: &str = "payment-orders";
@@ -55,19 +58,13 @@ enum Outcome {
     Cancelled,
 }
 
-/// `failure_reason` of a payment voided because its order was cancelled.
-const ORDER_CANCELLED: &str = "order_cancelled";
-
-async fn already_processed(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event: &IncomingEvent,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
-        .bind(consumer)
-        .bind(event.event_id)
-        .fetch_one(conn)
-        .await
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(e) => e.into(),
+            StoreError::CorruptStatus(_) => HandleError::Reject(e.to_string()),
+        }
+    }
 }
 
 fn money(m: Option<&shop_proto::common::v1::Money>, what: &str) -> Result<Money, HandleError> {
@@ -93,20 +90,15 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     async fn on_reserved(&self, event: &IncomingEvent, reserved: ev::InventoryReserved) -> Result<(), HandleError> {
         let amount = money(reserved.total.as_ref(), "total")?;
         let mut tx = self.pool.begin().await?;
-        if already_processed(&mut tx, self.consumer, event).await? {
+        if store::already_processed(&mut tx, self.consumer, event).await? {
             return Ok(());
         }
-        let existing: Option<(Uuid, String)> =
-            sqlx::query_as("SELECT payment_id, status FROM payments WHERE order_id = $1 FOR UPDATE")
-                .bind(&reserved.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let payment_id = match existing {
-            Some((payment_id, status)) if status == "pending" => {
+        let payment_id = match store::lock_by_order(&mut tx, &reserved.order_id).await? {
+            Some((payment_id, PaymentStatus::Pending)) => {
                 tx.commit().await?;
                 payment_id
             }
-            Some((payment_id, status)) if status == "voiding" => {
+            Some((payment_id, PaymentStatus::Voiding)) => {
                 // Never charge again: the provider would answer with the
                 // original charge, refunded or not.
                 tx.commit().await?;
@@ -119,22 +111,17 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 return Ok(());
             }
             None => {
-                let payment_id = Uuid::now_v7();
                 let expired = reserved
                     .expires_at
                     .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
                     .is_some_and(|deadline| deadline <= Utc::now());
-                sqlx::query(
-                    "INSERT INTO payments (payment_id, order_id, user_id, status, amount_minor, currency, payment_method)
-                     VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+                let payment_id = store::insert_pending(
+                    &mut tx,
+                    &reserved.order_id,
+                    &reserved.user_id,
+                    amount,
+                    &reserved.payment_method,
                 )
-                .bind(payment_id)
-                .bind(&reserved.order_id)
-                .bind(&reserved.user_id)
-                .bind(amount.minor)
-                .bind(amount.currency.as_str())
-                .bind(&reserved.payment_method)
-                .execute(&mut *tx)
                 .await?;
                 if expired {
                     // The stock is gone already; charging now would only mean a refund.
@@ -170,26 +157,14 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             // voids the charge.
             Err(error @ ProviderError::Unavailable(_)) => Err(HandleError::Retry(format!("charge: {error}"))),
             Err(error @ ProviderError::Timeout) => {
-                let attempts: i32 = sqlx::query_scalar(
-                    "UPDATE payments SET attempts = attempts + 1, updated_at = clock_timestamp()
-                      WHERE payment_id = $1 RETURNING attempts",
-                )
-                .bind(payment_id)
-                .fetch_one(&self.pool)
-                .await?;
+                let attempts = store::count_attempt(&self.pool, payment_id).await?;
                 if attempts < self.max_attempts {
                     return Err(HandleError::Retry(format!("charge attempt {attempts}: {error}")));
                 }
                 // Out of attempts with an unknown outcome: make sure no
                 // charge stands, then fail the payment. The intent is
                 // recorded first, so whatever happens next is a void.
-                sqlx::query(
-                    "UPDATE payments SET status = 'voiding', updated_at = clock_timestamp()
-                      WHERE payment_id = $1 AND status = 'pending'",
-                )
-                .bind(payment_id)
-                .execute(&self.pool)
-                .await?;
+                store::mark_voiding(&self.pool, payment_id).await?;
                 self.void_and_fail(event, payment_id).await
             }
         }
@@ -202,15 +177,12 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         self.refund_or_void(payment_id)
             .await
             .map_err(|e| HandleError::Retry(format!("voiding a charge: {e}")))?;
-        let why: Option<String> = sqlx::query_scalar("SELECT failure_reason FROM payments WHERE payment_id = $1")
-            .bind(payment_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let outcome = match why.as_deref() {
-            Some(ORDER_CANCELLED) => Outcome::Cancelled,
-            _ => Outcome::Failed {
+        let outcome = if store::voiding_for_cancelled_order(&self.pool, payment_id).await? {
+            Outcome::Cancelled
+        } else {
+            Outcome::Failed {
                 reason: "provider_unreachable".into(),
-            },
+            }
         };
         self.finish(event, payment_id, outcome).await
     }
@@ -219,39 +191,28 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     /// payment and publishes it, once.
     async fn finish(&self, event: &IncomingEvent, payment_id: Uuid, outcome: Outcome) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
-        let row: (String, String, String, i64, String) = sqlx::query_as(
-            "SELECT status, order_id, user_id, amount_minor, currency FROM payments WHERE payment_id = $1 FOR UPDATE",
-        )
-        .bind(payment_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (status, order_id, user_id, amount_minor, currency) = row;
+        let payment = store::lock(&mut tx, payment_id).await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
         let open = match outcome {
-            Outcome::Succeeded { .. } => status == "pending",
-            Outcome::Failed { .. } | Outcome::Cancelled => status == "pending" || status == "voiding",
+            Outcome::Succeeded { .. } => payment.status == PaymentStatus::Pending,
+            Outcome::Failed { .. } | Outcome::Cancelled => {
+                matches!(payment.status, PaymentStatus::Pending | PaymentStatus::Voiding)
+            }
         };
         if !open || !claimed {
             tx.commit().await?;
             return Ok(());
         }
         let amount = Some(shop_proto::common::v1::Money {
-            currency_code: currency,
-            amount_minor,
+            currency_code: payment.currency,
+            amount_minor: payment.amount_minor,
         });
         match outcome {
             Outcome::Succeeded { charge_id } => {
-                sqlx::query(
-                    "UPDATE payments SET status = 'succeeded', charge_id = $2, updated_at = clock_timestamp()
-                      WHERE payment_id = $1",
-                )
-                .bind(payment_id)
-                .bind(&charge_id)
-                .execute(&mut *tx)
-                .await?;
+                store::settle(&mut tx, payment_id, Settlement::Succeeded { charge_id: &charge_id }).await?;
                 let succeeded = ev::PaymentSucceeded {
-                    order_id,
-                    user_id,
+                    order_id: payment.order_id,
+                    user_id: payment.user_id,
                     payment_id: payment_id.to_string(),
                     amount,
                     charged_at: Some(timestamp(Utc::now())),
@@ -259,30 +220,16 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 self.outbox.enqueue(&mut tx, &succeeded).await?;
             }
             Outcome::Failed { reason } => {
-                sqlx::query(
-                    "UPDATE payments SET status = 'failed', failure_reason = $2, updated_at = clock_timestamp()
-                      WHERE payment_id = $1",
-                )
-                .bind(payment_id)
-                .bind(&reason)
-                .execute(&mut *tx)
-                .await?;
+                store::settle(&mut tx, payment_id, Settlement::Failed { reason: &reason }).await?;
                 let failed = ev::PaymentFailed {
-                    order_id,
-                    user_id,
+                    order_id: payment.order_id,
+                    user_id: payment.user_id,
                     payment_id: payment_id.to_string(),
                     reason,
                 };
                 self.outbox.enqueue(&mut tx, &failed).await?;
             }
-            Outcome::Cancelled => {
-                sqlx::query(
-                    "UPDATE payments SET status = 'cancelled', updated_at = clock_timestamp() WHERE payment_id = $1",
-                )
-                .bind(payment_id)
-                .execute(&mut *tx)
-                .await?;
-            }
+            Outcome::Cancelled => store::settle(&mut tx, payment_id, Settlement::Cancelled).await?,
         }
         self.outbox.commit(tx).await?;
         Ok(())
@@ -290,51 +237,29 @@ impl<P: PaymentProvider> PaymentSaga<P> {
 
     async fn on_cancelled(&self, event: &IncomingEvent, cancelled: ev::OrderCancelled) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
-        if already_processed(&mut tx, self.consumer, event).await? {
+        if store::already_processed(&mut tx, self.consumer, event).await? {
             return Ok(());
         }
-        let existing: Option<(Uuid, String)> =
-            sqlx::query_as("SELECT payment_id, status FROM payments WHERE order_id = $1 FOR UPDATE")
-                .bind(&cancelled.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match existing {
+        match store::lock_by_order(&mut tx, &cancelled.order_id).await? {
             None => {
                 // Cancelled before any charge: leave a tombstone so a late
                 // `inventory.reserved` charges nothing.
                 let total = cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok());
-                sqlx::query(
-                    "INSERT INTO payments (payment_id, order_id, user_id, status, amount_minor, currency, payment_method)
-                     VALUES ($1, $2, $3, 'cancelled', $4, $5, '')",
-                )
-                .bind(Uuid::now_v7())
-                .bind(&cancelled.order_id)
-                .bind(&cancelled.user_id)
-                .bind(total.map_or(0, |m| m.minor))
-                .bind(total.map_or_else(|| "XXX".to_owned(), |m| m.currency.as_str().to_owned()))
-                .execute(&mut *tx)
-                .await?;
+                store::insert_tombstone(&mut tx, &cancelled.order_id, &cancelled.user_id, total).await?;
                 inbox::claim(&mut tx, self.consumer, event).await?;
                 tx.commit().await?;
                 Ok(())
             }
-            Some((payment_id, status)) if status == "pending" || status == "voiding" => {
+            Some((payment_id, PaymentStatus::Pending | PaymentStatus::Voiding)) => {
                 // A charge in flight (or stuck behind a provider outage) for
                 // an order that is over: give back whatever it took instead
                 // of waiting for it to settle, which may never happen. The
                 // intent comes first, so the charge can no longer succeed.
-                sqlx::query(
-                    "UPDATE payments SET status = 'voiding', failure_reason = $2, updated_at = clock_timestamp()
-                      WHERE payment_id = $1",
-                )
-                .bind(payment_id)
-                .bind(ORDER_CANCELLED)
-                .execute(&mut *tx)
-                .await?;
+                store::mark_voiding_for_cancelled_order(&mut tx, payment_id).await?;
                 tx.commit().await?;
                 self.void_and_fail(event, payment_id).await
             }
-            Some((payment_id, status)) if status == "succeeded" => {
+            Some((payment_id, PaymentStatus::Succeeded)) => {
                 tx.commit().await?;
                 self.refund_or_void(payment_id)
                     .await
@@ -358,28 +283,17 @@ impl<P: PaymentProvider> PaymentSaga<P> {
 
     async fn record_refund(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
-        let (status, order_id, user_id, amount_minor, currency): (String, String, String, i64, String) =
-            sqlx::query_as(
-                "SELECT status, order_id, user_id, amount_minor, currency FROM payments WHERE payment_id = $1 FOR UPDATE",
-            )
-            .bind(payment_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let payment = store::lock(&mut tx, payment_id).await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
-        if claimed && status == "succeeded" {
-            sqlx::query(
-                "UPDATE payments SET status = 'refunded', updated_at = clock_timestamp() WHERE payment_id = $1",
-            )
-            .bind(payment_id)
-            .execute(&mut *tx)
-            .await?;
+        if claimed && payment.status == PaymentStatus::Succeeded {
+            store::settle(&mut tx, payment_id, Settlement::Refunded).await?;
             let refunded = ev::PaymentRefunded {
-                order_id,
-                user_id,
+                order_id: payment.order_id,
+                user_id: payment.user_id,
                 payment_id: payment_id.to_string(),
                 amount: Some(shop_proto::common::v1::Money {
-                    currency_code: currency,
-                    amount_minor,
+                    currency_code: payment.currency,
+                    amount_minor: payment.amount_minor,
                 }),
             };
             self.outbox.enqueue(&mut tx, &refunded).await?;
