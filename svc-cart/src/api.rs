@@ -21,7 +21,7 @@ use crate::{
     orders::Orders,
 };
 
-pub struct CartApi {
+pub(crate) struct CartApi {
     pub carts: CartStore,
     pub catalog: Catalog,
     pub orders: Orders,

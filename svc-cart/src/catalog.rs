@@ -15,7 +15,7 @@ use shop_runtime::breaker::CircuitBreaker;
 
 use crate::{carts::Product, error::catalog_unavailable};
 
-pub struct Catalog {
+pub(crate) struct Catalog {
     client: CatalogServiceClient<Channel>,
     breaker: CircuitBreaker,
 }
@@ -23,7 +23,7 @@ pub struct Catalog {
 impl Catalog {
     /// Connects lazily: the first call dials, and the channel reconnects
     /// after failures on its own.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         timeout: Duration,
         connect_timeout: Duration,
@@ -36,7 +36,7 @@ impl Catalog {
         })
     }
 
-    pub async fn product(&self, sku: &Sku) -> Result<Product, ApiError> {
+    pub(crate) async fn product(&self, sku: &Sku) -> Result<Product, ApiError> {
         let mut client = self.client.clone();
         let answer = self
             .breaker

@@ -5,22 +5,22 @@
 use shop_runtime::api_error::{ApiError, Resource};
 
 /// What clients are told is away when something internal fails.
-pub const CARTS: Resource = Resource::plural("carts");
+pub(crate) const CARTS: Resource = Resource::plural("carts");
 
 /// Stored data (or a script's answer) that makes no sense: internal.
-pub fn corrupt(what: impl Into<String>) -> ApiError {
+pub(crate) fn corrupt(what: impl Into<String>) -> ApiError {
     ApiError::internal(CARTS, "stored cart is unreadable")(what.into())
 }
 
-pub fn catalog_unavailable() -> ApiError {
+pub(crate) fn catalog_unavailable() -> ApiError {
     ApiError::Unavailable("catalog unavailable, try later".into())
 }
 
-pub fn orders_unavailable() -> ApiError {
+pub(crate) fn orders_unavailable() -> ApiError {
     ApiError::Unavailable("orders unavailable, try later".into())
 }
 
 /// Redis was away: worth retrying, unlike a refusal or corrupt data.
-pub fn is_redis(error: &ApiError) -> bool {
+pub(crate) fn is_redis(error: &ApiError) -> bool {
     matches!(error, ApiError::Internal { source, .. } if source.is::<redis::RedisError>())
 }

@@ -9,13 +9,13 @@ use tonic::{Request, Status, metadata::MetadataMap, transport::Channel};
 
 use shop_runtime::breaker::{BreakerOpen, CircuitBreaker};
 
-pub struct Orders {
+pub(crate) struct Orders {
     client: OrderServiceClient<Channel>,
     breaker: CircuitBreaker,
 }
 
 impl Orders {
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         timeout: Duration,
         connect_timeout: Duration,
@@ -30,7 +30,7 @@ impl Orders {
 
     /// Places the order as the caller whose request metadata is `caller`:
     /// svc-order checks ownership and keys idempotency by that user.
-    pub async fn place(
+    pub(crate) async fn place(
         &self,
         caller: &MetadataMap,
         request: PlaceOrderRequest,

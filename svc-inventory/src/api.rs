@@ -22,7 +22,7 @@ const INVENTORY: Resource = Resource::singular("inventory");
 const MAX_RESTOCK: i64 = 1_000_000;
 
 #[derive(Clone)]
-pub struct InventoryApi {
+pub(crate) struct InventoryApi {
     pub pool: PgPool,
 }
 

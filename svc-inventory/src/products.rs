@@ -13,7 +13,7 @@ pub struct Product {
 }
 
 /// The products with these SKUs, or every product when `skus` is empty; by SKU.
-pub async fn list(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>, sqlx::Error> {
+pub(crate) async fn list(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>, sqlx::Error> {
     if skus.is_empty() {
         return sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products ORDER BY sku")
             .fetch_all(pool)
@@ -28,7 +28,7 @@ pub async fn list(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>, sqlx::Err
     .await
 }
 
-pub async fn find(pool: &PgPool, sku: &Sku) -> Result<Option<Product>, sqlx::Error> {
+pub(crate) async fn find(pool: &PgPool, sku: &Sku) -> Result<Option<Product>, sqlx::Error> {
     sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products WHERE sku = $1")
         .bind(sku.as_str())
         .fetch_optional(pool)

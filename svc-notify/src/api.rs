@@ -18,7 +18,7 @@ const NOTIFICATIONS: Resource = Resource::plural("notifications");
 const MAX_LISTED: i64 = 100;
 
 #[derive(Clone)]
-pub struct NotifyApi {
+pub(crate) struct NotifyApi {
     pub pool: PgPool,
 }
 

@@ -109,7 +109,7 @@ impl Delivery {
 }
 
 /// `base` after the first failure, doubling with each further one, at most
-/// [`MAX_BACKOFF`]: a relay that is down for an hour is not hammered.
+/// `MAX_BACKOFF`: a relay that is down for an hour is not hammered.
 pub fn backoff(base: Duration, attempts: i32) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(16);
     base.saturating_mul(1 << doublings).min(MAX_BACKOFF)

@@ -27,7 +27,7 @@ use crate::{
 const ORDERS: Resource = Resource::plural("orders");
 
 #[derive(Clone)]
-pub struct OrderApi {
+pub(crate) struct OrderApi {
     pub pool: PgPool,
     pub outbox: Outbox,
     pub catalog: Catalog,

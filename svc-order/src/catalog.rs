@@ -12,20 +12,20 @@ use tonic::transport::Channel;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     client: CatalogServiceClient<Channel>,
     breaker: Arc<CircuitBreaker>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
+pub(crate) enum CatalogError {
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
 }
 
 impl Catalog {
     /// Connects lazily: the first call dials, reconnecting after failures.
-    pub fn new(url: &str, timeout: Duration, breaker: BreakerSettings) -> Result<Self, tonic::transport::Error> {
+    pub(crate) fn new(url: &str, timeout: Duration, breaker: BreakerSettings) -> Result<Self, tonic::transport::Error> {
         let channel = shop_runtime::grpc::lazy_channel(url, timeout, CONNECT_TIMEOUT.min(timeout))?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
@@ -34,7 +34,7 @@ impl Catalog {
     }
 
     /// The products among `skus` that exist.
-    pub async fn products(&self, skus: Vec<String>) -> Result<Vec<Product>, CatalogError> {
+    pub(crate) async fn products(&self, skus: Vec<String>) -> Result<Vec<Product>, CatalogError> {
         let mut client = self.client.clone();
         let answer = self
             .breaker

@@ -29,7 +29,7 @@ fn subject(order_id: Uuid) -> String {
 
 /// Announces order changes to watchers on every replica, and admits at
 /// most so many watches at once on this one (each re-reads the database
-/// every [`SAFETY_NET`]).
+/// every `SAFETY_NET`).
 #[derive(Clone)]
 pub struct Announcer {
     nats: async_nats::Client,

@@ -15,7 +15,7 @@ use crate::store::{self, PaymentStatus};
 const PAYMENTS: Resource = Resource::plural("payments");
 
 #[derive(Clone)]
-pub struct PaymentApi {
+pub(crate) struct PaymentApi {
     pub pool: PgPool,
 }
 

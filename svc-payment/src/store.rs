@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// Where a payment stands; the `status` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentStatus {
+pub(crate) enum PaymentStatus {
     /// Recorded before the provider is asked; charged at most once under its key.
     Pending,
     /// Whatever was charged is being voided; never charged again.
@@ -21,7 +21,7 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Voiding => "voiding",
@@ -47,7 +47,7 @@ impl PaymentStatus {
 
 /// How a payment ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement<'a> {
+pub(crate) enum Settlement<'a> {
     Succeeded { charge_id: &'a str },
     Failed { reason: &'a str },
     Cancelled,
@@ -66,7 +66,7 @@ impl Settlement<'_> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Payment {
+pub(crate) struct Payment {
     pub payment_id: Uuid,
     pub order_id: String,
     pub user_id: String,
@@ -136,7 +136,7 @@ impl TryFrom<PaymentRow> for Payment {
 const ORDER_CANCELLED: &str = "order_cancelled";
 
 /// Whether `consumer` has recorded `event` in the inbox already.
-pub async fn already_processed(
+pub(crate) async fn already_processed(
     conn: &mut PgConnection,
     consumer: &str,
     event: &IncomingEvent,
@@ -151,7 +151,7 @@ pub async fn already_processed(
 }
 
 /// The payment of `order_id` and its status, locked until the transaction ends.
-pub async fn lock_by_order(
+pub(crate) async fn lock_by_order(
     conn: &mut PgConnection,
     order_id: &str,
 ) -> Result<Option<(Uuid, PaymentStatus)>, StoreError> {
@@ -165,7 +165,7 @@ pub async fn lock_by_order(
 }
 
 /// The payment, locked until the transaction ends.
-pub async fn lock(conn: &mut PgConnection, payment_id: Uuid) -> Result<Payment, StoreError> {
+pub(crate) async fn lock(conn: &mut PgConnection, payment_id: Uuid) -> Result<Payment, StoreError> {
     let row: PaymentRow = sqlx::query_as(select_payments!("WHERE payment_id = $1 FOR UPDATE"))
         .bind(payment_id)
         .fetch_one(conn)
@@ -173,7 +173,7 @@ pub async fn lock(conn: &mut PgConnection, payment_id: Uuid) -> Result<Payment, 
     row.try_into()
 }
 
-pub async fn find_by_order(pool: &PgPool, order_id: &str) -> Result<Option<Payment>, StoreError> {
+pub(crate) async fn find_by_order(pool: &PgPool, order_id: &str) -> Result<Option<Payment>, StoreError> {
     let row: Option<PaymentRow> = sqlx::query_as(select_payments!("WHERE order_id = $1"))
         .bind(order_id)
         .fetch_optional(pool)
@@ -183,7 +183,7 @@ pub async fn find_by_order(pool: &PgPool, order_id: &str) -> Result<Option<Payme
 
 /// Records a new `pending` payment of `order_id` and returns its id, the
 /// provider-side idempotency key.
-pub async fn insert_pending(
+pub(crate) async fn insert_pending(
     conn: &mut PgConnection,
     order_id: &str,
     user_id: &str,
@@ -209,7 +209,7 @@ pub async fn insert_pending(
 
 /// Records a `cancelled` payment for an order that was never charged, with
 /// the order's total when it is known.
-pub async fn insert_tombstone(
+pub(crate) async fn insert_tombstone(
     conn: &mut PgConnection,
     order_id: &str,
     user_id: &str,
@@ -231,7 +231,7 @@ pub async fn insert_tombstone(
 }
 
 /// Counts one more ambiguous provider attempt; returns how many there were.
-pub async fn count_attempt(pool: &PgPool, payment_id: Uuid) -> Result<i32, StoreError> {
+pub(crate) async fn count_attempt(pool: &PgPool, payment_id: Uuid) -> Result<i32, StoreError> {
     Ok(sqlx::query_scalar(
         "UPDATE payments SET attempts = attempts + 1, updated_at = clock_timestamp()
           WHERE payment_id = $1 RETURNING attempts",
@@ -242,7 +242,7 @@ pub async fn count_attempt(pool: &PgPool, payment_id: Uuid) -> Result<i32, Store
 }
 
 /// A `pending` payment turns `voiding`; any other is left as it is.
-pub async fn mark_voiding(pool: &PgPool, payment_id: Uuid) -> Result<(), StoreError> {
+pub(crate) async fn mark_voiding(pool: &PgPool, payment_id: Uuid) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE payments SET status = $2, updated_at = clock_timestamp()
           WHERE payment_id = $1 AND status = $3",
@@ -257,7 +257,10 @@ pub async fn mark_voiding(pool: &PgPool, payment_id: Uuid) -> Result<(), StoreEr
 
 /// The payment turns `voiding` because its order was cancelled, which
 /// [`voiding_for_cancelled_order`] tells later.
-pub async fn mark_voiding_for_cancelled_order(conn: &mut PgConnection, payment_id: Uuid) -> Result<(), StoreError> {
+pub(crate) async fn mark_voiding_for_cancelled_order(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE payments SET status = $2, failure_reason = $3, updated_at = clock_timestamp()
           WHERE payment_id = $1",
@@ -271,7 +274,7 @@ pub async fn mark_voiding_for_cancelled_order(conn: &mut PgConnection, payment_i
 }
 
 /// Whether the payment was set voiding because its order was cancelled.
-pub async fn voiding_for_cancelled_order(pool: &PgPool, payment_id: Uuid) -> Result<bool, StoreError> {
+pub(crate) async fn voiding_for_cancelled_order(pool: &PgPool, payment_id: Uuid) -> Result<bool, StoreError> {
     let why: Option<String> = sqlx::query_scalar("SELECT failure_reason FROM payments WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_one(pool)
@@ -280,7 +283,11 @@ pub async fn voiding_for_cancelled_order(pool: &PgPool, payment_id: Uuid) -> Res
 }
 
 /// Records how the payment ended.
-pub async fn settle(conn: &mut PgConnection, payment_id: Uuid, settlement: Settlement<'_>) -> Result<(), StoreError> {
+pub(crate) async fn settle(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    settlement: Settlement<'_>,
+) -> Result<(), StoreError> {
     let status = settlement.status().as_str();
     let query = match settlement {
         Settlement::Succeeded { charge_id } => sqlx::query(

@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use crate::infra::{self, Purpose, ServerProcess};
 
 /// Use this server (any database in the URL) instead of starting one.
-pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
+pub(crate) const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
 
 /// Attempts at starting a server when another process grabs the free port
 /// between picking and binding it.

@@ -55,7 +55,7 @@ fn in_flight(status: &str, created_at: DateTime<Utc>, options: &Options) -> bool
 /// 1. Every order ends: svc-order's deadline sweep cancels what could not
 ///    settle, so an unsettled order past its deadline means the sweep or
 ///    the saga is stuck.
-pub async fn every_order_ends(order_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
+pub(crate) async fn every_order_ends(order_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "every order is confirmed, cancelled or still within its deadline",
         "orders",
@@ -92,7 +92,7 @@ pub async fn every_order_ends(order_db: &PgPool, options: &Options) -> anyhow::R
 /// 2. A confirmed order was paid once and its stock sold: svc-inventory
 ///    commits the reservation only on `payments.succeeded`, and svc-order
 ///    confirms only on `inventory.committed`.
-pub async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyhow::Result<Check> {
+pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "each confirmed order has one succeeded payment, charged at the provider, and a committed reservation",
         "confirmed orders",
@@ -180,7 +180,7 @@ pub async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyhow::Resu
 /// 3. A cancelled order keeps no money and holds no stock: cancellation
 ///    refunds or voids the charge (svc-payment) and releases the
 ///    reservation, returning sold units too (svc-inventory).
-pub async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Result<Check> {
+pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "each cancelled order keeps no money (payment absent, failed, refunded or cancelled; no succeeded charge) \
          and holds no stock (reservation absent, released or rejected)",
@@ -250,7 +250,10 @@ pub async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Result<Ch
 /// 4. No money is taken outside a confirmed order: every charge the provider
 ///    holds as succeeded belongs to a payment whose order is confirmed, or
 ///    still in flight.
-pub async fn money_is_taken_only_for_confirmed_orders(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
+pub(crate) async fn money_is_taken_only_for_confirmed_orders(
+    dbs: &Databases,
+    options: &Options,
+) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "every succeeded provider charge belongs to a confirmed order, or to one still in flight",
         "succeeded charges",
@@ -311,7 +314,7 @@ pub async fn money_is_taken_only_for_confirmed_orders(dbs: &Databases, options: 
 /// 5. Stock adds up, per SKU: `reserved` is exactly what held reservations
 ///    hold, the table's CHECK constraints hold, and (when the run recorded
 ///    the starting stock) `on_hand` went down by exactly what was sold.
-pub async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
+pub(crate) async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "per SKU, reserved equals the units of held reservations, 0 <= reserved <= on_hand, \
          and on_hand is the initial stock less the units of committed reservations",
@@ -373,7 +376,7 @@ pub async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::
 /// 6. Each settled order got exactly its one email: `order_confirmed` for a
 ///    confirmed order, `order_cancelled` for a cancelled one, never both
 ///    (an order ends only one way) and never twice.
-pub async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<Check> {
+pub(crate) async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "each confirmed order has one order_confirmed email and each cancelled order one order_cancelled email, \
          and no other",
@@ -435,7 +438,7 @@ pub async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<
 /// 7. No event was left behind: the relay publishes every outbox row within
 ///    moments of its commit (or of a restart), so an old unpublished row is
 ///    an event the rest of the saga never saw.
-pub async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
+pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "no outbox row in any service database is left unpublished past the allowed age",
         "outbox rows",
@@ -495,12 +498,15 @@ struct UnpublishedRow {
     last_error: Option<String>,
 }
 
-pub const DLQ_HOLDS_ONLY_EXPECTED_POISON: &str = "the DLQ holds exactly the poison the run injected";
+pub(crate) const DLQ_HOLDS_ONLY_EXPECTED_POISON: &str = "the DLQ holds exactly the poison the run injected";
 
 /// 8. Nothing was parked that should not have been: consumers park only
 ///    poison and retry everything else for ever, so an unexpected parked
 ///    message is an event some service never applied.
-pub async fn dlq_holds_only_expected_poison(js: &jetstream::Context, options: &Options) -> anyhow::Result<Check> {
+pub(crate) async fn dlq_holds_only_expected_poison(
+    js: &jetstream::Context,
+    options: &Options,
+) -> anyhow::Result<Check> {
     let mut check = Check::new(DLQ_HOLDS_ONLY_EXPECTED_POISON, "parked messages");
     let parked = match dlq::list(js, &Filter::default()).await {
         Ok(parked) => parked,

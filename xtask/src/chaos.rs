@@ -39,7 +39,7 @@ use crate::up::{self, InfraPorts, Layout, Urls};
 use schedule::{Fault, Link, LinkFault, Step};
 
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub seconds: u64,
     pub seed: u64,
     pub release: bool,
@@ -58,7 +58,7 @@ const TEND_INTERVAL: Duration = Duration::from_millis(250);
 /// Messages published again per replay fault.
 const REPLAYED_PER_FAULT: usize = 8;
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     crate::install::run().context("install")?;
     up::build_services(options.release)?;
     let bin_dir = up::bin_dir(options.release)?;

@@ -10,7 +10,7 @@ use crate::{cmd, install};
 /// The seed of the fault run CI makes; `cargo xtask chaos --seed` tries others.
 const CHAOS_SEED: &str = "1";
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let root = cmd::root();
     let tools = install::run().context("install")?;
 
@@ -18,6 +18,13 @@ pub fn run() -> anyhow::Result<()> {
     step(
         "clippy",
         cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    // Documentation builds, with no broken link (a workspace lint).
+    step(
+        "docs",
+        cmd::cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     let mut test = cmd::cargo();
     test.args(["test", "--workspace"]);

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask's manifest directory has a parent: the workspace root")
@@ -15,7 +15,7 @@ pub fn root() -> PathBuf {
 }
 
 /// `cargo`, the one running this xtask when there is one, in the workspace.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(program);
     command.current_dir(root());
@@ -36,7 +36,7 @@ pub fn cargo() -> Command {
 }
 
 /// How `command` reads on a shell prompt.
-pub fn display(command: &Command) -> String {
+pub(crate) fn display(command: &Command) -> String {
     let program = Path::new(command.get_program())
         .file_name()
         .unwrap_or(command.get_program());
@@ -48,7 +48,7 @@ pub fn display(command: &Command) -> String {
 }
 
 /// Runs `command` with inherited output; fails unless it succeeds.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = display(command);
     println!("$ {shown}");
     let status = command.status().with_context(|| format!("could not run `{shown}`"))?;
@@ -59,7 +59,7 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Runs `command` quietly; whether it succeeded.
-pub fn succeeds(command: &mut Command) -> bool {
+pub(crate) fn succeeds(command: &mut Command) -> bool {
     command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -8,19 +8,19 @@ use anyhow::{Context, bail};
 use shop_runtime::dlq::{self, Filter, Parked};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     List,
     Show,
     Redrive,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub action: Action,
     pub filter: Filter,
 }
 
 /// Parses `list|show|redrive [--consumer C] [--subject S] [--seq N]`.
-pub fn parse(args: &[&str]) -> Result<Options, String> {
+pub(crate) fn parse(args: &[&str]) -> Result<Options, String> {
     let (action, mut rest) = match args.split_first() {
         Some((&"list", rest)) => (Action::List, rest.iter()),
         Some((&"show", rest)) => (Action::Show, rest.iter()),
@@ -53,7 +53,7 @@ pub fn parse(args: &[&str]) -> Result<Options, String> {
     Ok(Options { action, filter })
 }
 
-pub async fn run(options: &Options) -> anyhow::Result<()> {
+pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
     let url = crate::up::servers_from_env()?.nats;
     let client = async_nats::ConnectOptions::new()
         .name("xtask-dlq")

@@ -41,7 +41,7 @@ const BASE_PACKAGES: &str = "ca-certificates,gcc,libc6-dev,sudo";
 const USER: &str = "dev";
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// The Debian release (`bookworm`, `trixie`).
     pub suite: String,
     /// Keep the root after the run, to look around in it.
@@ -173,7 +173,7 @@ impl Runner {
     }
 }
 
-pub fn run(options: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     if !shop_test_support::infra::running_as_root() {
         bail!("fresh-check needs root: it runs debootstrap, chroot and network namespaces");
     }

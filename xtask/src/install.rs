@@ -20,7 +20,7 @@ use shop_test_support::{binaries, infra};
 use crate::cmd;
 
 /// Where the programs are, once installed.
-pub struct Tools {
+pub(crate) struct Tools {
     pub pg_bin_dir: PathBuf,
     pub nats_server: PathBuf,
     pub redis_server: PathBuf,
@@ -30,7 +30,7 @@ pub struct Tools {
 impl Tools {
     /// Environment for processes that start servers through
     /// shop-test-support, so they skip the search.
-    pub fn env(&self) -> [(&'static str, &Path); 3] {
+    pub(crate) fn env(&self) -> [(&'static str, &Path); 3] {
         [
             (binaries::PG_BIN_DIR, &self.pg_bin_dir),
             (binaries::NATS_SERVER_BIN, &self.nats_server),
@@ -43,7 +43,7 @@ impl Tools {
 /// a different pin list means the venv is out of date.
 const VENV_STAMP: &str = "installed-requirements.txt";
 
-pub fn run() -> anyhow::Result<Tools> {
+pub(crate) fn run() -> anyhow::Result<Tools> {
     let tools = binaries::tools_dir();
     let venv = binaries::venv_dir();
     let requirements = fs::read_to_string(tools.join("requirements.txt"))
@@ -125,7 +125,7 @@ fn can_make_venvs() -> bool {
 
 /// Installs Debian packages, without their recommendations (which would
 /// pull in, say, a Docker engine for docker-compose).
-pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let sudo = !infra::running_as_root();
     if sudo && binaries::find("sudo").is_none() {
         bail!(

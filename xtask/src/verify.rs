@@ -9,7 +9,7 @@ use crate::up;
 
 /// The four service databases on the PostgreSQL server at `server_url`,
 /// under the names `up` gives them.
-pub async fn databases(server_url: &str) -> anyhow::Result<shop_verify::Databases> {
+pub(crate) async fn databases(server_url: &str) -> anyhow::Result<shop_verify::Databases> {
     let connect = |service: &'static str| async move {
         let name = up::database_of(service).with_context(|| format!("{service} has no database"))?;
         let url = infra::database_url(server_url, name);
@@ -25,7 +25,7 @@ pub async fn databases(server_url: &str) -> anyhow::Result<shop_verify::Database
     })
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub(crate) async fn run() -> anyhow::Result<()> {
     let servers = up::servers_from_env()?;
     let databases = databases(&servers.postgres).await?;
     let (_, js) = shop_runtime::nats::connect(&servers.nats, "xtask-verify")

@@ -8,7 +8,7 @@ use shop_test_support::NatsServer;
 use uuid::Uuid;
 
 /// A nats-server of the test's own, with every stream.
-pub async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
+pub(crate) async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
     let nats = NatsServer::start().await?;
     let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
     topology::ensure_streams(&js).await?;
@@ -16,7 +16,7 @@ pub async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Cont
 }
 
 /// Publishes an `orders.placed` for `order`; returns its event id.
-pub async fn publish_placed(js: &async_nats::jetstream::Context, order: &str) -> anyhow::Result<Uuid> {
+pub(crate) async fn publish_placed(js: &async_nats::jetstream::Context, order: &str) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
     let headers = shop_runtime::event::headers(
         id,
@@ -37,7 +37,7 @@ pub async fn publish_placed(js: &async_nats::jetstream::Context, order: &str) ->
 }
 
 /// Polls `done` for up to ten seconds.
-pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+pub(crate) async fn eventually(what: &str, mut done: impl AsyncFnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
     for _ in 0..400 {
         if done().await? {
             return Ok(());

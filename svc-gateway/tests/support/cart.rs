@@ -6,7 +6,7 @@ use shop_test_support::RedisServer;
 use system_tests::{Service, Stack};
 use tokio::task::JoinHandle;
 
-pub struct CartServer {
+pub(crate) struct CartServer {
     pub url: String,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
@@ -17,7 +17,7 @@ pub struct CartServer {
 impl CartServer {
     /// Starts svc-cart with `settings` over the stack's URLs and waits until
     /// it reports SERVING.
-    pub async fn start(stack: &Stack, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(stack: &Stack, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let redis = RedisServer::start().await?;
         let mut env: Vec<(String, String)> = vec![
             ("REDIS_URL".into(), redis.url()),
@@ -44,7 +44,7 @@ impl CartServer {
     }
 
     /// Gateway upstream settings: the stack's services and this svc-cart.
-    pub async fn upstreams(&self, stack: &Stack) -> Vec<(String, String)> {
+    pub(crate) async fn upstreams(&self, stack: &Stack) -> Vec<(String, String)> {
         let mut settings = super::stack_upstreams(stack).await;
         settings.retain(|(key, _)| key != "CART_URL");
         settings.push(("CART_URL".into(), self.url.clone()));

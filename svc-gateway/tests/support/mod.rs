@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod cart;
+pub(crate) mod cart;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -25,14 +25,14 @@ use tonic::{
     transport::Channel,
 };
 
-pub const ISSUER: &str = "https://idp.test/realms/shop";
-pub const AUDIENCE: &str = "shop-web";
+pub(crate) const ISSUER: &str = "https://idp.test/realms/shop";
+pub(crate) const AUDIENCE: &str = "shop-web";
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970");
@@ -40,14 +40,14 @@ pub fn now() -> i64 {
 }
 
 /// An identity provider in miniature: one Ed25519 key under a key id.
-pub struct TestIdp {
+pub(crate) struct TestIdp {
     pub kid: String,
     key: EncodingKey,
     public: [u8; 32],
 }
 
 impl TestIdp {
-    pub fn new(kid: &str) -> Self {
+    pub(crate) fn new(kid: &str) -> Self {
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
         let signing = SigningKey::from_bytes(&seed);
@@ -59,29 +59,29 @@ impl TestIdp {
         }
     }
 
-    pub fn public_jwk(&self) -> Value {
+    pub(crate) fn public_jwk(&self) -> Value {
         json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": b64(&self.public)})
     }
 
     /// Raw public key bytes (what an attacker would use as an HMAC secret).
-    pub fn public_key_bytes(&self) -> &[u8] {
+    pub(crate) fn public_key_bytes(&self) -> &[u8] {
         &self.public
     }
 
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key).expect("sign test token")
     }
 
     /// A valid token for `user` with `roles`.
-    pub fn token(&self, user: &str, roles: &[&str]) -> String {
+    pub(crate) fn token(&self, user: &str, roles: &[&str]) -> String {
         self.sign(&claims(user, roles, json!({})))
     }
 }
 
 /// Standard claims, with `extra` merged over them.
-pub fn claims(user: &str, roles: &[&str], extra: Value) -> Value {
+pub(crate) fn claims(user: &str, roles: &[&str], extra: Value) -> Value {
     let mut claims = json!({
         "sub": user,
         "iss": ISSUER,
@@ -99,7 +99,7 @@ pub fn claims(user: &str, roles: &[&str], extra: Value) -> Value {
 }
 
 /// A URL nothing listens on.
-pub async fn dead_url() -> String {
+pub(crate) async fn dead_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
@@ -107,7 +107,7 @@ pub async fn dead_url() -> String {
 }
 
 /// Upstream URLs of a running stack (no svc-cart in it: that one is dead).
-pub async fn stack_upstreams(stack: &Stack) -> Vec<(String, String)> {
+pub(crate) async fn stack_upstreams(stack: &Stack) -> Vec<(String, String)> {
     vec![
         ("ORDER_URL".into(), stack.grpc_url(Service::Order)),
         ("INVENTORY_URL".into(), stack.grpc_url(Service::Inventory)),
@@ -118,7 +118,7 @@ pub async fn stack_upstreams(stack: &Stack) -> Vec<(String, String)> {
 }
 
 /// Every upstream dead: for what the gateway answers by itself.
-pub async fn no_upstreams() -> Vec<(String, String)> {
+pub(crate) async fn no_upstreams() -> Vec<(String, String)> {
     let mut settings = Vec::new();
     for key in ["ORDER_URL", "INVENTORY_URL", "PAYMENT_URL", "NOTIFY_URL", "CART_URL"] {
         settings.push((key.to_owned(), dead_url().await));
@@ -126,7 +126,7 @@ pub async fn no_upstreams() -> Vec<(String, String)> {
     settings
 }
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub idp: TestIdp,
@@ -138,7 +138,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway with `settings` over generous defaults (tests make
     /// many anonymous calls from one address).
-    pub async fn start(settings: Vec<(String, String)>) -> Self {
+    pub(crate) async fn start(settings: Vec<(String, String)>) -> Self {
         let idp = TestIdp::new("test-key-1");
         let keys_dir = tempfile::tempdir().expect("tempdir");
         let jwks = keys_dir.path().join("jwks.json");
@@ -174,11 +174,11 @@ impl Gateway {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         for _ in 0..100 {
             if let Ok(channel) = Channel::from_shared(self.url()).expect("url").connect().await {
                 return channel;
@@ -189,7 +189,7 @@ impl Gateway {
     }
 
     /// A channel whose calls carry `token` (and any `extra` metadata).
-    pub async fn as_bearer(
+    pub(crate) async fn as_bearer(
         &self,
         token: Option<&str>,
         extra: &[(&'static str, &str)],
@@ -207,13 +207,13 @@ impl Gateway {
     }
 
     /// A channel acting as `user` with a valid token for `roles`.
-    pub async fn as_user(&self, user: &str, roles: &[&str]) -> InterceptedService<Channel, Metadata> {
+    pub(crate) async fn as_user(&self, user: &str, roles: &[&str]) -> InterceptedService<Channel, Metadata> {
         let token = self.idp.token(user, roles);
         self.as_bearer(Some(&token), &[]).await
     }
 
     /// Stops the gateway and waits until it has shut down.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         let _ = (&mut self.task).await;
     }
@@ -227,7 +227,7 @@ impl Drop for Gateway {
 
 /// Metadata added to every call.
 #[derive(Clone, Default)]
-pub struct Metadata(pub Vec<(&'static str, AsciiMetadataValue)>);
+pub(crate) struct Metadata(pub Vec<(&'static str, AsciiMetadataValue)>);
 
 impl Interceptor for Metadata {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -238,13 +238,13 @@ impl Interceptor for Metadata {
     }
 }
 
-pub fn metadata_value(s: &str) -> AsciiMetadataValue {
+pub(crate) fn metadata_value(s: &str) -> AsciiMetadataValue {
     MetadataValue::try_from(s).expect("ascii")
 }
 
 /// A gRPC-web exchange as a browser would see it.
 #[derive(Debug)]
-pub struct GrpcWebReply {
+pub(crate) struct GrpcWebReply {
     pub http_status: http::StatusCode,
     pub version: http::Version,
     pub headers: http::HeaderMap,
@@ -254,13 +254,13 @@ pub struct GrpcWebReply {
 }
 
 impl GrpcWebReply {
-    pub fn grpc_status(&self) -> Option<&str> {
+    pub(crate) fn grpc_status(&self) -> Option<&str> {
         self.trailers.as_ref()?.get("grpc-status").map(String::as_str)
     }
 }
 
 /// One length-prefixed gRPC message.
-pub fn frame(message: &impl prost::Message) -> Bytes {
+pub(crate) fn frame(message: &impl prost::Message) -> Bytes {
     let payload = message.encode_to_vec();
     let mut framed = Vec::with_capacity(payload.len() + 5);
     framed.push(0);
@@ -271,7 +271,7 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
 
 /// The payload of a gRPC-web trailers frame: `name: value` lines, names
 /// lower-cased.
-pub fn parse_trailers(payload: &[u8]) -> HashMap<String, String> {
+pub(crate) fn parse_trailers(payload: &[u8]) -> HashMap<String, String> {
     let text = std::str::from_utf8(payload).expect("trailers are text");
     text.split("\r\n")
         .filter_map(|line| line.split_once(':'))
@@ -281,7 +281,7 @@ pub fn parse_trailers(payload: &[u8]) -> HashMap<String, String> {
 
 /// Splits a gRPC-web response body into messages and the trailers frame,
 /// which must be the last frame.
-pub fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<String, String>>) {
+pub(crate) fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<String, String>>) {
     let mut messages = Vec::new();
     let mut trailers = None;
     while body.remaining() >= 5 {
@@ -319,7 +319,7 @@ fn grpc_web_request(
 }
 
 /// POSTs one gRPC-web call over HTTP/1.1 and reads the whole answer.
-pub async fn grpc_web_call(
+pub(crate) async fn grpc_web_call(
     addr: SocketAddr,
     path: &str,
     request: &impl prost::Message,
@@ -344,7 +344,7 @@ pub async fn grpc_web_call(
 
 /// One frame of a gRPC-web response body.
 #[derive(Debug)]
-pub enum WebFrame {
+pub(crate) enum WebFrame {
     Message(Bytes),
     /// The trailers frame (flag 0x80), lower-cased names.
     Trailers(HashMap<String, String>),
@@ -352,7 +352,7 @@ pub enum WebFrame {
 
 /// A gRPC-web server stream over HTTP/1.1, read frame by frame as the
 /// bytes arrive (so a test sees each message before the stream ends).
-pub struct GrpcWebStream {
+pub(crate) struct GrpcWebStream {
     pub http_status: http::StatusCode,
     pub version: http::Version,
     pub headers: http::HeaderMap,
@@ -364,7 +364,7 @@ pub struct GrpcWebStream {
 
 impl GrpcWebStream {
     /// POSTs the call and returns once the response headers are in.
-    pub async fn open(addr: SocketAddr, path: &str, request: &impl prost::Message, token: Option<&str>) -> Self {
+    pub(crate) async fn open(addr: SocketAddr, path: &str, request: &impl prost::Message, token: Option<&str>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let response = client
             .request(grpc_web_request(addr, path, request, token))
@@ -384,7 +384,7 @@ impl GrpcWebStream {
 
     /// The next complete frame, or `None` once the body has ended (with no
     /// partial frame left over). Nothing may follow the trailers frame.
-    pub async fn next_frame(&mut self) -> Option<WebFrame> {
+    pub(crate) async fn next_frame(&mut self) -> Option<WebFrame> {
         loop {
             if self.buffered.len() >= 5 {
                 let mut prefix = &self.buffered[..5];

@@ -31,17 +31,17 @@ const SCARCE: &str = "SKU-BAG-001";
 /// The simulator's methods: approved, declined, charged with its answer lost.
 const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
 /// Attempts per call (the same idempotency key each time).
-pub const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Between one worker's checkouts; with the workers below, about ten
 /// checkouts a second, within the gateway's per-customer order limit.
 const PACE: Duration = Duration::from_millis(400);
-pub const WORKERS: usize = 4;
-pub const CUSTOMERS_PER_WORKER: usize = 3;
+pub(super) const WORKERS: usize = 4;
+pub(super) const CUSTOMERS_PER_WORKER: usize = 3;
 
 /// What the customers saw.
 #[derive(Default, Debug)]
-pub struct Tally {
+pub(super) struct Tally {
     pub accepted: u64,
     pub via_cart: u64,
     pub cancels_asked: u64,
@@ -53,12 +53,12 @@ pub struct Tally {
 
 /// A customer, as the bearer token the gateway gave them.
 #[derive(Clone)]
-pub struct Customer {
+pub(super) struct Customer {
     pub bearer: AsciiMetadataValue,
 }
 
 /// Runs `WORKERS` workers until `until`.
-pub async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64, until: Instant) -> Tally {
+pub(super) async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64, until: Instant) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let workers: Vec<_> = customers
         .chunks(CUSTOMERS_PER_WORKER)
@@ -239,7 +239,7 @@ impl Worker {
 
 /// Restocks the plentiful SKUs so they last a run of `seconds` (the scarce
 /// one keeps its ten units, to be fought over), as an admin would.
-pub async fn stock_up(channel: Channel, admin: &AsciiMetadataValue, seconds: u64) -> anyhow::Result<()> {
+pub(super) async fn stock_up(channel: Channel, admin: &AsciiMetadataValue, seconds: u64) -> anyhow::Result<()> {
     use shop_proto::inventory::v1::{RestockRequest, inventory_service_client::InventoryServiceClient};
     let mut inventory = InventoryServiceClient::new(channel);
     for sku in PLENTY {

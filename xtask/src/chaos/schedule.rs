@@ -13,21 +13,21 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 /// Where a fault proxy sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Link {
+pub(super) enum Link {
     Nats,
     Postgres,
 }
 
 /// What a fault proxy does meanwhile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkFault {
+pub(super) enum LinkFault {
     Latency(Duration),
     Reset,
     Blackhole,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(super) enum Fault {
     /// SIGKILL; the supervisor starts it again.
     Kill(&'static str),
     /// SIGKILL of svc-payment while its database answers slowly, so that
@@ -55,7 +55,7 @@ pub enum Fault {
 
 impl Fault {
     /// The kind, for the report.
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Fault::Kill(_) => "kill a service",
             Fault::KillMidCharge => "kill svc-payment mid-charge",
@@ -75,7 +75,7 @@ impl Fault {
 
 /// One fault, from `at` (since the run began) for `lasts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
+pub(super) struct Step {
     pub at: Duration,
     pub fault: Fault,
     pub lasts: Duration,
@@ -117,7 +117,7 @@ const KINDS: [Kind; 11] = [
     Kind::Poison,
 ];
 
-pub fn plan(seed: u64, run: Duration) -> Vec<Step> {
+pub(super) fn plan(seed: u64, run: Duration) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let secs = |rng: &mut StdRng, from: u64, to: u64| Duration::from_secs(rng.random_range(from..=to));
     let end = run.saturating_sub(MARGIN);
