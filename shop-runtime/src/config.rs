@@ -225,13 +225,61 @@ impl ServiceBasics {
     }
 }
 
+/// A server URL that may carry a password (`postgres://user:secret@host/db`).
+/// Reads as the URL where it is used; `Debug` and `Display` show
+/// `user:***@host`, so settings can be logged whole.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL, password included: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let shown = match userinfo.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***"),
+                    // NATS token authentication: the token stands where a user would.
+                    None if scheme == "nats" => "***".to_owned(),
+                    None => userinfo.to_owned(),
+                };
+                format!("{scheme}://{shown}@{host}{path}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// Settings of services that use JetStream and PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct MessagingSettings {
     /// `NATS_URL`, e.g. `nats://127.0.0.1:4222`.
-    pub nats_url: String,
+    pub nats_url: SecretUrl,
     /// `DATABASE_URL`, the service's own database.
-    pub database_url: String,
+    pub database_url: SecretUrl,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
     /// `DATABASE_STATEMENT_TIMEOUT` (default 10s) and `DATABASE_LOCK_TIMEOUT`
@@ -247,12 +295,14 @@ pub struct MessagingSettings {
 impl MessagingSettings {
     pub fn read(env: &mut EnvReader) -> Self {
         Self {
-            nats_url: env
-                .required("NATS_URL", "e.g. nats://127.0.0.1:4222")
-                .unwrap_or_default(),
-            database_url: env
-                .required("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
-                .unwrap_or_default(),
+            nats_url: SecretUrl::new(
+                env.required::<String>("NATS_URL", "e.g. nats://127.0.0.1:4222")
+                    .unwrap_or_default(),
+            ),
+            database_url: SecretUrl::new(
+                env.required::<String>("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
+                    .unwrap_or_default(),
+            ),
             database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16, "a positive integer"),
             database_limits: crate::db::Limits {
                 statement: env.duration("DATABASE_STATEMENT_TIMEOUT", crate::db::Limits::default().statement),
@@ -266,6 +316,36 @@ impl MessagingSettings {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_urls_hide_their_password_in_logs_but_not_where_used() {
+        let url = SecretUrl::new("postgres://shop:hunter2@db.internal:5432/shop_order");
+        assert_eq!(url.expose(), "postgres://shop:hunter2@db.internal:5432/shop_order");
+        assert_eq!(url.to_string(), "postgres://shop:***@db.internal:5432/shop_order");
+        let mut env = EnvReader::from_map([
+            ("NATS_URL", "nats://app:s3cret@127.0.0.1:4222"),
+            ("DATABASE_URL", "postgres://shop:hunter2@db.internal/shop_order"),
+        ]);
+        let logged = format!("{:?}", MessagingSettings::read(&mut env));
+        assert!(!logged.contains("hunter2") && !logged.contains("s3cret"), "{logged}");
+        assert!(
+            logged.contains("postgres://shop:***@db.internal/shop_order"),
+            "{logged}"
+        );
+        assert_eq!(
+            SecretUrl::new("redis://127.0.0.1:6379").to_string(),
+            "redis://127.0.0.1:6379"
+        );
+        // NATS token authentication puts the token where a user would be.
+        assert_eq!(
+            SecretUrl::new("nats://s3cret@host:4222").to_string(),
+            "nats://***@host:4222"
+        );
+        assert_eq!(
+            SecretUrl::new("postgres://shop@host/db").to_string(),
+            "postgres://shop@host/db"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -72,13 +72,13 @@ impl Host {
         shutdown: CancellationToken,
     ) -> Result<Self, HostError> {
         let pool = db::connect(
-            &settings.database_url,
+            settings.database_url.expose(),
             settings.database_max_connections,
             settings.database_limits,
         )
         .await?;
         db::migrate(&pool, migrations).await?;
-        let (nats, js) = crate::nats::connect(&settings.nats_url, name).await?;
+        let (nats, js) = crate::nats::connect(settings.nats_url.expose(), name).await?;
         topology::ensure_streams(&js).await?;
         Ok(Self {
             name,

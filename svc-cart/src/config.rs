@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shop_runtime::{
     breaker::BreakerSettings,
+    config::SecretUrl,
     config::{ConfigError, EnvReader, ServiceBasics},
     values::Quantity,
 };
@@ -18,9 +19,9 @@ const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Config {
     pub basics: ServiceBasics,
     /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379`.
-    pub redis_url: String,
+    pub redis_url: SecretUrl,
     /// `NATS_URL`, for the `cart-orders` consumer.
-    pub nats_url: String,
+    pub nats_url: SecretUrl,
     /// `CATALOG_URL`: svc-inventory, to check SKUs and snapshot prices.
     pub catalog_url: String,
     /// `ORDER_URL`: svc-order, for checkout.
@@ -65,20 +66,22 @@ impl Config {
                 shop_runtime::registry::CART.grpc_port,
                 shop_runtime::registry::CART.admin_port,
             ),
-            redis_url: env
-                .required("REDIS_URL", "e.g. redis://127.0.0.1:6379")
-                .unwrap_or_default(),
-            nats_url: env
-                .required("NATS_URL", "e.g. nats://127.0.0.1:4222")
-                .unwrap_or_default(),
+            redis_url: SecretUrl::new(
+                env.required::<String>("REDIS_URL", "e.g. redis://127.0.0.1:6379")
+                    .unwrap_or_default(),
+            ),
+            nats_url: SecretUrl::new(
+                env.required::<String>("NATS_URL", "e.g. nats://127.0.0.1:4222")
+                    .unwrap_or_default(),
+            ),
             catalog_url: env.or(
                 "CATALOG_URL",
-                "http://127.0.0.1:50052".to_owned(),
+                shop_runtime::registry::INVENTORY.default_url(),
                 "e.g. http://127.0.0.1:50052",
             ),
             order_url: env.or(
                 "ORDER_URL",
-                "http://127.0.0.1:50051".to_owned(),
+                shop_runtime::registry::ORDER.default_url(),
                 "e.g. http://127.0.0.1:50051",
             ),
             cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
@@ -98,8 +101,8 @@ impl Config {
 
     /// Problems only visible when settings are seen together or parsed.
     fn check(&self, env: &mut EnvReader) {
-        if !self.redis_url.is_empty() && redis::Client::open(self.redis_url.as_str()).is_err() {
-            env.problem(format!("REDIS_URL={:?} is not a Redis URL", self.redis_url));
+        if !self.redis_url.expose().is_empty() && redis::Client::open(self.redis_url.expose()).is_err() {
+            env.problem(format!("REDIS_URL={} is not a Redis URL", self.redis_url));
         }
         for (key, url) in [("CATALOG_URL", &self.catalog_url), ("ORDER_URL", &self.order_url)] {
             if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {

@@ -36,7 +36,7 @@ const IN_FLIGHT_SLACK: Duration = Duration::from_secs(5);
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
     let carts = carts::CartStore::new(
-        &config.redis_url,
+        config.redis_url.expose(),
         config.redis_timeout,
         carts::Limits {
             max_lines: config.max_lines,
@@ -49,7 +49,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
     )
     .map_err(|e| HostError::setup("redis client", e))?;
-    let (nats, js) = shop_runtime::nats::connect(&config.nats_url, "svc-cart").await?;
+    let (nats, js) = shop_runtime::nats::connect(config.nats_url.expose(), "svc-cart").await?;
     topology::ensure_streams(&js).await?;
     let definitions = topology::ensure_consumers(&js, &[saga::ORDERS_CONSUMER]).await?;
 

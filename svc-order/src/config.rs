@@ -69,7 +69,7 @@ impl Config {
             messaging: MessagingSettings::read(&mut env),
             catalog_url: env.or(
                 "CATALOG_URL",
-                "http://127.0.0.1:50052".to_owned(),
+                shop_runtime::registry::INVENTORY.default_url(),
                 "e.g. http://127.0.0.1:50052",
             ),
             catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
