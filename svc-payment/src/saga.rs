@@ -177,12 +177,10 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         self.refund_or_void(payment_id)
             .await
             .map_err(|e| HandleError::Retry(format!("voiding a charge: {e}")))?;
-        let outcome = if store::voiding_for_cancelled_order(&self.pool, payment_id).await? {
-            Outcome::Cancelled
-        } else {
-            Outcome::Failed {
-                reason: "provider_unreachable".into(),
-            }
+        // `finish` turns this into `Cancelled` when the voiding was the
+        // cancelled order's.
+        let outcome = Outcome::Failed {
+            reason: "provider_unreachable".into(),
         };
         self.finish(event, payment_id, outcome).await
     }
@@ -193,6 +191,14 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         let mut tx = self.pool.begin().await?;
         let payment = store::lock(&mut tx, payment_id).await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
+        // A charge that was in flight when its order was cancelled answers
+        // after the void (declined "voided", or the refunded charge): the
+        // cancellation decides how the payment ends.
+        let outcome = if payment.voiding_for_cancelled_order() {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
         let open = match outcome {
             Outcome::Succeeded { .. } => payment.status == PaymentStatus::Pending,
             Outcome::Failed { .. } | Outcome::Cancelled => {

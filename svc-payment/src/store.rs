@@ -78,6 +78,14 @@ pub(crate) struct Payment {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Payment {
+    /// Being voided because its order was cancelled: whatever the charge
+    /// in flight answers, the payment ends cancelled.
+    pub(crate) fn voiding_for_cancelled_order(&self) -> bool {
+        self.status == PaymentStatus::Voiding && self.failure_reason.as_deref() == Some(ORDER_CANCELLED)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct PaymentRow {
     payment_id: Uuid,
@@ -271,15 +279,6 @@ pub(crate) async fn mark_voiding_for_cancelled_order(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Whether the payment was set voiding because its order was cancelled.
-pub(crate) async fn voiding_for_cancelled_order(pool: &PgPool, payment_id: Uuid) -> Result<bool, StoreError> {
-    let why: Option<String> = sqlx::query_scalar("SELECT failure_reason FROM payments WHERE payment_id = $1")
-        .bind(payment_id)
-        .fetch_one(pool)
-        .await?;
-    Ok(why.as_deref() == Some(ORDER_CANCELLED))
 }
 
 /// Records how the payment ended.

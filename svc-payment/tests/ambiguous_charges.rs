@@ -226,3 +226,92 @@ async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Resul
     assert_eq!(status, "succeeded", "the outage only delayed the payment");
     Ok(())
 }
+
+/// Holds a charge until the cancellation's void has gone through, then lets
+/// it answer (declined: voided) while the cancellation has yet to record
+/// its outcome: the worst interleaving of a charge and a cancellation.
+struct ChargeLosesToCancellation {
+    inner: SimulatedProvider,
+    charging: tokio::sync::Notify,
+    voided: tokio::sync::Notify,
+}
+
+impl PaymentProvider for ChargeLosesToCancellation {
+    async fn charge(
+        &self,
+        key: Uuid,
+        amount: shop_runtime::values::Money,
+        method: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
+        self.charging.notify_one();
+        self.voided.notified().await;
+        self.inner.charge(key, amount, method).await
+    }
+
+    async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
+        self.inner.refund_or_void(key).await?;
+        self.voided.notify_one();
+        // The charge's handler records its answer before this one does.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> anyhow::Result<()> {
+    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
+    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let provider = Arc::new(ChargeLosesToCancellation {
+        inner: SimulatedProvider::new(pool.clone()),
+        charging: tokio::sync::Notify::new(),
+        voided: tokio::sync::Notify::new(),
+    });
+    let saga = |consumer| PaymentSaga {
+        pool: pool.clone(),
+        outbox: Outbox::new("svc-payment"),
+        provider: provider.clone(),
+        consumer,
+        provider_timeout: Duration::from_secs(5),
+        max_attempts: 3,
+    };
+    let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
+    let order = "01a00000-0000-7000-8000-000000000004";
+    let event = ev::InventoryReserved {
+        order_id: order.into(),
+        user_id: "u".into(),
+        payment_method: "pm_card_ok".into(),
+        total: Some(shop_proto::common::v1::Money {
+            currency_code: "EUR".into(),
+            amount_minor: 1299,
+        }),
+        ..Default::default()
+    };
+    let reserved = incoming(&event, order);
+    let cancelled = incoming(
+        &ev::OrderCancelled {
+            order_id: order.into(),
+            user_id: "u".into(),
+            ..Default::default()
+        },
+        order,
+    );
+
+    let charging = tokio::spawn(async move { on_reserved.handle(reserved).await.map_err(|e| e.to_string()) });
+    provider.charging.notified().await;
+    on_cancelled
+        .handle(cancelled)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    charging.await?.map_err(anyhow::Error::msg)?;
+
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(status, "cancelled", "the order was cancelled: its payment is too");
+    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox")
+        .fetch_all(&pool)
+        .await?;
+    assert!(events.is_empty(), "nothing to announce: {events:?}");
+    Ok(())
+}
