@@ -23,6 +23,27 @@ pub enum CancelReason {
     TimedOut,
 }
 
+impl CancelReason {
+    pub const ALL: [Self; 5] = [
+        Self::OutOfStock,
+        Self::PaymentDeclined,
+        Self::ReservationExpired,
+        Self::CustomerCancelled,
+        Self::TimedOut,
+    ];
+
+    /// As stored in `orders.cancel_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "out_of_stock",
+            Self::PaymentDeclined => "payment_declined",
+            Self::ReservationExpired => "reservation_expired",
+            Self::CustomerCancelled => "customer_cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Pending,
@@ -42,16 +63,7 @@ impl Status {
             Self::Pending => ("pending", None),
             Self::Reserved => ("reserved", None),
             Self::Confirmed => ("confirmed", None),
-            Self::Cancelled(reason) => (
-                "cancelled",
-                Some(match reason {
-                    CancelReason::OutOfStock => "out_of_stock",
-                    CancelReason::PaymentDeclined => "payment_declined",
-                    CancelReason::ReservationExpired => "reservation_expired",
-                    CancelReason::CustomerCancelled => "customer_cancelled",
-                    CancelReason::TimedOut => "timed_out",
-                }),
-            ),
+            Self::Cancelled(reason) => ("cancelled", Some(reason.as_str())),
         }
     }
 
@@ -60,14 +72,7 @@ impl Status {
             ("pending", None) => Self::Pending,
             ("reserved", None) => Self::Reserved,
             ("confirmed", None) => Self::Confirmed,
-            ("cancelled", Some(r)) => Self::Cancelled(match r {
-                "out_of_stock" => CancelReason::OutOfStock,
-                "payment_declined" => CancelReason::PaymentDeclined,
-                "reservation_expired" => CancelReason::ReservationExpired,
-                "customer_cancelled" => CancelReason::CustomerCancelled,
-                "timed_out" => CancelReason::TimedOut,
-                _ => return None,
-            }),
+            ("cancelled", Some(r)) => Self::Cancelled(CancelReason::ALL.into_iter().find(|c| c.as_str() == r)?),
             _ => return None,
         })
     }
