@@ -19,7 +19,7 @@
 //! redis-server, svc-inventory, PostgreSQL and the rest of the saga — shares
 //! the same cores, so latencies include that contention.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::{

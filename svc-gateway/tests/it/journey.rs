@@ -4,7 +4,7 @@
 //! (`system_tests::Stack` on a real nats-server and PostgreSQL), and every
 //! call goes through the gateway.
 
-mod support;
+use crate::support;
 
 use std::{future::Future, time::Duration};
 

@@ -20,7 +20,7 @@ use shop_runtime::{
 };
 use uuid::Uuid;
 
-mod support;
+use crate::support;
 
 use support::{broker, eventually, publish_placed as publish};
 

@@ -2,7 +2,7 @@
 //! svc-inventory, svc-payment, svc-notify on a real nats-server and
 //! PostgreSQL), with real JWTs signed by a key made in the test.
 
-mod support;
+use crate::support;
 
 use std::{
     future::Future,

@@ -18,7 +18,7 @@ use shop_runtime::{
     event::IncomingEvent,
     topology::{self, ConsumerDefinition},
 };
-mod support;
+use crate::support;
 
 use support::{broker, eventually, publish_placed as publish};
 

@@ -1,0 +1,8 @@
+//! shop-runtime's integration tests, as one binary: one link instead of one per file.
+
+mod database;
+mod dlq;
+mod event_vectors;
+mod messaging;
+mod retries;
+mod support;

@@ -1,0 +1,5 @@
+//! svc-gateway's integration tests, as one binary: one link instead of one per file.
+
+mod edge;
+mod journey;
+mod support;

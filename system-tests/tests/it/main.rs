@@ -1,0 +1,7 @@
+//! system-tests's integration tests, as one binary: one link instead of one per file.
+
+mod operations;
+mod processes;
+mod saga;
+mod topology;
+mod watch;

@@ -1,0 +1,4 @@
+//! shop-test-support's integration tests, as one binary: one link instead of one per file.
+
+mod fault_proxy;
+mod servers;
