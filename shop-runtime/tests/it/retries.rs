@@ -12,13 +12,13 @@ use std::{
     time::Duration,
 };
 
+use crate::support;
 use shop_runtime::{
     CancellationToken,
     consumer::{self, EventHandler, HandleError},
     event::IncomingEvent,
     topology::{self, ConsumerDefinition},
 };
-use crate::support;
 
 use support::{broker, eventually, publish_placed as publish};
 
