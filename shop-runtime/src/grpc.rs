@@ -68,17 +68,48 @@ pub async fn serve(
     router.serve_with_incoming_shutdown(incoming(listener), shutdown).await
 }
 
-/// A client channel to another service: dials on first use and reconnects
-/// after failures; `connect_timeout` bounds how long a dead address can
-/// hold a call, `timeout` bounds each call.
-pub fn lazy_channel(
-    url: &str,
-    timeout: std::time::Duration,
-    connect_timeout: std::time::Duration,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(connect_timeout)
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// How a service calls another: the same settings in every caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// `UPSTREAM_TIMEOUT`: the deadline of one call (default 2s).
+    pub timeout: std::time::Duration,
+    /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling may take (default
+    /// 250ms), so an unreachable host fails fast.
+    pub connect_timeout: std::time::Duration,
+    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`.
+    pub breaker: crate::breaker::BreakerSettings,
+}
+
+impl UpstreamSettings {
+    pub fn read(env: &mut crate::config::EnvReader) -> Self {
+        let settings = Self {
+            timeout: env.duration("UPSTREAM_TIMEOUT", std::time::Duration::from_secs(2)),
+            connect_timeout: env.duration("UPSTREAM_CONNECT_TIMEOUT", std::time::Duration::from_millis(250)),
+            breaker: crate::breaker::BreakerSettings::read(env),
+        };
+        for (key, value) in [
+            ("UPSTREAM_TIMEOUT", settings.timeout),
+            ("UPSTREAM_CONNECT_TIMEOUT", settings.connect_timeout),
+        ] {
+            if value < std::time::Duration::from_millis(1) {
+                env.problem(format!("{key} must be at least 1ms"));
+            }
+        }
+        settings
+    }
+
+    /// A channel to the upstream at `url` (dialled on first use,
+    /// reconnecting after failures) and the breaker in front of it.
+    pub fn client(
+        &self,
+        upstream: &'static str,
+        url: &str,
+    ) -> Result<(tonic::transport::Channel, crate::breaker::CircuitBreaker), tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(self.connect_timeout.min(self.timeout))
+            .timeout(self.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok((channel, self.breaker.breaker(upstream)))
+    }
 }

@@ -2,8 +2,6 @@
 //! A deadline, a short connect timeout and a circuit breaker make a dead
 //! catalog a fast UNAVAILABLE rather than a hanging AddItem.
 
-use std::time::Duration;
-
 use shop_proto::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
 use shop_runtime::{
     api_error::ApiError,
@@ -11,7 +9,7 @@ use shop_runtime::{
 };
 use tonic::{Code, transport::Channel};
 
-use shop_runtime::breaker::CircuitBreaker;
+use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings};
 
 use crate::{carts::Product, error::catalog_unavailable};
 
@@ -23,13 +21,8 @@ pub(crate) struct Catalog {
 impl Catalog {
     /// Connects lazily: the first call dials, and the channel reconnects
     /// after failures on its own.
-    pub(crate) fn new(
-        url: &str,
-        timeout: Duration,
-        connect_timeout: Duration,
-        breaker: CircuitBreaker,
-    ) -> Result<Self, tonic::transport::Error> {
-        let channel = shop_runtime::grpc::lazy_channel(url, timeout, connect_timeout)?;
+    pub(crate) fn new(url: &str, upstream: &UpstreamSettings) -> Result<Self, tonic::transport::Error> {
+        let (channel, breaker) = upstream.client("catalog", url)?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
             breaker,

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use shop_runtime::{
-    breaker::BreakerSettings,
     config::SecretUrl,
     config::{ConfigError, EnvReader, ServiceBasics},
+    grpc::UpstreamSettings,
     values::Quantity,
 };
 
@@ -38,15 +38,9 @@ pub struct Config {
     pub max_lines: u32,
     /// `CART_MAX_QUANTITY`: units per line (default 99).
     pub max_quantity: i32,
-    /// `UPSTREAM_TIMEOUT`: deadline of a call to the catalog or svc-order
-    /// (default 2s).
-    pub upstream_timeout: Duration,
-    /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling an upstream may take
-    /// (default 250ms), so an unreachable host fails fast.
-    pub upstream_connect_timeout: Duration,
-    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`: when an
-    /// upstream's circuit breaker opens, and for how long.
-    pub breaker: BreakerSettings,
+    /// `UPSTREAM_TIMEOUT` (a catalog or svc-order call, at most 30s),
+    /// `UPSTREAM_CONNECT_TIMEOUT`, `UPSTREAM_BREAKER_*`.
+    pub upstream: UpstreamSettings,
     /// `REDIS_TIMEOUT`: connect and response timeout of Redis commands
     /// (default 1s).
     pub redis_timeout: Duration,
@@ -88,9 +82,7 @@ impl Config {
             checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),
             max_lines: env.or("CART_MAX_LINES", 50, "a positive integer"),
             max_quantity: env.or("CART_MAX_QUANTITY", 99, "a positive integer"),
-            upstream_timeout: env.duration("UPSTREAM_TIMEOUT", Duration::from_secs(2)),
-            upstream_connect_timeout: env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250)),
-            breaker: BreakerSettings::read(&mut env),
+            upstream: UpstreamSettings::read(&mut env),
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_secs(1)),
             consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
         };
@@ -113,8 +105,6 @@ impl Config {
         for (key, value) in [
             ("CART_TTL", self.cart_ttl),
             ("CHECKOUT_TTL", self.checkout_ttl),
-            ("UPSTREAM_TIMEOUT", self.upstream_timeout),
-            ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout),
             ("REDIS_TIMEOUT", self.redis_timeout),
         ] {
             if value < Duration::from_millis(1) {
@@ -132,7 +122,7 @@ impl Config {
         // A confirmation that overtakes its checkout record is retried while
         // the checkout is marked in flight, a window derived from this
         // timeout: a short bound keeps such a confirmation from waiting long.
-        if self.upstream_timeout > MAX_UPSTREAM_TIMEOUT {
+        if self.upstream.timeout > MAX_UPSTREAM_TIMEOUT {
             env.problem(format!(
                 "UPSTREAM_TIMEOUT must be at most {}s",
                 MAX_UPSTREAM_TIMEOUT.as_secs()
@@ -159,7 +149,7 @@ mod tests {
         assert_eq!(config.basics.admin_addr.port(), 9054);
         assert_eq!(config.cart_ttl, Duration::from_secs(259_200));
         assert_eq!((config.max_lines, config.max_quantity), (50, 99));
-        assert_eq!(config.upstream_timeout, Duration::from_secs(2));
+        assert_eq!(config.upstream.timeout, Duration::from_secs(2));
         assert_eq!(config.order_url, "http://127.0.0.1:50051");
     }
 

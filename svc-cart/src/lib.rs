@@ -45,7 +45,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         carts::Expiries {
             cart: config.cart_ttl,
             checkout: config.checkout_ttl,
-            in_flight: config.upstream_timeout + config.upstream_connect_timeout + IN_FLIGHT_SLACK,
+            in_flight: config.upstream.timeout + config.upstream.connect_timeout + IN_FLIGHT_SLACK,
         },
     )
     .map_err(|e| HostError::setup("redis client", e))?;
@@ -71,23 +71,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }
     });
 
-    let breaker = |upstream| config.breaker.breaker(upstream);
     let api = api::CartApi {
         carts,
-        catalog: catalog::Catalog::new(
-            &config.catalog_url,
-            config.upstream_timeout,
-            config.upstream_connect_timeout,
-            breaker("catalog"),
-        )
-        .map_err(|e| HostError::setup("catalog client", e))?,
-        orders: orders::Orders::new(
-            &config.order_url,
-            config.upstream_timeout,
-            config.upstream_connect_timeout,
-            breaker("order"),
-        )
-        .map_err(|e| HostError::setup("order client", e))?,
+        catalog: catalog::Catalog::new(&config.catalog_url, &config.upstream)
+            .map_err(|e| HostError::setup("catalog client", e))?,
+        orders: orders::Orders::new(&config.order_url, &config.upstream)
+            .map_err(|e| HostError::setup("order client", e))?,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<CartServiceServer<api::CartApi>>().await;

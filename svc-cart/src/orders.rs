@@ -1,13 +1,14 @@
 //! svc-order, for checkout: PlaceOrder on the caller's behalf, with the
 //! caller's identity metadata and a deadline, behind a circuit breaker.
 
-use std::time::Duration;
-
 use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
 use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
 use tonic::{Request, Status, metadata::MetadataMap, transport::Channel};
 
-use shop_runtime::breaker::{BreakerOpen, CircuitBreaker};
+use shop_runtime::{
+    breaker::{BreakerOpen, CircuitBreaker},
+    grpc::UpstreamSettings,
+};
 
 pub(crate) struct Orders {
     client: OrderServiceClient<Channel>,
@@ -15,13 +16,8 @@ pub(crate) struct Orders {
 }
 
 impl Orders {
-    pub(crate) fn new(
-        url: &str,
-        timeout: Duration,
-        connect_timeout: Duration,
-        breaker: CircuitBreaker,
-    ) -> Result<Self, tonic::transport::Error> {
-        let channel = shop_runtime::grpc::lazy_channel(url, timeout, connect_timeout)?;
+    pub(crate) fn new(url: &str, upstream: &UpstreamSettings) -> Result<Self, tonic::transport::Error> {
+        let (channel, breaker) = upstream.client("order", url)?;
         Ok(Self {
             client: OrderServiceClient::new(channel),
             breaker,

@@ -2,14 +2,11 @@
 //! breaker, so a slow or dead catalog means a fast UNAVAILABLE, not a
 //! hanging PlaceOrder.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use shop_proto::catalog::v1::{ListProductsRequest, Product, catalog_service_client::CatalogServiceClient};
-use shop_runtime::breaker::{BreakerSettings, CircuitBreaker};
+use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings};
 use tonic::transport::Channel;
-
-/// A dead catalog's address refuses or times out connecting within this.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct Catalog {
@@ -25,11 +22,11 @@ pub(crate) enum CatalogError {
 
 impl Catalog {
     /// Connects lazily: the first call dials, reconnecting after failures.
-    pub(crate) fn new(url: &str, timeout: Duration, breaker: BreakerSettings) -> Result<Self, tonic::transport::Error> {
-        let channel = shop_runtime::grpc::lazy_channel(url, timeout, CONNECT_TIMEOUT.min(timeout))?;
+    pub(crate) fn new(url: &str, upstream: &UpstreamSettings) -> Result<Self, tonic::transport::Error> {
+        let (channel, breaker) = upstream.client("catalog", url)?;
         Ok(Self {
             client: CatalogServiceClient::new(channel),
-            breaker: Arc::new(breaker.breaker("catalog")),
+            breaker: Arc::new(breaker),
         })
     }
 

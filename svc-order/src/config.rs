@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use shop_runtime::{
-    breaker::BreakerSettings,
     config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics},
+    grpc::UpstreamSettings,
 };
 
 use crate::domain::PaymentMethod;
@@ -19,11 +19,9 @@ pub struct Config {
     pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
     pub catalog_url: String,
-    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`: when the
-    /// catalog's circuit breaker opens, and for how long.
-    pub breaker: BreakerSettings,
-    /// `CATALOG_TIMEOUT`: deadline of a catalog call (default 2s).
-    pub catalog_timeout: Duration,
+    /// `UPSTREAM_TIMEOUT` (a catalog call), `UPSTREAM_CONNECT_TIMEOUT`,
+    /// `UPSTREAM_BREAKER_*`: the same settings as every caller's.
+    pub upstream: UpstreamSettings,
     /// `ACCEPTED_PAYMENT_METHODS`: comma-separated tokens PlaceOrder accepts.
     pub accepted_payment_methods: Vec<PaymentMethod>,
     /// `WATCH_MAX_CONCURRENT`: WatchOrder streams one replica serves at once
@@ -72,8 +70,7 @@ impl Config {
                 shop_runtime::registry::INVENTORY.default_url(),
                 "e.g. http://127.0.0.1:50052",
             ),
-            catalog_timeout: env.duration("CATALOG_TIMEOUT", Duration::from_secs(2)),
-            breaker: BreakerSettings::read(&mut env),
+            upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,
             watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
             order_deadline: env.duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),

@@ -54,7 +54,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let api = api::OrderApi {
         pool: host.pool.clone(),
         outbox,
-        catalog: catalog::Catalog::new(&config.catalog_url, config.catalog_timeout, config.breaker)
+        catalog: catalog::Catalog::new(&config.catalog_url, &config.upstream)
             .map_err(|e| HostError::setup("catalog client", e))?,
         accepted_payment_methods: config.accepted_payment_methods.clone(),
         announcer,
