@@ -60,12 +60,14 @@ fn incoming<E: shop_runtime::event::Event>(event: &E, order_id: &str) -> Incomin
     IncomingEvent::from_message(&outgoing.subject, Some(&headers), outgoing.payload.into()).expect("well formed")
 }
 
-fn reserved(order_id: &str) -> IncomingEvent {
+/// `inventory.reserved` for `order_id`, paid with `method` (the
+/// simulator's `pm_card_timeout` takes the money and loses its answer:
+/// ambiguous).
+fn reserved(order_id: &str, method: &str) -> IncomingEvent {
     let event = ev::InventoryReserved {
         order_id: order_id.into(),
         user_id: "u".into(),
-        // The provider takes the money and loses its answer: ambiguous.
-        payment_method: "pm_card_timeout".into(),
+        payment_method: method.into(),
         total: Some(shop_proto::common::v1::Money {
             currency_code: "EUR".into(),
             amount_minor: 1299,
@@ -75,10 +77,25 @@ fn reserved(order_id: &str) -> IncomingEvent {
     incoming(&event, order_id)
 }
 
-#[tokio::test]
-async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() -> anyhow::Result<()> {
+/// A fresh, migrated svc-payment database.
+async fn database() -> anyhow::Result<sqlx::PgPool> {
     let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
     db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    Ok(pool)
+}
+
+fn cancelled(order_id: &str) -> IncomingEvent {
+    let event = ev::OrderCancelled {
+        order_id: order_id.into(),
+        user_id: "u".into(),
+        ..Default::default()
+    };
+    incoming(&event, order_id)
+}
+
+#[tokio::test]
+async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() -> anyhow::Result<()> {
+    let pool = database().await?;
     let saga = PaymentSaga {
         pool: pool.clone(),
         outbox: Outbox::new("svc-payment"),
@@ -92,7 +109,7 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
         max_attempts: 1,
     };
     let order = "01a00000-0000-7000-8000-000000000001";
-    let event = reserved(order);
+    let event = reserved(order, "pm_card_timeout");
 
     // Charge (answer lost), out of attempts, void, crash before recording.
     assert!(saga.handle(event.clone()).await.is_err(), "the crash is a failure");
@@ -117,8 +134,7 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
 /// charge to settle first.
 #[tokio::test]
 async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_returns() -> anyhow::Result<()> {
-    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
-    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let pool = database().await?;
     let saga = |consumer| PaymentSaga {
         pool: pool.clone(),
         outbox: Outbox::new("svc-payment"),
@@ -129,15 +145,8 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
     };
     let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
     let order = "01a00000-0000-7000-8000-000000000002";
-    let reserved = reserved(order);
-    let cancelled = incoming(
-        &ev::OrderCancelled {
-            order_id: order.into(),
-            user_id: "u".into(),
-            ..Default::default()
-        },
-        order,
-    );
+    let reserved = reserved(order, "pm_card_timeout");
+    let cancelled = cancelled(order);
 
     // The money moves, the answer is lost; then the provider goes down.
     assert!(on_reserved.handle(reserved.clone()).await.is_err());
@@ -186,8 +195,7 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
 /// fail them, however many deliveries the outage takes.
 #[tokio::test]
 async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Result<()> {
-    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
-    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let pool = database().await?;
     let saga = PaymentSaga {
         pool: pool.clone(),
         outbox: Outbox::new("svc-payment"),
@@ -197,17 +205,7 @@ async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Resul
         max_attempts: 3,
     };
     let order = "01a00000-0000-7000-8000-000000000003";
-    let event = ev::InventoryReserved {
-        order_id: order.into(),
-        user_id: "u".into(),
-        payment_method: "pm_card_ok".into(),
-        total: Some(shop_proto::common::v1::Money {
-            currency_code: "EUR".into(),
-            amount_minor: 1299,
-        }),
-        ..Default::default()
-    };
-    let reserved = incoming(&event, order);
+    let reserved = reserved(order, "pm_card_ok");
 
     SimulatedProvider::set_outage(&pool, true).await?;
     for _ in 0..10 {
@@ -259,8 +257,7 @@ impl PaymentProvider for ChargeLosesToCancellation {
 
 #[tokio::test]
 async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> anyhow::Result<()> {
-    let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
-    db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
+    let pool = database().await?;
     let provider = Arc::new(ChargeLosesToCancellation {
         inner: SimulatedProvider::new(pool.clone()),
         charging: tokio::sync::Notify::new(),
@@ -276,25 +273,8 @@ async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> an
     };
     let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
     let order = "01a00000-0000-7000-8000-000000000004";
-    let event = ev::InventoryReserved {
-        order_id: order.into(),
-        user_id: "u".into(),
-        payment_method: "pm_card_ok".into(),
-        total: Some(shop_proto::common::v1::Money {
-            currency_code: "EUR".into(),
-            amount_minor: 1299,
-        }),
-        ..Default::default()
-    };
-    let reserved = incoming(&event, order);
-    let cancelled = incoming(
-        &ev::OrderCancelled {
-            order_id: order.into(),
-            user_id: "u".into(),
-            ..Default::default()
-        },
-        order,
-    );
+    let reserved = reserved(order, "pm_card_ok");
+    let cancelled = cancelled(order);
 
     let charging = tokio::spawn(async move { on_reserved.handle(reserved).await.map_err(|e| e.to_string()) });
     provider.charging.notified().await;
