@@ -112,6 +112,10 @@ pub struct Stack {
     pub options: StackOptions,
     pub data_dir: tempfile::TempDir,
     ports: HashMap<Service, u16>,
+    /// Each service's first listener, bound when the stack starts and kept
+    /// until the service starts: a port given up and bound again later could
+    /// be taken meanwhile by a server another test starts.
+    reserved: HashMap<Service, TcpListener>,
     running: HashMap<Service, Running>,
 }
 
@@ -169,13 +173,18 @@ impl Stack {
             databases,
             data_dir: tempfile::Builder::new().prefix("shop-stack-").tempdir()?,
             ports: HashMap::new(),
+            reserved: HashMap::new(),
             running: HashMap::new(),
             options,
         };
         for service in Service::ALL {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             stack.ports.insert(service, listener.local_addr()?.port());
-            drop(listener);
+            // A held-back service is down: its port refuses connections
+            // until it starts.
+            if !stack.options.held_back.contains(&service) {
+                stack.reserved.insert(service, listener);
+            }
         }
         for service in Service::ALL {
             if !stack.options.held_back.contains(&service) {
@@ -209,7 +218,11 @@ impl Stack {
         );
         let env = EnvReader::from_map(settings);
         let listeners = Listeners {
-            grpc: bind_retrying(self.grpc_addr(service)).await?,
+            grpc: match self.reserved.remove(&service) {
+                Some(listener) => listener,
+                // Held back, or a restart: the port was given up meanwhile.
+                None => bind_retrying(self.grpc_addr(service)).await?,
+            },
             admin: TcpListener::bind("127.0.0.1:0").await?,
         };
         let shutdown = CancellationToken::new();
