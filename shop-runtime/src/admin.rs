@@ -63,21 +63,3 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
-
-/// Ready when Postgres answers and the NATS connection is up.
-pub fn database_and_nats_check(pool: sqlx::PgPool, nats: async_nats::Client) -> ReadinessCheck {
-    Arc::new(move || {
-        let pool = pool.clone();
-        let nats = nats.clone();
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .map_err(|_| "database unreachable".to_owned())?;
-            if nats.connection_state() != async_nats::connection::State::Connected {
-                return Err("NATS disconnected".into());
-            }
-            Ok(())
-        })
-    })
-}

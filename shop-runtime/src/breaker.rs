@@ -37,14 +37,10 @@ pub struct BreakerSettings {
 
 impl BreakerSettings {
     pub fn read(env: &mut EnvReader) -> Self {
-        let settings = Self {
-            failure_threshold: env.or("UPSTREAM_BREAKER_FAILURES", 5, "a positive integer"),
-            cool_down: env.duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
-        };
-        if settings.failure_threshold == 0 {
-            env.problem("UPSTREAM_BREAKER_FAILURES must be at least 1");
+        Self {
+            failure_threshold: env.count("UPSTREAM_BREAKER_FAILURES", 5),
+            cool_down: env.positive_duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
         }
-        settings
     }
 
     /// A breaker with these settings in front of `upstream`.

@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use crate::registry::ServiceSpec;
+
 /// All configuration problems found, one per line.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -136,6 +138,28 @@ impl EnvReader {
         }
     }
 
+    /// A duration that must be longer than zero (an interval, a timeout).
+    pub fn positive_duration(&mut self, key: &str, default: Duration) -> Duration {
+        let value = self.duration(key, default);
+        if value.is_zero() {
+            self.problems.push(format!("{key} must be longer than 0s"));
+        }
+        value
+    }
+
+    /// A count that must be at least 1 (a limit, a concurrency, attempts).
+    pub fn count<T>(&mut self, key: &str, default: T) -> T
+    where
+        T: FromStr + PartialOrd + From<u8> + fmt::Display,
+        T::Err: fmt::Display,
+    {
+        let value = self.or(key, default, "a positive integer");
+        if value < T::from(1) {
+            self.problems.push(format!("{key}={value} must be at least 1"));
+        }
+        value
+    }
+
     pub fn socket_addr(&mut self, key: &str, default: SocketAddr) -> SocketAddr {
         self.or(key, default, "host:port, e.g. 127.0.0.1:50051")
     }
@@ -216,10 +240,12 @@ pub struct ServiceBasics {
 }
 
 impl ServiceBasics {
-    pub fn read(env: &mut EnvReader, grpc_port: u16, admin_port: u16) -> Self {
+    /// The listen addresses default to the service's ports in the registry.
+    pub fn read(env: &mut EnvReader, service: &ServiceSpec) -> Self {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
         Self {
-            grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port))),
-            admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], admin_port))),
+            grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", any(service.grpc_port)),
+            admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", any(service.admin_port)),
             log_format: env.or("LOG_FORMAT", LogFormat::Text, "text or json"),
         }
     }
@@ -273,22 +299,44 @@ impl fmt::Display for SecretUrl {
     }
 }
 
-/// Settings of services that use JetStream and PostgreSQL.
+/// Settings of a service that keeps its state in its own PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`, the service's own database.
+    pub url: SecretUrl,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16).
+    pub max_connections: u32,
+    /// `DATABASE_STATEMENT_TIMEOUT` (default 10s) and `DATABASE_LOCK_TIMEOUT`
+    /// (default 5s).
+    pub limits: crate::db::Limits,
+}
+
+impl DatabaseSettings {
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            url: SecretUrl::new(
+                env.required::<String>("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
+                    .unwrap_or_default(),
+            ),
+            max_connections: env.count("DATABASE_MAX_CONNECTIONS", 16),
+            limits: crate::db::Limits {
+                statement: env.positive_duration("DATABASE_STATEMENT_TIMEOUT", crate::db::Limits::default().statement),
+                lock: env.positive_duration("DATABASE_LOCK_TIMEOUT", crate::db::Limits::default().lock),
+            },
+        }
+    }
+}
+
+/// Settings of a service that takes part in the saga over JetStream.
 #[derive(Debug, Clone)]
 pub struct MessagingSettings {
     /// `NATS_URL`, e.g. `nats://127.0.0.1:4222`.
     pub nats_url: SecretUrl,
-    /// `DATABASE_URL`, the service's own database.
-    pub database_url: SecretUrl,
-    /// `DATABASE_MAX_CONNECTIONS` (default 16).
-    pub database_max_connections: u32,
-    /// `DATABASE_STATEMENT_TIMEOUT` (default 10s) and `DATABASE_LOCK_TIMEOUT`
-    /// (default 5s).
-    pub database_limits: crate::db::Limits,
     /// `CONSUMER_CONCURRENCY`: events handled at once per consumer (default 16).
     pub consumer_concurrency: usize,
     /// `OUTBOX_POLL_INTERVAL`: safety-net poll for rows an instance left
-    /// unpublished (default 2s). The happy path never waits for it.
+    /// unpublished (default 2s), for services with an outbox. The happy
+    /// path never waits for it.
     pub outbox_poll_interval: Duration,
 }
 
@@ -299,17 +347,8 @@ impl MessagingSettings {
                 env.required::<String>("NATS_URL", "e.g. nats://127.0.0.1:4222")
                     .unwrap_or_default(),
             ),
-            database_url: SecretUrl::new(
-                env.required::<String>("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/shop_order")
-                    .unwrap_or_default(),
-            ),
-            database_max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16, "a positive integer"),
-            database_limits: crate::db::Limits {
-                statement: env.duration("DATABASE_STATEMENT_TIMEOUT", crate::db::Limits::default().statement),
-                lock: env.duration("DATABASE_LOCK_TIMEOUT", crate::db::Limits::default().lock),
-            },
-            consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
-            outbox_poll_interval: env.duration("OUTBOX_POLL_INTERVAL", Duration::from_secs(2)),
+            consumer_concurrency: env.count("CONSUMER_CONCURRENCY", 16),
+            outbox_poll_interval: env.positive_duration("OUTBOX_POLL_INTERVAL", Duration::from_secs(2)),
         }
     }
 }
@@ -325,7 +364,11 @@ mod tests {
             ("NATS_URL", "nats://app:s3cret@127.0.0.1:4222"),
             ("DATABASE_URL", "postgres://shop:hunter2@db.internal/shop_order"),
         ]);
-        let logged = format!("{:?}", MessagingSettings::read(&mut env));
+        let logged = format!(
+            "{:?} {:?}",
+            MessagingSettings::read(&mut env),
+            DatabaseSettings::read(&mut env)
+        );
         assert!(!logged.contains("hunter2") && !logged.contains("s3cret"), "{logged}");
         assert!(
             logged.contains("postgres://shop:***@db.internal/shop_order"),
@@ -351,14 +394,25 @@ mod tests {
     #[test]
     fn reports_every_problem_at_once() {
         let mut env = EnvReader::from_map([("GRPC_LISTEN_ADDR", "nonsense"), ("OUTBOX_POLL_INTERVAL", "soon")]);
-        let _ = ServiceBasics::read(&mut env, 1, 2);
+        let _ = ServiceBasics::read(&mut env, &crate::registry::ORDER);
         let _ = MessagingSettings::read(&mut env);
+        let _ = DatabaseSettings::read(&mut env);
         let err = env.finish().expect_err("bad settings must fail");
         let text = err.to_string();
         for key in ["GRPC_LISTEN_ADDR", "OUTBOX_POLL_INTERVAL", "NATS_URL", "DATABASE_URL"] {
             assert!(text.contains(key), "{key} missing from {text}");
         }
         assert_eq!(err.problems.len(), 4);
+    }
+
+    #[test]
+    fn intervals_and_counts_must_be_positive() {
+        let mut env = EnvReader::from_map([("A", "0s"), ("B", "0"), ("C", "2")]);
+        assert_eq!(env.positive_duration("A", Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(env.count::<u32>("B", 1), 0);
+        assert_eq!(env.count::<usize>("C", 1), 2);
+        assert_eq!(env.count::<i32>("D", 3), 3);
+        assert_eq!(env.problems, ["A must be longer than 0s", "B=0 must be at least 1"]);
     }
 
     #[test]

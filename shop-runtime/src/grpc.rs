@@ -1,13 +1,13 @@
 //! gRPC server bootstrap: health and reflection on every service's port.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::Router};
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
-use crate::trace::TraceLayer;
+use crate::{config::EnvReader, registry::ServiceSpec, trace::TraceLayer};
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Server reflection, v1 and v1alpha, listing exactly `public_services`
@@ -68,34 +68,41 @@ pub async fn serve(
     router.serve_with_incoming_shutdown(incoming(listener), shutdown).await
 }
 
+/// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling another service may take
+/// (default 250ms), so an unreachable host fails fast.
+pub fn read_connect_timeout(env: &mut EnvReader) -> Duration {
+    env.positive_duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250))
+}
+
+/// The URL of `service` from `var` (one of its `url_vars`); by default
+/// where it listens on this machine.
+pub fn read_upstream_url(env: &mut EnvReader, service: &ServiceSpec, var: &str) -> String {
+    debug_assert!(service.url_vars.contains(&var), "{var} does not name {}", service.name);
+    let url: String = env.or(var, service.default_url(), "e.g. http://127.0.0.1:50051");
+    if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
+        env.problem(format!("{var}={url:?} is not a valid URL"));
+    }
+    url
+}
+
 /// How a service calls another: the same settings in every caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// `UPSTREAM_TIMEOUT`: the deadline of one call (default 2s).
-    pub timeout: std::time::Duration,
-    /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling may take (default
-    /// 250ms), so an unreachable host fails fast.
-    pub connect_timeout: std::time::Duration,
+    pub timeout: Duration,
+    /// See [`read_connect_timeout`].
+    pub connect_timeout: Duration,
     /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`.
     pub breaker: crate::breaker::BreakerSettings,
 }
 
 impl UpstreamSettings {
-    pub fn read(env: &mut crate::config::EnvReader) -> Self {
-        let settings = Self {
-            timeout: env.duration("UPSTREAM_TIMEOUT", std::time::Duration::from_secs(2)),
-            connect_timeout: env.duration("UPSTREAM_CONNECT_TIMEOUT", std::time::Duration::from_millis(250)),
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            timeout: env.positive_duration("UPSTREAM_TIMEOUT", Duration::from_secs(2)),
+            connect_timeout: read_connect_timeout(env),
             breaker: crate::breaker::BreakerSettings::read(env),
-        };
-        for (key, value) in [
-            ("UPSTREAM_TIMEOUT", settings.timeout),
-            ("UPSTREAM_CONNECT_TIMEOUT", settings.connect_timeout),
-        ] {
-            if value < std::time::Duration::from_millis(1) {
-                env.problem(format!("{key} must be at least 1ms"));
-            }
         }
-        settings
     }
 
     /// A channel to the upstream at `url` (dialled on first use,

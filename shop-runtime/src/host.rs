@@ -1,21 +1,36 @@
-//! The common life of a service with a database and events: connect,
-//! migrate, ensure the streams, run background tasks (outbox relay,
-//! consumers, sweepers), serve gRPC and the admin port, and on shutdown stop
-//! everything before returning.
+//! The life every service shares: a [`Host`] supervises its background
+//! tasks, serves the admin port with the readiness of the parts it was
+//! given, serves gRPC, and on shutdown stops every task before returning.
+//!
+//! The parts are optional and each adds its own readiness check:
+//! [`Host::postgres`] (connect and migrate), [`Host::nats`] (connect and
+//! ensure the streams) and, for what only one service has (svc-cart's
+//! Redis, the gateway's signing keys), [`Host::ready_when`].
+//!
+//! ```ignore
+//! let mut host = Host::new(&registry::ORDER, shutdown);
+//! let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
+//! let bus = host.nats(&config.messaging).await?;
+//! host.spawn_relay(&bus, &pool, &outbox);
+//! host.spawn_consumer(&bus, saga::PAYMENTS_CONSUMER, handler).await?;
+//! host.serve(router, listeners).await
+//! ```
 
 use std::{future::Future, sync::Arc};
 
 use async_nats::jetstream;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::task::JoinSet;
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     Listeners, admin,
-    config::MessagingSettings,
+    admin::ReadinessCheck,
+    config::{DatabaseSettings, MessagingSettings},
     consumer::{self, EventHandler},
     db, grpc,
     outbox::Outbox,
+    registry::ServiceSpec,
     topology::{self, TopologyError},
 };
 
@@ -51,44 +66,78 @@ impl HostError {
     }
 }
 
-/// A running service's shared connections and background tasks.
+/// A service being started: its tasks, its readiness and its consumers.
 pub struct Host {
-    pub name: &'static str,
-    pub pool: PgPool,
+    service: &'static ServiceSpec,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    readiness: Vec<ReadinessCheck>,
+    consumers: Vec<String>,
+}
+
+/// The NATS part: a connection whose streams are ensured.
+#[derive(Clone)]
+pub struct Bus {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     settings: MessagingSettings,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
 }
 
 impl Host {
-    /// Connects to Postgres and NATS, applies the messaging and the
-    /// service's migrations, and ensures the streams.
-    pub async fn start(
-        name: &'static str,
-        settings: &MessagingSettings,
-        migrations: Migrator,
-        shutdown: CancellationToken,
-    ) -> Result<Self, HostError> {
-        let pool = db::connect(
-            settings.database_url.expose(),
-            settings.database_max_connections,
-            settings.database_limits,
-        )
-        .await?;
+    pub fn new(service: &'static ServiceSpec, shutdown: CancellationToken) -> Self {
+        Self {
+            service,
+            shutdown,
+            tasks: JoinSet::new(),
+            readiness: Vec::new(),
+            consumers: Vec::new(),
+        }
+    }
+
+    /// Connects to the service's database and applies the messaging and the
+    /// service's migrations; ready while the database answers.
+    pub async fn postgres(&mut self, settings: &DatabaseSettings, migrations: Migrator) -> Result<PgPool, HostError> {
+        let pool = db::connect(settings.url.expose(), settings.max_connections, settings.limits).await?;
         db::migrate(&pool, migrations).await?;
-        let (nats, js) = crate::nats::connect(settings.nats_url.expose(), name).await?;
+        let probe = pool.clone();
+        self.ready_when(Arc::new(move || {
+            let pool = probe.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|_| "database unreachable".to_owned())
+            })
+        }));
+        Ok(pool)
+    }
+
+    /// Connects to NATS and ensures the streams; ready while connected.
+    pub async fn nats(&mut self, settings: &MessagingSettings) -> Result<Bus, HostError> {
+        let (nats, js) = crate::nats::connect(settings.nats_url.expose(), self.service.name).await?;
         topology::ensure_streams(&js).await?;
-        Ok(Self {
-            name,
-            pool,
+        let probe = nats.clone();
+        self.ready_when(Arc::new(move || {
+            let connected = probe.connection_state() == async_nats::connection::State::Connected;
+            Box::pin(async move {
+                if connected {
+                    Ok(())
+                } else {
+                    Err("NATS disconnected".to_owned())
+                }
+            })
+        }));
+        Ok(Bus {
             nats,
             js,
             settings: settings.clone(),
-            shutdown,
-            tasks: JoinSet::new(),
         })
+    }
+
+    /// Adds a readiness check; `/readyz` is ready when all of them are.
+    pub fn ready_when(&mut self, check: ReadinessCheck) {
+        self.readiness.push(check);
     }
 
     pub fn shutdown(&self) -> CancellationToken {
@@ -100,40 +149,107 @@ impl Host {
         self.tasks.spawn(task);
     }
 
-    /// Publishes what `outbox` stages.
-    pub fn spawn_relay(&mut self, outbox: &Outbox) {
-        let relay = outbox.relay(self.pool.clone(), self.js.clone(), self.settings.outbox_poll_interval);
+    /// Publishes what `outbox` stages in `pool`.
+    pub fn spawn_relay(&mut self, bus: &Bus, pool: &PgPool, outbox: &Outbox) {
+        let relay = outbox.relay(pool.clone(), bus.js.clone(), bus.settings.outbox_poll_interval);
         self.tasks.spawn(relay.run(self.shutdown.clone()));
     }
 
     /// Ensures the durable consumer declared as `name` in `nats/consumers`
-    /// and hands its messages to `handler`.
-    pub async fn spawn_consumer<H: EventHandler>(&mut self, name: &str, handler: H) -> Result<(), HostError> {
-        let definition = topology::ensure_consumers(&self.js, &[name]).await?.remove(0);
+    /// and hands its messages to `handler`. The consumer must be this
+    /// service's: its name begins with the service's short name.
+    pub async fn spawn_consumer<H: EventHandler>(
+        &mut self,
+        bus: &Bus,
+        name: &str,
+        handler: H,
+    ) -> Result<(), HostError> {
+        if topology::owner_of_consumer(name) != Some(self.service.short) {
+            return Err(TopologyError::NotOwn {
+                consumer: name.to_owned(),
+                service: self.service.name,
+            }
+            .into());
+        }
+        let definition = topology::ensure_consumers(&bus.js, &[name]).await?.remove(0);
+        self.consumers.push(name.to_owned());
         self.tasks.spawn(consumer::run(
-            self.js.clone(),
+            bus.js.clone(),
             definition,
             Arc::new(handler),
-            self.settings.consumer_concurrency,
+            bus.settings.consumer_concurrency,
             self.shutdown.clone(),
         ));
         Ok(())
     }
 
-    /// Serves the admin port (readiness: Postgres and NATS) and `router` on
-    /// the gRPC port until shutdown, then stops every task and returns.
-    pub async fn serve(mut self, router: grpc::ServiceRouter, listeners: Listeners) -> Result<(), HostError> {
-        let ready = admin::database_and_nats_check(self.pool.clone(), self.nats.clone());
+    /// Serves the admin port and `router` on the gRPC port until shutdown,
+    /// then stops every task and returns.
+    pub async fn serve(self, router: grpc::ServiceRouter, listeners: Listeners) -> Result<(), HostError> {
+        self.serve_with(listeners, |listener, shutdown| async move {
+            Ok(grpc::serve(router, listener, shutdown.cancelled_owned()).await?)
+        })
+        .await
+    }
+
+    /// Like [`Host::serve`], with a server of the service's own making on
+    /// the gRPC port (the gateway's edge); it must return on `shutdown`.
+    ///
+    /// Refuses to start when a consumer declared for this service in
+    /// `nats/consumers` has no handler.
+    pub async fn serve_with<F>(
+        mut self,
+        listeners: Listeners,
+        server: impl FnOnce(TcpListener, CancellationToken) -> F,
+    ) -> Result<(), HostError>
+    where
+        F: Future<Output = Result<(), HostError>>,
+    {
+        let unhandled: Vec<&str> = topology::consumers_of(self.service.short)
+            .into_iter()
+            .filter(|name| !self.consumers.iter().any(|run| run == name))
+            .collect();
+        if !unhandled.is_empty() {
+            self.shutdown.cancel();
+            while self.tasks.join_next().await.is_some() {}
+            return Err(TopologyError::Unhandled {
+                service: self.service.name,
+                consumers: unhandled.join(", "),
+            }
+            .into());
+        }
+        let ready = all_of(std::mem::take(&mut self.readiness));
         let admin_shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
             if let Err(e) = admin::serve(listeners.admin, ready, admin_shutdown.cancelled_owned()).await {
                 tracing::error!(error = %e, "admin server failed");
             }
         });
-        tracing::info!(service = self.name, addr = ?listeners.grpc.local_addr().ok(), "serving");
-        let served = grpc::serve(router, listeners.grpc, self.shutdown.clone().cancelled_owned()).await;
+        tracing::info!(service = self.service.name, addr = ?listeners.grpc.local_addr().ok(), "serving");
+        let served = server(listeners.grpc, self.shutdown.clone()).await;
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
-        Ok(served?)
+        served
     }
+}
+
+/// Ready when every check is; otherwise names everything that is not.
+fn all_of(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
+    let checks: Arc<[ReadinessCheck]> = checks.into();
+    Arc::new(move || {
+        let checks = checks.clone();
+        Box::pin(async move {
+            let mut problems = Vec::new();
+            for check in checks.iter() {
+                if let Err(problem) = check().await {
+                    problems.push(problem);
+                }
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+    })
 }

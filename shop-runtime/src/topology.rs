@@ -27,6 +27,12 @@ pub enum TopologyError {
         file_stem(file)
     )]
     Misnamed { file: String, durable_name: Option<String> },
+    #[error(
+        "consumer {consumer} is not {service}'s: a consumer's name begins with the short name of the service that runs it"
+    )]
+    NotOwn { consumer: String, service: &'static str },
+    #[error("{service} has no handler for {consumers}, declared for it in nats/consumers")]
+    Unhandled { service: &'static str, consumers: String },
     #[error("JetStream refused {what}: {source}")]
     JetStream {
         what: String,
@@ -128,6 +134,21 @@ fn parse_consumer(stream: &'static str, name: &str, json: &str) -> Result<Consum
         retry,
         handler_timeout,
     })
+}
+
+/// The short name of the service that runs consumer `name`: the part of
+/// the name before the first `-` (`order-payments` is svc-order's).
+pub fn owner_of_consumer(name: &str) -> Option<&str> {
+    name.split_once('-').map(|(owner, _)| owner)
+}
+
+/// The consumers declared for the service with short name `short`.
+pub fn consumers_of(short: &str) -> Vec<&'static str> {
+    CONSUMERS
+        .iter()
+        .map(|(_, name, _)| *name)
+        .filter(|name| owner_of_consumer(name) == Some(short))
+        .collect()
 }
 
 /// Every consumer definition.
@@ -250,6 +271,22 @@ mod tests {
         assert_eq!(highest(8), Duration::from_secs(30), "capped");
         assert_eq!(lowest(1_000_000), Duration::from_secs(15), "no overflow, still capped");
         assert_eq!(highest(0), Duration::from_millis(250));
+    }
+
+    /// Every consumer belongs to a service of the registry that consumes
+    /// events, by its name; which service handles it is then checked when
+    /// that service starts ([`crate::host::Host::serve_with`]).
+    #[test]
+    fn every_consumer_is_named_for_a_service_of_the_registry() {
+        for (stream, name, _) in CONSUMERS {
+            let owner = owner_of_consumer(name).unwrap_or_default();
+            assert!(
+                crate::registry::ALL.iter().any(|spec| spec.short == owner),
+                "nats/consumers/{stream}/{name}.json: {owner:?} is no service's short name"
+            );
+        }
+        assert_eq!(consumers_of("order"), ["order-inventory", "order-payments"]);
+        assert!(consumers_of("gateway").is_empty());
     }
 
     #[test]

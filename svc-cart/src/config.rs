@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use shop_runtime::{
-    config::SecretUrl,
-    config::{ConfigError, EnvReader, ServiceBasics},
-    grpc::UpstreamSettings,
+    config::{ConfigError, EnvReader, MessagingSettings, SecretUrl, ServiceBasics},
+    grpc::{UpstreamSettings, read_upstream_url},
+    registry,
     values::Quantity,
 };
 
@@ -20,8 +20,8 @@ pub struct Config {
     pub basics: ServiceBasics,
     /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: SecretUrl,
-    /// `NATS_URL`, for the `cart-orders` consumer.
-    pub nats_url: SecretUrl,
+    /// `NATS_URL` and `CONSUMER_CONCURRENCY`, for the `cart-orders` consumer.
+    pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory, to check SKUs and snapshot prices.
     pub catalog_url: String,
     /// `ORDER_URL`: svc-order, for checkout.
@@ -44,8 +44,6 @@ pub struct Config {
     /// `REDIS_TIMEOUT`: connect and response timeout of Redis commands
     /// (default 1s).
     pub redis_timeout: Duration,
-    /// `CONSUMER_CONCURRENCY`: events handled at once (default 16).
-    pub consumer_concurrency: usize,
 }
 
 impl Config {
@@ -55,36 +53,20 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(
-                &mut env,
-                shop_runtime::registry::CART.grpc_port,
-                shop_runtime::registry::CART.admin_port,
-            ),
+            basics: ServiceBasics::read(&mut env, &registry::CART),
             redis_url: SecretUrl::new(
                 env.required::<String>("REDIS_URL", "e.g. redis://127.0.0.1:6379")
                     .unwrap_or_default(),
             ),
-            nats_url: SecretUrl::new(
-                env.required::<String>("NATS_URL", "e.g. nats://127.0.0.1:4222")
-                    .unwrap_or_default(),
-            ),
-            catalog_url: env.or(
-                "CATALOG_URL",
-                shop_runtime::registry::INVENTORY.default_url(),
-                "e.g. http://127.0.0.1:50052",
-            ),
-            order_url: env.or(
-                "ORDER_URL",
-                shop_runtime::registry::ORDER.default_url(),
-                "e.g. http://127.0.0.1:50051",
-            ),
+            messaging: MessagingSettings::read(&mut env),
+            catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
+            order_url: read_upstream_url(&mut env, &registry::ORDER, "ORDER_URL"),
             cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
             checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),
             max_lines: env.or("CART_MAX_LINES", 50, "a positive integer"),
             max_quantity: env.or("CART_MAX_QUANTITY", 99, "a positive integer"),
             upstream: UpstreamSettings::read(&mut env),
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_secs(1)),
-            consumer_concurrency: env.or("CONSUMER_CONCURRENCY", 16, "a positive integer"),
         };
         config.check(&mut env);
         env.finish()?;
@@ -95,11 +77,6 @@ impl Config {
     fn check(&self, env: &mut EnvReader) {
         if !self.redis_url.expose().is_empty() && redis::Client::open(self.redis_url.expose()).is_err() {
             env.problem(format!("REDIS_URL={} is not a Redis URL", self.redis_url));
-        }
-        for (key, url) in [("CATALOG_URL", &self.catalog_url), ("ORDER_URL", &self.order_url)] {
-            if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
-                env.problem(format!("{key}={url:?} is not a valid URL"));
-            }
         }
         // Redis expiries have millisecond resolution; zero would delete at once.
         for (key, value) in [
@@ -127,9 +104,6 @@ impl Config {
                 "UPSTREAM_TIMEOUT must be at most {}s",
                 MAX_UPSTREAM_TIMEOUT.as_secs()
             ));
-        }
-        if self.consumer_concurrency == 0 {
-            env.problem("CONSUMER_CONCURRENCY must be at least 1");
         }
     }
 }

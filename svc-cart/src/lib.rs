@@ -20,14 +20,15 @@ pub mod saga;
 use std::{sync::Arc, time::Duration};
 
 use shop_proto::cart::v1::cart_service_server::CartServiceServer;
-use shop_runtime::{CancellationToken, Listeners, admin, consumer, grpc, host::HostError, topology};
+use shop_runtime::{
+    CancellationToken, Listeners, grpc,
+    host::{Host, HostError},
+    registry,
+};
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = shop_runtime::registry::CART.serves;
-
-/// The durable consumers it runs, each declared in `nats/consumers/`.
-pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER];
+pub const SERVICES: &[&str] = registry::CART.serves;
 
 /// Time beyond the PlaceOrder deadline during which a checkout still counts
 /// as under way (reply in transit, record being written).
@@ -35,6 +36,7 @@ const IN_FLIGHT_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
+    let mut host = Host::new(&registry::CART, shutdown);
     let carts = carts::CartStore::new(
         config.redis_url.expose(),
         config.redis_timeout,
@@ -49,27 +51,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
     )
     .map_err(|e| HostError::setup("redis client", e))?;
-    let (nats, js) = shop_runtime::nats::connect(config.nats_url.expose(), "svc-cart").await?;
-    topology::ensure_streams(&js).await?;
-    let definitions = topology::ensure_consumers(&js, &[saga::ORDERS_CONSUMER]).await?;
-
-    let mut tasks = tokio::task::JoinSet::new();
-    for definition in definitions {
-        tasks.spawn(consumer::run(
-            js.clone(),
-            definition,
-            Arc::new(saga::CartOrders { carts: carts.clone() }),
-            config.consumer_concurrency,
-            shutdown.clone(),
-        ));
-    }
-    let ready = readiness(carts.clone(), nats);
-    let admin_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listeners.admin, ready, async move { admin_shutdown.cancelled().await }).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    host.ready_when(redis_answers(carts.clone()));
+    let bus = host.nats(&config.messaging).await?;
+    let saga = saga::CartOrders { carts: carts.clone() };
+    host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, saga).await?;
 
     let api = api::CartApi {
         carts,
@@ -81,24 +66,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<CartServiceServer<api::CartApi>>().await;
     let router = router.add_service(CartServiceServer::new(api));
-    tracing::info!(addr = ?listeners.grpc.local_addr().ok(), "svc-cart serving");
-    let served = grpc::serve(router, listeners.grpc, shutdown.clone().cancelled_owned()).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
-    Ok(served?)
+    host.serve(router, listeners).await
 }
 
-/// Ready when Redis answers PING and the NATS connection is up.
-fn readiness(carts: carts::CartStore, nats: async_nats::Client) -> admin::ReadinessCheck {
+/// Ready while Redis answers PING.
+fn redis_answers(carts: carts::CartStore) -> shop_runtime::admin::ReadinessCheck {
     Arc::new(move || {
         let carts = carts.clone();
-        let nats = nats.clone();
-        Box::pin(async move {
-            carts.ping().await.map_err(|_| "redis unreachable".to_owned())?;
-            if nats.connection_state() != async_nats::connection::State::Connected {
-                return Err("NATS disconnected".into());
-            }
-            Ok(())
-        })
+        Box::pin(async move { carts.ping().await.map_err(|_| "redis unreachable".to_owned()) })
     })
 }

@@ -6,6 +6,7 @@ use http::HeaderValue;
 use shop_runtime::{
     breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
+    grpc::{read_connect_timeout, read_upstream_url},
     registry::{self, ServiceSpec},
 };
 
@@ -53,7 +54,7 @@ impl UpstreamUrls {
                 .filter(|spec| !spec.serves.is_empty())
                 .map(|spec| {
                     let var = spec.url_vars.first().copied().unwrap_or_default();
-                    (spec, read_url(env, var, &spec.default_url()))
+                    (spec, read_upstream_url(env, spec, var))
                 })
                 .collect(),
         )
@@ -163,25 +164,12 @@ impl Config {
     }
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let basics = ServiceBasics::read(
-            &mut env,
-            shop_runtime::registry::GATEWAY.grpc_port,
-            shop_runtime::registry::GATEWAY.admin_port,
-        );
+        let basics = ServiceBasics::read(&mut env, &shop_runtime::registry::GATEWAY);
         let upstreams = UpstreamUrls::read(&mut env);
-        let request_timeout = env.duration("REQUEST_TIMEOUT", Duration::from_secs(10));
-        let connect_timeout = env.duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250));
+        let request_timeout = env.positive_duration("REQUEST_TIMEOUT", Duration::from_secs(10));
+        let connect_timeout = read_connect_timeout(&mut env);
         let breaker = BreakerSettings::read(&mut env);
-        let health_interval = env.duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
-        for (key, value) in [
-            ("REQUEST_TIMEOUT", request_timeout),
-            ("UPSTREAM_CONNECT_TIMEOUT", connect_timeout),
-            ("UPSTREAM_HEALTH_INTERVAL", health_interval),
-        ] {
-            if value.is_zero() {
-                env.problem(format!("{key} must be longer than zero"));
-            }
-        }
+        let health_interval = env.positive_duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
 
         let dev_auth_on = env.or("DEV_AUTH", Switch(false), "on or off").0;
         let dev_auth = dev_auth_on.then(|| DevAuthSettings {
@@ -217,14 +205,6 @@ impl Config {
             cors,
         })
     }
-}
-
-fn read_url(env: &mut EnvReader, key: &str, default: &str) -> String {
-    let url: String = env.or(key, default.to_owned(), "e.g. http://127.0.0.1:50051");
-    if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
-        env.problem(format!("{key}={url:?} is not a valid URL"));
-    }
-    url
 }
 
 fn read_auth(env: &mut EnvReader, dev_auth_on: bool) -> AuthSettings {

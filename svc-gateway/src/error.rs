@@ -83,6 +83,8 @@ pub enum StartError {
     Upstream(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Host(#[from] shop_runtime::host::HostError),
 }
 
 impl Error {

@@ -55,7 +55,7 @@ pub mod upstreams;
 use std::sync::Arc;
 
 use shop_proto::auth::v1::dev_auth_service_server::DevAuthServiceServer;
-use shop_runtime::{CancellationToken, Listeners, admin};
+use shop_runtime::{CancellationToken, Listeners, host::Host, registry};
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -65,7 +65,7 @@ pub use error::StartError;
 /// The services reflection lists: every public service of the contract
 /// (each served by a service of the registry), and the development tokens.
 pub fn public_services() -> Vec<&'static str> {
-    shop_runtime::registry::ALL
+    registry::ALL
         .iter()
         .flat_map(|spec| spec.serves.iter().copied())
         .chain([edge::DEV_AUTH_SERVICE])
@@ -140,30 +140,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
     );
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(upstreams::report_health(
+    let mut host = Host::new(&registry::GATEWAY, shutdown);
+    host.spawn(upstreams::report_health(
         upstreams.clone(),
         health,
         config.health_interval,
-        shutdown.clone(),
+        host.shutdown(),
     ));
     {
         let rate_limits = rate_limits.clone();
         let interval = config.rate_limits.eviction_interval;
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { rate_limits.evict_periodically(interval, shutdown).await });
+        let shutdown = host.shutdown();
+        host.spawn(async move { rate_limits.evict_periodically(interval, shutdown).await });
     }
-    tasks.spawn(
+    host.spawn(
         verifier
             .clone()
-            .reload_periodically(config.auth.jwks_refresh_interval, shutdown.clone()),
+            .reload_periodically(config.auth.jwks_refresh_interval, host.shutdown()),
     );
     // Ready once it can verify tokens; upstream trouble shows in gRPC health
     // per service instead, so one dead service does not take the edge out of
     // a load balancer.
-    let ready_verifier = verifier.clone();
-    let ready: admin::ReadinessCheck = Arc::new(move || {
-        let has_keys = ready_verifier.has_keys();
+    host.ready_when(Arc::new(move || {
+        let has_keys = verifier.has_keys();
         Box::pin(async move {
             if has_keys {
                 Ok(())
@@ -171,21 +170,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 Err("token signing keys not loaded".to_owned())
             }
         })
-    });
-    let admin_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = admin::serve(listeners.admin, ready, async move { admin_shutdown.cancelled().await }).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
-
-    tracing::info!(
-        addr = ?listeners.grpc.local_addr().ok(),
-        dev_auth = dev_tokens.is_some(),
-        "svc-gateway serving"
-    );
-    server::serve(listeners.grpc, edge, server::cors_layer(&config.cors), shutdown.clone()).await;
-    shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    }));
+    let cors = server::cors_layer(&config.cors);
+    host.serve_with(listeners, |listener, shutdown| async move {
+        server::serve(listener, edge, cors, shutdown).await;
+        Ok(())
+    })
+    .await?;
     Ok(())
 }

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `RESERVATION_TTL`: how long stock is held for an order awaiting
     /// payment (default 15m).
@@ -23,21 +24,12 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(
-                &mut env,
-                shop_runtime::registry::INVENTORY.grpc_port,
-                shop_runtime::registry::INVENTORY.admin_port,
-            ),
+            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::INVENTORY),
+            database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
-            reservation_ttl: env.duration("RESERVATION_TTL", Duration::from_secs(15 * 60)),
-            sweep_interval: env.duration("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(1)),
+            reservation_ttl: env.positive_duration("RESERVATION_TTL", Duration::from_secs(15 * 60)),
+            sweep_interval: env.positive_duration("RESERVATION_SWEEP_INTERVAL", Duration::from_secs(1)),
         };
-        if config.reservation_ttl.is_zero() {
-            env.problem("RESERVATION_TTL must be longer than 0s");
-        }
-        if config.sweep_interval.is_zero() {
-            env.problem("RESERVATION_SWEEP_INTERVAL must be longer than 0s");
-        }
         env.finish()?;
         Ok(config)
     }

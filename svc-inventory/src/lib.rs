@@ -19,29 +19,23 @@ use shop_runtime::{
     CancellationToken, Listeners, grpc,
     host::{Host, HostError},
     outbox::Outbox,
+    registry,
 };
 
 pub use config::Config;
 
 /// Public services served on the gRPC port.
-pub const SERVICES: &[&str] = shop_runtime::registry::INVENTORY.serves;
-
-/// The durable consumers it runs, each declared in `nats/consumers/`.
-pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER, saga::PAYMENTS_CONSUMER];
+pub const SERVICES: &[&str] = registry::INVENTORY.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::start(
-        "svc-inventory",
-        &config.messaging,
-        sqlx::migrate!("./migrations"),
-        shutdown,
-    )
-    .await?;
+    let mut host = Host::new(&registry::INVENTORY, shutdown);
+    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
+    let bus = host.nats(&config.messaging).await?;
     let outbox = Outbox::new("svc-inventory");
-    host.spawn_relay(&outbox);
+    host.spawn_relay(&bus, &pool, &outbox);
     let saga = |consumer| saga::InventorySaga {
-        pool: host.pool.clone(),
+        pool: pool.clone(),
         outbox: outbox.clone(),
         reservation_ttl: config.reservation_ttl,
         consumer,
@@ -51,13 +45,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         saga(saga::PAYMENTS_CONSUMER),
         saga("sweeper"),
     );
-    host.spawn_consumer(saga::ORDERS_CONSUMER, orders).await?;
-    host.spawn_consumer(saga::PAYMENTS_CONSUMER, payments).await?;
+    host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, orders).await?;
+    host.spawn_consumer(&bus, saga::PAYMENTS_CONSUMER, payments).await?;
     host.spawn(saga::sweep_expired(sweeper, config.sweep_interval, host.shutdown()));
 
-    let api = api::InventoryApi {
-        pool: host.pool.clone(),
-    };
+    let api = api::InventoryApi { pool };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<CatalogServiceServer<api::InventoryApi>>().await;
     health.set_serving::<InventoryServiceServer<api::InventoryApi>>().await;

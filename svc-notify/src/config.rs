@@ -3,11 +3,12 @@
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use lettre::{Address, message::Mailbox};
-use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `NOTIFY_DATA_DIR` (default `.data/notify`): without an SMTP relay,
     /// emails are written as `.eml` files under `<dir>/outbox-mail/`.
@@ -32,11 +33,8 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(
-                &mut env,
-                shop_runtime::registry::NOTIFY.grpc_port,
-                shop_runtime::registry::NOTIFY.admin_port,
-            ),
+            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::NOTIFY),
+            database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
             data_dir: env.path("NOTIFY_DATA_DIR", ".data/notify"),
             smtp: env.optional("NOTIFY_SMTP_URL", "e.g. smtp://127.0.0.1:2525"),
@@ -51,16 +49,13 @@ impl Config {
                     "an address such as orders@shop.test or \"Shop <orders@shop.test>\"",
                 )
                 .unwrap_or_else(|| Mailbox::new(None, Address::new_dangerous("orders", "shop.test"))),
-            resend_interval: env.duration("NOTIFY_RESEND_INTERVAL", Duration::from_secs(5)),
+            resend_interval: env.positive_duration("NOTIFY_RESEND_INTERVAL", Duration::from_secs(5)),
         };
         if Address::new("probe", &config.recipient_domain).is_err() {
             env.problem(format!(
                 "NOTIFY_RECIPIENT_DOMAIN={:?} is not a mail domain (e.g. customers.shop.test)",
                 config.recipient_domain
             ));
-        }
-        if config.resend_interval.is_zero() {
-            env.problem("NOTIFY_RESEND_INTERVAL must be longer than 0s");
         }
         env.finish()?;
         Ok(config)

@@ -22,31 +22,25 @@ use shop_proto::notify::v1::notification_service_server::NotificationServiceServ
 use shop_runtime::{
     CancellationToken, Listeners, grpc,
     host::{Host, HostError},
+    registry,
 };
 
 pub use config::Config;
 
 /// Public services served on the gRPC port.
-pub const SERVICES: &[&str] = shop_runtime::registry::NOTIFY.serves;
-
-/// The durable consumers it runs, each declared in `nats/consumers/`.
-pub const CONSUMERS: &[&str] = &[saga::ORDERS_CONSUMER];
+pub const SERVICES: &[&str] = registry::NOTIFY.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::start(
-        "svc-notify",
-        &config.messaging,
-        sqlx::migrate!("./migrations"),
-        shutdown,
-    )
-    .await?;
+    let mut host = Host::new(&registry::NOTIFY, shutdown);
+    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
+    let bus = host.nats(&config.messaging).await?;
     let sender = sender::Sender::from_config(&config)
         .await
         .map_err(|e| HostError::setup("email sender", e))?;
     tracing::info!(via = %sender.describe(), "email delivery configured");
     let delivery = delivery::Delivery {
-        pool: host.pool.clone(),
+        pool: pool.clone(),
         sender: Arc::new(sender),
         resend_interval: config.resend_interval,
     };
@@ -54,13 +48,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         delivery: delivery.clone(),
         recipient_domain: config.recipient_domain.clone(),
     };
-    host.spawn_consumer(saga::ORDERS_CONSUMER, handler).await?;
+    host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, handler).await?;
     host.spawn(delivery.resend_until(host.shutdown()));
 
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<NotificationServiceServer<api::NotifyApi>>().await;
-    let router = router.add_service(NotificationServiceServer::new(api::NotifyApi {
-        pool: host.pool.clone(),
-    }));
+    let router = router.add_service(NotificationServiceServer::new(api::NotifyApi { pool }));
     host.serve(router, listeners).await
 }

@@ -3,12 +3,12 @@
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
-use shop_proto::{common::v1::Money as ProtoMoney, events::v1 as ev, order::v1 as pb};
+use shop_proto::{common::v1::Money as ProtoMoney, order::v1 as pb};
 use shop_runtime::{
     api_error::{ApiError, Resource},
     identity::Caller,
     outbox::Outbox,
-    values::{Money, OrderId, timestamp},
+    values::{OrderId, timestamp},
 };
 use sqlx::PgPool;
 use tokio_stream::Stream;
@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::{
     catalog::Catalog,
-    domain::{self, CancelReason, PaymentMethod, Status as OrderStatus, Trigger},
+    domain::{self, CancelReason, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
     saga::{self, Applied},
-    store::{self, Cursor, OrderRecord, PricedLine, StoreError},
+    store::{self, Cursor, OrderRecord, StoreError},
     watch::Announcer,
 };
 
@@ -35,6 +35,19 @@ pub(crate) struct OrderApi {
     pub announcer: Announcer,
 }
 
+/// The reason as the contract spells it. `orders.cancelled` carries the same
+/// number in its own enum (`OrderCancelReason`), so this is the one mapping
+/// of both; a test holds the two enums to the same numbers.
+pub(crate) fn proto_cancel_reason(reason: CancelReason) -> pb::CancelReason {
+    match reason {
+        CancelReason::OutOfStock => pb::CancelReason::OutOfStock,
+        CancelReason::PaymentDeclined => pb::CancelReason::PaymentDeclined,
+        CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
+        CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
+        CancelReason::TimedOut => pb::CancelReason::TimedOut,
+    }
+}
+
 fn to_proto(order: OrderRecord) -> pb::Order {
     let money = |minor| {
         Some(ProtoMoney {
@@ -46,16 +59,7 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
         OrderStatus::Reserved => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
         OrderStatus::Confirmed => (pb::OrderStatus::Confirmed, pb::CancelReason::Unspecified),
-        OrderStatus::Cancelled(reason) => (
-            pb::OrderStatus::Cancelled,
-            match reason {
-                CancelReason::OutOfStock => pb::CancelReason::OutOfStock,
-                CancelReason::PaymentDeclined => pb::CancelReason::PaymentDeclined,
-                CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
-                CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
-                CancelReason::TimedOut => pb::CancelReason::TimedOut,
-            },
-        ),
+        OrderStatus::Cancelled(reason) => (pb::OrderStatus::Cancelled, proto_cancel_reason(reason)),
     };
     pb::Order {
         order_id: order.order_id.to_string(),
@@ -144,35 +148,17 @@ impl OrderApi {
             return same_request(existing, &command);
         }
 
-        let products = self
+        let prices = self
             .catalog
-            .products(command.lines.iter().map(|l| l.sku.to_string()).collect())
+            .prices(command.lines.iter().map(|l| l.sku.to_string()).collect())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "catalog call failed");
                 ApiError::Unavailable("the catalog is unavailable; try again shortly".into())
             })?;
-        let mut priced = Vec::with_capacity(command.lines.len());
-        for (i, line) in command.lines.iter().enumerate() {
-            let product = products.iter().find(|p| p.sku == line.sku.as_str()).ok_or_else(|| {
-                ApiError::invalid(
-                    format!("lines[{i}].sku"),
-                    format!("no product {} in the catalog", line.sku),
-                )
-            })?;
-            let unit_price = product
-                .price
-                .as_ref()
-                .and_then(|p| Money::from_proto(p).ok())
-                .ok_or_else(|| ApiError::FailedPrecondition(format!("product {} has no valid price", line.sku)))?;
-            priced.push(PricedLine {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-                unit_price,
-            });
-        }
-        let total = store::total_of(&priced).ok_or_else(|| {
-            ApiError::FailedPrecondition("the lines cannot be totalled (mixed currencies or amount too large)".into())
+        let priced = command.price(&prices).map_err(|e| match e {
+            PricingError::UnknownSku { line, .. } => ApiError::invalid(format!("lines[{line}].sku"), e.to_string()),
+            PricingError::NoPrice { .. } | PricingError::CannotTotal => ApiError::FailedPrecondition(e.to_string()),
         })?;
 
         let mut tx = self
@@ -180,7 +166,7 @@ impl OrderApi {
             .begin()
             .await
             .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
-        let inserted = store::insert(&mut tx, user, &command, &priced, total)
+        let inserted = store::insert(&mut tx, user, &command, &priced)
             .await
             .map_err(ApiError::internal(ORDERS, "inserting the order"))?;
         let Some(order_id) = inserted else {
@@ -192,23 +178,8 @@ impl OrderApi {
                 .ok_or_else(|| ApiError::FailedPrecondition("the order for this key is being created; retry".into()))?;
             return same_request(existing, &command);
         };
-        let placed = ev::OrderPlaced {
-            order_id: order_id.to_string(),
-            user_id: user.to_owned(),
-            lines: priced
-                .iter()
-                .map(|l| ev::EventLine {
-                    sku: l.sku.to_string(),
-                    quantity: l.quantity.get(),
-                    unit_price: Some(l.unit_price.to_proto()),
-                })
-                .collect(),
-            total: Some(total.to_proto()),
-            payment_method: command.payment_method.to_string(),
-            placed_at: Some(timestamp(Utc::now())),
-        };
         self.outbox
-            .enqueue(&mut tx, &placed)
+            .enqueue(&mut tx, &saga::placed(order_id, user, &command, &priced))
             .await
             .map_err(ApiError::internal(ORDERS, "staging orders.placed"))?;
         let order = store::load(&mut tx, order_id)
@@ -225,7 +196,7 @@ impl OrderApi {
 }
 
 fn same_request(existing: OrderRecord, command: &domain::PlaceOrder) -> Result<OrderRecord, ApiError> {
-    if existing.request_fingerprint == command.fingerprint() {
+    if command.is_retry_of(&existing.request_fingerprint) {
         Ok(existing)
     } else {
         Err(ApiError::AlreadyExists(format!(
@@ -341,6 +312,8 @@ impl pb::order_service_server::OrderService for OrderApi {
 
 #[cfg(test)]
 mod tests {
+    use shop_proto::events::v1 as ev;
+
     use super::*;
 
     #[test]
@@ -353,5 +326,18 @@ mod tests {
         assert_eq!(decode_cursor("").expect("empty"), None);
         assert!(decode_cursor("nonsense").is_err());
         assert!(decode_cursor("12.not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn the_api_and_the_event_give_each_cancel_reason_the_same_number() {
+        for reason in CancelReason::ALL {
+            let number = proto_cancel_reason(reason) as i32;
+            let event = ev::OrderCancelReason::try_from(number).expect("a number of the event's enum");
+            assert_eq!(
+                event.as_str_name(),
+                format!("ORDER_{}", proto_cancel_reason(reason).as_str_name()),
+                "{reason:?}"
+            );
+        }
     }
 }

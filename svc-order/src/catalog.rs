@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use shop_proto::catalog::v1::{ListProductsRequest, Product, catalog_service_client::CatalogServiceClient};
-use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings};
+use shop_proto::catalog::v1::{ListProductsRequest, catalog_service_client::CatalogServiceClient};
+use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings, values::Money};
 use tonic::transport::Channel;
+
+use crate::domain::CatalogPrice;
 
 #[derive(Clone)]
 pub(crate) struct Catalog {
@@ -30,8 +32,8 @@ impl Catalog {
         })
     }
 
-    /// The products among `skus` that exist.
-    pub(crate) async fn products(&self, skus: Vec<String>) -> Result<Vec<Product>, CatalogError> {
+    /// The prices of the products among `skus` that exist.
+    pub(crate) async fn prices(&self, skus: Vec<String>) -> Result<Vec<CatalogPrice>, CatalogError> {
         let mut client = self.client.clone();
         let answer = self
             .breaker
@@ -39,6 +41,14 @@ impl Catalog {
             .await
             .map_err(|_open| CatalogError::Unavailable("circuit breaker open".into()))?;
         let response = answer.map_err(|status| CatalogError::Unavailable(status.message().to_owned()))?;
-        Ok(response.into_inner().products)
+        Ok(response
+            .into_inner()
+            .products
+            .into_iter()
+            .map(|product| CatalogPrice {
+                unit_price: product.price.as_ref().and_then(|p| Money::from_proto(p).ok()),
+                sku: product.sku,
+            })
+            .collect())
     }
 }

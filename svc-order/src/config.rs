@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use shop_runtime::{
-    config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics},
-    grpc::UpstreamSettings,
+    config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
+    grpc::{UpstreamSettings, read_upstream_url},
+    registry,
 };
 
 use crate::domain::PaymentMethod;
@@ -16,6 +17,7 @@ pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(10 * 60);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
     pub catalog_url: String,
@@ -59,29 +61,16 @@ impl Config {
             env.problem("ACCEPTED_PAYMENT_METHODS must list at least one payment method");
         }
         let config = Self {
-            basics: ServiceBasics::read(
-                &mut env,
-                shop_runtime::registry::ORDER.grpc_port,
-                shop_runtime::registry::ORDER.admin_port,
-            ),
+            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::ORDER),
+            database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
-            catalog_url: env.or(
-                "CATALOG_URL",
-                shop_runtime::registry::INVENTORY.default_url(),
-                "e.g. http://127.0.0.1:50052",
-            ),
+            catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
             upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,
-            watch_max_concurrent: env.or("WATCH_MAX_CONCURRENT", 1000, "a positive integer"),
-            order_deadline: env.duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),
-            deadline_sweep_interval: env.duration("ORDER_DEADLINE_SWEEP_INTERVAL", Duration::from_secs(30)),
+            watch_max_concurrent: env.count("WATCH_MAX_CONCURRENT", 1000),
+            order_deadline: env.positive_duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),
+            deadline_sweep_interval: env.positive_duration("ORDER_DEADLINE_SWEEP_INTERVAL", Duration::from_secs(30)),
         };
-        if config.watch_max_concurrent == 0 {
-            env.problem("WATCH_MAX_CONCURRENT must be at least 1");
-        }
-        if tonic::transport::Endpoint::from_shared(config.catalog_url.clone()).is_err() {
-            env.problem(format!("CATALOG_URL={:?} is not a valid URL", config.catalog_url));
-        }
         env.finish()?;
         Ok(config)
     }

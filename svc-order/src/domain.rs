@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
-use shop_runtime::values::{IdempotencyKey, Quantity, Sku};
+use shop_runtime::values::{IdempotencyKey, Money, Quantity, Sku};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
@@ -186,6 +186,79 @@ impl PlaceOrder {
         lines.sort();
         format!("v1|{}|{}", self.payment_method, lines.join(","))
     }
+
+    /// Whether an order placed earlier under this key came from the same
+    /// request: only then is a retry answered with that order.
+    pub fn is_retry_of(&self, fingerprint: &str) -> bool {
+        self.fingerprint() == fingerprint
+    }
+
+    /// Prices every line from the catalog's answer and totals the order.
+    pub fn price(&self, catalog: &[CatalogPrice]) -> Result<PricedOrder, PricingError> {
+        let lines = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(line, requested)| {
+                let product = catalog
+                    .iter()
+                    .find(|p| p.sku == requested.sku.as_str())
+                    .ok_or_else(|| PricingError::UnknownSku {
+                        line,
+                        sku: requested.sku.clone(),
+                    })?;
+                let unit_price = product.unit_price.ok_or_else(|| PricingError::NoPrice {
+                    sku: requested.sku.clone(),
+                })?;
+                Ok(PricedLine {
+                    sku: requested.sku.clone(),
+                    quantity: requested.quantity,
+                    unit_price,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = total_of(&lines).ok_or(PricingError::CannotTotal)?;
+        Ok(PricedOrder { lines, total })
+    }
+}
+
+/// What the catalog says a SKU costs (`None`: listed without a valid price).
+#[derive(Debug, Clone)]
+pub struct CatalogPrice {
+    pub sku: String,
+    pub unit_price: Option<Money>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PricedLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+}
+
+/// An order's lines at the catalog's prices, and their total.
+#[derive(Debug, Clone)]
+pub struct PricedOrder {
+    pub lines: Vec<PricedLine>,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PricingError {
+    #[error("no product {sku} in the catalog")]
+    UnknownSku { line: usize, sku: Sku },
+    #[error("product {sku} has no valid price")]
+    NoPrice { sku: Sku },
+    #[error("the lines cannot be totalled (mixed currencies or amount too large)")]
+    CannotTotal,
+}
+
+/// The total of `lines`, or `None` on overflow or mixed currencies.
+fn total_of(lines: &[PricedLine]) -> Option<Money> {
+    let (first, rest) = lines.split_first()?;
+    rest.iter().try_fold(first.unit_price.times(first.quantity)?, |sum, l| {
+        sum.plus(l.unit_price.times(l.quantity)?)
+    })
 }
 
 /// A field that failed validation, with the path a client can act on
@@ -389,5 +462,49 @@ mod tests {
         let fp = |r: Result<PlaceOrder, FieldError>| r.expect("valid").fingerprint();
         assert_eq!(fp(a.clone()), fp(b));
         assert_ne!(fp(a), fp(c));
+    }
+
+    #[test]
+    fn pricing_takes_the_catalogs_prices_and_names_what_it_cannot_price() {
+        let eur = shop_runtime::values::Currency::parse("EUR").expect("valid");
+        let usd = shop_runtime::values::Currency::parse("USD").expect("valid");
+        let price = |sku: &str, unit_price| CatalogPrice {
+            sku: sku.into(),
+            unit_price,
+        };
+        let order = validate_place_order(
+            "k",
+            &[("SKU-A".into(), 2), ("SKU-B".into(), 1)],
+            "pm_card_ok",
+            &methods(),
+        )
+        .expect("valid");
+
+        let priced = order
+            .price(&[
+                price("SKU-B", Some(Money::new(eur, 100))),
+                price("SKU-A", Some(Money::new(eur, 250))),
+            ])
+            .expect("priced");
+        assert_eq!(priced.total, Money::new(eur, 600));
+        assert_eq!(
+            priced.lines[0].unit_price,
+            Money::new(eur, 250),
+            "in the request's order"
+        );
+
+        let unknown = order.price(&[price("SKU-A", Some(Money::new(eur, 250)))]);
+        assert!(
+            matches!(unknown, Err(PricingError::UnknownSku { line: 1, .. })),
+            "{unknown:?}"
+        );
+        let unpriced = order.price(&[price("SKU-A", None), price("SKU-B", Some(Money::new(eur, 1)))]);
+        assert!(matches!(unpriced, Err(PricingError::NoPrice { .. })), "{unpriced:?}");
+        let mixed = order.price(&[
+            price("SKU-A", Some(Money::new(eur, 1))),
+            price("SKU-B", Some(Money::new(usd, 1))),
+        ]);
+        assert_eq!(mixed.map(|p| p.total), Err(PricingError::CannotTotal));
+        assert!(order.is_retry_of(&order.fingerprint()));
     }
 }

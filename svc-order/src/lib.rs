@@ -19,32 +19,32 @@ use shop_runtime::{
     CancellationToken, Listeners, grpc,
     host::{Host, HostError},
     outbox::Outbox,
+    registry,
 };
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = shop_runtime::registry::ORDER.serves;
-
-/// The durable consumers it runs, each declared in `nats/consumers/`.
-pub const CONSUMERS: &[&str] = &[saga::INVENTORY_CONSUMER, saga::PAYMENTS_CONSUMER];
+pub const SERVICES: &[&str] = registry::ORDER.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::start("svc-order", &config.messaging, sqlx::migrate!("./migrations"), shutdown).await?;
+    let mut host = Host::new(&registry::ORDER, shutdown);
+    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
+    let bus = host.nats(&config.messaging).await?;
     let outbox = Outbox::new("svc-order");
-    host.spawn_relay(&outbox);
-    let announcer = watch::Announcer::new(host.nats.clone(), config.watch_max_concurrent);
+    host.spawn_relay(&bus, &pool, &outbox);
+    let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent);
     let saga = |consumer| saga::OrderSaga {
-        pool: host.pool.clone(),
+        pool: pool.clone(),
         outbox: outbox.clone(),
         announcer: announcer.clone(),
         consumer,
     };
     let (inventory, payments) = (saga(saga::INVENTORY_CONSUMER), saga(saga::PAYMENTS_CONSUMER));
-    host.spawn_consumer(saga::INVENTORY_CONSUMER, inventory).await?;
-    host.spawn_consumer(saga::PAYMENTS_CONSUMER, payments).await?;
+    host.spawn_consumer(&bus, saga::INVENTORY_CONSUMER, inventory).await?;
+    host.spawn_consumer(&bus, saga::PAYMENTS_CONSUMER, payments).await?;
     let overdue = deadline::Deadline {
-        pool: host.pool.clone(),
+        pool: pool.clone(),
         outbox: outbox.clone(),
         announcer: announcer.clone(),
         after: config.order_deadline,
@@ -52,7 +52,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn(deadline::run(overdue, config.deadline_sweep_interval, host.shutdown()));
 
     let api = api::OrderApi {
-        pool: host.pool.clone(),
+        pool,
         outbox,
         catalog: catalog::Catalog::new(&config.catalog_url, &config.upstream)
             .map_err(|e| HostError::setup("catalog client", e))?,

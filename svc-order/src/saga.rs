@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    domain::{CancelReason, Decision, Status, Trigger, decide},
+    domain::{Decision, PlaceOrder, PricedOrder, Status, Trigger, decide},
     store::{self, StoreError},
 };
 
@@ -29,6 +29,27 @@ pub enum Applied {
     Ignored,
     Refused(&'static str),
     Missing,
+}
+
+/// `orders.placed`, which starts the saga of a new order: its priced lines
+/// and what to charge, so that inventory and payment need not ask.
+pub(crate) fn placed(order_id: Uuid, user_id: &str, command: &PlaceOrder, priced: &PricedOrder) -> ev::OrderPlaced {
+    ev::OrderPlaced {
+        order_id: order_id.to_string(),
+        user_id: user_id.to_owned(),
+        lines: priced
+            .lines
+            .iter()
+            .map(|l| ev::EventLine {
+                sku: l.sku.to_string(),
+                quantity: l.quantity.get(),
+                unit_price: Some(l.unit_price.to_proto()),
+            })
+            .collect(),
+        total: Some(priced.total.to_proto()),
+        payment_method: command.payment_method.to_string(),
+        placed_at: Some(timestamp(chrono::Utc::now())),
+    }
 }
 
 /// Applies `trigger` to the order under a row lock, publishing the
@@ -68,13 +89,7 @@ pub async fn apply(
             let cancelled = ev::OrderCancelled {
                 order_id: order_id.to_string(),
                 user_id,
-                reason: match reason {
-                    CancelReason::OutOfStock => ev::OrderCancelReason::OutOfStock,
-                    CancelReason::PaymentDeclined => ev::OrderCancelReason::PaymentDeclined,
-                    CancelReason::ReservationExpired => ev::OrderCancelReason::ReservationExpired,
-                    CancelReason::CustomerCancelled => ev::OrderCancelReason::CustomerCancelled,
-                    CancelReason::TimedOut => ev::OrderCancelReason::TimedOut,
-                } as i32,
+                reason: crate::api::proto_cancel_reason(reason) as i32,
                 total,
                 cancelled_at: Some(now),
             };

@@ -1,18 +1,11 @@
 //! Orders in Postgres.
 
 use chrono::{DateTime, Utc};
-use shop_runtime::values::{Currency, Money, Quantity, Sku};
+use shop_runtime::values::Currency;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{PlaceOrder, Status};
-
-#[derive(Debug, Clone)]
-pub struct PricedLine {
-    pub sku: Sku,
-    pub quantity: Quantity,
-    pub unit_price: Money,
-}
+use crate::domain::{PlaceOrder, PricedOrder, Status};
 
 #[derive(Debug, Clone)]
 pub struct OrderRecord {
@@ -126,9 +119,9 @@ pub async fn insert(
     conn: &mut PgConnection,
     user_id: &str,
     command: &PlaceOrder,
-    lines: &[PricedLine],
-    total: Money,
+    priced: &PricedOrder,
 ) -> Result<Option<Uuid>, StoreError> {
+    let (lines, total) = (&priced.lines, priced.total);
     let order_id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, user_id, idempotency_key, request_fingerprint, status, payment_method,
@@ -239,14 +232,6 @@ pub async fn list(
     .fetch_all(&mut *conn)
     .await?;
     with_lines(&mut conn, rows).await
-}
-
-/// The total of `lines`, or `None` on overflow or mixed currencies.
-pub fn total_of(lines: &[PricedLine]) -> Option<Money> {
-    let (first, rest) = lines.split_first()?;
-    rest.iter().try_fold(first.unit_price.times(first.quantity)?, |sum, l| {
-        sum.plus(l.unit_price.times(l.quantity)?)
-    })
 }
 
 pub fn currency(code: &str) -> Option<Currency> {

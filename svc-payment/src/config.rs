@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use shop_runtime::config::{ConfigError, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `PAYMENT_PROVIDER_TIMEOUT`: deadline of one provider call (default 5s).
     pub provider_timeout: Duration,
@@ -24,24 +25,12 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(
-                &mut env,
-                shop_runtime::registry::PAYMENT.grpc_port,
-                shop_runtime::registry::PAYMENT.admin_port,
-            ),
+            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::PAYMENT),
+            database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
-            provider_timeout: env.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
-            max_attempts: env.or("PAYMENT_MAX_ATTEMPTS", 3, "a positive integer"),
+            provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
+            max_attempts: env.count("PAYMENT_MAX_ATTEMPTS", 3),
         };
-        if config.max_attempts < 1 {
-            env.problem(format!(
-                "PAYMENT_MAX_ATTEMPTS={} must be at least 1",
-                config.max_attempts
-            ));
-        }
-        if config.provider_timeout.is_zero() {
-            env.problem("PAYMENT_PROVIDER_TIMEOUT must be longer than 0s");
-        }
         env.finish()?;
         Ok(config)
     }

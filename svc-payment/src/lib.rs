@@ -17,29 +17,23 @@ use shop_runtime::{
     CancellationToken, Listeners, grpc,
     host::{Host, HostError},
     outbox::Outbox,
+    registry,
 };
 
 pub use config::Config;
 
-pub const SERVICES: &[&str] = shop_runtime::registry::PAYMENT.serves;
-
-/// The durable consumers it runs, each declared in `nats/consumers/`.
-pub const CONSUMERS: &[&str] = &[saga::RESERVED_CONSUMER, saga::CANCELLED_CONSUMER];
+pub const SERVICES: &[&str] = registry::PAYMENT.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::start(
-        "svc-payment",
-        &config.messaging,
-        sqlx::migrate!("./migrations"),
-        shutdown,
-    )
-    .await?;
+    let mut host = Host::new(&registry::PAYMENT, shutdown);
+    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
+    let bus = host.nats(&config.messaging).await?;
     let outbox = Outbox::new("svc-payment");
-    host.spawn_relay(&outbox);
-    let provider = Arc::new(provider::SimulatedProvider::new(host.pool.clone()));
+    host.spawn_relay(&bus, &pool, &outbox);
+    let provider = Arc::new(provider::SimulatedProvider::new(pool.clone()));
     let saga = |consumer| saga::PaymentSaga {
-        pool: host.pool.clone(),
+        pool: pool.clone(),
         outbox: outbox.clone(),
         provider: provider.clone(),
         consumer,
@@ -47,13 +41,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         max_attempts: config.max_attempts,
     };
     let (reserved, cancelled) = (saga(saga::RESERVED_CONSUMER), saga(saga::CANCELLED_CONSUMER));
-    host.spawn_consumer(saga::RESERVED_CONSUMER, reserved).await?;
-    host.spawn_consumer(saga::CANCELLED_CONSUMER, cancelled).await?;
+    host.spawn_consumer(&bus, saga::RESERVED_CONSUMER, reserved).await?;
+    host.spawn_consumer(&bus, saga::CANCELLED_CONSUMER, cancelled).await?;
 
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     health.set_serving::<PaymentServiceServer<api::PaymentApi>>().await;
-    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi {
-        pool: host.pool.clone(),
-    }));
+    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
     host.serve(router, listeners).await
 }

@@ -3,6 +3,7 @@
 mod database;
 mod dlq;
 mod event_vectors;
+mod host;
 mod messaging;
 mod retries;
 mod support;

@@ -3,5 +3,4 @@
 mod operations;
 mod processes;
 mod saga;
-mod topology;
 mod watch;

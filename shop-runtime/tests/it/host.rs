@@ -1,0 +1,110 @@
+//! The service life cycle against real PostgreSQL and nats-server: a service
+//! starts only when it handles exactly the consumers declared for it, its
+//! readiness names every part that is down, and shutdown returns.
+
+use std::time::Duration;
+
+use shop_runtime::{
+    CancellationToken, Listeners,
+    config::{DatabaseSettings, EnvReader, MessagingSettings},
+    consumer::{EventHandler, HandleError},
+    event::IncomingEvent,
+    grpc,
+    host::{Host, HostError},
+    registry,
+    topology::TopologyError,
+};
+use shop_test_support::{NatsServer, fresh_database};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Ignore;
+
+impl EventHandler for Ignore {
+    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+}
+
+async fn settings(nats: &NatsServer) -> anyhow::Result<(DatabaseSettings, MessagingSettings)> {
+    let mut env = EnvReader::from_map([("NATS_URL", nats.url()), ("DATABASE_URL", fresh_database().await?)]);
+    let settings = (DatabaseSettings::read(&mut env), MessagingSettings::read(&mut env));
+    env.finish()?;
+    Ok(settings)
+}
+
+/// `(status code, body)` of `GET path` on the admin port.
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response.get(9..12).unwrap_or_default().parse()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Ok((code, body.to_owned()))
+}
+
+#[tokio::test]
+async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let (_, messaging) = settings(&nats).await?;
+    let mut host = Host::new(&registry::NOTIFY, CancellationToken::new());
+    let bus = host.nats(&messaging).await?;
+
+    let err = host
+        .spawn_consumer(&bus, "order-payments", Ignore)
+        .await
+        .expect_err("another service's consumer");
+    assert!(
+        matches!(err, HostError::Topology(TopologyError::NotOwn { .. })),
+        "{err}"
+    );
+
+    let (router, _) = grpc::router_with_basics(&[])?;
+    let err = host
+        .serve(router, Listeners::ephemeral().await?)
+        .await
+        .expect_err("notify-orders has no handler");
+    assert_eq!(
+        err.to_string(),
+        "svc-notify has no handler for notify-orders, declared for it in nats/consumers"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start().await?;
+    let (database, messaging) = settings(&nats).await?;
+    let shutdown = CancellationToken::new();
+    let mut host = Host::new(&registry::NOTIFY, shutdown.clone());
+    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
+        .await?;
+    let bus = host.nats(&messaging).await?;
+    host.spawn_consumer(&bus, "notify-orders", Ignore).await?;
+    host.ready_when(std::sync::Arc::new(|| {
+        Box::pin(async { Err("the outage switch is on".to_owned()) })
+    }));
+    let listeners = Listeners::ephemeral().await?;
+    let admin = listeners.admin.local_addr()?;
+    let (router, _) = grpc::router_with_basics(&[])?;
+    let serving = tokio::spawn(host.serve(router, listeners));
+
+    let (code, body) = admin_get(admin, "/readyz").await?;
+    assert_eq!((code, body.as_str()), (503, "not ready: the outage switch is on\n"));
+    nats.stop().await;
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = admin_get(admin, "/readyz").await?.1;
+        if body.contains("NATS") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body, "not ready: NATS disconnected; the outage switch is on\n");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), serving).await???;
+    Ok(())
+}
