@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use shop_infra::RedisServer;
 use shop_proto::cart::v1::{AddItemRequest, GetCartRequest, UpdateItemRequest, cart_service_client::CartServiceClient};
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use shop_test_support::RedisServer;
 use system_tests::{AsUser, Service, Stack};
 use tonic::transport::Channel;
 

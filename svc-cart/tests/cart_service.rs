@@ -10,6 +10,7 @@ use std::{
 
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
+use shop_infra::RedisServer;
 use shop_proto::{
     cart::v1::{
         AddItemRequest, Cart, CheckoutRequest, ClearCartRequest, GetCartRequest, RemoveItemRequest, UpdateItemRequest,
@@ -18,7 +19,6 @@ use shop_proto::{
     order::v1::{CancelReason, Order, OrderStatus, PlaceOrderRequest},
 };
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use shop_test_support::RedisServer;
 use system_tests::{AsUser, Service, Stack, eventually, line, wait_consumers_idle};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

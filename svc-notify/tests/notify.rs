@@ -13,6 +13,7 @@ use async_nats::{
     HeaderMap,
     jetstream::{self, consumer::pull},
 };
+use shop_infra::{NatsServer, free_port, fresh_database};
 use shop_proto::{
     common::v1::Money,
     events::v1 as ev,
@@ -25,7 +26,6 @@ use shop_runtime::{
     event::{self, Event},
     topology,
 };
-use shop_test_support::{NatsServer, free_port, fresh_database};
 use svc_notify::Config;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},

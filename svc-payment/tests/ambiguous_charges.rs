@@ -10,9 +10,9 @@ use std::{
     time::Duration,
 };
 
+use shop_infra::fresh_database;
 use shop_proto::events::v1 as ev;
 use shop_runtime::{consumer::EventHandler, db, event::IncomingEvent, outbox::Outbox};
-use shop_test_support::fresh_database;
 use svc_payment::{
     provider::{ChargeOutcome, PaymentProvider, ProviderError, SimulatedProvider},
     saga::{CANCELLED_CONSUMER, PaymentSaga, RESERVED_CONSUMER},

@@ -9,6 +9,7 @@ pub mod processes;
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use anyhow::{Context, bail};
+use shop_infra::{NatsServer, fresh_database};
 use shop_proto::{
     inventory::v1::{GetStockRequest, Stock, inventory_service_client::InventoryServiceClient},
     notify::v1::notification_service_client::NotificationServiceClient,
@@ -16,7 +17,6 @@ use shop_proto::{
     payment::v1::payment_service_client::PaymentServiceClient,
 };
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use shop_test_support::{NatsServer, fresh_database};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{
     Request, Status,

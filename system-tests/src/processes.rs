@@ -5,7 +5,7 @@
 use std::{collections::HashMap, path::PathBuf, process::Stdio};
 
 use anyhow::Context;
-use shop_test_support::{NatsServer, free_port};
+use shop_infra::{NatsServer, free_port};
 use tokio::process::{Child, Command};
 
 use crate::{Databases, Service, StackOptions, service_settings, wait_serving};

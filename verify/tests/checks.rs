@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use async_nats::{HeaderMap, jetstream};
 use chrono::{DateTime, TimeDelta, Utc};
+use shop_infra::{NatsServer, fresh_database};
 use shop_runtime::{consumer, db, topology};
-use shop_test_support::{NatsServer, fresh_database};
 use shop_verify::{Databases, Options, Report};
 use sqlx::PgPool;
 use uuid::Uuid;

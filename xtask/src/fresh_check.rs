@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shop_test_support::binaries;
+use shop_infra::binaries;
 
 use crate::{cmd, install};
 
@@ -174,7 +174,7 @@ impl Runner {
 }
 
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
-    if !shop_test_support::infra::running_as_root() {
+    if !shop_infra::infra::running_as_root() {
         bail!("fresh-check needs root: it runs debootstrap, chroot and network namespaces");
     }
     let repo = cmd::root();

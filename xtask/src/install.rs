@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use shop_test_support::{binaries, infra};
+use shop_infra::{binaries, infra};
 
 use crate::cmd;
 
@@ -29,7 +29,7 @@ pub(crate) struct Tools {
 
 impl Tools {
     /// Environment for processes that start servers through
-    /// shop-test-support, so they skip the search.
+    /// shop-infra, so they skip the search.
     pub(crate) fn env(&self) -> [(&'static str, &Path); 3] {
         [
             (binaries::PG_BIN_DIR, &self.pg_bin_dir),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use shop_test_support::infra::{ServerProcess, StopSignal};
+use shop_infra::infra::{ServerProcess, StopSignal};
 
 /// When a process that exited is started again.
 #[derive(Clone, Copy, Debug)]

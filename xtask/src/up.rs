@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use shop_infra::infra::{self, ServerProcess};
 use shop_runtime::registry::{self, ServiceSpec};
-use shop_test_support::infra::{self, ServerProcess};
 
 use crate::ports::{self, Port};
 use crate::supervise::{Restarts, Supervised, Tended};

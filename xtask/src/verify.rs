@@ -2,8 +2,8 @@
 //! `DATABASE_URL` and `NATS_URL`), checked by `shop_verify`.
 
 use anyhow::{Context, bail};
+use shop_infra::infra;
 use shop_runtime::db;
-use shop_test_support::infra;
 
 use crate::up;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use shop_test_support::binaries;
+use shop_infra::binaries;
 
 #[test]
 fn compose_file_is_valid() {

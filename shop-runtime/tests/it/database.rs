@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use shop_infra::fresh_database;
 use shop_runtime::db;
-use shop_test_support::fresh_database;
 
 fn short() -> db::Limits {
     db::Limits {

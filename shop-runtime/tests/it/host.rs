@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use shop_infra::{NatsServer, fresh_database};
 use shop_runtime::{
     CancellationToken, Listeners,
     config::{DatabaseSettings, EnvReader, MessagingSettings},
@@ -14,7 +15,6 @@ use shop_runtime::{
     registry,
     topology::TopologyError,
 };
-use shop_test_support::{NatsServer, fresh_database};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Ignore;

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use shop_infra::{NatsServer, fresh_database};
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     CancellationToken,
@@ -19,7 +20,6 @@ use shop_runtime::{
     outbox::Outbox,
     topology,
 };
-use shop_test_support::{NatsServer, fresh_database};
 use sqlx::PgPool;
 
 async fn database() -> anyhow::Result<PgPool> {

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use shop_infra::fresh_database;
 use shop_runtime::{
     db,
     values::{Quantity, Sku},
 };
-use shop_test_support::fresh_database;
 use svc_inventory::stock::{self, Line, ReleaseReason, Reservation};
 
 /// A cancellation handled while the order's placement is reserving (its

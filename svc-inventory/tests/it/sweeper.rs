@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use shop_infra::fresh_database;
 use shop_runtime::{db, outbox::Outbox};
-use shop_test_support::fresh_database;
 use svc_inventory::saga::{InventorySaga, sweep_once};
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use shop_infra::NatsServer;
 use shop_runtime::topology;
-use shop_test_support::NatsServer;
 use uuid::Uuid;
 
 /// A nats-server of the test's own, with every stream.

@@ -1,8 +1,8 @@
 //! svc-cart started with `run()` on a throwaway Redis, next to a running
 //! `Stack` (its catalog and svc-order, its NATS for `orders.confirmed`).
 
+use shop_infra::RedisServer;
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use shop_test_support::RedisServer;
 use system_tests::{Service, Stack};
 use tokio::task::JoinHandle;
 

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use shop_test_support::fault_proxy::{Fault, FaultProxy};
-use shop_test_support::fresh_database;
+use shop_infra::fault_proxy::{Fault, FaultProxy};
+use shop_infra::fresh_database;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,7 +1,10 @@
-//! Throwaway nats-server, PostgreSQL and Redis for integration tests.
+//! The platform's infrastructure as real processes: nats-server, PostgreSQL
+//! and Redis, found or installed where the project keeps its tools, started
+//! with persistent data for `cargo xtask up` ([`infra`]) or throwaway for
+//! tests.
 //!
-//! Every server is a real process on a free port, so tests never share state
-//! and never depend on a developer's own services:
+//! For tests every server is a real process on a free port, so tests never
+//! share state and never depend on a developer's own services:
 //!
 //! - [`fresh_database`] hands out a new, empty database on one PostgreSQL
 //!   server per test process (or on `TEST_DATABASE_URL`, when set).
@@ -12,8 +15,7 @@
 //!
 //! Servers run under a small shell watchdog that holds a pipe from this
 //! process: when the process ends, even by abort, the pipe closes and the
-//! watchdog stops the server. [`infra`] exposes the same machinery with
-//! persistent data for `cargo xtask up`, and [`binaries`] finds the programs.
+//! watchdog stops the server. [`binaries`] finds the programs.
 //!
 //! [`fault_proxy`] puts a TCP proxy between a service and one of these
 //! servers, to inject latency, partitions and dropped connections.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shop_test_support::{NatsServer, RedisServer, free_port, fresh_database};
+use shop_infra::{NatsServer, RedisServer, free_port, fresh_database};
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

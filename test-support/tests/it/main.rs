@@ -1,4 +1,0 @@
-//! shop-test-support's integration tests, as one binary: one link instead of one per file.
-
-mod fault_proxy;
-mod servers;
