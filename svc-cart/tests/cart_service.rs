@@ -2,14 +2,11 @@
 //! checkout saga (svc-order, svc-inventory, svc-payment, svc-notify on real
 //! NATS and PostgreSQL).
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
+use shop_harness::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
 use shop_infra::RedisServer;
 use shop_proto::{
     cart::v1::{
@@ -17,12 +14,6 @@ use shop_proto::{
         cart_service_client::CartServiceClient,
     },
     order::v1::{CancelReason, Order, OrderStatus, PlaceOrderRequest},
-};
-use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use system_tests::{AsUser, Service, Stack, eventually, line, wait_consumers_idle};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    task::JoinHandle,
 };
 use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use uuid::Uuid;
@@ -38,11 +29,6 @@ const CAP: &str = "SKU-CAP-001"; // 18.99 EUR
 /// svc-cart on its own Redis, beside the saga services.
 struct Shop {
     stack: Stack,
-    redis: RedisServer,
-    cart_url: String,
-    admin_addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
 }
 
 impl Shop {
@@ -52,44 +38,32 @@ impl Shop {
 
     /// Starts with extra settings for svc-cart (e.g. `CART_TTL`).
     async fn start_with(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let stack = Stack::start().await?;
-        let redis = RedisServer::start().await?;
-        let mut env: HashMap<String, String> = [
-            ("REDIS_URL", redis.url()),
-            ("NATS_URL", stack.nats.url()),
-            ("CATALOG_URL", stack.grpc_url(Service::Inventory)),
-            ("ORDER_URL", stack.grpc_url(Service::Order)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let config = svc_cart::Config::read(EnvReader::from_map(env))?;
-        let listeners = Listeners::ephemeral().await?;
-        let cart_url = format!("http://{}", listeners.grpc.local_addr()?);
-        let admin_addr = listeners.admin.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(svc_cart::run(config, listeners, shutdown.clone()));
-        system_tests::wait_serving(&cart_url).await?;
+        let options = settings
+            .iter()
+            .fold(StackOptions::default().with(Service::Cart), |options, (k, v)| {
+                options.setting(Service::Cart, k, *v)
+            });
         Ok(Self {
-            stack,
-            redis,
-            cart_url,
-            admin_addr,
-            shutdown,
-            task,
+            stack: Stack::start_with(options).await?,
         })
     }
 
+    fn cart_url(&self) -> String {
+        self.stack.grpc_url(Service::Cart)
+    }
+
     async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
-        let channel = Channel::from_shared(self.cart_url.clone())?.connect().await?;
+        let channel = self.stack.channel(Service::Cart).await?;
         Ok(CartServiceClient::with_interceptor(channel, AsUser::customer(user)))
     }
 
+    fn redis_server(&mut self) -> &mut RedisServer {
+        self.stack.redis.as_mut().expect("a stack with svc-cart has its Redis")
+    }
+
     async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        Ok(redis::Client::open(self.redis.url())?
-            .get_multiplexed_async_connection()
-            .await?)
+        let url = self.stack.redis.as_ref().map(RedisServer::url).unwrap_or_default();
+        Ok(redis::Client::open(url)?.get_multiplexed_async_connection().await?)
     }
 
     async fn pttl(&self, key: &str) -> anyhow::Result<i64> {
@@ -99,25 +73,7 @@ impl Shop {
 
     /// `(status code, body)` of an admin endpoint.
     async fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.admin_addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
-        Ok((code, response))
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.task.abort();
+        self.stack.admin_get(Service::Cart, path).await
     }
 }
 
@@ -488,7 +444,7 @@ async fn bad_input_is_rejected_naming_the_field() -> TestResult {
     );
     assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1)], "nothing changed");
 
-    let channel = Channel::from_shared(shop.cart_url.clone())?.connect().await?;
+    let channel = Channel::from_shared(shop.cart_url())?.connect().await?;
     let status = CartServiceClient::new(channel)
         .get_cart(GetCartRequest {})
         .await
@@ -528,7 +484,7 @@ async fn users_see_and_change_only_their_own_cart() -> TestResult {
     );
     assert_eq!(lines(&get(&mut bob).await?), [(TEE.into(), 1)]);
     // Admins get their own cart too: there is no way to name another's.
-    let channel = Channel::from_shared(shop.cart_url.clone())?.connect().await?;
+    let channel = Channel::from_shared(shop.cart_url())?.connect().await?;
     let mut admin = CartServiceClient::with_interceptor(channel, AsUser::admin("root"));
     assert!(get(&mut admin).await?.lines.is_empty());
     Ok(())
@@ -843,7 +799,7 @@ async fn readiness_follows_redis_and_a_redis_outage_is_a_generic_unavailable() -
     let mut cart = shop.cart("alice").await?;
     add(&mut cart, MUG, 1).await?;
 
-    shop.redis.stop().await;
+    shop.redis_server().stop().await;
     let (code, body) = shop.admin_get("/readyz").await?;
     assert_eq!(code, 503);
     assert!(body.contains("redis unreachable"), "{body}");
@@ -862,7 +818,7 @@ async fn readiness_follows_redis_and_a_redis_outage_is_a_generic_unavailable() -
         started.elapsed()
     );
 
-    shop.redis.restart().await?;
+    shop.redis_server().restart().await?;
     eventually("readiness to return", || async {
         Ok((shop.admin_get("/readyz").await?.0 == 200).then_some(()))
     })

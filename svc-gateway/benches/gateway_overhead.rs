@@ -24,24 +24,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
+use shop_harness::{
+    Service, Stack,
+    bench::{Latencies, Table, env_list, env_number},
+};
 use shop_proto::{
     auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient},
     catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient},
 };
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use system_tests::{Service, Stack};
 use tonic::{metadata::AsciiMetadataValue, transport::Channel};
 
 const GATEWAY_THREAD: &str = "gateway-worker";
-
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
 
 /// On-CPU nanoseconds of this process's threads named `name`.
 fn cpu_nanos_of_threads(name: &str) -> u64 {
@@ -75,7 +69,7 @@ struct RunResult {
     requests: u64,
     errors: u64,
     elapsed: Duration,
-    latency_us: Histogram<u64>,
+    latencies: Latencies,
     gateway_cpu_ns: u64,
 }
 
@@ -94,7 +88,7 @@ async fn run_load(
         let stop = stop.clone();
         let token = token.clone();
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut latencies = Latencies::default();
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let mut request = tonic::Request::new(GetProductRequest {
@@ -105,29 +99,29 @@ async fn run_load(
                 }
                 let call_started = Instant::now();
                 match client.get_product(request).await {
-                    Ok(_) => histogram.record(call_started.elapsed().as_micros().max(1) as u64)?,
+                    Ok(_) => latencies.record(call_started.elapsed()),
                     Err(_) => errors += 1,
                 }
             }
-            anyhow::Ok((histogram, errors))
+            (latencies, errors)
         }));
     }
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latencies = Latencies::default();
     let mut errors = 0;
     for worker in workers {
-        let (histogram, worker_errors) = worker.await??;
-        latency_us.add(histogram)?;
+        let (worker_latencies, worker_errors) = worker.await?;
+        latencies.merge(&worker_latencies);
         errors += worker_errors;
     }
     let elapsed = started.elapsed();
     let gateway_cpu_ns = cpu_nanos_of_threads(GATEWAY_THREAD).saturating_sub(cpu_before);
     Ok(RunResult {
-        requests: latency_us.len(),
+        requests: latencies.count(),
         errors,
         elapsed,
-        latency_us,
+        latencies,
         gateway_cpu_ns,
     })
 }
@@ -135,17 +129,17 @@ async fn run_load(
 /// Starts the gateway on a runtime of its own (named threads) in front of
 /// the stack; returns its URL and a handle that stops it.
 fn start_gateway(stack: &Stack) -> anyhow::Result<(String, CancellationToken, std::thread::JoinHandle<()>)> {
-    let settings = vec![
-        ("DEV_AUTH", "on".to_owned()),
-        ("ORDER_URL", stack.grpc_url(Service::Order)),
-        ("INVENTORY_URL", stack.grpc_url(Service::Inventory)),
-        ("PAYMENT_URL", stack.grpc_url(Service::Payment)),
-        ("NOTIFY_URL", stack.grpc_url(Service::Notify)),
-        ("RATE_LIMIT_USER_PER_SECOND", "1000000".to_owned()),
-        ("RATE_LIMIT_USER_BURST", "1000000".to_owned()),
-        ("RATE_LIMIT_ANONYMOUS_PER_SECOND", "1000000".to_owned()),
-        ("RATE_LIMIT_ANONYMOUS_BURST", "1000000".to_owned()),
-    ];
+    let mut settings = stack.url_settings();
+    settings.extend(
+        [
+            ("DEV_AUTH", "on"),
+            ("RATE_LIMIT_USER_PER_SECOND", "1000000"),
+            ("RATE_LIMIT_USER_BURST", "1000000"),
+            ("RATE_LIMIT_ANONYMOUS_PER_SECOND", "1000000"),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let config = svc_gateway::Config::read(EnvReader::from_map(settings)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -196,9 +190,9 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let seconds = env_list("GATEWAY_BENCH_SECONDS", "3").first().copied().unwrap_or(3);
-    let concurrencies = env_list("GATEWAY_BENCH_CONCURRENCY", "1,8,32");
-    let duration = Duration::from_secs(seconds as u64);
+    let seconds: u64 = env_number("GATEWAY_BENCH_SECONDS", 3);
+    let concurrencies: Vec<usize> = env_list("GATEWAY_BENCH_CONCURRENCY", "1,8,32");
+    let duration = Duration::from_secs(seconds);
     println!(
         "command: GATEWAY_BENCH_SECONDS={seconds} GATEWAY_BENCH_CONCURRENCY={} cargo bench -p svc-gateway --bench gateway_overhead",
         concurrencies
@@ -231,12 +225,18 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "GetProduct, {seconds}s per cell; latency in microseconds; gateway CPU = on-CPU time of its runtime's threads per request"
+        "GetProduct, {seconds}s per cell; latency in milliseconds; gateway CPU = on-CPU time of its runtime's threads per request"
     );
-    println!(
-        "{:<16} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7} {:>16}",
-        "path", "conc", "req/s", "p50 us", "p99 us", "max us", "errors", "gw CPU us/req"
-    );
+    let table = Table::new(&[
+        "path",
+        "concurrency",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "gw CPU us/req",
+    ]);
     for concurrency in concurrencies {
         for (label, channel, token) in [
             ("direct", &direct, None),
@@ -250,17 +250,16 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 format!("{:.1}", result.gateway_cpu_ns as f64 / 1000.0 / result.requests as f64)
             };
-            println!(
-                "{:<16} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>7} {:>16}",
-                label,
-                concurrency,
-                per_second,
-                result.latency_us.value_at_quantile(0.50),
-                result.latency_us.value_at_quantile(0.99),
-                result.latency_us.max(),
-                result.errors,
-                cpu
-            );
+            table.row(vec![
+                label.to_owned(),
+                concurrency.to_string(),
+                format!("{per_second:.0}"),
+                format!("{:.3}", result.latencies.ms_at(0.5)),
+                format!("{:.3}", result.latencies.ms_at(0.99)),
+                format!("{:.3}", result.latencies.max_ms()),
+                result.errors.to_string(),
+                cpu,
+            ]);
         }
     }
 

@@ -14,22 +14,17 @@ use std::{
 };
 
 use futures::StreamExt;
-use hdrhistogram::Histogram;
+use shop_harness::{
+    Service, Stack,
+    bench::{Latencies, Table, env_list, env_number, ms},
+    line,
+};
 use shop_proto::order::v1::PlaceOrderRequest;
-use system_tests::{Service, Stack, line};
-
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let orders = env_list("CHECKOUT_BENCH_ORDERS", "300").first().copied().unwrap_or(300);
-    let concurrencies = env_list("CHECKOUT_BENCH_CONCURRENCY", "1,16");
+    let orders: usize = env_number("CHECKOUT_BENCH_ORDERS", 300);
+    let concurrencies: Vec<usize> = env_list("CHECKOUT_BENCH_CONCURRENCY", "1,16");
     let stack = Stack::start().await?;
     let inventory = stack.pool(Service::Inventory).await?;
     sqlx::query("INSERT INTO products (sku, name, price_minor, currency) VALUES ('SKU-BENCH', 'Bench', 100, 'EUR')")
@@ -53,10 +48,16 @@ async fn main() -> anyhow::Result<()> {
     });
 
     println!("checkout latency: PlaceOrder accepted -> orders.confirmed observed ({orders} orders per run)");
-    println!(
-        "{:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
-        "concurrency", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms", "orders/s"
-    );
+    let table = Table::new(&[
+        "concurrency",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "mean ms",
+        "orders/s",
+        "confirmed",
+    ]);
     for (run, concurrency) in concurrencies.into_iter().enumerate() {
         let accepted: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
         let started = Instant::now();
@@ -103,29 +104,23 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let elapsed = started.elapsed();
-        let mut histogram = Histogram::<u64>::new(3)?;
+        let mut latencies = Latencies::default();
         let seen = confirmed.lock().map(|m| m.clone()).unwrap_or_default();
         for (id, at) in &accepted {
             if let Some(done) = seen.get(id) {
-                histogram.record(done.duration_since(*at).as_micros() as u64)?;
+                latencies.record(done.duration_since(*at));
             }
         }
-        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "{:>11} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>11.0}{}",
-            concurrency,
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            histogram.max() as f64 / 1000.0,
-            histogram.mean() / 1000.0,
-            histogram.len() as f64 / elapsed.as_secs_f64(),
-            if histogram.len() as usize == accepted.len() {
-                String::new()
-            } else {
-                format!("  ({} of {} confirmed)", histogram.len(), accepted.len())
-            }
-        );
+        table.row(vec![
+            concurrency.to_string(),
+            ms(latencies.ms_at(0.5)),
+            ms(latencies.ms_at(0.9)),
+            ms(latencies.ms_at(0.99)),
+            ms(latencies.max_ms()),
+            ms(latencies.mean_ms()),
+            format!("{:.0}", latencies.count() as f64 / elapsed.as_secs_f64()),
+            format!("{} of {}", latencies.count(), accepted.len()),
+        ]);
     }
     Ok(())
 }

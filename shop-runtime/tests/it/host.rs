@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shop_infra::{NatsServer, fresh_database};
+use shop_infra::{NatsServer, fresh_database, http_get};
 use shop_runtime::{
     CancellationToken, Listeners,
     config::{DatabaseSettings, EnvReader, MessagingSettings},
@@ -15,7 +15,6 @@ use shop_runtime::{
     registry,
     topology::TopologyError,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Ignore;
 
@@ -30,19 +29,6 @@ async fn settings(nats: &NatsServer) -> anyhow::Result<(DatabaseSettings, Messag
     let settings = (DatabaseSettings::read(&mut env), MessagingSettings::read(&mut env));
     env.finish()?;
     Ok(settings)
-}
-
-/// `(status code, body)` of `GET path` on the admin port.
-async fn admin_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let code = response.get(9..12).unwrap_or_default().parse()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Ok((code, body.to_owned()))
 }
 
 #[tokio::test]
@@ -91,12 +77,12 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
     let (router, _) = grpc::router_with_basics(&[])?;
     let serving = tokio::spawn(host.serve(router, listeners));
 
-    let (code, body) = admin_get(admin, "/readyz").await?;
+    let (code, body) = http_get(admin, "/readyz").await?;
     assert_eq!((code, body.as_str()), (503, "not ready: the outage switch is on\n"));
     nats.stop().await;
     let mut body = String::new();
     for _ in 0..100 {
-        body = admin_get(admin, "/readyz").await?.1;
+        body = http_get(admin, "/readyz").await?.1;
         if body.contains("NATS") {
             break;
         }

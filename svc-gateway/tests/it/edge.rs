@@ -1,4 +1,4 @@
-//! The gateway against the real services (`system_tests::Stack`: svc-order,
+//! The gateway against the real services (`shop_harness::Stack`: svc-order,
 //! svc-inventory, svc-payment, svc-notify on a real nats-server and
 //! PostgreSQL), with real JWTs signed by a key made in the test.
 
@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use prost::Message;
 use serde_json::json;
+use shop_harness::{Service, Stack, eventually, line};
 use shop_proto::{
     auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient},
     catalog::v1::{ListProductsRequest, ListProductsResponse, catalog_service_client::CatalogServiceClient},
@@ -29,8 +30,7 @@ use shop_proto::{
     },
     payment::v1::{GetPaymentRequest, payment_service_client::PaymentServiceClient},
 };
-use support::{Gateway, TestIdp, b64, claims, grpc_web_call, no_upstreams, now, stack_upstreams};
-use system_tests::{Service, Stack, eventually, line};
+use support::{Gateway, TestIdp, b64, claims, grpc_web_call, no_upstreams, now};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -110,7 +110,7 @@ async fn list_services_v1alpha(gateway: &Gateway) -> Vec<String> {
 
 #[tokio::test]
 async fn reflection_lists_the_public_services_and_dev_tokens_are_off_by_default() {
-    let gateway = Gateway::start(no_upstreams().await).await;
+    let gateway = Gateway::start(no_upstreams()).await;
     within("reflection", 30, async {
         let expected = [
             "shop.catalog.v1.CatalogService",
@@ -154,7 +154,7 @@ async fn reflection_lists_the_public_services_and_dev_tokens_are_off_by_default(
 
 #[tokio::test]
 async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
-    let gateway = Gateway::start(no_upstreams().await).await;
+    let gateway = Gateway::start(no_upstreams()).await;
     within("token checks", 30, async {
         let idp = &gateway.idp;
         let impostor = TestIdp::new(&idp.kid);
@@ -250,7 +250,7 @@ async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
 #[tokio::test]
 async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
     let stack = Stack::start().await.expect("stack");
-    let gateway = Gateway::start(stack_upstreams(&stack).await).await;
+    let gateway = Gateway::start(stack.url_settings()).await;
     within("customer rules", 120, async {
         let mut anonymous_catalog = CatalogServiceClient::new(gateway.as_bearer(None, &[]).await);
         let products = anonymous_catalog
@@ -361,7 +361,7 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
 #[tokio::test]
 async fn bursts_over_the_limit_get_resource_exhausted_with_a_retry_hint_per_user() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack_upstreams(&stack).await;
+    let mut settings = stack.url_settings();
     settings.extend([
         setting("RATE_LIMIT_USER_PER_SECOND", "1"),
         setting("RATE_LIMIT_USER_BURST", "5"),
@@ -460,7 +460,7 @@ async fn bursts_over_the_limit_get_resource_exhausted_with_a_retry_hint_per_user
 #[tokio::test]
 async fn grpc_web_over_http1_unary_streaming_and_cors() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack_upstreams(&stack).await;
+    let mut settings = stack.url_settings();
     settings.push(setting("CORS_ALLOWED_ORIGINS", "http://shop.test"));
     let gateway = Gateway::start(settings).await;
     gateway.channel().await;
@@ -635,7 +635,7 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
 #[tokio::test]
 async fn a_stopped_upstream_fails_fast_and_recovers_without_a_restart() {
     let mut stack = Stack::start().await.expect("stack");
-    let mut settings = stack_upstreams(&stack).await;
+    let mut settings = stack.url_settings();
     settings.extend([
         setting("UPSTREAM_BREAKER_FAILURES", "3"),
         setting("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
@@ -744,7 +744,7 @@ async fn a_stopped_upstream_fails_fast_and_recovers_without_a_restart() {
 #[tokio::test]
 async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack_upstreams(&stack).await;
+    let mut settings = stack.url_settings();
     settings.extend([
         setting("DEV_AUTH", "on"),
         setting("JWKS_FILE", ""),
@@ -813,7 +813,7 @@ async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
 #[tokio::test]
 async fn oversized_and_malformed_requests_get_clean_grpc_errors() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack_upstreams(&stack).await;
+    let mut settings = stack.url_settings();
     settings.push(setting("MAX_MESSAGE_BYTES", "1024"));
     let gateway = Gateway::start(settings).await;
     gateway.channel().await;
@@ -916,7 +916,7 @@ async fn keys_from_a_url_are_refetched_for_an_unknown_kid_at_a_limited_rate() {
     let keys = Arc::new(Mutex::new(json!({"keys": [first.public_jwk()]})));
     let fetches = Arc::new(AtomicUsize::new(0));
     let url = serve_jwks(keys.clone(), fetches.clone()).await;
-    let mut settings = no_upstreams().await;
+    let mut settings = no_upstreams();
     settings.extend([
         setting("JWKS_FILE", ""),
         setting("JWKS_URL", &url),
@@ -980,7 +980,7 @@ async fn a_hung_upstream_meets_the_deadline_then_the_breaker_fails_fast() {
             });
         }
     });
-    let mut settings = no_upstreams().await;
+    let mut settings = no_upstreams();
     settings.extend([
         setting("CART_URL", &format!("http://{hung_addr}")),
         setting("REQUEST_TIMEOUT", "400ms"),
@@ -1058,7 +1058,7 @@ async fn an_upstream_answering_unavailable_for_its_own_dependency_keeps_its_brea
             });
         }
     });
-    let mut settings = no_upstreams().await;
+    let mut settings = no_upstreams();
     settings.extend([
         setting("CART_URL", &format!("http://{addr}")),
         setting("UPSTREAM_BREAKER_FAILURES", "2"),

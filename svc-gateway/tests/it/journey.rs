@@ -1,7 +1,7 @@
 //! A shopper's whole journey through the gateway, with real tokens: fill the
 //! cart, check out, watch the order settle (native gRPC and gRPC-web), and a
 //! declined payment. svc-cart runs on its own Redis beside the saga services
-//! (`system_tests::Stack` on a real nats-server and PostgreSQL), and every
+//! (`shop_harness::Stack` on a real nats-server and PostgreSQL), and every
 //! call goes through the gateway.
 
 use crate::support;
@@ -9,14 +9,14 @@ use crate::support;
 use std::{future::Future, time::Duration};
 
 use prost::Message;
+use shop_harness::{Service, Stack, StackOptions, eventually, wait_consumers_idle};
 use shop_proto::{
     cart::v1::{AddItemRequest, Cart, CheckoutRequest, GetCartRequest, cart_service_client::CartServiceClient},
     order::v1::{
         CancelReason, GetOrderRequest, Order, OrderStatus, WatchOrderRequest, order_service_client::OrderServiceClient,
     },
 };
-use support::{Gateway, GrpcWebStream, Metadata, WebFrame, cart::CartServer};
-use system_tests::{Service, Stack, StackOptions, eventually, wait_consumers_idle};
+use support::{Gateway, GrpcWebStream, Metadata, WebFrame};
 use tonic::{Streaming, service::interceptor::InterceptedService, transport::Channel};
 
 type Carts = CartServiceClient<InterceptedService<Channel, Metadata>>;
@@ -43,21 +43,17 @@ async fn within<T>(what: &str, seconds: u64, future: impl Future<Output = T>) ->
 struct Shop {
     // Dropped in this order: the edge first, the stack last.
     gateway: Gateway,
-    _cart: CartServer,
     stack: Stack,
 }
 
 impl Shop {
     async fn start(options: StackOptions) -> Self {
-        let stack = Stack::start_with(options).await.expect("saga services");
-        let cart = CartServer::start(&stack, &[]).await.expect("svc-cart");
-        let gateway = Gateway::start(cart.upstreams(&stack).await).await;
+        let stack = Stack::start_with(options.with(Service::Cart))
+            .await
+            .expect("saga services and svc-cart");
+        let gateway = Gateway::start(stack.url_settings()).await;
         gateway.channel().await;
-        Self {
-            gateway,
-            _cart: cart,
-            stack,
-        }
+        Self { gateway, stack }
     }
 
     async fn carts(&self, user: &str) -> Carts {

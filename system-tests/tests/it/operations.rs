@@ -2,7 +2,7 @@
 //! reflection on its own port, listing exactly its public services.
 
 use futures::StreamExt;
-use system_tests::{Service, Stack};
+use shop_harness::{Service, Stack};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,

@@ -1,10 +1,10 @@
 //! The saga across the real binaries as separate processes: a service killed
 //! with SIGKILL in the middle of checkouts loses nothing.
 
+use shop_harness::{AsUser, Service, StackOptions, eventually, line, processes::ProcessStack};
 use shop_proto::order::v1::{
     GetOrderRequest, Order, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
 };
-use system_tests::{AsUser, Service, StackOptions, eventually, line, processes::ProcessStack};
 use tonic::transport::Channel;
 
 async fn client(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
+use shop_harness::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
 use shop_proto::{
     notify::v1::ListNotificationsRequest,
     order::v1::{
@@ -13,7 +14,6 @@ use shop_proto::{
     },
     payment::v1::{GetPaymentRequest, PaymentStatus},
 };
-use system_tests::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
 use tonic::Code;
 use uuid::Uuid;
 

@@ -2,10 +2,10 @@
 //! terminal status — also when the change happens on another replica.
 
 use futures::StreamExt;
+use shop_harness::{AsUser, Service, Stack, StackOptions, line};
 use shop_proto::order::v1::{
     OrderStatus, PlaceOrderRequest, WatchOrderRequest, order_service_client::OrderServiceClient,
 };
-use system_tests::{AsUser, Service, Stack, StackOptions, line};
 use tonic::{Code, transport::Channel};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub(crate) mod cart;
-
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use base64::Engine;
@@ -17,7 +15,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use serde_json::{Value, json};
 use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
-use system_tests::{Service, Stack};
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -98,32 +95,13 @@ pub(crate) fn claims(user: &str, roles: &[&str], extra: Value) -> Value {
     claims
 }
 
-/// A URL nothing listens on.
-pub(crate) async fn dead_url() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}")
-}
-
-/// Upstream URLs of a running stack (no svc-cart in it: that one is dead).
-pub(crate) async fn stack_upstreams(stack: &Stack) -> Vec<(String, String)> {
-    vec![
-        ("ORDER_URL".into(), stack.grpc_url(Service::Order)),
-        ("INVENTORY_URL".into(), stack.grpc_url(Service::Inventory)),
-        ("PAYMENT_URL".into(), stack.grpc_url(Service::Payment)),
-        ("NOTIFY_URL".into(), stack.grpc_url(Service::Notify)),
-        ("CART_URL".into(), dead_url().await),
-    ]
-}
-
 /// Every upstream dead: for what the gateway answers by itself.
-pub(crate) async fn no_upstreams() -> Vec<(String, String)> {
-    let mut settings = Vec::new();
-    for key in ["ORDER_URL", "INVENTORY_URL", "PAYMENT_URL", "NOTIFY_URL", "CART_URL"] {
-        settings.push((key.to_owned(), dead_url().await));
-    }
-    settings
+pub(crate) fn no_upstreams() -> Vec<(String, String)> {
+    shop_runtime::registry::ALL
+        .iter()
+        .flat_map(|spec| spec.url_vars)
+        .map(|var| ((*var).to_owned(), shop_harness::dead_url()))
+        .collect()
 }
 
 pub(crate) struct Gateway {
@@ -131,7 +109,7 @@ pub(crate) struct Gateway {
     pub admin_addr: SocketAddr,
     pub idp: TestIdp,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), svc_gateway::StartError>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _keys_dir: tempfile::TempDir,
 }
 
@@ -158,12 +136,13 @@ impl Gateway {
             all.retain(|(k, _)| *k != key);
             all.push((key, value));
         }
-        let config = svc_gateway::Config::read(EnvReader::from_map(all)).expect("gateway config");
         let listeners = Listeners::ephemeral().await.expect("listeners");
         let addr = listeners.grpc.local_addr().expect("addr");
         let admin_addr = listeners.admin.local_addr().expect("admin addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(svc_gateway::run(config, listeners, shutdown.clone()));
+        let task = shop_harness::Service::Gateway
+            .launch(EnvReader::from_map(all), listeners, shutdown.clone())
+            .expect("gateway config");
         Self {
             addr,
             admin_addr,

@@ -1,6 +1,7 @@
 //! The saga services as separate processes, for tests that kill one with
-//! SIGKILL. They run from this crate's `shop-service` binary, which starts
-//! each service exactly as its own binary does.
+//! SIGKILL. They run from a binary that calls [`Service::serve_from_env`]
+//! (system-tests' `shop-service`), which starts each service exactly as its
+//! own binary does.
 
 use std::{collections::HashMap, path::PathBuf, process::Stdio};
 
@@ -8,7 +9,7 @@ use anyhow::Context;
 use shop_infra::{NatsServer, free_port};
 use tokio::process::{Child, Command};
 
-use crate::{Databases, Service, StackOptions, service_settings, wait_serving};
+use crate::{Databases, Service, StackOptions, Surroundings, wait_serving};
 
 impl Service {
     pub fn binary_name(self) -> &'static str {
@@ -24,21 +25,27 @@ pub struct ProcessStack {
     pub data_dir: tempfile::TempDir,
     options: StackOptions,
     ports: HashMap<Service, u16>,
+    urls: HashMap<Service, String>,
     children: HashMap<Service, Child>,
 }
 
 impl ProcessStack {
     pub async fn start(options: StackOptions, binary: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let ports: HashMap<Service, u16> = Service::SAGA.iter().map(|s| (*s, free_port())).collect();
         let mut stack = Self {
             binary: binary.into(),
             nats: NatsServer::start().await?,
             databases: Databases::fresh().await?,
             data_dir: tempfile::Builder::new().prefix("shop-processes-").tempdir()?,
-            ports: Service::ALL.iter().map(|s| (*s, free_port())).collect(),
+            urls: ports
+                .iter()
+                .map(|(s, port)| (*s, format!("http://127.0.0.1:{port}")))
+                .collect(),
+            ports,
             children: HashMap::new(),
             options,
         };
-        for service in Service::ALL {
+        for service in Service::SAGA {
             stack.spawn(service).await?;
         }
         Ok(stack)
@@ -49,14 +56,16 @@ impl ProcessStack {
     }
 
     pub async fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
-        let settings = service_settings(
-            service,
-            &self.nats.url(),
-            &self.databases,
-            &self.grpc_url(Service::Inventory),
-            &self.options,
-            self.data_dir.path(),
-        );
+        let nats_url = self.nats.url();
+        let settings = Surroundings {
+            nats_url: &nats_url,
+            redis_url: None,
+            databases: &self.databases,
+            urls: &self.urls,
+            options: &self.options,
+            data_dir: self.data_dir.path(),
+        }
+        .settings(service);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

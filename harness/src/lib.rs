@@ -1,22 +1,34 @@
-//! End-to-end harness: svc-order, svc-inventory, svc-payment and svc-notify
-//! running for real against a throwaway nats-server (JetStream) and fresh
-//! PostgreSQL databases, either in this process ([`Stack`]) or as separate
-//! processes of the built binaries ([`processes`]). Each test gets its own
-//! broker and databases, so tests never share state.
+//! The whole platform on throwaway servers, for the tests and benchmarks of
+//! every crate: the services running for real against their own
+//! nats-server (JetStream), fresh PostgreSQL databases and, for svc-cart, a
+//! Redis, either in this process ([`Stack`]) or as separate processes of the
+//! built binaries ([`processes`]). Each stack has its own servers, so tests
+//! never share state.
+//!
+//! A stack runs the four saga services unless told otherwise
+//! ([`StackOptions::with`] adds svc-cart or the gateway); every service it
+//! runs gets the URLs of the others, and a service it does not run is a URL
+//! where nothing listens. [`bench`] is what the benchmarks share.
 
+pub mod bench;
 pub mod processes;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use anyhow::{Context, bail};
-use shop_infra::{NatsServer, fresh_database};
+use shop_infra::{NatsServer, RedisServer, fresh_database};
 use shop_proto::{
     inventory::v1::{GetStockRequest, Stock, inventory_service_client::InventoryServiceClient},
     notify::v1::notification_service_client::NotificationServiceClient,
     order::v1::{GetOrderRequest, Order, OrderStatus, order_service_client::OrderServiceClient},
     payment::v1::payment_service_client::PaymentServiceClient,
 };
-use shop_runtime::{CancellationToken, Listeners, config::EnvReader};
+use shop_runtime::{
+    CancellationToken, Listeners,
+    config::EnvReader,
+    entry::{EntryError, serve_from_env},
+    registry::{self, ServiceSpec},
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{
     Request, Status,
@@ -25,27 +37,96 @@ use tonic::{
     transport::Channel,
 };
 
-/// The services of the checkout saga.
+/// A service of the platform, as tests name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     Order,
     Inventory,
     Payment,
     Notify,
+    Cart,
+    Gateway,
+}
+
+/// Runs `$body` with `$config` and `$run` naming the service's `Config` and
+/// `run`: the one list of how each service is configured and started.
+macro_rules! with_service {
+    ($service:expr, $config:ident, $run:ident => $body:expr) => {
+        match $service {
+            Service::Order => {
+                use svc_order::{Config as $config, run as $run};
+                $body
+            }
+            Service::Inventory => {
+                use svc_inventory::{Config as $config, run as $run};
+                $body
+            }
+            Service::Payment => {
+                use svc_payment::{Config as $config, run as $run};
+                $body
+            }
+            Service::Notify => {
+                use svc_notify::{Config as $config, run as $run};
+                $body
+            }
+            Service::Cart => {
+                use svc_cart::{Config as $config, run as $run};
+                $body
+            }
+            Service::Gateway => {
+                use svc_gateway::{Config as $config, run as $run};
+                $body
+            }
+        }
+    };
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::Inventory, Service::Order, Service::Payment, Service::Notify];
+    /// Every service, in the registry's start order.
+    pub const ALL: [Service; 6] = [
+        Service::Inventory,
+        Service::Payment,
+        Service::Order,
+        Service::Notify,
+        Service::Cart,
+        Service::Gateway,
+    ];
+    /// The services of the checkout saga: what a stack runs by default.
+    pub const SAGA: [Service; 4] = [Service::Inventory, Service::Order, Service::Payment, Service::Notify];
 
     /// Its entry in the platform's registry.
-    pub fn spec(self) -> &'static shop_runtime::registry::ServiceSpec {
-        use shop_runtime::registry;
+    pub fn spec(self) -> &'static ServiceSpec {
         match self {
             Service::Order => &registry::ORDER,
             Service::Inventory => &registry::INVENTORY,
             Service::Payment => &registry::PAYMENT,
             Service::Notify => &registry::NOTIFY,
+            Service::Cart => &registry::CART,
+            Service::Gateway => &registry::GATEWAY,
         }
+    }
+
+    pub fn of(spec: &ServiceSpec) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.spec() == spec)
+    }
+
+    /// Reads the service's configuration from `env` and runs it on
+    /// `listeners` in a task of its own until `shutdown`.
+    pub fn launch(
+        self,
+        env: EnvReader,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+        with_service!(self, Config, run => {
+            let config = Config::read(env)?;
+            Ok(tokio::spawn(async move { Ok(run(config, listeners, shutdown).await?) }))
+        })
+    }
+
+    /// Runs the service as its own binary does (`shop_runtime::entry`).
+    pub async fn serve_from_env(self) -> Result<(), EntryError> {
+        with_service!(self, Config, run => serve_from_env(Config::from_env, |c| &c.basics, run).await)
     }
 }
 
@@ -58,6 +139,10 @@ pub struct StackOptions {
     pub held_back: Vec<Service>,
     /// svc-order's `ORDER_DEADLINE`.
     pub order_deadline: Duration,
+    /// The services the stack runs ([`Service::SAGA`] unless [`with`](Self::with)).
+    pub services: Vec<Service>,
+    /// Settings of one service over the stack's own, as `(service, name, value)`.
+    pub settings: Vec<(Service, String, String)>,
 }
 
 impl Default for StackOptions {
@@ -67,11 +152,29 @@ impl Default for StackOptions {
             sweep_interval: Duration::from_millis(200),
             held_back: vec![],
             order_deadline: Duration::from_secs(30 * 60),
+            services: Service::SAGA.to_vec(),
+            settings: vec![],
         }
     }
 }
 
-/// The database URL of each service.
+impl StackOptions {
+    /// Runs `service` too (svc-cart, the gateway).
+    pub fn with(mut self, service: Service) -> Self {
+        if !self.services.contains(&service) {
+            self.services.push(service);
+        }
+        self
+    }
+
+    /// Sets `name` for `service`, over what the stack would give it.
+    pub fn setting(mut self, service: Service, name: &str, value: impl Into<String>) -> Self {
+        self.settings.push((service, name.to_owned(), value.into()));
+        self
+    }
+}
+
+/// The database URL of each service that has one.
 #[derive(Debug, Clone)]
 pub struct Databases {
     pub order: String,
@@ -90,74 +193,115 @@ impl Databases {
         })
     }
 
-    pub fn of(&self, service: Service) -> &str {
+    pub fn of(&self, service: Service) -> Option<&str> {
         match service {
-            Service::Order => &self.order,
-            Service::Inventory => &self.inventory,
-            Service::Payment => &self.payment,
-            Service::Notify => &self.notify,
+            Service::Order => Some(&self.order),
+            Service::Inventory => Some(&self.inventory),
+            Service::Payment => Some(&self.payment),
+            Service::Notify => Some(&self.notify),
+            Service::Cart | Service::Gateway => None,
         }
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), shop_runtime::host::HostError>>,
+/// Where a stack's servers and services are, as its services are told.
+pub struct Surroundings<'a> {
+    pub nats_url: &'a str,
+    pub redis_url: Option<&'a str>,
+    pub databases: &'a Databases,
+    /// The gRPC URL of every service the stack runs.
+    pub urls: &'a HashMap<Service, String>,
+    pub options: &'a StackOptions,
+    pub data_dir: &'a std::path::Path,
 }
 
-/// The four saga services in this process.
+impl Surroundings<'_> {
+    /// Every URL variable of the registry: the service's URL where the stack
+    /// runs it, otherwise a port nothing listens on.
+    pub fn url_settings(&self) -> Vec<(String, String)> {
+        registry::ALL
+            .iter()
+            .flat_map(|spec| {
+                let url = Service::of(spec)
+                    .and_then(|service| self.urls.get(&service).cloned())
+                    .unwrap_or_else(dead_url);
+                spec.url_vars.iter().map(move |var| ((*var).to_owned(), url.clone()))
+            })
+            .collect()
+    }
+
+    /// The settings `service` gets (plus its listen addresses, which the
+    /// caller gives).
+    pub fn settings(&self, service: Service) -> Vec<(String, String)> {
+        let millis = |d: Duration| format!("{}ms", d.as_millis());
+        let mut settings = self.url_settings();
+        settings.extend([
+            ("NATS_URL".to_owned(), self.nats_url.to_owned()),
+            ("OUTBOX_POLL_INTERVAL".to_owned(), "500ms".to_owned()),
+        ]);
+        if let Some(database) = self.databases.of(service) {
+            settings.push(("DATABASE_URL".into(), database.to_owned()));
+            settings.push(("DATABASE_MAX_CONNECTIONS".into(), "8".into()));
+        }
+        let options = self.options;
+        settings.extend(
+            match service {
+                Service::Order => vec![
+                    ("ORDER_DEADLINE", millis(options.order_deadline)),
+                    ("ORDER_DEADLINE_SWEEP_INTERVAL", "200ms".into()),
+                ],
+                Service::Inventory => vec![
+                    ("RESERVATION_TTL", millis(options.reservation_ttl)),
+                    ("RESERVATION_SWEEP_INTERVAL", millis(options.sweep_interval)),
+                ],
+                Service::Payment => vec![("PAYMENT_PROVIDER_TIMEOUT", "2s".into())],
+                Service::Notify => vec![("NOTIFY_DATA_DIR", self.data_dir.display().to_string())],
+                Service::Cart => vec![("REDIS_URL", self.redis_url.unwrap_or_default().to_owned())],
+                Service::Gateway => vec![("UPSTREAM_HEALTH_INTERVAL", "200ms".into())],
+            }
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        for (_, name, value) in options.settings.iter().filter(|(s, _, _)| *s == service) {
+            settings.retain(|(k, _)| k != name);
+            settings.push((name.clone(), value.clone()));
+        }
+        settings
+    }
+}
+
+/// A URL where nothing listens (a port just given back).
+pub fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    format!("http://127.0.0.1:{port}")
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    admin: SocketAddr,
+}
+
+/// The platform in this process.
 pub struct Stack {
     pub nats: NatsServer,
+    /// svc-cart's, when the stack runs it.
+    pub redis: Option<RedisServer>,
     pub databases: Databases,
     pub options: StackOptions,
     pub data_dir: tempfile::TempDir,
     ports: HashMap<Service, u16>,
+    urls: HashMap<Service, String>,
+    nats_url: String,
+    redis_url: String,
     /// Each service's first listener, bound when the stack starts and kept
     /// until the service starts: a port given up and bound again later could
     /// be taken meanwhile by a server another test starts.
     reserved: HashMap<Service, TcpListener>,
     running: HashMap<Service, Running>,
-}
-
-/// The settings each service gets in tests (plus `GRPC_LISTEN_ADDR`,
-/// unused because the listener is passed in).
-pub fn service_settings(
-    service: Service,
-    nats_url: &str,
-    databases: &Databases,
-    inventory_url: &str,
-    options: &StackOptions,
-    data_dir: &std::path::Path,
-) -> Vec<(String, String)> {
-    let mut settings = vec![
-        ("NATS_URL".to_owned(), nats_url.to_owned()),
-        ("DATABASE_URL".to_owned(), databases.of(service).to_owned()),
-        ("DATABASE_MAX_CONNECTIONS".to_owned(), "8".to_owned()),
-        ("OUTBOX_POLL_INTERVAL".to_owned(), "500ms".to_owned()),
-    ];
-    match service {
-        Service::Order => {
-            settings.push(("CATALOG_URL".into(), inventory_url.to_owned()));
-            settings.push((
-                "ORDER_DEADLINE".into(),
-                format!("{}ms", options.order_deadline.as_millis()),
-            ));
-            settings.push(("ORDER_DEADLINE_SWEEP_INTERVAL".into(), "200ms".into()));
-        }
-        Service::Inventory => {
-            settings.push((
-                "RESERVATION_TTL".into(),
-                format!("{}ms", options.reservation_ttl.as_millis()),
-            ));
-            settings.push((
-                "RESERVATION_SWEEP_INTERVAL".into(),
-                format!("{}ms", options.sweep_interval.as_millis()),
-            ));
-        }
-        Service::Payment => settings.push(("PAYMENT_PROVIDER_TIMEOUT".into(), "2s".into())),
-        Service::Notify => settings.push(("NOTIFY_DATA_DIR".into(), data_dir.display().to_string())),
-    }
-    settings
 }
 
 impl Stack {
@@ -167,31 +311,49 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
+        let redis = match options.services.contains(&Service::Cart) {
+            true => Some(RedisServer::start().await?),
+            false => None,
+        };
         let databases = Databases::fresh().await?;
         let mut stack = Self {
+            nats_url: nats.url(),
+            redis_url: redis.as_ref().map(RedisServer::url).unwrap_or_default(),
             nats,
+            redis,
             databases,
             data_dir: tempfile::Builder::new().prefix("shop-stack-").tempdir()?,
             ports: HashMap::new(),
+            urls: HashMap::new(),
             reserved: HashMap::new(),
             running: HashMap::new(),
             options,
         };
-        for service in Service::ALL {
+        let services = stack.services();
+        for &service in &services {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             stack.ports.insert(service, listener.local_addr()?.port());
+            stack.urls.insert(service, format!("http://{}", listener.local_addr()?));
             // A held-back service is down: its port refuses connections
             // until it starts.
             if !stack.options.held_back.contains(&service) {
                 stack.reserved.insert(service, listener);
             }
         }
-        for service in Service::ALL {
+        for service in services {
             if !stack.options.held_back.contains(&service) {
                 stack.start_service(service).await?;
             }
         }
         Ok(stack)
+    }
+
+    /// The services it runs, in start order.
+    fn services(&self) -> Vec<Service> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| self.options.services.contains(s))
+            .collect()
     }
 
     pub fn grpc_addr(&self, service: Service) -> SocketAddr {
@@ -202,21 +364,46 @@ impl Stack {
         format!("http://{}", self.grpc_addr(service))
     }
 
+    /// The admin port of a running service.
+    pub fn admin_addr(&self, service: Service) -> Option<SocketAddr> {
+        self.running.get(&service).map(|r| r.admin)
+    }
+
+    /// `(status code, body)` of `GET path` on a running service's admin port.
+    pub async fn admin_get(&self, service: Service, path: &str) -> anyhow::Result<(u16, String)> {
+        shop_infra::http_get(self.admin_addr(service).context("service not running")?, path).await
+    }
+
+    /// What its services are told about it.
+    pub fn surroundings(&self) -> Surroundings<'_> {
+        Surroundings {
+            nats_url: &self.nats_url,
+            redis_url: self.redis.as_ref().map(|_| self.redis_url.as_str()),
+            databases: &self.databases,
+            urls: &self.urls,
+            options: &self.options,
+            data_dir: self.data_dir.path(),
+        }
+    }
+
+    /// The settings `service` gets in this stack.
+    pub fn settings(&self, service: Service) -> Vec<(String, String)> {
+        self.surroundings().settings(service)
+    }
+
+    /// Every URL variable, as the stack's services get them (for a service
+    /// a test starts by itself, e.g. a gateway with its own keys).
+    pub fn url_settings(&self) -> Vec<(String, String)> {
+        self.surroundings().url_settings()
+    }
+
     /// Starts `service` on its port (the same one after a restart) and waits
     /// until it reports SERVING.
     pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
         if self.running.contains_key(&service) {
             bail!("{service:?} is already running");
         }
-        let settings = service_settings(
-            service,
-            &self.nats.url(),
-            &self.databases,
-            &self.grpc_url(Service::Inventory),
-            &self.options,
-            self.data_dir.path(),
-        );
-        let env = EnvReader::from_map(settings);
+        let env = EnvReader::from_map(self.settings(service));
         let listeners = Listeners {
             grpc: match self.reserved.remove(&service) {
                 Some(listener) => listener,
@@ -225,27 +412,10 @@ impl Stack {
             },
             admin: TcpListener::bind("127.0.0.1:0").await?,
         };
+        let admin = listeners.admin.local_addr()?;
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = match service {
-            Service::Order => {
-                let config = svc_order::Config::read(env)?;
-                tokio::spawn(svc_order::run(config, listeners, token))
-            }
-            Service::Inventory => {
-                let config = svc_inventory::Config::read(env)?;
-                tokio::spawn(svc_inventory::run(config, listeners, token))
-            }
-            Service::Payment => {
-                let config = svc_payment::Config::read(env)?;
-                tokio::spawn(svc_payment::run(config, listeners, token))
-            }
-            Service::Notify => {
-                let config = svc_notify::Config::read(env)?;
-                tokio::spawn(svc_notify::run(config, listeners, token))
-            }
-        };
-        self.running.insert(service, Running { shutdown, task });
+        let task = service.launch(env, listeners, shutdown.clone())?;
+        self.running.insert(service, Running { shutdown, task, admin });
         wait_serving(&self.grpc_url(service))
             .await
             .with_context(|| format!("{service:?} did not become ready"))
@@ -259,23 +429,12 @@ impl Stack {
 
     /// [`order_replica`](Self::order_replica) with extra settings.
     pub async fn order_replica_with(&self, extra: &[(&str, &str)]) -> anyhow::Result<(String, CancellationToken)> {
-        let mut settings = service_settings(
-            Service::Order,
-            &self.nats.url(),
-            &self.databases,
-            &self.grpc_url(Service::Inventory),
-            &self.options,
-            self.data_dir.path(),
-        );
+        let mut settings = self.settings(Service::Order);
         settings.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let listeners = Listeners::ephemeral().await?;
         let url = format!("http://{}", listeners.grpc.local_addr()?);
         let shutdown = CancellationToken::new();
-        tokio::spawn(svc_order::run(
-            svc_order::Config::read(EnvReader::from_map(settings))?,
-            listeners,
-            shutdown.clone(),
-        ));
+        Service::Order.launch(EnvReader::from_map(settings), listeners, shutdown.clone())?;
         wait_serving(&url).await?;
         Ok((url, shutdown))
     }
@@ -340,9 +499,10 @@ impl Stack {
     }
 
     pub async fn pool(&self, service: Service) -> anyhow::Result<sqlx::PgPool> {
+        let url = self.databases.of(service).context("a service without a database")?;
         Ok(sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
-            .connect(self.databases.of(service))
+            .connect(url)
             .await?)
     }
 
