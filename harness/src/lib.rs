@@ -8,7 +8,7 @@
 //! A stack runs the four saga services unless told otherwise
 //! ([`StackOptions::with`] adds svc-cart or the gateway); every service it
 //! runs gets the URLs of the others, and a service it does not run is a URL
-//! where nothing listens. [`bench`] is what the benchmarks share.
+//! where nothing listens. [`bench`](mod@bench) is what the benchmarks share.
 
 pub mod bench;
 pub mod processes;
