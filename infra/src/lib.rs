@@ -17,19 +17,18 @@
 //! process: when the process ends, even by abort, the pipe closes and the
 //! watchdog stops the server. [`binaries`] finds the programs.
 //!
-//! [`http_get`] reads a server's admin port; [`fault_proxy`] puts a TCP proxy between a service and one of these
-//! servers, to inject latency, partitions and dropped connections.
+//! [`http_get`] reads a server's admin port; [`fault_proxy`] puts a TCP
+//! proxy between a service and one of these servers, to inject latency,
+//! partitions and dropped connections.
 
 pub mod binaries;
 pub mod fault_proxy;
 pub mod infra;
-mod nats;
 mod postgres;
 mod probe;
-mod redis;
+pub mod throwaway;
 
 pub use infra::free_port;
-pub use nats::NatsServer;
 pub use postgres::{Postgres, fresh_database};
 pub use probe::http_get;
-pub use redis::RedisServer;
+pub use throwaway::{NatsServer, RedisServer};

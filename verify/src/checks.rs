@@ -98,38 +98,19 @@ pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyho
         "confirmed orders",
     );
     // Orders first: once confirmed, its payment and sale are already done.
-    let confirmed: Vec<Uuid> =
-        sqlx::query_scalar("SELECT order_id FROM orders WHERE status = 'confirmed' ORDER BY order_id")
-            .fetch_all(&dbs.order)
-            .await
-            .context("reading confirmed orders")?;
-    check.covered = confirmed.len();
-    let ids: Vec<String> = confirmed.iter().map(Uuid::to_string).collect();
-    // `payments_one_per_order` allows one row per order; group anyway, so a
-    // lost constraint shows up as a second payment.
-    let rows: Vec<(String, Uuid, String, Option<String>)> = sqlx::query_as(
-        "SELECT p.order_id, p.payment_id, p.status, c.status
-           FROM payments p
-           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
-          WHERE p.order_id = ANY($1)
-          ORDER BY p.created_at",
-    )
-    .bind(&ids)
-    .fetch_all(&dbs.payment)
-    .await
-    .context("reading payments of confirmed orders")?;
+    let Settled {
+        ids,
+        payments: rows,
+        reservations,
+    } = settled(dbs, "confirmed").await?;
+    check.covered = ids.len();
     let mut payments: HashMap<String, Vec<(Uuid, String, Option<String>)>> = HashMap::new();
-    for (order_id, payment_id, status, charge) in rows {
-        payments.entry(order_id).or_default().push((payment_id, status, charge));
+    for row in rows {
+        payments
+            .entry(row.order_id)
+            .or_default()
+            .push((row.payment_id, row.status, row.charge));
     }
-    let reservations: HashMap<String, String> =
-        sqlx::query_as("SELECT order_id, status FROM reservations WHERE order_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&dbs.inventory)
-            .await
-            .context("reading reservations of confirmed orders")?
-            .into_iter()
-            .collect();
 
     for order_id in &ids {
         match payments.get(order_id).map(Vec::as_slice).unwrap_or_default() {
@@ -177,6 +158,61 @@ pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyho
     Ok(check)
 }
 
+/// The orders in one final status, with their payments and reservations.
+struct Settled {
+    ids: Vec<String>,
+    payments: Vec<PaymentRow>,
+    reservations: HashMap<String, String>,
+}
+
+/// A payment and the provider's charge for it.
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    order_id: String,
+    payment_id: Uuid,
+    status: String,
+    charge: Option<String>,
+}
+
+/// The orders in `status` (`confirmed`, `cancelled`), then their payments
+/// and reservations: a final status implies what the others did first.
+async fn settled(dbs: &Databases, status: &str) -> anyhow::Result<Settled> {
+    let orders: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM orders WHERE status = $1 ORDER BY order_id")
+        .bind(status)
+        .fetch_all(&dbs.order)
+        .await
+        .with_context(|| format!("reading {status} orders"))?;
+    let ids: Vec<String> = orders.iter().map(Uuid::to_string).collect();
+    // The payment and the provider's ledger in one statement, so both come
+    // from one snapshot (a refund changes both). `payments_one_per_order`
+    // allows one row per order; none are grouped away, so a lost constraint
+    // shows up as a second payment.
+    let payments: Vec<PaymentRow> = sqlx::query_as(
+        "SELECT p.order_id, p.payment_id, p.status, c.status AS charge
+           FROM payments p
+           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
+          WHERE p.order_id = ANY($1)
+          ORDER BY p.created_at",
+    )
+    .bind(&ids)
+    .fetch_all(&dbs.payment)
+    .await
+    .with_context(|| format!("reading payments of {status} orders"))?;
+    let reservations: HashMap<String, String> =
+        sqlx::query_as("SELECT order_id, status FROM reservations WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&dbs.inventory)
+            .await
+            .with_context(|| format!("reading reservations of {status} orders"))?
+            .into_iter()
+            .collect();
+    Ok(Settled {
+        ids,
+        payments,
+        reservations,
+    })
+}
+
 /// 3. A cancelled order keeps no money and holds no stock: cancellation
 ///    refunds or voids the charge (svc-payment) and releases the
 ///    reservation, returning sold units too (svc-inventory).
@@ -186,36 +222,20 @@ pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Re
          and holds no stock (reservation absent, released or rejected)",
         "cancelled orders",
     );
-    let cancelled: Vec<Uuid> =
-        sqlx::query_scalar("SELECT order_id FROM orders WHERE status = 'cancelled' ORDER BY order_id")
-            .fetch_all(&dbs.order)
-            .await
-            .context("reading cancelled orders")?;
-    check.covered = cancelled.len();
-    let ids: Vec<String> = cancelled.iter().map(Uuid::to_string).collect();
-    // The payment and the provider's ledger in one statement, so both come
-    // from one snapshot (a refund changes both).
-    let rows: Vec<(String, Uuid, String, Option<String>)> = sqlx::query_as(
-        "SELECT p.order_id, p.payment_id, p.status, c.status
-           FROM payments p
-           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
-          WHERE p.order_id = ANY($1)
-          ORDER BY p.created_at",
-    )
-    .bind(&ids)
-    .fetch_all(&dbs.payment)
-    .await
-    .context("reading payments of cancelled orders")?;
-    let reservations: HashMap<String, String> =
-        sqlx::query_as("SELECT order_id, status FROM reservations WHERE order_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&dbs.inventory)
-            .await
-            .context("reading reservations of cancelled orders")?
-            .into_iter()
-            .collect();
+    let Settled {
+        ids,
+        payments,
+        reservations,
+    } = settled(dbs, "cancelled").await?;
+    check.covered = ids.len();
 
-    for (order_id, payment_id, status, charge) in rows {
+    for PaymentRow {
+        order_id,
+        payment_id,
+        status,
+        charge,
+    } in payments
+    {
         // `pending` and `voiding` are charges that may still go through;
         // `succeeded` is money kept.
         if !matches!(status.as_str(), "failed" | "refunded" | "cancelled") {

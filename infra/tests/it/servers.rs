@@ -112,6 +112,6 @@ async fn redis_answers_ping_and_restarts_on_the_same_port() -> anyhow::Result<()
 async fn servers_are_isolated() -> anyhow::Result<()> {
     let (a, b) = tokio::try_join!(NatsServer::start(), NatsServer::start())?;
     assert_ne!(a.port(), b.port());
-    assert_ne!(a.store_dir(), b.store_dir());
+    assert_ne!(a.data_dir(), b.data_dir());
     Ok(())
 }

@@ -1,0 +1,136 @@
+//! A nats-server or a Redis per caller: a real process on a free port, its
+//! data in a temporary directory, stopped and restarted on the same port
+//! and data to simulate an outage and the recovery from it.
+
+use std::{future::Future, marker::PhantomData, path::PathBuf};
+
+use anyhow::Context;
+use tempfile::TempDir;
+
+use crate::infra::{self, Purpose, ServerProcess};
+
+/// Attempts at starting when another process grabs the free port first.
+const PORT_ATTEMPTS: usize = 3;
+
+/// What differs between the servers: the program and how it is started.
+pub trait Kind {
+    /// The program, for messages: `nats-server`.
+    const PROGRAM: &'static str;
+    /// The data directory's name inside the temporary directory.
+    const DATA: &'static str;
+    fn spawn(data: PathBuf, port: u16) -> impl Future<Output = anyhow::Result<ServerProcess>> + Send;
+}
+
+/// nats-server with JetStream (the project's `nats/nats-server.conf`).
+pub enum Nats {}
+
+impl Kind for Nats {
+    const PROGRAM: &'static str = "nats-server";
+    const DATA: &'static str = "store";
+    async fn spawn(data: PathBuf, port: u16) -> anyhow::Result<ServerProcess> {
+        infra::spawn_nats(&data, port).await
+    }
+}
+
+/// redis-server without persistence (`--save "" --appendonly no`), so a
+/// restart comes back empty, like a cache that lost its memory.
+pub enum Redis {}
+
+impl Kind for Redis {
+    const PROGRAM: &'static str = "redis-server";
+    const DATA: &'static str = "data";
+    async fn spawn(data: PathBuf, port: u16) -> anyhow::Result<ServerProcess> {
+        infra::spawn_redis(&data, port, Purpose::Test).await
+    }
+}
+
+/// A server of kind `K` for one caller. Dropping it stops the server and
+/// deletes its data.
+pub struct Server<K: Kind> {
+    // Declared first so that it is dropped, and the server stopped, before
+    // the directory is deleted.
+    process: Option<ServerProcess>,
+    port: u16,
+    dir: TempDir,
+    kind: PhantomData<K>,
+}
+
+/// A nats-server with JetStream on a free port, its store in a temporary
+/// directory.
+pub type NatsServer = Server<Nats>;
+
+/// A Redis server on a free port, without persistence.
+pub type RedisServer = Server<Redis>;
+
+impl<K: Kind> Server<K> {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shop-test-{}-", K::PROGRAM))
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let mut attempt = 1;
+        loop {
+            let port = infra::free_port();
+            match K::spawn(dir.path().join(K::DATA), port).await {
+                Ok(process) => {
+                    return Ok(Self {
+                        process: Some(process),
+                        port,
+                        dir,
+                        kind: PhantomData,
+                    });
+                }
+                Err(e) if attempt < PORT_ATTEMPTS && infra::is_port_clash(&e) => attempt += 1,
+                Err(e) => return Err(e.context(format!("starting a test {}", K::PROGRAM))),
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's data, kept across [`stop`](Self::stop) and
+    /// [`restart`](Self::restart) (nats-server's JetStream store).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join(K::DATA)
+    }
+
+    /// The server's log file (all starts).
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir().with_extension("log")
+    }
+
+    /// Stops the server (as in an outage), keeping its data. No-op if it is
+    /// stopped already.
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop().await;
+        }
+    }
+
+    /// Stops the server if it runs, then starts it again on the same port
+    /// with the same data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let process = K::spawn(self.data_dir(), self.port)
+            .await
+            .with_context(|| format!("restarting the test {}", K::PROGRAM))?;
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+impl Server<Nats> {
+    /// `nats://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        infra::nats_url(self.port)
+    }
+}
+
+impl Server<Redis> {
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        infra::redis_url(self.port)
+    }
+}
