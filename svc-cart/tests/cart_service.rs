@@ -2,7 +2,11 @@
 //! checkout saga (svc-order, svc-inventory, svc-payment, svc-notify on real
 //! NATS and PostgreSQL).
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Debug,
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
@@ -48,13 +52,29 @@ impl Shop {
         })
     }
 
-    fn cart_url(&self) -> String {
-        self.stack.grpc_url(Service::Cart)
+    async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
+        self.cart_as(AsUser::customer(user)).await
     }
 
-    async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
+    /// `user`'s cart after adding `(sku, quantity)` lines to it, in order.
+    async fn cart_holding(&self, user: &str, lines: &[(&str, i32)]) -> anyhow::Result<CartClient> {
+        let mut cart = self.cart(user).await?;
+        for (sku, quantity) in lines {
+            add(&mut cart, sku, *quantity).await?;
+        }
+        Ok(cart)
+    }
+
+    async fn cart_as(&self, user: AsUser) -> anyhow::Result<CartClient> {
         let channel = self.stack.channel(Service::Cart).await?;
-        Ok(CartServiceClient::with_interceptor(channel, AsUser::customer(user)))
+        Ok(CartServiceClient::with_interceptor(channel, user))
+    }
+
+    /// Checks out `user`'s cart and waits until the saga has settled the
+    /// order (CONFIRMED or CANCELLED).
+    async fn checkout_settled(&self, cart: &mut CartClient, user: &str, key: &str, pm: &str) -> anyhow::Result<Order> {
+        let order = checkout(cart, key, pm).await?;
+        self.stack.settled(user, &order.order_id).await
     }
 
     fn redis_server(&mut self) -> &mut RedisServer {
@@ -78,12 +98,21 @@ impl Shop {
 }
 
 async fn add(cart: &mut CartClient, sku: &str, quantity: i32) -> Result<Cart, Status> {
-    cart.add_item(AddItemRequest {
-        sku: sku.into(),
-        quantity,
-    })
-    .await
-    .map(tonic::Response::into_inner)
+    let sku = sku.into();
+    Ok(cart.add_item(AddItemRequest { sku, quantity }).await?.into_inner())
+}
+
+async fn update(cart: &mut CartClient, sku: &str, quantity: i32) -> Result<Cart, Status> {
+    let sku = sku.into();
+    Ok(cart
+        .update_item(UpdateItemRequest { sku, quantity })
+        .await?
+        .into_inner())
+}
+
+async fn remove(cart: &mut CartClient, sku: &str) -> Result<Cart, Status> {
+    let sku = sku.into();
+    Ok(cart.remove_item(RemoveItemRequest { sku }).await?.into_inner())
 }
 
 async fn get(cart: &mut CartClient) -> anyhow::Result<Cart> {
@@ -108,6 +137,7 @@ fn total(cart: &Cart) -> Option<(String, i64)> {
     cart.total.as_ref().map(|m| (m.currency_code.clone(), m.amount_minor))
 }
 
+#[track_caller]
 fn expect_field(status: &Status, code: Code, field: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert!(
@@ -115,6 +145,53 @@ fn expect_field(status: &Status, code: Code, field: &str) {
         "the message names {field}: {:?}",
         status.message()
     );
+}
+
+/// Expects the call refused as INVALID_ARGUMENT naming `field`; `why` says
+/// what was wrong with the request.
+#[track_caller]
+fn expect_invalid<T: Debug>(result: Result<T, Status>, why: &str, field: &str) {
+    expect_field(&result.expect_err(why), Code::InvalidArgument, field);
+}
+
+/// `times` concurrent AddItem calls of `quantity` units of `sku`.
+async fn add_concurrently(
+    cart: &CartClient,
+    sku: &'static str,
+    quantity: i32,
+    times: usize,
+) -> anyhow::Result<Vec<Result<Cart, Status>>> {
+    let adds: Vec<_> = (0..times)
+        .map(|_| {
+            let mut cart = cart.clone();
+            tokio::spawn(async move { add(&mut cart, sku, quantity).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for result in futures::future::join_all(adds).await {
+        results.push(result?);
+    }
+    Ok(results)
+}
+
+/// Retries `call` (bounded) while it answers UNAVAILABLE, as a client would
+/// while the service behind it comes back.
+async fn once_available<T, F, Fut>(what: &str, call: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    eventually(what, || {
+        let answer = call();
+        async move {
+            match answer.await {
+                Ok(value) => Ok(Some(value)),
+                Err(status) if status.code() == Code::Unavailable => Ok(None),
+                Err(status) => Err(status.into()),
+            }
+        }
+    })
+    .await
 }
 
 /// Polls the cart (bounded) until `done` holds.
@@ -128,6 +205,10 @@ async fn cart_becomes(cart: &CartClient, what: &str, done: impl Fn(&Cart) -> boo
         }
     })
     .await
+}
+
+async fn cart_empties(cart: &CartClient) -> anyhow::Result<Cart> {
+    cart_becomes(cart, "the cart to empty", |c| c.lines.is_empty()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,13 +242,7 @@ async fn add_update_remove_and_clear_keep_lines_and_totals_right() -> TestResult
         "expires_at is now + CART_TTL"
     );
 
-    let now = cart
-        .update_item(UpdateItemRequest {
-            sku: MUG.into(),
-            quantity: 5,
-        })
-        .await?
-        .into_inner();
+    let now = update(&mut cart, MUG, 5).await?;
     assert_eq!(
         lines(&now),
         [(MUG.into(), 5), (TEE.into(), 1)],
@@ -175,16 +250,10 @@ async fn add_update_remove_and_clear_keep_lines_and_totals_right() -> TestResult
     );
     assert_eq!(total(&now), Some(("EUR".into(), 5 * 1299 + 2499)));
 
-    let now = cart
-        .remove_item(RemoveItemRequest { sku: TEE.into() })
-        .await?
-        .into_inner();
+    let now = remove(&mut cart, TEE).await?;
     assert_eq!(lines(&now), [(MUG.into(), 5)]);
     assert_eq!(total(&now), Some(("EUR".into(), 5 * 1299)));
-    let again = cart
-        .remove_item(RemoveItemRequest { sku: TEE.into() })
-        .await?
-        .into_inner();
+    let again = remove(&mut cart, TEE).await?;
     assert_eq!(lines(&again), lines(&now), "removing what is not there is harmless");
 
     let cleared = cart.clear_cart(ClearCartRequest {}).await?.into_inner();
@@ -193,10 +262,7 @@ async fn add_update_remove_and_clear_keep_lines_and_totals_right() -> TestResult
     assert_eq!(shop.pttl("cart:{alice}").await?, -2, "an empty cart has no key");
 
     add(&mut cart, PEN, 1).await?;
-    let now = cart
-        .remove_item(RemoveItemRequest { sku: PEN.into() })
-        .await?
-        .into_inner();
+    let now = remove(&mut cart, PEN).await?;
     assert!(now.lines.is_empty() && now.expires_at.is_none());
     assert_eq!(
         shop.pttl("cart:{alice}").await?,
@@ -211,28 +277,16 @@ async fn concurrent_adds_of_one_sku_sum_exactly_and_respect_the_limit() -> TestR
     let shop = Shop::start().await?;
     let cart = shop.cart("alice").await?;
 
-    let adds: Vec<_> = (0..50)
-        .map(|_| {
-            let mut cart = cart.clone();
-            tokio::spawn(async move { add(&mut cart, PEN, 1).await })
-        })
-        .collect();
-    for result in futures::future::join_all(adds).await {
-        result??;
+    for result in add_concurrently(&cart, PEN, 1, 50).await? {
+        result?;
     }
     let now = get(&mut cart.clone()).await?;
     assert_eq!(lines(&now), [(PEN.into(), 50)], "50 concurrent adds of 1 make 50");
 
     // 50 adds of 2 against the default limit of 99 per line: exactly 49 fit.
-    let adds: Vec<_> = (0..50)
-        .map(|_| {
-            let mut cart = cart.clone();
-            tokio::spawn(async move { add(&mut cart, MUG, 2).await })
-        })
-        .collect();
     let mut accepted = 0;
-    for result in futures::future::join_all(adds).await {
-        match result? {
+    for result in add_concurrently(&cart, MUG, 2, 50).await? {
+        match result {
             Ok(_) => accepted += 1,
             Err(status) => expect_field(&status, Code::InvalidArgument, "quantity"),
         }
@@ -250,8 +304,8 @@ async fn every_key_has_a_ttl_and_changes_slide_it_but_reads_do_not() -> TestResu
     let mut bob = shop.cart("bob").await?;
     add(&mut alice, MUG, 1).await?;
     add(&mut bob, TEE, 1).await?;
-    let order = checkout(&mut bob, "bob-ttl-1", "pm_card_declined").await?;
-    shop.stack.settled("bob", &order.order_id).await?;
+    shop.checkout_settled(&mut bob, "bob", "bob-ttl-1", "pm_card_declined")
+        .await?;
 
     let mut redis = shop.redis().await?;
     let mut keys = Vec::new();
@@ -294,15 +348,10 @@ async fn every_key_has_a_ttl_and_changes_slide_it_but_reads_do_not() -> TestResu
         "a change slides it back: {after_read} -> {after_add}"
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    alice
-        .update_item(UpdateItemRequest {
-            sku: PEN.into(),
-            quantity: 3,
-        })
-        .await?;
+    update(&mut alice, PEN, 3).await?;
     assert!(shop.pttl("cart:{alice}").await? > 4_000, "UpdateItem slides it too");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    alice.remove_item(RemoveItemRequest { sku: PEN.into() }).await?;
+    remove(&mut alice, PEN).await?;
     assert!(shop.pttl("cart:{alice}").await? > 4_000, "RemoveItem slides it too");
     Ok(())
 }
@@ -310,8 +359,7 @@ async fn every_key_has_a_ttl_and_changes_slide_it_but_reads_do_not() -> TestResu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expired_cart_is_empty() -> TestResult {
     let shop = Shop::start_with(&[("CART_TTL", "1s")]).await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 2).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 2)]).await?;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let now = get(&mut cart).await?;
     assert!(now.lines.is_empty(), "{now:?}");
@@ -330,9 +378,7 @@ async fn an_expired_cart_is_empty() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_and_unknown_skus_are_refused_naming_the_field() -> TestResult {
     let shop = Shop::start_with(&[("CART_MAX_LINES", "2"), ("CART_MAX_QUANTITY", "5")]).await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 4).await?;
-    add(&mut cart, TEE, 5).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 4), (TEE, 5)]).await?;
     let before = get(&mut cart).await?;
 
     let status = add(&mut cart, MUG, 2).await.expect_err("4 + 2 > 5");
@@ -340,14 +386,7 @@ async fn limits_and_unknown_skus_are_refused_naming_the_field() -> TestResult {
     assert!(status.message().contains("at most 5"), "{}", status.message());
     let status = add(&mut cart, MUG, 6).await.expect_err("6 > 5 in one go");
     expect_field(&status, Code::InvalidArgument, "quantity");
-    let status = cart
-        .update_item(UpdateItemRequest {
-            sku: MUG.into(),
-            quantity: 6,
-        })
-        .await
-        .expect_err("update above the limit");
-    expect_field(&status, Code::InvalidArgument, "quantity");
+    expect_invalid(update(&mut cart, MUG, 6).await, "update above the limit", "quantity");
     let status = add(&mut cart, PEN, 1).await.expect_err("a third line");
     expect_field(&status, Code::InvalidArgument, "sku");
     assert!(status.message().contains("2 lines"), "{}", status.message());
@@ -371,81 +410,39 @@ async fn limits_and_unknown_skus_are_refused_naming_the_field() -> TestResult {
 async fn bad_input_is_rejected_naming_the_field() -> TestResult {
     let shop = Shop::start().await?;
     let mut cart = shop.cart("alice").await?;
-    expect_field(
-        &add(&mut cart, "", 1).await.expect_err("empty sku"),
-        Code::InvalidArgument,
-        "sku",
-    );
-    expect_field(
-        &add(&mut cart, "not a sku", 1).await.expect_err("malformed sku"),
-        Code::InvalidArgument,
-        "sku",
-    );
-    expect_field(
-        &add(&mut cart, MUG, 0).await.expect_err("quantity 0"),
-        Code::InvalidArgument,
-        "quantity",
-    );
-    expect_field(
-        &add(&mut cart, MUG, -3).await.expect_err("negative quantity"),
-        Code::InvalidArgument,
-        "quantity",
-    );
+    expect_invalid(add(&mut cart, "", 1).await, "empty sku", "sku");
+    expect_invalid(add(&mut cart, "not a sku", 1).await, "malformed sku", "sku");
+    expect_invalid(add(&mut cart, MUG, 0).await, "quantity 0", "quantity");
+    expect_invalid(add(&mut cart, MUG, -3).await, "negative quantity", "quantity");
     add(&mut cart, MUG, 1).await?;
-    let status = cart
-        .update_item(UpdateItemRequest {
-            sku: MUG.into(),
-            quantity: 0,
-        })
-        .await
-        .expect_err("update to 0");
+    let status = update(&mut cart, MUG, 0).await.expect_err("update to 0");
     expect_field(&status, Code::InvalidArgument, "quantity");
     assert!(status.message().contains("RemoveItem"), "{}", status.message());
-    let status = cart
-        .update_item(UpdateItemRequest {
-            sku: TEE.into(),
-            quantity: 2,
-        })
+    let status = update(&mut cart, TEE, 2)
         .await
         .expect_err("update of a line not in the cart");
     assert_eq!(status.code(), Code::NotFound);
-    expect_field(
-        &cart
-            .remove_item(RemoveItemRequest { sku: String::new() })
-            .await
-            .expect_err("empty sku"),
-        Code::InvalidArgument,
-        "sku",
-    );
-    expect_field(
-        &checkout(&mut cart, "", "pm_card_ok").await.expect_err("no key"),
-        Code::InvalidArgument,
+    expect_invalid(remove(&mut cart, "").await, "empty sku", "sku");
+    expect_invalid(checkout(&mut cart, "", "pm_card_ok").await, "no key", "idempotency_key");
+    expect_invalid(
+        checkout(&mut cart, "has space", "pm_card_ok").await,
+        "bad key",
         "idempotency_key",
     );
-    expect_field(
-        &checkout(&mut cart, "has space", "pm_card_ok")
-            .await
-            .expect_err("bad key"),
-        Code::InvalidArgument,
-        "idempotency_key",
-    );
-    expect_field(
-        &checkout(&mut cart, "k-1", "").await.expect_err("no payment method"),
-        Code::InvalidArgument,
+    expect_invalid(
+        checkout(&mut cart, "k-1", "").await,
+        "no payment method",
         "payment_method",
     );
     // svc-order's refusal comes through as it is.
-    expect_field(
-        &checkout(&mut cart, "k-2", "pm_bitcoin")
-            .await
-            .expect_err("unknown method"),
-        Code::InvalidArgument,
+    expect_invalid(
+        checkout(&mut cart, "k-2", "pm_bitcoin").await,
+        "unknown method",
         "payment_method",
     );
     assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1)], "nothing changed");
 
-    let channel = Channel::from_shared(shop.cart_url())?.connect().await?;
-    let status = CartServiceClient::new(channel)
+    let status = CartServiceClient::new(shop.stack.channel(Service::Cart).await?)
         .get_cart(GetCartRequest {})
         .await
         .expect_err("no identity");
@@ -461,15 +458,9 @@ async fn users_see_and_change_only_their_own_cart() -> TestResult {
     add(&mut alice, MUG, 2).await?;
 
     assert!(get(&mut bob).await?.lines.is_empty(), "bob does not see alice's cart");
-    bob.remove_item(RemoveItemRequest { sku: MUG.into() }).await?;
+    remove(&mut bob, MUG).await?;
     bob.clear_cart(ClearCartRequest {}).await?;
-    let status = bob
-        .update_item(UpdateItemRequest {
-            sku: MUG.into(),
-            quantity: 9,
-        })
-        .await
-        .expect_err("not in bob's cart");
+    let status = update(&mut bob, MUG, 9).await.expect_err("not in bob's cart");
     assert_eq!(status.code(), Code::NotFound);
     let status = checkout(&mut bob, "bob-1", "pm_card_ok")
         .await
@@ -484,8 +475,7 @@ async fn users_see_and_change_only_their_own_cart() -> TestResult {
     );
     assert_eq!(lines(&get(&mut bob).await?), [(TEE.into(), 1)]);
     // Admins get their own cart too: there is no way to name another's.
-    let channel = Channel::from_shared(shop.cart_url())?.connect().await?;
-    let mut admin = CartServiceClient::with_interceptor(channel, AsUser::admin("root"));
+    let mut admin = shop.cart_as(AsUser::admin("root")).await?;
     assert!(get(&mut admin).await?.lines.is_empty());
     Ok(())
 }
@@ -497,8 +487,7 @@ async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_
         ("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
     ])
     .await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 1).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 1)]).await?;
 
     shop.stack.stop_service(Service::Inventory).await?;
     // A request already on the stopped server's draining connection may
@@ -535,15 +524,9 @@ async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_
 
     shop.stack.start_service(Service::Inventory).await?;
     let started = Instant::now();
-    let now = eventually("AddItem to work again", || {
+    let now = once_available("AddItem to work again", || {
         let mut cart = cart.clone();
-        async move {
-            match add(&mut cart, TEE, 1).await {
-                Ok(now) => Ok(Some(now)),
-                Err(status) if status.code() == Code::Unavailable => Ok(None),
-                Err(status) => Err(status.into()),
-            }
-        }
+        async move { add(&mut cart, TEE, 1).await }
     })
     .await?;
     let tees = |cart: &Cart| cart.lines.iter().find(|l| l.sku == TEE).map_or(0, |l| l.quantity);
@@ -559,8 +542,7 @@ async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_order_service_fails_checkout_fast_and_keeps_the_cart() -> TestResult {
     let mut shop = Shop::start().await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 1).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 1)]).await?;
     shop.stack.stop_service(Service::Order).await?;
     let started = Instant::now();
     let status = checkout(&mut cart, "down-1", "pm_card_ok")
@@ -577,29 +559,21 @@ async fn a_dead_order_service_fails_checkout_fast_and_keeps_the_cart() -> TestRe
 
     // The retry under the same key goes through once svc-order is back.
     shop.stack.start_service(Service::Order).await?;
-    let order = eventually("checkout to work again", || {
+    let order = once_available("checkout to work again", || {
         let mut cart = cart.clone();
-        async move {
-            match checkout(&mut cart, "down-1", "pm_card_ok").await {
-                Ok(order) => Ok(Some(order)),
-                Err(status) if status.code() == Code::Unavailable => Ok(None),
-                Err(status) => Err(status.into()),
-            }
-        }
+        async move { checkout(&mut cart, "down-1", "pm_card_ok").await }
     })
     .await?;
     let settled = shop.stack.settled("alice", &order.order_id).await?;
     assert_eq!(settled.status, OrderStatus::Confirmed as i32);
-    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    cart_empties(&cart).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkout_twice_with_one_key_makes_one_order() -> TestResult {
     let shop = Shop::start().await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 2).await?;
-    add(&mut cart, PEN, 1).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 2), (PEN, 1)]).await?;
 
     // A double click: both at once, then a late retry.
     let (mut one, mut two) = (cart.clone(), cart.clone());
@@ -646,9 +620,7 @@ async fn checkout_twice_with_one_key_makes_one_order() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_confirmed_checkout_clears_what_it_took_and_keeps_what_came_after() -> TestResult {
     let shop = Shop::start().await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 2).await?;
-    add(&mut cart, TEE, 1).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 2), (TEE, 1)]).await?;
     let order = checkout(&mut cart, "confirm-1", "pm_card_ok").await?;
     assert_eq!(order.status, OrderStatus::Pending as i32);
     // Added after the checkout: not part of the order, so it stays.
@@ -673,9 +645,9 @@ async fn a_confirmed_checkout_clears_what_it_took_and_keeps_what_came_after() ->
     assert_eq!(lines(&get(&mut cart).await?), [(MUG.into(), 1), (PEN.into(), 1)]);
 
     // A checkout of everything empties the cart.
-    let order = checkout(&mut cart, "confirm-2", "pm_card_ok").await?;
-    shop.stack.settled("alice", &order.order_id).await?;
-    let now = cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    shop.checkout_settled(&mut cart, "alice", "confirm-2", "pm_card_ok")
+        .await?;
+    let now = cart_empties(&cart).await?;
     assert_eq!((now.total, now.expires_at), (None, None));
     Ok(())
 }
@@ -683,11 +655,10 @@ async fn a_confirmed_checkout_clears_what_it_took_and_keeps_what_came_after() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_declined_payment_keeps_the_cart_for_another_try() -> TestResult {
     let shop = Shop::start().await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, CAP, 1).await?;
-    add(&mut cart, MUG, 1).await?;
-    let order = checkout(&mut cart, "declined-1", "pm_card_declined").await?;
-    let settled = shop.stack.settled("alice", &order.order_id).await?;
+    let mut cart = shop.cart_holding("alice", &[(CAP, 1), (MUG, 1)]).await?;
+    let settled = shop
+        .checkout_settled(&mut cart, "alice", "declined-1", "pm_card_declined")
+        .await?;
     assert_eq!(settled.status, OrderStatus::Cancelled as i32);
     assert_eq!(settled.cancel_reason, CancelReason::PaymentDeclined as i32);
     wait_consumers_idle(&shop.stack.jetstream().await?).await?;
@@ -697,12 +668,11 @@ async fn a_declined_payment_keeps_the_cart_for_another_try() -> TestResult {
         "the cart stays"
     );
 
-    let order = checkout(&mut cart, "declined-2", "pm_card_ok").await?;
-    assert_eq!(
-        shop.stack.settled("alice", &order.order_id).await?.status,
-        OrderStatus::Confirmed as i32
-    );
-    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    let settled = shop
+        .checkout_settled(&mut cart, "alice", "declined-2", "pm_card_ok")
+        .await?;
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    cart_empties(&cart).await?;
     Ok(())
 }
 
@@ -734,11 +704,11 @@ async fn replay(js: &async_nats::jetstream::Context, subject: &str) -> TestResul
 async fn replayed_confirmations_and_orders_not_from_the_cart_change_nothing() -> TestResult {
     let shop = Shop::start().await?;
     let js = shop.stack.jetstream().await?;
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 1).await?;
-    let order = checkout(&mut cart, "replay-1", "pm_card_ok").await?;
-    shop.stack.settled("alice", &order.order_id).await?;
-    cart_becomes(&cart, "the cart to empty", |c| c.lines.is_empty()).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 1)]).await?;
+    let order = shop
+        .checkout_settled(&mut cart, "alice", "replay-1", "pm_card_ok")
+        .await?;
+    cart_empties(&cart).await?;
 
     add(&mut cart, MUG, 3).await?;
     replay(&js, &format!("orders.confirmed.{}", order.order_id)).await?;
@@ -796,8 +766,7 @@ async fn readiness_follows_redis_and_a_redis_outage_is_a_generic_unavailable() -
     let mut shop = Shop::start().await?;
     let (code, _) = shop.admin_get("/readyz").await?;
     assert_eq!(code, 200);
-    let mut cart = shop.cart("alice").await?;
-    add(&mut cart, MUG, 1).await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 1)]).await?;
 
     shop.redis_server().stop().await;
     let (code, body) = shop.admin_get("/readyz").await?;

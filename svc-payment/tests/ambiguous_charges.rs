@@ -12,7 +12,8 @@ use std::{
 
 use shop_infra::fresh_database;
 use shop_proto::events::v1 as ev;
-use shop_runtime::{consumer::EventHandler, db, event::IncomingEvent, outbox::Outbox};
+use shop_runtime::{consumer::EventHandler, db, event::IncomingEvent, outbox::Outbox, values::Money};
+use sqlx::PgPool;
 use svc_payment::{
     provider::{ChargeOutcome, PaymentProvider, ProviderError, SimulatedProvider},
     saga::{CANCELLED_CONSUMER, PaymentSaga, RESERVED_CONSUMER},
@@ -27,12 +28,7 @@ struct CrashAfterFirstVoid {
 }
 
 impl PaymentProvider for CrashAfterFirstVoid {
-    async fn charge(
-        &self,
-        key: Uuid,
-        amount: shop_runtime::values::Money,
-        method: &str,
-    ) -> Result<ChargeOutcome, ProviderError> {
+    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
         self.inner.charge(key, amount, method).await
     }
 
@@ -78,7 +74,7 @@ fn reserved(order_id: &str, method: &str) -> IncomingEvent {
 }
 
 /// A fresh, migrated svc-payment database.
-async fn database() -> anyhow::Result<sqlx::PgPool> {
+async fn database() -> anyhow::Result<PgPool> {
     let pool = db::connect(&fresh_database().await?, 4, db::Limits::default()).await?;
     db::migrate(&pool, sqlx::migrate!("./migrations")).await?;
     Ok(pool)
@@ -93,21 +89,43 @@ fn cancelled(order_id: &str) -> IncomingEvent {
     incoming(&event, order_id)
 }
 
+/// The saga of `consumer` over `pool` and `provider`, giving each provider
+/// call two seconds.
+fn payment_saga<P>(pool: &PgPool, provider: Arc<P>, consumer: &'static str, max_attempts: i32) -> PaymentSaga<P> {
+    PaymentSaga {
+        pool: pool.clone(),
+        outbox: Outbox::new("svc-payment"),
+        provider,
+        consumer,
+        provider_timeout: Duration::from_secs(2),
+        max_attempts,
+    }
+}
+
+/// The status of `order`'s payment row.
+async fn payment_status(pool: &PgPool, order: &str) -> anyhow::Result<String> {
+    Ok(sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The types of the events in the outbox, oldest first.
+async fn announced(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY created_at")
+        .fetch_all(pool)
+        .await?)
+}
+
 #[tokio::test]
 async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() -> anyhow::Result<()> {
     let pool = database().await?;
-    let saga = PaymentSaga {
-        pool: pool.clone(),
-        outbox: Outbox::new("svc-payment"),
-        provider: Arc::new(CrashAfterFirstVoid {
-            inner: SimulatedProvider::new(pool.clone()),
-            crashed: AtomicBool::new(false),
-        }),
-        consumer: RESERVED_CONSUMER,
-        provider_timeout: Duration::from_secs(2),
-        // The first ambiguous answer already exhausts the attempts.
-        max_attempts: 1,
-    };
+    let provider = Arc::new(CrashAfterFirstVoid {
+        inner: SimulatedProvider::new(pool.clone()),
+        crashed: AtomicBool::new(false),
+    });
+    // The first ambiguous answer already exhausts the attempts.
+    let saga = payment_saga(&pool, provider, RESERVED_CONSUMER, 1);
     let order = "01a00000-0000-7000-8000-000000000001";
     let event = reserved(order, "pm_card_timeout");
 
@@ -116,14 +134,9 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
     // The redelivery.
     saga.handle(event).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-        .bind(order)
-        .fetch_one(&pool)
-        .await?;
+    let status = payment_status(&pool, order).await?;
     assert_eq!(status, "failed", "the money went back, so the payment failed");
-    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY created_at")
-        .fetch_all(&pool)
-        .await?;
+    let events = announced(&pool).await?;
     assert_eq!(events, ["shop.events.v1.PaymentFailed"]);
     Ok(())
 }
@@ -135,14 +148,7 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
 #[tokio::test]
 async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_returns() -> anyhow::Result<()> {
     let pool = database().await?;
-    let saga = |consumer| PaymentSaga {
-        pool: pool.clone(),
-        outbox: Outbox::new("svc-payment"),
-        provider: Arc::new(SimulatedProvider::new(pool.clone())),
-        consumer,
-        provider_timeout: Duration::from_secs(2),
-        max_attempts: 100,
-    };
+    let saga = |consumer| payment_saga(&pool, Arc::new(SimulatedProvider::new(pool.clone())), consumer, 100);
     let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
     let order = "01a00000-0000-7000-8000-000000000002";
     let reserved = reserved(order, "pm_card_timeout");
@@ -179,14 +185,9 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
     .fetch_one(&pool)
     .await?;
     assert_eq!(provider, "refunded", "the money went back");
-    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-        .bind(order)
-        .fetch_one(&pool)
-        .await?;
+    let status = payment_status(&pool, order).await?;
     assert_eq!(status, "cancelled", "cancelled with its order, the charge voided");
-    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY created_at")
-        .fetch_all(&pool)
-        .await?;
+    let events = announced(&pool).await?;
     assert!(events.is_empty(), "never a success for a cancelled order: {events:?}");
     Ok(())
 }
@@ -196,14 +197,8 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
 #[tokio::test]
 async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Result<()> {
     let pool = database().await?;
-    let saga = PaymentSaga {
-        pool: pool.clone(),
-        outbox: Outbox::new("svc-payment"),
-        provider: Arc::new(SimulatedProvider::new(pool.clone())),
-        consumer: RESERVED_CONSUMER,
-        provider_timeout: Duration::from_secs(2),
-        max_attempts: 3,
-    };
+    let provider = Arc::new(SimulatedProvider::new(pool.clone()));
+    let saga = payment_saga(&pool, provider, RESERVED_CONSUMER, 3);
     let order = "01a00000-0000-7000-8000-000000000003";
     let reserved = reserved(order, "pm_card_ok");
 
@@ -217,10 +212,7 @@ async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Resul
     SimulatedProvider::set_outage(&pool, false).await?;
     saga.handle(reserved).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-        .bind(order)
-        .fetch_one(&pool)
-        .await?;
+    let status = payment_status(&pool, order).await?;
     assert_eq!(status, "succeeded", "the outage only delayed the payment");
     Ok(())
 }
@@ -235,12 +227,7 @@ struct ChargeLosesToCancellation {
 }
 
 impl PaymentProvider for ChargeLosesToCancellation {
-    async fn charge(
-        &self,
-        key: Uuid,
-        amount: shop_runtime::values::Money,
-        method: &str,
-    ) -> Result<ChargeOutcome, ProviderError> {
+    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
         self.charging.notify_one();
         self.voided.notified().await;
         self.inner.charge(key, amount, method).await
@@ -264,12 +251,8 @@ async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> an
         voided: tokio::sync::Notify::new(),
     });
     let saga = |consumer| PaymentSaga {
-        pool: pool.clone(),
-        outbox: Outbox::new("svc-payment"),
-        provider: provider.clone(),
-        consumer,
         provider_timeout: Duration::from_secs(5),
-        max_attempts: 3,
+        ..payment_saga(&pool, provider.clone(), consumer, 3)
     };
     let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
     let order = "01a00000-0000-7000-8000-000000000004";
@@ -284,14 +267,9 @@ async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> an
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     charging.await?.map_err(anyhow::Error::msg)?;
 
-    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-        .bind(order)
-        .fetch_one(&pool)
-        .await?;
+    let status = payment_status(&pool, order).await?;
     assert_eq!(status, "cancelled", "the order was cancelled: its payment is too");
-    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox")
-        .fetch_all(&pool)
-        .await?;
+    let events = announced(&pool).await?;
     assert!(events.is_empty(), "nothing to announce: {events:?}");
     Ok(())
 }

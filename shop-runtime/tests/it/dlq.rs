@@ -3,17 +3,15 @@
 //! subject with their event id, once.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use shop_runtime::{
-    CancellationToken,
-    consumer::{self, EventHandler, HandleError},
+    consumer::{EventHandler, HandleError},
     dlq::{self, Filter},
     event::IncomingEvent,
     topology,
@@ -22,13 +20,13 @@ use uuid::Uuid;
 
 use crate::support;
 
-use support::{broker, eventually, publish_placed as publish};
+use support::{RunningConsumer, Tally, broker, eventually, publish_placed as publish};
 
 /// Rejects everything until the bug is fixed; then counts what it applies,
 /// by event id.
 struct Buggy {
     fixed: AtomicBool,
-    applied: Mutex<HashMap<Uuid, usize>>,
+    applied: Tally<Uuid>,
 }
 
 impl EventHandler for Buggy {
@@ -36,12 +34,7 @@ impl EventHandler for Buggy {
         if !self.fixed.load(Ordering::SeqCst) {
             return Err(HandleError::Reject("a bug, fixed in the next release".into()));
         }
-        *self
-            .applied
-            .lock()
-            .expect("not poisoned")
-            .entry(event.event_id)
-            .or_default() += 1;
+        self.applied.add(event.event_id);
         Ok(())
     }
 }
@@ -52,16 +45,9 @@ async fn parked_messages_are_listed_and_redriven_once_with_their_event_id() -> a
     let definition = topology::ensure_consumers(&js, &["inventory-orders"]).await?.remove(0);
     let handler = Arc::new(Buggy {
         fixed: AtomicBool::new(false),
-        applied: Mutex::new(HashMap::new()),
+        applied: Tally::new(),
     });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definition,
-        handler.clone(),
-        2,
-        shutdown.clone(),
-    ));
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 2);
 
     let first = publish(&js, "o-1").await?;
     let second = publish(&js, "o-2").await?;
@@ -94,15 +80,11 @@ async fn parked_messages_are_listed_and_redriven_once_with_their_event_id() -> a
     assert_eq!(dlq::redrive(&js, &all).await?.len(), 1);
     assert!(dlq::list(&js, &all).await?.is_empty());
 
-    let outcome = eventually("both applied", async || {
-        Ok(handler.applied.lock().expect("not poisoned").len() == 2)
-    })
-    .await;
+    let outcome = eventually("both applied", async || Ok(handler.applied.keys() == 2)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    shutdown.cancel();
-    running.await?;
+    running.stop().await?;
     outcome?;
-    let applied = handler.applied.lock().expect("not poisoned").clone();
+    let applied = handler.applied.counts();
     assert_eq!(applied.get(&first), Some(&1), "with its own event id, once");
     assert_eq!(applied.get(&second), Some(&1));
     Ok(())

@@ -8,20 +8,17 @@ use shop_infra::{NatsServer, fresh_database, http_get};
 use shop_runtime::{
     CancellationToken, Listeners,
     config::{DatabaseSettings, EnvReader, MessagingSettings},
-    consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
     grpc,
     host::{Host, HostError},
     registry,
     topology::TopologyError,
 };
 
-struct Ignore;
+use crate::support::{Scripted, Step};
 
-impl EventHandler for Ignore {
-    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
-        Ok(())
-    }
+/// Handles every event by doing nothing.
+fn ignore() -> Scripted {
+    Scripted::new(|_| Step::Handle)
 }
 
 async fn settings(nats: &NatsServer) -> anyhow::Result<(DatabaseSettings, MessagingSettings)> {
@@ -39,7 +36,7 @@ async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -
     let bus = host.nats(&messaging).await?;
 
     let err = host
-        .spawn_consumer(&bus, "order-payments", Ignore)
+        .spawn_consumer(&bus, "order-payments", ignore())
         .await
         .expect_err("another service's consumer");
     assert!(
@@ -68,7 +65,7 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
     host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
         .await?;
     let bus = host.nats(&messaging).await?;
-    host.spawn_consumer(&bus, "notify-orders", Ignore).await?;
+    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
     host.ready_when(std::sync::Arc::new(|| {
         Box::pin(async { Err("the outage switch is on".to_owned()) })
     }));

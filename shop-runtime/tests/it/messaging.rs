@@ -13,26 +13,21 @@ use shop_infra::{NatsServer, fresh_database};
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     CancellationToken,
-    consumer::{self, EventHandler, HandleError},
+    consumer::{EventHandler, HandleError},
     db,
     event::IncomingEvent,
     inbox,
-    outbox::Outbox,
+    outbox::{Outbox, Relay},
     topology,
 };
 use sqlx::PgPool;
+
+use crate::support::{RunningConsumer, broker, stream_messages};
 
 async fn database() -> anyhow::Result<PgPool> {
     let pool = db::connect(&fresh_database().await?, 8, db::Limits::default()).await?;
     db::migrate(&pool, sqlx::migrate::Migrator::with_migrations(vec![])).await?;
     Ok(pool)
-}
-
-async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
-    let nats = NatsServer::start().await?;
-    let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
-    topology::ensure_streams(&js).await?;
-    Ok((nats, js))
 }
 
 fn placed(order_id: &str) -> ev::OrderPlaced {
@@ -44,33 +39,80 @@ fn placed(order_id: &str) -> ev::OrderPlaced {
     }
 }
 
-async fn stream_messages(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
-    Ok(js.get_stream(stream).await?.info().await?.state.messages)
+/// A relay test's start: a database whose outbox (of `svc-test`) holds an
+/// `orders.placed` for each of `orders`, and a broker of the test's own.
+struct PendingOutbox {
+    pool: PgPool,
+    nats: NatsServer,
+    js: async_nats::jetstream::Context,
+    outbox: Outbox,
+    /// The event ids, in the order of `orders`.
+    ids: Vec<uuid::Uuid>,
 }
 
-async fn unpublished(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(pool)
-            .await?,
-    )
+impl PendingOutbox {
+    async fn new(orders: &[impl AsRef<str>]) -> anyhow::Result<Self> {
+        let pool = database().await?;
+        let (nats, js) = broker().await?;
+        let outbox = Outbox::new("svc-test");
+        let mut tx = pool.begin().await?;
+        let mut ids = Vec::with_capacity(orders.len());
+        for order in orders {
+            ids.push(outbox.enqueue(&mut tx, &placed(order.as_ref())).await?);
+        }
+        outbox.commit(tx).await?;
+        Ok(Self {
+            pool,
+            nats,
+            js,
+            outbox,
+            ids,
+        })
+    }
+
+    /// As `new`, with the broker stopped after the rows were written.
+    async fn broker_down(orders: &[impl AsRef<str>]) -> anyhow::Result<Self> {
+        let mut pending = Self::new(orders).await?;
+        pending.nats.stop().await;
+        Ok(pending)
+    }
+
+    fn relay(&self, poll_interval: Duration) -> Relay {
+        self.outbox.relay(self.pool.clone(), self.js.clone(), poll_interval)
+    }
+
+    /// Rows not yet marked published.
+    async fn unpublished(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every row is marked published, and `ORDERS` holds `stored` messages.
+    async fn assert_all_published(&self, stored: u64) -> anyhow::Result<()> {
+        assert_eq!(self.unpublished().await?, 0);
+        assert_eq!(stream_messages(&self.js, "ORDERS").await?, stored);
+        Ok(())
+    }
+}
+
+/// `o-0`, `o-1`, ...: `n` orders.
+fn numbered(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("o-{i}")).collect()
 }
 
 #[tokio::test]
 async fn relay_publishes_with_the_event_id_as_message_id_and_duplicates_are_dropped() -> anyhow::Result<()> {
-    let pool = database().await?;
-    let (_nats, js) = broker().await?;
-    let outbox = Outbox::new("svc-test");
-    let mut tx = pool.begin().await?;
-    let id = outbox.enqueue(&mut tx, &placed("o-1")).await?;
-    outbox.enqueue(&mut tx, &placed("o-2")).await?;
-    outbox.commit(tx).await?;
+    let pending = PendingOutbox::new(&["o-1", "o-2"]).await?;
+    let id = pending.ids[0];
 
-    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let relay = pending.relay(Duration::from_secs(60));
     relay.drain().await?;
-    assert_eq!(unpublished(&pool).await?, 0);
-    assert_eq!(stream_messages(&js, "ORDERS").await?, 2);
-    let stored = js
+    pending.assert_all_published(2).await?;
+    let stored = pending
+        .js
         .get_stream("ORDERS")
         .await?
         .get_last_raw_message_by_subject("orders.placed.o-1")
@@ -85,63 +127,47 @@ async fn relay_publishes_with_the_event_id_as_message_id_and_duplicates_are_drop
 
     // Crash after the PubAck, before the rows were marked: sent again, stored once.
     sqlx::query("UPDATE outbox SET published_at = NULL")
-        .execute(&pool)
+        .execute(&pending.pool)
         .await?;
     relay.drain().await?;
-    assert_eq!(unpublished(&pool).await?, 0);
-    assert_eq!(stream_messages(&js, "ORDERS").await?, 2);
+    pending.assert_all_published(2).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn relay_keeps_rows_while_the_broker_is_down_and_sends_them_after() -> anyhow::Result<()> {
-    let pool = database().await?;
-    let (mut nats, js) = broker().await?;
-    let outbox = Outbox::new("svc-test");
-    nats.stop().await;
-    let mut tx = pool.begin().await?;
-    outbox.enqueue(&mut tx, &placed("o-down")).await?;
-    outbox.commit(tx).await?;
+    let mut pending = PendingOutbox::broker_down(&["o-down"]).await?;
 
-    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_millis(200));
+    let relay = pending.relay(Duration::from_millis(200));
     assert!(relay.drain().await.is_err(), "publishing without a broker must fail");
-    assert_eq!(unpublished(&pool).await?, 1, "nothing is lost");
+    assert_eq!(pending.unpublished().await?, 1, "nothing is lost");
     let (attempts, error): (i32, Option<String>) = sqlx::query_as("SELECT attempts, last_error FROM outbox")
-        .fetch_one(&pool)
+        .fetch_one(&pending.pool)
         .await?;
     assert!(attempts >= 1 && error.is_some());
 
-    nats.restart().await?;
+    pending.nats.restart().await?;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
     for _ in 0..200 {
-        if unpublished(&pool).await? == 0 {
+        if pending.unpublished().await? == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
     running.await?;
-    assert_eq!(unpublished(&pool).await?, 0);
-    assert_eq!(stream_messages(&js, "ORDERS").await?, 1);
+    pending.assert_all_published(1).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_relay_pass_during_an_outage_ends_within_one_ack_timeout() -> anyhow::Result<()> {
-    let pool = database().await?;
-    let (mut nats, js) = broker().await?;
-    let outbox = Outbox::new("svc-test");
-    nats.stop().await;
-    let mut tx = pool.begin().await?;
-    for i in 0..12 {
-        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
-    }
-    outbox.commit(tx).await?;
+    let pending = PendingOutbox::broker_down(&numbered(12)).await?;
 
     // Each PubAck may wait out its timeout (5 s), but all at once: a pass
     // that waited for them one by one would hold its row locks for a minute.
-    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let relay = pending.relay(Duration::from_secs(60));
     let started = std::time::Instant::now();
     let pass = tokio::time::timeout(Duration::from_secs(15), relay.drain()).await;
     let took = started.elapsed();
@@ -149,7 +175,7 @@ async fn a_relay_pass_during_an_outage_ends_within_one_ack_timeout() -> anyhow::
         matches!(pass, Ok(Err(_))),
         "the pass must fail, and soon (took {took:?})"
     );
-    assert_eq!(unpublished(&pool).await?, 12, "nothing is lost");
+    assert_eq!(pending.unpublished().await?, 12, "nothing is lost");
     Ok(())
 }
 
@@ -158,22 +184,14 @@ async fn a_relay_pass_during_an_outage_ends_within_one_ack_timeout() -> anyhow::
 /// other relays off them.
 #[tokio::test]
 async fn a_relay_waiting_for_the_broker_holds_no_row_locks() -> anyhow::Result<()> {
-    let pool = database().await?;
-    let (mut nats, js) = broker().await?;
-    let outbox = Outbox::new("svc-test");
-    nats.stop().await;
-    let mut tx = pool.begin().await?;
-    for i in 0..3 {
-        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
-    }
-    outbox.commit(tx).await?;
-    let relay = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let mut pending = PendingOutbox::broker_down(&numbered(3)).await?;
+    let relay = pending.relay(Duration::from_secs(60));
     let pass = tokio::spawn(async move { relay.drain().await });
     // By now the pass has taken its rows and waits for acks (up to 5 s).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let locked = sqlx::query("SELECT event_id FROM outbox FOR UPDATE NOWAIT")
-        .fetch_all(&pool)
+        .fetch_all(&pending.pool)
         .await;
     assert!(
         locked.is_ok(),
@@ -181,36 +199,27 @@ async fn a_relay_waiting_for_the_broker_holds_no_row_locks() -> anyhow::Result<(
     );
     // A second relay leaves leased rows alone. It runs while the broker is
     // still down, so the first relay cannot have finished in the meantime.
-    let other = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let other = pending.relay(Duration::from_secs(60));
     other.drain().await?;
-    assert_eq!(unpublished(&pool).await?, 3, "leased rows belong to the first relay");
-    nats.restart().await?;
+    assert_eq!(pending.unpublished().await?, 3, "leased rows belong to the first relay");
+    pending.nats.restart().await?;
     // Whether its acks came after the restart or it gave up and handed the
     // lease back, nothing is left behind once it ends.
     let _ = pass.await?;
     other.drain().await?;
-    assert_eq!(unpublished(&pool).await?, 0);
-    assert_eq!(stream_messages(&js, "ORDERS").await?, 3);
+    pending.assert_all_published(3).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn two_relays_share_the_outbox_without_losing_or_duplicating() -> anyhow::Result<()> {
-    let pool = database().await?;
-    let (_nats, js) = broker().await?;
-    let outbox = Outbox::new("svc-test");
-    let mut tx = pool.begin().await?;
-    for i in 0..600 {
-        outbox.enqueue(&mut tx, &placed(&format!("o-{i}"))).await?;
-    }
-    outbox.commit(tx).await?;
-    let a = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
-    let b = outbox.relay(pool.clone(), js.clone(), Duration::from_secs(60));
+    let pending = PendingOutbox::new(&numbered(600)).await?;
+    let a = pending.relay(Duration::from_secs(60));
+    let b = pending.relay(Duration::from_secs(60));
     let (ra, rb) = tokio::join!(a.drain(), b.drain());
     ra?;
     rb?;
-    assert_eq!(unpublished(&pool).await?, 0);
-    assert_eq!(stream_messages(&js, "ORDERS").await?, 600);
+    pending.assert_all_published(600).await?;
     Ok(())
 }
 
@@ -266,6 +275,10 @@ impl EventHandler for Counting {
     }
 }
 
+const PLACED: &str = "shop.events.v1.OrderPlaced";
+
+/// Publishes `body` under its own message id, so that the broker does not
+/// drop a replay of `ce_id` before the inbox sees it.
 async fn publish(
     js: &async_nats::jetstream::Context,
     subject: &str,
@@ -283,85 +296,74 @@ async fn publish(
     Ok(())
 }
 
+/// The orders the `Counting` handler has applied, sorted.
+async fn applied_orders(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT order_id FROM effects ORDER BY order_id")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// `inventory-orders` running with a `Counting` handler that has made
+/// `attempts` attempts already, on a broker of its own, with an `effects`
+/// table in a fresh database.
+struct CountingConsumer {
+    pool: PgPool,
+    _nats: NatsServer,
+    js: async_nats::jetstream::Context,
+    handler: Arc<Counting>,
+    running: RunningConsumer,
+}
+
+impl CountingConsumer {
+    async fn start(attempts: usize) -> anyhow::Result<Self> {
+        let pool = database().await?;
+        sqlx::query("CREATE TABLE effects (order_id text NOT NULL)")
+            .execute(&pool)
+            .await?;
+        let (nats, js) = broker().await?;
+        let definitions = topology::ensure_consumers(&js, &["inventory-orders"]).await?;
+        let handler = Arc::new(Counting {
+            pool: pool.clone(),
+            attempts: AtomicUsize::new(attempts),
+        });
+        let running = RunningConsumer::spawn(&js, definitions[0].clone(), handler.clone(), 1);
+        Ok(Self {
+            pool,
+            _nats: nats,
+            js,
+            handler,
+            running,
+        })
+    }
+}
+
 #[tokio::test]
 async fn consumer_retries_dedupes_and_parks() -> anyhow::Result<()> {
-    let pool = database().await?;
-    sqlx::query("CREATE TABLE effects (order_id text NOT NULL)")
-        .execute(&pool)
-        .await?;
-    let (_nats, js) = broker().await?;
-    let definitions = topology::ensure_consumers(&js, &["inventory-orders"]).await?;
-    let handler = Arc::new(Counting {
-        pool: pool.clone(),
-        attempts: AtomicUsize::new(0),
-    });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definitions[0].clone(),
-        handler.clone(),
-        1,
-        shutdown.clone(),
-    ));
+    let CountingConsumer {
+        pool,
+        _nats,
+        js,
+        handler,
+        running,
+    } = CountingConsumer::start(0).await?;
 
     let body = br#"{"orderId":"o-1","userId":"u","lines":[{"sku":"SKU-A","quantity":1}]}"#;
     let event_id = uuid::Uuid::now_v7();
     // The first delivery fails and is retried; the same event then arrives
     // again under another message id (a replay): still one effect.
-    publish(
-        &js,
-        "orders.placed.o-1",
-        "m-1",
-        event_id,
-        "shop.events.v1.OrderPlaced",
-        body,
-    )
-    .await?;
-    publish(
-        &js,
-        "orders.placed.o-1",
-        "m-2",
-        event_id,
-        "shop.events.v1.OrderPlaced",
-        body,
-    )
-    .await?;
+    publish(&js, "orders.placed.o-1", "m-1", event_id, PLACED, body).await?;
+    publish(&js, "orders.placed.o-1", "m-2", event_id, PLACED, body).await?;
     // Poison and unknown type: parked, and the consumer carries on.
-    publish(
-        &js,
-        "orders.placed.o-2",
-        "m-3",
-        uuid::Uuid::now_v7(),
-        "shop.events.v1.OrderPlaced",
-        b"][",
-    )
-    .await?;
-    publish(
-        &js,
-        "orders.placed.o-3",
-        "m-4",
-        uuid::Uuid::now_v7(),
-        "shop.events.v2.Surprise",
-        b"{}",
-    )
-    .await?;
+    publish(&js, "orders.placed.o-2", "m-3", uuid::Uuid::now_v7(), PLACED, b"][").await?;
+    let surprise = "shop.events.v2.Surprise";
+    publish(&js, "orders.placed.o-3", "m-4", uuid::Uuid::now_v7(), surprise, b"{}").await?;
     let last = br#"{"orderId":"o-4"}"#;
-    publish(
-        &js,
-        "orders.placed.o-4",
-        "m-5",
-        uuid::Uuid::now_v7(),
-        "shop.events.v1.OrderPlaced",
-        last,
-    )
-    .await?;
+    publish(&js, "orders.placed.o-4", "m-5", uuid::Uuid::now_v7(), PLACED, last).await?;
 
     let mut effects = Vec::new();
     let mut parked = 0;
     for _ in 0..300 {
-        effects = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects ORDER BY order_id")
-            .fetch_all(&pool)
-            .await?;
+        effects = applied_orders(&pool).await?;
         parked = stream_messages(&js, "DLQ").await?;
         if effects.len() >= 2 && parked >= 2 {
             break;
@@ -370,11 +372,8 @@ async fn consumer_retries_dedupes_and_parks() -> anyhow::Result<()> {
     }
     // Give a wrongly repeated effect the chance to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let effects_now = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects ORDER BY order_id")
-        .fetch_all(&pool)
-        .await?;
-    shutdown.cancel();
-    running.await?;
+    let effects_now = applied_orders(&pool).await?;
+    running.stop().await?;
     assert_eq!(effects, vec!["o-1".to_owned(), "o-4".to_owned()]);
     assert_eq!(effects_now, effects);
     assert_eq!(parked, 2);
@@ -400,24 +399,14 @@ async fn consumer_retries_dedupes_and_parks() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_consumer_recreated_under_a_running_service_is_picked_up_again() -> anyhow::Result<()> {
-    let pool = database().await?;
-    sqlx::query("CREATE TABLE effects (order_id text NOT NULL)")
-        .execute(&pool)
-        .await?;
-    let (_nats, js) = broker().await?;
-    let definitions = topology::ensure_consumers(&js, &["inventory-orders"]).await?;
-    let handler = Arc::new(Counting {
-        pool: pool.clone(),
-        attempts: AtomicUsize::new(1),
-    });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definitions[0].clone(),
-        handler,
-        1,
-        shutdown.clone(),
-    ));
+    // Past its first attempt, the one that fails.
+    let CountingConsumer {
+        pool,
+        _nats,
+        js,
+        running,
+        ..
+    } = CountingConsumer::start(1).await?;
 
     // What nats/README.md tells an operator to do to re-run a consumer.
     let stream = js.get_stream("ORDERS").await?;
@@ -430,22 +419,19 @@ async fn a_consumer_recreated_under_a_running_service_is_picked_up_again() -> an
         "orders.placed.o-after",
         "m-after",
         uuid::Uuid::now_v7(),
-        "shop.events.v1.OrderPlaced",
+        PLACED,
         body,
     )
     .await?;
     let mut effects = Vec::new();
     for _ in 0..600 {
-        effects = sqlx::query_scalar::<_, String>("SELECT order_id FROM effects")
-            .fetch_all(&pool)
-            .await?;
+        effects = applied_orders(&pool).await?;
         if !effects.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    shutdown.cancel();
-    running.await?;
+    running.stop().await?;
     assert_eq!(effects, vec!["o-after".to_owned()]);
     Ok(())
 }

@@ -4,23 +4,18 @@
 //! is down, not by waiting in a buffer).
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use crate::support;
 use shop_runtime::{
-    CancellationToken,
-    consumer::{self, EventHandler, HandleError},
+    consumer::{EventHandler, HandleError},
     event::IncomingEvent,
     topology::{self, ConsumerDefinition},
 };
 
-use support::{broker, eventually, publish_placed as publish};
+use support::{RunningConsumer, Scripted, Step, Tally, broker, eventually, publish_placed as publish, stream_messages};
 
 /// `inventory-orders` as declared, with retries fast enough for a test.
 async fn consumer(js: &async_nats::jetstream::Context) -> anyhow::Result<ConsumerDefinition> {
@@ -33,68 +28,30 @@ async fn consumer(js: &async_nats::jetstream::Context) -> anyhow::Result<Consume
 }
 
 async fn dlq_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
-    Ok(js.get_stream("DLQ").await?.info().await?.state.messages)
-}
-
-/// Fails transiently until `failures` attempts have failed, then succeeds.
-struct Flaky {
-    failures: usize,
-    attempts: AtomicUsize,
-    handled: AtomicUsize,
-}
-
-impl EventHandler for Flaky {
-    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
-        if self.attempts.fetch_add(1, Ordering::SeqCst) < self.failures {
-            return Err(HandleError::Retry("database: connection refused".into()));
-        }
-        self.handled.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
+    stream_messages(js, "DLQ").await
 }
 
 #[tokio::test]
 async fn a_transient_failure_is_retried_past_any_delivery_limit_and_never_parked() -> anyhow::Result<()> {
     let (_nats, js) = broker().await?;
-    let definition = consumer(&js).await?;
-    // More failed attempts than any delivery limit a consumer used to have.
-    let handler = Arc::new(Flaky {
-        failures: 12,
-        attempts: AtomicUsize::new(0),
-        handled: AtomicUsize::new(0),
-    });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definition,
-        handler.clone(),
-        4,
-        shutdown.clone(),
-    ));
+    // Fails transiently for more attempts than any delivery limit a
+    // consumer used to have, then succeeds.
+    let handler = Arc::new(Scripted::new(|attempt| match attempt {
+        0..12 => Step::Retry("database: connection refused"),
+        _ => Step::Handle,
+    }));
+    let running = RunningConsumer::spawn(&js, consumer(&js).await?, handler.clone(), 4);
 
     publish(&js, "o-1").await?;
     let outcome = eventually("the event to be handled", async || {
         Ok(handler.handled.load(Ordering::SeqCst) == 1)
     })
     .await;
-    shutdown.cancel();
-    running.await?;
+    running.stop().await?;
     outcome?;
     assert_eq!(handler.attempts.load(Ordering::SeqCst), 13);
     assert_eq!(dlq_messages(&js).await?, 0, "a transient failure is never parked");
     Ok(())
-}
-
-/// Rejects everything: every event is poison.
-struct Poisoned {
-    attempts: AtomicUsize,
-}
-
-impl EventHandler for Poisoned {
-    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        Err(HandleError::Reject("a rule that can never pass".into()))
-    }
 }
 
 #[tokio::test]
@@ -103,17 +60,9 @@ async fn poison_that_cannot_be_parked_yet_is_kept_until_it_can_be() -> anyhow::R
     let definition = consumer(&js).await?;
     // The DLQ is gone (full, or its node down): parking fails.
     js.delete_stream("DLQ").await?;
-    let handler = Arc::new(Poisoned {
-        attempts: AtomicUsize::new(0),
-    });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definition,
-        handler.clone(),
-        4,
-        shutdown.clone(),
-    ));
+    // Every event is poison.
+    let handler = Arc::new(Scripted::new(|_| Step::Reject("a rule that can never pass")));
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 4);
 
     publish(&js, "o-poison").await?;
     let outcome = async {
@@ -126,24 +75,18 @@ async fn poison_that_cannot_be_parked_yet_is_kept_until_it_can_be() -> anyhow::R
         eventually("the event on the DLQ", async || Ok(dlq_messages(&js).await? == 1)).await
     }
     .await;
-    shutdown.cancel();
-    running.await?;
+    running.stop().await?;
     outcome
 }
 
 /// Takes a while per event and counts the attempts per event.
 struct Slow {
-    attempts: Mutex<HashMap<String, usize>>,
+    attempts: Tally<String>,
 }
 
 impl EventHandler for Slow {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
-        *self
-            .attempts
-            .lock()
-            .expect("not poisoned")
-            .entry(event.subject.clone())
-            .or_default() += 1;
+        self.attempts.add(event.subject.clone());
         tokio::time::sleep(Duration::from_millis(250)).await;
         Ok(())
     }
@@ -160,50 +103,21 @@ async fn messages_waiting_their_turn_are_not_redelivered() -> anyhow::Result<()>
         .await?
         .create_consumer(definition.config.clone())
         .await?;
-    let handler = Arc::new(Slow {
-        attempts: Mutex::new(HashMap::new()),
-    });
+    let handler = Arc::new(Slow { attempts: Tally::new() });
     for n in 0..10 {
         publish(&js, &format!("o-{n}")).await?;
     }
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definition,
-        handler.clone(),
-        1,
-        shutdown.clone(),
-    ));
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 1);
 
-    let outcome = eventually("every event handled", async || {
-        Ok(handler.attempts.lock().expect("not poisoned").len() == 10)
-    })
-    .await;
+    let outcome = eventually("every event handled", async || Ok(handler.attempts.keys() == 10)).await;
     // Time for a wrongly redelivered message to show.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    shutdown.cancel();
-    running.await?;
+    running.stop().await?;
     outcome?;
-    let attempts = handler.attempts.lock().expect("not poisoned").clone();
+    let attempts = handler.attempts.counts();
     let repeated: Vec<_> = attempts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "handled more than once: {repeated:?}");
     Ok(())
-}
-
-/// Hangs on the first attempt (a call that never returns), then succeeds.
-struct HangsOnce {
-    attempts: AtomicUsize,
-    handled: AtomicUsize,
-}
-
-impl EventHandler for HangsOnce {
-    async fn handle(&self, _event: IncomingEvent) -> Result<(), HandleError> {
-        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
-            std::future::pending::<()>().await;
-        }
-        self.handled.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
 }
 
 #[tokio::test]
@@ -211,26 +125,19 @@ async fn a_hung_handler_is_given_up_on_and_the_message_retried() -> anyhow::Resu
     let (_nats, js) = broker().await?;
     let mut definition = consumer(&js).await?;
     definition.handler_timeout = Duration::from_millis(300);
-    let handler = Arc::new(HangsOnce {
-        attempts: AtomicUsize::new(0),
-        handled: AtomicUsize::new(0),
-    });
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(consumer::run(
-        js.clone(),
-        definition,
-        handler.clone(),
-        1,
-        shutdown.clone(),
-    ));
+    // Hangs on the first attempt (a call that never returns), then succeeds.
+    let handler = Arc::new(Scripted::new(|attempt| match attempt {
+        0 => Step::Hang,
+        _ => Step::Handle,
+    }));
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 1);
 
     publish(&js, "o-hang").await?;
     let outcome = eventually("the event handled on a later delivery", async || {
         Ok(handler.handled.load(Ordering::SeqCst) == 1)
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running).await??;
+    running.stop_within(Duration::from_secs(5)).await?;
     outcome?;
     assert_eq!(handler.attempts.load(Ordering::SeqCst), 2);
     Ok(())

@@ -6,6 +6,7 @@ use crate::support;
 
 use std::{
     future::Future,
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -16,7 +17,10 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use prost::Message;
 use serde_json::json;
 use shop_harness::{Service, Stack, eventually, line};
@@ -30,19 +34,21 @@ use shop_proto::{
     },
     payment::v1::{GetPaymentRequest, payment_service_client::PaymentServiceClient},
 };
-use support::{Gateway, TestIdp, b64, claims, grpc_web_call, no_upstreams, now};
-use tonic::Code;
+use support::{
+    Gateway, Metadata, TestIdp, assert_grpc_web_head, b64, claims, grpc_web_call, no_upstreams, now, within,
+};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-
-/// Fails a test that would otherwise hang.
-async fn within<T>(what: &str, seconds: u64, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(seconds), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {seconds}s"))
-}
 
 fn setting(key: &str, value: &str) -> (String, String) {
     (key.to_owned(), value.to_owned())
+}
+
+/// The gateway over `upstreams` (their URL settings), with `extra` settings.
+async fn gateway_with(upstreams: Vec<(String, String)>, extra: &[(&str, &str)]) -> Gateway {
+    let mut settings = upstreams;
+    settings.extend(extra.iter().map(|(key, value)| setting(key, value)));
+    Gateway::start(settings).await
 }
 
 fn place_request(key: &str) -> PlaceOrderRequest {
@@ -52,6 +58,43 @@ fn place_request(key: &str) -> PlaceOrderRequest {
         payment_method: "pm_card_ok".into(),
     }
 }
+
+fn token_request(user: &str, role: &str) -> IssueTokenRequest {
+    IssueTokenRequest {
+        user_id: user.into(),
+        roles: vec![role.into()],
+    }
+}
+
+fn get_order(order_id: &str) -> GetOrderRequest {
+    GetOrderRequest {
+        order_id: order_id.into(),
+    }
+}
+
+fn watch_order(order_id: &str) -> WatchOrderRequest {
+    WatchOrderRequest {
+        order_id: order_id.into(),
+    }
+}
+
+type Orders = OrderServiceClient<InterceptedService<Channel, Metadata>>;
+
+/// PlaceOrder under idempotency key `key`, which must pass (`what` names
+/// the call if it does not).
+async fn place(orders: &mut Orders, key: &str, what: &str) -> Order {
+    orders.place_order(place_request(key)).await.expect(what).into_inner()
+}
+
+/// PlaceOrder under idempotency key `key`, which must be refused.
+async fn refused_place(orders: &mut Orders, key: &str, what: &str) -> Status {
+    orders.place_order(place_request(key)).await.expect_err(what)
+}
+
+const GET_ORDER: &str = "/shop.order.v1.OrderService/GetOrder";
+const WATCH_ORDER: &str = "/shop.order.v1.OrderService/WatchOrder";
+const PLACE_ORDER: &str = "/shop.order.v1.OrderService/PlaceOrder";
+const LIST_PRODUCTS: &str = "/shop.catalog.v1.CatalogService/ListProducts";
 
 async fn health_of(gateway: &Gateway, service: &str) -> Option<i32> {
     let mut client = HealthClient::new(gateway.channel().await);
@@ -64,49 +107,36 @@ async fn health_of(gateway: &Gateway, service: &str) -> Option<i32> {
         .map(|r| r.into_inner().status)
 }
 
-async fn list_services_v1(gateway: &Gateway) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+/// `$name` lists the services over server reflection `$version`: v1 and
+/// v1alpha are the same protocol in two packages, so one body serves both.
+macro_rules! list_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(gateway: &Gateway) -> Vec<String> {
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            };
+            let mut client = ServerReflectionClient::new(gateway.channel().await);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = client
+                .server_reflection_info(futures::stream::iter([request]))
+                .await
+                .expect("reflection answers")
+                .into_inner();
+            let response = responses.next().await.expect("one response").expect("no error");
+            match response.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+                other => panic!("unexpected reflection answer {other:?}"),
+            }
+        }
     };
-    let mut client = ServerReflectionClient::new(gateway.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses.next().await.expect("one response").expect("no error");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
 }
 
-async fn list_services_v1alpha(gateway: &Gateway) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(gateway.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let response = responses.next().await.expect("one response").expect("no error");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-}
+list_services!(list_services_v1, v1);
+list_services!(list_services_v1alpha, v1alpha);
 
 #[tokio::test]
 async fn reflection_lists_the_public_services_and_dev_tokens_are_off_by_default() {
@@ -141,10 +171,7 @@ async fn reflection_lists_the_public_services_and_dev_tokens_are_off_by_default(
 
         let mut dev = DevAuthServiceClient::new(gateway.channel().await);
         let refused = dev
-            .issue_token(IssueTokenRequest {
-                user_id: "alice".into(),
-                roles: vec!["admin".into()],
-            })
+            .issue_token(token_request("alice", "admin"))
             .await
             .expect_err("dev auth is off by default");
         assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
@@ -224,15 +251,12 @@ async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
             assert!(status.message().starts_with(message), "{what}: {:?}", status.message());
 
             let mut orders = OrderServiceClient::new(gateway.as_bearer(Some(&token), &[]).await);
-            let status = orders.place_order(place_request(what)).await.expect_err(what);
+            let status = refused_place(&mut orders, what, what).await;
             assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
         }
 
         let mut orders = OrderServiceClient::new(gateway.as_bearer(None, &[("authorization", "Basic YTpi")]).await);
-        let status = orders
-            .place_order(place_request("basic"))
-            .await
-            .expect_err("basic auth");
+        let status = refused_place(&mut orders, "basic", "basic auth").await;
         assert_eq!(status.code(), Code::Unauthenticated);
 
         // A spoofed identity without a token is still nobody.
@@ -241,7 +265,7 @@ async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
                 .as_bearer(None, &[("x-user-id", "alice"), ("x-user-roles", "admin")])
                 .await,
         );
-        let status = orders.place_order(place_request("spoof")).await.expect_err("no token");
+        let status = refused_place(&mut orders, "spoof", "no token").await;
         assert_eq!(status.code(), Code::Unauthenticated);
     })
     .await;
@@ -261,10 +285,7 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
         assert!(products.products.len() >= 5, "{products:?}");
 
         let mut anonymous_orders = OrderServiceClient::new(gateway.as_bearer(None, &[]).await);
-        let status = anonymous_orders
-            .place_order(place_request("anon"))
-            .await
-            .expect_err("anonymous PlaceOrder");
+        let status = refused_place(&mut anonymous_orders, "anon", "anonymous PlaceOrder").await;
         assert_eq!(status.code(), Code::Unauthenticated);
 
         // Alice claims to be mallory, an admin: the token wins.
@@ -277,21 +298,14 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
                 )
                 .await,
         );
-        let order = alice_spoofing
-            .place_order(place_request("alice-1"))
-            .await
-            .expect("PlaceOrder")
-            .into_inner();
+        let order = place(&mut alice_spoofing, "alice-1", "PlaceOrder").await;
         assert_eq!(order.user_id, "alice");
         assert_eq!(order.status, OrderStatus::Pending as i32);
 
-        let get = |id: &str| GetOrderRequest {
-            order_id: id.to_owned(),
-        };
         let mut alice = OrderServiceClient::new(gateway.as_user("alice", &["customer"]).await);
         assert_eq!(
             alice
-                .get_order(get(&order.order_id))
+                .get_order(get_order(&order.order_id))
                 .await
                 .expect("own order")
                 .into_inner()
@@ -300,7 +314,7 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
         );
         let mut bob = OrderServiceClient::new(gateway.as_user("bob", &["customer"]).await);
         let status = bob
-            .get_order(get(&order.order_id))
+            .get_order(get_order(&order.order_id))
             .await
             .expect_err("someone else's order");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
@@ -311,7 +325,7 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
                 .await,
         );
         let status = bob_spoofing
-            .get_order(get(&order.order_id))
+            .get_order(get_order(&order.order_id))
             .await
             .expect_err("spoofing does not help");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
@@ -324,19 +338,12 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
         );
         realm_roles.as_object_mut().map(|c| c.remove("roles"));
         let mut carol = OrderServiceClient::new(gateway.as_bearer(Some(&gateway.idp.sign(&realm_roles)), &[]).await);
-        let order = carol
-            .place_order(place_request("carol-1"))
-            .await
-            .expect("realm role")
-            .into_inner();
+        let order = place(&mut carol, "carol-1", "realm role").await;
         assert_eq!(order.user_id, "carol");
 
         // Signed in but without a shop role.
         let mut roleless = OrderServiceClient::new(gateway.as_user("dave", &["offline_access"]).await);
-        let status = roleless
-            .place_order(place_request("dave-1"))
-            .await
-            .expect_err("no role");
+        let status = refused_place(&mut roleless, "dave-1", "no role").await;
         assert_eq!(status.code(), Code::PermissionDenied);
 
         // Restock is for admins, whatever metadata a customer adds.
@@ -361,16 +368,15 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
 #[tokio::test]
 async fn bursts_over_the_limit_get_resource_exhausted_with_a_retry_hint_per_user() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack.url_settings();
-    settings.extend([
-        setting("RATE_LIMIT_USER_PER_SECOND", "1"),
-        setting("RATE_LIMIT_USER_BURST", "5"),
-        setting("RATE_LIMIT_ORDER_PER_SECOND", "1"),
-        setting("RATE_LIMIT_ORDER_BURST", "2"),
-        setting("RATE_LIMIT_ANONYMOUS_PER_SECOND", "1"),
-        setting("RATE_LIMIT_ANONYMOUS_BURST", "3"),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let limits = [
+        ("RATE_LIMIT_USER_PER_SECOND", "1"),
+        ("RATE_LIMIT_USER_BURST", "5"),
+        ("RATE_LIMIT_ORDER_PER_SECOND", "1"),
+        ("RATE_LIMIT_ORDER_BURST", "2"),
+        ("RATE_LIMIT_ANONYMOUS_PER_SECOND", "1"),
+        ("RATE_LIMIT_ANONYMOUS_BURST", "3"),
+    ];
+    let gateway = gateway_with(stack.url_settings(), &limits).await;
     within("rate limits", 120, async {
         let mut alice = CatalogServiceClient::new(gateway.as_user("alice", &["customer"]).await);
         let started = Instant::now();
@@ -460,59 +466,27 @@ async fn bursts_over_the_limit_get_resource_exhausted_with_a_retry_hint_per_user
 #[tokio::test]
 async fn grpc_web_over_http1_unary_streaming_and_cors() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack.url_settings();
-    settings.push(setting("CORS_ALLOWED_ORIGINS", "http://shop.test"));
-    let gateway = Gateway::start(settings).await;
+    let gateway = gateway_with(stack.url_settings(), &[("CORS_ALLOWED_ORIGINS", "http://shop.test")]).await;
     gateway.channel().await;
     within("gRPC-web", 120, async {
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.catalog.v1.CatalogService/ListProducts",
-            &ListProductsRequest::default(),
-            None,
-        )
-        .await;
-        assert_eq!(reply.http_status, http::StatusCode::OK);
-        assert_eq!(reply.version, http::Version::HTTP_11);
-        assert_eq!(reply.headers["content-type"], "application/grpc-web+proto");
+        let reply = grpc_web_call(gateway.addr, LIST_PRODUCTS, &ListProductsRequest::default(), None).await;
+        assert_grpc_web_head(reply.http_status, reply.version, &reply.headers);
         assert_eq!(reply.grpc_status(), Some("0"), "{reply:?}");
         assert_eq!(reply.messages.len(), 1);
         let products = ListProductsResponse::decode(reply.messages[0].clone()).expect("ListProductsResponse");
         assert!(products.products.len() >= 5);
 
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.order.v1.OrderService/PlaceOrder",
-            &place_request("web-anon"),
-            None,
-        )
-        .await;
+        let reply = grpc_web_call(gateway.addr, PLACE_ORDER, &place_request("web-anon"), None).await;
         assert_eq!(reply.grpc_status(), Some("16"), "anonymous PlaceOrder: {reply:?}");
 
         // Server streaming: the statuses the order passes through reach the
         // browser, ending at CONFIRMED, then the trailers frame with OK.
         let token = gateway.idp.token("alice", &["customer"]);
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.order.v1.OrderService/PlaceOrder",
-            &place_request("web-1"),
-            Some(&token),
-        )
-        .await;
+        let reply = grpc_web_call(gateway.addr, PLACE_ORDER, &place_request("web-1"), Some(&token)).await;
         assert_eq!(reply.grpc_status(), Some("0"), "{reply:?}");
         let order = Order::decode(reply.messages[0].clone()).expect("Order");
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.order.v1.OrderService/WatchOrder",
-            &WatchOrderRequest {
-                order_id: order.order_id.clone(),
-            },
-            Some(&token),
-        )
-        .await;
-        assert_eq!(reply.http_status, http::StatusCode::OK);
-        assert_eq!(reply.version, http::Version::HTTP_11);
-        assert_eq!(reply.headers["content-type"], "application/grpc-web+proto");
+        let reply = grpc_web_call(gateway.addr, WATCH_ORDER, &watch_order(&order.order_id), Some(&token)).await;
+        assert_grpc_web_head(reply.http_status, reply.version, &reply.headers);
         assert!(
             reply.headers.get("grpc-status").is_none(),
             "a stream's status comes in the trailers frame, not in headers: {reply:?}"
@@ -547,29 +521,13 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
         // Statuses of the upstream travel in the trailers frame, for unary
         // calls and for streams alike.
         let unknown_order = "00000000-0000-0000-0000-000000000000";
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.order.v1.OrderService/GetOrder",
-            &GetOrderRequest {
-                order_id: unknown_order.into(),
-            },
-            Some(&token),
-        )
-        .await;
+        let reply = grpc_web_call(gateway.addr, GET_ORDER, &get_order(unknown_order), Some(&token)).await;
         assert_eq!(
             reply.grpc_status(),
             Some("5"),
             "GetOrder of an unknown order: {reply:?}"
         );
-        let reply = grpc_web_call(
-            gateway.addr,
-            "/shop.order.v1.OrderService/WatchOrder",
-            &WatchOrderRequest {
-                order_id: unknown_order.into(),
-            },
-            Some(&token),
-        )
-        .await;
+        let reply = grpc_web_call(gateway.addr, WATCH_ORDER, &watch_order(unknown_order), Some(&token)).await;
         assert_eq!(
             reply.grpc_status(),
             Some("5"),
@@ -584,18 +542,15 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
         // CORS: the configured origin may call and read the status; others not.
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let preflight = |origin: &str| {
-            http::Request::options(format!(
-                "http://{}/shop.catalog.v1.CatalogService/ListProducts",
-                gateway.addr
-            ))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "content-type,x-grpc-web,authorization",
-            )
-            .body(Full::new(Bytes::new()))
-            .expect("preflight")
+            http::Request::options(format!("http://{}{LIST_PRODUCTS}", gateway.addr))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "content-type,x-grpc-web,authorization",
+                )
+                .body(Full::new(Bytes::new()))
+                .expect("preflight")
         };
         let allowed = client.request(preflight("http://shop.test")).await.expect("preflight");
         assert_eq!(allowed.headers()["access-control-allow-origin"], "http://shop.test");
@@ -606,15 +561,12 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
         let denied = client.request(preflight("http://evil.test")).await.expect("preflight");
         assert!(denied.headers().get("access-control-allow-origin").is_none());
 
-        let call = http::Request::post(format!(
-            "http://{}/shop.catalog.v1.CatalogService/ListProducts",
-            gateway.addr
-        ))
-        .header("origin", "http://shop.test")
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .body(Full::new(support::frame(&ListProductsRequest::default())))
-        .expect("call");
+        let call = http::Request::post(format!("http://{}{LIST_PRODUCTS}", gateway.addr))
+            .header("origin", "http://shop.test")
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(Full::new(support::frame(&ListProductsRequest::default())))
+            .expect("call");
         let response = client.request(call).await.expect("cross-origin call");
         assert_eq!(response.headers()["access-control-allow-origin"], "http://shop.test");
         let exposed = response.headers()["access-control-expose-headers"]
@@ -635,12 +587,11 @@ async fn grpc_web_over_http1_unary_streaming_and_cors() {
 #[tokio::test]
 async fn a_stopped_upstream_fails_fast_and_recovers_without_a_restart() {
     let mut stack = Stack::start().await.expect("stack");
-    let mut settings = stack.url_settings();
-    settings.extend([
-        setting("UPSTREAM_BREAKER_FAILURES", "3"),
-        setting("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let breaker = [
+        ("UPSTREAM_BREAKER_FAILURES", "3"),
+        ("UPSTREAM_BREAKER_COOL_DOWN", "300ms"),
+    ];
+    let gateway = gateway_with(stack.url_settings(), &breaker).await;
     let serving = ServingStatus::Serving as i32;
     let not_serving = ServingStatus::NotServing as i32;
     let payment_service = "shop.payment.v1.PaymentService";
@@ -744,21 +695,17 @@ async fn a_stopped_upstream_fails_fast_and_recovers_without_a_restart() {
 #[tokio::test]
 async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack.url_settings();
-    settings.extend([
-        setting("DEV_AUTH", "on"),
-        setting("JWKS_FILE", ""),
-        setting("JWT_ISSUER", ""),
-        setting("JWT_AUDIENCE", ""),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let dev_only = [
+        ("DEV_AUTH", "on"),
+        ("JWKS_FILE", ""),
+        ("JWT_ISSUER", ""),
+        ("JWT_AUDIENCE", ""),
+    ];
+    let gateway = gateway_with(stack.url_settings(), &dev_only).await;
     within("dev tokens", 120, async {
         let mut dev = DevAuthServiceClient::new(gateway.as_bearer(None, &[]).await);
         let issued = dev
-            .issue_token(IssueTokenRequest {
-                user_id: "dev-alice".into(),
-                roles: vec!["customer".into()],
-            })
+            .issue_token(token_request("dev-alice", "customer"))
             .await
             .expect("IssueToken with DEV_AUTH=on")
             .into_inner();
@@ -766,21 +713,14 @@ async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
         assert!((expires - now() - 3600).abs() < 60, "tokens last an hour");
 
         let mut orders = OrderServiceClient::new(gateway.as_bearer(Some(&issued.access_token), &[]).await);
-        let order = orders
-            .place_order(place_request("dev-1"))
-            .await
-            .expect("dev token accepted")
-            .into_inner();
+        let order = place(&mut orders, "dev-1", "dev token accepted").await;
         assert_eq!(order.user_id, "dev-alice");
 
         // Tokens of the configured identity provider are not accepted by a
         // dev-only gateway (no JWKS), and dev tokens carry the dev issuer.
         let foreign = gateway.idp.token("alice", &["customer"]);
         let mut foreign_orders = OrderServiceClient::new(gateway.as_bearer(Some(&foreign), &[]).await);
-        let status = foreign_orders
-            .place_order(place_request("foreign"))
-            .await
-            .expect_err("unknown key");
+        let status = refused_place(&mut foreign_orders, "foreign", "unknown key").await;
         assert_eq!(status.code(), Code::Unauthenticated);
         let payload = issued.access_token.split('.').nth(1).expect("payload");
         let claims: serde_json::Value = serde_json::from_slice(
@@ -791,10 +731,7 @@ async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
         assert_eq!(claims["aud"], svc_gateway::config::DEV_AUDIENCE);
 
         let admin = dev
-            .issue_token(IssueTokenRequest {
-                user_id: "dev-ops".into(),
-                roles: vec!["admin".into()],
-            })
+            .issue_token(token_request("dev-ops", "admin"))
             .await
             .expect("admin token")
             .into_inner();
@@ -813,18 +750,12 @@ async fn dev_tokens_are_issued_when_enabled_and_accepted_end_to_end() {
 #[tokio::test]
 async fn oversized_and_malformed_requests_get_clean_grpc_errors() {
     let stack = Stack::start().await.expect("stack");
-    let mut settings = stack.url_settings();
-    settings.push(setting("MAX_MESSAGE_BYTES", "1024"));
-    let gateway = Gateway::start(settings).await;
+    let gateway = gateway_with(stack.url_settings(), &[("MAX_MESSAGE_BYTES", "1024")]).await;
     gateway.channel().await;
     within("malformed requests", 120, async {
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http::<Full<Bytes>>();
+        let h2 = h2_client();
         let send = |path: &str, content_type: &str, body: Bytes| {
-            let request = http::Request::post(format!("http://{}{path}", gateway.addr))
-                .header("content-type", content_type)
-                .header("te", "trailers")
+            let request = raw_grpc(&gateway, path, content_type)
                 .body(Full::new(body))
                 .expect("request");
             let h2 = h2.clone();
@@ -844,16 +775,15 @@ async fn oversized_and_malformed_requests_get_clean_grpc_errors() {
             }
         };
         let list = support::frame(&ListProductsRequest::default());
-        let list_path = "/shop.catalog.v1.CatalogService/ListProducts";
 
-        let (http_status, grpc) = send(list_path, "text/plain", list.clone()).await;
+        let (http_status, grpc) = send(LIST_PRODUCTS, "text/plain", list.clone()).await;
         assert_eq!(http_status, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(grpc.as_deref(), Some("3"));
         let (_, grpc) = send("/nonsense", "application/grpc", list.clone()).await;
         assert_eq!(grpc.as_deref(), Some("12"), "bad path");
         let (_, grpc) = send("/shop.order.v1.OrderService/Nope", "application/grpc", list.clone()).await;
         assert_eq!(grpc.as_deref(), Some("12"), "unknown method");
-        let (_, grpc) = send(list_path, "application/grpc", list.clone()).await;
+        let (_, grpc) = send(LIST_PRODUCTS, "application/grpc", list.clone()).await;
         assert_eq!(grpc.as_deref(), Some("0"), "a well-formed raw call works");
 
         let big = ListProductsRequest {
@@ -861,13 +791,13 @@ async fn oversized_and_malformed_requests_get_clean_grpc_errors() {
         };
         assert!(big.encoded_len() > 1024);
         // With a content-length: refused before the upstream is involved.
-        let (_, grpc) = send(list_path, "application/grpc", support::frame(&big)).await;
+        let (_, grpc) = send(LIST_PRODUCTS, "application/grpc", support::frame(&big)).await;
         assert_eq!(grpc.as_deref(), Some("8"), "declared too large");
         // A length prefix lying about the size is caught in the stream.
         let mut lying = vec![0u8];
         lying.extend_from_slice(&(1_000_000u32).to_be_bytes());
         lying.extend_from_slice(&[0u8; 16]);
-        let (_, grpc) = send(list_path, "application/grpc", Bytes::from(lying)).await;
+        let (_, grpc) = send(LIST_PRODUCTS, "application/grpc", Bytes::from(lying)).await;
         assert_eq!(grpc.as_deref(), Some("8"), "prefix over the limit");
         // Streamed by a normal client (no content-length).
         let mut catalog = CatalogServiceClient::new(gateway.as_bearer(None, &[]).await);
@@ -916,13 +846,12 @@ async fn keys_from_a_url_are_refetched_for_an_unknown_kid_at_a_limited_rate() {
     let keys = Arc::new(Mutex::new(json!({"keys": [first.public_jwk()]})));
     let fetches = Arc::new(AtomicUsize::new(0));
     let url = serve_jwks(keys.clone(), fetches.clone()).await;
-    let mut settings = no_upstreams();
-    settings.extend([
-        setting("JWKS_FILE", ""),
-        setting("JWKS_URL", &url),
-        setting("JWKS_MIN_REFRESH_INTERVAL", "500ms"),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let jwks = [
+        ("JWKS_FILE", ""),
+        ("JWKS_URL", url.as_str()),
+        ("JWKS_MIN_REFRESH_INTERVAL", "500ms"),
+    ];
+    let gateway = gateway_with(no_upstreams(), &jwks).await;
     within("JWKS over HTTP", 30, async {
         // Health is served by the gateway itself: a good token passes, a bad
         // one is refused, whatever the upstreams.
@@ -961,44 +890,73 @@ async fn keys_from_a_url_are_refetched_for_an_unknown_kid_at_a_limited_rate() {
     .await;
 }
 
+/// An HTTP/2 server on a free port that answers every call with what
+/// `answer` makes: a stand-in for svc-cart.
+async fn fake_upstream<F, A>(answer: F) -> SocketAddr
+where
+    F: Fn() -> A + Clone + Send + 'static,
+    A: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let answer = answer();
+                    async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The gateway with svc-cart at `cart` (every other upstream dead), whose
+/// breaker opens after two failures and stays open past the test, with
+/// `extra` settings.
+async fn gateway_to_cart(cart: SocketAddr, extra: &[(&str, &str)]) -> Gateway {
+    let cart_url = format!("http://{cart}");
+    let breaker = [
+        ("CART_URL", cart_url.as_str()),
+        ("UPSTREAM_BREAKER_FAILURES", "2"),
+        ("UPSTREAM_BREAKER_COOL_DOWN", "10s"),
+    ];
+    gateway_with(no_upstreams(), &[&breaker[..], extra].concat()).await
+}
+
+/// A client speaking HTTP/2 only, as gRPC does, for calls made by hand.
+fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>()
+}
+
+/// A gRPC call to `path` made by hand, short of its body.
+fn raw_grpc(gateway: &Gateway, path: &str, content_type: &str) -> http::request::Builder {
+    http::Request::post(format!("http://{}{path}", gateway.addr))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+}
+
 #[tokio::test]
 async fn a_hung_upstream_meets_the_deadline_then_the_breaker_fails_fast() {
     use shop_proto::cart::v1::{GetCartRequest, cart_service_client::CartServiceClient};
 
     // Speaks HTTP/2 and never answers a call.
-    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hung_addr = black_hole.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = black_hole.accept().await {
-            tokio::spawn(async move {
-                let never = hyper::service::service_fn(|_request| {
-                    std::future::pending::<Result<http::Response<Full<Bytes>>, std::convert::Infallible>>()
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), never)
-                    .await;
-            });
-        }
-    });
-    let mut settings = no_upstreams();
-    settings.extend([
-        setting("CART_URL", &format!("http://{hung_addr}")),
-        setting("REQUEST_TIMEOUT", "400ms"),
-        setting("UPSTREAM_BREAKER_FAILURES", "2"),
-        setting("UPSTREAM_BREAKER_COOL_DOWN", "10s"),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let hung_addr = fake_upstream(std::future::pending).await;
+    let gateway = gateway_to_cart(hung_addr, &[("REQUEST_TIMEOUT", "400ms")]).await;
     let mut carts = CartServiceClient::new(gateway.as_user("alice", &["customer"]).await);
     let timed = |started: Instant| started.elapsed();
 
     // The client's shorter deadline wins, and does not count against the
     // upstream. A raw HTTP/2 call, so that only the gateway enforces it.
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    let request = http::Request::post(format!("http://{}/shop.cart.v1.CartService/GetCart", gateway.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
+    let h2 = h2_client();
+    let request = raw_grpc(&gateway, "/shop.cart.v1.CartService/GetCart", "application/grpc")
         .header("grpc-timeout", "150m")
         .header(
             "authorization",
@@ -1038,33 +996,16 @@ async fn an_upstream_answering_unavailable_for_its_own_dependency_keeps_its_brea
 
     // Answers every call at once with UNAVAILABLE, as svc-cart does while
     // its own dependency (Redis, svc-order) is down: it is up and answering.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = upstream.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                let unavailable = hyper::service::service_fn(|_request| async {
-                    let response = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("grpc-status", "14")
-                        .header("grpc-message", "carts are unavailable right now")
-                        .body(Full::new(Bytes::new()))
-                        .expect("response");
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), unavailable)
-                    .await;
-            });
-        }
-    });
-    let mut settings = no_upstreams();
-    settings.extend([
-        setting("CART_URL", &format!("http://{addr}")),
-        setting("UPSTREAM_BREAKER_FAILURES", "2"),
-        setting("UPSTREAM_BREAKER_COOL_DOWN", "10s"),
-    ]);
-    let gateway = Gateway::start(settings).await;
+    let addr = fake_upstream(|| async {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .header("grpc-message", "carts are unavailable right now")
+            .body(Full::new(Bytes::new()))
+            .expect("response")
+    })
+    .await;
+    let gateway = gateway_to_cart(addr, &[]).await;
     let mut carts = CartServiceClient::new(gateway.as_user("alice", &["customer"]).await);
 
     // Well past the threshold: every answer is the upstream's own, none the

@@ -6,8 +6,6 @@
 
 use crate::support;
 
-use std::{future::Future, time::Duration};
-
 use prost::Message;
 use shop_harness::{Service, Stack, StackOptions, eventually, wait_consumers_idle};
 use shop_proto::{
@@ -16,7 +14,7 @@ use shop_proto::{
         CancelReason, GetOrderRequest, Order, OrderStatus, WatchOrderRequest, order_service_client::OrderServiceClient,
     },
 };
-use support::{Gateway, GrpcWebStream, Metadata, WebFrame};
+use support::{Gateway, GrpcWebStream, Metadata, WebFrame, assert_grpc_web_head, within};
 use tonic::{Streaming, service::interceptor::InterceptedService, transport::Channel};
 
 type Carts = CartServiceClient<InterceptedService<Channel, Metadata>>;
@@ -31,13 +29,6 @@ const PENDING: i32 = OrderStatus::Pending as i32;
 const RESERVED: i32 = OrderStatus::Reserved as i32;
 const CONFIRMED: i32 = OrderStatus::Confirmed as i32;
 const CANCELLED: i32 = OrderStatus::Cancelled as i32;
-
-/// Fails a test that would otherwise hang.
-async fn within<T>(what: &str, seconds: u64, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(seconds), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {seconds}s"))
-}
 
 /// The saga services, svc-cart and the gateway in front of them all.
 struct Shop {
@@ -95,13 +86,13 @@ async fn checkout(carts: &mut Carts, key: &str, payment_method: &str) -> Order {
         .into_inner()
 }
 
-async fn watch(orders: &mut Orders, order_id: &str) -> Streaming<Order> {
+async fn get_order(orders: &mut Orders, order_id: &str) -> Order {
     orders
-        .watch_order(WatchOrderRequest {
+        .get_order(GetOrderRequest {
             order_id: order_id.into(),
         })
         .await
-        .expect("WatchOrder through the gateway")
+        .expect("GetOrder through the gateway")
         .into_inner()
 }
 
@@ -129,25 +120,52 @@ fn status_name(status: i32) -> String {
     OrderStatus::try_from(status).map_or_else(|_| format!("unknown status {status}"), |s| format!("{s:?}"))
 }
 
-/// Reads `updates` until it carries `until`; every update must be of
-/// `order_id` and have a status in `allowed`.
-async fn read_until(updates: &mut Streaming<Order>, order_id: &str, until: i32, allowed: &[i32], seen: &mut Vec<i32>) {
-    loop {
-        let update = updates
-            .message()
+/// A WatchOrder stream through the gateway, with the statuses it has
+/// carried so far.
+struct Watching {
+    updates: Streaming<Order>,
+    order_id: String,
+    seen: Vec<i32>,
+}
+
+impl Watching {
+    async fn open(orders: &mut Orders, order_id: &str) -> Self {
+        let updates = orders
+            .watch_order(WatchOrderRequest {
+                order_id: order_id.into(),
+            })
             .await
-            .expect("the stream carries no error")
-            .unwrap_or_else(|| panic!("the stream ended before {}; saw {seen:?}", status_name(until)));
-        assert_eq!(update.order_id, order_id);
-        assert!(
-            allowed.contains(&update.status),
-            "unexpected {} on the way to {}; saw {seen:?}",
-            status_name(update.status),
-            status_name(until)
-        );
-        seen.push(update.status);
-        if update.status == until {
-            return;
+            .expect("WatchOrder through the gateway")
+            .into_inner();
+        Self {
+            updates,
+            order_id: order_id.to_owned(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads updates until one carries `until`; every update must be of the
+    /// watched order and have a status in `allowed`.
+    async fn read_until(&mut self, until: i32, allowed: &[i32]) {
+        let seen = &mut self.seen;
+        loop {
+            let update = self
+                .updates
+                .message()
+                .await
+                .expect("the stream carries no error")
+                .unwrap_or_else(|| panic!("the stream ended before {}; saw {seen:?}", status_name(until)));
+            assert_eq!(update.order_id, self.order_id);
+            assert!(
+                allowed.contains(&update.status),
+                "unexpected {} on the way to {}; saw {seen:?}",
+                status_name(update.status),
+                status_name(until)
+            );
+            seen.push(update.status);
+            if update.status == until {
+                return;
+            }
         }
     }
 }
@@ -214,12 +232,11 @@ async fn a_shopper_fills_the_cart_checks_out_and_watches_the_order_confirm_over_
 
     // Watch over native gRPC: with svc-payment down the order gets as far
     // as RESERVED and the stream stays open...
-    let mut updates = within("WatchOrder", 30, watch(&mut orders, &order.order_id)).await;
-    let mut seen = Vec::new();
+    let mut watching = within("WatchOrder", 30, Watching::open(&mut orders, &order.order_id)).await;
     within(
         "the order to be reserved",
         60,
-        read_until(&mut updates, &order.order_id, RESERVED, &[PENDING, RESERVED], &mut seen),
+        watching.read_until(RESERVED, &[PENDING, RESERVED]),
     )
     .await;
     // ...until svc-payment comes up and charges: CONFIRMED ends the stream.
@@ -230,14 +247,15 @@ async fn a_shopper_fills_the_cart_checks_out_and_watches_the_order_confirm_over_
     within(
         "the order to be confirmed",
         60,
-        read_until(&mut updates, &order.order_id, CONFIRMED, &[CONFIRMED], &mut seen),
+        watching.read_until(CONFIRMED, &[CONFIRMED]),
     )
     .await;
-    let end = within("the end of the stream", 10, updates.message()).await;
+    let end = within("the end of the stream", 10, watching.updates.message()).await;
     assert!(
         matches!(end, Ok(None)),
         "after CONFIRMED the stream ends with OK, got {end:?}"
     );
+    let seen = &watching.seen;
     assert!(
         seen.windows(2).all(|pair| pair[0] < pair[1]),
         "each status once: {seen:?}"
@@ -257,16 +275,7 @@ async fn a_shopper_fills_the_cart_checks_out_and_watches_the_order_confirm_over_
     assert_eq!(again.order_id, order.order_id, "same key, same order");
     assert_eq!(order_lines(&again), order_lines(&order));
     assert_eq!(again.status, CONFIRMED, "{again:?}");
-    let stored = within(
-        "GetOrder",
-        30,
-        orders.get_order(GetOrderRequest {
-            order_id: order.order_id.clone(),
-        }),
-    )
-    .await
-    .expect("GetOrder through the gateway")
-    .into_inner();
+    let stored = within("GetOrder", 30, get_order(&mut orders, &order.order_id)).await;
     assert_eq!(stored.status, CONFIRMED);
 
     // A second checkout, watched over gRPC-web on HTTP/1.1 as a browser
@@ -294,9 +303,7 @@ async fn a_shopper_fills_the_cart_checks_out_and_watches_the_order_confirm_over_
         ),
     )
     .await;
-    assert_eq!(web.http_status, http::StatusCode::OK);
-    assert_eq!(web.version, http::Version::HTTP_11);
-    assert_eq!(web.headers["content-type"], "application/grpc-web+proto");
+    assert_grpc_web_head(web.http_status, web.version, &web.headers);
     assert!(
         web.headers.get("grpc-status").is_none(),
         "a stream's status comes in the trailers frame, not in headers"
@@ -365,35 +372,19 @@ async fn a_declined_checkout_through_the_gateway_cancels_and_keeps_the_cart() {
     assert_eq!(order.status, PENDING, "{order:?}");
     assert_eq!(order.user_id, "bob");
 
-    let mut updates = within("WatchOrder", 30, watch(&mut orders, &order.order_id)).await;
-    let mut seen = Vec::new();
+    let mut watching = within("WatchOrder", 30, Watching::open(&mut orders, &order.order_id)).await;
     within(
         "the order to be cancelled",
         60,
-        read_until(
-            &mut updates,
-            &order.order_id,
-            CANCELLED,
-            &[PENDING, RESERVED, CANCELLED],
-            &mut seen,
-        ),
+        watching.read_until(CANCELLED, &[PENDING, RESERVED, CANCELLED]),
     )
     .await;
-    let end = within("the end of the stream", 10, updates.message()).await;
+    let end = within("the end of the stream", 10, watching.updates.message()).await;
     assert!(
         matches!(end, Ok(None)),
         "after CANCELLED the stream ends with OK, got {end:?}"
     );
-    let cancelled = within(
-        "GetOrder",
-        30,
-        orders.get_order(GetOrderRequest {
-            order_id: order.order_id.clone(),
-        }),
-    )
-    .await
-    .expect("GetOrder through the gateway")
-    .into_inner();
+    let cancelled = within("GetOrder", 30, get_order(&mut orders, &order.order_id)).await;
     assert_eq!(cancelled.status, CANCELLED);
     assert_eq!(
         cancelled.cancel_reason,

@@ -3,4 +3,5 @@
 mod operations;
 mod processes;
 mod saga;
+mod support;
 mod watch;

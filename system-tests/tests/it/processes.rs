@@ -2,28 +2,19 @@
 //! with SIGKILL in the middle of checkouts loses nothing.
 
 use shop_harness::{AsUser, Service, StackOptions, eventually, line, processes::ProcessStack};
-use shop_proto::order::v1::{
-    GetOrderRequest, Order, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
-};
+use shop_proto::order::v1::{Order, OrderStatus, order_service_client::OrderServiceClient};
 use tonic::transport::Channel;
 
-async fn client(
-    stack: &ProcessStack,
-    user: &str,
-) -> anyhow::Result<OrderServiceClient<tonic::service::interceptor::InterceptedService<Channel, AsUser>>> {
+use crate::support::{OrderClient, get_order, place_with};
+
+async fn client(stack: &ProcessStack, user: &str) -> anyhow::Result<OrderClient> {
     let channel = Channel::from_shared(stack.grpc_url(Service::Order))?.connect().await?;
     Ok(OrderServiceClient::with_interceptor(channel, AsUser::customer(user)))
 }
 
 async fn status_of(stack: &ProcessStack, user: &str, order_id: &str, wanted: OrderStatus) -> anyhow::Result<Order> {
     eventually(&format!("order {order_id} to be {wanted:?}"), || async {
-        let mut orders = client(stack, user).await?;
-        let order = orders
-            .get_order(GetOrderRequest {
-                order_id: order_id.into(),
-            })
-            .await?
-            .into_inner();
+        let order = get_order(&mut client(stack, user).await?, order_id).await?;
         Ok((order.status == wanted as i32).then_some(order))
     })
     .await
@@ -34,26 +25,12 @@ async fn checkout_survives_a_killed_payment_service() -> anyhow::Result<()> {
     let mut stack = ProcessStack::start(StackOptions::default(), env!("CARGO_BIN_EXE_shop-service")).await?;
     let mut orders = client(&stack, "carol").await?;
 
-    let first = orders
-        .place_order(PlaceOrderRequest {
-            idempotency_key: "proc-1".into(),
-            lines: vec![line("SKU-MUG-001", 1)],
-            payment_method: "pm_card_ok".into(),
-        })
-        .await?
-        .into_inner();
+    let first = place_with(&mut orders, "proc-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
     status_of(&stack, "carol", &first.order_id, OrderStatus::Confirmed).await?;
 
     // The payment service dies; checkouts stop at RESERVED and wait.
     stack.kill(Service::Payment).await?;
-    let second = orders
-        .place_order(PlaceOrderRequest {
-            idempotency_key: "proc-2".into(),
-            lines: vec![line("SKU-TEE-001", 1)],
-            payment_method: "pm_card_ok".into(),
-        })
-        .await?
-        .into_inner();
+    let second = place_with(&mut orders, "proc-2", vec![line("SKU-TEE-001", 1)], "pm_card_ok").await?;
     status_of(&stack, "carol", &second.order_id, OrderStatus::Reserved).await?;
 
     // Back again, it picks up where the durable consumer left off.

@@ -7,34 +7,17 @@ use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
 use shop_harness::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
 use shop_proto::{
-    notify::v1::ListNotificationsRequest,
-    order::v1::{
-        CancelOrderRequest, CancelReason, GetOrderRequest, ListOrdersRequest, Order, OrderLine, OrderStatus,
-        PlaceOrderRequest,
-    },
+    notify::v1::Notification,
+    order::v1::{CancelReason, ListOrdersRequest, OrderStatus},
     payment::v1::{GetPaymentRequest, PaymentStatus},
 };
 use tonic::Code;
 use uuid::Uuid;
 
-type TestResult = anyhow::Result<()>;
-
-fn request(key: &str, lines: Vec<OrderLine>, payment_method: &str) -> PlaceOrderRequest {
-    PlaceOrderRequest {
-        idempotency_key: key.into(),
-        lines,
-        payment_method: payment_method.into(),
-    }
-}
-
-async fn place(stack: &Stack, user: &str, key: &str, lines: Vec<OrderLine>, pm: &str) -> anyhow::Result<Order> {
-    let mut orders = stack.orders(user).await?;
-    Ok(orders.place_order(request(key, lines, pm)).await?.into_inner())
-}
-
-async fn count(pool: &sqlx::PgPool, sql: &'static str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
-}
+use crate::support::{
+    NotifyClient, PlaceOrders, TestResult, assert_cancelled, cancel, checkout_events, count, get_order, header,
+    last_stored, notifications, payment, place_with, request, without_payment,
+};
 
 /// Charges the simulated provider holds for the order: `(succeeded,
 /// refunded)` rows under the payment's idempotency key.
@@ -59,19 +42,37 @@ async fn stock_settles(stack: &Stack, sku: &str, on_hand: i64, reserved: i64) ->
     .await
 }
 
+/// Starts the held-back payment service and waits until it has caught up:
+/// no charge for the order stands and `sku` is back to `on_hand`, none held.
+async fn a_late_payment_keeps_nothing(stack: &mut Stack, order_id: &str, sku: &str, on_hand: i64) -> TestResult {
+    stack.start_service(Service::Payment).await?;
+    wait_consumers_idle(&stack.jetstream().await?).await?;
+    assert_eq!(provider_charges(stack, order_id).await?.0, 0);
+    stock_settles(stack, sku, on_hand, 0).await
+}
+
+/// Waits (bounded) for the customer's first notification about the order.
+async fn first_notifications(notify: &NotifyClient, what: &str, order_id: &str) -> anyhow::Result<Vec<Notification>> {
+    eventually(what, || async {
+        let list = notifications(notify, order_id).await?;
+        Ok((!list.is_empty()).then_some(list))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> TestResult {
     let stack = Stack::start().await?;
     let before = stack.stock("SKU-MUG-001").await?;
 
-    let order = place(
-        &stack,
-        "alice",
-        "happy-1",
-        vec![line("SKU-MUG-001", 2), line("SKU-PEN-001", 1)],
-        "pm_card_ok",
-    )
-    .await?;
+    let order = stack
+        .place(
+            "alice",
+            "happy-1",
+            vec![line("SKU-MUG-001", 2), line("SKU-PEN-001", 1)],
+            "pm_card_ok",
+        )
+        .await?;
     assert_eq!(
         order.status,
         OrderStatus::Pending as i32,
@@ -92,39 +93,17 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> Test
     assert_eq!(settled.cancel_reason, CancelReason::Unspecified as i32);
 
     stock_settles(&stack, "SKU-MUG-001", before.on_hand - 2, 0).await?;
-    let payment = stack
-        .payments("alice")
-        .await?
-        .get_payment(GetPaymentRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let payment = payment(&stack, "alice", &order.order_id).await?;
     assert_eq!(payment.status, PaymentStatus::Succeeded as i32);
     assert_eq!(payment.amount.map(|m| m.amount_minor), Some(2 * 1299 + 899));
     assert_eq!(provider_charges(&stack, &order.order_id).await?, (1, 0));
 
-    let mut notify = stack.notifications("alice").await?;
-    let notifications = eventually("the confirmation email", || {
-        let mut notify = notify.clone();
-        let order_id = order.order_id.clone();
-        async move {
-            let list = notify
-                .list_notifications(ListNotificationsRequest { order_id })
-                .await?
-                .into_inner();
-            Ok((!list.notifications.is_empty()).then_some(list.notifications))
-        }
-    })
-    .await?;
-    assert_eq!(notifications.len(), 1);
-    let others = notify
-        .list_notifications(ListNotificationsRequest {
-            order_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(others.notifications.len(), 1);
+    let notify = stack.notifications("alice").await?;
+    let emails = first_notifications(&notify, "the confirmation email", &order.order_id).await?;
+    assert_eq!(emails.len(), 1);
+    // An empty order id lists all of the customer's notifications.
+    let all = notifications(&notify, "").await?;
+    assert_eq!(all.len(), 1);
     Ok(())
 }
 
@@ -132,17 +111,15 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies() -> Test
 async fn out_of_stock_cancels_and_leaves_every_line_untouched() -> TestResult {
     let stack = Stack::start().await?;
     let mug = stack.stock("SKU-MUG-001").await?;
-    let order = place(
-        &stack,
-        "alice",
-        "oos-1",
-        vec![line("SKU-MUG-001", 1), line("SKU-POSTER-001", 1)],
-        "pm_card_ok",
-    )
-    .await?;
-    let settled = stack.settled("alice", &order.order_id).await?;
-    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
-    assert_eq!(settled.cancel_reason, CancelReason::OutOfStock as i32);
+    let settled = stack
+        .place_settled(
+            "alice",
+            "oos-1",
+            vec![line("SKU-MUG-001", 1), line("SKU-POSTER-001", 1)],
+            "pm_card_ok",
+        )
+        .await?;
+    assert_cancelled(&settled, CancelReason::OutOfStock);
 
     wait_consumers_idle(&stack.jetstream().await?).await?;
     let mug_after = stack.stock("SKU-MUG-001").await?;
@@ -166,26 +143,12 @@ async fn out_of_stock_cancels_and_leaves_every_line_untouched() -> TestResult {
 async fn declined_payment_cancels_and_releases_the_reservation() -> TestResult {
     let stack = Stack::start().await?;
     let before = stack.stock("SKU-TEE-001").await?;
-    let order = place(
-        &stack,
-        "alice",
-        "declined-1",
-        vec![line("SKU-TEE-001", 3)],
-        "pm_card_declined",
-    )
-    .await?;
-    let settled = stack.settled("alice", &order.order_id).await?;
-    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
-    assert_eq!(settled.cancel_reason, CancelReason::PaymentDeclined as i32);
+    let order = stack
+        .place_settled("alice", "declined-1", vec![line("SKU-TEE-001", 3)], "pm_card_declined")
+        .await?;
+    assert_cancelled(&order, CancelReason::PaymentDeclined);
     stock_settles(&stack, "SKU-TEE-001", before.on_hand, 0).await?;
-    let payment = stack
-        .payments("alice")
-        .await?
-        .get_payment(GetPaymentRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let payment = payment(&stack, "alice", &order.order_id).await?;
     assert_eq!(payment.status, PaymentStatus::Failed as i32);
     assert_eq!(provider_charges(&stack, &order.order_id).await?, (0, 0));
     Ok(())
@@ -194,18 +157,12 @@ async fn declined_payment_cancels_and_releases_the_reservation() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_timeout_settles_to_exactly_one_charge() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(
-        &stack,
-        "alice",
-        "timeout-1",
-        vec![line("SKU-CAP-001", 1)],
-        "pm_card_timeout",
-    )
-    .await?;
-    let settled = stack.settled("alice", &order.order_id).await?;
+    let order = stack
+        .place_settled("alice", "timeout-1", vec![line("SKU-CAP-001", 1)], "pm_card_timeout")
+        .await?;
     // The provider charged on the first call but its answer was lost; the
     // retry with the same idempotency key learned the outcome.
-    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    assert_eq!(order.status, OrderStatus::Confirmed as i32);
     assert_eq!(provider_charges(&stack, &order.order_id).await?, (1, 0));
     let pool = stack.pool(Service::Payment).await?;
     let calls: i32 = sqlx::query_scalar(
@@ -224,36 +181,23 @@ async fn provider_timeout_settles_to_exactly_one_charge() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn customer_cancel_while_reserved_releases_and_never_keeps_money() -> TestResult {
-    let mut stack = Stack::start_with(StackOptions {
-        held_back: vec![Service::Payment],
-        ..Default::default()
-    })
-    .await?;
+    let mut stack = Stack::start_with(without_payment()).await?;
     let before = stack.stock("SKU-BAG-001").await?;
-    let order = place(&stack, "alice", "cancel-1", vec![line("SKU-BAG-001", 2)], "pm_card_ok").await?;
+    let order = stack
+        .place("alice", "cancel-1", vec![line("SKU-BAG-001", 2)], "pm_card_ok")
+        .await?;
     stack
         .wait_for_order("alice", &order.order_id, |o| o.status == OrderStatus::Reserved as i32)
         .await?;
     assert_eq!(stack.stock("SKU-BAG-001").await?.reserved, 2);
 
     let mut orders = stack.orders("alice").await?;
-    let cancelled = orders
-        .cancel_order(CancelOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
-    assert_eq!(cancelled.cancel_reason, CancelReason::CustomerCancelled as i32);
+    let cancelled = cancel(&mut orders, &order.order_id).await?;
+    assert_cancelled(&cancelled, CancelReason::CustomerCancelled);
     stock_settles(&stack, "SKU-BAG-001", before.on_hand, 0).await?;
 
     // Cancelling again is harmless and answers the same order.
-    let again = orders
-        .cancel_order(CancelOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let again = cancel(&mut orders, &order.order_id).await?;
     assert_eq!(again.cancel_reason, CancelReason::CustomerCancelled as i32);
 
     // The payment service comes back and sees both the reservation and the
@@ -262,14 +206,7 @@ async fn customer_cancel_while_reserved_releases_and_never_keeps_money() -> Test
     wait_consumers_idle(&stack.jetstream().await?).await?;
     let (kept, _refunded) = provider_charges(&stack, &order.order_id).await?;
     assert_eq!(kept, 0);
-    let payment = stack
-        .payments("alice")
-        .await?
-        .get_payment(GetPaymentRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let payment = payment(&stack, "alice", &order.order_id).await?;
     assert!(
         [PaymentStatus::Cancelled as i32, PaymentStatus::Refunded as i32].contains(&payment.status),
         "payment status {}",
@@ -286,22 +223,11 @@ async fn customer_cancel_while_reserved_releases_and_never_keeps_money() -> Test
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_confirmed_order_cannot_be_cancelled() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(
-        &stack,
-        "alice",
-        "confirmed-1",
-        vec![line("SKU-PEN-001", 1)],
-        "pm_card_ok",
-    )
-    .await?;
-    stack.settled("alice", &order.order_id).await?;
+    let order = stack
+        .place_settled("alice", "confirmed-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
     let mut orders = stack.orders("alice").await?;
-    let err = orders
-        .cancel_order(CancelOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await
-        .expect_err("confirmed");
+    let err = cancel(&mut orders, &order.order_id).await.expect_err("confirmed");
     assert_eq!(err.code(), Code::FailedPrecondition);
     Ok(())
 }
@@ -310,23 +236,18 @@ async fn a_confirmed_order_cannot_be_cancelled() -> TestResult {
 async fn an_expired_reservation_cancels_the_order_and_frees_the_stock() -> TestResult {
     let mut stack = Stack::start_with(StackOptions {
         reservation_ttl: Duration::from_millis(600),
-        held_back: vec![Service::Payment],
-        ..Default::default()
+        ..without_payment()
     })
     .await?;
     let before = stack.stock("SKU-CAP-001").await?;
-    let order = place(&stack, "alice", "expire-1", vec![line("SKU-CAP-001", 4)], "pm_card_ok").await?;
-    let settled = stack.settled("alice", &order.order_id).await?;
-    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
-    assert_eq!(settled.cancel_reason, CancelReason::ReservationExpired as i32);
+    let order = stack
+        .place_settled("alice", "expire-1", vec![line("SKU-CAP-001", 4)], "pm_card_ok")
+        .await?;
+    assert_cancelled(&order, CancelReason::ReservationExpired);
     stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
 
     // A late payment service must not take money for the expired order.
-    stack.start_service(Service::Payment).await?;
-    wait_consumers_idle(&stack.jetstream().await?).await?;
-    assert_eq!(provider_charges(&stack, &order.order_id).await?.0, 0);
-    stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
-    Ok(())
+    a_late_payment_keeps_nothing(&mut stack, &order.order_id, "SKU-CAP-001", before.on_hand).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -335,41 +256,25 @@ async fn an_order_that_cannot_settle_by_its_deadline_is_cancelled_and_holds_noth
     // reservation's TTL is longer still): the order stays RESERVED.
     let mut stack = Stack::start_with(StackOptions {
         order_deadline: Duration::from_millis(1500),
-        held_back: vec![Service::Payment],
-        ..Default::default()
+        ..without_payment()
     })
     .await?;
     let before = stack.stock("SKU-CAP-001").await?;
-    let order = place(
-        &stack,
-        "alice",
-        "deadline-1",
-        vec![line("SKU-CAP-001", 2)],
-        "pm_card_ok",
-    )
-    .await?;
-    let settled = stack.settled("alice", &order.order_id).await?;
-    assert_eq!(settled.status, OrderStatus::Cancelled as i32);
-    assert_eq!(settled.cancel_reason, CancelReason::TimedOut as i32);
+    let order = stack
+        .place_settled("alice", "deadline-1", vec![line("SKU-CAP-001", 2)], "pm_card_ok")
+        .await?;
+    assert_cancelled(&order, CancelReason::TimedOut);
     stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
 
     // Payment comes back to the reservation and the cancellation: whatever
     // it does first, no charge stands and no stock stays held or sold.
-    stack.start_service(Service::Payment).await?;
-    wait_consumers_idle(&stack.jetstream().await?).await?;
-    assert_eq!(provider_charges(&stack, &order.order_id).await?.0, 0);
-    stock_settles(&stack, "SKU-CAP-001", before.on_hand, 0).await?;
-    Ok(())
+    a_late_payment_keeps_nothing(&mut stack, &order.order_id, "SKU-CAP-001", before.on_hand).await
 }
 
 /// Republishes a stored message: same body and headers, a new Nats-Msg-Id
 /// (so the broker stores it again) and optionally a new event id.
 async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &str, new_event_id: bool) -> TestResult {
-    let stored = js
-        .get_stream(stream)
-        .await?
-        .get_last_raw_message_by_subject(subject)
-        .await?;
+    let stored = last_stored(js, stream, subject).await?;
     let mut headers = HeaderMap::new();
     for (name, values) in stored.headers.iter() {
         for value in values {
@@ -396,31 +301,21 @@ async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &
 async fn redelivered_and_replayed_events_change_nothing() -> TestResult {
     let stack = Stack::start().await?;
     let before = stack.stock("SKU-MUG-001").await?;
-    let order = place(&stack, "alice", "replay-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    let order = stack
+        .place_settled("alice", "replay-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
+    assert_eq!(order.status, OrderStatus::Confirmed as i32);
     let id = order.order_id.clone();
-    assert_eq!(stack.settled("alice", &id).await?.status, OrderStatus::Confirmed as i32);
     let js = stack.jetstream().await?;
     wait_consumers_idle(&js).await?;
-    let notifications_before = stack
-        .notifications("alice")
-        .await?
-        .list_notifications(ListNotificationsRequest { order_id: id.clone() })
-        .await?
-        .into_inner()
-        .notifications
-        .len();
+    let notify = stack.notifications("alice").await?;
+    let notifications_before = notifications(&notify, &id).await?.len();
 
     // Every event of the order, replayed twice: once as the same event (same
     // ce-id, as a redelivery or `nats stream` replay would carry it) and
     // once as a new event with the same content.
     for new_event_id in [false, true] {
-        for (stream, subject) in [
-            ("ORDERS", format!("orders.placed.{id}")),
-            ("INVENTORY", format!("inventory.reserved.{id}")),
-            ("PAYMENTS", format!("payments.succeeded.{id}")),
-            ("INVENTORY", format!("inventory.committed.{id}")),
-            ("ORDERS", format!("orders.confirmed.{id}")),
-        ] {
+        for (stream, subject) in checkout_events(&id) {
             republish(&js, &subject, stream, new_event_id).await?;
         }
     }
@@ -433,21 +328,9 @@ async fn redelivered_and_replayed_events_change_nothing() -> TestResult {
     );
     assert_eq!(stack.stock("SKU-MUG-001").await?.reserved, 0);
     assert_eq!(provider_charges(&stack, &id).await?, (1, 0), "charged once");
-    let order_after = stack
-        .orders("alice")
-        .await?
-        .get_order(GetOrderRequest { order_id: id.clone() })
-        .await?
-        .into_inner();
+    let order_after = get_order(&mut stack.orders("alice").await?, &id).await?;
     assert_eq!(order_after.status, OrderStatus::Confirmed as i32);
-    let notifications = stack
-        .notifications("alice")
-        .await?
-        .list_notifications(ListNotificationsRequest { order_id: id.clone() })
-        .await?
-        .into_inner()
-        .notifications
-        .len();
+    let notifications = notifications(&notify, &id).await?.len();
     assert_eq!(notifications, notifications_before, "one email per order event");
     // Services published nothing new in reaction.
     for (stream, subject) in [
@@ -470,8 +353,9 @@ async fn redelivered_and_replayed_events_change_nothing() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_publish_retried_with_the_same_message_id_is_stored_once() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(&stack, "alice", "dedupe-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
-    stack.settled("alice", &order.order_id).await?;
+    let order = stack
+        .place_settled("alice", "dedupe-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
     let js = stack.jetstream().await?;
     let orders_stream = js.get_stream("ORDERS").await?.info().await?.state.messages;
 
@@ -498,7 +382,9 @@ async fn an_event_committed_before_a_crash_still_goes_out_after_restart() -> Tes
     // The broker is unreachable, so the relay cannot publish what PlaceOrder
     // commits; then svc-order dies with the event still in its outbox.
     stack.nats.stop().await;
-    let order = place(&stack, "alice", "crash-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    let order = stack
+        .place("alice", "crash-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
     let pool = stack.pool(Service::Order).await?;
     assert_eq!(
         count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await?,
@@ -553,18 +439,10 @@ async fn poison_and_unknown_messages_are_parked_and_the_rest_flows() -> TestResu
     )
     .await?;
 
-    let order = place(
-        &stack,
-        "alice",
-        "after-poison",
-        vec![line("SKU-PEN-001", 1)],
-        "pm_card_ok",
-    )
-    .await?;
-    assert_eq!(
-        stack.settled("alice", &order.order_id).await?.status,
-        OrderStatus::Confirmed as i32
-    );
+    let order = stack
+        .place_settled("alice", "after-poison", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
+    assert_eq!(order.status, OrderStatus::Confirmed as i32);
 
     let dlq = js.get_stream("DLQ").await?;
     for (id, error_part) in [(poison_id, "not a valid"), (future_id, "unknown event type")] {
@@ -575,27 +453,20 @@ async fn poison_and_unknown_messages_are_parked_and_the_rest_flows() -> TestResu
             async move { Ok(dlq.get_last_raw_message_by_subject(&subject).await.ok()) }
         })
         .await?;
-        let header = |name: &str| {
-            parked
-                .headers
-                .get(name)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        };
         assert_eq!(
-            header(shop_runtime::consumer::HEADER_DLQ_SUBJECT),
+            header(&parked, shop_runtime::consumer::HEADER_DLQ_SUBJECT),
             format!("orders.placed.{id}")
         );
-        assert_eq!(header(shop_runtime::consumer::HEADER_DLQ_STREAM), "ORDERS");
+        assert_eq!(header(&parked, shop_runtime::consumer::HEADER_DLQ_STREAM), "ORDERS");
         assert!(
-            header(shop_runtime::consumer::HEADER_DLQ_SEQUENCE)
+            header(&parked, shop_runtime::consumer::HEADER_DLQ_SEQUENCE)
                 .parse::<u64>()
                 .is_ok()
         );
         assert!(
-            header(shop_runtime::consumer::HEADER_DLQ_ERROR).contains(error_part),
+            header(&parked, shop_runtime::consumer::HEADER_DLQ_ERROR).contains(error_part),
             "{}",
-            header(shop_runtime::consumer::HEADER_DLQ_ERROR)
+            header(&parked, shop_runtime::consumer::HEADER_DLQ_ERROR)
         );
     }
     Ok(())
@@ -618,8 +489,9 @@ async fn fifty_buyers_of_five_units_get_exactly_five_orders() -> TestResult {
         let stack = &stack;
         async move {
             let user = format!("buyer-{i}");
-            let order = place(stack, &user, "last-unit", vec![line("SKU-LAST-5", 1)], "pm_card_ok").await?;
-            stack.settled(&user, &order.order_id).await
+            stack
+                .place_settled(&user, "last-unit", vec![line("SKU-LAST-5", 1)], "pm_card_ok")
+                .await
         }
     });
     let orders = futures::future::try_join_all(buyers).await?;
@@ -681,10 +553,7 @@ async fn bad_input_is_rejected_naming_the_field_and_writes_nothing() -> TestResu
             err.message()
         );
     }
-    let err = orders
-        .get_order(GetOrderRequest { order_id: "42".into() })
-        .await
-        .expect_err("bad id");
+    let err = get_order(&mut orders, "42").await.expect_err("bad id");
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = orders
         .list_orders(ListOrdersRequest {
@@ -713,25 +582,30 @@ async fn bad_input_is_rejected_naming_the_field_and_writes_nothing() -> TestResu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_keys_make_one_order_and_refuse_a_different_request() -> TestResult {
     let stack = Stack::start().await?;
-    let first = place(&stack, "alice", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
-    let again = place(&stack, "alice", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    let first = stack
+        .place("alice", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
+    let again = stack
+        .place("alice", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
     assert_eq!(first.order_id, again.order_id);
 
     // Many concurrent retries of one request still make one order.
-    let retries = (0..10).map(|_| place(&stack, "alice", "burst-key", vec![line("SKU-PEN-001", 2)], "pm_card_ok"));
+    let retries = (0..10).map(|_| stack.place("alice", "burst-key", vec![line("SKU-PEN-001", 2)], "pm_card_ok"));
     let results = futures::future::try_join_all(retries).await?;
     assert!(results.iter().all(|o| o.order_id == results[0].order_id));
 
     let mut orders = stack.orders("alice").await?;
-    let err = orders
-        .place_order(request("same-key", vec![line("SKU-MUG-001", 2)], "pm_card_ok"))
+    let err = place_with(&mut orders, "same-key", vec![line("SKU-MUG-001", 2)], "pm_card_ok")
         .await
         .expect_err("different request under a used key");
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("idempotency_key"));
 
     // The key is per user: bob's "same-key" is his own order.
-    let bobs = place(&stack, "bob", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    let bobs = stack
+        .place("bob", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
     assert_ne!(bobs.order_id, first.order_id);
 
     let pool = stack.pool(Service::Order).await?;
@@ -753,34 +627,25 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            place(
-                &stack,
-                "alice",
-                &format!("mine-{i}"),
-                vec![line("SKU-PEN-001", 1)],
-                "pm_card_ok",
-            )
-            .await?
-            .order_id,
+            stack
+                .place(
+                    "alice",
+                    &format!("mine-{i}"),
+                    vec![line("SKU-PEN-001", 1)],
+                    "pm_card_ok",
+                )
+                .await?
+                .order_id,
         );
     }
-    let bobs = place(&stack, "bob", "bob-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
-    stack.settled("bob", &bobs.order_id).await?;
+    let bobs = stack
+        .place_settled("bob", "bob-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
 
     let mut alice = stack.orders("alice").await?;
-    let err = alice
-        .get_order(GetOrderRequest {
-            order_id: bobs.order_id.clone(),
-        })
-        .await
-        .expect_err("not hers");
+    let err = get_order(&mut alice, &bobs.order_id).await.expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
-    let err = alice
-        .cancel_order(CancelOrderRequest {
-            order_id: bobs.order_id.clone(),
-        })
-        .await
-        .expect_err("not hers");
+    let err = cancel(&mut alice, &bobs.order_id).await.expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
     let err = stack
         .payments("alice")
@@ -823,11 +688,7 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
         stack.channel(Service::Order).await?,
         AsUser::admin("root"),
     );
-    admin
-        .get_order(GetOrderRequest {
-            order_id: bobs.order_id.clone(),
-        })
-        .await?;
+    get_order(&mut admin, &bobs.order_id).await?;
     Ok(())
 }
 
@@ -836,42 +697,18 @@ async fn customers_see_only_their_own_orders_and_payments() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_id_in_capitals_names_the_same_order_everywhere() -> TestResult {
     let stack = Stack::start().await?;
-    let order = place(&stack, "alice", "caps-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok").await?;
-    stack.settled("alice", &order.order_id).await?;
+    let order = stack
+        .place_settled("alice", "caps-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
     let shouted = order.order_id.to_uppercase();
     assert_ne!(shouted, order.order_id);
 
-    let found = stack
-        .orders("alice")
-        .await?
-        .get_order(GetOrderRequest {
-            order_id: shouted.clone(),
-        })
-        .await?
-        .into_inner();
+    let found = get_order(&mut stack.orders("alice").await?, &shouted).await?;
     assert_eq!(found.order_id, order.order_id);
-    let payment = stack
-        .payments("alice")
-        .await?
-        .get_payment(GetPaymentRequest {
-            order_id: shouted.clone(),
-        })
-        .await?
-        .into_inner();
+    let payment = payment(&stack, "alice", &shouted).await?;
     assert_eq!(payment.order_id, order.order_id);
     let notify = stack.notifications("alice").await?;
-    eventually("the confirmation email, by the id in capitals", || {
-        let mut notify = notify.clone();
-        let order_id = shouted.clone();
-        async move {
-            let list = notify
-                .list_notifications(ListNotificationsRequest { order_id })
-                .await?
-                .into_inner();
-            Ok((!list.notifications.is_empty()).then_some(()))
-        }
-    })
-    .await?;
+    first_notifications(&notify, "the confirmation email, by the id in capitals", &shouted).await?;
     Ok(())
 }
 
@@ -880,8 +717,7 @@ async fn a_dead_catalog_means_a_clear_unavailable_and_nothing_written() -> TestR
     let mut stack = Stack::start().await?;
     stack.stop_service(Service::Inventory).await?;
     let mut orders = stack.orders("alice").await?;
-    let err = orders
-        .place_order(request("dead-catalog", vec![line("SKU-MUG-001", 1)], "pm_card_ok"))
+    let err = place_with(&mut orders, "dead-catalog", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
         .await
         .expect_err("no prices without the catalog");
     assert_eq!(err.code(), Code::Unavailable);
@@ -891,18 +727,10 @@ async fn a_dead_catalog_means_a_clear_unavailable_and_nothing_written() -> TestR
 
     // Back again, the same request goes through.
     stack.start_service(Service::Inventory).await?;
-    let order = place(
-        &stack,
-        "alice",
-        "dead-catalog",
-        vec![line("SKU-MUG-001", 1)],
-        "pm_card_ok",
-    )
-    .await?;
-    assert_eq!(
-        stack.settled("alice", &order.order_id).await?.status,
-        OrderStatus::Confirmed as i32
-    );
+    let order = stack
+        .place_settled("alice", "dead-catalog", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
+    assert_eq!(order.status, OrderStatus::Confirmed as i32);
     Ok(())
 }
 
@@ -921,24 +749,8 @@ async fn one_checkout_is_one_trace_across_every_event() -> TestResult {
     );
 
     let js = stack.jetstream().await?;
-    let id = &order.order_id;
-    for (stream, subject) in [
-        ("ORDERS", format!("orders.placed.{id}")),
-        ("INVENTORY", format!("inventory.reserved.{id}")),
-        ("PAYMENTS", format!("payments.succeeded.{id}")),
-        ("INVENTORY", format!("inventory.committed.{id}")),
-        ("ORDERS", format!("orders.confirmed.{id}")),
-    ] {
-        let stored = js
-            .get_stream(stream)
-            .await?
-            .get_last_raw_message_by_subject(&subject)
-            .await?;
-        let traceparent = stored
-            .headers
-            .get("traceparent")
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
+    for (stream, subject) in checkout_events(&order.order_id) {
+        let traceparent = header(&last_stored(&js, stream, &subject).await?, "traceparent");
         let context = shop_runtime::trace::TraceContext::parse(&traceparent)
             .ok_or_else(|| anyhow::anyhow!("{subject} has no valid traceparent: {traceparent:?}"))?;
         assert_eq!(context.trace_id(), caller_trace, "{subject} left the caller's trace");

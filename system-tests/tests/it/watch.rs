@@ -2,42 +2,34 @@
 //! terminal status — also when the change happens on another replica.
 
 use futures::StreamExt;
-use shop_harness::{AsUser, Service, Stack, StackOptions, line};
-use shop_proto::order::v1::{
-    OrderStatus, PlaceOrderRequest, WatchOrderRequest, order_service_client::OrderServiceClient,
-};
-use tonic::{Code, transport::Channel};
+use shop_harness::{AsUser, Service, Stack, line};
+use shop_proto::order::v1::{Order, OrderStatus, WatchOrderRequest, order_service_client::OrderServiceClient};
+use tonic::{Code, Status, Streaming, transport::Channel};
+
+use crate::support::{OrderClient, PlaceOrders, without_payment};
+
+/// WatchOrder on `client`'s replica, as the customer it speaks for.
+async fn watch(client: &OrderClient, order_id: &str) -> Result<Streaming<Order>, Status> {
+    let request = WatchOrderRequest {
+        order_id: order_id.into(),
+    };
+    Ok(client.clone().watch_order(request).await?.into_inner())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watcher_on_another_replica_sees_every_change_until_the_end() -> anyhow::Result<()> {
-    let mut stack = Stack::start_with(StackOptions {
-        held_back: vec![Service::Payment],
-        ..Default::default()
-    })
-    .await?;
+    let mut stack = Stack::start_with(without_payment()).await?;
     let (replica_url, replica) = stack.order_replica().await?;
 
     // Placed through the first replica...
     let order = stack
-        .orders("dave")
-        .await?
-        .place_order(PlaceOrderRequest {
-            idempotency_key: "watch-1".into(),
-            lines: vec![line("SKU-MUG-001", 1)],
-            payment_method: "pm_card_ok".into(),
-        })
-        .await?
-        .into_inner();
+        .place("dave", "watch-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
 
     // ...watched on the second.
     let channel = Channel::from_shared(replica_url)?.connect().await?;
-    let mut watcher = OrderServiceClient::with_interceptor(channel.clone(), AsUser::customer("dave"));
-    let mut updates = watcher
-        .watch_order(WatchOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let watcher = OrderServiceClient::with_interceptor(channel.clone(), AsUser::customer("dave"));
+    let mut updates = watch(&watcher, &order.order_id).await?;
     let mut seen = Vec::new();
     while let Some(update) = updates.next().await {
         let status = update?.status;
@@ -65,24 +57,12 @@ async fn a_watcher_on_another_replica_sees_every_change_until_the_end() -> anyho
     );
 
     // Watching a terminal order: its status once, then the end.
-    let again: Vec<_> = watcher
-        .watch_order(WatchOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await?
-        .into_inner()
-        .collect()
-        .await;
+    let again: Vec<_> = watch(&watcher, &order.order_id).await?.collect().await;
     assert_eq!(again.len(), 1);
 
     // Another customer cannot watch it.
-    let mut stranger = OrderServiceClient::with_interceptor(channel, AsUser::customer("eve"));
-    let err = stranger
-        .watch_order(WatchOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await
-        .expect_err("not hers");
+    let stranger = OrderServiceClient::with_interceptor(channel, AsUser::customer("eve"));
+    let err = watch(&stranger, &order.order_id).await.expect_err("not hers");
     assert_eq!(err.code(), Code::NotFound);
     replica.cancel();
     Ok(())
@@ -90,35 +70,17 @@ async fn a_watcher_on_another_replica_sees_every_change_until_the_end() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watches_beyond_a_replicas_cap_are_refused_until_one_ends() -> anyhow::Result<()> {
-    let stack = Stack::start_with(StackOptions {
-        held_back: vec![Service::Payment],
-        ..Default::default()
-    })
-    .await?;
+    let stack = Stack::start_with(without_payment()).await?;
     let (replica_url, _replica) = stack.order_replica_with(&[("WATCH_MAX_CONCURRENT", "2")]).await?;
     let order = stack
-        .orders("erin")
-        .await?
-        .place_order(PlaceOrderRequest {
-            idempotency_key: "watch-cap".into(),
-            lines: vec![line("SKU-MUG-001", 1)],
-            payment_method: "pm_card_ok".into(),
-        })
-        .await?
-        .into_inner();
+        .place("erin", "watch-cap", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
     let channel = Channel::from_shared(replica_url)?.connect().await?;
-    let mut client = OrderServiceClient::with_interceptor(channel, AsUser::customer("erin"));
-    let watch = |client: &mut OrderServiceClient<_>| {
-        let request = WatchOrderRequest {
-            order_id: order.order_id.clone(),
-        };
-        let mut client = client.clone();
-        async move { client.watch_order(request).await }
-    };
+    let client = OrderServiceClient::with_interceptor(channel, AsUser::customer("erin"));
 
-    let first = watch(&mut client).await?.into_inner();
-    let _second = watch(&mut client).await?.into_inner();
-    let refused = watch(&mut client).await.expect_err("over the cap");
+    let first = watch(&client, &order.order_id).await?;
+    let _second = watch(&client, &order.order_id).await?;
+    let refused = watch(&client, &order.order_id).await.expect_err("over the cap");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("GetOrder"), "{}", refused.message());
 
@@ -126,7 +88,7 @@ async fn watches_beyond_a_replicas_cap_are_refused_until_one_ends() -> anyhow::R
     drop(first);
     let mut admitted = None;
     for _ in 0..100 {
-        match watch(&mut client).await {
+        match watch(&client, &order.order_id).await {
             Ok(updates) => {
                 admitted = Some(updates);
                 break;

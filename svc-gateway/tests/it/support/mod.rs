@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddr, time::Duration};
 
 use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
@@ -24,6 +24,13 @@ use tonic::{
 
 pub(crate) const ISSUER: &str = "https://idp.test/realms/shop";
 pub(crate) const AUDIENCE: &str = "shop-web";
+
+/// Fails a test that would otherwise hang.
+pub(crate) async fn within<T>(what: &str, seconds: u64, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(seconds), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {seconds}s"))
+}
 
 pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -279,13 +286,16 @@ pub(crate) fn parse_grpc_web(mut body: Bytes) -> (Vec<Bytes>, Option<HashMap<Str
     (messages, trailers)
 }
 
-/// A gRPC-web POST over HTTP/1.1, as a browser sends it.
-fn grpc_web_request(
+type Http1Client = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Sends a gRPC-web POST over HTTP/1.1, as a browser does, and returns once
+/// the response headers are in (with the client, which the body needs).
+async fn send_grpc_web(
     addr: SocketAddr,
     path: &str,
     request: &impl prost::Message,
     token: Option<&str>,
-) -> http::Request<Full<Bytes>> {
+) -> (Http1Client, http::response::Parts, hyper::body::Incoming) {
     let mut builder = http::Request::post(format!("http://{addr}{path}"))
         .version(http::Version::HTTP_11)
         .header("content-type", "application/grpc-web+proto")
@@ -294,7 +304,20 @@ fn grpc_web_request(
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
     }
-    builder.body(Full::new(frame(request))).expect("request")
+    let request = builder.body(Full::new(frame(request))).expect("request");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request).await.expect("gRPC-web call");
+    let (parts, body) = response.into_parts();
+    (client, parts, body)
+}
+
+/// Asserts what every gRPC-web answer over HTTP/1.1 starts with, unary or
+/// streaming.
+#[track_caller]
+pub(crate) fn assert_grpc_web_head(http_status: http::StatusCode, version: http::Version, headers: &http::HeaderMap) {
+    assert_eq!(http_status, http::StatusCode::OK);
+    assert_eq!(version, http::Version::HTTP_11);
+    assert_eq!(headers["content-type"], "application/grpc-web+proto");
 }
 
 /// POSTs one gRPC-web call over HTTP/1.1 and reads the whole answer.
@@ -304,12 +327,7 @@ pub(crate) async fn grpc_web_call(
     request: &impl prost::Message,
     token: Option<&str>,
 ) -> GrpcWebReply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client
-        .request(grpc_web_request(addr, path, request, token))
-        .await
-        .expect("gRPC-web call");
-    let (parts, body) = response.into_parts();
+    let (_client, parts, body) = send_grpc_web(addr, path, request, token).await;
     let body = body.collect().await.expect("gRPC-web body").to_bytes();
     let (messages, trailers) = parse_grpc_web(body);
     GrpcWebReply {
@@ -338,18 +356,13 @@ pub(crate) struct GrpcWebStream {
     body: hyper::body::Incoming,
     buffered: BytesMut,
     trailers_seen: bool,
-    _client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    _client: Http1Client,
 }
 
 impl GrpcWebStream {
     /// POSTs the call and returns once the response headers are in.
     pub(crate) async fn open(addr: SocketAddr, path: &str, request: &impl prost::Message, token: Option<&str>) -> Self {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let response = client
-            .request(grpc_web_request(addr, path, request, token))
-            .await
-            .expect("gRPC-web call");
-        let (parts, body) = response.into_parts();
+        let (client, parts, body) = send_grpc_web(addr, path, request, token).await;
         Self {
             http_status: parts.status,
             version: parts.version,
