@@ -10,15 +10,15 @@
 //! ```
 //! use shop_runtime::api_error::{ApiError, Resource};
 //!
-//! const ORDERS: Resource = Resource::plural("orders");
+//! const CARTS: Resource = Resource::plural("carts");
 //!
 //! fn load() -> Result<(), std::io::Error> {
 //!     Err(std::io::Error::other("connection refused"))
 //! }
 //!
-//! let error = load().map_err(ApiError::internal(ORDERS, "loading the order")).unwrap_err();
+//! let error = load().map_err(ApiError::internal(CARTS, "loading the cart")).unwrap_err();
 //! let status = tonic::Status::from(error);
-//! assert_eq!(status.message(), "orders are temporarily unavailable; try again shortly");
+//! assert_eq!(status.message(), "carts are temporarily unavailable; try again shortly");
 //! ```
 
 use std::{borrow::Cow, error::Error};
@@ -30,11 +30,19 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// What a service's clients call its data, for the generic answer to an
 /// internal failure: "orders are temporarily unavailable; try again shortly".
+/// The resources of other services a request depends on are here too, so
+/// that every caller names them alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resource {
     name: &'static str,
     verb: &'static str,
 }
+
+/// svc-inventory's catalog, as svc-order and svc-cart name it when it is away.
+pub const CATALOG: Resource = Resource::singular("the catalog");
+
+/// svc-order's orders, as svc-cart names them when svc-order is away.
+pub const ORDERS: Resource = Resource::plural("orders");
 
 impl Resource {
     /// A name that takes "are": `Resource::plural("orders")`.
@@ -68,9 +76,9 @@ pub enum ApiError {
     #[error("{0}")]
     PermissionDenied(String),
     /// A dependency the caller may be told about is away (the catalog):
-    /// `UNAVAILABLE` with this message.
-    #[error("{0}")]
-    Unavailable(String),
+    /// `UNAVAILABLE` naming it, in the words of an internal failure.
+    #[error("{}", .0.unavailable_message())]
+    Unavailable(Resource),
     /// Another service's answer, passed on with its code and message (its
     /// messages are written for clients).
     #[error("{}", .0.message())]
@@ -113,7 +121,7 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::PermissionDenied(message) => Status::permission_denied(message),
-            ApiError::Unavailable(message) => Status::unavailable(message),
+            ApiError::Unavailable(resource) => Status::unavailable(resource.unavailable_message()),
             ApiError::Relayed(status) => Status::new(status.code(), status.message()),
             ApiError::Internal { resource, .. } => {
                 // Never echo internals to the caller; the log has them.
@@ -151,8 +159,6 @@ mod tests {
 
     use super::*;
 
-    const ORDERS: Resource = Resource::plural("orders");
-
     #[derive(Debug, thiserror::Error)]
     #[error("connection refused by 10.0.0.7:5432")]
     struct Refused;
@@ -180,7 +186,7 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (ApiError::PermissionDenied("admins only".into()), Code::PermissionDenied),
-            (ApiError::Unavailable("the catalog is away".into()), Code::Unavailable),
+            (ApiError::Unavailable(CATALOG), Code::Unavailable),
             (
                 ApiError::Relayed(Status::out_of_range("from upstream")),
                 Code::OutOfRange,
@@ -206,7 +212,7 @@ mod tests {
                 "key reused",
                 "cart is empty",
                 "admins only",
-                "the catalog is away",
+                "the catalog is temporarily unavailable; try again shortly",
                 "from upstream",
                 "orders are temporarily unavailable; try again shortly",
             ]

@@ -2,7 +2,7 @@
 //! to an internal failure gives the carts, and the failures several modules
 //! raise alike.
 
-use shop_runtime::api_error::{ApiError, Resource};
+use shop_runtime::api_error::{self, ApiError, Resource};
 
 /// What clients are told is away when something internal fails.
 pub(crate) const CARTS: Resource = Resource::plural("carts");
@@ -13,11 +13,11 @@ pub(crate) fn corrupt(what: impl Into<String>) -> ApiError {
 }
 
 pub(crate) fn catalog_unavailable() -> ApiError {
-    ApiError::Unavailable("catalog unavailable, try later".into())
+    ApiError::Unavailable(api_error::CATALOG)
 }
 
 pub(crate) fn orders_unavailable() -> ApiError {
-    ApiError::Unavailable("orders unavailable, try later".into())
+    ApiError::Unavailable(api_error::ORDERS)
 }
 
 /// Redis was away: worth retrying, unlike a refusal or corrupt data.

@@ -504,7 +504,10 @@ async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_
         let status = add(&mut cart, TEE, 1).await.expect_err("catalog is down");
         took.push(started.elapsed());
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert_eq!(status.message(), "catalog unavailable, try later");
+        assert_eq!(
+            status.message(),
+            "the catalog is temporarily unavailable; try again shortly"
+        );
     }
     assert!(
         took.iter().all(|t| *t < Duration::from_millis(1500)),
@@ -549,7 +552,10 @@ async fn a_dead_order_service_fails_checkout_fast_and_keeps_the_cart() -> TestRe
         .await
         .expect_err("svc-order is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(status.message(), "orders unavailable, try later");
+    assert_eq!(
+        status.message(),
+        "orders are temporarily unavailable; try again shortly"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use shop_proto::{common::v1::Money as ProtoMoney, order::v1 as pb};
 use shop_runtime::{
-    api_error::{ApiError, Resource},
+    api_error::{self, ApiError, ORDERS},
     identity::Caller,
     outbox::Outbox,
     values::{OrderId, timestamp},
@@ -22,9 +22,6 @@ use crate::{
     store::{self, Cursor, OrderRecord, StoreError},
     watch::Announcer,
 };
-
-/// What clients are told is away when something internal fails.
-const ORDERS: Resource = Resource::plural("orders");
 
 #[derive(Clone)]
 pub(crate) struct OrderApi {
@@ -154,7 +151,7 @@ impl OrderApi {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "catalog call failed");
-                ApiError::Unavailable("the catalog is unavailable; try again shortly".into())
+                ApiError::Unavailable(api_error::CATALOG)
             })?;
         let priced = command.price(&prices).map_err(|e| match e {
             PricingError::UnknownSku { line, .. } => ApiError::invalid(format!("lines[{line}].sku"), e.to_string()),
