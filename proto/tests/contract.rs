@@ -39,7 +39,10 @@ fn every_rpc_declares_an_access_policy() {
 fn public_services_have_the_documented_methods() {
     let pool = pool();
     let expected: &[(&str, &[&str])] = &[
-        ("shop.catalog.v1.CatalogService", &["ListProducts", "GetProduct"]),
+        (
+            "shop.catalog.v1.CatalogService",
+            &["ListProducts", "ListCategories", "GetProduct"],
+        ),
         ("shop.inventory.v1.InventoryService", &["GetStock", "Restock"]),
         (
             "shop.cart.v1.CartService",

@@ -184,6 +184,32 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> pbjson_types::Timestamp {
     }
 }
 
+/// How many items one page of a list holds: 1 to 100, and 0 (a request
+/// that does not say) means 20. Every paged list of the platform reads it so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(u8);
+
+impl PageSize {
+    pub const DEFAULT: Self = Self(20);
+    pub const MAX: i32 = 100;
+
+    pub fn parse(raw: i32) -> Result<Self, String> {
+        match raw {
+            0 => Ok(Self::DEFAULT),
+            1..=Self::MAX => Ok(Self(u8::try_from(raw).unwrap_or(u8::MAX))),
+            n => Err(format!(
+                "must be between 1 and {} (0 means {}), got {n}",
+                Self::MAX,
+                Self::DEFAULT.0
+            )),
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +229,18 @@ mod tests {
         assert!(Quantity::new(-3).is_err());
         assert!(Quantity::new(Quantity::MAX + 1).is_err());
         assert_eq!(Quantity::new(2).map(Quantity::get), Ok(2));
+    }
+
+    #[test]
+    fn a_page_holds_1_to_100_items_and_20_when_unsaid() {
+        assert_eq!(PageSize::parse(0).map(PageSize::get), Ok(20));
+        assert_eq!(PageSize::parse(1).map(PageSize::get), Ok(1));
+        assert_eq!(PageSize::parse(100).map(PageSize::get), Ok(100));
+        assert_eq!(
+            PageSize::parse(101),
+            Err("must be between 1 and 100 (0 means 20), got 101".to_owned())
+        );
+        assert!(PageSize::parse(-1).is_err());
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call (comma list, or `*`).
     pub cors: CorsOrigins,
+    /// `STOREFRONT_DIR`: a built storefront (`web/dist`) to serve to plain
+    /// GET requests, so the browser calls gRPC-web on its own origin. Unset:
+    /// the port serves gRPC only.
+    pub storefront_dir: Option<PathBuf>,
 }
 
 /// Where each service behind the gateway listens: every service of the
@@ -189,6 +193,15 @@ impl Config {
             env.problem("MAX_MESSAGE_BYTES must be positive");
         }
         let cors = read_cors(&mut env);
+        let storefront_dir: Option<PathBuf> = env.optional("STOREFRONT_DIR", "a directory, e.g. web/dist");
+        if let Some(dir) = &storefront_dir
+            && !dir.join("index.html").is_file()
+        {
+            env.problem(format!(
+                "STOREFRONT_DIR={} has no index.html (build it: cd web && npm run build)",
+                dir.display()
+            ));
+        }
 
         env.finish()?;
         Ok(Self {
@@ -203,6 +216,7 @@ impl Config {
             rate_limits,
             max_message_bytes,
             cors,
+            storefront_dir,
         })
     }
 }

@@ -172,8 +172,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         })
     }));
     let cors = server::cors_layer(&config.cors);
+    let storefront = config.storefront_dir.as_ref().map(|dir| {
+        tracing::info!(dir = %dir.display(), "serving the storefront");
+        tower_http::services::ServeDir::new(dir)
+    });
     host.serve_with(listeners, |listener, shutdown| async move {
-        server::serve(listener, edge, cors, shutdown).await;
+        server::serve(listener, edge, cors, storefront, shutdown).await;
         Ok(())
     })
     .await?;

@@ -1,9 +1,12 @@
 //! The public port: HTTP/2 (gRPC) and HTTP/1.1 (gRPC-web) on one socket.
-//! Every request passes CORS, then gRPC-web translation, then the [`Edge`],
+//! Every call passes CORS, then gRPC-web translation, then the [`Edge`],
 //! so browsers reach the proxied services exactly like native clients.
+//! With a storefront to serve, plain GET and HEAD requests get its files
+//! (gRPC is always POST), so the page and its calls share one origin.
 
 use std::time::Duration;
 
+use futures::{TryFutureExt, future::Either};
 use http::{HeaderName, Method, header};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -12,7 +15,10 @@ use hyper_util::{
 use shop_runtime::CancellationToken;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use tower_http::{
+    cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders},
+    services::ServeDir,
+};
 
 use crate::{
     config::CorsOrigins,
@@ -49,7 +55,13 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
 
 /// Serves `edge` on `listener` until `shutdown`, then lets in-flight calls
 /// finish for a grace period.
-pub async fn serve(listener: TcpListener, edge: Edge, cors: CorsLayer, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    edge: Edge,
+    cors: CorsLayer,
+    storefront: Option<ServeDir>,
+    shutdown: CancellationToken,
+) {
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
@@ -79,7 +91,18 @@ pub async fn serve(listener: TcpListener, edge: Edge, cors: CorsLayer, shutdown:
         };
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
+        let storefront = storefront.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            if let Some(files) = &storefront
+                && matches!(*request.method(), Method::GET | Method::HEAD)
+            {
+                return Either::Left(
+                    files
+                        .clone()
+                        .oneshot(request)
+                        .map_ok(|response| response.map(tonic::body::Body::new)),
+                );
+            }
             request.extensions_mut().insert(PeerAddr(peer));
             let grpc_web = request
                 .headers()
@@ -88,7 +111,7 @@ pub async fn serve(listener: TcpListener, edge: Edge, cors: CorsLayer, shutdown:
             if grpc_web {
                 request.extensions_mut().insert(ArrivedAsGrpcWeb);
             }
-            stack.clone().oneshot(request)
+            Either::Right(stack.clone().oneshot(request))
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    browse::Browse,
     products::{self, Product},
     stock::{self, StockLevel},
 };
@@ -36,6 +37,7 @@ impl From<Product> for catalog::Product {
                 currency_code: r.currency,
                 amount_minor: r.price_minor,
             }),
+            category: r.category,
         }
     }
 }
@@ -61,16 +63,52 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
         &self,
         request: Request<catalog::ListProductsRequest>,
     ) -> Result<Response<catalog::ListProductsResponse>, Status> {
-        let wanted = &request.get_ref().skus;
-        if wanted.len() > 1000 {
-            return Err(ApiError::invalid("skus", "at most 1000 SKUs per call").into());
+        let body = request.get_ref();
+        if !body.skus.is_empty() {
+            if body.skus.len() > 1000 {
+                return Err(ApiError::invalid("skus", "at most 1000 SKUs per call").into());
+            }
+            let wanted: Vec<Sku> = body.skus.iter().map(|raw| sku("skus", raw)).collect::<Result<_, _>>()?;
+            let found = products::with_skus(&self.pool, &wanted)
+                .await
+                .map_err(ApiError::internal(INVENTORY, "listing products"))?;
+            return Ok(Response::new(catalog::ListProductsResponse {
+                products: found.into_iter().map(Into::into).collect(),
+                next_page_token: String::new(),
+            }));
         }
-        let wanted: Vec<Sku> = wanted.iter().map(|raw| sku("skus", raw)).collect::<Result<_, _>>()?;
-        let found = products::list(&self.pool, &wanted)
+        let browse = Browse::parse(body.page_size, &body.page_token, &body.category, &body.query)
+            .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        let mut found = products::page(&self.pool, &browse)
             .await
             .map_err(ApiError::internal(INVENTORY, "listing products"))?;
+        let more = found.len() as i64 > browse.size.get();
+        found.truncate(usize::try_from(browse.size.get()).unwrap_or(usize::MAX));
+        let next_page_token = match (more, found.last()) {
+            (true, Some(last)) => last.sku.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(catalog::ListProductsResponse {
             products: found.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_categories(
+        &self,
+        _request: Request<catalog::ListCategoriesRequest>,
+    ) -> Result<Response<catalog::ListCategoriesResponse>, Status> {
+        let categories = products::categories(&self.pool)
+            .await
+            .map_err(ApiError::internal(INVENTORY, "listing categories"))?;
+        Ok(Response::new(catalog::ListCategoriesResponse {
+            categories: categories
+                .into_iter()
+                .map(|(name, count)| catalog::Category {
+                    name,
+                    product_count: i32::try_from(count).unwrap_or(i32::MAX),
+                })
+                .collect(),
         }))
     }
 

@@ -6,6 +6,7 @@
 //! locks, committed on payment, released on failure, cancellation or expiry.
 
 mod api;
+mod browse;
 pub mod config;
 mod products;
 pub mod saga;

@@ -1,7 +1,9 @@
-//! The catalog in Postgres: products and their prices.
+//! The catalog in Postgres: products, their prices and categories.
 
 use shop_runtime::values::Sku;
 use sqlx::PgPool;
+
+use crate::browse::Browse;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Product {
@@ -10,26 +12,59 @@ pub struct Product {
     pub description: String,
     pub price_minor: i64,
     pub currency: String,
+    pub category: String,
 }
 
-/// The products with these SKUs, or every product when `skus` is empty; by SKU.
-pub(crate) async fn list(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>, sqlx::Error> {
-    if skus.is_empty() {
-        return sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products ORDER BY sku")
-            .fetch_all(pool)
-            .await;
-    }
+/// The columns of a [`Product`], for `concat!` into literal SQL.
+macro_rules! product_columns {
+    () => {
+        "sku, name, description, price_minor, currency, category"
+    };
+}
+
+/// The products with these SKUs, by SKU.
+pub(crate) async fn with_skus(pool: &PgPool, skus: &[Sku]) -> Result<Vec<Product>, sqlx::Error> {
     let skus: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    sqlx::query_as(
-        "SELECT sku, name, description, price_minor, currency FROM products WHERE sku = ANY($1) ORDER BY sku",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE sku = ANY($1) ORDER BY sku"
+    ))
     .bind(&skus)
     .fetch_all(pool)
     .await
 }
 
+/// One page of `browse`, by SKU, and one product more when there are more
+/// (so the caller knows whether to hand out a next page token).
+pub(crate) async fn page(pool: &PgPool, browse: &Browse) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products
+          WHERE ($1::text IS NULL OR sku > $1)
+            AND ($2::text IS NULL OR category = $2)
+            AND ($3::text IS NULL OR search @@ to_tsquery('simple', $3))
+          ORDER BY sku
+          LIMIT $4"
+    ))
+    .bind(browse.after.as_ref().map(Sku::as_str))
+    .bind(browse.category.as_deref())
+    .bind(browse.tsquery())
+    .bind(browse.size.get() + 1)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every category with products: `(name, product count)`, by name.
+pub(crate) async fn categories(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT category, count(*) FROM products GROUP BY category ORDER BY category")
+        .fetch_all(pool)
+        .await
+}
+
 pub(crate) async fn find(pool: &PgPool, sku: &Sku) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products WHERE sku = $1")
+    sqlx::query_as(concat!("SELECT ", product_columns!(), " FROM products WHERE sku = $1"))
         .bind(sku.as_str())
         .fetch_optional(pool)
         .await

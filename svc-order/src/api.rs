@@ -8,7 +8,7 @@ use shop_runtime::{
     api_error::{self, ApiError, ORDERS},
     identity::Caller,
     outbox::Outbox,
-    values::{OrderId, timestamp},
+    values::{OrderId, PageSize, timestamp},
 };
 use sqlx::PgPool;
 use tokio_stream::Stream;
@@ -226,15 +226,9 @@ impl pb::order_service_server::OrderService for OrderApi {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
         let body = request.get_ref();
-        let page_size = match body.page_size {
-            0 => 20,
-            n @ 1..=100 => i64::from(n),
-            n => {
-                return Err(
-                    ApiError::invalid("page_size", format!("must be between 1 and 100 (0 means 20), got {n}")).into(),
-                );
-            }
-        };
+        let page_size = PageSize::parse(body.page_size)
+            .map_err(|reason| ApiError::invalid("page_size", reason))?
+            .get();
         let cursor = decode_cursor(&body.page_token)?;
         // Everyone lists their own orders; ListOrders is "my orders" for admins too.
         let mut orders = store::list(&self.pool, Some(caller.user_id.as_str()), cursor, page_size + 1)

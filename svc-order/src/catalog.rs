@@ -37,7 +37,10 @@ impl Catalog {
         let mut client = self.client.clone();
         let answer = self
             .breaker
-            .call(client.list_products(ListProductsRequest { skus }))
+            .call(client.list_products(ListProductsRequest {
+                skus,
+                ..Default::default()
+            }))
             .await
             .map_err(|_open| CatalogError::Unavailable("circuit breaker open".into()))?;
         let response = answer.map_err(|status| CatalogError::Unavailable(status.message().to_owned()))?;

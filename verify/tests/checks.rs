@@ -214,7 +214,11 @@ async fn consistent_books_are_clean() -> anyhow::Result<()> {
     assert_eq!(covered("each confirmed"), Some(1));
     assert_eq!(covered("each cancelled"), Some(1));
     assert_eq!(covered("every succeeded provider charge"), Some(1));
-    assert_eq!(covered("per SKU"), Some(6));
+    assert_eq!(
+        covered("per SKU"),
+        Some(world.initial_on_hand.len()),
+        "every seeded SKU"
+    );
     assert_eq!(covered("no outbox row"), Some(3));
     let text = report.to_string();
     assert!(text.starts_with("7 checks, the books are clean"), "{text}");

@@ -788,6 +788,7 @@ async fn oversized_and_malformed_requests_get_clean_grpc_errors() {
 
         let big = ListProductsRequest {
             skus: (0..200).map(|i| format!("SKU-{i:08}")).collect(),
+            ..Default::default()
         };
         assert!(big.encoded_len() > 1024);
         // With a content-length: refused before the upstream is involved.
@@ -1017,4 +1018,37 @@ async fn an_upstream_answering_unavailable_for_its_own_dependency_keeps_its_brea
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.message(), "carts are unavailable right now");
     }
+}
+
+#[tokio::test]
+async fn the_storefront_is_served_to_plain_gets_beside_grpc_on_one_port() {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("index.html"), "<h1>Shop</h1>").expect("index.html");
+    std::fs::write(site.path().join("app.js"), "export {};").expect("app.js");
+    let dir = site.path().display().to_string();
+    let gateway = gateway_with(no_upstreams(), &[("STOREFRONT_DIR", &dir)]).await;
+    gateway.channel().await;
+    within("the storefront", 30, async {
+        let (code, body) = shop_infra::http_get(gateway.addr, "/").await.expect("GET /");
+        assert_eq!((code, body.as_str()), (200, "<h1>Shop</h1>"));
+        let (code, _) = shop_infra::http_get(gateway.addr, "/app.js")
+            .await
+            .expect("GET /app.js");
+        assert_eq!(code, 200);
+        let (code, _) = shop_infra::http_get(gateway.addr, "/nothing-here.js")
+            .await
+            .expect("GET missing");
+        assert_eq!(code, 404);
+        // gRPC (always a POST) still reaches the edge on the same port.
+        assert!(health_of(&gateway, "").await.is_some(), "gRPC health answers");
+    })
+    .await;
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let error = svc_gateway::Config::read(shop_runtime::config::EnvReader::from_map([
+        ("DEV_AUTH", "on"),
+        ("STOREFRONT_DIR", &*empty.path().display().to_string()),
+    ]))
+    .expect_err("a storefront without its index.html");
+    assert!(error.to_string().contains("STOREFRONT_DIR="), "{error}");
 }

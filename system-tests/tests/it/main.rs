@@ -1,5 +1,6 @@
 //! system-tests's integration tests, as one binary: one link instead of one per file.
 
+mod catalog;
 mod operations;
 mod processes;
 mod saga;
