@@ -211,6 +211,9 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(1100));
         let _ = limits.check(RateKey::User("trigger"), false);
-        assert!(limits.tracked_keys() < 10, "{}", limits.tracked_keys());
+        // Evicted during the flood (a slow machine crosses the threshold a
+        // second or more before the flood ends, keeping what came after) or
+        // by the trigger: either way the flood is not all held.
+        assert!(limits.tracked_keys() < EAGER_EVICTION_KEYS, "{}", limits.tracked_keys());
     }
 }
