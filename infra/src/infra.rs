@@ -526,6 +526,12 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// The id of its process group (the watchdog's pid), for a test that
+    /// signals it from another process; `None` once it has exited.
+    pub fn process_group(&mut self) -> Option<u32> {
+        matches!(self.try_wait(), Ok(None)).then(|| self.child.id())
+    }
+
     /// SIGKILL to the whole process group. Safe from pid reuse: the watchdog
     /// is not reaped yet, so its process group cannot be someone else's.
     fn kill(&mut self) {

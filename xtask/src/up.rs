@@ -260,38 +260,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(e) = build_services(options.release) {
         eprintln!("warning: {e:#}; starting the services that have a binary");
     }
+    if let Err(e) = crate::web::build() {
+        eprintln!("warning: {e:#}; the gateway serves no storefront");
+    }
     let bin_dir = bin_dir(options.release)?;
     ports::check_free(&layout.ports())?;
 
-    // Declared before `services`, so that on an early return the services
-    // are dropped (stopped) first.
-    let mut infra = Vec::new();
-    let urls = start_infrastructure(&layout, &data, &mut infra).await?;
-    for database in SERVICES.iter().filter_map(|s| s.database) {
-        let created = infra::create_database(&urls.postgres, database).await?;
-        let how = if created { "created" } else { "exists" };
-        println!("database {database}: {how}");
-    }
-
-    let mut services = Vec::new();
-    let mut missing = Vec::new();
-    for placed in &layout.services {
-        let service = placed.service;
-        let binary = bin_dir.join(service.name);
-        if !binary.is_file() {
-            missing.push(service.name);
-            continue;
-        }
-        let command = service_command(placed, &layout, &binary, &urls, &root, &data)?;
-        println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
-        let mut supervised = Supervised::spawn(service.name, command, Restarts::default(), None)?;
-        let port = placed.grpc_port;
-        supervised
-            .process()
-            .wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port))
-            .await?;
-        services.push((placed, supervised));
-    }
+    let Running {
+        mut infra,
+        mut services,
+        missing,
+        urls,
+    } = start_all(&layout, &bin_dir, &data, None).await?;
 
     let gateway = layout
         .gateway_port()
@@ -342,6 +322,61 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         process.stop().await;
     }
     outcome
+}
+
+/// A stack `start_all` started: stop the services, then the servers.
+pub(crate) struct Running<'a> {
+    // Declared before `services`, so that on an early return the services
+    // are dropped (stopped) first.
+    pub(crate) infra: Vec<ServerProcess>,
+    pub(crate) services: Vec<(&'a Placed, Supervised)>,
+    /// Services with no binary built.
+    pub(crate) missing: Vec<&'static str>,
+    pub(crate) urls: Urls,
+}
+
+/// Starts the servers of `layout` and every service that has a binary in
+/// `bin_dir`, each once it accepts connections; with `logs`, each service's
+/// output goes to `<logs>/<name>.log`.
+pub(crate) async fn start_all<'a>(
+    layout: &'a Layout,
+    bin_dir: &Path,
+    data: &Path,
+    logs: Option<&Path>,
+) -> anyhow::Result<Running<'a>> {
+    let root = cmd::root();
+    let mut infra = Vec::new();
+    let urls = start_infrastructure(layout, data, &mut infra).await?;
+    for database in SERVICES.iter().filter_map(|s| s.database) {
+        let created = infra::create_database(&urls.postgres, database).await?;
+        let how = if created { "created" } else { "exists" };
+        println!("database {database}: {how}");
+    }
+    let mut running = Running {
+        infra,
+        services: Vec::new(),
+        missing: Vec::new(),
+        urls,
+    };
+    for placed in &layout.services {
+        let service = placed.service;
+        let binary = bin_dir.join(service.name);
+        if !binary.is_file() {
+            running.missing.push(service.name);
+            continue;
+        }
+        let command = service_command(placed, layout, &binary, &running.urls, &root, data)?;
+        println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
+        let log = logs.map(|dir| dir.join(format!("{}.log", service.name)));
+        let mut supervised = Supervised::spawn(service.name, command, Restarts::default(), log)?;
+        let port = placed.grpc_port;
+        supervised
+            .process()
+            .wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port))
+            .await?;
+        running.services.push((placed, supervised));
+    }
+    Ok(running)
 }
 
 /// Builds every service's binary (debug, or release).
@@ -450,6 +485,14 @@ pub(crate) fn service_command(
         if std::env::var_os(var).is_none() {
             command.env(var, value);
         }
+    }
+    // The gateway serves the storefront when one is built (`up` builds it).
+    let storefront = crate::web::dist();
+    if *service == registry::GATEWAY
+        && storefront.join("index.html").is_file()
+        && std::env::var_os("STOREFRONT_DIR").is_none()
+    {
+        command.env("STOREFRONT_DIR", &storefront);
     }
     if let Some((var, path)) = data_path(service) {
         let path: PathBuf = data.join(path);

@@ -1,0 +1,167 @@
+// One order, live: WatchOrder over gRPC-web shows Pending → Reserved →
+// Confirmed (or Cancelled, with the reason in words) as they happen; a
+// dropped stream reconnects and resumes from the order's current state.
+
+import { Code, ConnectError } from "@connectrpc/connect";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { App } from "./app";
+import { h, show } from "./dom";
+import { CancelReason, type Order, OrderStatus } from "./gen/shop/order/v1/order_pb";
+import { PaymentStatus } from "./gen/shop/payment/v1/payment_pb";
+import { money } from "./money";
+
+export const STATUS_WORDS: Record<OrderStatus, string> = {
+  [OrderStatus.UNSPECIFIED]: "Unknown",
+  [OrderStatus.PENDING]: "Pending",
+  [OrderStatus.RESERVED]: "Reserved",
+  [OrderStatus.CONFIRMED]: "Confirmed",
+  [OrderStatus.CANCELLED]: "Cancelled",
+};
+
+const REASON_WORDS: Record<CancelReason, string> = {
+  [CancelReason.UNSPECIFIED]: "",
+  [CancelReason.OUT_OF_STOCK]: "some items were out of stock",
+  [CancelReason.PAYMENT_DECLINED]: "the payment was declined",
+  [CancelReason.RESERVATION_EXPIRED]: "the reservation expired before payment",
+  [CancelReason.CUSTOMER_CANCELLED]: "you cancelled it",
+  [CancelReason.TIMED_OUT]: "it could not be completed in time; nothing was charged or kept",
+};
+
+const PAYMENT_WORDS: Record<PaymentStatus, string> = {
+  [PaymentStatus.UNSPECIFIED]: "unknown",
+  [PaymentStatus.PENDING]: "pending",
+  [PaymentStatus.SUCCEEDED]: "paid",
+  [PaymentStatus.FAILED]: "failed",
+  [PaymentStatus.REFUNDED]: "refunded",
+  [PaymentStatus.CANCELLED]: "cancelled",
+};
+
+export function statusText(order: Order): string {
+  const words = STATUS_WORDS[order.status];
+  const reason = REASON_WORDS[order.cancelReason];
+  return order.status === OrderStatus.CANCELLED && reason ? `${words}: ${reason}` : words;
+}
+
+function settled(order: Order): boolean {
+  return order.status === OrderStatus.CONFIRMED || order.status === OrderStatus.CANCELLED;
+}
+
+export async function orderView(app: App, root: HTMLElement, orderId: string, signal: AbortSignal): Promise<void> {
+  const status = h("p", { role: "status", class: "status" }, "Loading…");
+  const seen = h("ol", { class: "timeline", "aria-label": "Progress" });
+  const alert = h("p", { role: "alert", class: "problem" });
+  const details = h("div");
+  const actions = h("div");
+  const after = h("div");
+  show(root, h("h1", {}, "Order"), h("p", { class: "meta" }, orderId), status, seen, alert, actions, details, after);
+
+  const steps: OrderStatus[] = [];
+  function draw(order: Order): void {
+    status.textContent = statusText(order);
+    if (steps[steps.length - 1] !== order.status) {
+      steps.push(order.status);
+      seen.append(h("li", {}, STATUS_WORDS[order.status]));
+    }
+    show(
+      details,
+      h(
+        "ul",
+        { "aria-label": "Lines" },
+        ...order.lines.map((l) => h("li", {}, `${l.quantity} × ${l.sku} at ${money(l.unitPrice)}`)),
+      ),
+      h("p", { class: "total" }, "Total: ", h("strong", {}, money(order.total))),
+      order.createdAt && h("p", { class: "meta" }, `Placed ${timestampDate(order.createdAt).toLocaleString("en")}`),
+    );
+    const cancellable = order.status === OrderStatus.PENDING || order.status === OrderStatus.RESERVED;
+    show(
+      actions,
+      cancellable &&
+        h(
+          "button",
+          {
+            type: "button",
+            onclick: async (event: Event) => {
+              const button = event.currentTarget as HTMLButtonElement;
+              button.disabled = true;
+              try {
+                draw(await app.orders.cancelOrder({ orderId }));
+              } catch (error) {
+                alert.textContent = app.problem(error);
+                button.disabled = false;
+              }
+            },
+          },
+          "Cancel order",
+        ),
+    );
+  }
+
+  const last = await watch(app, orderId, signal, draw, (text) => (alert.textContent = text));
+  if (last && settled(last) && !signal.aborted) await drawAfterwards(app, orderId, after);
+}
+
+/**
+ * Follows the order until it settles, reconnecting when the stream drops;
+ * every (re)connection starts with the current state.
+ */
+async function watch(
+  app: App,
+  orderId: string,
+  signal: AbortSignal,
+  draw: (order: Order) => void,
+  problem: (text: string) => void,
+): Promise<Order | undefined> {
+  let last: Order | undefined;
+  let pause = 500;
+  while (!signal.aborted) {
+    try {
+      for await (const order of app.orders.watchOrder({ orderId }, { signal })) {
+        last = order;
+        problem("");
+        pause = 500;
+        draw(order);
+      }
+      if (last && settled(last)) return last;
+    } catch (error) {
+      if (signal.aborted) return last;
+      const failure = ConnectError.from(error);
+      if ([Code.NotFound, Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument].includes(failure.code)) {
+        problem(app.problem(error));
+        return last;
+      }
+      problem(`${app.problem(error)} Reconnecting…`);
+    }
+    await new Promise((resume) => setTimeout(resume, pause));
+    pause = Math.min(pause * 2, 5000);
+  }
+  return last;
+}
+
+/** The payment and the emails of a settled order. */
+async function drawAfterwards(app: App, orderId: string, into: HTMLElement): Promise<void> {
+  const payment = h("p", {}, "Payment: …");
+  const emails = h("ul", { "aria-label": "Emails" });
+  show(into, h("h2", {}, "Payment"), payment, h("h2", {}, "Emails"), emails);
+  try {
+    const found = await app.payments.getPayment({ orderId });
+    payment.textContent = `Payment: ${PAYMENT_WORDS[found.status]}, ${money(found.amount)}${
+      found.failureReason ? ` (${found.failureReason})` : ""
+    }`;
+  } catch (error) {
+    payment.textContent = ConnectError.from(error).code === Code.NotFound ? "Payment: none was taken." : app.problem(error);
+  }
+  try {
+    // An email is sent just after the order settles: look again briefly.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const { notifications } = await app.notifications.listNotifications({ orderId });
+      if (notifications.length > 0) {
+        show(emails, ...notifications.map((n) => h("li", {}, h("strong", {}, n.subject), ` to ${n.recipient}`)));
+        return;
+      }
+      await new Promise((resume) => setTimeout(resume, 500));
+    }
+    show(emails, h("li", {}, "No email yet."));
+  } catch (error) {
+    show(emails, h("li", {}, app.problem(error)));
+  }
+}

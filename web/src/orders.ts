@@ -1,0 +1,42 @@
+// Order history, a page at a time.
+
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { App } from "./app";
+import { h, show } from "./dom";
+import { money } from "./money";
+import { statusText } from "./order";
+
+export async function ordersView(app: App, root: HTMLElement): Promise<void> {
+  const tokens = [""];
+  const alert = h("p", { role: "alert", class: "problem" });
+  const list = h("ul", { class: "orders", "aria-label": "Orders" });
+  const pager = h("nav", { "aria-label": "Pages", class: "pager" });
+  show(root, h("h1", {}, "Your orders"), alert, list, pager);
+
+  async function load(): Promise<void> {
+    try {
+      const page = await app.orders.listOrders({ pageSize: 10, pageToken: tokens[tokens.length - 1] });
+      show(
+        list,
+        ...page.orders.map((order) =>
+          h(
+            "li",
+            {},
+            h("a", { href: `#/orders/${order.orderId}` }, order.createdAt ? timestampDate(order.createdAt).toLocaleString("en") : order.orderId),
+            ` — ${statusText(order)} — ${money(order.total)}`,
+          ),
+        ),
+      );
+      if (page.orders.length === 0) show(list, h("li", {}, "No orders yet."));
+      show(
+        pager,
+        tokens.length > 1 && h("button", { type: "button", onclick: () => (tokens.pop(), void load()) }, "Previous page"),
+        page.nextPageToken &&
+          h("button", { type: "button", onclick: () => (tokens.push(page.nextPageToken), void load()) }, "Next page"),
+      );
+    } catch (error) {
+      alert.textContent = app.problem(error);
+    }
+  }
+  await load();
+}

@@ -1,0 +1,105 @@
+//! The storefront (`web/`): its client code generated from `proto/` and
+//! kept current, its types checked, its bundle built into `web/dist` (which
+//! the gateway serves), and its browser tests run with Playwright driving
+//! Debian's Chromium against a stack of their own.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context, bail};
+use shop_runtime::registry;
+
+use crate::{cmd, install::Tools, up};
+
+pub(crate) fn dir() -> PathBuf {
+    cmd::root().join("web")
+}
+
+/// The built storefront.
+pub(crate) fn dist() -> PathBuf {
+    dir().join("dist")
+}
+
+fn npm(script: &str) -> Command {
+    let mut command = Command::new("npm");
+    command.args(["run", "--silent", script]).current_dir(dir());
+    command
+}
+
+/// Bundles the storefront into `web/dist` (failing over its size limit).
+pub(crate) fn build() -> anyhow::Result<()> {
+    cmd::run(&mut npm("build")).context("building the storefront")
+}
+
+/// Regenerates the client code from `proto/` and fails when it differs
+/// from what is committed: a changed `.proto` needs `npm run generate`.
+pub(crate) fn check_generated() -> anyhow::Result<()> {
+    cmd::run(&mut npm("generate"))?;
+    let status = Command::new("git")
+        .args(["status", "--porcelain", "--", "web/src/gen"])
+        .current_dir(cmd::root())
+        .output()
+        .context("running git status")?;
+    let changed = String::from_utf8_lossy(&status.stdout);
+    if !changed.trim().is_empty() {
+        bail!("web/src/gen is stale: run `npm run generate` in web/ and commit the result\n{changed}");
+    }
+    Ok(())
+}
+
+/// `tsc --noEmit` over the sources and the tests.
+pub(crate) fn typecheck() -> anyhow::Result<()> {
+    cmd::run(&mut npm("check")).context("type-checking the storefront")
+}
+
+/// Builds the storefront and runs its browser tests against a stack of
+/// their own on free ports (screenshots in `web/test-results/`).
+pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
+    build()?;
+    up::build_services(false)?;
+    let bin_dir = up::bin_dir(false)?;
+    let data = cmd::root().join(".data").join("storefront");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
+    }
+    std::fs::create_dir_all(&data)?;
+    let layout = up::Layout::on_free_ports();
+    let gateway = layout.gateway_port().context("the layout has a gateway")?;
+    let mut running = up::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
+    if !running.missing.is_empty() {
+        bail!("no binary for {}", running.missing.join(", "));
+    }
+    let cart = running
+        .services
+        .iter_mut()
+        .find(|(placed, _)| *placed.service == registry::CART)
+        .and_then(|(_, supervised)| supervised.process().process_group())
+        .context("svc-cart is running")?;
+    up::gateway_channel(gateway).await?;
+    // The upstreams' health settles before the first page asks for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let outcome = cmd::run(
+        Command::new("npx")
+            .args(["playwright", "test"])
+            .current_dir(dir())
+            .env("SHOP_URL", format!("http://127.0.0.1:{gateway}"))
+            .env("SHOP_CART_PROCESS_GROUP", cart.to_string())
+            .env("CHROMIUM", &tools.chromium),
+    );
+    for (_, service) in running.services.iter_mut().rev() {
+        service.stop().await;
+    }
+    for server in running.infra.iter_mut().rev() {
+        server.stop().await;
+    }
+    match outcome {
+        Ok(()) => {
+            std::fs::remove_dir_all(&data).ok();
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!(
+            "browser tests failed; screenshots and traces in web/test-results, service logs in {}",
+            data.display()
+        ))),
+    }
+}
