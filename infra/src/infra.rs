@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -53,12 +54,47 @@ if [ -n "$cleanup" ]; then rm -rf -- "$cleanup"; fi
 exit "$status"
 "#;
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's
+/// ephemeral range: a server started on it later does not meet a client
+/// socket that the kernel gave the same port meanwhile (a port from the
+/// ephemeral range, as binding port 0 hands out, can be taken that way by
+/// any outgoing connection, e.g. one to PostgreSQL).
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, _) = ephemeral_range();
+    let floor = 10_000u32;
+    if low > floor + 1_000 {
+        let span = low - floor;
+        // Processes start at different places, so parallel test processes
+        // rarely try the same ports.
+        let seed = std::process::id().wrapping_mul(7_919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        for _ in 0..200 {
+            let step = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+            let candidate = floor + (seed.wrapping_add(step.wrapping_mul(104_729))) % span;
+            let Ok(port) = u16::try_from(candidate) else { continue };
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("binding 127.0.0.1:0 must work on any machine that runs the tests")
+}
+
+/// The ports the kernel hands to outgoing connections (`low`, `high`).
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().filter_map(|n| n.parse().ok());
+            Some((bounds.next()?, bounds.next()?))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
@@ -736,6 +772,15 @@ async fn redis_ready(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_stay_out_of_the_range_outgoing_connections_use() {
+        let (low, _) = ephemeral_range();
+        for _ in 0..50 {
+            let port = u32::from(free_port());
+            assert!(port < low, "{port} is in the ephemeral range from {low}");
+        }
+    }
 
     #[test]
     fn database_url_replaces_only_the_database() {

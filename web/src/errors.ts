@@ -31,6 +31,11 @@ export function describe(error: unknown): Problem {
       return { text: "Your session has ended; please sign in again.", signIn: true };
     case Code.PermissionDenied:
       return { text: "You may not do that.", signIn: false };
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.Aborted:
+      // No status from the shop at all: the connection broke on the way.
+      return { text: "The connection to the shop broke; please try again.", signIn: false };
     default:
       return { text: failure.rawMessage || "Something went wrong; please try again.", signIn: false };
   }

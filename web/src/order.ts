@@ -55,8 +55,25 @@ export async function orderView(app: App, root: HTMLElement, orderId: string, si
   const after = h("div");
   show(root, h("h1", {}, "Order"), h("p", { class: "meta" }, orderId), status, seen, alert, actions, details, after);
 
+  // Orders carry SKUs; the catalog has their names (looked up once).
+  const names = new Map<string, string>();
+  let named = false;
+  let latest: Order | undefined;
+  async function lookUpNames(order: Order): Promise<void> {
+    named = true;
+    try {
+      const { products } = await app.catalog.listProducts({ skus: order.lines.map((l) => l.sku) });
+      for (const p of products) names.set(p.sku, p.name);
+      if (latest) draw(latest);
+    } catch {
+      // The SKUs stay: a name is a nicety, not worth an error on the page.
+    }
+  }
+
   const steps: OrderStatus[] = [];
   function draw(order: Order): void {
+    latest = order;
+    if (!named) void lookUpNames(order);
     status.textContent = statusText(order);
     if (steps[steps.length - 1] !== order.status) {
       steps.push(order.status);
@@ -67,7 +84,7 @@ export async function orderView(app: App, root: HTMLElement, orderId: string, si
       h(
         "ul",
         { "aria-label": "Lines" },
-        ...order.lines.map((l) => h("li", {}, `${l.quantity} × ${l.sku} at ${money(l.unitPrice)}`)),
+        ...order.lines.map((l) => h("li", {}, `${l.quantity} × ${names.get(l.sku) ?? l.sku} at ${money(l.unitPrice)}`)),
       ),
       h("p", { class: "total" }, "Total: ", h("strong", {}, money(order.total))),
       order.createdAt && h("p", { class: "meta" }, `Placed ${timestampDate(order.createdAt).toLocaleString("en")}`),

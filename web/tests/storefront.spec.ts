@@ -142,3 +142,40 @@ test("a stopped svc-cart shows system busy, and the cart comes back", async ({ p
     await expect(page.getByRole("row", { name: /Soy candle/ })).toBeVisible({ timeout: 3_000 });
   }).toPass({ timeout: 45_000 });
 });
+
+test("an expired session sends the shopper back to sign in, saying why", async ({ page }) => {
+  await page.goto("/");
+  await page.evaluate(() =>
+    sessionStorage.setItem(
+      "shop.session",
+      JSON.stringify({ token: "not-a-token", user: "ghost", expiresAt: new Date(Date.now() + 60_000).toISOString() }),
+    ),
+  );
+  // A fresh load, as a shopper coming back to a tab would make.
+  await page.goto("/?back=1#/cart");
+  await expect(page).toHaveURL(/#\/sign-in$/);
+  await expect(page.getByRole("alert")).toContainText("Your session has ended; please sign in again.");
+  await expect(page.getByRole("link", { name: "Sign in" })).toBeVisible();
+});
+
+test("a dropped order stream reconnects and resumes without a reload", async ({ page }) => {
+  const group = Number(process.env.SHOP_ORDER_PROCESS_GROUP);
+  test.skip(!group, "needs SHOP_ORDER_PROCESS_GROUP (cargo xtask storefront sets it)");
+  await signIn(page, "steadfast");
+  await search(page, "brass ruler");
+  await addToCart(page, "Brass ruler");
+  // The provider times out: the order stays Reserved while payment retries.
+  await checkOut(page, "pm_card_timeout");
+  await expect(page.getByRole("status")).toContainText("Reserved");
+  await page.evaluate(() => ((window as unknown as { sameDocument: boolean }).sameDocument = true));
+
+  // svc-order dies mid-stream; the stack starts it again a second later.
+  process.kill(-group, "SIGKILL");
+  await expect(page.getByRole("alert")).toContainText("Reconnecting");
+  // Resumed: the problem is gone (an empty alert is not shown at all).
+  await expect(page.getByRole("alert")).toBeHidden({ timeout: 45_000 });
+  // The resumed stream still moves the page on to the order's end (the
+  // provider answers after its timeouts, one way or the other).
+  await expect(page.getByRole("status")).toContainText(/Confirmed|Cancelled/, { timeout: 45_000 });
+  expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+});

@@ -6,9 +6,8 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, bail};
-use shop_runtime::registry;
 
-use crate::{cmd, install::Tools, up};
+use crate::{cmd, install::Tools, supervise::Tended, up};
 
 pub(crate) fn dir() -> PathBuf {
     cmd::root().join("web")
@@ -68,24 +67,43 @@ pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
     if !running.missing.is_empty() {
         bail!("no binary for {}", running.missing.join(", "));
     }
-    let cart = running
-        .services
-        .iter_mut()
-        .find(|(placed, _)| *placed.service == registry::CART)
-        .and_then(|(_, supervised)| supervised.process().process_group())
-        .context("svc-cart is running")?;
     up::gateway_channel(gateway).await?;
     // The upstreams' health settles before the first page asks for it.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let outcome = cmd::run(
-        Command::new("npx")
-            .args(["playwright", "test"])
-            .current_dir(dir())
-            .env("SHOP_URL", format!("http://127.0.0.1:{gateway}"))
-            .env("SHOP_CART_PROCESS_GROUP", cart.to_string())
-            .env("CHROMIUM", &tools.chromium),
-    );
+    // Tests stop and kill services by process group (SHOP_CART_PROCESS_GROUP,
+    // …); a killed one is started again, as `up` does.
+    let mut playwright = tokio::process::Command::new("npx");
+    playwright
+        .args(["playwright", "test"])
+        .current_dir(dir())
+        .env("SHOP_URL", format!("http://127.0.0.1:{gateway}"))
+        .env("CHROMIUM", &tools.chromium);
+    for (placed, supervised) in running.services.iter_mut() {
+        if let Some(group) = supervised.process().process_group() {
+            let var = format!("SHOP_{}_PROCESS_GROUP", placed.service.short.to_uppercase());
+            playwright.env(var, group.to_string());
+        }
+    }
+    println!("$ npx playwright test");
+    let mut playwright = playwright.spawn().context("starting npx playwright test")?;
+    let status = loop {
+        tokio::select! {
+            status = playwright.wait() => break status?,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {
+                for (_, service) in running.services.iter_mut() {
+                    if let Tended::Exited { restart_in, .. } = service.tend()? {
+                        println!("{} exited; starting it again in {restart_in:?}", service.name());
+                    }
+                }
+            }
+        }
+    };
+    let outcome = if status.success() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("npx playwright test: {status}"))
+    };
     for (_, service) in running.services.iter_mut().rev() {
         service.stop().await;
     }
