@@ -654,7 +654,7 @@ Dev tokens (valid 1 h; the gateway signs them because DEV_AUTH=on):
   export TOKEN='{customer}'        # alice, customer
   export ADMIN_TOKEN='{admin}'     # ops, admin
 
-Try, through the gateway on 127.0.0.1:{port}:
+{storefront}Try, through the gateway on 127.0.0.1:{port}:
   grpcurl -plaintext 127.0.0.1:{port} list
   grpcurl -plaintext 127.0.0.1:{port} shop.catalog.v1.CatalogService/ListProducts
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"sku":"SKU-MUG-001","quantity":2}}' \
@@ -668,7 +668,12 @@ Try, through the gateway on 127.0.0.1:{port}:
 
 Ctrl-C stops everything."#,
             customer = tokens.customer,
-            admin = tokens.admin
+            admin = tokens.admin,
+            storefront = if crate::web::dist().join("index.html").is_file() {
+                format!("Storefront: http://127.0.0.1:{port}/  (sign in under any name)\n\n")
+            } else {
+                String::new()
+            },
         ),
         None => println!(
             r#"
