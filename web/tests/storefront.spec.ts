@@ -87,6 +87,29 @@ test("two products, checked out with an approved card, confirmed live", async ({
   await screenshot(page, "order-confirmed");
 });
 
+test("the cart's quantities change, a line goes, the cart empties; a bad quantity is named", async ({ page }) => {
+  await signIn(page, "tidy");
+  await search(page, "enamel mug");
+  await addToCart(page, "Enamel mug");
+  await search(page, "pencil");
+  await addToCart(page, "Pencil set");
+  await page.getByRole("link", { name: "Cart" }).click();
+
+  await page.getByLabel("Quantity of Enamel mug").fill("3");
+  await page.getByLabel("Quantity of Enamel mug").press("Tab");
+  await expect(page.getByText("Total: €47.47")).toBeVisible();
+
+  await page.getByLabel("Quantity of Enamel mug").fill("0");
+  await page.getByLabel("Quantity of Enamel mug").press("Tab");
+  await expect(page.getByRole("alert")).toContainText("Please check quantity");
+
+  await page.getByRole("button", { name: "Remove Pencil set" }).click();
+  await expect(page.getByRole("row", { name: /Pencil set/ })).toHaveCount(0);
+  await expect(page.getByText("Total: €38.97")).toBeVisible();
+  await page.getByRole("button", { name: "Clear cart" }).click();
+  await expect(page.getByText("Your cart is empty.")).toBeVisible();
+});
+
 test("a declined card ends Cancelled with the reason, and the cart is kept", async ({ page }) => {
   await signIn(page, "declined");
   await search(page, "ramen");
