@@ -25,6 +25,7 @@ pub struct ProcessStack {
     pub data_dir: tempfile::TempDir,
     options: StackOptions,
     ports: HashMap<Service, u16>,
+    admin_ports: HashMap<Service, u16>,
     urls: HashMap<Service, String>,
     children: HashMap<Service, Child>,
 }
@@ -42,6 +43,7 @@ impl ProcessStack {
                 .map(|(s, port)| (*s, format!("http://127.0.0.1:{port}")))
                 .collect(),
             ports,
+            admin_ports: Service::SAGA.iter().map(|s| (*s, free_port())).collect(),
             children: HashMap::new(),
             options,
         };
@@ -53,6 +55,12 @@ impl ProcessStack {
 
     pub fn grpc_url(&self, service: Service) -> String {
         format!("http://127.0.0.1:{}", self.ports[&service])
+    }
+
+    /// `(status code, body)` of `GET path` on the service's admin port: a
+    /// process of its own, so its `/metrics` count only its own work.
+    pub async fn admin_get(&self, service: Service, path: &str) -> anyhow::Result<(u16, String)> {
+        shop_infra::http_get(([127, 0, 0, 1], self.admin_ports[&service]).into(), path).await
     }
 
     pub async fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
@@ -74,7 +82,7 @@ impl ProcessStack {
             .arg(service.binary_name())
             .envs(settings)
             .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[&service]))
-            .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", self.admin_ports[&service]))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

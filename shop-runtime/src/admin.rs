@@ -8,11 +8,17 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 /// Checks the service's own dependencies; `Err` names what is not ready.
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Bucket bounds of every `*_seconds` histogram: 1 ms to a minute, the
+/// range a call, an event's handling and an order's settling fall in.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// The process-wide Prometheus recorder (installed on first use, so several
 /// services in one test process share it).
@@ -20,7 +26,12 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Histograms, not summaries: buckets aggregate across replicas
+            // and give any quantile later (`histogram_quantile`).
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("a non-empty bucket list")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder is already installed; the
             // handle still renders whatever this recorder sees.

@@ -7,7 +7,7 @@ use tonic::transport::{Server, server::Router};
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
-use crate::{config::EnvReader, registry::ServiceSpec, trace::TraceLayer};
+use crate::{config::EnvReader, grpc_metrics::GrpcMetricsLayer, registry::ServiceSpec, trace::TraceLayer};
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Server reflection, v1 and v1alpha, listing exactly `public_services`
@@ -33,8 +33,16 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// A service's gRPC router: every request runs in its trace context.
-pub type ServiceRouter = Router<Stack<TraceLayer, Identity>>;
+/// A service's gRPC router: every request runs in its trace context and
+/// is counted and timed ([`crate::grpc_metrics`]).
+pub type ServiceRouter = Router<Stack<GrpcMetricsLayer, Stack<TraceLayer, Identity>>>;
+
+/// The services every service's port answers besides its public ones.
+pub const BASIC_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// A server builder with gRPC health and reflection for the given public
 /// services already added. Returns the health reporter so the service can
@@ -46,6 +54,9 @@ pub fn router_with_basics(
     let (v1, v1alpha) = reflection(public_services)?;
     let router = Server::builder()
         .layer(TraceLayer)
+        .layer(GrpcMetricsLayer::new(
+            public_services.iter().copied().chain(BASIC_SERVICES),
+        ))
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);

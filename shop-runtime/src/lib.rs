@@ -8,7 +8,7 @@
 //! - [`telemetry`] and [`trace`]: tracing setup; one trace id per checkout,
 //!   carried through every event.
 //! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
-//!   the admin HTTP port.
+//!   the admin HTTP port; [`grpc_metrics`]: RED metrics of every call.
 //! - [`identity`]: the caller as the gateway passes it.
 //! - [`api_error`]: `ApiError`, the one mapping of a request's failure to its
 //!   gRPC status; internal failures are logged, never echoed.
@@ -29,6 +29,7 @@ pub mod dlq;
 pub mod entry;
 pub mod event;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod host;
 pub mod identity;
 pub mod inbox;

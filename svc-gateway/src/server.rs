@@ -12,7 +12,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use shop_runtime::CancellationToken;
+use shop_runtime::{CancellationToken, grpc::BASIC_SERVICES, grpc_metrics::GrpcMetricsLayer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_http::{
@@ -65,6 +65,9 @@ pub async fn serve(
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(GrpcMetricsLayer::new(
+            crate::public_services().into_iter().chain(BASIC_SERVICES),
+        ))
         .service(edge);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());

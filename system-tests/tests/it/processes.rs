@@ -47,3 +47,79 @@ async fn checkout_survives_a_killed_payment_service() -> anyhow::Result<()> {
     status_of(&stack, "carol", &first.order_id, OrderStatus::Confirmed).await?;
     Ok(())
 }
+
+/// The value of the series `name{labels…}` in Prometheus text, if exported.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Each service is a process of its own here, so each `/metrics` counts
+/// exactly its own calls: what an operator's dashboard reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_counts_and_times_its_calls_by_method_and_code() -> anyhow::Result<()> {
+    let stack = ProcessStack::start(StackOptions::default(), env!("CARGO_BIN_EXE_shop-service")).await?;
+    let mut orders = client(&stack, "dora").await?;
+    let confirmed = place_with(&mut orders, "m-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    let declined = place_with(&mut orders, "m-2", vec![line("SKU-PEN-001", 1)], "pm_card_declined").await?;
+    status_of(&stack, "dora", &confirmed.order_id, OrderStatus::Confirmed).await?;
+    status_of(&stack, "dora", &declined.order_id, OrderStatus::Cancelled).await?;
+    let missing = get_order(&mut orders, "0190f3c4-2222-7000-8000-00000000000a").await;
+    assert_eq!(missing.expect_err("no such order").code(), tonic::Code::NotFound);
+
+    let (code, order_metrics) = stack.admin_get(Service::Order, "/metrics").await?;
+    assert_eq!(code, 200);
+    let order = |method: &str, code: &str| {
+        series(
+            &order_metrics,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "shop.order.v1.OrderService"),
+                ("grpc_method", method),
+                ("grpc_code", code),
+            ],
+        )
+    };
+    assert_eq!(order("PlaceOrder", "OK"), Some(2.0), "{order_metrics}");
+    assert_eq!(order("GetOrder", "NotFound"), Some(1.0), "{order_metrics}");
+    let timed = [
+        ("grpc_service", "shop.order.v1.OrderService"),
+        ("grpc_method", "PlaceOrder"),
+    ];
+    assert_eq!(
+        series(&order_metrics, "grpc_server_handling_seconds_count", &timed),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(
+            &order_metrics,
+            "grpc_server_handling_seconds_bucket",
+            &[timed[0], timed[1], ("le", "+Inf")]
+        ),
+        Some(2.0),
+        "a histogram with buckets, not a summary"
+    );
+
+    // svc-order priced both orders on the catalog: svc-inventory's count.
+    let (_, inventory_metrics) = stack.admin_get(Service::Inventory, "/metrics").await?;
+    assert_eq!(
+        series(
+            &inventory_metrics,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "shop.catalog.v1.CatalogService"),
+                ("grpc_method", "ListProducts"),
+                ("grpc_code", "OK"),
+            ]
+        ),
+        Some(2.0),
+        "{inventory_metrics}"
+    );
+    Ok(())
+}
