@@ -7,7 +7,7 @@
 //! exactly one probe call passes; its success closes the breaker, its failure
 //! opens it for another cool-down. A probe whose caller goes away without an
 //! outcome frees the slot for the next one. Gauge
-//! `upstream_breaker_open{upstream}`.
+//! `shop_upstream_breaker_open{upstream}`.
 //!
 //! [`CircuitBreaker::call`] wraps one gRPC call; [`CircuitBreaker::admit`]
 //! and [`Permit::report`] serve callers (the gateway's proxy) that judge the
@@ -101,7 +101,7 @@ impl Drop for Permit<'_> {
 
 impl CircuitBreaker {
     pub fn new(upstream: &'static str, failure_threshold: u32, cool_down: Duration) -> Self {
-        metrics::gauge!("upstream_breaker_open", "upstream" => upstream).set(0.0);
+        metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream).set(0.0);
         Self {
             upstream,
             failure_threshold: failure_threshold.max(1),
@@ -209,7 +209,7 @@ impl CircuitBreaker {
         };
         let is_closed = matches!(*state, State::Closed { .. });
         if was_closed != is_closed {
-            metrics::gauge!("upstream_breaker_open", "upstream" => self.upstream).set(if is_closed {
+            metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => self.upstream).set(if is_closed {
                 0.0
             } else {
                 1.0

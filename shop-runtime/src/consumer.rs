@@ -36,7 +36,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{event::IncomingEvent, topology::ConsumerDefinition, trace::TraceContext};
+use crate::{event::IncomingEvent, series, topology::ConsumerDefinition, trace::TraceContext};
 
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
@@ -107,6 +107,42 @@ pub async fn run<H: EventHandler>(
     shutdown: CancellationToken,
 ) {
     let definition = Arc::new(definition);
+    tokio::join!(
+        consume(js.clone(), definition.clone(), handler, concurrency, shutdown.clone()),
+        report_lag(js, definition, shutdown),
+    );
+}
+
+/// How often a consumer's lag is read from JetStream.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets [`series::CONSUMER_PENDING`] and [`series::CONSUMER_ACK_PENDING`]
+/// from the consumer's info until `shutdown`; a read that fails (the broker
+/// away) leaves the last values.
+async fn report_lag(js: jetstream::Context, definition: Arc<ConsumerDefinition>, shutdown: CancellationToken) {
+    let name = definition.name().to_owned();
+    loop {
+        if let Ok(stream) = js.get_stream(definition.stream).await
+            && let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&name).await
+            && let Ok(info) = consumer.info().await
+        {
+            metrics::gauge!(series::CONSUMER_PENDING, "consumer" => name.clone()).set(info.num_pending as f64);
+            metrics::gauge!(series::CONSUMER_ACK_PENDING, "consumer" => name.clone()).set(info.num_ack_pending as f64);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(LAG_EVERY) => {}
+        }
+    }
+}
+
+async fn consume<H: EventHandler>(
+    js: jetstream::Context,
+    definition: Arc<ConsumerDefinition>,
+    handler: Arc<H>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
     let waiting = Arc::new(Waiting::new(definition.name()));
     let concurrency = concurrency.max(1);
     while !shutdown.is_cancelled() {
@@ -154,7 +190,8 @@ pub async fn run<H: EventHandler>(
 
 /// The messages of one consumer that failed transiently and wait for their
 /// redelivery, by stream sequence: how many there are is the gauge
-/// `events_waiting_retry`, which stays up while a dependency is down.
+/// [`series::CONSUMER_WAITING_RETRY`], which stays up while a dependency is
+/// down.
 struct Waiting {
     consumer: String,
     sequences: Mutex<HashSet<u64>>,
@@ -175,7 +212,8 @@ impl Waiting {
         } else {
             sequences.remove(&sequence);
         }
-        metrics::gauge!("events_waiting_retry", "consumer" => self.consumer.clone()).set(sequences.len() as f64);
+        metrics::gauge!(series::CONSUMER_WAITING_RETRY, "consumer" => self.consumer.clone())
+            .set(sequences.len() as f64);
     }
 }
 
@@ -242,14 +280,19 @@ async fn process<H: EventHandler>(
                 definition.handler_timeout,
                 handler.handle(event),
             );
-            context.scope(work).instrument(span).await
+            let started = std::time::Instant::now();
+            let outcome = context.scope(work).instrument(span).await;
+            metrics::histogram!(series::CONSUMER_HANDLING_SECONDS, "consumer" => consumer.to_owned())
+                .record(started.elapsed().as_secs_f64());
+            outcome
         }
     };
     let retry_delay = || definition.retry.delay(delivered, rand::random());
     waiting.set(sequence, matches!(outcome, Err(HandleError::Retry(_))));
     match outcome {
         Ok(()) => {
-            metrics::counter!("events_handled_total", "consumer" => consumer.to_owned()).increment(1);
+            metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "handled")
+                .increment(1);
             if let Err(e) = message.ack().await {
                 // The handler was idempotent, so a redelivery is harmless.
                 tracing::warn!(consumer, subject, error = %e, "ack failed; the event will be redelivered");
@@ -258,14 +301,16 @@ async fn process<H: EventHandler>(
         Err(HandleError::Retry(reason)) => {
             let delay = retry_delay();
             tracing::info!(consumer, subject, delivered, ?delay, %reason, "event will be retried");
-            metrics::counter!("events_retried_total", "consumer" => consumer.to_owned()).increment(1);
+            metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "retried")
+                .increment(1);
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         }
         Err(HandleError::Reject(reason)) => {
             match park(js, consumer, &stream, sequence, delivered, &message, &reason).await {
                 Ok(()) => {
                     tracing::error!(consumer, subject, sequence, %reason, "event parked on DLQ");
-                    metrics::counter!("events_parked_total", "consumer" => consumer.to_owned()).increment(1);
+                    metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "parked")
+                        .increment(1);
                     let _ = message.ack_with(AckKind::Term).await;
                 }
                 Err(e) => {

@@ -196,6 +196,22 @@ pub async fn redrive(js: &jetstream::Context, filter: &Filter) -> Result<Vec<Red
     Ok(done)
 }
 
+/// Sets [`crate::series::DLQ_MESSAGES`] from the DLQ stream every few
+/// seconds until `shutdown`.
+pub async fn report_depth(js: jetstream::Context, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Ok(mut stream) = js.get_stream(STREAM).await
+            && let Ok(info) = stream.info().await
+        {
+            metrics::gauge!(crate::series::DLQ_MESSAGES).set(info.state.messages as f64);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

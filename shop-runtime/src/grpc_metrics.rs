@@ -1,8 +1,9 @@
 //! RED metrics of every gRPC call a service answers, under the names
-//! Grafana's gRPC dashboards expect: the counter [`HANDLED`]
+//! Grafana's gRPC dashboards expect: the counter
+//! [`GRPC_HANDLED`](crate::series::GRPC_HANDLED)
 //! `{grpc_service, grpc_method, grpc_code}` and the histogram
-//! [`HANDLING_SECONDS`] `{grpc_service, grpc_method}` (a server stream
-//! counts until it ends).
+//! [`GRPC_HANDLING_SECONDS`](crate::series::GRPC_HANDLING_SECONDS)
+//! `{grpc_service, grpc_method}` (a server stream counts until it ends).
 //!
 //! Label values stay bounded whatever clients send: a path outside the
 //! services served, or a method the service does not have, is `unknown`.
@@ -18,12 +19,9 @@ use std::{
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 
-/// Calls answered, by service, method and gRPC code.
-pub const HANDLED: &str = "grpc_server_handled_total";
-/// Time from request to the response's end (its status), by service and method.
-pub const HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+use crate::series::{GRPC_HANDLED as HANDLED, GRPC_HANDLING_SECONDS as HANDLING_SECONDS};
 
-/// Records [`HANDLED`] and [`HANDLING_SECONDS`] for the services in `known`.
+/// Records the call metrics for the services in `known`.
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
     known: Arc<[String]>,

@@ -85,6 +85,9 @@ pub struct Bus {
 
 impl Host {
     pub fn new(service: &'static ServiceSpec, shutdown: CancellationToken) -> Self {
+        // The recorder first: what the tasks record before the admin port
+        // serves would otherwise be lost.
+        admin::metrics_handle();
         Self {
             service,
             shutdown,
@@ -117,6 +120,7 @@ impl Host {
     pub async fn nats(&mut self, settings: &MessagingSettings) -> Result<Bus, HostError> {
         let (nats, js) = crate::nats::connect(settings.nats_url.expose(), self.service.name).await?;
         topology::ensure_streams(&js).await?;
+        self.spawn(crate::dlq::report_depth(js.clone(), self.shutdown()));
         let probe = nats.clone();
         self.ready_when(Arc::new(move || {
             let connected = probe.connection_state() == async_nats::connection::State::Connected;

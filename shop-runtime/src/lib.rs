@@ -14,6 +14,7 @@
 //!   gRPC status; internal failures are logged, never echoed.
 //! - [`values`]: validated value types shared by the domains.
 //! - [`breaker`]: the circuit breaker in front of an upstream.
+//! - [`series`]: the name of every metric the platform exports.
 //! - [`db`] and [`nats`]: Postgres pool, migrations, constraint names; the
 //!   NATS connection.
 //! - [`event`], [`topology`], [`outbox`], [`inbox`], [`consumer`], [`dlq`]:
@@ -36,6 +37,7 @@ pub mod inbox;
 pub mod nats;
 pub mod outbox;
 pub mod registry;
+pub mod series;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     event::{self, Event, OutgoingEvent},
+    series,
     trace::TraceContext,
 };
 
@@ -212,6 +213,7 @@ impl Relay {
 
         // Send the whole batch, then await the acks: one round trip of
         // latency for the batch instead of one per event.
+        let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
             let headers = event::headers(
@@ -237,6 +239,8 @@ impl Relay {
             (event_id, acked)
         }))
         .await;
+        metrics::histogram!(series::OUTBOX_PUBLISH_SECONDS, "service" => self.source)
+            .record(started.elapsed().as_secs_f64());
         let mut published = Vec::with_capacity(rows.len());
         let mut first_error = None;
         for (event_id, acked) in acks {
@@ -253,7 +257,7 @@ impl Relay {
                     .bind(&e)
                     .fetch_one(&self.pool)
                     .await?;
-                    metrics::counter!("outbox_publish_failures_total", "source" => self.source).increment(1);
+                    metrics::counter!(series::OUTBOX_PUBLISH_FAILURES, "service" => self.source).increment(1);
                     // An outage fails every row for a while; a row failing
                     // on and on (no stream for its subject, too large) must
                     // not do so silently.
@@ -268,7 +272,7 @@ impl Relay {
             .bind(&published)
             .execute(&self.pool)
             .await?;
-        metrics::counter!("outbox_published_total", "source" => self.source).increment(published.len() as u64);
+        metrics::counter!(series::OUTBOX_PUBLISHED, "service" => self.source).increment(published.len() as u64);
         match first_error {
             Some(e) => Err(RelayError::Publish(e)),
             None => Ok(leased),
@@ -284,8 +288,8 @@ impl Relay {
         )
         .fetch_one(&self.pool)
         .await?;
-        metrics::gauge!("outbox_unpublished", "source" => self.source).set(waiting as f64);
-        metrics::gauge!("outbox_oldest_unpublished_seconds", "source" => self.source).set(oldest.unwrap_or(0.0));
+        metrics::gauge!(series::OUTBOX_PENDING_ROWS, "service" => self.source).set(waiting as f64);
+        metrics::gauge!(series::OUTBOX_OLDEST_AGE_SECONDS, "service" => self.source).set(oldest.unwrap_or(0.0));
         Ok(())
     }
 }

@@ -106,6 +106,50 @@ async fn every_service_counts_and_times_its_calls_by_method_and_code() -> anyhow
         "a histogram with buckets, not a summary"
     );
 
+    // The saga's side: what svc-order's consumers handled and its outbox
+    // published (orders.placed twice, orders.confirmed, orders.cancelled).
+    let order_metrics = eventually("svc-order's outbox to report its four events", || async {
+        let (_, text) = stack.admin_get(Service::Order, "/metrics").await?;
+        Ok((series(&text, "shop_outbox_published_total", &[("service", "svc-order")]) == Some(4.0)).then_some(text))
+    })
+    .await?;
+    for consumer in ["order-inventory", "order-payments"] {
+        let handled = series(
+            &order_metrics,
+            "shop_consumer_events_total",
+            &[("consumer", consumer), ("result", "handled")],
+        );
+        assert!(
+            handled.is_some_and(|n| n >= 1.0),
+            "{consumer}: {handled:?}\n{order_metrics}"
+        );
+        for name in [
+            "shop_consumer_handling_seconds_count",
+            "shop_consumer_pending",
+            "shop_consumer_ack_pending",
+        ] {
+            assert!(
+                series(&order_metrics, name, &[("consumer", consumer)]).is_some(),
+                "{name} of {consumer}\n{order_metrics}"
+            );
+        }
+    }
+    for name in [
+        "shop_outbox_pending_rows",
+        "shop_outbox_oldest_age_seconds",
+        "shop_outbox_publish_seconds_count",
+    ] {
+        assert!(
+            series(&order_metrics, name, &[("service", "svc-order")]).is_some(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        series(&order_metrics, "shop_dlq_messages", &[]),
+        Some(0.0),
+        "nothing parked"
+    );
+
     // svc-order priced both orders on the catalog: svc-inventory's count.
     let (_, inventory_metrics) = stack.admin_get(Service::Inventory, "/metrics").await?;
     assert_eq!(

@@ -1,0 +1,41 @@
+//! Every metric the platform exports, by name: dashboards and alerts rely
+//! on these names, so they live here once and the code that records them
+//! uses the constants. Label values are bounded (no order or user ids).
+
+/// gRPC calls answered, `{grpc_service, grpc_method, grpc_code}`
+/// ([`crate::grpc_metrics`]).
+pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
+/// gRPC call duration histogram, `{grpc_service, grpc_method}`.
+pub const GRPC_HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+
+/// Events a consumer finished with, `{consumer, result}`: `handled`,
+/// `retried` (redelivered later) or `parked` (on the DLQ).
+pub const CONSUMER_EVENTS: &str = "shop_consumer_events_total";
+/// Time a handler took, `{consumer}`, whatever its result.
+pub const CONSUMER_HANDLING_SECONDS: &str = "shop_consumer_handling_seconds";
+/// Messages of a consumer's stream not yet delivered to it, `{consumer}`
+/// (its lag), from JetStream's consumer info.
+pub const CONSUMER_PENDING: &str = "shop_consumer_pending";
+/// Messages delivered and not yet acknowledged, `{consumer}`.
+pub const CONSUMER_ACK_PENDING: &str = "shop_consumer_ack_pending";
+/// Messages waiting for a redelivery after a transient failure,
+/// `{consumer}`: stays up while a dependency is down.
+pub const CONSUMER_WAITING_RETRY: &str = "shop_consumer_waiting_retry";
+
+/// Outbox rows not yet published, `{service}`.
+pub const OUTBOX_PENDING_ROWS: &str = "shop_outbox_pending_rows";
+/// Age of the oldest unpublished outbox row, `{service}`.
+pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "shop_outbox_oldest_age_seconds";
+/// Time to publish one batch and have its PubAcks, `{service}`.
+pub const OUTBOX_PUBLISH_SECONDS: &str = "shop_outbox_publish_seconds";
+/// Events published from an outbox, `{service}`.
+pub const OUTBOX_PUBLISHED: &str = "shop_outbox_published_total";
+/// Outbox rows whose publishing failed (to be tried again), `{service}`.
+pub const OUTBOX_PUBLISH_FAILURES: &str = "shop_outbox_publish_failures_total";
+
+/// Messages parked on the DLQ stream.
+pub const DLQ_MESSAGES: &str = "shop_dlq_messages";
+
+/// Whether the breaker in front of an upstream is open (1) or not (0),
+/// `{upstream}`.
+pub const UPSTREAM_BREAKER_OPEN: &str = "shop_upstream_breaker_open";
