@@ -33,6 +33,13 @@ pub const OUTBOX_PUBLISHED: &str = "shop_outbox_published_total";
 /// Outbox rows whose publishing failed (to be tried again), `{service}`.
 pub const OUTBOX_PUBLISH_FAILURES: &str = "shop_outbox_publish_failures_total";
 
+/// Orders by what happened to them, `{status, reason}`: `placed`,
+/// `confirmed`, or `cancelled` with its reason (`out_of_stock`, …).
+pub const ORDERS: &str = "shop_orders_total";
+/// Time from an order's placing to its end, `{status}` (`confirmed`,
+/// `cancelled`).
+pub const ORDER_SETTLE_SECONDS: &str = "shop_order_settle_seconds";
+
 /// Messages parked on the DLQ stream.
 pub const DLQ_MESSAGES: &str = "shop_dlq_messages";
 

@@ -188,6 +188,7 @@ impl OrderApi {
             .await
             .map_err(ApiError::internal(ORDERS, "committing the placed order"))?;
         tracing::info!(order_id = %order_id, user, "order placed");
+        saga::count_placed();
         Ok(order)
     }
 }
@@ -278,9 +279,7 @@ impl pb::order_service_server::OrderService for OrderApi {
             .commit(tx)
             .await
             .map_err(ApiError::internal(ORDERS, "committing the cancellation"))?;
-        if matches!(applied, Applied::Moved { .. }) {
-            self.announcer.changed(order_id).await;
-        }
+        saga::committed(&applied, &self.announcer, order_id).await;
         let order = order.ok_or_else(|| ApiError::NotFound(format!("no order {order_id}")))?;
         Ok(Response::new(to_proto(order)))
     }

@@ -66,8 +66,7 @@ async fn cancel(saga: &Deadline, order_id: Uuid) -> Result<bool, StoreError> {
     let moved = matches!(applied, Applied::Moved { .. });
     if moved {
         tracing::warn!(%order_id, "order cancelled: not settled by its deadline");
-        metrics::counter!("orders_timed_out_total").increment(1);
-        saga.announcer.changed(order_id).await;
     }
+    saga::committed(&applied, &saga.announcer, order_id).await;
     Ok(moved)
 }

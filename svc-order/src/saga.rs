@@ -9,6 +9,7 @@ use shop_runtime::{
     event::IncomingEvent,
     inbox,
     outbox::Outbox,
+    series,
     values::timestamp,
 };
 use sqlx::{PgConnection, PgPool};
@@ -25,7 +26,11 @@ pub const PAYMENTS_CONSUMER: &str = "order-payments";
 /// The outcome of applying a trigger to an order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    Moved { from: Status, to: Status },
+    Moved {
+        from: Status,
+        to: Status,
+        placed_at: chrono::DateTime<chrono::Utc>,
+    },
     Ignored,
     Refused(&'static str),
     Missing,
@@ -97,7 +102,35 @@ pub async fn apply(
         }
         Status::Pending | Status::Reserved => {}
     }
-    Ok(Applied::Moved { from, to })
+    Ok(Applied::Moved {
+        from,
+        to,
+        placed_at: order.created_at,
+    })
+}
+
+/// What follows the commit of an applied trigger: watchers of a moved order
+/// are told, and a settled order is counted and timed
+/// ([`series::ORDERS`], [`series::ORDER_SETTLE_SECONDS`]). After the
+/// commit, so a transaction that fails counts nothing.
+pub(crate) async fn committed(applied: &Applied, announcer: &crate::watch::Announcer, order_id: Uuid) {
+    let Applied::Moved { to, placed_at, .. } = applied else {
+        return;
+    };
+    announcer.changed(order_id).await;
+    let (status, reason) = match to {
+        Status::Confirmed => ("confirmed", ""),
+        Status::Cancelled(reason) => ("cancelled", reason.as_str()),
+        Status::Pending | Status::Reserved => return,
+    };
+    metrics::counter!(series::ORDERS, "status" => status, "reason" => reason).increment(1);
+    let took = (chrono::Utc::now() - *placed_at).to_std().unwrap_or_default();
+    metrics::histogram!(series::ORDER_SETTLE_SECONDS, "status" => status).record(took.as_secs_f64());
+}
+
+/// Counts an order just placed (after its commit).
+pub(crate) fn count_placed() {
+    metrics::counter!(series::ORDERS, "status" => "placed", "reason" => "").increment(1);
 }
 
 pub struct OrderSaga {
@@ -159,15 +192,13 @@ impl EventHandler for OrderSaga {
         }
         let applied = apply(&mut tx, &self.outbox, id, trigger).await?;
         match applied {
-            Applied::Moved { from, to } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
+            Applied::Moved { from, to, .. } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
             Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),
             Applied::Refused(why) => tracing::warn!(order_id = %id, ?trigger, why, "event refused by state machine"),
             Applied::Missing => return Err(HandleError::Retry(format!("order {id} not found"))),
         }
         self.outbox.commit(tx).await?;
-        if matches!(applied, Applied::Moved { .. }) {
-            self.announcer.changed(id).await;
-        }
+        committed(&applied, &self.announcer, id).await;
         Ok(())
     }
 }

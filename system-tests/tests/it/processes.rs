@@ -108,9 +108,11 @@ async fn every_service_counts_and_times_its_calls_by_method_and_code() -> anyhow
 
     // The saga's side: what svc-order's consumers handled and its outbox
     // published (orders.placed twice, orders.confirmed, orders.cancelled).
-    let order_metrics = eventually("svc-order's outbox to report its four events", || async {
+    let order_metrics = eventually("svc-order to report its four events and two settled orders", || async {
         let (_, text) = stack.admin_get(Service::Order, "/metrics").await?;
-        Ok((series(&text, "shop_outbox_published_total", &[("service", "svc-order")]) == Some(4.0)).then_some(text))
+        let published = series(&text, "shop_outbox_published_total", &[("service", "svc-order")]);
+        let settled = series(&text, "shop_order_settle_seconds_count", &[("status", "cancelled")]);
+        Ok((published == Some(4.0) && settled.is_some()).then_some(text))
     })
     .await?;
     for consumer in ["order-inventory", "order-payments"] {
@@ -149,6 +151,23 @@ async fn every_service_counts_and_times_its_calls_by_method_and_code() -> anyhow
         Some(0.0),
         "nothing parked"
     );
+    let orders = |status: &str, reason: &str| {
+        series(
+            &order_metrics,
+            "shop_orders_total",
+            &[("status", status), ("reason", reason)],
+        )
+    };
+    assert_eq!(orders("placed", ""), Some(2.0));
+    assert_eq!(orders("confirmed", ""), Some(1.0));
+    assert_eq!(orders("cancelled", "payment_declined"), Some(1.0));
+    for status in ["confirmed", "cancelled"] {
+        assert_eq!(
+            series(&order_metrics, "shop_order_settle_seconds_count", &[("status", status)]),
+            Some(1.0),
+            "{status}"
+        );
+    }
 
     // svc-order priced both orders on the catalog: svc-inventory's count.
     let (_, inventory_metrics) = stack.admin_get(Service::Inventory, "/metrics").await?;
