@@ -43,6 +43,18 @@ pub const ORDER_SETTLE_SECONDS: &str = "shop_order_settle_seconds";
 /// Messages parked on the DLQ stream.
 pub const DLQ_MESSAGES: &str = "shop_dlq_messages";
 
+/// Calls the gateway refused for their credentials, `{reason}`: `missing`,
+/// `expired`, `not_yet_valid`, `wrong_audience`, `wrong_issuer`, `invalid`.
+pub const GATEWAY_AUTH_FAILURES: &str = "shop_gateway_auth_failures_total";
+/// Calls the gateway refused over a rate limit, `{limit}`: `user`, `order`
+/// or `anonymous`.
+pub const GATEWAY_RATE_LIMITED: &str = "shop_gateway_rate_limited_total";
+/// Time until the gateway's response headers, `{method}` (a known method
+/// path, or `unknown`).
+pub const GATEWAY_RESPONSE_HEADERS_SECONDS: &str = "shop_gateway_response_headers_seconds";
+/// Time an upstream took to answer the gateway, `{upstream}`.
+pub const GATEWAY_UPSTREAM_RESPONSE_SECONDS: &str = "shop_gateway_upstream_response_seconds";
+
 /// Whether the breaker in front of an upstream is open (1) or not (0),
 /// `{upstream}`.
 pub const UPSTREAM_BREAKER_OPEN: &str = "shop_upstream_breaker_open";

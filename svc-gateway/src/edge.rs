@@ -17,7 +17,10 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
-use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
+use shop_runtime::{
+    identity::{USER_ID_HEADER, USER_ROLES_HEADER},
+    series,
+};
 use tonic::{body::Body, service::Routes};
 use tower::ServiceExt;
 
@@ -224,89 +227,20 @@ impl tower::Service<Request<Body>> for Edge {
                 Ok(response) => response,
                 Err(e) => {
                     tracing::debug!(method = label, error = %e, "refused at the edge");
+                    e.count();
                     e.into_response()
                 }
             };
-            metrics::histogram!("gateway_response_headers_seconds", "method" => label.clone())
+            metrics::histogram!(series::GATEWAY_RESPONSE_HEADERS_SECONDS, "method" => label)
                 .record(started.elapsed().as_secs_f64());
-            let response = match response.headers().get("grpc-status") {
-                // Decided already (trailers-only): count it now.
-                Some(code) => {
-                    count_call(label, code.to_str().unwrap_or("unknown"));
-                    if grpc_web {
-                        status_as_trailers(response)
-                    } else {
-                        response
-                    }
-                }
-                // The status comes at the end of the stream.
-                None => response.map(|body| {
-                    Body::new(CountedOnCompletion {
-                        inner: body,
-                        method: Some(label),
-                    })
-                }),
-            };
-            Ok(response)
+            // Calls are counted by code around the edge (`grpc_metrics`).
+            let decided = response.headers().contains_key("grpc-status");
+            Ok(if decided && grpc_web {
+                status_as_trailers(response)
+            } else {
+                response
+            })
         })
-    }
-}
-
-fn count_call(method: String, grpc_status: &str) {
-    metrics::counter!("gateway_requests_total", "method" => method, "grpc_status" => grpc_status.to_owned())
-        .increment(1);
-}
-
-/// Counts a call under its final status once its response ends (or under
-/// `cancelled` when the client goes away first).
-struct CountedOnCompletion {
-    inner: Body,
-    /// Taken when counted.
-    method: Option<String>,
-}
-
-impl CountedOnCompletion {
-    fn count(&mut self, grpc_status: &str) {
-        if let Some(method) = self.method.take() {
-            count_call(method, grpc_status);
-        }
-    }
-}
-
-impl http_body::Body for CountedOnCompletion {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
-        let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
-                    this.count(code.to_str().unwrap_or("unknown"));
-                }
-            }
-            Some(Err(_)) => this.count("error"),
-            None => this.count("unknown"),
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for CountedOnCompletion {
-    fn drop(&mut self) {
-        self.count("cancelled");
     }
 }
 
@@ -390,7 +324,7 @@ impl EdgeState {
                     // guessing tokens is throttled like anonymous traffic.
                     self.rate_limits
                         .check(RateKey::Peer(peer), false)
-                        .map_err(|retry_after| Error::RateLimited { retry_after })?;
+                        .map_err(Error::rate_limited)?;
                     return Err(rejection.into());
                 }
             },
@@ -404,7 +338,7 @@ impl EdgeState {
         };
         self.rate_limits
             .check(rate_key, route.creates_order)
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+            .map_err(Error::rate_limited)?;
 
         // A declared length over the limit is refused before any upstream work.
         let limit = self.settings.max_message_bytes;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shop_runtime::series;
 use tonic::{Status, body::Body, metadata::MetadataValue};
 
 use crate::authentication::Rejection;
@@ -29,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(&'static str),
     #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis())]
-    RateLimited { retry_after: Duration },
+    RateLimited { limit: &'static str, retry_after: Duration },
     #[error("request message larger than {limit} bytes")]
     MessageTooLarge { limit: usize },
     /// The upstream is down or its circuit breaker is open.
@@ -48,7 +49,7 @@ impl From<Error> for Status {
             Error::NotGrpc(_) => Status::invalid_argument(e.to_string()),
             Error::MissingCredentials(_) | Error::BadToken(_) => Status::unauthenticated(e.to_string()),
             Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
-            Error::RateLimited { retry_after } => {
+            Error::RateLimited { retry_after, .. } => {
                 // Round up: a client that waits exactly this long must pass.
                 let millis = retry_after.as_micros().div_ceil(1000).max(1);
                 let mut status = Status::resource_exhausted(format!("rate limit exceeded; retry in {millis} ms"));
@@ -88,6 +89,33 @@ pub enum StartError {
 }
 
 impl Error {
+    pub fn rate_limited(refused: crate::rate_limits::Refused) -> Self {
+        Self::RateLimited {
+            limit: refused.limit,
+            retry_after: refused.retry_after,
+        }
+    }
+
+    /// Counts a refusal an operator watches for: credentials refused
+    /// ([`series::GATEWAY_AUTH_FAILURES`]) or a rate limit hit
+    /// ([`series::GATEWAY_RATE_LIMITED`]).
+    pub fn count(&self) {
+        let reason = match self {
+            Error::RateLimited { limit, .. } => {
+                metrics::counter!(series::GATEWAY_RATE_LIMITED, "limit" => *limit).increment(1);
+                return;
+            }
+            Error::MissingCredentials(_) => "missing",
+            Error::BadToken(Rejection::Expired) => "expired",
+            Error::BadToken(Rejection::NotYetValid) => "not_yet_valid",
+            Error::BadToken(Rejection::WrongAudience) => "wrong_audience",
+            Error::BadToken(Rejection::WrongIssuer) => "wrong_issuer",
+            Error::BadToken(Rejection::Invalid(_)) => "invalid",
+            _ => return,
+        };
+        metrics::counter!(series::GATEWAY_AUTH_FAILURES, "reason" => reason).increment(1);
+    }
+
     /// A complete trailers-only gRPC response for this error.
     pub fn into_response(self) -> http::Response<Body> {
         // gRPC asks for 415 on a wrong content-type so that plain HTTP clients
@@ -108,6 +136,7 @@ mod tests {
     #[test]
     fn rate_limit_carries_the_retry_hint_rounded_up() {
         let status = Status::from(Error::RateLimited {
+            limit: "user",
             retry_after: Duration::from_micros(1500),
         });
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);

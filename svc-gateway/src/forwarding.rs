@@ -139,7 +139,7 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
         }
         answer = tokio::time::timeout(plan.deadline, call) => answer,
     };
-    metrics::histogram!("gateway_upstream_response_seconds", "upstream" => upstream.name)
+    metrics::histogram!(shop_runtime::series::GATEWAY_UPSTREAM_RESPONSE_SECONDS, "upstream" => upstream.name)
         .record(started.elapsed().as_secs_f64());
     // Expired deadlines count against the upstream only when they were the
     // gateway's own: a client in a hurry says nothing about its health. The

@@ -20,6 +20,14 @@ use crate::config::{Rate, RateLimitSettings};
 /// once a second), instead of waiting for the periodic one.
 pub const EAGER_EVICTION_KEYS: usize = 100_000;
 
+/// A call over a limit: which one (`user`, `order`, `anonymous`) and when
+/// a call would pass again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub limit: &'static str,
+    pub retry_after: Duration,
+}
+
 /// Who a call is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateKey<'a> {
@@ -66,25 +74,28 @@ impl RateLimits {
         }
     }
 
-    /// Counts one call; `Err` says how long until one would pass.
-    pub fn check(&self, key: RateKey<'_>, creates_order: bool) -> Result<(), Duration> {
+    /// Counts one call; `Err` names the limit that refused it and how long
+    /// until one would pass.
+    pub fn check(&self, key: RateKey<'_>, creates_order: bool) -> Result<(), Refused> {
         self.evict_if_flooded();
         match key {
             RateKey::User(user) => {
                 let user = user.to_owned();
                 if creates_order {
-                    self.order
-                        .check_key(&user)
-                        .map_err(|denied| denied.wait_time_from(self.order.clock().now()))?;
+                    self.order.check_key(&user).map_err(|denied| Refused {
+                        limit: "order",
+                        retry_after: denied.wait_time_from(self.order.clock().now()),
+                    })?;
                 }
-                self.user
-                    .check_key(&user)
-                    .map_err(|denied| denied.wait_time_from(self.user.clock().now()))
+                self.user.check_key(&user).map_err(|denied| Refused {
+                    limit: "user",
+                    retry_after: denied.wait_time_from(self.user.clock().now()),
+                })
             }
-            RateKey::Peer(ip) => self
-                .anonymous
-                .check_key(&peer_bucket(ip))
-                .map_err(|denied| denied.wait_time_from(self.anonymous.clock().now())),
+            RateKey::Peer(ip) => self.anonymous.check_key(&peer_bucket(ip)).map_err(|denied| Refused {
+                limit: "anonymous",
+                retry_after: denied.wait_time_from(self.anonymous.clock().now()),
+            }),
         }
     }
 
@@ -159,8 +170,10 @@ mod tests {
         for _ in 0..3 {
             assert!(limits.check(RateKey::User("alice"), false).is_ok());
         }
-        let wait = limits.check(RateKey::User("alice"), false).expect_err("over the burst");
+        let refused = limits.check(RateKey::User("alice"), false).expect_err("over the burst");
+        let wait = refused.retry_after;
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert_eq!(refused.limit, "user");
         assert!(limits.check(RateKey::User("bob"), false).is_ok());
     }
 
@@ -169,7 +182,10 @@ mod tests {
         let limits = limits(rate(100, 100), rate(1, 2), rate(1, 1));
         assert!(limits.check(RateKey::User("alice"), true).is_ok());
         assert!(limits.check(RateKey::User("alice"), true).is_ok());
-        assert!(limits.check(RateKey::User("alice"), true).is_err());
+        assert_eq!(
+            limits.check(RateKey::User("alice"), true).map_err(|r| r.limit),
+            Err("order")
+        );
         // Other calls of the same user still pass.
         assert!(limits.check(RateKey::User("alice"), false).is_ok());
     }

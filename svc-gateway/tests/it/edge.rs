@@ -267,6 +267,17 @@ async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
         );
         let status = refused_place(&mut orders, "spoof", "no token").await;
         assert_eq!(status.code(), Code::Unauthenticated);
+
+        // Each refusal is counted by why, and every call by method and code.
+        let (_, metrics) = shop_infra::http_get(gateway.admin_addr, "/metrics").await.expect("metrics");
+        for reason in ["missing", "expired", "invalid"] {
+            let line = format!("shop_gateway_auth_failures_total{{reason=\"{reason}\"}}");
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
+        assert!(
+            metrics.contains(r#"grpc_server_handled_total{grpc_service="shop.order.v1.OrderService",grpc_method="PlaceOrder",grpc_code="Unauthenticated"}"#),
+            "{metrics}"
+        );
     })
     .await;
 }
@@ -459,6 +470,14 @@ async fn bursts_over_the_limit_get_resource_exhausted_with_a_retry_hint_per_user
             .list_products(ListProductsRequest::default())
             .await
             .expect("other calls of the same user still pass");
+
+        let (_, metrics) = shop_infra::http_get(gateway.admin_addr, "/metrics")
+            .await
+            .expect("metrics");
+        for limit in ["user", "order"] {
+            let line = format!("shop_gateway_rate_limited_total{{limit=\"{limit}\"}}");
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
     })
     .await;
 }
