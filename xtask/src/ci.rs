@@ -51,6 +51,20 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         println!("==> buf breaking: skipped, no `main` branch with a proto/ directory to compare against");
     }
 
+    // The Prometheus configuration and the alerts, each alert against its
+    // unit tests.
+    let prometheus = root.join("deploy").join("prometheus");
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "alerts.yml"],
+        &["test", "rules", "alerts_test.yml"],
+    ] {
+        step(
+            &format!("promtool {}", args.join(" ")),
+            Command::new(&tools.promtool).args(args).current_dir(&prometheus),
+        )?;
+    }
+
     step_fn("storefront: generated code is current", crate::web::check_generated)?;
     step_fn("storefront: types", crate::web::typecheck)?;
     println!("==> storefront: browser tests");

