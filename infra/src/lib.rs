@@ -31,4 +31,4 @@ pub mod throwaway;
 pub use infra::free_port;
 pub use postgres::{Postgres, fresh_database};
 pub use probe::http_get;
-pub use throwaway::{NatsServer, RedisServer};
+pub use throwaway::{NatsServer, PostgresServer, RedisServer};

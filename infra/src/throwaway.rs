@@ -1,8 +1,10 @@
-//! A nats-server or a Redis per caller: a real process on a free port, its
-//! data in a temporary directory, stopped and restarted on the same port
-//! and data to simulate an outage and the recovery from it.
+//! A nats-server, a Redis or a PostgreSQL per caller: a real process on a
+//! free port, its data in a temporary directory, stopped and restarted on
+//! the same port and data to simulate an outage and the recovery from it.
+//! (Most tests share one PostgreSQL per process, [`crate::fresh_database`];
+//! a test that stops the database needs one of its own.)
 
-use std::{future::Future, marker::PhantomData, path::PathBuf};
+use std::{future::Future, marker::PhantomData, os::unix::fs::PermissionsExt, path::Path, path::PathBuf};
 
 use anyhow::Context;
 use tempfile::TempDir;
@@ -19,6 +21,10 @@ pub trait Kind {
     /// The data directory's name inside the temporary directory.
     const DATA: &'static str;
     fn spawn(data: PathBuf, port: u16) -> impl Future<Output = anyhow::Result<ServerProcess>> + Send;
+    /// Readies the temporary directory before the first start.
+    fn prepare(_dir: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// nats-server with JetStream (the project's `nats/nats-server.conf`).
@@ -44,6 +50,22 @@ impl Kind for Redis {
     }
 }
 
+/// PostgreSQL with test settings, all to itself.
+pub enum Pg {}
+
+impl Kind for Pg {
+    const PROGRAM: &'static str = "postgres";
+    const DATA: &'static str = "data";
+    async fn spawn(data: PathBuf, port: u16) -> anyhow::Result<ServerProcess> {
+        infra::spawn_postgres(&data, port, Purpose::Test, None).await
+    }
+    /// Searchable by the `postgres` user, which runs the server when the
+    /// tests run as root.
+    fn prepare(dir: &Path) -> anyhow::Result<()> {
+        Ok(std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?)
+    }
+}
+
 /// A server of kind `K` for one caller. Dropping it stops the server and
 /// deletes its data.
 pub struct Server<K: Kind> {
@@ -62,12 +84,16 @@ pub type NatsServer = Server<Nats>;
 /// A Redis server on a free port, without persistence.
 pub type RedisServer = Server<Redis>;
 
+/// A PostgreSQL server of one test's own, for a test that stops it.
+pub type PostgresServer = Server<Pg>;
+
 impl<K: Kind> Server<K> {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shop-test-{}-", K::PROGRAM))
             .tempdir()
             .context("creating a temporary directory")?;
+        K::prepare(dir.path())?;
         let mut attempt = 1;
         loop {
             let port = infra::free_port();
@@ -125,6 +151,13 @@ impl Server<Nats> {
     /// `nats://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         infra::nats_url(self.port)
+    }
+}
+
+impl Server<Pg> {
+    /// The maintenance database, `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        infra::postgres_url(self.port)
     }
 }
 

@@ -71,7 +71,7 @@ pub struct Host {
     service: &'static ServiceSpec,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    readiness: Vec<ReadinessCheck>,
+    readiness: Vec<(&'static str, ReadinessCheck)>,
     consumers: Vec<String>,
 }
 
@@ -103,16 +103,19 @@ impl Host {
         let pool = db::connect(settings.url.expose(), settings.max_connections, settings.limits).await?;
         db::migrate(&pool, migrations).await?;
         let probe = pool.clone();
-        self.ready_when(Arc::new(move || {
-            let pool = probe.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "database unreachable".to_owned())
-            })
-        }));
+        self.ready_when(
+            "database",
+            Arc::new(move || {
+                let pool = probe.clone();
+                Box::pin(async move {
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(drop)
+                        .map_err(|_| "database unreachable".to_owned())
+                })
+            }),
+        );
         Ok(pool)
     }
 
@@ -122,16 +125,19 @@ impl Host {
         topology::ensure_streams(&js).await?;
         self.spawn(crate::dlq::report_depth(js.clone(), self.shutdown()));
         let probe = nats.clone();
-        self.ready_when(Arc::new(move || {
-            let connected = probe.connection_state() == async_nats::connection::State::Connected;
-            Box::pin(async move {
-                if connected {
-                    Ok(())
-                } else {
-                    Err("NATS disconnected".to_owned())
-                }
-            })
-        }));
+        self.ready_when(
+            "NATS",
+            Arc::new(move || {
+                let connected = probe.connection_state() == async_nats::connection::State::Connected;
+                Box::pin(async move {
+                    if connected {
+                        Ok(())
+                    } else {
+                        Err("NATS disconnected".to_owned())
+                    }
+                })
+            }),
+        );
         Ok(Bus {
             nats,
             js,
@@ -139,9 +145,10 @@ impl Host {
         })
     }
 
-    /// Adds a readiness check; `/readyz` is ready when all of them are.
-    pub fn ready_when(&mut self, check: ReadinessCheck) {
-        self.readiness.push(check);
+    /// Adds a readiness check of `what` (a dependency, named in `/readyz`
+    /// when it does not answer in time); ready when all of them are.
+    pub fn ready_when(&mut self, what: &'static str, check: ReadinessCheck) {
+        self.readiness.push((what, check));
     }
 
     pub fn shutdown(&self) -> CancellationToken {
@@ -237,16 +244,23 @@ impl Host {
     }
 }
 
+/// How long one readiness check may take: a dependency that hangs (a
+/// frozen database) is as unready as one that refuses, and a probe must
+/// not hang with it.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ready when every check is; otherwise names everything that is not.
-fn all_of(checks: Vec<ReadinessCheck>) -> ReadinessCheck {
-    let checks: Arc<[ReadinessCheck]> = checks.into();
+fn all_of(checks: Vec<(&'static str, ReadinessCheck)>) -> ReadinessCheck {
+    let checks: Arc<[(&'static str, ReadinessCheck)]> = checks.into();
     Arc::new(move || {
         let checks = checks.clone();
         Box::pin(async move {
             let mut problems = Vec::new();
-            for check in checks.iter() {
-                if let Err(problem) = check().await {
-                    problems.push(problem);
+            for (what, check) in checks.iter() {
+                match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(problem)) => problems.push(problem),
+                    Err(_) => problems.push(format!("{what} gave no answer within {CHECK_TIMEOUT:?}")),
                 }
             }
             if problems.is_empty() {

@@ -51,7 +51,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
     )
     .map_err(|e| HostError::setup("redis client", e))?;
-    host.ready_when(redis_answers(carts.clone()));
+    host.ready_when("redis", redis_answers(carts.clone()));
     let bus = host.nats(&config.messaging).await?;
     let saga = saga::CartOrders { carts: carts.clone() };
     host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, saga).await?;

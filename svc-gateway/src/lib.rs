@@ -161,16 +161,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // Ready once it can verify tokens; upstream trouble shows in gRPC health
     // per service instead, so one dead service does not take the edge out of
     // a load balancer.
-    host.ready_when(Arc::new(move || {
-        let has_keys = verifier.has_keys();
-        Box::pin(async move {
-            if has_keys {
-                Ok(())
-            } else {
-                Err("token signing keys not loaded".to_owned())
-            }
-        })
-    }));
+    host.ready_when(
+        "signing keys",
+        Arc::new(move || {
+            let has_keys = verifier.has_keys();
+            Box::pin(async move {
+                if has_keys {
+                    Ok(())
+                } else {
+                    Err("token signing keys not loaded".to_owned())
+                }
+            })
+        }),
+    );
     let cors = server::cors_layer(&config.cors);
     let storefront = config.storefront_dir.as_ref().map(|dir| {
         tracing::info!(dir = %dir.display(), "serving the storefront");

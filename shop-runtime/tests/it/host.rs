@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shop_infra::{NatsServer, fresh_database, http_get};
+use shop_infra::{NatsServer, PostgresServer, fresh_database, http_get};
 use shop_runtime::{
     CancellationToken, Listeners,
     config::{DatabaseSettings, EnvReader, MessagingSettings},
@@ -66,9 +66,10 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
         .await?;
     let bus = host.nats(&messaging).await?;
     host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
-    host.ready_when(std::sync::Arc::new(|| {
-        Box::pin(async { Err("the outage switch is on".to_owned()) })
-    }));
+    host.ready_when(
+        "the outage switch",
+        std::sync::Arc::new(|| Box::pin(async { Err("the outage switch is on".to_owned()) })),
+    );
     let listeners = Listeners::ephemeral().await?;
     let admin = listeners.admin.local_addr()?;
     let (router, _) = grpc::router_with_basics(&[])?;
@@ -86,6 +87,49 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(body, "not ready: NATS disconnected; the outage switch is on\n");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), serving).await???;
+    Ok(())
+}
+
+#[tokio::test]
+async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let mut postgres = PostgresServer::start().await?;
+    let mut env = EnvReader::from_map([("NATS_URL", nats.url()), ("DATABASE_URL", postgres.url())]);
+    let (database, messaging) = (DatabaseSettings::read(&mut env), MessagingSettings::read(&mut env));
+    env.finish()?;
+    let shutdown = CancellationToken::new();
+    let mut host = Host::new(&registry::NOTIFY, shutdown.clone());
+    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
+        .await?;
+    let bus = host.nats(&messaging).await?;
+    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    let listeners = Listeners::ephemeral().await?;
+    let admin = listeners.admin.local_addr()?;
+    let (router, _) = grpc::router_with_basics(&[])?;
+    let serving = tokio::spawn(host.serve(router, listeners));
+
+    let ready = |expected: u16| async move {
+        for _ in 0..100 {
+            let (code, body) = http_get(admin, "/readyz").await?;
+            if code == expected {
+                return anyhow::Ok(body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("/readyz never answered {expected}")
+    };
+    assert_eq!(ready(200).await?, "ready\n");
+    postgres.stop().await;
+    // Refused, or no answer within the check's bound: either way it names
+    // the database, and the probe does not hang with it.
+    let unready = ready(503).await?;
+    assert!(unready.starts_with("not ready: database "), "{unready}");
+    assert_eq!(http_get(admin, "/livez").await?.0, 200, "the process is alive");
+    postgres.restart().await?;
+    assert_eq!(ready(200).await?, "ready\n", "ready again, without a restart");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), serving).await???;
