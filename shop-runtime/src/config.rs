@@ -210,11 +210,25 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     n.checked_mul(unit_ms).map(Duration::from_millis)
 }
 
-/// Log output format.
+/// Log output format: `text` for a person at a terminal, `json` for a log
+/// pipeline, `auto` (the default) picks `text` when standard output is a
+/// terminal and `json` otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+    Auto,
+}
+
+impl LogFormat {
+    /// `Text` or `Json`, deciding `Auto` by whether stdout is a terminal.
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Auto if std::io::IsTerminal::is_terminal(&std::io::stdout()) => Self::Text,
+            Self::Auto => Self::Json,
+            chosen => chosen,
+        }
+    }
 }
 
 impl FromStr for LogFormat {
@@ -223,6 +237,7 @@ impl FromStr for LogFormat {
         match s {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
+            "auto" => Ok(Self::Auto),
             other => Err(format!("unknown log format {other:?}")),
         }
     }
@@ -235,7 +250,8 @@ pub struct ServiceBasics {
     pub grpc_addr: SocketAddr,
     /// Where `/livez`, `/readyz` and `/metrics` are served (`ADMIN_LISTEN_ADDR`).
     pub admin_addr: SocketAddr,
-    /// `LOG_FORMAT`: `text` (default) or `json`.
+    /// `LOG_FORMAT`: `auto` (default: text at a terminal, JSON otherwise),
+    /// `text` or `json`.
     pub log_format: LogFormat,
 }
 
@@ -246,7 +262,7 @@ impl ServiceBasics {
         Self {
             grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", any(service.grpc_port)),
             admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", any(service.admin_port)),
-            log_format: env.or("LOG_FORMAT", LogFormat::Text, "text or json"),
+            log_format: env.or("LOG_FORMAT", LogFormat::Auto, "auto, text or json"),
         }
     }
 }
@@ -413,6 +429,19 @@ mod tests {
         assert_eq!(env.count::<usize>("C", 1), 2);
         assert_eq!(env.count::<i32>("D", 3), 3);
         assert_eq!(env.problems, ["A must be longer than 0s", "B=0 must be at least 1"]);
+    }
+
+    #[test]
+    fn logs_are_json_unless_a_person_reads_them_at_a_terminal() {
+        let mut env = EnvReader::from_map([("GRPC_LISTEN_ADDR", "127.0.0.1:1")]);
+        assert_eq!(
+            ServiceBasics::read(&mut env, &crate::registry::ORDER).log_format,
+            LogFormat::Auto
+        );
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::Text.resolve(), LogFormat::Text, "asked for is kept");
+        // Tests run with stdout captured: not a terminal.
+        assert_ne!(LogFormat::Auto.resolve(), LogFormat::Auto);
     }
 
     #[test]

@@ -266,9 +266,13 @@ async fn process<H: EventHandler>(
                 .as_deref()
                 .and_then(TraceContext::parse)
                 .map_or_else(TraceContext::root, TraceContext::child);
+            // Every subject ends in its order's id (`orders.placed.<id>`):
+            // each line of the handling names the order.
+            let order_id = subject.rsplit('.').next().unwrap_or_default();
             let span = tracing::info_span!(
                 "event",
                 consumer,
+                order_id,
                 subject = %subject,
                 event_id = %event.event_id,
                 trace_id = %context.trace_id(),
