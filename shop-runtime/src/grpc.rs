@@ -79,6 +79,23 @@ pub async fn serve(
     router.serve_with_incoming_shutdown(incoming(listener), shutdown).await
 }
 
+/// A channel to another service whose calls continue the caller's trace.
+pub type TracedChannel = tower::util::MapRequest<
+    tonic::transport::Channel,
+    fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
+>;
+
+/// Sets `traceparent` to a child of the trace the call is made in (none
+/// outside one), so svc-cart → svc-order → catalog is one trace.
+fn with_traceparent(mut request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
+    if let Some(context) = crate::trace::TraceContext::current()
+        && let Ok(value) = http::HeaderValue::from_str(&context.child().to_string())
+    {
+        request.headers_mut().insert("traceparent", value);
+    }
+    request
+}
+
 /// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling another service may take
 /// (default 250ms), so an unreachable host fails fast.
 pub fn read_connect_timeout(env: &mut EnvReader) -> Duration {
@@ -117,17 +134,21 @@ impl UpstreamSettings {
     }
 
     /// A channel to the upstream at `url` (dialled on first use,
-    /// reconnecting after failures) and the breaker in front of it.
+    /// reconnecting after failures) that carries the caller's trace, and the
+    /// breaker in front of it.
     pub fn client(
         &self,
         upstream: &'static str,
         url: &str,
-    ) -> Result<(tonic::transport::Channel, crate::breaker::CircuitBreaker), tonic::transport::Error> {
+    ) -> Result<(TracedChannel, crate::breaker::CircuitBreaker), tonic::transport::Error> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
             .connect_timeout(self.connect_timeout.min(self.timeout))
             .timeout(self.timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok((channel, self.breaker.breaker(upstream)))
+        let traced = tower::ServiceBuilder::new()
+            .map_request(with_traceparent as fn(_) -> _)
+            .service(channel);
+        Ok((traced, self.breaker.breaker(upstream)))
     }
 }

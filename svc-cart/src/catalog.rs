@@ -5,16 +5,16 @@
 use shop_proto::catalog::v1::{GetProductRequest, catalog_service_client::CatalogServiceClient};
 use shop_runtime::{
     api_error::ApiError,
+    breaker::CircuitBreaker,
+    grpc::{TracedChannel, UpstreamSettings},
     values::{Money, Sku},
 };
-use tonic::{Code, transport::Channel};
-
-use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings};
+use tonic::Code;
 
 use crate::{carts::Product, error::catalog_unavailable};
 
 pub(crate) struct Catalog {
-    client: CatalogServiceClient<Channel>,
+    client: CatalogServiceClient<TracedChannel>,
     breaker: CircuitBreaker,
 }
 

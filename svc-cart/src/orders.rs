@@ -2,16 +2,15 @@
 //! caller's identity metadata and a deadline, behind a circuit breaker.
 
 use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
-use shop_runtime::identity::{USER_ID_HEADER, USER_ROLES_HEADER};
-use tonic::{Request, Status, metadata::MetadataMap, transport::Channel};
-
 use shop_runtime::{
     breaker::{BreakerOpen, CircuitBreaker},
-    grpc::UpstreamSettings,
+    grpc::{TracedChannel, UpstreamSettings},
+    identity::{USER_ID_HEADER, USER_ROLES_HEADER},
 };
+use tonic::{Request, Status, metadata::MetadataMap};
 
 pub(crate) struct Orders {
-    client: OrderServiceClient<Channel>,
+    client: OrderServiceClient<TracedChannel>,
     breaker: CircuitBreaker,
 }
 

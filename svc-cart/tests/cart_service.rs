@@ -858,3 +858,38 @@ async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_appl
     assert_eq!(store.get(&alice).await?.lines.len(), 1, "nothing taken");
     Ok(())
 }
+
+/// The caller's trace goes through svc-cart to svc-order and on into the
+/// events of the order: one checkout, one trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_continues_the_callers_trace_into_the_orders_events() -> TestResult {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let shop = Shop::start().await?;
+    let mut cart = shop.cart("tracy").await?;
+    add(&mut cart, MUG, 1).await?;
+    let mut request = tonic::Request::new(CheckoutRequest {
+        idempotency_key: "traced-1".into(),
+        payment_method: "pm_card_ok".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01").parse()?);
+    let order = cart.checkout(request).await?.into_inner();
+
+    let js = shop.stack.jetstream().await?;
+    let placed = js
+        .get_stream("ORDERS")
+        .await?
+        .get_last_raw_message_by_subject(&format!("orders.placed.{}", order.order_id))
+        .await?;
+    let traceparent = placed
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "orders.placed carries {traceparent:?}"
+    );
+    Ok(())
+}

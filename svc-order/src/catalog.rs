@@ -5,14 +5,17 @@
 use std::sync::Arc;
 
 use shop_proto::catalog::v1::{ListProductsRequest, catalog_service_client::CatalogServiceClient};
-use shop_runtime::{breaker::CircuitBreaker, grpc::UpstreamSettings, values::Money};
-use tonic::transport::Channel;
+use shop_runtime::{
+    breaker::CircuitBreaker,
+    grpc::{TracedChannel, UpstreamSettings},
+    values::Money,
+};
 
 use crate::domain::CatalogPrice;
 
 #[derive(Clone)]
 pub(crate) struct Catalog {
-    client: CatalogServiceClient<Channel>,
+    client: CatalogServiceClient<TracedChannel>,
     breaker: Arc<CircuitBreaker>,
 }
 
