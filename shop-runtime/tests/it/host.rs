@@ -22,10 +22,35 @@ fn ignore() -> Scripted {
 }
 
 async fn settings(nats: &NatsServer) -> anyhow::Result<(DatabaseSettings, MessagingSettings)> {
-    let mut env = EnvReader::from_map([("NATS_URL", nats.url()), ("DATABASE_URL", fresh_database().await?)]);
+    settings_for(nats, fresh_database().await?)
+}
+
+fn settings_for(nats: &NatsServer, database_url: String) -> anyhow::Result<(DatabaseSettings, MessagingSettings)> {
+    let mut env = EnvReader::from_map([("NATS_URL", nats.url()), ("DATABASE_URL", database_url)]);
     let settings = (DatabaseSettings::read(&mut env), MessagingSettings::read(&mut env));
     env.finish()?;
     Ok(settings)
+}
+
+/// svc-notify's parts (its database, NATS, its consumer) on a host.
+async fn notify_host(
+    (database, messaging): (DatabaseSettings, MessagingSettings),
+    shutdown: CancellationToken,
+) -> anyhow::Result<Host> {
+    let mut host = Host::new(&registry::NOTIFY, shutdown);
+    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
+        .await?;
+    let bus = host.nats(&messaging).await?;
+    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    Ok(host)
+}
+
+/// Serves `host` in a task; returns its admin address and the task.
+async fn serve(host: Host) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<Result<(), HostError>>)> {
+    let listeners = Listeners::ephemeral().await?;
+    let admin = listeners.admin.local_addr()?;
+    let (router, _) = grpc::router_with_basics(&[])?;
+    Ok((admin, tokio::spawn(host.serve(router, listeners))))
 }
 
 #[tokio::test]
@@ -59,21 +84,13 @@ async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -
 #[tokio::test]
 async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow::Result<()> {
     let mut nats = NatsServer::start().await?;
-    let (database, messaging) = settings(&nats).await?;
     let shutdown = CancellationToken::new();
-    let mut host = Host::new(&registry::NOTIFY, shutdown.clone());
-    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
-        .await?;
-    let bus = host.nats(&messaging).await?;
-    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    let mut host = notify_host(settings(&nats).await?, shutdown.clone()).await?;
     host.ready_when(
         "the outage switch",
         std::sync::Arc::new(|| Box::pin(async { Err("the outage switch is on".to_owned()) })),
     );
-    let listeners = Listeners::ephemeral().await?;
-    let admin = listeners.admin.local_addr()?;
-    let (router, _) = grpc::router_with_basics(&[])?;
-    let serving = tokio::spawn(host.serve(router, listeners));
+    let (admin, serving) = serve(host).await?;
 
     let (code, body) = http_get(admin, "/readyz").await?;
     assert_eq!((code, body.as_str()), (503, "not ready: the outage switch is on\n"));
@@ -97,19 +114,9 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
 async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let mut postgres = PostgresServer::start().await?;
-    let mut env = EnvReader::from_map([("NATS_URL", nats.url()), ("DATABASE_URL", postgres.url())]);
-    let (database, messaging) = (DatabaseSettings::read(&mut env), MessagingSettings::read(&mut env));
-    env.finish()?;
     let shutdown = CancellationToken::new();
-    let mut host = Host::new(&registry::NOTIFY, shutdown.clone());
-    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
-        .await?;
-    let bus = host.nats(&messaging).await?;
-    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
-    let listeners = Listeners::ephemeral().await?;
-    let admin = listeners.admin.local_addr()?;
-    let (router, _) = grpc::router_with_basics(&[])?;
-    let serving = tokio::spawn(host.serve(router, listeners));
+    let host = notify_host(settings_for(&nats, postgres.url())?, shutdown.clone()).await?;
+    let (admin, serving) = serve(host).await?;
 
     let ready = |expected: u16| async move {
         for _ in 0..100 {
