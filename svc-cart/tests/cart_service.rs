@@ -876,12 +876,21 @@ async fn a_checkout_continues_the_callers_trace_into_the_orders_events() -> Test
         .insert("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01").parse()?);
     let order = cart.checkout(request).await?.into_inner();
 
+    // The relay publishes right after the commit, a moment after the answer.
     let js = shop.stack.jetstream().await?;
-    let placed = js
-        .get_stream("ORDERS")
-        .await?
-        .get_last_raw_message_by_subject(&format!("orders.placed.{}", order.order_id))
-        .await?;
+    let subject = format!("orders.placed.{}", order.order_id);
+    let placed = eventually("orders.placed on the stream", || {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            Ok(js
+                .get_stream("ORDERS")
+                .await?
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .ok())
+        }
+    })
+    .await?;
     let traceparent = placed
         .headers
         .get("traceparent")
