@@ -73,6 +73,7 @@ pub struct Host {
     tasks: JoinSet<()>,
     readiness: Vec<(&'static str, ReadinessCheck)>,
     consumers: Vec<String>,
+    health: Option<tonic_health::server::HealthReporter>,
 }
 
 /// The NATS part: a connection whose streams are ensured.
@@ -94,6 +95,7 @@ impl Host {
             tasks: JoinSet::new(),
             readiness: Vec::new(),
             consumers: Vec::new(),
+            health: None,
         }
     }
 
@@ -195,8 +197,16 @@ impl Host {
     }
 
     /// Serves the admin port and `router` on the gRPC port until shutdown,
-    /// then stops every task and returns.
-    pub async fn serve(self, router: grpc::ServiceRouter, listeners: Listeners) -> Result<(), HostError> {
+    /// then stops every task and returns. gRPC health (`health`, of the
+    /// router) follows readiness: each of the service's gRPC services, and
+    /// the server as a whole, is SERVING exactly while `/readyz` is ready.
+    pub async fn serve(
+        mut self,
+        router: grpc::ServiceRouter,
+        health: tonic_health::server::HealthReporter,
+        listeners: Listeners,
+    ) -> Result<(), HostError> {
+        self.health = Some(health);
         self.serve_with(listeners, |listener, shutdown| async move {
             Ok(grpc::serve(router, listener, shutdown.cancelled_owned()).await?)
         })
@@ -230,6 +240,11 @@ impl Host {
             .into());
         }
         let ready = all_of(std::mem::take(&mut self.readiness));
+        if let Some(health) = self.health.take() {
+            let services = self.service.serves;
+            self.tasks
+                .spawn(health_follows(ready.clone(), health, services, self.shutdown.clone()));
+        }
         let admin_shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
             if let Err(e) = admin::serve(listeners.admin, ready, admin_shutdown.cancelled_owned()).await {
@@ -241,6 +256,32 @@ impl Host {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         served
+    }
+}
+
+/// How often gRPC health is brought in line with readiness.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets the gRPC health of `services` and of the server (`""`) from
+/// `ready`, now and every [`HEALTH_EVERY`], until `shutdown`.
+async fn health_follows(
+    ready: ReadinessCheck,
+    health: tonic_health::server::HealthReporter,
+    services: &'static [&'static str],
+    shutdown: CancellationToken,
+) {
+    loop {
+        let status = match ready().await {
+            Ok(()) => tonic_health::ServingStatus::Serving,
+            Err(_) => tonic_health::ServingStatus::NotServing,
+        };
+        for service in services.iter().copied().chain([""]) {
+            health.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_EVERY) => {}
+        }
     }
 }
 

@@ -64,9 +64,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             .map_err(|e| HostError::setup("order client", e))?,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
-    health.set_serving::<CartServiceServer<api::CartApi>>().await;
     let router = router.add_service(CartServiceServer::new(api));
-    host.serve(router, listeners).await
+    host.serve(router, health, listeners).await
 }
 
 /// Ready while Redis answers PING.

@@ -52,10 +52,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let api = api::InventoryApi { pool };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
-    health.set_serving::<CatalogServiceServer<api::InventoryApi>>().await;
-    health.set_serving::<InventoryServiceServer<api::InventoryApi>>().await;
     let router = router
         .add_service(CatalogServiceServer::new(api.clone()))
         .add_service(InventoryServiceServer::new(api));
-    host.serve(router, listeners).await
+    host.serve(router, health, listeners).await
 }

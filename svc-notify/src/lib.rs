@@ -52,7 +52,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn(delivery.resend_until(host.shutdown()));
 
     let (router, health) = grpc::router_with_basics(SERVICES)?;
-    health.set_serving::<NotificationServiceServer<api::NotifyApi>>().await;
     let router = router.add_service(NotificationServiceServer::new(api::NotifyApi { pool }));
-    host.serve(router, listeners).await
+    host.serve(router, health, listeners).await
 }

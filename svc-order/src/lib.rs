@@ -60,7 +60,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         announcer,
     };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
-    health.set_serving::<OrderServiceServer<api::OrderApi>>().await;
     let router = router.add_service(OrderServiceServer::new(api));
-    host.serve(router, listeners).await
+    host.serve(router, health, listeners).await
 }

@@ -45,7 +45,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::CANCELLED_CONSUMER, cancelled).await?;
 
     let (router, health) = grpc::router_with_basics(SERVICES)?;
-    health.set_serving::<PaymentServiceServer<api::PaymentApi>>().await;
     let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
-    host.serve(router, listeners).await
+    host.serve(router, health, listeners).await
 }

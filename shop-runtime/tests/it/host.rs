@@ -47,10 +47,22 @@ async fn notify_host(
 
 /// Serves `host` in a task; returns its admin address and the task.
 async fn serve(host: Host) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<Result<(), HostError>>)> {
+    let (admin, _, serving) = serve_both(host).await?;
+    Ok((admin, serving))
+}
+
+/// [`serve`], with the gRPC address too.
+async fn serve_both(
+    host: Host,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), HostError>>,
+)> {
     let listeners = Listeners::ephemeral().await?;
-    let admin = listeners.admin.local_addr()?;
-    let (router, _) = grpc::router_with_basics(&[])?;
-    Ok((admin, tokio::spawn(host.serve(router, listeners))))
+    let (admin, grpc_addr) = (listeners.admin.local_addr()?, listeners.grpc.local_addr()?);
+    let (router, health) = grpc::router_with_basics(&[])?;
+    Ok((admin, grpc_addr, tokio::spawn(host.serve(router, health, listeners))))
 }
 
 #[tokio::test]
@@ -69,9 +81,9 @@ async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -
         "{err}"
     );
 
-    let (router, _) = grpc::router_with_basics(&[])?;
+    let (router, health) = grpc::router_with_basics(&[])?;
     let err = host
-        .serve(router, Listeners::ephemeral().await?)
+        .serve(router, health, Listeners::ephemeral().await?)
         .await
         .expect_err("notify-orders has no handler");
     assert_eq!(
@@ -116,7 +128,31 @@ async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow
     let mut postgres = PostgresServer::start().await?;
     let shutdown = CancellationToken::new();
     let host = notify_host(settings_for(&nats, postgres.url())?, shutdown.clone()).await?;
-    let (admin, serving) = serve(host).await?;
+    let (admin, grpc_addr, serving) = serve_both(host).await?;
+    // gRPC health of the service's own API follows readiness too.
+    let health_of = || async move {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))?
+            .connect()
+            .await?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "shop.notify.v1.NotificationService".into(),
+            })
+            .await?;
+        anyhow::Ok(answer.into_inner().status)
+    };
+    let health_becomes = |wanted: i32| async move {
+        for _ in 0..100 {
+            if health_of().await? == wanted {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("gRPC health never became {wanted}")
+    };
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
 
     let ready = |expected: u16| async move {
         for _ in 0..100 {
@@ -129,14 +165,17 @@ async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow
         anyhow::bail!("/readyz never answered {expected}")
     };
     assert_eq!(ready(200).await?, "ready\n");
+    health_becomes(SERVING).await?;
     postgres.stop().await;
     // Refused, or no answer within the check's bound: either way it names
     // the database, and the probe does not hang with it.
     let unready = ready(503).await?;
     assert!(unready.starts_with("not ready: database "), "{unready}");
     assert_eq!(http_get(admin, "/livez").await?.0, 200, "the process is alive");
+    health_becomes(NOT_SERVING).await?;
     postgres.restart().await?;
     assert_eq!(ready(200).await?, "ready\n", "ready again, without a restart");
+    health_becomes(SERVING).await?;
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), serving).await???;
