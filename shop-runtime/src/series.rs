@@ -1,6 +1,10 @@
 //! Every metric the platform exports, by name: dashboards and alerts rely
 //! on these names, so they live here once and the code that records them
 //! uses the constants. Label values are bounded (no order or user ids).
+//!
+//! What a gRPC series already says is not said twice: a checkout on
+//! svc-cart, or a WatchOrder refused for the cap, is
+//! [`GRPC_HANDLED`] with its method and code.
 
 /// gRPC calls answered, `{grpc_service, grpc_method, grpc_code}`
 /// ([`crate::grpc_metrics`]).
@@ -39,6 +43,12 @@ pub const ORDERS: &str = "shop_orders_total";
 /// Time from an order's placing to its end, `{status}` (`confirmed`,
 /// `cancelled`).
 pub const ORDER_SETTLE_SECONDS: &str = "shop_order_settle_seconds";
+
+/// Checked-out lines svc-cart removed once their order was confirmed.
+pub const CART_CHECKOUTS_CLEARED: &str = "shop_cart_checkouts_cleared_total";
+/// Expired reservations svc-inventory could not release (left for the
+/// next sweep).
+pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failures_total";
 
 /// Messages parked on the DLQ stream.
 pub const DLQ_MESSAGES: &str = "shop_dlq_messages";

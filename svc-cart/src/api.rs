@@ -113,7 +113,6 @@ impl CartApi {
         if order.status == OrderStatus::Confirmed as i32 {
             self.carts.clear_checked_out(user, &order.order_id).await?;
         }
-        metrics::counter!("cart_checkouts_total").increment(1);
         tracing::info!(order_id = %order.order_id, user = %user, "checked out");
         Ok(order)
     }

@@ -57,7 +57,7 @@ impl EventHandler for CartOrders {
             })?;
         match outcome {
             Cleared::Now => {
-                metrics::counter!("cart_checkouts_cleared_total").increment(1);
+                metrics::counter!(shop_runtime::series::CART_CHECKOUTS_CLEARED).increment(1);
                 tracing::info!(order_id = %confirmed.order_id, user = %user, "checked-out lines removed from the cart");
                 Ok(())
             }

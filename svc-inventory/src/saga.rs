@@ -202,7 +202,7 @@ pub async fn sweep_once(saga: &InventorySaga) -> Result<usize, HandleError> {
             Err(e) => {
                 drop(tx);
                 tracing::error!(order_id, error = %e, "cannot release an expired reservation; skipping it");
-                metrics::counter!("reservation_release_failures_total").increment(1);
+                metrics::counter!(shop_runtime::series::RESERVATION_RELEASE_FAILURES).increment(1);
                 skipped.push(order_id);
             }
         }

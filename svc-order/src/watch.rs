@@ -64,7 +64,6 @@ impl Announcer {
         F: Fn(OrderRecord) -> shop_proto::order::v1::Order + Send + 'static,
     {
         let place = self.watches.clone().try_acquire_owned().map_err(|_| {
-            metrics::counter!("order_watches_refused_total").increment(1);
             Status::resource_exhausted(
                 "too many orders are watched on this server right now; poll GetOrder, or watch again shortly",
             )
