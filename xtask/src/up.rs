@@ -266,12 +266,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let bin_dir = bin_dir(options.release)?;
     ports::check_free(&layout.ports())?;
 
+    let mut running = start_all(&layout, &bin_dir, &data, None).await?;
     let Running {
-        mut infra,
-        mut services,
+        infra,
+        services,
         missing,
         urls,
-    } = start_all(&layout, &bin_dir, &data, None).await?;
+    } = &mut running;
 
     let gateway = layout
         .gateway_port()
@@ -286,7 +287,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         },
         None => None,
     };
-    print_summary(&urls, &services, &missing, gateway.zip(tokens.as_ref()));
+    print_summary(urls, services, missing, gateway.zip(tokens.as_ref()));
 
     let outcome = if options.check {
         match gateway {
@@ -294,7 +295,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             None => Err(anyhow::anyhow!("--check needs the gateway, which did not start")),
         }
     } else {
-        watch(&mut services, &mut infra).await
+        watch(services, infra).await
     };
     if let Err(e) = &outcome {
         eprintln!("{e:#}: stopping everything");
@@ -313,14 +314,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
     });
-    for (placed, process) in services.iter_mut().rev() {
-        println!("stopping {}", placed.service.name);
-        process.stop().await;
-    }
-    for process in infra.iter_mut().rev() {
-        println!("stopping {}", process.name());
-        process.stop().await;
-    }
+    running.stop().await;
     outcome
 }
 
@@ -333,6 +327,20 @@ pub(crate) struct Running<'a> {
     /// Services with no binary built.
     pub(crate) missing: Vec<&'static str>,
     pub(crate) urls: Urls,
+}
+
+impl Running<'_> {
+    /// Stops the services, last started first, then the servers.
+    pub(crate) async fn stop(&mut self) {
+        for (placed, process) in self.services.iter_mut().rev() {
+            println!("stopping {}", placed.service.name);
+            process.stop().await;
+        }
+        for process in self.infra.iter_mut().rev() {
+            println!("stopping {}", process.name());
+            process.stop().await;
+        }
+    }
 }
 
 /// Starts the servers of `layout` and every service that has a binary in

@@ -104,12 +104,7 @@ pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
     } else {
         Err(anyhow::anyhow!("npx playwright test: {status}"))
     };
-    for (_, service) in running.services.iter_mut().rev() {
-        service.stop().await;
-    }
-    for server in running.infra.iter_mut().rev() {
-        server.stop().await;
-    }
+    running.stop().await;
     match outcome {
         Ok(()) => {
             std::fs::remove_dir_all(&data).ok();
