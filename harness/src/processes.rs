@@ -6,7 +6,7 @@
 use std::{collections::HashMap, path::PathBuf, process::Stdio};
 
 use anyhow::Context;
-use shop_infra::{NatsServer, free_port};
+use shop_infra::{NatsServer, RedisServer, free_port};
 use tokio::process::{Child, Command};
 
 use crate::{Databases, Service, StackOptions, Surroundings, wait_serving};
@@ -21,6 +21,8 @@ pub struct ProcessStack {
     /// The `shop-service` binary (`env!("CARGO_BIN_EXE_shop-service")` in tests).
     binary: PathBuf,
     pub nats: NatsServer,
+    /// Only when svc-cart runs.
+    pub redis: Option<RedisServer>,
     pub databases: Databases,
     pub data_dir: tempfile::TempDir,
     options: StackOptions,
@@ -31,11 +33,21 @@ pub struct ProcessStack {
 }
 
 impl ProcessStack {
+    /// Runs the services of `options` ([`Service::SAGA`] unless told
+    /// [`with`](StackOptions::with) more), each in its own process.
     pub async fn start(options: StackOptions, binary: impl Into<PathBuf>) -> anyhow::Result<Self> {
-        let ports: HashMap<Service, u16> = Service::SAGA.iter().map(|s| (*s, free_port())).collect();
+        let services: Vec<Service> = Service::ALL
+            .into_iter()
+            .filter(|s| options.services.contains(s))
+            .collect();
+        let ports: HashMap<Service, u16> = services.iter().map(|s| (*s, free_port())).collect();
         let mut stack = Self {
             binary: binary.into(),
             nats: NatsServer::start().await?,
+            redis: match services.contains(&Service::Cart) {
+                true => Some(RedisServer::start().await?),
+                false => None,
+            },
             databases: Databases::fresh().await?,
             data_dir: tempfile::Builder::new().prefix("shop-processes-").tempdir()?,
             urls: ports
@@ -43,11 +55,11 @@ impl ProcessStack {
                 .map(|(s, port)| (*s, format!("http://127.0.0.1:{port}")))
                 .collect(),
             ports,
-            admin_ports: Service::SAGA.iter().map(|s| (*s, free_port())).collect(),
+            admin_ports: services.iter().map(|s| (*s, free_port())).collect(),
             children: HashMap::new(),
             options,
         };
-        for service in Service::SAGA {
+        for service in services {
             stack.spawn(service).await?;
         }
         Ok(stack)
@@ -65,9 +77,10 @@ impl ProcessStack {
 
     pub async fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
         let nats_url = self.nats.url();
+        let redis_url = self.redis.as_ref().map(RedisServer::url);
         let settings = Surroundings {
             nats_url: &nats_url,
-            redis_url: None,
+            redis_url: redis_url.as_deref(),
             databases: &self.databases,
             urls: &self.urls,
             options: &self.options,
@@ -80,10 +93,11 @@ impl ProcessStack {
             .open(self.data_dir.path().join(format!("{}.log", service.binary_name())))?;
         let child = Command::new(&self.binary)
             .arg(service.binary_name())
+            // Quiet unless the test's settings say otherwise.
+            .env("RUST_LOG", "warn")
             .envs(settings)
             .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[&service]))
             .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", self.admin_ports[&service]))
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -19,9 +19,11 @@
 //!
 //! [`http_get`] reads a server's admin port; [`fault_proxy`] puts a TCP
 //! proxy between a service and one of these servers, to inject latency,
-//! partitions and dropped connections.
+//! partitions and dropped connections. [`collector`] receives the spans the
+//! services export over OTLP.
 
 pub mod binaries;
+pub mod collector;
 pub mod fault_proxy;
 pub mod infra;
 mod postgres;

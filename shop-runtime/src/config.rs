@@ -246,6 +246,8 @@ impl FromStr for LogFormat {
 /// Settings every service has.
 #[derive(Debug, Clone)]
 pub struct ServiceBasics {
+    /// The service these settings are for.
+    pub service: &'static ServiceSpec,
     /// Where the gRPC server listens (`GRPC_LISTEN_ADDR`).
     pub grpc_addr: SocketAddr,
     /// Where `/livez`, `/readyz` and `/metrics` are served (`ADMIN_LISTEN_ADDR`).
@@ -253,16 +255,20 @@ pub struct ServiceBasics {
     /// `LOG_FORMAT`: `auto` (default: text at a terminal, JSON otherwise),
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER_ARG`.
+    pub tracing: crate::telemetry::TracingSettings,
 }
 
 impl ServiceBasics {
     /// The listen addresses default to the service's ports in the registry.
-    pub fn read(env: &mut EnvReader, service: &ServiceSpec) -> Self {
+    pub fn read(env: &mut EnvReader, service: &'static ServiceSpec) -> Self {
         let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
         Self {
+            service,
             grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", any(service.grpc_port)),
             admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", any(service.admin_port)),
             log_format: env.or("LOG_FORMAT", LogFormat::Auto, "auto, text or json"),
+            tracing: crate::telemetry::TracingSettings::read(env),
         }
     }
 }

@@ -34,9 +34,9 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, field::Empty};
 
-use crate::{event::IncomingEvent, series, topology::ConsumerDefinition, trace::TraceContext};
+use crate::{event::IncomingEvent, series, topology::ConsumerDefinition, trace::continue_trace};
 
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
@@ -261,23 +261,22 @@ async fn process<H: EventHandler>(
     let outcome = match IncomingEvent::from_message(&subject, message.headers.as_ref(), message.payload.clone()) {
         Err(malformed) => Err(HandleError::Reject(malformed.to_string())),
         Ok(event) => {
-            let context = event
-                .traceparent
-                .as_deref()
-                .and_then(TraceContext::parse)
-                .map_or_else(TraceContext::root, TraceContext::child);
             // Every subject ends in its order's id (`orders.placed.<id>`):
             // each line of the handling names the order.
             let order_id = subject.rsplit('.').next().unwrap_or_default();
             let span = tracing::info_span!(
                 "event",
+                otel.name = %format_args!("{consumer} process"),
+                otel.kind = "consumer",
+                messaging.system = "nats",
                 consumer,
                 order_id,
                 subject = %subject,
                 event_id = %event.event_id,
-                trace_id = %context.trace_id(),
-                delivered
+                delivered,
+                trace_id = Empty,
             );
+            continue_trace(&span, &event.trace);
             let work = with_progress(
                 &message,
                 definition.config.ack_wait,
@@ -285,7 +284,7 @@ async fn process<H: EventHandler>(
                 handler.handle(event),
             );
             let started = std::time::Instant::now();
-            let outcome = context.scope(work).instrument(span).await;
+            let outcome = work.instrument(span).await;
             metrics::histogram!(series::CONSUMER_HANDLING_SECONDS, "consumer" => consumer.to_owned())
                 .record(started.elapsed().as_secs_f64());
             outcome

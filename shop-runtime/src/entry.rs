@@ -35,11 +35,12 @@ where
 {
     let config = read_config()?;
     let basics = basics(&config).clone();
-    telemetry::init(basics.log_format);
+    let telemetry = telemetry::init(basics.log_format, basics.service, &basics.tracing);
     let listeners = Listeners::bind(&basics).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown_on_signal(shutdown.clone()));
-    run(config, listeners, shutdown)
-        .await
-        .map_err(|e| EntryError::Run(Box::new(e)))
+    let ran = run(config, listeners, shutdown).await;
+    // The spans of the last calls, shutdown's included.
+    telemetry.shutdown().await;
+    ran.map_err(|e| EntryError::Run(Box::new(e)))
 }

@@ -9,13 +9,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use shop_proto::events::v1 as ev;
 use uuid::Uuid;
 
+use crate::trace::{self, Carrier};
+
 pub const HEADER_ID: &str = "ce-id";
 pub const HEADER_TYPE: &str = "ce-type";
 pub const HEADER_SOURCE: &str = "ce-source";
 pub const HEADER_TIME: &str = "ce-time";
 pub const HEADER_SUBJECT: &str = "ce-subject";
 pub const HEADER_SPEC_VERSION: &str = "ce-specversion";
-pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// A saga event: a proto message with a fixed type name and subject.
@@ -107,7 +108,7 @@ pub fn headers(
     source: &str,
     order_id: &str,
     occurred_at: DateTime<Utc>,
-    traceparent: Option<&str>,
+    trace: &Carrier,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.to_string().as_str());
@@ -118,8 +119,11 @@ pub fn headers(
     headers.insert(HEADER_SUBJECT, order_id);
     headers.insert(HEADER_TIME, occurred_at.to_rfc3339().as_str());
     headers.insert("content-type", CONTENT_TYPE_JSON);
-    if let Some(tp) = traceparent {
-        headers.insert(HEADER_TRACEPARENT, tp);
+    if let Some(parent) = &trace.traceparent {
+        headers.insert(trace::TRACEPARENT, parent.as_str());
+    }
+    if let Some(state) = &trace.tracestate {
+        headers.insert(trace::TRACESTATE, state.as_str());
     }
     headers
 }
@@ -146,7 +150,8 @@ pub struct IncomingEvent {
     pub event_type: String,
     pub subject: String,
     pub payload: Bytes,
-    pub traceparent: Option<String>,
+    /// The span that published it.
+    pub trace: Carrier,
 }
 
 impl IncomingEvent {
@@ -160,7 +165,10 @@ impl IncomingEvent {
             event_type,
             subject: subject.to_owned(),
             payload,
-            traceparent: header(HEADER_TRACEPARENT),
+            trace: Carrier {
+                traceparent: header(trace::TRACEPARENT),
+                tracestate: header(trace::TRACESTATE),
+            },
         })
     }
 
@@ -199,7 +207,10 @@ mod tests {
             "svc-order",
             "o-1",
             Utc::now(),
-            Some("00-abc-def-01"),
+            &Carrier {
+                traceparent: Some("00-abc-def-01".into()),
+                tracestate: Some("shop=1".into()),
+            },
         );
         assert_eq!(
             h.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str()),
@@ -209,7 +220,8 @@ mod tests {
             IncomingEvent::from_message("orders.placed.o-1", Some(&h), Bytes::from_static(b"{}")).expect("well-formed");
         assert_eq!(incoming.event_id, id);
         assert!(incoming.is::<ev::OrderPlaced>());
-        assert_eq!(incoming.traceparent.as_deref(), Some("00-abc-def-01"));
+        assert_eq!(incoming.trace.traceparent.as_deref(), Some("00-abc-def-01"));
+        assert_eq!(incoming.trace.tracestate.as_deref(), Some("shop=1"));
     }
 
     #[test]

@@ -85,14 +85,10 @@ pub type TracedChannel = tower::util::MapRequest<
     fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
 >;
 
-/// Sets `traceparent` to a child of the trace the call is made in (none
-/// outside one), so svc-cart → svc-order → catalog is one trace.
+/// Sends the trace context of the span the call is made in, so svc-cart →
+/// svc-order → catalog is one trace.
 fn with_traceparent(mut request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
-    if let Some(context) = crate::trace::TraceContext::current()
-        && let Ok(value) = http::HeaderValue::from_str(&context.child().to_string())
-    {
-        request.headers_mut().insert("traceparent", value);
-    }
+    crate::trace::Carrier::current().insert_into(request.headers_mut());
     request
 }
 

@@ -89,6 +89,7 @@ impl Host {
         // The recorder first: what the tasks record before the admin port
         // serves would otherwise be lost.
         admin::metrics_handle();
+        crate::telemetry::ensure_installed(service);
         Self {
             service,
             shutdown,

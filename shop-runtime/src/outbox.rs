@@ -18,12 +18,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
 use crate::{
     event::{self, Event, OutgoingEvent},
     series,
-    trace::TraceContext,
+    trace::{Carrier, continue_trace},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +73,10 @@ impl Outbox {
     /// Stages `event` in the caller's transaction.
     pub async fn enqueue<E: Event>(&self, conn: &mut PgConnection, event: &E) -> Result<Uuid, OutboxError> {
         let outgoing = OutgoingEvent::new(event)?;
+        let trace = Carrier::current();
         sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at, traceparent, tracestate)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(outgoing.event_id)
         .bind(outgoing.event_type)
@@ -82,13 +84,10 @@ impl Outbox {
         .bind(&outgoing.order_id)
         .bind(&outgoing.payload)
         .bind(outgoing.occurred_at)
-        // The event continues the trace of whatever caused it.
-        .bind(
-            TraceContext::current()
-                .unwrap_or_else(TraceContext::root)
-                .child()
-                .to_string(),
-        )
+        // The event continues the trace of whatever caused it: the relay's
+        // publish span will be this span's child.
+        .bind(trace.traceparent)
+        .bind(trace.tracestate)
         .execute(conn)
         .await?;
         Ok(outgoing.event_id)
@@ -133,6 +132,7 @@ struct PendingRow {
     order_id: String,
     payload: Vec<u8>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
     occurred_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
 }
@@ -199,7 +199,7 @@ impl Relay {
                      ORDER BY created_at, event_id
                      LIMIT $1
                        FOR UPDATE SKIP LOCKED)
-             RETURNING event_id, event_type, subject, order_id, payload, traceparent, occurred_at, created_at",
+             RETURNING event_id, event_type, subject, order_id, payload, traceparent, tracestate, occurred_at, created_at",
         )
         .bind(self.batch_size)
         .bind(LEASE.as_secs_f64())
@@ -216,27 +216,47 @@ impl Relay {
         let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
+            // From send to PubAck, in the trace of the span that staged it.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format_args!("{} publish", row.subject.rsplit_once('.').map_or("", |(kind, _)| kind)),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %row.subject,
+                order_id = %row.order_id,
+                event_id = %row.event_id,
+                trace_id = Empty,
+            );
+            let staged_by = Carrier {
+                traceparent: row.traceparent.clone(),
+                tracestate: row.tracestate.clone(),
+            };
+            continue_trace(&span, &staged_by);
             let headers = event::headers(
                 row.event_id,
                 &row.event_type,
                 self.source,
                 &row.order_id,
                 row.occurred_at,
-                row.traceparent.as_deref(),
+                &Carrier::of(&span),
             );
             let message = PublishMessage::build()
                 .payload(Bytes::from(row.payload.clone()))
                 .headers(headers);
-            pending.push((row.event_id, self.js.send_publish(row.subject.clone(), message).await));
+            let sent = self.js.send_publish(row.subject.clone(), message).await;
+            pending.push((row.event_id, sent, span));
         }
         // All at once: while NATS is away every ack waits out its timeout,
         // and one by one that would keep these rows leased for minutes.
-        let acks = futures::future::join_all(pending.into_iter().map(|(event_id, sent)| async move {
-            let acked = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (event_id, acked)
+        let acks = futures::future::join_all(pending.into_iter().map(|(event_id, sent, span)| {
+            async move {
+                let acked = match sent {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (event_id, acked)
+            }
+            .instrument(span)
         }))
         .await;
         metrics::histogram!(series::OUTBOX_PUBLISH_SECONDS, "service" => self.source)

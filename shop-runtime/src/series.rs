@@ -53,6 +53,13 @@ pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failure
 /// Messages parked on the DLQ stream.
 pub const DLQ_MESSAGES: &str = "shop_dlq_messages";
 
+/// Spans sent to the OTLP collector ([`crate::telemetry`]).
+pub const TRACE_SPANS_EXPORTED: &str = "shop_trace_spans_exported_total";
+/// Spans that never reached the collector, `{reason}`: `queue_full` (the
+/// collector is slower than the service) or `export_failed` (down, or
+/// refusing them).
+pub const TRACE_SPANS_DROPPED: &str = "shop_trace_spans_dropped_total";
+
 /// Calls the gateway refused for their credentials, `{reason}`: `missing`,
 /// `expired`, `not_yet_valid`, `wrong_audience`, `wrong_issuer`, `invalid`.
 pub const GATEWAY_AUTH_FAILURES: &str = "shop_gateway_auth_failures_total";

@@ -1,94 +1,142 @@
-//! W3C trace context (`traceparent`) carried from a request through every
-//! event of the saga, so one checkout is one trace: the gRPC server takes it
-//! from the caller's metadata (or starts one), consumers take it from the
-//! event's headers, and every event staged in the outbox carries a child of
-//! the current context. Logs record the trace id.
+//! W3C trace context through every hop, so one checkout is one trace.
+//!
+//! Spans are `tracing` spans; the OpenTelemetry layer installed by
+//! [`crate::telemetry`] gives each an OpenTelemetry context. This module is
+//! where that context crosses a process boundary, as the two W3C headers in a
+//! [`Carrier`]:
+//!
+//! - a gRPC server span ([`TraceLayer`]) continues the caller's
+//!   `traceparent` metadata (or starts a trace); a call to another service
+//!   sends the current span's ([`crate::grpc::TracedChannel`]);
+//! - an outbox row stores the carrier of the span that staged it; the relay's
+//!   publish span continues it and sends its own with the event; the
+//!   consumer's span continues that.
+//!
+//! Every such span records its `trace_id` field, so its log lines carry it.
 
 use std::{
-    fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use uuid::Uuid;
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TraceContextExt,
+};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A `traceparent`: version 00, trace id, parent span id, flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceContext {
-    trace_id: u128,
-    span_id: u64,
-    flags: u8,
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// The W3C headers naming a span: what a call or an event carries to the
+/// next hop and what an outbox row stores until the relay sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carrier {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
-tokio::task_local! {
-    static CURRENT: TraceContext;
-}
+impl Carrier {
+    /// The headers naming `span`, for the hop it causes. Empty when `span`
+    /// is in no trace (no telemetry installed).
+    pub fn of(span: &Span) -> Self {
+        let mut carrier = Self::default();
+        TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+        carrier
+    }
 
-impl TraceContext {
-    /// A new trace (sampled).
-    pub fn root() -> Self {
+    /// The headers naming the span the caller is in.
+    pub fn current() -> Self {
+        Self::of(&Span::current())
+    }
+
+    /// The remote parent these headers name: an empty context (a new trace
+    /// starts) when they are absent or not valid W3C headers, rather than a
+    /// bad one spreading.
+    pub fn parent(&self) -> opentelemetry::Context {
+        TraceContextPropagator::new().extract(self)
+    }
+
+    /// The trace context of a call's metadata.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let get = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Self {
-            trace_id: Uuid::new_v4().as_u128(),
-            span_id: new_span_id(),
-            flags: 1,
+            traceparent: get(TRACEPARENT),
+            tracestate: get(TRACESTATE),
         }
     }
 
-    /// The same trace, a new span under this one.
-    pub fn child(self) -> Self {
-        Self {
-            span_id: new_span_id(),
-            ..self
+    /// Puts these headers on a call in place of any it had. An empty carrier
+    /// changes nothing.
+    pub fn insert_into(&self, headers: &mut http::HeaderMap) {
+        let Some(traceparent) = self
+            .traceparent
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        else {
+            return;
+        };
+        headers.insert(TRACEPARENT, traceparent);
+        match self
+            .tracestate
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            Some(state) => headers.insert(TRACESTATE, state),
+            None => headers.remove(TRACESTATE),
+        };
+    }
+}
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            TRACEPARENT => self.traceparent = Some(value),
+            TRACESTATE => self.tracestate = Some(value).filter(|v| !v.is_empty()),
+            _ => {}
+        }
+    }
+}
+
+impl Extractor for Carrier {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            TRACEPARENT => self.traceparent.as_deref(),
+            TRACESTATE => self.tracestate.as_deref(),
+            _ => None,
         }
     }
 
-    /// Parses a `traceparent` header; `None` when it is not one (then a new
-    /// trace starts rather than a bad one spreading).
-    pub fn parse(raw: &str) -> Option<Self> {
-        let mut parts = raw.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
-        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
-        Some(Self {
-            trace_id,
-            span_id,
-            flags: u8::from_str_radix(flags, 16).ok()?,
-        })
-    }
-
-    pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
-    }
-
-    /// The context the current task runs in, if any.
-    pub fn current() -> Option<Self> {
-        CURRENT.try_with(|c| *c).ok()
-    }
-
-    /// Runs `work` with `self` as the current context.
-    pub fn scope<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self, work)
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT, TRACESTATE]
     }
 }
 
-fn new_span_id() -> u64 {
-    // The low half of a random UUID; zero is not a valid span id.
-    (Uuid::new_v4().as_u128() as u64).max(1)
-}
-
-impl fmt::Display for TraceContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+/// Makes `span` (just created, with an empty `trace_id` field) a child of
+/// the remote span `parent` names, or a new trace's root, and records its
+/// trace id for the logs.
+pub fn continue_trace(span: &Span, parent: &Carrier) {
+    // Only fails when the span is disabled or there is no telemetry: then
+    // there is nothing to continue.
+    let _ = span.set_parent(parent.parent());
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id.as_str());
     }
 }
 
-/// A tower layer for gRPC servers: each request runs in the caller's trace
-/// context (its `traceparent` metadata) or a new one, inside a span that
-/// logs the trace id.
+/// The trace id of `span`, when it is in one.
+pub fn trace_id(span: &Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
+/// A tower layer for gRPC servers: each call runs in a server span named
+/// for its method (`shop.order.v1.OrderService/PlaceOrder`) that continues
+/// the caller's trace or starts one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceLayer;
 
@@ -118,15 +166,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let context = request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::root, TraceContext::child);
-        let span = tracing::info_span!("grpc", path = %request.uri().path(), trace_id = %context.trace_id());
-        let future = self.inner.call(request);
-        Box::pin(tracing::Instrument::instrument(context.scope(future), span))
+        let method = request.uri().path().trim_start_matches('/');
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            trace_id = Empty,
+        );
+        continue_trace(&span, &Carrier::from_headers(request.headers()));
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(tracing::Instrument::instrument(future, span))
     }
 }
 
@@ -134,31 +184,53 @@ where
 mod tests {
     use super::*;
 
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().expect("header value")))
+            .collect()
+    }
+
     #[test]
-    fn round_trips_and_rejects_garbage() {
-        let raw = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let parsed = TraceContext::parse(raw).expect("valid");
-        assert_eq!(parsed.to_string(), raw);
-        assert_eq!(parsed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        let child = parsed.child();
-        assert_eq!(child.trace_id(), parsed.trace_id());
-        assert_ne!(child.to_string(), raw);
+    fn a_valid_traceparent_names_the_parent_and_garbage_names_none() {
+        let parent = Carrier::from_headers(&headers(&[(TRACEPARENT, CALLER), (TRACESTATE, "shop=1")])).parent();
+        let span = parent.span();
+        let context = span.span_context();
+        assert!(context.is_remote());
+        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.trace_state().header(), "shop=1");
         for bad in [
             "",
             "00-0-0-01",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
-            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+            let carrier = Carrier {
+                traceparent: Some(bad.into()),
+                tracestate: None,
+            };
+            assert!(!carrier.parent().span().span_context().is_valid(), "{bad:?}");
         }
     }
 
-    #[tokio::test]
-    async fn the_current_context_is_scoped_to_the_task() {
-        assert_eq!(TraceContext::current(), None);
-        let root = TraceContext::root();
-        let seen = root.scope(async { TraceContext::current() }).await;
-        assert_eq!(seen, Some(root));
+    #[test]
+    fn inserting_replaces_the_callers_headers_and_an_empty_carrier_changes_nothing() {
+        let mut call = headers(&[(TRACEPARENT, CALLER), (TRACESTATE, "theirs=1")]);
+        Carrier::default().insert_into(&mut call);
+        assert_eq!(call[TRACEPARENT], CALLER);
+        let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        Carrier {
+            traceparent: Some(ours.into()),
+            tracestate: None,
+        }
+        .insert_into(&mut call);
+        assert_eq!(call[TRACEPARENT], ours);
+        assert!(
+            call.get(TRACESTATE).is_none(),
+            "a state is only sent with the parent it belongs to"
+        );
     }
 }

@@ -745,7 +745,7 @@ async fn replayed_confirmations_and_orders_not_from_the_cart_change_nothing() ->
         "test",
         &id.to_string(),
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     );
     js.send_publish(
         format!("orders.confirmed.{id}"),

@@ -113,6 +113,8 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
     }
     parts.headers.remove("proxy-connection");
     parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    // The upstream's span is a child of the gateway's, not of the client's.
+    shop_runtime::trace::Carrier::current().insert_into(&mut parts.headers);
     if !plan.streaming {
         // The upstream learns the deadline too, so it stops working on a call
         // nobody waits for any more.

@@ -12,7 +12,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use shop_runtime::{CancellationToken, grpc::BASIC_SERVICES, grpc_metrics::GrpcMetricsLayer};
+use shop_runtime::{CancellationToken, grpc::BASIC_SERVICES, grpc_metrics::GrpcMetricsLayer, trace::TraceLayer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_http::{
@@ -68,6 +68,7 @@ pub async fn serve(
         .layer(GrpcMetricsLayer::new(
             crate::public_services().into_iter().chain(BASIC_SERVICES),
         ))
+        .layer(TraceLayer)
         .service(edge);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());

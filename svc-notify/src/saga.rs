@@ -120,7 +120,14 @@ mod tests {
     }
 
     fn incoming_raw(event_type: &str, payload: Vec<u8>) -> IncomingEvent {
-        let headers = event::headers(Uuid::now_v7(), event_type, "svc-order", ORDER, chrono::Utc::now(), None);
+        let headers = event::headers(
+            Uuid::now_v7(),
+            event_type,
+            "svc-order",
+            ORDER,
+            chrono::Utc::now(),
+            &Default::default(),
+        );
         IncomingEvent::from_message(&format!("orders.x.{ORDER}"), Some(&headers), Bytes::from(payload))
             .expect("well-formed headers")
     }

@@ -154,7 +154,7 @@ fn headers_for<E: Event>(event: &E, event_id: Uuid) -> HeaderMap {
         "svc-order",
         event.order_id(),
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     )
 }
 
@@ -279,7 +279,7 @@ async fn one_email_per_order_event_and_undecodable_events_go_to_the_dlq() {
         "svc-order",
         &broken_order.to_string(),
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     );
     service
         .publish(

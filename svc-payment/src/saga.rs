@@ -25,6 +25,7 @@ use shop_runtime::{
     values::{Money, timestamp},
 };
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -141,7 +142,11 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             }
         };
 
-        let call = self.provider.charge(payment_id, amount, &reserved.payment_method);
+        // The provider is another company's system: its time is its own span.
+        let call = self
+            .provider
+            .charge(payment_id, amount, &reserved.payment_method)
+            .instrument(tracing::info_span!("provider charge", otel.kind = "client", %payment_id));
         let answer = match tokio::time::timeout(self.provider_timeout, call).await {
             Ok(answer) => answer,
             Err(_) => Err(ProviderError::Timeout),
@@ -282,7 +287,11 @@ impl<P: PaymentProvider> PaymentSaga<P> {
 
     /// The provider's refund or void, bounded like a charge.
     async fn refund_or_void(&self, payment_id: Uuid) -> Result<(), ProviderError> {
-        tokio::time::timeout(self.provider_timeout, self.provider.refund_or_void(payment_id))
+        let call = self
+            .provider
+            .refund_or_void(payment_id)
+            .instrument(tracing::info_span!("provider refund", otel.kind = "client", %payment_id));
+        tokio::time::timeout(self.provider_timeout, call)
             .await
             .unwrap_or(Err(ProviderError::Timeout))
     }

@@ -51,7 +51,7 @@ fn incoming<E: shop_runtime::event::Event>(event: &E, order_id: &str) -> Incomin
         "svc-test",
         order_id,
         outgoing.occurred_at,
-        None,
+        &Default::default(),
     );
     IncomingEvent::from_message(&outgoing.subject, Some(&headers), outgoing.payload.into()).expect("well formed")
 }

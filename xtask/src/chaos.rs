@@ -532,7 +532,7 @@ async fn publish_poison(js: &jetstream::Context, subject: &str) -> anyhow::Resul
         "xtask-chaos",
         "poison",
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     );
     headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.to_string().as_str());
     let message = PublishMessage::build()

@@ -6,6 +6,7 @@
 //! - `fresh-check`: `install` and `up` on a clean Debian root.
 //! - `dlq`: list, show and re-drive parked messages.
 //! - `verify`: check the books of a running stack.
+//! - `trace`: an order's trace from `up --observe`, as a waterfall.
 //! - `chaos`: a fault run, ending with the books checked.
 //! - `storefront`: the storefront's browser tests on a stack of their own.
 
@@ -15,6 +16,7 @@ mod cmd;
 mod dlq;
 mod fresh_check;
 mod install;
+mod observe;
 mod ports;
 mod supervise;
 mod up;
@@ -43,11 +45,19 @@ commands:
              --release  build and run release binaries (for load and benchmarks)
              --check    place one checkout through the gateway, wait until it
                         is CONFIRMED, then stop everything (exit 1 if it is not)
+             --observe  also run a trace collector (OTLP on 127.0.0.1:4317,
+                        spans in .data/traces/) that the services export to,
+                        and Prometheus (http://127.0.0.1:19090) scraping them
+                        and evaluating deploy/prometheus/alerts.yml
            SHOP_PORT_OFFSET=<n> moves every port by n, for a second stack
   dlq list|show|redrive [--consumer C] [--subject S] [--seq N]
            the parked messages on the DLQ stream (NATS_URL, or the stack of
            `up`): list them with their error and age, show one, or re-drive
            them to their original subject with their event id, once
+  trace <order_id>
+           the order's trace, from the spans of `up --observe`, as a
+           waterfall: start offset, duration, service and span, each span
+           under its parent
   verify   check the books of the stack of `up` (or DATABASE_URL, NATS_URL):
            every order ended or within ORDER_DEADLINE, confirmed orders paid
            once and sold, cancelled ones holding no money or stock, stock
@@ -105,6 +115,11 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
+        ("trace", [order_id]) if !order_id.starts_with('-') => observe::trace(order_id),
+        ("trace", _) => {
+            eprintln!("`trace` takes one order id\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
         ("storefront", []) => match install::run() {
             Ok(tools) => web::browser_tests(&tools).await,
             Err(e) => Err(e),
@@ -144,6 +159,7 @@ fn up_options(flags: &[&str]) -> Result<up::Options, String> {
         match *flag {
             "--release" => options.release = true,
             "--check" => options.check = true,
+            "--observe" => options.observe = true,
             other => return Err(format!("`up` has no option `{other}`")),
         }
     }

@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use shop_infra::infra::{self, ServerProcess};
 use shop_runtime::registry::{self, ServiceSpec};
 
+use crate::observe::Observe;
 use crate::ports::{self, Port};
 use crate::supervise::{Restarts, Supervised, Tended};
 use crate::{cmd, install};
@@ -30,6 +31,8 @@ pub(crate) struct Options {
     /// Place one checkout through the gateway, wait for it to be confirmed,
     /// then stop everything; fail if it is not.
     pub check: bool,
+    /// Also run the trace collector and Prometheus (see [`crate::observe`]).
+    pub observe: bool,
 }
 
 /// The ports of the servers `up` starts itself. PostgreSQL and Redis stay
@@ -99,11 +102,13 @@ fn dev_env(service: &ServiceSpec) -> &'static [(&'static str, &'static str)] {
 
 /// Where each part listens, with the port offset applied.
 pub(crate) struct Layout {
-    offset: u16,
+    pub(crate) offset: u16,
     nats: Infra,
     postgres: Infra,
     redis: Infra,
     pub(crate) services: Vec<Placed>,
+    /// Where the services send their spans, if anywhere.
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// A server the environment points at, or one to start on a port.
@@ -128,8 +133,13 @@ pub(crate) struct Placed {
 }
 
 impl Layout {
-    fn from_env() -> anyhow::Result<Self> {
-        let offset = ports::offset_from_env()?;
+    pub(crate) fn from_env() -> anyhow::Result<Self> {
+        Self::with_offset(ports::offset_from_env()?)
+    }
+
+    /// Every port moved by `offset`; servers the environment names are used
+    /// rather than started.
+    pub(crate) fn with_offset(offset: u16) -> anyhow::Result<Self> {
         let infra = |var: &'static str, port: u16| -> anyhow::Result<Infra> {
             Ok(match std::env::var(var).ok().filter(|url| !url.is_empty()) {
                 Some(url) => Infra::Given { var, url },
@@ -152,6 +162,7 @@ impl Layout {
             postgres: infra("DATABASE_URL", POSTGRES_PORT)?,
             redis: infra("REDIS_URL", REDIS_PORT)?,
             services,
+            otlp_endpoint: None,
         })
     }
 
@@ -172,6 +183,7 @@ impl Layout {
                     admin_port: infra::free_port(),
                 })
                 .collect(),
+            otlp_endpoint: None,
         }
     }
 
@@ -218,7 +230,7 @@ impl Layout {
 
     /// Where the servers keep their data: `.data/`, or for a stack moved by
     /// an offset, a directory of its own inside it.
-    fn data_dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn data_dir(&self, root: &Path) -> PathBuf {
         match self.offset {
             0 => root.join(".data"),
             offset => root.join(".data").join(format!("offset-{offset}")),
@@ -251,11 +263,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let began = Instant::now();
     install::run().context("install")?;
     let root = cmd::root();
-    let layout = Layout::from_env()?;
+    let mut layout = Layout::from_env()?;
     let data = layout.data_dir(&root);
+    let observe = options.observe.then(|| Observe::at(layout.offset)).transpose()?;
+    layout.otlp_endpoint = observe.as_ref().map(Observe::otlp_endpoint);
+    let mut needed = layout.ports();
+    needed.extend(observe.iter().flat_map(Observe::ports));
     // Before the build, so a taken port fails at once; again before the
     // start, in case something took one meanwhile.
-    ports::check_free(&layout.ports())?;
+    ports::check_free(&needed)?;
 
     if let Err(e) = build_services(options.release) {
         eprintln!("warning: {e:#}; starting the services that have a binary");
@@ -264,8 +280,12 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         eprintln!("warning: {e:#}; the gateway serves no storefront");
     }
     let bin_dir = bin_dir(options.release)?;
-    ports::check_free(&layout.ports())?;
+    ports::check_free(&needed)?;
 
+    let mut observing = match &observe {
+        Some(observe) => Some(observe.start(&layout, &data).await?),
+        None => None,
+    };
     let mut running = start_all(&layout, &bin_dir, &data, None).await?;
     let Running {
         infra,
@@ -288,6 +308,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         None => None,
     };
     print_summary(urls, services, missing, gateway.zip(tokens.as_ref()));
+    if let Some(observing) = &observing {
+        observing.print_summary();
+    }
 
     let outcome = if options.check {
         match gateway {
@@ -315,6 +338,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         }
     });
     running.stop().await;
+    if let Some(observing) = &mut observing {
+        observing.stop().await;
+    }
     outcome
 }
 
@@ -477,6 +503,11 @@ pub(crate) fn service_command(
     }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info,sqlx=warn,async_nats=warn");
+    }
+    if let Some(endpoint) = &layout.otlp_endpoint
+        && std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+    {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     }
     // Unset what a service does not use, rather than pass on this
     // process's (server) URLs.

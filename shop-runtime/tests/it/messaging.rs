@@ -232,7 +232,7 @@ async fn inbox_claims_an_event_once_per_consumer() -> anyhow::Result<()> {
         "t",
         "o",
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     );
     let event = IncomingEvent::from_message("orders.placed.o", Some(&headers), bytes::Bytes::from_static(b"{}"))?;
     let mut conn = pool.acquire().await?;
@@ -287,7 +287,7 @@ async fn publish(
     ce_type: &str,
     body: &'static [u8],
 ) -> anyhow::Result<()> {
-    let mut headers = shop_runtime::event::headers(ce_id, ce_type, "t", "o", chrono::Utc::now(), None);
+    let mut headers = shop_runtime::event::headers(ce_id, ce_type, "t", "o", chrono::Utc::now(), &Default::default());
     headers.insert("Nats-Msg-Id", msg_id);
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(bytes::Bytes::from_static(body))

@@ -1,18 +1,86 @@
 //! What an operator reads: the dashboard and the alerts name only series the
 //! services export once a checkout has gone through the gateway, and every
-//! expression in them parses.
+//! expression in them parses; one checkout is one trace, across every
+//! service and every event.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use shop_harness::{Service, Stack, StackOptions, eventually};
+use shop_harness::{Service, Stack, StackOptions, eventually, processes::ProcessStack};
+use shop_infra::collector::{Collector, Trace};
 use shop_proto::{
     auth::v1::{IssueTokenRequest, dev_auth_service_client::DevAuthServiceClient},
     cart::v1::{AddItemRequest, CheckoutRequest, GetCartRequest, cart_service_client::CartServiceClient},
     order::v1::{GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient},
 };
-use tonic::{Code, Request, metadata::MetadataValue};
+use tonic::{
+    Code, Request, Status,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+/// Calls as `user`, with a development token the gateway issued.
+async fn customer(
+    gateway: &Channel,
+    user: &str,
+) -> anyhow::Result<impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<>> {
+    let token = DevAuthServiceClient::new(gateway.clone())
+        .issue_token(IssueTokenRequest {
+            user_id: user.into(),
+            roles: vec!["customer".into()],
+        })
+        .await?
+        .into_inner()
+        .access_token;
+    let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    Ok(move |mut request: Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    })
+}
+
+fn checkout(key: &str) -> CheckoutRequest {
+    CheckoutRequest {
+        idempotency_key: key.into(),
+        payment_method: "pm_card_ok".into(),
+    }
+}
+
+/// Puts a mug in the cart and checks out; the new order's id.
+async fn check_out<F>(
+    carts: &mut CartServiceClient<tonic::service::interceptor::InterceptedService<Channel, F>>,
+    key: &str,
+) -> anyhow::Result<String>
+where
+    F: tonic::service::Interceptor,
+{
+    carts
+        .add_item(AddItemRequest {
+            sku: "SKU-MUG-001".into(),
+            quantity: 1,
+        })
+        .await?;
+    Ok(carts.checkout(checkout(key)).await?.into_inner().order_id)
+}
+
+/// Waits for the order to be confirmed, asking the gateway.
+async fn confirmed<F>(gateway: &Channel, customer: F, order_id: &str) -> anyhow::Result<()>
+where
+    F: tonic::service::Interceptor + Clone + Send + Sync,
+{
+    let orders = OrderServiceClient::with_interceptor(gateway.clone(), customer);
+    eventually("the order to be confirmed", || {
+        let request = GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        let mut orders = orders.clone();
+        async move {
+            Ok((orders.get_order(request).await?.into_inner().status == OrderStatus::Confirmed as i32).then_some(()))
+        }
+    })
+    .await
+}
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -67,31 +135,9 @@ async fn the_dashboard_and_the_alerts_name_only_series_the_services_export() -> 
         .setting(Service::Gateway, "RATE_LIMIT_ORDER_BURST", "1");
     let stack = Stack::start_with(options).await?;
     let gateway = stack.channel(Service::Gateway).await?;
-    let token = DevAuthServiceClient::new(gateway.clone())
-        .issue_token(IssueTokenRequest {
-            user_id: "olga".into(),
-            roles: vec!["customer".into()],
-        })
-        .await?
-        .into_inner()
-        .access_token;
-    let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let as_olga = move |mut request: Request<()>| {
-        request.metadata_mut().insert("authorization", bearer.clone());
-        Ok(request)
-    };
+    let as_olga = customer(&gateway, "olga").await?;
     let mut carts = CartServiceClient::with_interceptor(gateway.clone(), as_olga.clone());
-    carts
-        .add_item(AddItemRequest {
-            sku: "SKU-MUG-001".into(),
-            quantity: 1,
-        })
-        .await?;
-    let checkout = |key: &str| CheckoutRequest {
-        idempotency_key: key.into(),
-        payment_method: "pm_card_ok".into(),
-    };
-    let order = carts.checkout(checkout("observe-1")).await?.into_inner();
+    let order_id = check_out(&mut carts, "observe-1").await?;
     let refused = carts
         .checkout(checkout("observe-2"))
         .await
@@ -101,17 +147,7 @@ async fn the_dashboard_and_the_alerts_name_only_series_the_services_export() -> 
         .get_cart(GetCartRequest {})
         .await;
     assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
-    let orders = OrderServiceClient::with_interceptor(gateway, as_olga);
-    eventually("the order to be confirmed", || {
-        let request = GetOrderRequest {
-            order_id: order.order_id.clone(),
-        };
-        let mut orders = orders.clone();
-        async move {
-            Ok((orders.get_order(request).await?.into_inner().status == OrderStatus::Confirmed as i32).then_some(()))
-        }
-    })
-    .await?;
+    confirmed(&gateway, as_olga, &order_id).await?;
 
     // Every service of the stack records into this process's one registry.
     let metrics = eventually("the settle time to be recorded", || async {
@@ -158,5 +194,103 @@ async fn the_dashboard_and_the_alerts_name_only_series_the_services_export() -> 
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+    Ok(())
+}
+
+/// Each service in its own process exports its spans to one collector: the
+/// spans of a checkout, from the gateway to the cart being cleared, form one
+/// tree whose every span's parent was received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let mut options = StackOptions::default()
+        .with(Service::Cart)
+        .with(Service::Gateway)
+        .setting(Service::Gateway, "DEV_AUTH", "on");
+    for service in Service::ALL {
+        // Spans are at `info`, like the log lines they share a filter with.
+        options = options
+            .setting(service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            .setting(service, "RUST_LOG", "info");
+    }
+    let stack = ProcessStack::start(options, env!("CARGO_BIN_EXE_shop-service")).await?;
+    let gateway = Endpoint::from_shared(stack.grpc_url(Service::Gateway))?
+        .connect()
+        .await?;
+    let as_tess = customer(&gateway, "tess").await?;
+    let mut carts = CartServiceClient::with_interceptor(gateway.clone(), as_tess.clone());
+    let order_id = check_out(&mut carts, "traced-1").await?;
+    confirmed(&gateway, as_tess, &order_id).await?;
+
+    let every_service: Vec<&str> = Service::ALL.iter().map(|s| s.spec().name).collect();
+    let traces = || Trace::with_attribute("order_id", &order_id, &collector.spans());
+    let whole = |traces: &[Trace]| {
+        let consumers_of = |service: &str| {
+            traces
+                .iter()
+                .flat_map(|t| &t.spans)
+                .any(|(_, s)| s.service == service && s.kind == "consumer")
+        };
+        consumers_of("svc-notify")
+            && consumers_of("svc-cart")
+            && every_service
+                .iter()
+                .all(|name| traces.iter().any(|t| t.services().contains(name)))
+            && traces.len() == 1
+            && traces[0].roots == 1
+    };
+    // The last hops (the email, the cart cleared) end after the order is
+    // confirmed, and spans leave each process every half second.
+    let waited = eventually("the checkout's trace to be whole", || async {
+        let traces = traces();
+        Ok(whole(&traces).then_some(()))
+    })
+    .await;
+    let traces = traces();
+    let drawn: String = traces.iter().map(Trace::waterfall).collect();
+    assert!(
+        waited.is_ok(),
+        "one tree from every service, each span's parent received:\n{drawn}"
+    );
+    let trace = &traces[0];
+    let (_, root) = &trace.spans[0];
+    assert_eq!(
+        (root.service.as_str(), root.name.as_str(), root.kind.as_str()),
+        ("svc-gateway", "shop.cart.v1.CartService/Checkout", "server"),
+        "{drawn}"
+    );
+    let has = |service: &str, name: &str, kind: &str| {
+        trace
+            .spans
+            .iter()
+            .any(|(_, s)| s.service == service && s.name.contains(name) && s.kind == kind)
+    };
+    for (service, name, kind) in [
+        ("svc-cart", "CartService/Checkout", "server"),
+        ("svc-order", "OrderService/PlaceOrder", "server"),
+        ("svc-order", "orders.placed publish", "producer"),
+        ("svc-inventory", "process", "consumer"),
+        ("svc-payment", "provider charge", "client"),
+        ("svc-order", "orders.confirmed publish", "producer"),
+        ("svc-notify", "process", "consumer"),
+        ("svc-cart", "process", "consumer"),
+    ] {
+        assert!(
+            has(service, name, kind),
+            "no {kind} span {name:?} of {service}:\n{drawn}"
+        );
+    }
+    // Across NATS, a consumer's parent is the relay's publish span.
+    let by_id: std::collections::HashMap<&str, &shop_infra::collector::StoredSpan> =
+        trace.spans.iter().map(|(_, s)| (s.span_id.as_str(), s)).collect();
+    for (_, consumer) in trace.spans.iter().filter(|(_, s)| s.kind == "consumer") {
+        let parent = consumer.parent_span_id.as_deref().and_then(|p| by_id.get(p));
+        assert_eq!(
+            parent.map(|p| p.kind.as_str()),
+            Some("producer"),
+            "{}:\n{drawn}",
+            consumer.name
+        );
+    }
     Ok(())
 }

@@ -406,7 +406,7 @@ async fn publish_raw(
     body: &'static [u8],
 ) -> TestResult {
     let id = Uuid::now_v7();
-    let headers = shop_runtime::event::headers(id, event_type, "test", "x", chrono::Utc::now(), None);
+    let headers = shop_runtime::event::headers(id, event_type, "test", "x", chrono::Utc::now(), &Default::default());
     js.send_publish(
         subject,
         PublishMessage::build()
@@ -751,9 +751,10 @@ async fn one_checkout_is_one_trace_across_every_event() -> TestResult {
     let js = stack.jetstream().await?;
     for (stream, subject) in checkout_events(&order.order_id) {
         let traceparent = header(&last_stored(&js, stream, &subject).await?, "traceparent");
-        let context = shop_runtime::trace::TraceContext::parse(&traceparent)
-            .ok_or_else(|| anyhow::anyhow!("{subject} has no valid traceparent: {traceparent:?}"))?;
-        assert_eq!(context.trace_id(), caller_trace, "{subject} left the caller's trace");
+        assert!(
+            traceparent.starts_with(&format!("00-{caller_trace}-")),
+            "{subject} left the caller's trace: {traceparent:?}"
+        );
     }
     Ok(())
 }

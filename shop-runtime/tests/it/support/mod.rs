@@ -38,7 +38,7 @@ pub(crate) async fn publish_placed(js: &async_nats::jetstream::Context, order: &
         "test",
         order,
         chrono::Utc::now(),
-        None,
+        &Default::default(),
     );
     let body = format!(r#"{{"orderId":"{order}"}}"#);
     let message = async_nats::jetstream::message::PublishMessage::build()
