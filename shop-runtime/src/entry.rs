@@ -35,7 +35,7 @@ where
 {
     let config = read_config()?;
     let basics = basics(&config).clone();
-    let telemetry = telemetry::init(basics.log_format, basics.service, &basics.tracing);
+    let telemetry = telemetry::init(Some(basics.log_format), basics.service, &basics.tracing);
     let listeners = Listeners::bind(&basics).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown_on_signal(shutdown.clone()));

@@ -94,9 +94,10 @@ impl Telemetry {
 }
 
 /// Installs the process's subscriber (`RUST_LOG`, default `info`) with log
-/// lines in `format` and spans of `service`. Only the first call in a
-/// process installs anything (tests run many services in one process).
-pub fn init(format: LogFormat, service: &ServiceSpec, tracing: &TracingSettings) -> Telemetry {
+/// lines in `format` (none without one: benchmarks) and spans of `service`.
+/// Only the first call in a process installs anything (tests run many
+/// services in one process).
+pub fn init(format: Option<LogFormat>, service: &ServiceSpec, tracing: &TracingSettings) -> Telemetry {
     let resource = Resource::builder()
         .with_service_name(service.name)
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -113,12 +114,15 @@ pub fn init(format: LogFormat, service: &ServiceSpec, tracing: &TracingSettings)
     // JSON lines carry the fields of every span they are in (the request's
     // or the event's `trace_id`, its `order_id`), flattened, so a log
     // pipeline can search by them.
-    let json = format.resolve() == LogFormat::Json;
+    let format = format.map(LogFormat::resolve);
     let _ = tracing_subscriber::registry()
         .with(filter())
         .with(spans(&provider, service))
-        .with(json.then(|| logs::layer().json().with_current_span(true).with_span_list(true)))
-        .with((!json).then(|| logs::layer().with_target(false)))
+        .with(
+            (format == Some(LogFormat::Json))
+                .then(|| logs::layer().json().with_current_span(true).with_span_list(true)),
+        )
+        .with((format == Some(LogFormat::Text)).then(|| logs::layer().with_target(false)))
         .try_init();
     Telemetry { provider }
 }
@@ -127,11 +131,8 @@ pub fn init(format: LogFormat, service: &ServiceSpec, tracing: &TracingSettings)
 /// service started in a test still carries trace context from hop to hop.
 pub(crate) fn ensure_installed(service: &ServiceSpec) {
     if !tracing::dispatcher::has_been_set() {
-        let provider = SdkTracerProvider::builder().build();
-        let _ = tracing_subscriber::registry()
-            .with(filter())
-            .with(spans(&provider, service))
-            .try_init();
+        // The layer's tracer keeps the provider.
+        let _ = init(None, service, &TracingSettings::default());
     }
 }
 

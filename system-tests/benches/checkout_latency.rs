@@ -5,7 +5,13 @@
 //! ```sh
 //! cargo bench -p system-tests --bench checkout_latency
 //! CHECKOUT_BENCH_ORDERS=500 CHECKOUT_BENCH_CONCURRENCY=1,8,32 cargo bench -p system-tests --bench checkout_latency
+//! CHECKOUT_BENCH_OTLP=on cargo bench -p system-tests --bench checkout_latency
 //! ```
+//!
+//! Spans are always made (trace context is how a checkout's hops join up);
+//! with `CHECKOUT_BENCH_OTLP=on` they are also exported, every one (ratio
+//! 1), to an OTLP collector in this process: the price of tracing is the
+//! difference between the two runs.
 
 use std::{
     collections::HashMap,
@@ -19,12 +25,25 @@ use shop_harness::{
     bench::{Latencies, Table, env_list, env_number, ms},
     line,
 };
+use shop_infra::collector::Collector;
 use shop_proto::order::v1::PlaceOrderRequest;
+use shop_runtime::telemetry::TracingSettings;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let orders: usize = env_number("CHECKOUT_BENCH_ORDERS", 300);
     let concurrencies: Vec<usize> = env_list("CHECKOUT_BENCH_CONCURRENCY", "1,16");
+    let collector = match std::env::var("CHECKOUT_BENCH_OTLP").as_deref() {
+        Ok("on") => Some(Collector::start().await?),
+        _ => None,
+    };
+    if let Some(collector) = &collector {
+        let exporting = TracingSettings {
+            otlp_endpoint: Some(collector.endpoint()),
+            sample_ratio: 1.0,
+        };
+        shop_runtime::telemetry::init(None, &shop_runtime::registry::ORDER, &exporting);
+    }
     let stack = Stack::start().await?;
     let inventory = stack.pool(Service::Inventory).await?;
     sqlx::query("INSERT INTO products (sku, name, price_minor, currency) VALUES ('SKU-BENCH', 'Bench', 100, 'EUR')")
@@ -47,7 +66,14 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    println!("checkout latency: PlaceOrder accepted -> orders.confirmed observed ({orders} orders per run)");
+    println!(
+        "checkout latency: PlaceOrder accepted -> orders.confirmed observed ({orders} orders per run, spans {})",
+        if collector.is_some() {
+            "exported"
+        } else {
+            "not exported"
+        }
+    );
     let table = Table::new(&[
         "concurrency",
         "p50 ms",
@@ -121,6 +147,20 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.0}", latencies.count() as f64 / elapsed.as_secs_f64()),
             format!("{} of {}", latencies.count(), accepted.len()),
         ]);
+    }
+    if let Some(collector) = &collector {
+        // The last spans leave within the export interval.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let metrics = stack.admin_get(Service::Order, "/metrics").await?.1;
+        let dropped: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with(shop_runtime::series::TRACE_SPANS_DROPPED))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        println!(
+            "spans received by the collector: {}, dropped: {dropped}",
+            collector.spans().len()
+        );
     }
     Ok(())
 }

@@ -186,3 +186,49 @@ async fn every_service_counts_and_times_its_calls_by_method_and_code() -> anyhow
     );
     Ok(())
 }
+
+/// A collector that takes connections and never answers: spans are dropped
+/// and counted, and checkouts do not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_collector_that_never_answers_costs_spans_not_checkouts() -> anyhow::Result<()> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", silent.local_addr()?);
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let mut options = StackOptions::default();
+    for service in Service::SAGA {
+        options = options
+            .setting(service, "OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())
+            .setting(service, "RUST_LOG", "info");
+    }
+    let stack = ProcessStack::start(options, env!("CARGO_BIN_EXE_shop-service")).await?;
+    let mut orders = client(&stack, "erin").await?;
+
+    let began = std::time::Instant::now();
+    let order = place_with(&mut orders, "silent-1", vec![line("SKU-MUG-001", 1)], "pm_card_ok").await?;
+    status_of(&stack, "erin", &order.order_id, OrderStatus::Confirmed).await?;
+    // Had any hop waited on an export, it would have waited it out.
+    assert!(
+        began.elapsed() < shop_runtime::telemetry::EXPORT_TIMEOUT,
+        "the checkout took {:?}",
+        began.elapsed()
+    );
+
+    let metrics = eventually("svc-order to count the spans it could not send", || async {
+        let (_, text) = stack.admin_get(Service::Order, "/metrics").await?;
+        let dropped = series(&text, "shop_trace_spans_dropped_total", &[("reason", "export_failed")]);
+        Ok(dropped.is_some_and(|n| n >= 1.0).then_some(text))
+    })
+    .await?;
+    assert_eq!(
+        series(&metrics, "shop_trace_spans_exported_total", &[]),
+        None,
+        "{metrics}"
+    );
+    holding.abort();
+    Ok(())
+}
