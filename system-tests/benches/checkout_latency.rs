@@ -152,10 +152,10 @@ async fn main() -> anyhow::Result<()> {
         // The last spans leave within the export interval.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let metrics = stack.admin_get(Service::Order, "/metrics").await?.1;
-        let dropped: f64 = metrics
+        let dropped: u64 = metrics
             .lines()
             .filter(|l| l.starts_with(shop_runtime::series::TRACE_SPANS_DROPPED))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         println!(
             "spans received by the collector: {}, dropped: {dropped}",

@@ -119,9 +119,10 @@ pub(crate) struct Observing {
 impl Observing {
     pub(crate) fn print_summary(&self) {
         println!(
-            "Prometheus    http://127.0.0.1:{}   (alerts: /alerts)\nTraces        cargo xtask trace <order_id>",
+            "Prometheus    http://127.0.0.1:{}  (its alerts: /alerts)",
             self.prometheus_port
         );
+        println!("Traces        cargo xtask trace <order_id>");
     }
 
     pub(crate) async fn stop(&mut self) {

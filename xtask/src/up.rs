@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use shop_infra::infra::{self, ServerProcess};
 use shop_runtime::registry::{self, ServiceSpec};
 
-use crate::observe::Observe;
+use crate::observe::{Observe, Observing};
 use crate::ports::{self, Port};
 use crate::supervise::{Restarts, Supervised, Tended};
 use crate::{cmd, install};
@@ -307,10 +307,13 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         },
         None => None,
     };
-    print_summary(urls, services, missing, gateway.zip(tokens.as_ref()));
-    if let Some(observing) = &observing {
-        observing.print_summary();
-    }
+    print_summary(
+        urls,
+        services,
+        missing,
+        observing.as_ref(),
+        gateway.zip(tokens.as_ref()),
+    );
 
     let outcome = if options.check {
         match gateway {
@@ -671,6 +674,7 @@ fn print_summary(
     urls: &Urls,
     services: &[(&Placed, Supervised)],
     missing: &[&str],
+    observing: Option<&Observing>,
     gateway: Option<(u16, &DevTokens)>,
 ) {
     println!();
@@ -685,6 +689,9 @@ fn print_summary(
     }
     for name in missing {
         println!("{name:<13} not started: no binary built for it yet");
+    }
+    if let Some(observing) = observing {
+        observing.print_summary();
     }
     match gateway {
         Some((port, tokens)) => println!(
