@@ -294,3 +294,54 @@ async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() ->
     }
     Ok(())
 }
+
+/// Sampling is decided once, where a trace begins: with the gateway keeping
+/// none of its traces, no service records a span of a checkout made through
+/// it, while one begun at svc-cart (which keeps all of its own) is recorded
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sampling_decision_of_a_checkouts_first_hop_holds_for_every_service() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let mut options = StackOptions::default()
+        .with(Service::Cart)
+        .with(Service::Gateway)
+        .setting(Service::Gateway, "DEV_AUTH", "on")
+        .setting(Service::Gateway, "OTEL_TRACES_SAMPLER_ARG", "0");
+    for service in Service::ALL {
+        options = options
+            .setting(service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            .setting(service, "RUST_LOG", "info");
+    }
+    let stack = ProcessStack::start(options, env!("CARGO_BIN_EXE_shop-service")).await?;
+    let gateway = Endpoint::from_shared(stack.grpc_url(Service::Gateway))?
+        .connect()
+        .await?;
+    let as_uma = customer(&gateway, "uma").await?;
+    let mut carts = CartServiceClient::with_interceptor(gateway.clone(), as_uma.clone());
+    let unsampled = check_out(&mut carts, "unsampled-1").await?;
+    confirmed(&gateway, as_uma.clone(), &unsampled).await?;
+
+    let cart = Endpoint::from_shared(stack.grpc_url(Service::Cart))?.connect().await?;
+    let mut direct = CartServiceClient::with_interceptor(cart, shop_harness::AsUser::customer("uma"));
+    let sampled = check_out(&mut direct, "sampled-1").await?;
+    confirmed(&gateway, as_uma, &sampled).await?;
+    // Once the later checkout's last spans are in, the earlier one's would be.
+    eventually("the directly placed checkout's trace to be whole", || async {
+        let traces = Trace::with_attribute("order_id", &sampled, &collector.spans());
+        let ends = ["svc-notify", "svc-cart"].iter().all(|service| {
+            traces
+                .iter()
+                .flat_map(|t| &t.spans)
+                .any(|(_, s)| s.service == *service && s.kind == "consumer")
+        });
+        Ok((ends && traces.len() == 1 && traces[0].roots == 1).then_some(()))
+    })
+    .await?;
+    let leaked = Trace::with_attribute("order_id", &unsampled, &collector.spans());
+    let drawn: String = leaked.iter().map(Trace::waterfall).collect();
+    assert!(
+        leaked.is_empty(),
+        "spans of a checkout the gateway did not sample:\n{drawn}"
+    );
+    Ok(())
+}
