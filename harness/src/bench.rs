@@ -3,9 +3,9 @@
 
 pub mod cart;
 
-use std::{collections::BTreeMap, fmt::Display, str::FromStr, time::Duration};
+use std::{fmt::Display, str::FromStr};
 
-use hdrhistogram::Histogram;
+pub use shop_measure::{Errors, Latencies, Table, ms};
 
 /// A comma-separated list from `name` (e.g. `BENCH_CONCURRENCY=1,8,32`),
 /// or `default`; entries that do not parse are skipped.
@@ -20,107 +20,4 @@ pub fn env_list<T: FromStr>(name: &str, default: &str) -> Vec<T> {
 /// The first entry of [`env_list`], for a single number.
 pub fn env_number<T: FromStr + Copy + Display>(name: &str, default: T) -> T {
     env_list(name, &default.to_string()).first().copied().unwrap_or(default)
-}
-
-/// Latencies in microseconds, from 1 µs to a minute, 3 significant digits.
-pub struct Latencies(Histogram<u64>);
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Self(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
-    }
-}
-
-impl Latencies {
-    pub fn record(&mut self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.0.saturating_record(micros.clamp(1, 60_000_000));
-    }
-
-    /// Adds another worker's latencies.
-    pub fn merge(&mut self, other: &Latencies) {
-        // Both have the same bounds, so adding cannot fail.
-        let _ = self.0.add(&other.0);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.0.len()
-    }
-
-    /// The latency at quantile `q` (0.5 for p50), in milliseconds.
-    pub fn ms_at(&self, q: f64) -> f64 {
-        self.0.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    pub fn max_ms(&self) -> f64 {
-        self.0.max() as f64 / 1000.0
-    }
-
-    pub fn mean_ms(&self) -> f64 {
-        self.0.mean() / 1000.0
-    }
-}
-
-/// Failed calls by gRPC code.
-#[derive(Default)]
-pub struct Errors(BTreeMap<String, u64>);
-
-impl Errors {
-    pub fn record(&mut self, status: &tonic::Status) {
-        *self.0.entry(format!("{:?}", status.code())).or_default() += 1;
-    }
-
-    pub fn merge(&mut self, other: &Errors) {
-        for (code, count) in &other.0 {
-            *self.0.entry(code.clone()).or_default() += count;
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.values().sum()
-    }
-}
-
-impl Display for Errors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("0");
-        }
-        let list: Vec<String> = self.0.iter().map(|(code, n)| format!("{code}: {n}")).collect();
-        f.write_str(&list.join(", "))
-    }
-}
-
-/// A table printed as it is measured: the header once, then a row per
-/// measurement, columns right-aligned to their headers.
-pub struct Table {
-    widths: Vec<usize>,
-}
-
-impl Table {
-    /// Prints the header. The first column is left-aligned (a name).
-    pub fn new(columns: &[&str]) -> Self {
-        let widths: Vec<usize> = columns.iter().map(|c| c.len().max(9)).collect();
-        let table = Self { widths };
-        table.row(columns.iter().map(|c| (*c).to_owned()).collect());
-        table
-    }
-
-    pub fn row(&self, cells: Vec<String>) {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(&self.widths)
-            .enumerate()
-            .map(|(i, (cell, width))| match i {
-                0 => format!("{cell:<width$}"),
-                _ => format!("{cell:>width$}"),
-            })
-            .collect();
-        println!("{}", line.join(" "));
-    }
-}
-
-/// A number of milliseconds as a table cell.
-pub fn ms(value: f64) -> String {
-    format!("{value:.2}")
 }

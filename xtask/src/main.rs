@@ -7,6 +7,7 @@
 //! - `dlq`: list, show and re-drive parked messages.
 //! - `verify`: check the books of a running stack.
 //! - `trace`: an order's trace from `up --observe`, as a waterfall.
+//! - `load`: checkouts at fixed arrival rates through the gateway of `up`.
 //! - `chaos`: a fault run, ending with the books checked.
 //! - `storefront`: the storefront's browser tests on a stack of their own.
 
@@ -16,6 +17,7 @@ mod cmd;
 mod dlq;
 mod fresh_check;
 mod install;
+mod load;
 mod observe;
 mod ports;
 mod supervise;
@@ -54,6 +56,14 @@ commands:
            the parked messages on the DLQ stream (NATS_URL, or the stack of
            `up`): list them with their error and age, show one, or re-drive
            them to their original subject with their event id, once
+  load [--rates 25,50,100,200,400] [--seconds 20] [--users 200]
+       [--cart-percent 50] [--hot-sku]
+           checkouts through the gateway of `up` at fixed arrival rates (open
+           model), each watched with WatchOrder until it is settled; per rate:
+           settled/s, accepted → settled p50/p90/p99/max, errors by code, CPU
+           ms per checkout; then peak RSS per service and the knee (the
+           highest rate with p99 ≤ 250 ms and no error). --hot-sku: everyone
+           buys one SKU, stocked for half of them; none may be oversold
   trace <order_id>
            the order's trace, from the spans of `up --observe`, as a
            waterfall: start offset, duration, service and span, each span
@@ -115,6 +125,13 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
+        ("load", flags) => match load_options(flags) {
+            Ok(options) => load::run(&options).await,
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ("trace", [order_id]) if !order_id.starts_with('-') => observe::trace(order_id),
         ("trace", _) => {
             eprintln!("`trace` takes one order id\n\n{USAGE}");
@@ -161,6 +178,47 @@ fn up_options(flags: &[&str]) -> Result<up::Options, String> {
             "--check" => options.check = true,
             "--observe" => options.observe = true,
             other => return Err(format!("`up` has no option `{other}`")),
+        }
+    }
+    Ok(options)
+}
+
+fn load_options(flags: &[&str]) -> Result<load::Options, String> {
+    let mut options = load::Options::default();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        let mut value = || flags.next().copied().ok_or(format!("`{flag}` needs a value"));
+        match *flag {
+            "--rates" => {
+                let rates: Result<Vec<u32>, _> = value()?.split(',').map(str::parse).collect();
+                options.rates = rates
+                    .ok()
+                    .filter(|r| !r.is_empty() && !r.contains(&0))
+                    .ok_or("`--rates` needs checkouts per second, e.g. 25,50,100")?;
+            }
+            "--seconds" => {
+                options.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or("`--seconds` needs a number")?
+            }
+            "--users" => {
+                options.users = value()?
+                    .parse()
+                    .ok()
+                    .filter(|u| *u > 0)
+                    .ok_or("`--users` needs a number")?
+            }
+            "--cart-percent" => {
+                options.cart_percent = value()?
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or("`--cart-percent` needs 0 to 100")?
+            }
+            "--hot-sku" => options.hot_sku = true,
+            other => return Err(format!("`load` has no option `{other}`")),
         }
     }
     Ok(options)

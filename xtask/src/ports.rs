@@ -84,6 +84,14 @@ fn holders(port: u16) -> String {
     described.join("; ")
 }
 
+/// The processes listening on `port` (that this user may inspect).
+pub(crate) fn listeners(port: u16) -> Vec<u32> {
+    socket_owners(&listening_inodes(port))
+        .iter()
+        .map(|owner| owner.pid)
+        .collect()
+}
+
 /// Inodes of the TCP sockets listening on `port`, any address, IPv4 or IPv6.
 fn listening_inodes(port: u16) -> Vec<u64> {
     const LISTEN: &str = "0A";
