@@ -8,9 +8,11 @@
 //! - `verify`: check the books of a running stack.
 //! - `trace`: an order's trace from `up --observe`, as a waterfall.
 //! - `load`: checkouts at fixed arrival rates through the gateway of `up`.
+//! - `bench`: the platform's speed against this machine's storage floor.
 //! - `chaos`: a fault run, ending with the books checked.
 //! - `storefront`: the storefront's browser tests on a stack of their own.
 
+mod bench;
 mod chaos;
 mod ci;
 mod cmd;
@@ -64,6 +66,15 @@ commands:
            ms per checkout; then peak RSS per service and the knee (the
            highest rate with p99 ≤ 250 ms and no error). --hot-sku: everyone
            buys one SKU, stocked for half of them; none may be oversold
+  bench [--rates …] [--seconds 15] [--users 200] [--cart-percent 50]
+        [--hot-rates 100,300]
+           a release stack of its own on free ports, durable as shipped:
+           measures the storage floor (PostgreSQL commit latency and
+           throughput, JetStream publish latency and pipelined throughput),
+           counts the commits and events one checkout makes, runs the `load`
+           steps and hot-SKU steps, and writes target/bench-report/report.md
+           with the floor, the bound on checkouts/s, each step against them,
+           and plots (latency.svg, cpu.svg)
   trace <order_id>
            the order's trace, from the spans of `up --observe`, as a
            waterfall: start offset, duration, service and span, each span
@@ -125,6 +136,13 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
+        ("bench", flags) => match bench_options(flags) {
+            Ok(options) => bench::run(&options).await,
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ("load", flags) => match load_options(flags) {
             Ok(options) => load::run(&options).await,
             Err(message) => {
@@ -184,18 +202,38 @@ fn up_options(flags: &[&str]) -> Result<up::Options, String> {
 }
 
 fn load_options(flags: &[&str]) -> Result<load::Options, String> {
-    let mut options = load::Options::default();
+    load_flags(load::Options::default(), flags, "load")
+}
+
+fn bench_options(flags: &[&str]) -> Result<bench::Options, String> {
+    let mut options = bench::Options::default();
+    let mut rest = Vec::new();
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        match *flag {
+            "--hot-rates" => options.hot_rates = rates(flags.next().ok_or("`--hot-rates` needs rates")?)?,
+            other => rest.push(other),
+        }
+    }
+    options.load = load_flags(options.load, &rest, "bench")?;
+    Ok(options)
+}
+
+fn rates(value: &str) -> Result<Vec<u32>, String> {
+    let rates: Result<Vec<u32>, _> = value.split(',').map(str::parse).collect();
+    rates
+        .ok()
+        .filter(|r| !r.is_empty() && !r.contains(&0))
+        .ok_or_else(|| "rates are checkouts per second, e.g. 25,50,100".to_owned())
+}
+
+/// The load options `load` and `bench` share.
+fn load_flags(mut options: load::Options, flags: &[&str], command: &str) -> Result<load::Options, String> {
     let mut flags = flags.iter();
     while let Some(flag) = flags.next() {
         let mut value = || flags.next().copied().ok_or(format!("`{flag}` needs a value"));
         match *flag {
-            "--rates" => {
-                let rates: Result<Vec<u32>, _> = value()?.split(',').map(str::parse).collect();
-                options.rates = rates
-                    .ok()
-                    .filter(|r| !r.is_empty() && !r.contains(&0))
-                    .ok_or("`--rates` needs checkouts per second, e.g. 25,50,100")?;
-            }
+            "--rates" => options.rates = rates(value()?)?,
             "--seconds" => {
                 options.seconds = value()?
                     .parse()
@@ -217,8 +255,8 @@ fn load_options(flags: &[&str]) -> Result<load::Options, String> {
                     .filter(|p| *p <= 100)
                     .ok_or("`--cart-percent` needs 0 to 100")?
             }
-            "--hot-sku" => options.hot_sku = true,
-            other => return Err(format!("`load` has no option `{other}`")),
+            "--hot-sku" if command == "load" => options.hot_sku = true,
+            other => return Err(format!("`{command}` has no option `{other}`")),
         }
     }
     Ok(options)
