@@ -19,7 +19,7 @@ use crate::{
     catalog::Catalog,
     domain::{self, CancelReason, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
     saga::{self, Applied},
-    store::{self, Cursor, OrderRecord, StoreError},
+    store::{self, Cursor, OrderRecord},
     watch::Announcer,
 };
 
@@ -166,7 +166,7 @@ impl OrderApi {
         let inserted = store::insert(&mut tx, user, &command, &priced)
             .await
             .map_err(ApiError::internal(ORDERS, "inserting the order"))?;
-        let Some(order_id) = inserted else {
+        let Some(order) = inserted else {
             // A concurrent request with the same key won; answer like a retry.
             drop(tx);
             let existing = store::find_by_key(&self.pool, user, command.key.as_str())
@@ -175,14 +175,11 @@ impl OrderApi {
                 .ok_or_else(|| ApiError::FailedPrecondition("the order for this key is being created; retry".into()))?;
             return same_request(existing, &command);
         };
+        let order_id = order.order_id;
         self.outbox
             .enqueue(&mut tx, &saga::placed(order_id, user, &command, &priced))
             .await
             .map_err(ApiError::internal(ORDERS, "staging orders.placed"))?;
-        let order = store::load(&mut tx, order_id)
-            .await
-            .and_then(|order| order.ok_or(StoreError::CorruptStatus(order_id)))
-            .map_err(ApiError::internal(ORDERS, "reading the placed order back"))?;
         self.outbox
             .commit(tx)
             .await
@@ -292,8 +289,11 @@ impl pb::order_service_server::OrderService for OrderApi {
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
-        self.visible_order(&caller, order_id).await?;
-        let updates = self.announcer.watch(self.pool.clone(), order_id, to_proto).await?;
+        let first = async { Ok(self.visible_order(&caller, order_id).await?) };
+        let updates = self
+            .announcer
+            .watch(self.pool.clone(), order_id, first, to_proto)
+            .await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             updates,
         ))))

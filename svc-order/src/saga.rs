@@ -65,18 +65,16 @@ pub async fn apply(
     order_id: Uuid,
     trigger: Trigger,
 ) -> Result<Applied, StoreError> {
-    let Some((from, user_id)) = store::lock_status(conn, order_id).await? else {
+    let Some(order) = store::lock(conn, order_id).await? else {
         return Ok(Applied::Missing);
     };
+    let (from, user_id) = (order.status, order.user_id);
     let to = match decide(from, trigger) {
         Decision::Move(to) => to,
         Decision::Ignore => return Ok(Applied::Ignored),
         Decision::Refuse(why) => return Ok(Applied::Refused(why)),
     };
     store::set_status(conn, order_id, to).await?;
-    let order = store::load(conn, order_id)
-        .await?
-        .ok_or(StoreError::CorruptStatus(order_id))?;
     let total =
         store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
     let now = timestamp(chrono::Utc::now());
@@ -144,7 +142,7 @@ impl From<StoreError> for HandleError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Database(e) => e.into(),
-            StoreError::CorruptStatus(_) => HandleError::Reject(e.to_string()),
+            StoreError::CorruptStatus(_) | StoreError::CorruptLines(_) => HandleError::Reject(e.to_string()),
             StoreError::Outbox(e) => e.into(),
         }
     }

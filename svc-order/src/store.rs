@@ -41,14 +41,24 @@ struct OrderRow {
     request_fingerprint: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The lines, in order; `NULL` when there are none.
+    skus: Option<Vec<String>>,
+    quantities: Option<Vec<i32>>,
+    prices: Option<Vec<i64>>,
 }
 
-/// `SELECT <order columns> <rest>` as one literal (sqlx wants static SQL).
+/// `SELECT <order columns and lines> <rest>` as one literal (sqlx wants
+/// static SQL). An order and its lines come in one statement: the lines as
+/// arrays in line order.
 macro_rules! select_orders {
     ($rest:literal) => {
         concat!(
             "SELECT order_id, user_id, status, cancel_reason, total_minor, currency, payment_method, ",
-            "request_fingerprint, created_at, updated_at FROM orders ",
+            "request_fingerprint, created_at, updated_at, lines.skus, lines.quantities, lines.prices ",
+            "FROM orders CROSS JOIN LATERAL (",
+            "SELECT array_agg(sku ORDER BY line_no) AS skus, array_agg(quantity ORDER BY line_no) AS quantities, ",
+            "array_agg(unit_price_minor ORDER BY line_no) AS prices ",
+            "FROM order_lines WHERE order_lines.order_id = orders.order_id) lines ",
             $rest
         )
     };
@@ -60,6 +70,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("order {0} has an unknown status in the database")]
     CorruptStatus(Uuid),
+    #[error("order {0}'s lines do not line up in the database")]
+    CorruptLines(Uuid),
     #[error("staging an event: {0}")]
     Outbox(#[from] shop_runtime::outbox::OutboxError),
 }
@@ -68,31 +80,40 @@ fn status_of(row: &OrderRow) -> Result<Status, StoreError> {
     Status::from_columns(&row.status, row.cancel_reason.as_deref()).ok_or(StoreError::CorruptStatus(row.order_id))
 }
 
-async fn with_lines(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<OrderRecord>, StoreError> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.order_id).collect();
-    let lines: Vec<StoredLine> = sqlx::query_as(
-        "SELECT order_id, sku, quantity, unit_price_minor FROM order_lines WHERE order_id = ANY($1)
-          ORDER BY order_id, line_no",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(OrderRecord {
-                status: status_of(&row)?,
-                lines: lines.iter().filter(|l| l.order_id == row.order_id).cloned().collect(),
+impl TryFrom<OrderRow> for OrderRecord {
+    type Error = StoreError;
+
+    fn try_from(mut row: OrderRow) -> Result<Self, StoreError> {
+        let skus = row.skus.take().unwrap_or_default();
+        let quantities = row.quantities.take().unwrap_or_default();
+        let prices = row.prices.take().unwrap_or_default();
+        if quantities.len() != skus.len() || prices.len() != skus.len() {
+            return Err(StoreError::CorruptLines(row.order_id));
+        }
+        let lines = skus
+            .into_iter()
+            .zip(quantities)
+            .zip(prices)
+            .map(|((sku, quantity), unit_price_minor)| StoredLine {
                 order_id: row.order_id,
-                user_id: row.user_id,
-                total_minor: row.total_minor,
-                currency: row.currency,
-                payment_method: row.payment_method,
-                request_fingerprint: row.request_fingerprint,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
+                sku,
+                quantity,
+                unit_price_minor,
             })
+            .collect();
+        Ok(OrderRecord {
+            status: status_of(&row)?,
+            lines,
+            order_id: row.order_id,
+            user_id: row.user_id,
+            total_minor: row.total_minor,
+            currency: row.currency,
+            payment_method: row.payment_method,
+            request_fingerprint: row.request_fingerprint,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         })
-        .collect()
+    }
 }
 
 pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
@@ -100,7 +121,7 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Orde
         .bind(order_id)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(with_lines(conn, row.into_iter().collect()).await?.pop())
+    row.map(OrderRecord::try_from).transpose()
 }
 
 pub async fn find_by_key(pool: &PgPool, user_id: &str, key: &str) -> Result<Option<OrderRecord>, StoreError> {
@@ -110,37 +131,40 @@ pub async fn find_by_key(pool: &PgPool, user_id: &str, key: &str) -> Result<Opti
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(with_lines(&mut conn, row.into_iter().collect()).await?.pop())
+    row.map(OrderRecord::try_from).transpose()
 }
 
-/// Inserts a new pending order. `None` when the user already has an order
-/// with this idempotency key (a concurrent retry won the race).
+/// Inserts a new pending order and returns it as stored. `None` when the
+/// user already has an order with this idempotency key (a concurrent retry
+/// won the race).
 pub async fn insert(
     conn: &mut PgConnection,
     user_id: &str,
     command: &PlaceOrder,
     priced: &PricedOrder,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<OrderRecord>, StoreError> {
     let (lines, total) = (&priced.lines, priced.total);
     let order_id = Uuid::now_v7();
-    let inserted = sqlx::query(
+    let fingerprint = command.fingerprint();
+    let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO orders (order_id, user_id, idempotency_key, request_fingerprint, status, payment_method,
                              total_minor, currency)
          VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
-         ON CONFLICT ON CONSTRAINT orders_idempotency_key_unique DO NOTHING",
+         ON CONFLICT ON CONSTRAINT orders_idempotency_key_unique DO NOTHING
+         RETURNING created_at, updated_at",
     )
     .bind(order_id)
     .bind(user_id)
     .bind(command.key.as_str())
-    .bind(command.fingerprint())
+    .bind(&fingerprint)
     .bind(command.payment_method.as_str())
     .bind(total.minor)
     .bind(total.currency.as_str())
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if inserted.rows_affected() == 0 {
+    let Some((created_at, updated_at)) = inserted else {
         return Ok(None);
-    }
+    };
     let line_no: Vec<i32> = (0..).take(lines.len()).collect();
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get()).collect();
@@ -156,19 +180,59 @@ pub async fn insert(
     .bind(&prices)
     .execute(&mut *conn)
     .await?;
-    Ok(Some(order_id))
+    // What was written, without reading it back.
+    Ok(Some(OrderRecord {
+        order_id,
+        user_id: user_id.to_owned(),
+        status: Status::Pending,
+        lines: lines
+            .iter()
+            .map(|line| StoredLine {
+                order_id,
+                sku: line.sku.to_string(),
+                quantity: line.quantity.get(),
+                unit_price_minor: line.unit_price.minor,
+            })
+            .collect(),
+        total_minor: total.minor,
+        currency: total.currency.as_str().to_owned(),
+        payment_method: command.payment_method.as_str().to_owned(),
+        request_fingerprint: fingerprint,
+        created_at,
+        updated_at,
+    }))
 }
 
-/// The order's status, locked until the transaction ends.
-pub async fn lock_status(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(Status, String)>, StoreError> {
-    let row: Option<(String, Option<String>, String)> =
-        sqlx::query_as("SELECT status, cancel_reason, user_id FROM orders WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?;
-    row.map(|(status, reason, user_id)| {
+/// What a status change needs of an order, read under its row lock.
+#[derive(Debug, Clone)]
+pub struct Locked {
+    pub status: Status,
+    pub user_id: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The order's status and what its events carry, locked until the
+/// transaction ends.
+pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Locked>, StoreError> {
+    type Row = (String, Option<String>, String, i64, String, DateTime<Utc>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT status, cancel_reason, user_id, total_minor, currency, created_at
+           FROM orders WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|(status, reason, user_id, total_minor, currency, created_at)| {
         Status::from_columns(&status, reason.as_deref())
-            .map(|s| (s, user_id))
+            .map(|status| Locked {
+                status,
+                user_id,
+                total_minor,
+                currency,
+                created_at,
+            })
             .ok_or(StoreError::CorruptStatus(order_id))
     })
     .transpose()
@@ -231,7 +295,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    with_lines(&mut conn, rows).await
+    rows.into_iter().map(OrderRecord::try_from).collect()
 }
 
 pub fn currency(code: &str) -> Option<Currency> {

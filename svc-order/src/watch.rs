@@ -53,15 +53,19 @@ impl Announcer {
     }
 
     /// Streams the order now and after every change until it is terminal.
-    /// The caller has already checked the order is visible to them.
-    pub async fn watch<F>(
+    /// `first` is the caller's read of the order (which checks that it is
+    /// theirs to see); it runs once the subscription is in place, so it is
+    /// the first state sent.
+    pub async fn watch<F, R>(
         &self,
         pool: PgPool,
         order_id: Uuid,
+        first: R,
         to_proto: F,
     ) -> Result<mpsc::Receiver<Result<shop_proto::order::v1::Order, Status>>, Status>
     where
         F: Fn(OrderRecord) -> shop_proto::order::v1::Order + Send + 'static,
+        R: std::future::Future<Output = Result<OrderRecord, Status>>,
     {
         let place = self.watches.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(
@@ -72,6 +76,7 @@ impl Announcer {
             tracing::warn!(error = %e, "cannot subscribe to order updates");
             Status::unavailable("order updates are temporarily unavailable; poll GetOrder")
         })?;
+        let mut first = Some(first.await?);
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             // Given back when the watch ends, however it ends.
@@ -79,9 +84,12 @@ impl Announcer {
             let deadline = tokio::time::Instant::now() + MAX_WATCH;
             let mut last_sent: Option<(crate::domain::Status, chrono::DateTime<chrono::Utc>)> = None;
             loop {
-                let order = match pool.acquire().await {
-                    Ok(mut conn) => store::load(&mut conn, order_id).await.ok().flatten(),
-                    Err(_) => None,
+                let order = match first.take() {
+                    Some(order) => Some(order),
+                    None => match pool.acquire().await {
+                        Ok(mut conn) => store::load(&mut conn, order_id).await.ok().flatten(),
+                        Err(_) => None,
+                    },
                 };
                 if let Some(order) = order {
                     let seen = (order.status, order.updated_at);

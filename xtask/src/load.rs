@@ -210,8 +210,8 @@ pub(crate) async fn steps(gateway_port: u16, processes: &[Process], options: &Op
         "CPU ms",
     ]);
     let mut steps = Vec::new();
-    for &rate in &options.rates {
-        let step = shop.step(rate, processes).await?;
+    for (number, &rate) in options.rates.iter().enumerate() {
+        let step = shop.step(number, rate, processes).await?;
         table.row(vec![
             rate.to_string(),
             format!("{:.0}", step.achieved()),
@@ -226,6 +226,12 @@ pub(crate) async fn steps(gateway_port: u16, processes: &[Process], options: &Op
             ),
             format!("{:.2}", step.cpu_total_ms()),
         ]);
+        let by_service: Vec<String> = step
+            .cpu_ms
+            .iter()
+            .map(|(name, ms)| format!("{} {ms:.2}", name.trim_start_matches("svc-")))
+            .collect();
+        println!("  CPU ms per checkout: {}", by_service.join(", "));
         if step.errors.total() > 0 {
             println!("  errors: {}", step.errors);
         }
@@ -273,7 +279,7 @@ impl Shop {
         })
     }
 
-    async fn step(self: &Arc<Self>, rate: u32, processes: &[Process]) -> anyhow::Result<Step> {
+    async fn step(self: &Arc<Self>, number: usize, rate: u32, processes: &[Process]) -> anyhow::Result<Step> {
         let wanted = u64::from(rate) * self.options.seconds;
         let hot_stock = match self.options.hot_sku {
             // Half the buyers can have one.
@@ -310,7 +316,7 @@ impl Shop {
                 in_flight.clone(),
             );
             tasks.spawn(async move {
-                shop.checkout(rate, n, scheduled, &results, &confirmed_units).await;
+                shop.checkout(number, n, scheduled, &results, &confirmed_units).await;
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -331,7 +337,7 @@ impl Shop {
     /// One customer's checkout, from its scheduled start to its end.
     async fn checkout(
         &self,
-        rate: u32,
+        step: usize,
         n: u64,
         scheduled: Instant,
         results: &Mutex<Step>,
@@ -350,7 +356,9 @@ impl Shop {
                 sku,
             )
         };
-        let key = format!("load-{}-{rate}-{n}", self.run);
+        // Unique to the run, the step and the arrival: a step repeating a
+        // rate must not replay the earlier one's orders.
+        let key = format!("load-{}-{step}-{n}", self.run);
         let method = if declined { "pm_card_declined" } else { "pm_card_ok" };
         let placed = match through_cart {
             true => self.through_cart(customer, sku, &key, method).await,
