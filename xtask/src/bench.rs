@@ -118,7 +118,13 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
     let gateway = layout.gateway_port().context("the bench layout has a gateway")?;
     let admin_ports: Vec<(&'static ServiceSpec, u16)> =
         layout.services.iter().map(|p| (p.service, p.admin_port)).collect();
-    let processes = Process::of_stack(&admin_ports);
+    let mut processes = Process::of_stack(&admin_ports);
+    let servers = layout.infra_ports().context("the bench starts its own servers")?;
+    processes.extend([
+        Process::server("nats-server", servers.nats),
+        Process::server("postgres", servers.postgres),
+        Process::server("redis-server", servers.redis),
+    ]);
 
     println!("bench: the storage floor");
     let floor = Floor::measure(&urls.postgres, &urls.nats).await?;
@@ -159,7 +165,11 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
             load::steps(gateway, &processes, &hot).await?
         }
     };
-    let peak_rss_mib = processes.iter().map(|p| (p.service.name, p.peak_rss_mib())).collect();
+    let peak_rss_mib = processes
+        .iter()
+        .filter(|p| !p.server)
+        .map(|p| (p.name, p.peak_rss_mib()))
+        .collect();
     Ok(Report {
         floor,
         per_checkout,
@@ -362,17 +372,33 @@ impl Report {
             md,
             "| storage floor of a checkout (all of them in series) | {floor_ms:.1} ms |"
         );
-        let _ = writeln!(md, "| bound on checkouts/s (scarcer server) | {bound:.0} |\n");
+        let _ = writeln!(md, "| bound on checkouts/s by storage (scarcer server) | {bound:.0} |");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if let Some(step) = self.steps.iter().filter(|s| s.clean()).max_by_key(|s| s.rate) {
+            let servers = step.server_cpu_ms.values().sum::<f64>();
+            let _ = writeln!(
+                md,
+                "| CPU per checkout, services + servers (at {}/s) | {:.1} + {servers:.1} ms |",
+                step.rate,
+                step.cpu_total_ms()
+            );
+            let _ = writeln!(
+                md,
+                "| bound on checkouts/s by CPU ({cores} cores) | {:.0} |",
+                cores * 1000.0 / (step.cpu_total_ms() + servers).max(f64::EPSILON)
+            );
+        }
+        md.push('\n');
 
         let _ = writeln!(
             md,
-            "| offered/s | settled/s | p50 ms | p90 ms | p99 ms | max ms | p50 / floor | errors | CPU ms per checkout |"
+            "| offered/s | settled/s | p50 ms | p90 ms | p99 ms | max ms | p50 / floor | errors | CPU ms per checkout: services | servers |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
         for step in &self.steps {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}× | {} | {:.2} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}× | {} | {:.2} | {:.2} |",
                 step.rate,
                 step.achieved(),
                 step.settle.ms_at(0.5),
@@ -381,7 +407,8 @@ impl Report {
                 step.settle.max_ms(),
                 step.settle.ms_at(0.5) / floor_ms.max(f64::EPSILON),
                 step.errors.total() + step.shed + step.offered.saturating_sub(step.settled()),
-                step.cpu_total_ms()
+                step.cpu_total_ms(),
+                step.server_cpu_ms.values().sum::<f64>()
             );
         }
         let _ = writeln!(

@@ -91,6 +91,9 @@ pub(crate) struct Step {
     pub errors: Errors,
     /// CPU milliseconds per settled checkout, by service.
     pub cpu_ms: BTreeMap<&'static str, f64>,
+    /// The same for the servers (NATS, PostgreSQL and its backends, Redis),
+    /// when they were given.
+    pub server_cpu_ms: BTreeMap<&'static str, f64>,
     /// `--hot-sku`: units confirmed beyond the stock the step was given.
     pub oversold: Option<i64>,
 }
@@ -124,8 +127,12 @@ pub(crate) fn knee(steps: &[Step]) -> Option<u32> {
 
 /// A process of the stack under load, found by the port it listens on.
 pub(crate) struct Process {
-    pub service: &'static ServiceSpec,
-    pub pids: Vec<u32>,
+    pub name: &'static str,
+    /// NATS, PostgreSQL or Redis rather than a service.
+    pub server: bool,
+    /// The listener; for a server, its children too (PostgreSQL's backends
+    /// come and go, so they are looked up at each reading).
+    pids: Vec<u32>,
 }
 
 impl Process {
@@ -134,15 +141,31 @@ impl Process {
         admin_ports
             .iter()
             .map(|(service, port)| Self {
-                service,
+                name: service.name,
+                server: false,
                 pids: crate::ports::listeners(*port),
             })
             .collect()
     }
 
-    /// User + system CPU time so far, in milliseconds.
+    /// A server listening on `port`, with every process it starts.
+    pub(crate) fn server(name: &'static str, port: u16) -> Self {
+        Self {
+            name,
+            server: true,
+            pids: crate::ports::listeners(port),
+        }
+    }
+
+    /// User + system CPU time so far, in milliseconds (for a server, its
+    /// children's too, the exited ones included).
     fn cpu_ms(&self) -> f64 {
-        self.pids.iter().filter_map(|pid| cpu_ticks(*pid)).sum::<u64>() as f64 * 1000.0 / clock_ticks()
+        let pids = match self.server {
+            true => descendants(&self.pids),
+            false => self.pids.clone(),
+        };
+        let ticks: u64 = pids.iter().filter_map(|pid| cpu_ticks(*pid, self.server)).sum();
+        ticks as f64 * 1000.0 / clock_ticks()
     }
 
     /// The highest resident set size so far (`VmHWM`), in MiB.
@@ -159,12 +182,41 @@ impl Process {
     }
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// utime + stime of `pid` (fields 14 and 15 of its stat), with its waited-for
+/// children's (16 and 17) when asked.
+fn cpu_ticks(pid: u32, with_children: bool) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name, which may hold spaces: state is field 3,
-    // utime and stime fields 14 and 15.
+    // After the command name, which may hold spaces, state is field 3.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let own = field(14)? + field(15)?;
+    Some(match with_children {
+        true => own + field(16)? + field(17)?,
+        false => own,
+    })
+}
+
+/// `roots` and every process below them.
+fn descendants(roots: &[u32]) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut all = roots.to_vec();
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        all.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    all
 }
 
 /// `CLK_TCK`: the unit of `/proc/<pid>/stat`'s times.
@@ -232,6 +284,14 @@ pub(crate) async fn steps(gateway_port: u16, processes: &[Process], options: &Op
             .map(|(name, ms)| format!("{} {ms:.2}", name.trim_start_matches("svc-")))
             .collect();
         println!("  CPU ms per checkout: {}", by_service.join(", "));
+        if !step.server_cpu_ms.is_empty() {
+            let by_server: Vec<String> = step
+                .server_cpu_ms
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.2}"))
+                .collect();
+            println!("  servers' CPU ms per checkout: {}", by_server.join(", "));
+        }
         if step.errors.total() > 0 {
             println!("  errors: {}", step.errors);
         }
@@ -327,8 +387,11 @@ impl Shop {
         step.seconds = began.elapsed().as_secs_f64();
         let settled = step.settled().max(1) as f64;
         for (process, before) in processes.iter().zip(cpu_before) {
-            step.cpu_ms
-                .insert(process.service.name, (process.cpu_ms() - before) / settled);
+            let per_checkout = (process.cpu_ms() - before) / settled;
+            match process.server {
+                true => step.server_cpu_ms.insert(process.name, per_checkout),
+                false => step.cpu_ms.insert(process.name, per_checkout),
+            };
         }
         step.oversold = hot_stock.map(|stock| (confirmed_units.load(Ordering::Relaxed) as i64 - stock).max(0));
         Ok(step)
@@ -360,6 +423,13 @@ impl Shop {
         // rate must not replay the earlier one's orders.
         let key = format!("load-{}-{step}-{n}", self.run);
         let method = if declined { "pm_card_declined" } else { "pm_card_ok" };
+        // A customer checks their cart out again only once the last
+        // checkout of it has settled (svc-cart refuses it before): the turn
+        // is held until then, and waiting for it counts as the call's time.
+        let _turn = match through_cart {
+            true => Some(customer.cart.lock().await),
+            false => None,
+        };
         let placed = match through_cart {
             true => self.through_cart(customer, sku, &key, method).await,
             false => self.place(customer, sku, &key, method).await,
@@ -416,7 +486,6 @@ impl Shop {
         key: &str,
         method: &str,
     ) -> Result<String, tonic::Status> {
-        let _turn = customer.cart.lock().await;
         let mut cart = CartServiceClient::new(self.channel.clone());
         let item = AddItemRequest {
             sku: sku.to_owned(),
@@ -523,11 +592,7 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
     );
     let steps = steps(gateway, &processes, options).await?;
     for process in &processes {
-        println!(
-            "{:<14} peak RSS {:.1} MiB",
-            process.service.name,
-            process.peak_rss_mib()
-        );
+        println!("{:<14} peak RSS {:.1} MiB", process.name, process.peak_rss_mib());
     }
     match knee(&steps) {
         Some(rate) => println!("knee: {rate} checkouts/s (p99 ≤ {KNEE_P99_MS} ms, no errors)"),

@@ -12,7 +12,9 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 45.0;
-const COLOURS: &[&str] = &["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"];
+const COLOURS: &[&str] = &[
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666", "#1f78b4",
+];
 
 fn frame(title: &str, x_label: &str, y_label: &str) -> String {
     let mut svg = format!(
@@ -126,17 +128,28 @@ pub(crate) fn latency(steps: &[Step]) -> String {
 /// Each service's CPU milliseconds per settled checkout, stacked per rate.
 pub(crate) fn cpu(steps: &[Step]) -> String {
     let mut svg = frame(
-        "CPU per checkout, by service",
+        "CPU per checkout, by process",
         "offered checkouts per second",
         "CPU ms per checkout",
     );
     let xs = xs(steps.len());
     x_ticks(&mut svg, steps, &xs);
+    // Services, then the servers they use.
+    let parts = |step: &Step| -> Vec<(&'static str, f64)> {
+        step.cpu_ms
+            .iter()
+            .chain(&step.server_cpu_ms)
+            .map(|(name, ms)| (*name, ms.max(0.0)))
+            .collect()
+    };
     let services: Vec<&str> = steps
         .first()
-        .map(|s| s.cpu_ms.keys().copied().collect())
+        .map(|s| parts(s).into_iter().map(|(name, _)| name).collect())
         .unwrap_or_default();
-    let highest = steps.iter().map(Step::cpu_total_ms).fold(1.0_f64, f64::max);
+    let highest = steps
+        .iter()
+        .map(|s| parts(s).iter().map(|(_, ms)| ms).sum::<f64>())
+        .fold(1.0_f64, f64::max);
     let scale = (HEIGHT - BOTTOM - TOP) / (highest * 1.1);
     let bar = (WIDTH - RIGHT - LEFT) / steps.len().max(1) as f64 * 0.6;
     for tick in 0..=4 {
@@ -152,8 +165,13 @@ pub(crate) fn cpu(steps: &[Step]) -> String {
     }
     for (step, x) in steps.iter().zip(&xs) {
         let mut base = HEIGHT - BOTTOM;
+        let step_parts = parts(step);
         for (i, service) in services.iter().enumerate() {
-            let height = step.cpu_ms.get(service).copied().unwrap_or(0.0).max(0.0) * scale;
+            let ms = step_parts
+                .iter()
+                .find(|(name, _)| name == service)
+                .map_or(0.0, |(_, ms)| *ms);
+            let height = ms * scale;
             base -= height;
             let _ = writeln!(
                 svg,
