@@ -197,13 +197,10 @@ async fn the_dashboard_and_the_alerts_name_only_series_the_services_export() -> 
     Ok(())
 }
 
-/// Each service in its own process exports its spans to one collector: the
-/// spans of a checkout, from the gateway to the cart being cleared, form one
-/// tree whose every span's parent was received.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() -> anyhow::Result<()> {
-    let collector = Collector::start().await?;
-    let mut options = StackOptions::default()
+/// Every service, each a process of its own, exporting its spans to
+/// `collector`; and a channel to the gateway.
+async fn exporting_to(collector: &Collector, options: StackOptions) -> anyhow::Result<(ProcessStack, Channel)> {
+    let mut options = options
         .with(Service::Cart)
         .with(Service::Gateway)
         .setting(Service::Gateway, "DEV_AUTH", "on");
@@ -217,36 +214,46 @@ async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() ->
     let gateway = Endpoint::from_shared(stack.grpc_url(Service::Gateway))?
         .connect()
         .await?;
+    Ok((stack, gateway))
+}
+
+/// Waits until the order's spans are one trace with one root, from each of
+/// `services`, its last hops (the email, the cart cleared) included: they
+/// end after the order is confirmed, and spans leave a process every half
+/// second.
+async fn whole_trace(collector: &Collector, order_id: &str, services: &[Service]) -> anyhow::Result<()> {
+    eventually("the checkout's trace to be whole", || async {
+        let traces = Trace::with_attribute("order_id", order_id, &collector.spans());
+        let [trace] = &traces[..] else { return Ok(None) };
+        let consumer_in = |service: &str| {
+            trace
+                .spans
+                .iter()
+                .any(|(_, s)| s.service == service && s.kind == "consumer")
+        };
+        let whole = trace.roots == 1
+            && consumer_in("svc-notify")
+            && consumer_in("svc-cart")
+            && services.iter().all(|s| trace.services().contains(&s.spec().name));
+        Ok(whole.then_some(()))
+    })
+    .await
+}
+
+/// Each service in its own process exports its spans to one collector: the
+/// spans of a checkout, from the gateway to the cart being cleared, form one
+/// tree whose every span's parent was received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let (_stack, gateway) = exporting_to(&collector, StackOptions::default()).await?;
     let as_tess = customer(&gateway, "tess").await?;
     let mut carts = CartServiceClient::with_interceptor(gateway.clone(), as_tess.clone());
     let order_id = check_out(&mut carts, "traced-1").await?;
     confirmed(&gateway, as_tess, &order_id).await?;
 
-    let every_service: Vec<&str> = Service::ALL.iter().map(|s| s.spec().name).collect();
-    let traces = || Trace::with_attribute("order_id", &order_id, &collector.spans());
-    let whole = |traces: &[Trace]| {
-        let consumers_of = |service: &str| {
-            traces
-                .iter()
-                .flat_map(|t| &t.spans)
-                .any(|(_, s)| s.service == service && s.kind == "consumer")
-        };
-        consumers_of("svc-notify")
-            && consumers_of("svc-cart")
-            && every_service
-                .iter()
-                .all(|name| traces.iter().any(|t| t.services().contains(name)))
-            && traces.len() == 1
-            && traces[0].roots == 1
-    };
-    // The last hops (the email, the cart cleared) end after the order is
-    // confirmed, and spans leave each process every half second.
-    let waited = eventually("the checkout's trace to be whole", || async {
-        let traces = traces();
-        Ok(whole(&traces).then_some(()))
-    })
-    .await;
-    let traces = traces();
+    let waited = whole_trace(&collector, &order_id, &Service::ALL).await;
+    let traces = Trace::with_attribute("order_id", &order_id, &collector.spans());
     let drawn: String = traces.iter().map(Trace::waterfall).collect();
     assert!(
         waited.is_ok(),
@@ -302,20 +309,8 @@ async fn one_checkout_through_the_gateway_is_one_trace_across_every_service() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sampling_decision_of_a_checkouts_first_hop_holds_for_every_service() -> anyhow::Result<()> {
     let collector = Collector::start().await?;
-    let mut options = StackOptions::default()
-        .with(Service::Cart)
-        .with(Service::Gateway)
-        .setting(Service::Gateway, "DEV_AUTH", "on")
-        .setting(Service::Gateway, "OTEL_TRACES_SAMPLER_ARG", "0");
-    for service in Service::ALL {
-        options = options
-            .setting(service, "OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
-            .setting(service, "RUST_LOG", "info");
-    }
-    let stack = ProcessStack::start(options, env!("CARGO_BIN_EXE_shop-service")).await?;
-    let gateway = Endpoint::from_shared(stack.grpc_url(Service::Gateway))?
-        .connect()
-        .await?;
+    let none_sampled = StackOptions::default().setting(Service::Gateway, "OTEL_TRACES_SAMPLER_ARG", "0");
+    let (stack, gateway) = exporting_to(&collector, none_sampled).await?;
     let as_uma = customer(&gateway, "uma").await?;
     let mut carts = CartServiceClient::with_interceptor(gateway.clone(), as_uma.clone());
     let unsampled = check_out(&mut carts, "unsampled-1").await?;
@@ -326,17 +321,9 @@ async fn the_sampling_decision_of_a_checkouts_first_hop_holds_for_every_service(
     let sampled = check_out(&mut direct, "sampled-1").await?;
     confirmed(&gateway, as_uma, &sampled).await?;
     // Once the later checkout's last spans are in, the earlier one's would be.
-    eventually("the directly placed checkout's trace to be whole", || async {
-        let traces = Trace::with_attribute("order_id", &sampled, &collector.spans());
-        let ends = ["svc-notify", "svc-cart"].iter().all(|service| {
-            traces
-                .iter()
-                .flat_map(|t| &t.spans)
-                .any(|(_, s)| s.service == *service && s.kind == "consumer")
-        });
-        Ok((ends && traces.len() == 1 && traces[0].roots == 1).then_some(()))
-    })
-    .await?;
+    // It began at svc-cart: every service but the gateway.
+    let behind_the_gateway: Vec<Service> = Service::ALL.into_iter().filter(|s| *s != Service::Gateway).collect();
+    whole_trace(&collector, &sampled, &behind_the_gateway).await?;
     let leaked = Trace::with_attribute("order_id", &unsampled, &collector.spans());
     let drawn: String = leaked.iter().map(Trace::waterfall).collect();
     assert!(
