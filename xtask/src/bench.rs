@@ -340,53 +340,62 @@ impl Report {
              `sync_interval: always`), {} cores; stack, servers and load generator on the one machine.\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        let _ = writeln!(md, "| the floor | measured |\n|---|---|");
-        let _ = writeln!(
-            md,
-            "| PostgreSQL commit, one client | p50 {:.2} ms, p99 {:.2} ms |",
-            floor.commit.ms_at(0.5),
-            floor.commit.ms_at(0.99)
-        );
-        let _ = writeln!(
-            md,
-            "| PostgreSQL commits/s, 16 clients | {:.0} |",
-            floor.commits_per_second
-        );
-        let _ = writeln!(
-            md,
-            "| JetStream publish, awaited | p50 {:.2} ms, p99 {:.2} ms |",
-            floor.publish.ms_at(0.5),
-            floor.publish.ms_at(0.99)
-        );
-        let _ = writeln!(
-            md,
-            "| JetStream publishes/s, pipelined | {:.0} |",
-            floor.publishes_per_second
-        );
-        let _ = writeln!(
-            md,
-            "| one checkout, counted | {:.1} commits ({:.1} WAL flushes), {:.1} events |",
-            per.commits, per.wal_syncs, per.publishes
-        );
-        let _ = writeln!(
-            md,
-            "| storage floor of a checkout (all of them in series) | {floor_ms:.1} ms |"
-        );
-        let _ = writeln!(md, "| bound on checkouts/s by storage (scarcer server) | {bound:.0} |");
+        let mut rows = vec![
+            (
+                "PostgreSQL commit, one client".to_owned(),
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    floor.commit.ms_at(0.5),
+                    floor.commit.ms_at(0.99)
+                ),
+            ),
+            (
+                "PostgreSQL commits/s, 16 clients".to_owned(),
+                format!("{:.0}", floor.commits_per_second),
+            ),
+            (
+                "JetStream publish, awaited".to_owned(),
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    floor.publish.ms_at(0.5),
+                    floor.publish.ms_at(0.99)
+                ),
+            ),
+            (
+                "JetStream publishes/s, pipelined".to_owned(),
+                format!("{:.0}", floor.publishes_per_second),
+            ),
+            (
+                "one checkout, counted".to_owned(),
+                format!(
+                    "{:.1} commits ({:.1} WAL flushes), {:.1} events",
+                    per.commits, per.wal_syncs, per.publishes
+                ),
+            ),
+            (
+                "storage floor of a checkout (all of them in series)".to_owned(),
+                format!("{floor_ms:.1} ms"),
+            ),
+            (
+                "bound on checkouts/s by storage (scarcer server)".to_owned(),
+                format!("{bound:.0}"),
+            ),
+        ];
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         if let Some(step) = self.steps.iter().filter(|s| s.clean()).max_by_key(|s| s.rate) {
-            let servers = step.server_cpu_ms.values().sum::<f64>();
-            let _ = writeln!(
-                md,
-                "| CPU per checkout, services + servers (at {}/s) | {:.1} + {servers:.1} ms |",
-                step.rate,
-                step.cpu_total_ms()
-            );
-            let _ = writeln!(
-                md,
-                "| bound on checkouts/s by CPU ({cores} cores) | {:.0} |",
-                cores * 1000.0 / (step.cpu_total_ms() + servers).max(f64::EPSILON)
-            );
+            let (services, servers) = (step.cpu_total_ms(), step.server_cpu_ms.values().sum::<f64>());
+            rows.push((
+                format!("CPU per checkout, services + servers (at {}/s)", step.rate),
+                format!("{services:.1} + {servers:.1} ms"),
+            ));
+            rows.push((
+                format!("bound on checkouts/s by CPU ({cores} cores)"),
+                format!("{:.0}", cores * 1000.0 / (services + servers).max(f64::EPSILON)),
+            ));
+        }
+        let _ = writeln!(md, "| the floor | measured |\n|---|---|");
+        for (what, value) in rows {
+            let _ = writeln!(md, "| {what} | {value} |");
         }
         md.push('\n');
 
@@ -451,5 +460,62 @@ impl Report {
         std::fs::write(dir.join("latency.svg"), plot::latency(&self.steps))?;
         std::fs::write(dir.join("cpu.svg"), plot::cpu(&self.steps))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latencies(ms: &[u64]) -> Latencies {
+        let mut latencies = Latencies::default();
+        for ms in ms {
+            latencies.record(Duration::from_millis(*ms));
+        }
+        latencies
+    }
+
+    #[test]
+    fn the_report_sets_each_step_against_the_floor_and_both_bounds() {
+        let floor = Floor {
+            commit: latencies(&[1]),
+            commits_per_second: 10_000.0,
+            publish: latencies(&[2]),
+            publishes_per_second: 5_000.0,
+        };
+        let per_checkout = PerCheckout {
+            commits: 20.0,
+            wal_syncs: 10.0,
+            publishes: 5.0,
+        };
+        // 20 × 1 ms + 5 × 2 ms; storage allows min(10000/20, 5000/5) = 500/s.
+        assert_eq!(floor.latency_ms(&per_checkout).round(), 30.0);
+        assert_eq!(floor.bound_per_second(&per_checkout).round(), 500.0);
+        let step = Step {
+            rate: 50,
+            offered: 3,
+            seconds: 1.0,
+            settle: latencies(&[60, 60, 60]),
+            cpu_ms: [("svc-order", 4.0)].into(),
+            server_cpu_ms: [("postgres", 6.0)].into(),
+            ..Step::default()
+        };
+        let report = Report {
+            floor,
+            per_checkout,
+            steps: vec![step],
+            hot: Vec::new(),
+            peak_rss_mib: vec![("svc-order", 20.0)],
+        };
+        let md = report.markdown();
+        for row in [
+            "| storage floor of a checkout (all of them in series) | 30.0 ms |",
+            "| bound on checkouts/s by storage (scarcer server) | 500 |",
+            "| CPU per checkout, services + servers (at 50/s) | 4.0 + 6.0 ms |",
+            "| 50 | 3 | 60.0 | 60.0 | 60.0 | 60.0 | 2.0× | 0 | 4.00 | 6.00 |",
+            "Knee (p99 ≤ 250 ms, no errors): **50 checkouts/s**",
+        ] {
+            assert!(md.contains(row), "{row:?} not in\n{md}");
+        }
     }
 }
