@@ -111,6 +111,7 @@ struct Report {
     per_checkout: PerCheckout,
     steps: Vec<Step>,
     hot: Vec<Step>,
+    edge: Option<load::Edge>,
     peak_rss_mib: Vec<(&'static str, f64)>,
 }
 
@@ -165,6 +166,13 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
             load::steps(gateway, &processes, &hot).await?
         }
     };
+    println!("bench: the edge (GetProduct direct and through the gateway, AddItem)");
+    let inventory = layout
+        .services
+        .iter()
+        .find(|p| *p.service == shop_runtime::registry::INVENTORY)
+        .context("the bench layout has svc-inventory")?;
+    let edge = load::edge(gateway, inventory.grpc_port, 500, 1000, 10).await?;
     let peak_rss_mib = processes
         .iter()
         .filter(|p| !p.server)
@@ -175,6 +183,7 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
         per_checkout,
         steps,
         hot,
+        edge: Some(edge),
         peak_rss_mib,
     })
 }
@@ -443,6 +452,31 @@ impl Report {
             }
             md.push('\n');
         }
+        if let Some(edge) = &self.edge {
+            let _ = writeln!(md, "| the edge | p50 ms | p99 ms | errors |\n|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| GetProduct at {}/s, straight to svc-inventory | {:.2} | {:.2} | |",
+                edge.calls_per_second,
+                edge.direct.ms_at(0.5),
+                edge.direct.ms_at(0.99)
+            );
+            let _ = writeln!(
+                md,
+                "| the same through the gateway (adds {:.2} ms at p50) | {:.2} | {:.2} | |",
+                edge.through_gateway.ms_at(0.5) - edge.direct.ms_at(0.5),
+                edge.through_gateway.ms_at(0.5),
+                edge.through_gateway.ms_at(0.99)
+            );
+            let _ = writeln!(
+                md,
+                "| AddItem at {}/s through the gateway | {:.2} | {:.2} | {} |\n",
+                edge.cart_per_second,
+                edge.cart.ms_at(0.5),
+                edge.cart.ms_at(0.99),
+                edge.cart_errors
+            );
+        }
         let rss: Vec<String> = self
             .peak_rss_mib
             .iter()
@@ -505,6 +539,7 @@ mod tests {
             per_checkout,
             steps: vec![step],
             hot: Vec::new(),
+            edge: None,
             peak_rss_mib: vec![("svc-order", 20.0)],
         };
         let md = report.markdown();

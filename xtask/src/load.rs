@@ -657,3 +657,96 @@ mod tests {
         assert_eq!(descendants(&[me])[0], me);
     }
 }
+
+/// The edge's own costs: what the gateway adds to a call, and cart
+/// operations at a fixed rate.
+pub(crate) struct Edge {
+    /// GetProduct straight to svc-inventory, and the same through the gateway.
+    pub direct: Latencies,
+    pub through_gateway: Latencies,
+    pub calls_per_second: u32,
+    /// AddItem through the gateway.
+    pub cart: Latencies,
+    pub cart_errors: Errors,
+    pub cart_per_second: u32,
+}
+
+/// Measures [`Edge`]: `calls_per_second` GetProducts each way, then
+/// `cart_per_second` AddItems, for `seconds` each, open model.
+pub(crate) async fn edge(
+    gateway_port: u16,
+    inventory_port: u16,
+    calls_per_second: u32,
+    cart_per_second: u32,
+    seconds: u64,
+) -> anyhow::Result<Edge> {
+    let shop = Arc::new(Shop::open(gateway_port, &Options::default()).await?);
+    let inventory = gateway_channel(inventory_port).await?;
+    let product = |channel: Channel, n: u64| {
+        let request = authorized(
+            &shop.customers[n as usize % shop.customers.len()].bearer,
+            shop_proto::catalog::v1::GetProductRequest {
+                sku: SKUS[n as usize % SKUS.len()].to_owned(),
+            },
+        );
+        async move {
+            shop_proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
+                .get_product(request)
+                .await
+                .map(drop)
+        }
+    };
+    // Both ways warm (connections, prepared statements) before either counts.
+    at_rate(calls_per_second, 2, |n| product(inventory.clone(), n)).await;
+    at_rate(calls_per_second, 2, |n| product(shop.channel.clone(), n)).await;
+    let (direct, _) = at_rate(calls_per_second, seconds, |n| product(inventory.clone(), n)).await;
+    let (through_gateway, _) = at_rate(calls_per_second, seconds, |n| product(shop.channel.clone(), n)).await;
+    let (cart, cart_errors) = at_rate(cart_per_second, seconds, |n| {
+        let request = authorized(
+            &shop.customers[n as usize % shop.customers.len()].bearer,
+            AddItemRequest {
+                sku: SKUS[n as usize % SKUS.len()].to_owned(),
+                quantity: 1,
+            },
+        );
+        let mut cart = CartServiceClient::new(shop.channel.clone());
+        async move { cart.add_item(request).await.map(drop) }
+    })
+    .await;
+    Ok(Edge {
+        direct,
+        through_gateway,
+        calls_per_second,
+        cart,
+        cart_errors,
+        cart_per_second,
+    })
+}
+
+/// Calls `call(n)` at `rate` a second for `seconds`, each on schedule
+/// whether or not earlier ones have answered; latency from the scheduled
+/// start.
+async fn at_rate<F, Fut>(rate: u32, seconds: u64, mut call: F) -> (Latencies, Errors)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let every = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let began = Instant::now();
+    let mut calls = JoinSet::new();
+    for n in 0..u64::from(rate) * seconds {
+        let scheduled = began + every.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let answered = call(n);
+        calls.spawn(async move { (answered.await, scheduled.elapsed()) });
+    }
+    let (mut latencies, mut errors) = (Latencies::default(), Errors::default());
+    while let Some(done) = calls.join_next().await {
+        match done {
+            Ok((Ok(()), took)) => latencies.record(took),
+            Ok((Err(status), _)) => errors.record(&status),
+            Err(_) => errors.record(&tonic::Status::internal("the call panicked")),
+        }
+    }
+    (latencies, errors)
+}
