@@ -618,46 +618,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn step(rate: u32, p99_ms: u64, errors: bool) -> Step {
-        let mut settle = Latencies::default();
-        settle.record(Duration::from_millis(p99_ms));
-        let mut step = Step {
-            rate,
-            offered: 1,
-            settle,
-            ..Step::default()
-        };
-        if errors {
-            step.errors.record(&tonic::Status::unavailable("down"));
-        }
-        step
-    }
-
-    #[test]
-    fn the_knee_is_the_highest_rate_within_the_bound_and_without_errors() {
-        let steps = [
-            step(50, 20, false),
-            step(100, 200, false),
-            step(150, 30, true),
-            step(200, 900, false),
-        ];
-        assert_eq!(knee(&steps), Some(100));
-        assert_eq!(knee(&[step(50, 300, false)]), None);
-    }
-
-    #[test]
-    fn a_process_cpu_time_is_read_from_proc() {
-        let me = std::process::id();
-        assert!(cpu_ticks(me, false).is_some());
-        assert!(cpu_ticks(me, true) >= cpu_ticks(me, false));
-        assert_eq!(descendants(&[me])[0], me);
-    }
-}
-
 /// The edge's own costs: what the gateway adds to a call, and cart
 /// operations at a fixed rate.
 pub(crate) struct Edge {
@@ -749,4 +709,44 @@ where
         }
     }
     (latencies, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(rate: u32, p99_ms: u64, errors: bool) -> Step {
+        let mut settle = Latencies::default();
+        settle.record(Duration::from_millis(p99_ms));
+        let mut step = Step {
+            rate,
+            offered: 1,
+            settle,
+            ..Step::default()
+        };
+        if errors {
+            step.errors.record(&tonic::Status::unavailable("down"));
+        }
+        step
+    }
+
+    #[test]
+    fn the_knee_is_the_highest_rate_within_the_bound_and_without_errors() {
+        let steps = [
+            step(50, 20, false),
+            step(100, 200, false),
+            step(150, 30, true),
+            step(200, 900, false),
+        ];
+        assert_eq!(knee(&steps), Some(100));
+        assert_eq!(knee(&[step(50, 300, false)]), None);
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_read_from_proc() {
+        let me = std::process::id();
+        assert!(cpu_ticks(me, false).is_some());
+        assert!(cpu_ticks(me, true) >= cpu_ticks(me, false));
+        assert_eq!(descendants(&[me])[0], me);
+    }
 }
