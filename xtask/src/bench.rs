@@ -137,6 +137,15 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
         floor.publishes_per_second
     );
 
+    // On a quiet stack, before the checkouts: a saturated step leaves work
+    // (emails, cart clears) behind it.
+    println!("bench: the edge (GetProduct direct and through the gateway, AddItem)");
+    let inventory = layout
+        .services
+        .iter()
+        .find(|p| *p.service == shop_runtime::registry::INVENTORY)
+        .context("the bench layout has svc-inventory")?;
+    let edge = load::edge(gateway, inventory.grpc_port, 500, 1000, 10).await?;
     println!("bench: what a checkout costs the servers (one step at 50/s)");
     let counting = load::Options {
         rates: vec![50],
@@ -166,13 +175,6 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
             load::steps(gateway, &processes, &hot).await?
         }
     };
-    println!("bench: the edge (GetProduct direct and through the gateway, AddItem)");
-    let inventory = layout
-        .services
-        .iter()
-        .find(|p| *p.service == shop_runtime::registry::INVENTORY)
-        .context("the bench layout has svc-inventory")?;
-    let edge = load::edge(gateway, inventory.grpc_port, 500, 1000, 10).await?;
     let peak_rss_mib = processes
         .iter()
         .filter(|p| !p.server)
