@@ -21,7 +21,7 @@ pub struct OrderRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredLine {
     pub order_id: Uuid,
     pub sku: String,
