@@ -346,24 +346,68 @@ impl Stack {
     }
 
     /// Waits until the services have migrated and created their consumers
-    /// (they listen before that).
+    /// (they listen before that). When they do not, says which consumers
+    /// are missing and how each of their services is doing, with the end of
+    /// its log: a run that fails here leaves nothing else to go on in CI.
     async fn ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let consumers = shop_runtime::topology::consumers()?.len();
         loop {
             let stock = on_hand(&self.books.inventory).await.unwrap_or_default();
-            let missing = match shop_runtime::topology::backlogs(&self.js).await {
-                Ok(backlogs) => backlogs.iter().filter(|b| b.state.is_none()).count(),
-                Err(_) => consumers,
+            let missing: Vec<String> = match shop_runtime::topology::backlogs(&self.js).await {
+                Ok(backlogs) => backlogs
+                    .into_iter()
+                    .filter(|b| b.state.is_none())
+                    .map(|b| b.consumer)
+                    .collect(),
+                Err(e) => vec![format!("all ({e})")],
             };
-            if !stock.is_empty() && missing == 0 {
+            if !stock.is_empty() && missing.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("the services were not ready after two minutes ({missing} consumers missing)");
+                let mut owners: Vec<&str> = missing
+                    .iter()
+                    .filter_map(|c| shop_runtime::topology::owner_of_consumer(c))
+                    .collect();
+                if stock.is_empty() {
+                    owners.push("inventory");
+                }
+                owners.dedup();
+                let mut why = format!(
+                    "the services were not ready after two minutes: consumers missing: [{}]; stock {}",
+                    missing.join(", "),
+                    if stock.is_empty() { "empty" } else { "seeded" },
+                );
+                for owner in owners {
+                    why.push_str(&self.describe(&format!("svc-{owner}")).await);
+                }
+                bail!(why);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Whether `service` runs, how often it was restarted, and the end of
+    /// its log since its last start.
+    async fn describe(&self, service: &str) -> String {
+        let restarts = self
+            .restarts
+            .lock()
+            .expect("nothing panics holding it")
+            .get(service)
+            .copied()
+            .unwrap_or(0);
+        let mut services = self.services.lock().await;
+        let Some(supervised) = services.iter_mut().find(|s| s.name() == service) else {
+            return format!("\n{service}: not started");
+        };
+        let process = supervised.process();
+        let state = match process.try_wait() {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(status)) => format!("exited ({status})"),
+            Err(e) => format!("state unknown ({e:#})"),
+        };
+        format!("\n{service}: {state}, restarted {restarts} times{}", process.log_tail())
     }
 
     async fn signal(&self, service: &str, signal: &str) -> anyhow::Result<()> {
