@@ -41,7 +41,7 @@ fn public_services_have_the_documented_methods() {
     let expected: &[(&str, &[&str])] = &[
         (
             "shop.catalog.v1.CatalogService",
-            &["ListProducts", "ListCategories", "GetProduct"],
+            &["ListProducts", "ListCategories", "GetProduct", "UpdateProduct"],
         ),
         ("shop.inventory.v1.InventoryService", &["GetStock", "Restock"]),
         (

@@ -1,4 +1,4 @@
-//! Saga events: which proto message travels on which subject, and the
+//! Events: which proto message travels on which subject, and the
 //! CloudEvents-style headers that carry its identity (NATS binding, binary
 //! mode: the body is the proto3 JSON of the message).
 
@@ -19,28 +19,29 @@ pub const HEADER_SUBJECT: &str = "ce-subject";
 pub const HEADER_SPEC_VERSION: &str = "ce-specversion";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
-/// A saga event: a proto message with a fixed type name and subject.
+/// An event: a proto message with a fixed type name and subject.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Full proto name, sent as `ce-type`.
     const TYPE: &'static str;
-    /// Subject without the trailing order id, e.g. `orders.placed`.
+    /// Subject without the trailing key, e.g. `orders.placed`.
     const SUBJECT: &'static str;
-    /// The order the event is about; the last subject token.
-    fn order_id(&self) -> &str;
+    /// What the event is about (an order id, a product's SKU): the last
+    /// subject token, and `ce-subject`.
+    fn key(&self) -> &str;
 
     fn subject(&self) -> String {
-        format!("{}.{}", Self::SUBJECT, self.order_id())
+        format!("{}.{}", Self::SUBJECT, self.key())
     }
 }
 
 macro_rules! events {
-    ($($ty:ident => $subject:literal),* $(,)?) => {
+    ($($ty:ident ($key:ident) => $subject:literal),* $(,)?) => {
         $(
             impl Event for ev::$ty {
                 const TYPE: &'static str = concat!("shop.events.v1.", stringify!($ty));
                 const SUBJECT: &'static str = $subject;
-                fn order_id(&self) -> &str {
-                    &self.order_id
+                fn key(&self) -> &str {
+                    &self.$key
                 }
             }
         )*
@@ -64,16 +65,17 @@ macro_rules! events {
 }
 
 events! {
-    OrderPlaced => "orders.placed",
-    OrderConfirmed => "orders.confirmed",
-    OrderCancelled => "orders.cancelled",
-    InventoryReserved => "inventory.reserved",
-    InventoryRejected => "inventory.rejected",
-    InventoryCommitted => "inventory.committed",
-    InventoryReleased => "inventory.released",
-    PaymentSucceeded => "payments.succeeded",
-    PaymentFailed => "payments.failed",
-    PaymentRefunded => "payments.refunded",
+    OrderPlaced(order_id) => "orders.placed",
+    OrderConfirmed(order_id) => "orders.confirmed",
+    OrderCancelled(order_id) => "orders.cancelled",
+    InventoryReserved(order_id) => "inventory.reserved",
+    InventoryRejected(order_id) => "inventory.rejected",
+    InventoryCommitted(order_id) => "inventory.committed",
+    InventoryReleased(order_id) => "inventory.released",
+    PaymentSucceeded(order_id) => "payments.succeeded",
+    PaymentFailed(order_id) => "payments.failed",
+    PaymentRefunded(order_id) => "payments.refunded",
+    ProductChanged(sku) => "catalog.product_changed",
 }
 
 /// An event ready for the outbox: identity, subject and encoded body.
@@ -82,7 +84,7 @@ pub struct OutgoingEvent {
     pub event_id: Uuid,
     pub event_type: &'static str,
     pub subject: String,
-    pub order_id: String,
+    pub key: String,
     pub occurred_at: DateTime<Utc>,
     pub payload: Vec<u8>,
 }
@@ -93,7 +95,7 @@ impl OutgoingEvent {
             event_id: Uuid::now_v7(),
             event_type: E::TYPE,
             subject: event.subject(),
-            order_id: event.order_id().to_owned(),
+            key: event.key().to_owned(),
             occurred_at: Utc::now(),
             payload: serde_json::to_vec(event)?,
         })
@@ -106,7 +108,7 @@ pub fn headers(
     event_id: Uuid,
     event_type: &str,
     source: &str,
-    order_id: &str,
+    key: &str,
     occurred_at: DateTime<Utc>,
     trace: &Carrier,
 ) -> HeaderMap {
@@ -116,7 +118,7 @@ pub fn headers(
     headers.insert(HEADER_ID, event_id.to_string().as_str());
     headers.insert(HEADER_TYPE, event_type);
     headers.insert(HEADER_SOURCE, source);
-    headers.insert(HEADER_SUBJECT, order_id);
+    headers.insert(HEADER_SUBJECT, key);
     headers.insert(HEADER_TIME, occurred_at.to_rfc3339().as_str());
     headers.insert("content-type", CONTENT_TYPE_JSON);
     if let Some(parent) = &trace.traceparent {
@@ -189,7 +191,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subjects_end_with_the_order_id() {
+    fn subjects_end_with_the_key() {
         let e = ev::OrderPlaced {
             order_id: "o-1".into(),
             ..Default::default()

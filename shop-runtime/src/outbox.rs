@@ -75,13 +75,13 @@ impl Outbox {
         let outgoing = OutgoingEvent::new(event)?;
         let trace = Carrier::current();
         sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at, traceparent, tracestate)
+            "INSERT INTO outbox (event_id, event_type, subject, key, payload, occurred_at, traceparent, tracestate)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(outgoing.event_id)
         .bind(outgoing.event_type)
         .bind(&outgoing.subject)
-        .bind(&outgoing.order_id)
+        .bind(&outgoing.key)
         .bind(&outgoing.payload)
         .bind(outgoing.occurred_at)
         // The event continues the trace of whatever caused it: the relay's
@@ -129,7 +129,7 @@ struct PendingRow {
     event_id: Uuid,
     event_type: String,
     subject: String,
-    order_id: String,
+    key: String,
     payload: Vec<u8>,
     traceparent: Option<String>,
     tracestate: Option<String>,
@@ -199,7 +199,7 @@ impl Relay {
                      ORDER BY created_at, event_id
                      LIMIT $1
                        FOR UPDATE SKIP LOCKED)
-             RETURNING event_id, event_type, subject, order_id, payload, traceparent, tracestate, occurred_at, created_at",
+             RETURNING event_id, event_type, subject, key, payload, traceparent, tracestate, occurred_at, created_at",
         )
         .bind(self.batch_size)
         .bind(LEASE.as_secs_f64())
@@ -223,7 +223,7 @@ impl Relay {
                 otel.kind = "producer",
                 messaging.system = "nats",
                 messaging.destination.name = %row.subject,
-                order_id = %row.order_id,
+                key = %row.key,
                 event_id = %row.event_id,
                 trace_id = Empty,
             );
@@ -236,7 +236,7 @@ impl Relay {
                 row.event_id,
                 &row.event_type,
                 self.source,
-                &row.order_id,
+                &row.key,
                 row.occurred_at,
                 &Carrier::of(&span),
             );

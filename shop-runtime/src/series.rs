@@ -50,6 +50,13 @@ pub const CART_CHECKOUTS_CLEARED: &str = "shop_cart_checkouts_cleared_total";
 /// next sweep).
 pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failures_total";
 
+/// Products svc-order and svc-cart looked up in their copy of the catalog
+/// (`shop_catalog`), `{result}`: `hit` or `miss` (asked of svc-inventory).
+/// Nothing counts while the copy is off or its change feed is lost.
+pub const CATALOG_CACHE_LOOKUPS: &str = "shop_catalog_cache_lookups_total";
+/// `catalog.product_changed` events a copy of the catalog acted on.
+pub const CATALOG_CHANGES_SEEN: &str = "shop_catalog_changes_total";
+
 /// Messages parked on the DLQ stream.
 pub const DLQ_MESSAGES: &str = "shop_dlq_messages";
 

@@ -3,6 +3,7 @@
 //! Every call works on the caller's own cart (`x-user-id`); there is no way
 //! to name another user's cart, for admins either.
 
+use shop_catalog::Catalog;
 use shop_proto::{
     cart::v1 as pb,
     order::v1::{Order, OrderLine, OrderStatus, PlaceOrderRequest},
@@ -16,7 +17,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::{
     carts::{Cart, CartStore},
-    catalog::Catalog,
+    catalog,
     error::orders_unavailable,
     orders::Orders,
 };
@@ -162,7 +163,7 @@ impl pb::cart_service_server::CartService for CartApi {
         let body = request.get_ref();
         let sku = parse_sku(&body.sku)?;
         let quantity = self.parse_quantity(body.quantity)?;
-        let product = self.catalog.product(&sku).await?;
+        let product = catalog::product(&self.catalog, &sku).await?;
         let cart = self.carts.add(&user, &sku, quantity, &product).await?;
         Ok(Response::new(to_proto(cart)?))
     }

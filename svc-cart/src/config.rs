@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shop_catalog::CacheSettings;
 use shop_runtime::{
     config::{ConfigError, EnvReader, MessagingSettings, SecretUrl, ServiceBasics},
     grpc::{UpstreamSettings, read_upstream_url},
@@ -24,6 +25,9 @@ pub struct Config {
     pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory, to check SKUs and snapshot prices.
     pub catalog_url: String,
+    /// `CATALOG_CACHE_TTL`, `CATALOG_CACHE_CAPACITY`: the copy of the
+    /// catalog's products.
+    pub catalog_cache: CacheSettings,
     /// `ORDER_URL`: svc-order, for checkout.
     pub order_url: String,
     /// `CART_TTL`: a cart untouched this long is gone (default 3d). Every
@@ -60,6 +64,7 @@ impl Config {
             ),
             messaging: MessagingSettings::read(&mut env),
             catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
+            catalog_cache: CacheSettings::read(&mut env),
             order_url: read_upstream_url(&mut env, &registry::ORDER, "ORDER_URL"),
             cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
             checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),

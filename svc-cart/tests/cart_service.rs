@@ -518,6 +518,10 @@ async fn a_dead_catalog_fails_fast_leaves_the_cart_alone_and_the_breaker_closes_
         "the open breaker answers at once: {took:?}"
     );
     assert_eq!(get(&mut cart).await?.lines, before.lines, "the cart is unchanged");
+    // The mug was looked up before the catalog went: svc-cart kept it, so it
+    // is still added, at the price it had.
+    let kept = add(&mut cart, MUG, 1).await.map_err(|s| anyhow::anyhow!("{s:?}"))?;
+    assert_eq!(lines(&kept), [(MUG.into(), 2)], "{kept:?}");
     // svc-order cannot price the order either; its own answer comes through.
     let status = checkout(&mut cart, "no-catalog-1", "pm_card_ok")
         .await

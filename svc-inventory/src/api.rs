@@ -1,17 +1,19 @@
 //! gRPC adapter: `shop.catalog.v1.CatalogService` and
 //! `shop.inventory.v1.InventoryService`. Proto types stop here.
 
-use shop_proto::{catalog::v1 as catalog, common::v1::Money, inventory::v1 as inventory};
+use shop_proto::{catalog::v1 as catalog, common::v1::Money, events::v1 as ev, inventory::v1 as inventory};
 use shop_runtime::{
-    api_error::{ApiError, Resource},
+    api_error::{ApiError, CATALOG, Resource},
     identity::Caller,
-    values::Sku,
+    outbox::Outbox,
+    values::{Sku, timestamp},
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::{
     browse::Browse,
+    changes::ProductChanges,
     products::{self, Product},
     stock::{self, StockLevel},
 };
@@ -25,6 +27,7 @@ const MAX_RESTOCK: i64 = 1_000_000;
 #[derive(Clone)]
 pub(crate) struct InventoryApi {
     pub pool: PgPool,
+    pub outbox: Outbox,
 }
 
 impl From<Product> for catalog::Product {
@@ -38,6 +41,20 @@ impl From<Product> for catalog::Product {
                 amount_minor: r.price_minor,
             }),
             category: r.category,
+        }
+    }
+}
+
+impl From<&Product> for ev::ProductChanged {
+    fn from(r: &Product) -> Self {
+        let product = catalog::Product::from(r.clone());
+        Self {
+            sku: product.sku,
+            name: product.name,
+            description: product.description,
+            price: product.price,
+            category: product.category,
+            changed_at: Some(timestamp(chrono::Utc::now())),
         }
     }
 }
@@ -121,6 +138,46 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
             .await
             .map_err(ApiError::internal(INVENTORY, "loading the product"))?;
         let product = product.ok_or_else(|| ApiError::NotFound(format!("no product with sku {sku}")))?;
+        Ok(Response::new(product.into()))
+    }
+
+    /// The change and its `catalog.product_changed` event commit together:
+    /// every copy of the product is dropped once the event is out.
+    async fn update_product(
+        &self,
+        request: Request<catalog::UpdateProductRequest>,
+    ) -> Result<Response<catalog::Product>, Status> {
+        let caller = Caller::from_metadata(request.metadata())?;
+        if !caller.is_admin() {
+            return Err(ApiError::PermissionDenied("UpdateProduct needs the admin role".into()).into());
+        }
+        let body = request.get_ref();
+        let sku = sku("sku", &body.sku)?;
+        let changes = ProductChanges::parse(
+            body.name.as_deref(),
+            body.description.as_deref(),
+            body.price.as_ref(),
+            body.category.as_deref(),
+        )
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(ApiError::internal(CATALOG, "beginning a transaction"))?;
+        let product = products::update(&mut tx, &sku, &changes)
+            .await
+            .map_err(ApiError::internal(CATALOG, "updating the product"))?
+            .ok_or_else(|| ApiError::NotFound(format!("no product with sku {sku}")))?;
+        self.outbox
+            .enqueue(&mut tx, &ev::ProductChanged::from(&product))
+            .await
+            .map_err(ApiError::internal(CATALOG, "staging catalog.product_changed"))?;
+        self.outbox
+            .commit(tx)
+            .await
+            .map_err(ApiError::internal(CATALOG, "committing the product change"))?;
+        tracing::info!(sku = %sku, by = %caller.user_id, "product changed");
         Ok(Response::new(product.into()))
     }
 }

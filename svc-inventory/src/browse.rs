@@ -76,7 +76,7 @@ impl Browse {
 }
 
 /// As the database's `products_category_format` constraint has it.
-fn is_category_name(name: &str) -> bool {
+pub(crate) fn is_category_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && name.len() <= 40

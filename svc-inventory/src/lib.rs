@@ -7,6 +7,7 @@
 
 mod api;
 mod browse;
+mod changes;
 pub mod config;
 mod products;
 pub mod saga;
@@ -50,7 +51,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::PAYMENTS_CONSUMER, payments).await?;
     host.spawn(saga::sweep_expired(sweeper, config.sweep_interval, host.shutdown()));
 
-    let api = api::InventoryApi { pool };
+    let api = api::InventoryApi { pool, outbox };
     let (router, health) = grpc::router_with_basics(SERVICES)?;
     let router = router
         .add_service(CatalogServiceServer::new(api.clone()))

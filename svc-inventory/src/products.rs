@@ -1,9 +1,9 @@
 //! The catalog in Postgres: products, their prices and categories.
 
 use shop_runtime::values::Sku;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-use crate::browse::Browse;
+use crate::{browse::Browse, changes::ProductChanges};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Product {
@@ -68,4 +68,32 @@ pub(crate) async fn find(pool: &PgPool, sku: &Sku) -> Result<Option<Product>, sq
         .bind(sku.as_str())
         .fetch_optional(pool)
         .await
+}
+
+/// Applies `changes` to the product `sku`, in the caller's transaction;
+/// `None` when there is no such product.
+pub(crate) async fn update(
+    conn: &mut PgConnection,
+    sku: &Sku,
+    changes: &ProductChanges,
+) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE products
+            SET name = coalesce($2, name),
+                description = coalesce($3, description),
+                price_minor = coalesce($4, price_minor),
+                currency = coalesce($5, currency),
+                category = coalesce($6, category)
+          WHERE sku = $1
+         RETURNING ",
+        product_columns!()
+    ))
+    .bind(sku.as_str())
+    .bind(changes.name.as_deref())
+    .bind(changes.description.as_deref())
+    .bind(changes.price.map(|p| p.minor))
+    .bind(changes.price.map(|p| p.currency.as_str().to_owned()))
+    .bind(changes.category.as_deref())
+    .fetch_optional(conn)
+    .await
 }

@@ -152,7 +152,7 @@ fn headers_for<E: Event>(event: &E, event_id: Uuid) -> HeaderMap {
         event_id,
         E::TYPE,
         "svc-order",
-        event.order_id(),
+        event.key(),
         chrono::Utc::now(),
         &Default::default(),
     )

@@ -3,12 +3,13 @@
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
+use shop_catalog::Catalog;
 use shop_proto::{common::v1::Money as ProtoMoney, order::v1 as pb};
 use shop_runtime::{
     api_error::{self, ApiError, ORDERS},
     identity::Caller,
     outbox::Outbox,
-    values::{OrderId, PageSize, timestamp},
+    values::{OrderId, PageSize, Sku, timestamp},
 };
 use sqlx::PgPool;
 use tokio_stream::Stream;
@@ -16,8 +17,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    catalog::Catalog,
-    domain::{self, CancelReason, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
+    domain::{self, CancelReason, CatalogPrice, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
     saga::{self, Applied},
     store::{self, Cursor, OrderRecord},
     watch::Announcer,
@@ -145,14 +145,21 @@ impl OrderApi {
             return same_request(existing, &command);
         }
 
-        let prices = self
+        let skus: Vec<Sku> = command.lines.iter().map(|l| l.sku.clone()).collect();
+        let prices: Vec<CatalogPrice> = self
             .catalog
-            .prices(command.lines.iter().map(|l| l.sku.to_string()).collect())
+            .products(&skus)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "catalog call failed");
                 ApiError::Unavailable(api_error::CATALOG)
-            })?;
+            })?
+            .into_iter()
+            .map(|product| CatalogPrice {
+                sku: product.sku,
+                unit_price: product.unit_price,
+            })
+            .collect();
         let priced = command.price(&prices).map_err(|e| match e {
             PricingError::UnknownSku { line, .. } => ApiError::invalid(format!("lines[{line}].sku"), e.to_string()),
             PricingError::NoPrice { .. } | PricingError::CannotTotal => ApiError::FailedPrecondition(e.to_string()),

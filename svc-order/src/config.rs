@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shop_catalog::CacheSettings;
 use shop_runtime::{
     config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
     grpc::{UpstreamSettings, read_upstream_url},
@@ -21,6 +22,9 @@ pub struct Config {
     pub messaging: MessagingSettings,
     /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
     pub catalog_url: String,
+    /// `CATALOG_CACHE_TTL`, `CATALOG_CACHE_CAPACITY`: the copy of the
+    /// catalog's products.
+    pub catalog_cache: CacheSettings,
     /// `UPSTREAM_TIMEOUT` (a catalog call), `UPSTREAM_CONNECT_TIMEOUT`,
     /// `UPSTREAM_BREAKER_*`: the same settings as every caller's.
     pub upstream: UpstreamSettings,
@@ -65,6 +69,7 @@ impl Config {
             database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
             catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
+            catalog_cache: CacheSettings::read(&mut env),
             upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,
             watch_max_concurrent: env.count("WATCH_MAX_CONCURRENT", 1000),

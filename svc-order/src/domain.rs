@@ -200,13 +200,14 @@ impl PlaceOrder {
             .iter()
             .enumerate()
             .map(|(line, requested)| {
-                let product = catalog
-                    .iter()
-                    .find(|p| p.sku == requested.sku.as_str())
-                    .ok_or_else(|| PricingError::UnknownSku {
-                        line,
-                        sku: requested.sku.clone(),
-                    })?;
+                let product =
+                    catalog
+                        .iter()
+                        .find(|p| p.sku == requested.sku)
+                        .ok_or_else(|| PricingError::UnknownSku {
+                            line,
+                            sku: requested.sku.clone(),
+                        })?;
                 let unit_price = product.unit_price.ok_or_else(|| PricingError::NoPrice {
                     sku: requested.sku.clone(),
                 })?;
@@ -225,7 +226,7 @@ impl PlaceOrder {
 /// What the catalog says a SKU costs (`None`: listed without a valid price).
 #[derive(Debug, Clone)]
 pub struct CatalogPrice {
-    pub sku: String,
+    pub sku: Sku,
     pub unit_price: Option<Money>,
 }
 
@@ -469,7 +470,7 @@ mod tests {
         let eur = shop_runtime::values::Currency::parse("EUR").expect("valid");
         let usd = shop_runtime::values::Currency::parse("USD").expect("valid");
         let price = |sku: &str, unit_price| CatalogPrice {
-            sku: sku.into(),
+            sku: Sku::parse(sku).expect("valid SKU"),
             unit_price,
         };
         let order = validate_place_order(

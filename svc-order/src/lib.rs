@@ -6,7 +6,6 @@
 //! inventory and payment events through the state machine in [`domain`].
 
 mod api;
-mod catalog;
 pub mod config;
 pub mod deadline;
 pub mod domain;
@@ -14,6 +13,7 @@ pub mod saga;
 pub mod store;
 pub mod watch;
 
+use shop_catalog::Catalog;
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
 use shop_runtime::{
     CancellationToken, Listeners, grpc,
@@ -31,6 +31,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut host = Host::new(&registry::ORDER, shutdown);
     let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
     let bus = host.nats(&config.messaging).await?;
+    let catalog = Catalog::new(&config.catalog_url, &config.upstream, &config.catalog_cache)
+        .map_err(|e| HostError::setup("catalog client", e))?;
+    let follow = catalog
+        .follow_changes(bus.js.clone(), host.shutdown())
+        .await
+        .map_err(|e| HostError::setup("following the catalog's changes", e))?;
+    host.spawn(follow);
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&bus, &pool, &outbox);
     let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent);
@@ -54,8 +61,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let api = api::OrderApi {
         pool,
         outbox,
-        catalog: catalog::Catalog::new(&config.catalog_url, &config.upstream)
-            .map_err(|e| HostError::setup("catalog client", e))?,
+        catalog,
         accepted_payment_methods: config.accepted_payment_methods.clone(),
         announcer,
     };

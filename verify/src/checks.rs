@@ -476,7 +476,7 @@ pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> 
             .with_context(|| format!("counting the outbox of {service}"))?;
         check.covered += usize::try_from(count).unwrap_or_default();
         let stuck: Vec<UnpublishedRow> = sqlx::query_as(
-            "SELECT event_id, subject, order_id, created_at, attempts, last_error FROM outbox
+            "SELECT event_id, subject, key, created_at, attempts, last_error FROM outbox
               WHERE published_at IS NULL AND created_at <= $1
               ORDER BY created_at, event_id",
         )
@@ -487,16 +487,16 @@ pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> 
         for UnpublishedRow {
             event_id,
             subject,
-            order_id,
+            key,
             created_at,
             attempts,
             last_error,
         } in stuck
         {
             check.violation(
-                [event_id.to_string(), order_id.clone()],
+                [event_id.to_string(), key.clone()],
                 format!(
-                    "{service}: event {event_id} ({subject}, order {order_id}) unpublished for {} since {}, \
+                    "{service}: event {event_id} ({subject}) unpublished for {} since {}, \
                      {attempts} attempts{}",
                     span(options.now - created_at),
                     at(created_at),
@@ -512,7 +512,7 @@ pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> 
 struct UnpublishedRow {
     event_id: Uuid,
     subject: String,
-    order_id: String,
+    key: String,
     created_at: DateTime<Utc>,
     attempts: i32,
     last_error: Option<String>,

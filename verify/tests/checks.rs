@@ -175,7 +175,7 @@ async fn outbox(
 ) -> anyhow::Result<Uuid> {
     let event_id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, subject, order_id, payload, occurred_at, created_at, published_at)
+        "INSERT INTO outbox (event_id, event_type, subject, key, payload, occurred_at, created_at, published_at)
          VALUES ($1, 'shop.events.v1.Test', $2, $3, '\\x00', $4, $4, CASE WHEN $5 THEN $4 END)",
     )
     .bind(event_id)
@@ -364,7 +364,7 @@ async fn an_old_unpublished_outbox_row_is_named() -> anyhow::Result<()> {
     assert_eq!(found.len(), 1, "{report}");
     assert!(
         found[0].contains(&format!(
-            "svc-payment: event {stuck} (payments.succeeded.{0}, order {0}) unpublished for 5m",
+            "svc-payment: event {stuck} (payments.succeeded.{0}) unpublished for 5m",
             world.confirmed
         )),
         "{report}"

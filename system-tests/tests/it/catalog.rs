@@ -1,13 +1,26 @@
 //! Browsing the catalog as a storefront does: pages, a category, a text
-//! search, and a clear INVALID_ARGUMENT for what cannot be answered.
+//! search, and a clear INVALID_ARGUMENT for what cannot be answered. An
+//! admin's product change, and the copies svc-order and svc-cart keep of
+//! the catalog: used while svc-inventory is down, never stale once the
+//! change has reached them.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use shop_harness::{Service, Stack};
-use shop_proto::catalog::v1::{
-    ListCategoriesRequest, ListProductsRequest, Product, catalog_service_client::CatalogServiceClient,
+use shop_catalog::{CacheSettings, Catalog as CachedCatalog};
+use shop_harness::{AsUser, Service, Stack, eventually, line};
+use shop_proto::{
+    catalog::v1::{
+        GetProductRequest, ListCategoriesRequest, ListProductsRequest, Product, UpdateProductRequest,
+        catalog_service_client::CatalogServiceClient,
+    },
+    common::v1::Money,
+    events::v1::ProductChanged,
 };
+use shop_runtime::{CancellationToken, config::EnvReader, grpc::UpstreamSettings, values::Sku};
 use tonic::{Code, transport::Channel};
+
+use crate::support::{PlaceOrders, header, last_stored};
 
 type Catalog = CatalogServiceClient<Channel>;
 
@@ -169,5 +182,242 @@ async fn bad_pages_categories_and_searches_name_the_field() -> anyhow::Result<()
             status.message()
         );
     }
+    Ok(())
+}
+
+const MUG: &str = "SKU-MUG-001";
+const PEN: &str = "SKU-PEN-001";
+
+async fn as_admin(
+    stack: &Stack,
+) -> anyhow::Result<CatalogServiceClient<tonic::service::interceptor::InterceptedService<Channel, AsUser>>> {
+    Ok(CatalogServiceClient::with_interceptor(
+        stack.channel(Service::Inventory).await?,
+        AsUser::admin("ops"),
+    ))
+}
+
+fn eur(minor: i64) -> Money {
+    Money {
+        currency_code: "EUR".into(),
+        amount_minor: minor,
+    }
+}
+
+async fn set_price(stack: &Stack, sku: &str, minor: i64) -> anyhow::Result<Product> {
+    let request = UpdateProductRequest {
+        sku: sku.into(),
+        price: Some(eur(minor)),
+        ..Default::default()
+    };
+    Ok(as_admin(stack).await?.update_product(request).await?.into_inner())
+}
+
+async fn price_of(stack: &Stack, sku: &str) -> anyhow::Result<i64> {
+    let request = GetProductRequest { sku: sku.into() };
+    let product = catalog(stack).await?.get_product(request).await?.into_inner();
+    Ok(product.price.map_or(-1, |p| p.amount_minor))
+}
+
+/// A copy of the stack's catalog, as svc-order and svc-cart keep one,
+/// following the changes.
+async fn copy_of_catalog(stack: &Stack) -> anyhow::Result<(CachedCatalog, CancellationToken)> {
+    let upstream = UpstreamSettings::read(&mut EnvReader::from_map([("UPSTREAM_BREAKER_FAILURES", "1000")]));
+    let settings = CacheSettings {
+        ttl: Duration::from_secs(600),
+        capacity: 100,
+    };
+    let catalog = CachedCatalog::new(&stack.grpc_url(Service::Inventory), &upstream, &settings)?;
+    let stop = CancellationToken::new();
+    tokio::spawn(catalog.follow_changes(stack.jetstream().await?, stop.clone()).await?);
+    assert!(catalog.follows_changes());
+    Ok((catalog, stop))
+}
+
+async fn cached_price(catalog: &CachedCatalog, sku: &str) -> anyhow::Result<i64> {
+    let products = catalog
+        .products(&[Sku::parse(sku).map_err(anyhow::Error::msg)?])
+        .await?;
+    let product = products.first().ok_or_else(|| anyhow::anyhow!("no {sku}"))?;
+    Ok(product.unit_price.map_or(-1, |p| p.minor))
+}
+
+#[tokio::test]
+async fn an_admin_changes_only_what_is_set_and_the_change_is_published() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let before = catalog(&stack)
+        .await?
+        .get_product(GetProductRequest { sku: MUG.into() })
+        .await?
+        .into_inner();
+    let after = set_price(&stack, MUG, 1_999).await?;
+    assert_eq!(after.price, Some(eur(1_999)));
+    assert_eq!(
+        (&after.name, &after.description, &after.category),
+        (&before.name, &before.description, &before.category),
+        "only the price changed"
+    );
+    assert_eq!(price_of(&stack, MUG).await?, 1_999);
+
+    let js = stack.jetstream().await?;
+    let subject = format!("catalog.product_changed.{MUG}");
+    let stored = eventually("the change on the CATALOG stream", || {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move { Ok(last_stored(&js, "CATALOG", &subject).await.ok()) }
+    })
+    .await?;
+    assert_eq!(header(&stored, "ce-type"), "shop.events.v1.ProductChanged");
+    assert_eq!(header(&stored, "ce-subject"), MUG);
+    assert_eq!(header(&stored, "ce-source"), "svc-inventory");
+    let changed: ProductChanged = serde_json::from_slice(&stored.payload)?;
+    assert_eq!((changed.sku.as_str(), changed.price), (MUG, Some(eur(1_999))));
+    assert_eq!(changed.name, before.name);
+
+    let renamed = as_admin(&stack)
+        .await?
+        .update_product(UpdateProductRequest {
+            sku: PEN.into(),
+            name: Some("Fountain pen, blue".into()),
+            category: Some("office".into()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (renamed.name.as_str(), renamed.category.as_str()),
+        ("Fountain pen, blue", "office")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_product_change_is_refused_with_what_to_fix() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let mut admin = as_admin(&stack).await?;
+    for (request, code, said) in [
+        (
+            UpdateProductRequest {
+                sku: MUG.into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "set at least one",
+        ),
+        (
+            UpdateProductRequest {
+                sku: MUG.into(),
+                price: Some(eur(-5)),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "price.amount_minor: ",
+        ),
+        (
+            UpdateProductRequest {
+                sku: MUG.into(),
+                name: Some(String::new()),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "name: ",
+        ),
+        (
+            UpdateProductRequest {
+                sku: "SKU-NONE-404".into(),
+                price: Some(eur(100)),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "SKU-NONE-404",
+        ),
+    ] {
+        let status = admin.update_product(request).await.expect_err(said);
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(said), "{}", status.message());
+    }
+    let mut customer =
+        CatalogServiceClient::with_interceptor(stack.channel(Service::Inventory).await?, AsUser::customer("alice"));
+    let refused = customer
+        .update_product(UpdateProductRequest {
+            sku: MUG.into(),
+            price: Some(eur(1)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("customers change nothing");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_ne!(price_of(&stack, MUG).await?, 1, "nothing changed");
+    let stored = last_stored(
+        &stack.jetstream().await?,
+        "CATALOG",
+        &format!("catalog.product_changed.{MUG}"),
+    )
+    .await;
+    assert!(stored.is_err(), "a refused change publishes nothing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_copy_of_the_catalog_answers_for_kept_products_while_svc_inventory_is_down() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    let (catalog, _stop) = copy_of_catalog(&stack).await?;
+    let listed = price_of(&stack, MUG).await?;
+    assert_eq!(cached_price(&catalog, MUG).await?, listed);
+
+    stack.stop_service(Service::Inventory).await?;
+    assert_eq!(cached_price(&catalog, MUG).await?, listed, "kept, so no call");
+    let unknown = catalog
+        .products(&[Sku::parse(PEN).map_err(anyhow::Error::msg)?])
+        .await
+        .expect_err("not kept, and the catalog is down");
+    assert!(unknown.to_string().contains("unavailable"), "{unknown}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_price_change_reaches_every_copy_and_the_old_price_is_not_served_after_it() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let (catalog, _stop) = copy_of_catalog(&stack).await?;
+    let old = cached_price(&catalog, MUG).await?;
+    // svc-order keeps the price too, from pricing this order.
+    let first = stack
+        .place("alice", "before-change", vec![line(MUG, 1)], "pm_card_ok")
+        .await?;
+    assert_eq!(first.total.as_ref().map(|t| t.amount_minor), Some(old));
+
+    let new = old + 500;
+    set_price(&stack, MUG, new).await?;
+    eventually("the copy to drop the old price", || {
+        let catalog = catalog.clone();
+        async move { Ok((cached_price(&catalog, MUG).await? == new).then_some(())) }
+    })
+    .await?;
+    for _ in 0..50 {
+        assert_eq!(cached_price(&catalog, MUG).await?, new, "the old price came back");
+    }
+    let mut attempt = 0;
+    let priced = eventually("svc-order to price at the new price", || {
+        attempt += 1;
+        let key = format!("after-change-{attempt}");
+        let stack = &stack;
+        async move {
+            let order = stack.place("alice", &key, vec![line(MUG, 1)], "pm_card_ok").await?;
+            Ok(order.total.filter(|t| t.amount_minor == new))
+        }
+    })
+    .await?;
+    assert_eq!(priced.amount_minor, new);
+    Ok(())
+}
+
+#[tokio::test]
+async fn svc_order_prices_kept_products_while_svc_inventory_is_down() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.place("alice", "warm", vec![line(MUG, 1)], "pm_card_ok").await?;
+    stack.stop_service(Service::Inventory).await?;
+    let order = stack
+        .place("alice", "while-down", vec![line(MUG, 2)], "pm_card_ok")
+        .await?;
+    assert_eq!(order.lines.len(), 1);
     Ok(())
 }

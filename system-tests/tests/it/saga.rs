@@ -362,7 +362,7 @@ async fn a_publish_retried_with_the_same_message_id_is_stored_once() -> TestResu
     // The relay crashed after the broker stored its events but before it
     // marked them published: on restart it sends them again.
     let pool = stack.pool(Service::Order).await?;
-    let reset = sqlx::query("UPDATE outbox SET published_at = NULL WHERE order_id = $1")
+    let reset = sqlx::query("UPDATE outbox SET published_at = NULL WHERE key = $1")
         .bind(&order.order_id)
         .execute(&pool)
         .await?;

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/catalog/v1/catalog.proto.
  */
 export const file_shop_catalog_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL2NhdGFsb2cvdjEvY2F0YWxvZy5wcm90bxIPc2hvcC5jYXRhbG9nLnYxImsKE0xpc3RQcm9kdWN0c1JlcXVlc3QSDAoEc2t1cxgBIAMoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIQCghjYXRlZ29yeRgEIAEoCRINCgVxdWVyeRgFIAEoCSJbChRMaXN0UHJvZHVjdHNSZXNwb25zZRIqCghwcm9kdWN0cxgBIAMoCzIYLnNob3AuY2F0YWxvZy52MS5Qcm9kdWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIXChVMaXN0Q2F0ZWdvcmllc1JlcXVlc3QiRwoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRItCgpjYXRlZ29yaWVzGAEgAygLMhkuc2hvcC5jYXRhbG9nLnYxLkNhdGVnb3J5Ii8KCENhdGVnb3J5EgwKBG5hbWUYASABKAkSFQoNcHJvZHVjdF9jb3VudBgCIAEoBSIgChFHZXRQcm9kdWN0UmVxdWVzdBILCgNza3UYASABKAkicQoHUHJvZHVjdBILCgNza3UYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIkCgVwcmljZRgEIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EhAKCGNhdGVnb3J5GAUgASgJMq4CCg5DYXRhbG9nU2VydmljZRJhCgxMaXN0UHJvZHVjdHMSJC5zaG9wLmNhdGFsb2cudjEuTGlzdFByb2R1Y3RzUmVxdWVzdBolLnNob3AuY2F0YWxvZy52MS5MaXN0UHJvZHVjdHNSZXNwb25zZSIEiLUYARJnCg5MaXN0Q2F0ZWdvcmllcxImLnNob3AuY2F0YWxvZy52MS5MaXN0Q2F0ZWdvcmllc1JlcXVlc3QaJy5zaG9wLmNhdGFsb2cudjEuTGlzdENhdGVnb3JpZXNSZXNwb25zZSIEiLUYARJQCgpHZXRQcm9kdWN0EiIuc2hvcC5jYXRhbG9nLnYxLkdldFByb2R1Y3RSZXF1ZXN0Ghguc2hvcC5jYXRhbG9nLnYxLlByb2R1Y3QiBIi1GAFiBnByb3RvMw", [file_shop_common_v1_money, file_shop_options_v1_access]);
+  fileDesc("Ch1zaG9wL2NhdGFsb2cvdjEvY2F0YWxvZy5wcm90bxIPc2hvcC5jYXRhbG9nLnYxImsKE0xpc3RQcm9kdWN0c1JlcXVlc3QSDAoEc2t1cxgBIAMoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIQCghjYXRlZ29yeRgEIAEoCRINCgVxdWVyeRgFIAEoCSJbChRMaXN0UHJvZHVjdHNSZXNwb25zZRIqCghwcm9kdWN0cxgBIAMoCzIYLnNob3AuY2F0YWxvZy52MS5Qcm9kdWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIXChVMaXN0Q2F0ZWdvcmllc1JlcXVlc3QiRwoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRItCgpjYXRlZ29yaWVzGAEgAygLMhkuc2hvcC5jYXRhbG9nLnYxLkNhdGVnb3J5Ii8KCENhdGVnb3J5EgwKBG5hbWUYASABKAkSFQoNcHJvZHVjdF9jb3VudBgCIAEoBSIgChFHZXRQcm9kdWN0UmVxdWVzdBILCgNza3UYASABKAkiswEKFFVwZGF0ZVByb2R1Y3RSZXF1ZXN0EgsKA3NrdRgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESGAoLZGVzY3JpcHRpb24YAyABKAlIAYgBARIkCgVwcmljZRgEIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5EhUKCGNhdGVnb3J5GAUgASgJSAKIAQFCBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uQgsKCV9jYXRlZ29yeSJxCgdQcm9kdWN0EgsKA3NrdRgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEiQKBXByaWNlGAQgASgLMhUuc2hvcC5jb21tb24udjEuTW9uZXkSEAoIY2F0ZWdvcnkYBSABKAkyhgMKDkNhdGFsb2dTZXJ2aWNlEmEKDExpc3RQcm9kdWN0cxIkLnNob3AuY2F0YWxvZy52MS5MaXN0UHJvZHVjdHNSZXF1ZXN0GiUuc2hvcC5jYXRhbG9nLnYxLkxpc3RQcm9kdWN0c1Jlc3BvbnNlIgSItRgBEmcKDkxpc3RDYXRlZ29yaWVzEiYuc2hvcC5jYXRhbG9nLnYxLkxpc3RDYXRlZ29yaWVzUmVxdWVzdBonLnNob3AuY2F0YWxvZy52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlIgSItRgBElAKCkdldFByb2R1Y3QSIi5zaG9wLmNhdGFsb2cudjEuR2V0UHJvZHVjdFJlcXVlc3QaGC5zaG9wLmNhdGFsb2cudjEuUHJvZHVjdCIEiLUYARJWCg1VcGRhdGVQcm9kdWN0EiUuc2hvcC5jYXRhbG9nLnYxLlVwZGF0ZVByb2R1Y3RSZXF1ZXN0Ghguc2hvcC5jYXRhbG9nLnYxLlByb2R1Y3QiBIi1GANiBnByb3RvMw", [file_shop_common_v1_money, file_shop_options_v1_access]);
 
 /**
  * @generated from message shop.catalog.v1.ListProductsRequest
@@ -166,6 +166,51 @@ export const GetProductRequestSchema: GenMessage<GetProductRequest> = /*@__PURE_
   messageDesc(file_shop_catalog_v1_catalog, 5);
 
 /**
+ * @generated from message shop.catalog.v1.UpdateProductRequest
+ */
+export type UpdateProductRequest = Message<"shop.catalog.v1.UpdateProductRequest"> & {
+  /**
+   * @generated from field: string sku = 1;
+   */
+  sku: string;
+
+  /**
+   * 1 to 200 characters, when set.
+   *
+   * @generated from field: optional string name = 2;
+   */
+  name?: string | undefined;
+
+  /**
+   * At most 2,000 characters, when set.
+   *
+   * @generated from field: optional string description = 3;
+   */
+  description?: string | undefined;
+
+  /**
+   * Zero or more minor units, in an ISO 4217 currency, when set.
+   *
+   * @generated from field: shop.common.v1.Money price = 4;
+   */
+  price?: Money | undefined;
+
+  /**
+   * A category name (lower case, digits and dashes), when set.
+   *
+   * @generated from field: optional string category = 5;
+   */
+  category?: string | undefined;
+};
+
+/**
+ * Describes the message shop.catalog.v1.UpdateProductRequest.
+ * Use `create(UpdateProductRequestSchema)` to create a new message.
+ */
+export const UpdateProductRequestSchema: GenMessage<UpdateProductRequest> = /*@__PURE__*/
+  messageDesc(file_shop_catalog_v1_catalog, 6);
+
+/**
  * @generated from message shop.catalog.v1.Product
  */
 export type Product = Message<"shop.catalog.v1.Product"> & {
@@ -204,7 +249,7 @@ export type Product = Message<"shop.catalog.v1.Product"> & {
  * Use `create(ProductSchema)` to create a new message.
  */
 export const ProductSchema: GenMessage<Product> = /*@__PURE__*/
-  messageDesc(file_shop_catalog_v1_catalog, 6);
+  messageDesc(file_shop_catalog_v1_catalog, 7);
 
 /**
  * The product catalog. Served by svc-inventory.
@@ -241,6 +286,19 @@ export const CatalogService: GenService<{
   getProduct: {
     methodKind: "unary";
     input: typeof GetProductRequestSchema;
+    output: typeof ProductSchema;
+  },
+  /**
+   * Changes a product's name, description, price or category (the fields
+   * set; at least one) and returns it; NOT_FOUND for an unknown SKU. Admin
+   * only. Publishes `catalog.product_changed.<sku>`, on which every service
+   * that caches products drops its copy.
+   *
+   * @generated from rpc shop.catalog.v1.CatalogService.UpdateProduct
+   */
+  updateProduct: {
+    methodKind: "unary";
+    input: typeof UpdateProductRequestSchema;
     output: typeof ProductSchema;
   },
 }> = /*@__PURE__*/
