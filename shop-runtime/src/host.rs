@@ -243,6 +243,13 @@ impl Host {
         let ready = all_of(std::mem::take(&mut self.readiness));
         if let Some(health) = self.health.take() {
             let services = self.service.serves;
+            // Known and NOT_SERVING from the first call on, while the first
+            // readiness check runs: a probe never hears "not registered".
+            for service in services.iter().copied().chain([""]) {
+                health
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             self.tasks
                 .spawn(health_follows(ready.clone(), health, services, self.shutdown.clone()));
         }

@@ -123,6 +123,36 @@ async fn readiness_names_each_part_that_is_down_and_shutdown_returns() -> anyhow
 }
 
 #[tokio::test]
+async fn grpc_health_knows_every_service_before_the_first_readiness_check_ends() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let shutdown = CancellationToken::new();
+    let mut host = notify_host(settings(&nats).await?, shutdown.clone()).await?;
+    // The first answer takes the check's whole bound.
+    host.ready_when("a slow check", std::sync::Arc::new(|| Box::pin(std::future::pending())));
+    let (_, grpc_addr, serving) = serve_both(host).await?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))?
+        .connect()
+        .await?;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    for service in ["shop.notify.v1.NotificationService", ""] {
+        let answer = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{service:?}: {status:?}"))?;
+        assert_eq!(
+            answer.into_inner().status,
+            2,
+            "{service:?} is NOT_SERVING until it is ready"
+        );
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), serving).await???;
+    Ok(())
+}
+
+#[tokio::test]
 async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let mut postgres = PostgresServer::start().await?;
