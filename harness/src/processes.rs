@@ -105,7 +105,29 @@ impl ProcessStack {
             .spawn()
             .with_context(|| format!("spawning {}", service.binary_name()))?;
         self.children.insert(service, child);
-        wait_serving(&self.grpc_url(service)).await
+        if let Err(e) = wait_serving(&self.grpc_url(service)).await {
+            let state = match self.children.get_mut(&service).map(Child::try_wait) {
+                Some(Ok(Some(status))) => format!("exited ({status})"),
+                Some(Ok(None)) => "still running".to_owned(),
+                Some(Err(e)) => format!("state unknown ({e})"),
+                None => "gone".to_owned(),
+            };
+            let log = self.log(service);
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(e.context(format!(
+                "{} {state}; its log ends:\n{}",
+                service.binary_name(),
+                tail.join("\n")
+            )));
+        }
+        Ok(())
     }
 
     /// SIGKILL: no shutdown hook runs, in-flight work is cut wherever it is.
