@@ -1,22 +1,34 @@
 //! Transactional outbox and its relay.
 //!
 //! A service writes its state change and the event row in one transaction
-//! ([`Outbox::enqueue`]), commits, then wakes the relay in-process
-//! ([`Outbox::commit`]) so the event leaves within milliseconds. The relay
-//! leases a batch of rows (replicas never publish the same row at once, and
-//! no lock is held while waiting for NATS), publishes each with
-//! `Nats-Msg-Id` = event id, awaits every PubAck, and only then marks the
-//! rows published. A crash anywhere in between leaves rows unpublished; once
-//! the lease runs out the next pass (or another replica's safety-net poll)
-//! sends them again and JetStream's duplicate window drops the copies.
+//! ([`Outbox::begin`], [`Outbox::enqueue`]) and commits it with
+//! [`Outbox::commit`], which hands the committed events to the relay
+//! in-process. The relay publishes them at once, each with `Nats-Msg-Id` =
+//! event id, awaits every PubAck, and marks them published, a few
+//! milliseconds later and many rows per statement. So an event costs its
+//! row's insert and a share of one update, and leaves within milliseconds.
+//!
+//! Rows nobody handed over (left by a crash, or by a failed publish) are
+//! found by the relay's lease pass ([`Relay::drain`]), at start, every
+//! `poll_interval` and while publishing fails: it leases a batch (replicas
+//! never publish the same row at once, and no lock is held while waiting
+//! for NATS), publishes, awaits the PubAcks and only then marks the rows.
+//! A crash anywhere leaves rows unpublished; the next pass (or another
+//! replica's) sends them again and JetStream's duplicate window drops the
+//! copies, as it drops the copy a lease pass sends of a row that another
+//! replica published and has not marked yet.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use tokio::sync::Notify;
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
@@ -50,11 +62,50 @@ const BACKLOG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// After a failed pass, the relay waits at least this long before the next.
 const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
+/// How long published rows wait to be marked, so that one statement marks
+/// the rows of many passes. A crash before the mark only means the next
+/// lease pass sends them again, to be dropped as duplicates.
+const MARK_DELAY: Duration = Duration::from_millis(10);
+
+/// Committed events waiting for the relay; beyond this, the lease pass
+/// takes them from the table instead.
+const HANDOVER_CAPACITY: usize = 4096;
+
 /// Handle used by request handlers and event handlers to stage events.
 #[derive(Clone)]
 pub struct Outbox {
     source: &'static str,
     wake: Arc<Notify>,
+    handover: Arc<Mutex<Handover>>,
+}
+
+/// Events committed in this process and not yet taken by its relay.
+#[derive(Default)]
+struct Handover {
+    rows: Vec<PendingRow>,
+    /// Some did not fit: the relay must look in the table.
+    overflowed: bool,
+}
+
+/// A transaction that may stage events: a `PgConnection` for everything
+/// else it does, committed only through [`Outbox::commit`].
+pub struct Staging {
+    tx: Transaction<'static, Postgres>,
+    staged: Vec<PendingRow>,
+}
+
+impl Deref for Staging {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Staging {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
 }
 
 impl Outbox {
@@ -63,6 +114,7 @@ impl Outbox {
         Self {
             source,
             wake: Arc::new(Notify::new()),
+            handover: Arc::default(),
         }
     }
 
@@ -70,13 +122,24 @@ impl Outbox {
         self.source
     }
 
-    /// Stages `event` in the caller's transaction.
-    pub async fn enqueue<E: Event>(&self, conn: &mut PgConnection, event: &E) -> Result<Uuid, OutboxError> {
+    /// Begins a transaction that can stage events.
+    pub async fn begin(&self, pool: &PgPool) -> Result<Staging, sqlx::Error> {
+        Ok(Staging {
+            tx: pool.begin().await?,
+            staged: Vec::new(),
+        })
+    }
+
+    /// Stages `event` in `staging`'s transaction.
+    pub async fn enqueue<E: Event>(&self, staging: &mut Staging, event: &E) -> Result<Uuid, OutboxError> {
         let outgoing = OutgoingEvent::new(event)?;
+        // The event continues the trace of whatever caused it: the relay's
+        // publish span will be this span's child.
         let trace = Carrier::current();
-        sqlx::query(
+        let created_at: DateTime<Utc> = sqlx::query_scalar(
             "INSERT INTO outbox (event_id, event_type, subject, key, payload, occurred_at, traceparent, tracestate)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING created_at",
         )
         .bind(outgoing.event_id)
         .bind(outgoing.event_type)
@@ -84,19 +147,40 @@ impl Outbox {
         .bind(&outgoing.key)
         .bind(&outgoing.payload)
         .bind(outgoing.occurred_at)
-        // The event continues the trace of whatever caused it: the relay's
-        // publish span will be this span's child.
-        .bind(trace.traceparent)
-        .bind(trace.tracestate)
-        .execute(conn)
+        .bind(&trace.traceparent)
+        .bind(&trace.tracestate)
+        .fetch_one(&mut *staging.tx)
         .await?;
+        staging.staged.push(PendingRow {
+            event_id: outgoing.event_id,
+            event_type: outgoing.event_type.to_owned(),
+            subject: outgoing.subject,
+            key: outgoing.key,
+            payload: outgoing.payload,
+            traceparent: trace.traceparent,
+            tracestate: trace.tracestate,
+            occurred_at: outgoing.occurred_at,
+            created_at,
+        });
         Ok(outgoing.event_id)
     }
 
-    /// Commits `tx` and wakes the relay: the only way staged events should
-    /// be committed, so no code path forgets the wake-up.
-    pub async fn commit(&self, tx: Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    /// Commits `staging` and hands its events to the relay: the only way
+    /// staged events are committed, so none waits for a poll.
+    pub async fn commit(&self, staging: Staging) -> Result<(), sqlx::Error> {
+        let Staging { tx, staged } = staging;
         tx.commit().await?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut handover = self.handover.lock().unwrap_or_else(PoisonError::into_inner);
+            if handover.rows.len() + staged.len() > HANDOVER_CAPACITY {
+                handover.overflowed = true;
+            } else {
+                handover.rows.extend(staged);
+            }
+        }
         self.wake.notify_one();
         Ok(())
     }
@@ -108,6 +192,7 @@ impl Outbox {
             js,
             source: self.source,
             wake: self.wake.clone(),
+            handover: self.handover.clone(),
             poll_interval,
             batch_size: 256,
         }
@@ -120,6 +205,7 @@ pub struct Relay {
     js: jetstream::Context,
     source: &'static str,
     wake: Arc<Notify>,
+    handover: Arc<Mutex<Handover>>,
     poll_interval: Duration,
     batch_size: i64,
 }
@@ -138,59 +224,120 @@ struct PendingRow {
 }
 
 impl Relay {
-    /// Runs until `shutdown`: drains the outbox whenever woken, and at least
-    /// every `poll_interval` for rows another (crashed) instance left behind.
+    /// Runs until `shutdown`: publishes what this process commits as it is
+    /// handed over, and runs a lease pass at start, every `poll_interval`,
+    /// when the handover overflowed, and with growing pauses while
+    /// publishing fails (handed-over events then wait for those passes).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
-        let mut next_report = tokio::time::Instant::now();
+        let mut unmarked: Vec<Uuid> = Vec::new();
+        // When the oldest of `unmarked` was published.
+        let mut unmarked_since = Instant::now();
+        let mut next_pass = Instant::now();
+        let mut last_pass = Instant::now();
+        let mut next_report = Instant::now();
+        let mut woken = false;
         loop {
-            match self.drain().await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, failures, "outbox relay pass failed; will retry");
+            let (handed, overflowed) = self.take_handover();
+            if failures == 0 && !handed.is_empty() {
+                let published = self.publish(handed).await;
+                if unmarked.is_empty() {
+                    unmarked_since = Instant::now();
+                }
+                unmarked.extend(published.ids);
+                if let Err(e) = published.outcome {
+                    failures = 1;
+                    tracing::warn!(error = %e, "publishing just committed events failed; will retry from the table");
+                    next_pass = last_pass + MIN_PAUSE_AFTER_FAILURE;
                 }
             }
-            if tokio::time::Instant::now() >= next_report {
-                next_report = tokio::time::Instant::now() + BACKLOG_REPORT_INTERVAL;
+            let now = Instant::now();
+            let retry_now = failures > 0 && woken && now >= last_pass + MIN_PAUSE_AFTER_FAILURE;
+            if overflowed || retry_now || now >= next_pass {
+                // Marked first, so the pass does not send them again.
+                self.mark(&mut unmarked).await;
+                last_pass = Instant::now();
+                match self.drain().await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(error = %e, failures, "outbox relay pass failed; will retry");
+                    }
+                }
+                // Back off while NATS or Postgres is down, but never longer
+                // than the safety-net poll.
+                let pause = match failures {
+                    0 => self.poll_interval,
+                    n => Duration::from_millis(100u64.saturating_mul(1 << n.min(6))).min(self.poll_interval),
+                };
+                next_pass = last_pass + pause.max(MIN_PAUSE_AFTER_FAILURE);
+            }
+            if Instant::now() >= next_report {
+                next_report = Instant::now() + BACKLOG_REPORT_INTERVAL;
                 if let Err(e) = self.report_backlog().await {
                     tracing::debug!(error = %e, "outbox backlog not measured");
                 }
             }
-            // Back off while NATS or Postgres is down, but never longer than
-            // the safety-net poll; a commit still wakes the relay then, only
-            // not sooner than the shortest pause.
-            let wait = if failures == 0 {
-                self.poll_interval
-            } else {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(MIN_PAUSE_AFTER_FAILURE) => {}
-                }
-                Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
-                    .min(self.poll_interval)
-                    .saturating_sub(MIN_PAUSE_AFTER_FAILURE)
+            // Published rows are marked together, MARK_DELAY after the
+            // first of them.
+            let mark_at = unmarked_since + MARK_DELAY;
+            let until = match unmarked.is_empty() {
+                true => next_pass,
+                false => next_pass.min(mark_at),
             };
-            tokio::select! {
+            woken = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => true,
+                () = tokio::time::sleep_until(until) => false,
+            };
+            if Instant::now() >= mark_at || unmarked.len() >= self.batch_size as usize {
+                self.mark(&mut unmarked).await;
+            }
+        }
+        self.mark(&mut unmarked).await;
+    }
+
+    fn take_handover(&self) -> (Vec<PendingRow>, bool) {
+        let mut handover = self.handover.lock().unwrap_or_else(PoisonError::into_inner);
+        let overflowed = std::mem::take(&mut handover.overflowed);
+        (std::mem::take(&mut handover.rows), overflowed)
+    }
+
+    /// Marks `ids` published and forgets them; on failure they stay for the
+    /// next try, up to a batch (beyond that a lease pass sends them again).
+    async fn mark(&self, ids: &mut Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        let marked = sqlx::query(
+            "UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)",
+        )
+        .bind(&*ids)
+        .execute(&self.pool)
+        .await;
+        match marked {
+            Ok(_) => ids.clear(),
+            Err(e) => {
+                tracing::debug!(error = %e, rows = ids.len(), "published rows not marked yet");
+                if ids.len() > HANDOVER_CAPACITY {
+                    ids.clear();
+                }
             }
         }
     }
 
-    /// Publishes batches until no unpublished row is left (or claimable).
+    /// Lease passes until no unpublished row is left (or claimable).
     pub async fn drain(&self) -> Result<(), RelayError> {
-        while self.publish_batch().await? == self.batch_size as usize {}
+        while self.lease_pass().await? == self.batch_size as usize {}
         Ok(())
     }
 
     /// Leases, publishes and marks one batch; returns how many rows it leased.
-    async fn publish_batch(&self) -> Result<usize, RelayError> {
+    async fn lease_pass(&self) -> Result<usize, RelayError> {
         // The lease is taken and committed in one statement, so no lock is
         // held while the acks are awaited; SKIP LOCKED only keeps two
         // relays from leasing the same row at the same instant.
-        let mut rows: Vec<PendingRow> = sqlx::query_as(
+        let rows: Vec<PendingRow> = sqlx::query_as(
             "UPDATE outbox SET leased_until = clock_timestamp() + make_interval(secs => $2)
               WHERE event_id IN (
                     SELECT event_id FROM outbox
@@ -205,12 +352,22 @@ impl Relay {
         .bind(LEASE.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
+        let leased = rows.len();
+        if leased == 0 {
             return Ok(0);
         }
-        rows.sort_by_key(|row| (row.created_at, row.event_id));
-        let leased = rows.len();
+        let published = self.publish(rows).await;
+        sqlx::query("UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)")
+            .bind(&published.ids)
+            .execute(&self.pool)
+            .await?;
+        published.outcome.map(|()| leased)
+    }
 
+    /// Publishes `rows` in their order of creation, then awaits every
+    /// PubAck; a row that fails is recorded (its lease given back).
+    async fn publish(&self, mut rows: Vec<PendingRow>) -> Published {
+        rows.sort_by_key(|row| (row.created_at, row.event_id));
         // Send the whole batch, then await the acks: one round trip of
         // latency for the batch instead of one per event.
         let started = std::time::Instant::now();
@@ -261,42 +418,46 @@ impl Relay {
         .await;
         metrics::histogram!(series::OUTBOX_PUBLISH_SECONDS, "service" => self.source)
             .record(started.elapsed().as_secs_f64());
-        let mut published = Vec::with_capacity(rows.len());
-        let mut first_error = None;
+        let mut published = Published {
+            ids: Vec::with_capacity(rows.len()),
+            outcome: Ok(()),
+        };
         for (event_id, acked) in acks {
             match acked {
-                Ok(()) => published.push(event_id),
+                Ok(()) => published.ids.push(event_id),
                 Err(e) => {
-                    // The lease is given back, so the next pass retries at once.
-                    let attempts: i32 = sqlx::query_scalar(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = NULL
-                          WHERE event_id = $1
-                         RETURNING attempts",
-                    )
-                    .bind(event_id)
-                    .bind(&e)
-                    .fetch_one(&self.pool)
-                    .await?;
-                    metrics::counter!(series::OUTBOX_PUBLISH_FAILURES, "service" => self.source).increment(1);
-                    // An outage fails every row for a while; a row failing
-                    // on and on (no stream for its subject, too large) must
-                    // not do so silently.
-                    if attempts % STUCK_REPORT_EVERY == 0 {
-                        tracing::error!(%event_id, attempts, error = %e, "outbox row still not published");
+                    if let Err(db) = self.record_failure(event_id, &e).await {
+                        tracing::debug!(error = %db, %event_id, "failed publish not recorded");
                     }
-                    first_error.get_or_insert(e);
+                    if published.outcome.is_ok() {
+                        published.outcome = Err(RelayError::Publish(e));
+                    }
                 }
             }
         }
-        sqlx::query("UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)")
-            .bind(&published)
-            .execute(&self.pool)
-            .await?;
-        metrics::counter!(series::OUTBOX_PUBLISHED, "service" => self.source).increment(published.len() as u64);
-        match first_error {
-            Some(e) => Err(RelayError::Publish(e)),
-            None => Ok(leased),
+        metrics::counter!(series::OUTBOX_PUBLISHED, "service" => self.source).increment(published.ids.len() as u64);
+        published
+    }
+
+    /// Counts a failed publish of the row and gives its lease back, so the
+    /// next pass retries it at once.
+    async fn record_failure(&self, event_id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+        let attempts: i32 = sqlx::query_scalar(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = NULL
+              WHERE event_id = $1
+             RETURNING attempts",
+        )
+        .bind(event_id)
+        .bind(error)
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::counter!(series::OUTBOX_PUBLISH_FAILURES, "service" => self.source).increment(1);
+        // An outage fails every row for a while; a row failing on and on (no
+        // stream for its subject, too large) must not do so silently.
+        if attempts % STUCK_REPORT_EVERY == 0 {
+            tracing::error!(%event_id, attempts, error, "outbox row still not published");
         }
+        Ok(())
     }
 
     /// Sets the backlog gauges: how many rows wait and how old the oldest
@@ -312,6 +473,13 @@ impl Relay {
         metrics::gauge!(series::OUTBOX_OLDEST_AGE_SECONDS, "service" => self.source).set(oldest.unwrap_or(0.0));
         Ok(())
     }
+}
+
+/// What a publish achieved: the rows the broker stored, and the first
+/// failure, if any.
+struct Published {
+    ids: Vec<Uuid>,
+    outcome: Result<(), RelayError>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -161,8 +161,8 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
         )
         .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         let mut tx = self
-            .pool
-            .begin()
+            .outbox
+            .begin(&self.pool)
             .await
             .map_err(ApiError::internal(CATALOG, "beginning a transaction"))?;
         let product = products::update(&mut tx, &sku, &changes)

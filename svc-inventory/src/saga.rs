@@ -11,10 +11,10 @@ use shop_runtime::{
     consumer::{EventHandler, HandleError},
     event::IncomingEvent,
     inbox,
-    outbox::Outbox,
+    outbox::{Outbox, Staging},
     values::{Quantity, Sku},
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::stock::{self, Line, ReleaseReason, Reservation, Settlement};
 
@@ -31,7 +31,7 @@ pub struct InventorySaga {
 
 impl EventHandler for InventorySaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outbox.begin(&self.pool).await?;
         if !inbox::claim(&mut tx, self.consumer, &event).await? {
             return Ok(());
         }
@@ -82,7 +82,7 @@ impl EventHandler for InventorySaga {
 }
 
 impl InventorySaga {
-    async fn on_order_placed(&self, tx: &mut PgConnection, placed: ev::OrderPlaced) -> Result<(), HandleError> {
+    async fn on_order_placed(&self, tx: &mut Staging, placed: ev::OrderPlaced) -> Result<(), HandleError> {
         let lines = lines_of(&placed)?;
         match stock::reserve(tx, &placed.order_id, &placed.user_id, &lines, self.reservation_ttl).await? {
             Reservation::Held { expires_at } => {
@@ -118,7 +118,7 @@ impl InventorySaga {
 
     async fn release(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Staging,
         order_id: &str,
         user_id: &str,
         reason: ReleaseReason,
@@ -190,7 +190,7 @@ pub async fn sweep_once(saga: &InventorySaga) -> Result<usize, HandleError> {
     let mut released = 0;
     let mut skipped: Vec<String> = Vec::new();
     while released + skipped.len() < SWEEP_BATCH {
-        let mut tx = saga.pool.begin().await?;
+        let mut tx = saga.outbox.begin(&saga.pool).await?;
         let Some((order_id, user_id)) = stock::claim_expired(&mut tx, &skipped).await? else {
             break;
         };

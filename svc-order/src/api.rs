@@ -166,8 +166,8 @@ impl OrderApi {
         })?;
 
         let mut tx = self
-            .pool
-            .begin()
+            .outbox
+            .begin(&self.pool)
             .await
             .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
         let inserted = store::insert(&mut tx, user, &command, &priced)
@@ -264,8 +264,8 @@ impl pb::order_service_server::OrderService for OrderApi {
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         self.visible_order(&caller, order_id).await?;
         let mut tx = self
-            .pool
-            .begin()
+            .outbox
+            .begin(&self.pool)
             .await
             .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
         let applied = saga::apply(&mut tx, &self.outbox, order_id, Trigger::CustomerCancel)

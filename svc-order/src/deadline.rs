@@ -59,7 +59,7 @@ pub async fn sweep_once(deadline: &Deadline) -> Result<usize, StoreError> {
 }
 
 async fn cancel(saga: &Deadline, order_id: Uuid) -> Result<bool, StoreError> {
-    let mut tx = saga.pool.begin().await?;
+    let mut tx = saga.outbox.begin(&saga.pool).await?;
     // Under the row lock: an event that settled it meanwhile wins.
     let applied = saga::apply(&mut tx, &saga.outbox, order_id, Trigger::Overdue).await?;
     saga.outbox.commit(tx).await?;

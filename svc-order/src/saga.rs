@@ -8,11 +8,11 @@ use shop_runtime::{
     consumer::{EventHandler, HandleError},
     event::IncomingEvent,
     inbox,
-    outbox::Outbox,
+    outbox::{Outbox, Staging},
     series,
     values::timestamp,
 };
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -60,7 +60,7 @@ pub(crate) fn placed(order_id: Uuid, user_id: &str, command: &PlaceOrder, priced
 /// Applies `trigger` to the order under a row lock, publishing the
 /// resulting event (if any) through `outbox` in the caller's transaction.
 pub async fn apply(
-    conn: &mut PgConnection,
+    conn: &mut Staging,
     outbox: &Outbox,
     order_id: Uuid,
     trigger: Trigger,
@@ -184,7 +184,7 @@ impl EventHandler for OrderSaga {
         };
         let id = order_id(&id)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outbox.begin(&self.pool).await?;
         if !inbox::claim(&mut tx, self.consumer, &event).await? {
             return Ok(());
         }

@@ -193,7 +193,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     /// Records the outcome of a pending (or, for a failure, voiding)
     /// payment and publishes it, once.
     async fn finish(&self, event: &IncomingEvent, payment_id: Uuid, outcome: Outcome) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outbox.begin(&self.pool).await?;
         let payment = store::lock(&mut tx, payment_id).await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
         // A charge that was in flight when its order was cancelled answers
@@ -211,7 +211,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
             }
         };
         if !open || !claimed {
-            tx.commit().await?;
+            self.outbox.commit(tx).await?;
             return Ok(());
         }
         let amount = Some(shop_proto::common::v1::Money {
@@ -297,7 +297,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     }
 
     async fn record_refund(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.outbox.begin(&self.pool).await?;
         let payment = store::lock(&mut tx, payment_id).await?;
         let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
         if claimed && payment.status == PaymentStatus::Succeeded {

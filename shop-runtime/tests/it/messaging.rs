@@ -55,7 +55,7 @@ impl PendingOutbox {
         let pool = database().await?;
         let (nats, js) = broker().await?;
         let outbox = Outbox::new("svc-test");
-        let mut tx = pool.begin().await?;
+        let mut tx = outbox.begin(&pool).await?;
         let mut ids = Vec::with_capacity(orders.len());
         for order in orders {
             ids.push(outbox.enqueue(&mut tx, &placed(order.as_ref())).await?);
@@ -131,6 +131,40 @@ async fn relay_publishes_with_the_event_id_as_message_id_and_duplicates_are_drop
         .await?;
     relay.drain().await?;
     pending.assert_all_published(2).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_committed_event_is_published_and_marked_without_being_leased() -> anyhow::Result<()> {
+    let pending = PendingOutbox::new(&[] as &[&str]).await?;
+    // Leasing a row fails from here on: only the handover can publish.
+    sqlx::query(
+        "CREATE FUNCTION refuse_lease() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN RAISE EXCEPTION 'the relay leased a row it was handed'; END $$",
+    )
+    .execute(&pending.pool)
+    .await?;
+    sqlx::query(
+        "CREATE TRIGGER refuse_lease BEFORE UPDATE ON outbox FOR EACH ROW
+         WHEN (NEW.leased_until IS NOT NULL) EXECUTE FUNCTION refuse_lease()",
+    )
+    .execute(&pending.pool)
+    .await?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(pending.relay(Duration::from_secs(60)).run(shutdown.clone()));
+
+    let mut staging = pending.outbox.begin(&pending.pool).await?;
+    pending.outbox.enqueue(&mut staging, &placed("o-handed")).await?;
+    pending.outbox.commit(staging).await?;
+    for _ in 0..200 {
+        if pending.unpublished().await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    shutdown.cancel();
+    running.await?;
+    pending.assert_all_published(1).await?;
     Ok(())
 }
 
