@@ -45,23 +45,28 @@ impl Latencies {
     }
 }
 
-/// Failed calls by gRPC code.
+/// Failed calls by gRPC code, each with the message of its first call, so
+/// a report says what went wrong and not only how.
 #[derive(Default)]
-pub struct Errors(BTreeMap<String, u64>);
+pub struct Errors(BTreeMap<String, (u64, String)>);
 
 impl Errors {
     pub fn record(&mut self, status: &tonic::Status) {
-        *self.0.entry(format!("{:?}", status.code())).or_default() += 1;
+        let (count, _) = self
+            .0
+            .entry(format!("{:?}", status.code()))
+            .or_insert_with(|| (0, status.message().to_owned()));
+        *count += 1;
     }
 
     pub fn merge(&mut self, other: &Errors) {
-        for (code, count) in &other.0 {
-            *self.0.entry(code.clone()).or_default() += count;
+        for (code, (count, message)) in &other.0 {
+            self.0.entry(code.clone()).or_insert_with(|| (0, message.clone())).0 += count;
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.values().map(|(count, _)| count).sum()
     }
 }
 
@@ -70,7 +75,11 @@ impl Display for Errors {
         if self.0.is_empty() {
             return f.write_str("0");
         }
-        let list: Vec<String> = self.0.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        let list: Vec<String> = self
+            .0
+            .iter()
+            .map(|(code, (n, message))| format!("{code}: {n} (e.g. {message:?})"))
+            .collect();
         f.write_str(&list.join(", "))
     }
 }

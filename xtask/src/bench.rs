@@ -431,6 +431,10 @@ impl Report {
                 step.server_cpu_ms.values().sum::<f64>()
             );
         }
+        for step in self.steps.iter().chain(&self.hot).filter(|s| s.errors.total() > 0) {
+            let hot = if step.oversold.is_some() { " (one hot SKU)" } else { "" };
+            let _ = writeln!(md, "\nFailed calls at {}/s{hot}: {}.", step.rate, step.errors);
+        }
         let _ = writeln!(
             md,
             "\nKnee (p99 ≤ {} ms, no errors): **{}**; achieved/bound {:.0} %.\n",
@@ -476,7 +480,7 @@ impl Report {
                 edge.cart_per_second,
                 edge.cart.ms_at(0.5),
                 edge.cart.ms_at(0.99),
-                edge.cart_errors
+                edge.cart_errors.total()
             );
         }
         let rss: Vec<String> = self
