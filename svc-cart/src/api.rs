@@ -16,7 +16,7 @@ use shop_runtime::{
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
-    carts::{Cart, CartStore},
+    carts::{Cart, CartStore, OrderEnd},
     catalog,
     error::orders_unavailable,
     orders::Orders,
@@ -73,9 +73,6 @@ impl CartApi {
         }
         let user = &caller.user_id;
         let lines = self.carts.begin_checkout(user, key).await?;
-        if lines.is_empty() {
-            return Err(ApiError::FailedPrecondition("cart is empty".into()));
-        }
         let place = PlaceOrderRequest {
             idempotency_key: key.to_owned(),
             lines: lines
@@ -112,7 +109,9 @@ impl CartApi {
         // A retry of a checkout whose order is already confirmed: its
         // confirmation may have come before the record existed.
         if order.status == OrderStatus::Confirmed as i32 {
-            self.carts.clear_checked_out(user, &order.order_id).await?;
+            self.carts
+                .end_checkout(user, &order.order_id, OrderEnd::Confirmed)
+                .await?;
         }
         tracing::info!(order_id = %order.order_id, user = %user, "checked out");
         Ok(order)

@@ -107,10 +107,19 @@ impl Cart {
 /// A checked-out line: SKU and units.
 pub type CheckoutLine = (String, i32);
 
-/// What an `orders.confirmed` did to the cart.
+/// How an order that came from the cart ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cleared {
-    /// The order's lines were removed from the cart.
+pub enum OrderEnd {
+    /// Its lines leave the cart.
+    Confirmed,
+    /// Its lines stay, free for another checkout.
+    Cancelled,
+}
+
+/// What the end of an order did to its checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its lines were let go now (and, when confirmed, removed).
     Now,
     /// Done before (a redelivery or replay).
     Already,
@@ -177,22 +186,42 @@ if redis.call('HDEL', cart, 'q:' .. sku, 'p:' .. sku) > 0 then
 end
 ";
 
-/// KEYS: cart, key record, in-flight set. ARGV: idempotency key, record TTL
-/// ms, in-flight window ms. Returns the lines to order (`l:<sku>`, units
-/// pairs): those recorded under the key, else the cart's (recorded now).
-/// Empty: nothing to check out.
+/// KEYS: cart, key record, in-flight set, held hash. ARGV: idempotency
+/// key, record TTL ms, in-flight window ms. Returns `{'lines', l:<sku>,
+/// units, ...}`: those recorded under the key, else what the cart holds
+/// beyond the units orders still under way took (recorded now; none: an
+/// empty cart); `{'held'}` when orders under way took all of it; or
+/// `{'busy', other key}` while a checkout under another key awaits
+/// svc-order's reply (it may take the same lines).
 const BEGIN_CHECKOUT: &str = r"
 local lines = redis.call('HGETALL', KEYS[2])
 if #lines == 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+  for _, other in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if other ~= ARGV[1] then
+      return {'busy', other}
+    end
+  end
   local cart = redis.call('HGETALL', KEYS[1])
   for i = 1, #cart, 2 do
     if string.sub(cart[i], 1, 2) == 'q:' then
-      table.insert(lines, 'l:' .. string.sub(cart[i], 3))
-      table.insert(lines, cart[i + 1])
+      local sku = string.sub(cart[i], 3)
+      local free = tonumber(cart[i + 1]) - tonumber(redis.call('HGET', KEYS[4], 'l:' .. sku) or '0')
+      if free > 0 then
+        table.insert(lines, 'l:' .. sku)
+        table.insert(lines, tostring(free))
+      end
     end
   end
   if #lines == 0 then
-    return {}
+    for i = 1, #cart, 2 do
+      if string.sub(cart[i], 1, 2) == 'q:' then
+        return {'held'}
+      end
+    end
+    return {'lines'}
   end
   redis.call('HSET', KEYS[2], unpack(lines))
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -201,26 +230,34 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+table.insert(lines, 1, 'lines')
 return lines
 ";
 
-/// KEYS: order record, in-flight set. ARGV: idempotency key, record TTL ms,
-/// then `l:<sku>`, units pairs. A record that exists (pending or done) is
-/// kept as it is.
+/// KEYS: order record, in-flight set, held hash. ARGV: idempotency key,
+/// record TTL ms, then `l:<sku>`, units pairs. A record that exists
+/// (pending or done) is kept as it is; a new one holds its units until its
+/// order ends, so no later checkout takes them again.
 const RECORD_CHECKOUT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'state', 'pending', unpack(ARGV, 3))
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  for i = 3, #ARGV, 2 do
+    redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 ";
 
-/// KEYS: order record, cart, in-flight set. Returns 1 cleared now, 0 done
-/// before, -1 a checkout is in flight, -2 no record. Lines added after the
+/// KEYS: order record, cart, in-flight set, held hash. ARGV: `confirmed`
+/// (the order took its lines: they leave the cart) or `cancelled` (they
+/// stay, free for another checkout). Returns 1 ended now, 0 ended before,
+/// -1 a checkout is in flight, -2 no record. Lines added after the
 /// checkout stay; the cart's expiry is left as it is (this is not the
 /// user's activity).
-const CLEAR_CHECKED_OUT: &str = r"
+const END_CHECKOUT: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'done' then
   return 0
@@ -238,13 +275,19 @@ local record = redis.call('HGETALL', KEYS[1])
 for i = 1, #record, 2 do
   local field = record[i]
   if string.sub(field, 1, 2) == 'l:' then
-    local sku = string.sub(field, 3)
-    local have = tonumber(redis.call('HGET', KEYS[2], 'q:' .. sku) or '0')
-    local left = have - tonumber(record[i + 1])
-    if left > 0 then
-      redis.call('HSET', KEYS[2], 'q:' .. sku, left)
-    elseif have > 0 then
-      redis.call('HDEL', KEYS[2], 'q:' .. sku, 'p:' .. sku)
+    local units = tonumber(record[i + 1])
+    if redis.call('HINCRBY', KEYS[4], field, -units) <= 0 then
+      redis.call('HDEL', KEYS[4], field)
+    end
+    if ARGV[1] == 'confirmed' then
+      local sku = string.sub(field, 3)
+      local have = tonumber(redis.call('HGET', KEYS[2], 'q:' .. sku) or '0')
+      local left = have - units
+      if left > 0 then
+        redis.call('HSET', KEYS[2], 'q:' .. sku, left)
+      elseif have > 0 then
+        redis.call('HDEL', KEYS[2], 'q:' .. sku, 'p:' .. sku)
+      end
     end
     redis.call('HDEL', KEYS[1], field)
   end
@@ -262,7 +305,7 @@ struct Scripts {
     remove: Script,
     begin_checkout: Script,
     record_checkout: Script,
-    clear_checked_out: Script,
+    end_checkout: Script,
 }
 
 /// The carts of all users, over one shared, self-reconnecting connection.
@@ -307,7 +350,7 @@ impl CartStore {
                 remove: Script::new(&format!("{REMOVE}{CART_REPLY}")),
                 begin_checkout: Script::new(BEGIN_CHECKOUT),
                 record_checkout: Script::new(RECORD_CHECKOUT),
-                clear_checked_out: Script::new(CLEAR_CHECKED_OUT),
+                end_checkout: Script::new(END_CHECKOUT),
             }),
         })
     }
@@ -436,22 +479,43 @@ impl CartStore {
         })
     }
 
-    /// The lines to order under `key` (empty: nothing to check out), and
-    /// marks the checkout as in flight.
+    /// The lines to order under `key`, and marks the checkout as in flight.
+    /// Refused while another checkout of the cart awaits its order, and
+    /// when there is nothing to order.
     pub async fn begin_checkout(&self, user: &UserId, key: &str) -> Result<Vec<CheckoutLine>, ApiError> {
         let mut conn = self.redis.clone();
-        let pairs: Vec<String> = self
+        let reply: Vec<String> = self
             .scripts
             .begin_checkout
             .key(cart_key(user))
             .key(checkout_key_key(user, key))
             .key(in_flight_key(user))
+            .key(held_key(user))
             .arg(key)
             .arg(millis(self.expiries.checkout))
             .arg(millis(self.expiries.in_flight))
             .invoke_async(&mut conn)
             .await
             .map_err(ApiError::internal(CARTS, "beginning a checkout"))?;
+        let pairs = match reply.split_first() {
+            Some((status, pairs)) if status == "lines" => pairs,
+            Some((status, _)) if status == "busy" => {
+                return Err(ApiError::FailedPrecondition(
+                    "another checkout of this cart is waiting for its order; try again when it has answered".into(),
+                ));
+            }
+            Some((status, _)) if status == "held" => {
+                return Err(ApiError::FailedPrecondition(
+                    "everything in the cart is in an order still under way: it leaves the cart when the order is \
+                     confirmed, or can be checked out again if it is cancelled"
+                        .into(),
+                ));
+            }
+            _ => return Err(corrupt(format!("checkout script answered {reply:?}"))),
+        };
+        if pairs.is_empty() {
+            return Err(ApiError::FailedPrecondition("cart is empty".into()));
+        }
         let mut lines = Vec::with_capacity(pairs.len() / 2);
         for pair in pairs.chunks(2) {
             let [field, units] = pair else {
@@ -481,6 +545,7 @@ impl CartStore {
         let mut invocation = self.scripts.record_checkout.key(checkout_key(user, order_id));
         invocation
             .key(in_flight_key(user))
+            .key(held_key(user))
             .arg(key)
             .arg(millis(self.expiries.checkout));
         for (sku, units) in lines {
@@ -511,24 +576,30 @@ impl CartStore {
         Ok(())
     }
 
-    /// Removes from the cart what `order_id` took, once.
-    pub async fn clear_checked_out(&self, user: &UserId, order_id: &str) -> Result<Cleared, ApiError> {
+    /// Lets go of what `order_id` took from the cart, once: removed when the
+    /// order was confirmed, free again when it was cancelled.
+    pub async fn end_checkout(&self, user: &UserId, order_id: &str, end: OrderEnd) -> Result<Ended, ApiError> {
         let mut conn = self.redis.clone();
         let code: i64 = self
             .scripts
-            .clear_checked_out
+            .end_checkout
             .key(checkout_key(user, order_id))
             .key(cart_key(user))
             .key(in_flight_key(user))
+            .key(held_key(user))
+            .arg(match end {
+                OrderEnd::Confirmed => "confirmed",
+                OrderEnd::Cancelled => "cancelled",
+            })
             .invoke_async(&mut conn)
             .await
-            .map_err(ApiError::internal(CARTS, "removing checked-out lines"))?;
+            .map_err(ApiError::internal(CARTS, "ending a checkout"))?;
         match code {
-            1 => Ok(Cleared::Now),
-            0 => Ok(Cleared::Already),
-            -1 => Ok(Cleared::CheckoutInFlight),
-            -2 => Ok(Cleared::NotFromCart),
-            other => Err(corrupt(format!("clear script answered {other}"))),
+            1 => Ok(Ended::Now),
+            0 => Ok(Ended::Already),
+            -1 => Ok(Ended::CheckoutInFlight),
+            -2 => Ok(Ended::NotFromCart),
+            other => Err(corrupt(format!("end-of-checkout script answered {other}"))),
         }
     }
 }
@@ -568,6 +639,11 @@ fn checkout_key_key(user: &UserId, idempotency_key: &str) -> String {
 
 fn in_flight_key(user: &UserId) -> String {
     format!("checkout-inflight:{}", user_tag(user))
+}
+
+/// Units per SKU (`l:<sku>`) that orders still under way took from the cart.
+fn held_key(user: &UserId) -> String {
+    format!("checkout-held:{}", user_tag(user))
 }
 
 fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, ApiError> {

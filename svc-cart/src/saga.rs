@@ -1,7 +1,7 @@
-//! svc-cart's part of the checkout saga: `orders.confirmed` removes from the
-//! buyer's cart what the order took (see [`CartStore::clear_checked_out`]).
-//! A cancelled order sends no confirmation, so its cart stays for another
-//! try.
+//! svc-cart's part of the checkout saga: an order from the cart holds the
+//! units it took until it ends. `orders.confirmed` removes them from the
+//! buyer's cart; `orders.cancelled` lets them go, so the cart is there for
+//! another try (see [`CartStore::end_checkout`]).
 //!
 //! The effect is idempotent by itself (the checkout record turns into a
 //! tombstone in the same script), so no inbox is needed: a redelivery or a
@@ -16,7 +16,7 @@ use shop_runtime::{
 };
 
 use crate::{
-    carts::{CartStore, Cleared},
+    carts::{CartStore, Ended, OrderEnd},
     error::is_redis,
 };
 
@@ -28,41 +28,37 @@ pub struct CartOrders {
 
 impl EventHandler for CartOrders {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
-        if !event.is::<ev::OrderConfirmed>() {
+        let (order_id, user_id, end) = if event.is::<ev::OrderConfirmed>() {
+            let confirmed: ev::OrderConfirmed = event.decode()?;
+            (confirmed.order_id, confirmed.user_id, OrderEnd::Confirmed)
+        } else if event.is::<ev::OrderCancelled>() {
+            let cancelled: ev::OrderCancelled = event.decode()?;
+            (cancelled.order_id, cancelled.user_id, OrderEnd::Cancelled)
+        } else {
             return Err(HandleError::unknown_type(&event));
-        }
-        let confirmed: ev::OrderConfirmed = event.decode()?;
-        let user = UserId::parse(&confirmed.user_id)
-            .map_err(|why| HandleError::Reject(format!("user_id {:?} {why}", confirmed.user_id)))?;
+        };
+        let user = UserId::parse(&user_id).map_err(|why| HandleError::Reject(format!("user_id {user_id:?} {why}")))?;
         // The order id becomes part of a key: only what svc-order issues (a UUID).
-        if confirmed.order_id.is_empty()
-            || confirmed.order_id.len() > 64
-            || !confirmed.order_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        {
-            return Err(HandleError::Reject(format!(
-                "order_id {:?} is not an order id",
-                confirmed.order_id
-            )));
+        if order_id.is_empty() || order_id.len() > 64 || !order_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(HandleError::Reject(format!("order_id {order_id:?} is not an order id")));
         }
-        let outcome = self
-            .carts
-            .clear_checked_out(&user, &confirmed.order_id)
-            .await
-            .map_err(|e| {
-                if is_redis(&e) {
-                    HandleError::Retry(chain(&e))
-                } else {
-                    HandleError::Reject(chain(&e))
-                }
-            })?;
+        let outcome = self.carts.end_checkout(&user, &order_id, end).await.map_err(|e| {
+            if is_redis(&e) {
+                HandleError::Retry(chain(&e))
+            } else {
+                HandleError::Reject(chain(&e))
+            }
+        })?;
         match outcome {
-            Cleared::Now => {
-                metrics::counter!(shop_runtime::series::CART_CHECKOUTS_CLEARED).increment(1);
-                tracing::info!(order_id = %confirmed.order_id, user = %user, "checked-out lines removed from the cart");
+            Ended::Now => {
+                if end == OrderEnd::Confirmed {
+                    metrics::counter!(shop_runtime::series::CART_CHECKOUTS_CLEARED).increment(1);
+                }
+                tracing::info!(%order_id, user = %user, ?end, "checkout ended");
                 Ok(())
             }
-            Cleared::Already | Cleared::NotFromCart => Ok(()),
-            Cleared::CheckoutInFlight => Err(HandleError::Retry(format!(
+            Ended::Already | Ended::NotFromCart => Ok(()),
+            Ended::CheckoutInFlight => Err(HandleError::Retry(format!(
                 "a checkout of {user} awaits svc-order's reply; its record may not be written yet"
             ))),
         }

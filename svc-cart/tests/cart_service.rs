@@ -807,11 +807,13 @@ async fn readiness_follows_redis_and_a_redis_outage_is_a_generic_unavailable() -
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_applies_once() -> TestResult {
-    use shop_runtime::values::{Currency, Money, Quantity, Sku};
-    use svc_cart::carts::{CartStore, Cleared, Expiries, Limits, Product};
-    let redis = RedisServer::start().await?;
+/// A store of Alice's cart on `redis` with the mug in it `units` times
+/// (checkout records kept a minute, in-flight marks 400 ms).
+async fn alice_with_mugs(
+    redis: &RedisServer,
+    units: i32,
+) -> anyhow::Result<(svc_cart::carts::CartStore, shop_runtime::identity::UserId)> {
+    use svc_cart::carts::{CartStore, Expiries, Limits};
     let store = CartStore::new(
         &redis.url(),
         Duration::from_secs(1),
@@ -826,40 +828,109 @@ async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_appl
         },
     )?;
     let alice = shop_runtime::identity::UserId::parse("alice").map_err(anyhow::Error::msg)?;
-    let mug = Sku::parse(MUG).map_err(anyhow::Error::msg)?;
-    let product = Product {
+    add_mugs(&store, &alice, units).await?;
+    Ok((store, alice))
+}
+
+async fn add_mugs(
+    store: &svc_cart::carts::CartStore,
+    user: &shop_runtime::identity::UserId,
+    units: i32,
+) -> anyhow::Result<()> {
+    use shop_runtime::values::{Currency, Money, Quantity, Sku};
+    let product = svc_cart::carts::Product {
         name: "Enamel mug".into(),
         unit_price: Money::new(Currency::parse("EUR").map_err(anyhow::Error::msg)?, 1299),
     };
-    let units = |n| Quantity::new(n).map_err(anyhow::Error::msg);
-    store.add(&alice, &mug, units(3)?, &product).await?;
+    let mug = Sku::parse(MUG).map_err(anyhow::Error::msg)?;
+    store
+        .add(user, &mug, Quantity::new(units).map_err(anyhow::Error::msg)?, &product)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_applies_once() -> TestResult {
+    use svc_cart::carts::{Ended, OrderEnd::Confirmed};
+    let redis = RedisServer::start().await?;
+    let (store, alice) = alice_with_mugs(&redis, 3).await?;
 
     let lines = store.begin_checkout(&alice, "k-1").await?;
     assert_eq!(lines, [(MUG.to_owned(), 3)]);
     // The confirmation arrives before the PlaceOrder reply was recorded.
     assert_eq!(
-        store.clear_checked_out(&alice, "order-1").await?,
-        Cleared::CheckoutInFlight
+        store.end_checkout(&alice, "order-1", Confirmed).await?,
+        Ended::CheckoutInFlight
     );
     store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
-    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Now);
+    assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Now);
     assert!(store.get(&alice).await?.lines.is_empty());
-    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Already);
+    assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Already);
     // A late retry records nothing new over the tombstone.
     store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
-    assert_eq!(store.clear_checked_out(&alice, "order-1").await?, Cleared::Already);
+    assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Already);
 
     // A checkout whose reply never came (crash, timeout) stops holding
     // confirmations back once its window has passed.
-    store.add(&alice, &mug, units(1)?, &product).await?;
+    add_mugs(&store, &alice, 1).await?;
     store.begin_checkout(&alice, "k-2").await?;
     assert_eq!(
-        store.clear_checked_out(&alice, "order-2").await?,
-        Cleared::CheckoutInFlight
+        store.end_checkout(&alice, "order-2", Confirmed).await?,
+        Ended::CheckoutInFlight
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(store.clear_checked_out(&alice, "order-2").await?, Cleared::NotFromCart);
+    assert_eq!(
+        store.end_checkout(&alice, "order-2", Confirmed).await?,
+        Ended::NotFromCart
+    );
     assert_eq!(store.get(&alice).await?.lines.len(), 1, "nothing taken");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_under_way_holds_what_it_took_until_it_ends() -> TestResult {
+    use svc_cart::carts::{Ended, OrderEnd};
+    let redis = RedisServer::start().await?;
+    let (store, alice) = alice_with_mugs(&redis, 3).await?;
+    let refusal = |result: Result<Vec<(String, i32)>, shop_runtime::api_error::ApiError>| match result {
+        Err(shop_runtime::api_error::ApiError::FailedPrecondition(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let taken = store.begin_checkout(&alice, "k-1").await?;
+    // While the first checkout waits for its order, a second one could
+    // take the same mugs: it is refused.
+    let busy = refusal(store.begin_checkout(&alice, "k-2").await);
+    assert!(busy.contains("another checkout"), "{busy}");
+    store.record_checkout(&alice, "k-1", "order-1", &taken).await?;
+    let held = refusal(store.begin_checkout(&alice, "k-2").await);
+    assert!(held.contains("in an order still under way"), "{held}");
+
+    // One more mug before order-1 is confirmed: only that one is ordered.
+    add_mugs(&store, &alice, 1).await?;
+    let more = store.begin_checkout(&alice, "k-3").await?;
+    assert_eq!(
+        more,
+        [(MUG.to_owned(), 1)],
+        "the three mugs of order-1 are not ordered again"
+    );
+    store.record_checkout(&alice, "k-3", "order-3", &more).await?;
+
+    // order-1 is cancelled: its three mugs stay in the cart, free again.
+    assert_eq!(
+        store.end_checkout(&alice, "order-1", OrderEnd::Cancelled).await?,
+        Ended::Now
+    );
+    assert_eq!(store.get(&alice).await?.lines[0].quantity, 4, "the cart keeps them");
+    assert_eq!(store.begin_checkout(&alice, "k-4").await?, [(MUG.to_owned(), 3)]);
+    store.abandon_checkout(&alice, "k-4", true).await?;
+    // order-3 is confirmed: its mug leaves, the three stay.
+    assert_eq!(
+        store.end_checkout(&alice, "order-3", OrderEnd::Confirmed).await?,
+        Ended::Now
+    );
+    assert_eq!(store.get(&alice).await?.lines[0].quantity, 3);
+    assert_eq!(store.begin_checkout(&alice, "k-5").await?, [(MUG.to_owned(), 3)]);
     Ok(())
 }
 
