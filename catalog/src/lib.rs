@@ -38,6 +38,7 @@ use shop_runtime::{
     config::EnvReader,
     event::Event,
     grpc::{TracedChannel, UpstreamSettings},
+    host::{Bus, Host, HostError},
     series,
     values::{Money, Sku},
 };
@@ -101,6 +102,24 @@ impl Catalog {
             breaker: Arc::new(breaker),
             cache: (!cache.ttl.is_zero()).then(|| Arc::new(Cache::new(cache.ttl, cache.capacity))),
         })
+    }
+
+    /// The client of a service on `host`, its copy following the changes
+    /// on `bus` from now until the host shuts down.
+    pub async fn on_host(
+        host: &mut Host,
+        bus: &Bus,
+        url: &str,
+        upstream: &UpstreamSettings,
+        cache: &CacheSettings,
+    ) -> Result<Self, HostError> {
+        let catalog = Self::new(url, upstream, cache).map_err(|e| HostError::setup("catalog client", e))?;
+        let follow = catalog
+            .follow_changes(bus.js.clone(), host.shutdown())
+            .await
+            .map_err(|e| HostError::setup("following the catalog's changes", e))?;
+        host.spawn(follow);
+        Ok(catalog)
     }
 
     /// Whether the copy is in use: the cache is on and its change feed live.

@@ -53,13 +53,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     .map_err(|e| HostError::setup("redis client", e))?;
     host.ready_when("redis", redis_answers(carts.clone()));
     let bus = host.nats(&config.messaging).await?;
-    let catalog = shop_catalog::Catalog::new(&config.catalog_url, &config.upstream, &config.catalog_cache)
-        .map_err(|e| HostError::setup("catalog client", e))?;
-    let follow = catalog
-        .follow_changes(bus.js.clone(), host.shutdown())
-        .await
-        .map_err(|e| HostError::setup("following the catalog's changes", e))?;
-    host.spawn(follow);
+    let catalog = shop_catalog::Catalog::on_host(
+        &mut host,
+        &bus,
+        &config.catalog_url,
+        &config.upstream,
+        &config.catalog_cache,
+    )
+    .await?;
     let saga = saga::CartOrders { carts: carts.clone() };
     host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, saga).await?;
 
