@@ -231,8 +231,8 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut unmarked: Vec<Uuid> = Vec::new();
-        // When the oldest of `unmarked` was published.
-        let mut unmarked_since = Instant::now();
+        // When `unmarked` is marked next.
+        let mut mark_at = Instant::now();
         let mut next_pass = Instant::now();
         let mut last_pass = Instant::now();
         let mut next_report = Instant::now();
@@ -242,7 +242,7 @@ impl Relay {
             if failures == 0 && !handed.is_empty() {
                 let published = self.publish(handed).await;
                 if unmarked.is_empty() {
-                    unmarked_since = Instant::now();
+                    mark_at = Instant::now() + MARK_DELAY;
                 }
                 unmarked.extend(published.ids);
                 if let Err(e) = published.outcome {
@@ -280,7 +280,6 @@ impl Relay {
             }
             // Published rows are marked together, MARK_DELAY after the
             // first of them.
-            let mark_at = unmarked_since + MARK_DELAY;
             let until = match unmarked.is_empty() {
                 true => next_pass,
                 false => next_pass.min(mark_at),
@@ -290,8 +289,10 @@ impl Relay {
                 () = self.wake.notified() => true,
                 () = tokio::time::sleep_until(until) => false,
             };
-            if Instant::now() >= mark_at || unmarked.len() >= self.batch_size as usize {
-                self.mark(&mut unmarked).await;
+            let due = Instant::now() >= mark_at || unmarked.len() >= self.batch_size as usize;
+            if !unmarked.is_empty() && due && !self.mark(&mut unmarked).await {
+                // The database is away: not again at once.
+                mark_at = Instant::now() + MIN_PAUSE_AFTER_FAILURE;
             }
         }
         self.mark(&mut unmarked).await;
@@ -303,11 +304,12 @@ impl Relay {
         (std::mem::take(&mut handover.rows), overflowed)
     }
 
-    /// Marks `ids` published and forgets them; on failure they stay for the
-    /// next try, up to a batch (beyond that a lease pass sends them again).
-    async fn mark(&self, ids: &mut Vec<Uuid>) {
+    /// Marks `ids` published and forgets them; on failure (false) they stay
+    /// for the next try, up to the handover's capacity (beyond that a lease
+    /// pass sends them again).
+    async fn mark(&self, ids: &mut Vec<Uuid>) -> bool {
         if ids.is_empty() {
-            return;
+            return true;
         }
         let marked = sqlx::query(
             "UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)",
@@ -316,12 +318,16 @@ impl Relay {
         .execute(&self.pool)
         .await;
         match marked {
-            Ok(_) => ids.clear(),
+            Ok(_) => {
+                ids.clear();
+                true
+            }
             Err(e) => {
                 tracing::debug!(error = %e, rows = ids.len(), "published rows not marked yet");
                 if ids.len() > HANDOVER_CAPACITY {
                     ids.clear();
                 }
+                false
             }
         }
     }
