@@ -150,11 +150,13 @@ async fn a_committed_event_is_published_and_marked_without_being_leased() -> any
     )
     .execute(&pending.pool)
     .await?;
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(pending.relay(Duration::from_secs(60)).run(shutdown.clone()));
-
+    // Staged before the relay starts, committed after its first lease pass
+    // (which would find the row, and fail, had it been committed already).
     let mut staging = pending.outbox.begin(&pending.pool).await?;
     pending.outbox.enqueue(&mut staging, &placed("o-handed")).await?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(pending.relay(Duration::from_secs(60)).run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     pending.outbox.commit(staging).await?;
     for _ in 0..200 {
         if pending.unpublished().await? == 0 {
@@ -164,6 +166,10 @@ async fn a_committed_event_is_published_and_marked_without_being_leased() -> any
     }
     shutdown.cancel();
     running.await?;
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as("SELECT attempts, last_error FROM outbox")
+        .fetch_one(&pending.pool)
+        .await?;
+    assert_eq!((attempts, error), (0, None), "published at the first try");
     pending.assert_all_published(1).await?;
     Ok(())
 }
