@@ -1,13 +1,14 @@
 //! svc-cart: shopping carts in Redis with a sliding TTL, and checkout from
 //! the cart (`shop.cart.v1.CartService`).
 //!
-//! AddItem checks the SKU against the catalog and snapshots its name and
-//! price; limits are enforced atomically in Redis ([`carts`]). Checkout
-//! places the order on svc-order under the client's idempotency key and
-//! records what the order took; the [`saga`] consumer removes exactly that
-//! from the cart once `orders.confirmed` arrives. Calls to the catalog and
-//! to svc-order have deadlines and a circuit breaker each
-//! ([`shop_runtime::breaker`]).
+//! AddItem checks the SKU against the catalog (a copy kept fresh by its
+//! changes, [`shop_catalog`]) and snapshots its name and price; limits are
+//! enforced atomically in Redis ([`carts`]). Checkout places the order on
+//! svc-order under the client's idempotency key and records and holds what
+//! the order took; the [`saga`] consumer removes exactly that from the cart
+//! once `orders.confirmed` arrives, or lets it go on `orders.cancelled`.
+//! Calls to the catalog and to svc-order have deadlines and a circuit
+//! breaker each ([`shop_runtime::breaker`]).
 
 mod api;
 pub mod carts;

@@ -1,9 +1,10 @@
 //! svc-order: orders and the order state machine.
 //!
 //! Serves `shop.order.v1.OrderService`. `PlaceOrder` is idempotent per user
-//! and key, prices lines from the catalog, and writes the order together
-//! with `orders.placed` (outbox). The [`saga`] module moves orders on
-//! inventory and payment events through the state machine in [`domain`].
+//! and key, prices lines from the catalog (its copy, [`shop_catalog`]), and
+//! writes the order together with `orders.placed` (outbox). The [`saga`]
+//! module moves orders on inventory and payment events through the state
+//! machine in [`domain`].
 
 mod api;
 pub mod config;
