@@ -8,8 +8,8 @@
 //!   `catalog.product_changed.<sku>` event in its outbox, so the event
 //!   follows every change;
 //! - each process follows those events with an ordered consumer of its own
-//!   ([`Catalog::follow_changes`], from start-up) and drops the product on each; a fetch
-//!   that began before a drop is not kept;
+//!   ([`Catalog::follow_changes`], from start-up) and drops the product on
+//!   each; a fetch that began before a drop is not kept;
 //! - the copy is used only while the feed is followed: starting to follow
 //!   clears it, and so does losing the feed;
 //! - an entry lives at most `CATALOG_CACHE_TTL`, a bound for what no event
