@@ -37,9 +37,9 @@ use shop_runtime::{
     breaker::CircuitBreaker,
     config::EnvReader,
     event::Event,
-    grpc::{TracedChannel, UpstreamSettings},
+    grpc::{TracedChannel, UpstreamSettings, read_upstream_url},
     host::{Bus, Host, HostError},
-    series,
+    registry, series,
     values::{Money, Sku},
 };
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,24 @@ use cache::Cache;
 /// Pause between attempts to follow the changes again once the feed is
 /// lost.
 const REFOLLOW_AFTER: Duration = Duration::from_secs(1);
+
+/// Where the catalog is and how much of it a process keeps: the same
+/// settings in every reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogSettings {
+    /// `CATALOG_URL`: svc-inventory's gRPC address.
+    pub url: String,
+    pub cache: CacheSettings,
+}
+
+impl CatalogSettings {
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            url: read_upstream_url(env, &registry::INVENTORY, "CATALOG_URL"),
+            cache: CacheSettings::read(env),
+        }
+    }
+}
 
 /// How much of the catalog a process keeps, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +127,11 @@ impl Catalog {
     pub async fn on_host(
         host: &mut Host,
         bus: &Bus,
-        url: &str,
+        settings: &CatalogSettings,
         upstream: &UpstreamSettings,
-        cache: &CacheSettings,
     ) -> Result<Self, HostError> {
-        let catalog = Self::new(url, upstream, cache).map_err(|e| HostError::setup("catalog client", e))?;
+        let catalog =
+            Self::new(&settings.url, upstream, &settings.cache).map_err(|e| HostError::setup("catalog client", e))?;
         let follow = catalog
             .follow_changes(bus.js.clone(), host.shutdown())
             .await

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shop_catalog::CacheSettings;
+use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, EnvReader, MessagingSettings, SecretUrl, ServiceBasics},
     grpc::{UpstreamSettings, read_upstream_url},
@@ -23,11 +23,9 @@ pub struct Config {
     pub redis_url: SecretUrl,
     /// `NATS_URL` and `CONSUMER_CONCURRENCY`, for the `cart-orders` consumer.
     pub messaging: MessagingSettings,
-    /// `CATALOG_URL`: svc-inventory, to check SKUs and snapshot prices.
-    pub catalog_url: String,
-    /// `CATALOG_CACHE_TTL`, `CATALOG_CACHE_CAPACITY`: the copy of the
-    /// catalog's products.
-    pub catalog_cache: CacheSettings,
+    /// `CATALOG_URL` (svc-inventory), `CATALOG_CACHE_TTL`,
+    /// `CATALOG_CACHE_CAPACITY`: the catalog and the copy kept of it.
+    pub catalog: CatalogSettings,
     /// `ORDER_URL`: svc-order, for checkout.
     pub order_url: String,
     /// `CART_TTL`: a cart untouched this long is gone (default 3d). Every
@@ -63,8 +61,7 @@ impl Config {
                     .unwrap_or_default(),
             ),
             messaging: MessagingSettings::read(&mut env),
-            catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
-            catalog_cache: CacheSettings::read(&mut env),
+            catalog: CatalogSettings::read(&mut env),
             order_url: read_upstream_url(&mut env, &registry::ORDER, "ORDER_URL"),
             cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
             checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),

@@ -54,14 +54,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     .map_err(|e| HostError::setup("redis client", e))?;
     host.ready_when("redis", redis_answers(carts.clone()));
     let bus = host.nats(&config.messaging).await?;
-    let catalog = shop_catalog::Catalog::on_host(
-        &mut host,
-        &bus,
-        &config.catalog_url,
-        &config.upstream,
-        &config.catalog_cache,
-    )
-    .await?;
+    let catalog = shop_catalog::Catalog::on_host(&mut host, &bus, &config.catalog, &config.upstream).await?;
     let saga = saga::CartOrders { carts: carts.clone() };
     host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, saga).await?;
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use shop_catalog::CacheSettings;
+use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
-    grpc::{UpstreamSettings, read_upstream_url},
+    grpc::UpstreamSettings,
     registry,
 };
 
@@ -20,11 +20,9 @@ pub struct Config {
     pub basics: ServiceBasics,
     pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
-    /// `CATALOG_URL`: svc-inventory's gRPC address, for prices.
-    pub catalog_url: String,
-    /// `CATALOG_CACHE_TTL`, `CATALOG_CACHE_CAPACITY`: the copy of the
-    /// catalog's products.
-    pub catalog_cache: CacheSettings,
+    /// `CATALOG_URL` (svc-inventory), `CATALOG_CACHE_TTL`,
+    /// `CATALOG_CACHE_CAPACITY`: the catalog and the copy kept of it.
+    pub catalog: CatalogSettings,
     /// `UPSTREAM_TIMEOUT` (a catalog call), `UPSTREAM_CONNECT_TIMEOUT`,
     /// `UPSTREAM_BREAKER_*`: the same settings as every caller's.
     pub upstream: UpstreamSettings,
@@ -65,11 +63,10 @@ impl Config {
             env.problem("ACCEPTED_PAYMENT_METHODS must list at least one payment method");
         }
         let config = Self {
-            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::ORDER),
+            basics: ServiceBasics::read(&mut env, &registry::ORDER),
             database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
-            catalog_url: read_upstream_url(&mut env, &registry::INVENTORY, "CATALOG_URL"),
-            catalog_cache: CacheSettings::read(&mut env),
+            catalog: CatalogSettings::read(&mut env),
             upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,
             watch_max_concurrent: env.count("WATCH_MAX_CONCURRENT", 1000),

@@ -32,14 +32,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut host = Host::new(&registry::ORDER, shutdown);
     let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
     let bus = host.nats(&config.messaging).await?;
-    let catalog = Catalog::on_host(
-        &mut host,
-        &bus,
-        &config.catalog_url,
-        &config.upstream,
-        &config.catalog_cache,
-    )
-    .await?;
+    let catalog = Catalog::on_host(&mut host, &bus, &config.catalog, &config.upstream).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&bus, &pool, &outbox);
     let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent);
