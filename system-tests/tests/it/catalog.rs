@@ -411,6 +411,41 @@ async fn a_price_change_reaches_every_copy_and_the_old_price_is_not_served_after
 }
 
 #[tokio::test]
+async fn a_copy_that_lost_its_feed_to_a_broker_restart_still_sees_the_next_change() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    let (catalog, _stop) = copy_of_catalog(&stack).await?;
+    let old = cached_price(&catalog, MUG).await?;
+    stack.nats.restart().await?;
+    // Kept or not meanwhile, a change after the restart must come through:
+    // a feed that stalled unnoticed would serve the old price for the TTL.
+    let new = old + 700;
+    eventually("the change to be published after the restart", || {
+        let stack = &stack;
+        async move { Ok(set_price(stack, MUG, new).await.ok()) }
+    })
+    .await?;
+    eventually("the copy to serve the new price", || {
+        let catalog = catalog.clone();
+        async move { Ok((cached_price(&catalog, MUG).await? == new).then_some(())) }
+    })
+    .await?;
+    eventually("the copy to follow the changes again", || {
+        let catalog = catalog.clone();
+        async move { Ok(catalog.follows_changes().then_some(())) }
+    })
+    .await?;
+    // Kept again, then changed again: the feed is live.
+    assert_eq!(cached_price(&catalog, MUG).await?, new);
+    set_price(&stack, MUG, new + 1).await?;
+    eventually("the second change to reach the copy", || {
+        let catalog = catalog.clone();
+        async move { Ok((cached_price(&catalog, MUG).await? == new + 1).then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn svc_order_prices_kept_products_while_svc_inventory_is_down() -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
     stack.place("alice", "warm", vec![line(MUG, 1)], "pm_card_ok").await?;
