@@ -46,15 +46,24 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
     live.textContent = app.problem(error);
   }
 
+  // Each listing supersedes the one before: a slow answer to an older
+  // request must never replace what the shopper asked for since.
+  let current = new AbortController();
   async function load(): Promise<void> {
+    current.abort();
+    const mine = (current = new AbortController());
     list.setAttribute("aria-busy", "true");
     try {
-      const page = await app.catalog.listProducts({
-        pageSize: PAGE_SIZE,
-        pageToken: state.tokens[state.tokens.length - 1],
-        category: state.category,
-        query: state.query,
-      });
+      const page = await app.catalog.listProducts(
+        {
+          pageSize: PAGE_SIZE,
+          pageToken: state.tokens[state.tokens.length - 1],
+          category: state.category,
+          query: state.query,
+        },
+        { signal: mine.signal },
+      );
+      if (mine.signal.aborted) return;
       show(list, ...page.products.map((p) => productCard(p)));
       if (page.products.length === 0) show(list, h("li", {}, "No products match."));
       const previous =
@@ -65,9 +74,9 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
         h("button", { type: "button", onclick: () => (state.tokens.push(page.nextPageToken), void load()) }, "Next page");
       show(pager, previous, next);
     } catch (error) {
-      live.textContent = app.problem(error);
+      if (!mine.signal.aborted) live.textContent = app.problem(error);
     } finally {
-      list.removeAttribute("aria-busy");
+      if (current === mine) list.removeAttribute("aria-busy");
     }
   }
 

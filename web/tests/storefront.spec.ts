@@ -62,6 +62,35 @@ test("search and filter the catalog, a page at a time", async ({ page }) => {
   expect(categories.every((text) => text.startsWith("Bags"))).toBe(true);
 });
 
+test("a late answer to an earlier listing never replaces the search results", async ({ page }) => {
+  // The page's first listing is held until the search has been answered and shown.
+  let arrived!: () => void;
+  const firstArrived = new Promise<void>((resolve) => (arrived = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let delivered!: () => void;
+  const firstDelivered = new Promise<void>((resolve) => (delivered = resolve));
+  let first = true;
+  await page.route("**/shop.catalog.v1.CatalogService/ListProducts", async (route) => {
+    if (!first) return route.continue();
+    first = false;
+    arrived();
+    await released;
+    await route.fulfill({ response: await route.fetch() });
+    delivered();
+  });
+  await page.goto("/");
+  await firstArrived;
+  await search(page, "mug");
+  await expect(page.getByRole("article")).toHaveCount(2);
+  release();
+  await firstDelivered;
+  // Give the page time to act on the late answer (were it to).
+  await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 500)));
+  await expect(page.getByRole("article")).toHaveCount(2);
+  await expect(product(page, "Enamel mug")).toBeVisible();
+});
+
 test("two products, checked out with an approved card, confirmed live", async ({ page }) => {
   await signIn(page, "happy");
   await search(page, "enamel mug");
