@@ -2,7 +2,7 @@
 // product.
 
 import type { App } from "./app";
-import { h, show } from "./dom";
+import { h, Latest, show } from "./dom";
 import type { Product } from "./gen/shop/catalog/v1/catalog_pb";
 import { money } from "./money";
 
@@ -46,12 +46,9 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
     live.textContent = app.problem(error);
   }
 
-  // Each listing supersedes the one before: a slow answer to an older
-  // request must never replace what the shopper asked for since.
-  let current = new AbortController();
+  const listings = new Latest();
   async function load(): Promise<void> {
-    current.abort();
-    const mine = (current = new AbortController());
+    const signal = listings.next();
     list.setAttribute("aria-busy", "true");
     try {
       const page = await app.catalog.listProducts(
@@ -61,9 +58,9 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
           category: state.category,
           query: state.query,
         },
-        { signal: mine.signal },
+        { signal },
       );
-      if (mine.signal.aborted) return;
+      if (signal.aborted) return;
       show(list, ...page.products.map((p) => productCard(p)));
       if (page.products.length === 0) show(list, h("li", {}, "No products match."));
       const previous =
@@ -74,9 +71,9 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
         h("button", { type: "button", onclick: () => (state.tokens.push(page.nextPageToken), void load()) }, "Next page");
       show(pager, previous, next);
     } catch (error) {
-      if (!mine.signal.aborted) live.textContent = app.problem(error);
+      if (!signal.aborted) live.textContent = app.problem(error);
     } finally {
-      if (current === mine) list.removeAttribute("aria-busy");
+      if (!signal.aborted) list.removeAttribute("aria-busy");
     }
   }
 

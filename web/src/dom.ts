@@ -27,3 +27,18 @@ export function h(tag: string, attributes: Attributes = {}, ...children: Child[]
 export function show(parent: HTMLElement, ...children: Child[]): void {
   parent.replaceChildren(...children.filter((c): c is Node | string => Boolean(c)));
 }
+
+/**
+ * Requests of which only the latest counts: each `next()` aborts the one
+ * before, so a slow answer to an older request never replaces what the
+ * shopper asked for since.
+ */
+export class Latest {
+  private current = new AbortController();
+
+  next(): AbortSignal {
+    this.current.abort();
+    this.current = new AbortController();
+    return this.current.signal;
+  }
+}

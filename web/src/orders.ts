@@ -2,7 +2,7 @@
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { App } from "./app";
-import { h, show } from "./dom";
+import { h, Latest, show } from "./dom";
 import { money } from "./money";
 import { statusText } from "./order";
 
@@ -13,9 +13,12 @@ export async function ordersView(app: App, root: HTMLElement): Promise<void> {
   const pager = h("nav", { "aria-label": "Pages", class: "pager" });
   show(root, h("h1", {}, "Your orders"), alert, list, pager);
 
+  const pages = new Latest();
   async function load(): Promise<void> {
+    const signal = pages.next();
     try {
-      const page = await app.orders.listOrders({ pageSize: 10, pageToken: tokens[tokens.length - 1] });
+      const page = await app.orders.listOrders({ pageSize: 10, pageToken: tokens[tokens.length - 1] }, { signal });
+      if (signal.aborted) return;
       show(
         list,
         ...page.orders.map((order) =>
@@ -35,7 +38,7 @@ export async function ordersView(app: App, root: HTMLElement): Promise<void> {
           h("button", { type: "button", onclick: () => (tokens.push(page.nextPageToken), void load()) }, "Next page"),
       );
     } catch (error) {
-      alert.textContent = app.problem(error);
+      if (!signal.aborted) alert.textContent = app.problem(error);
     }
   }
   await load();
