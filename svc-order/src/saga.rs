@@ -30,6 +30,8 @@ pub enum Applied {
         from: Status,
         to: Status,
         placed_at: chrono::DateTime<chrono::Utc>,
+        /// The order's `updated_at` as this move set it.
+        at: chrono::DateTime<chrono::Utc>,
     },
     Ignored,
     Refused(&'static str),
@@ -74,7 +76,7 @@ pub async fn apply(
         Decision::Ignore => return Ok(Applied::Ignored),
         Decision::Refuse(why) => return Ok(Applied::Refused(why)),
     };
-    store::set_status(conn, order_id, to).await?;
+    let at = store::set_status(conn, order_id, to).await?;
     let total =
         store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
     let now = timestamp(chrono::Utc::now());
@@ -104,6 +106,7 @@ pub async fn apply(
         from,
         to,
         placed_at: order.created_at,
+        at,
     })
 }
 
@@ -112,10 +115,12 @@ pub async fn apply(
 /// ([`series::ORDERS`], [`series::ORDER_SETTLE_SECONDS`]). After the
 /// commit, so a transaction that fails counts nothing.
 pub(crate) async fn committed(applied: &Applied, announcer: &crate::watch::Announcer, order_id: Uuid) {
-    let Applied::Moved { to, placed_at, .. } = applied else {
+    let Applied::Moved { to, placed_at, at, .. } = applied else {
         return;
     };
-    announcer.changed(order_id).await;
+    announcer
+        .changed(order_id, crate::watch::Change { status: *to, at: *at })
+        .await;
     let (status, reason) = match to {
         Status::Confirmed => ("confirmed", ""),
         Status::Cancelled(reason) => ("cancelled", reason.as_str()),

@@ -238,17 +238,18 @@ pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Lock
     .transpose()
 }
 
-pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status) -> Result<(), StoreError> {
+/// Sets the status of a locked order; returns its new `updated_at`.
+pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status) -> Result<DateTime<Utc>, StoreError> {
     let (status, reason) = status.to_columns();
-    sqlx::query(
-        "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1",
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1
+         RETURNING updated_at",
     )
     .bind(order_id)
     .bind(status)
     .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Up to `limit` orders still pending or reserved `deadline` after they

@@ -1,22 +1,30 @@
 //! Live order status for `WatchOrder`, across replicas.
 //!
-//! Whichever replica changes an order announces it on the core NATS subject
-//! `order-updates.<order_id>` right after its commit (outside the JetStream
-//! streams: a notification, not an event). A watcher subscribes before it
-//! reads the order, so no change can slip between the read and the
-//! subscription, and re-reads from the database on every announcement —
-//! the database stays the only source of truth. Core NATS may drop a
-//! notification (a reconnect), so watchers also re-read every few seconds.
+//! Whichever replica changes an order announces the change on the core NATS
+//! subject `order-updates.<order_id>` right after its commit (outside the
+//! JetStream streams: a notification, not an event). The announcement
+//! carries what was committed: the new status and the `updated_at` the
+//! change set under the order's row lock, which orders an order's changes.
+//! A watcher subscribes before it reads the order, so no change can slip
+//! between the read and the subscription, then applies each announced
+//! change newer than what it has sent, without reading the database again;
+//! an older or duplicate announcement changes nothing. Core NATS may drop a
+//! notification (a reconnect), so watchers also re-read every few seconds,
+//! and an announcement they cannot decode makes them re-read at once.
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::store::{self, OrderRecord};
+use crate::{
+    domain,
+    store::{self, OrderRecord},
+};
 
 /// How often a watcher re-reads even without an announcement.
 const SAFETY_NET: Duration = Duration::from_secs(2);
@@ -46,8 +54,8 @@ impl Announcer {
 
     /// Best effort: a lost announcement only delays watchers until their
     /// next safety-net read.
-    pub async fn changed(&self, order_id: Uuid) {
-        if let Err(e) = self.nats.publish(subject(order_id), bytes::Bytes::new()).await {
+    pub async fn changed(&self, order_id: Uuid, change: Change) {
+        if let Err(e) = self.nats.publish(subject(order_id), change.encode()).await {
             tracing::debug!(%order_id, error = %e, "order change not announced");
         }
     }
@@ -76,42 +84,149 @@ impl Announcer {
             tracing::warn!(error = %e, "cannot subscribe to order updates");
             Status::unavailable("order updates are temporarily unavailable; poll GetOrder")
         })?;
-        let mut first = Some(first.await?);
+        let mut order = first.await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             // Given back when the watch ends, however it ends.
             let _place = place;
             let deadline = tokio::time::Instant::now() + MAX_WATCH;
-            let mut last_sent: Option<(crate::domain::Status, chrono::DateTime<chrono::Utc>)> = None;
+            let mut sent: Option<DateTime<Utc>> = None;
             loop {
-                let order = match first.take() {
-                    Some(order) => Some(order),
-                    None => match pool.acquire().await {
-                        Ok(mut conn) => store::load(&mut conn, order_id).await.ok().flatten(),
-                        Err(_) => None,
-                    },
-                };
-                if let Some(order) = order {
-                    let seen = (order.status, order.updated_at);
-                    let terminal = order.status.is_terminal();
-                    if last_sent != Some(seen) {
-                        last_sent = Some(seen);
-                        if tx.send(Ok(to_proto(order))).await.is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    if terminal {
-                        return;
+                if sent.is_none_or(|at| order.updated_at > at) {
+                    sent = Some(order.updated_at);
+                    if tx.send(Ok(to_proto(order.clone()))).await.is_err() {
+                        return; // the client went away
                     }
                 }
-                tokio::select! {
-                    _ = updates.next() => {}
-                    () = tokio::time::sleep(SAFETY_NET) => {}
+                if order.status.is_terminal() {
+                    return;
+                }
+                let reread = tokio::select! {
+                    update = updates.next() => match update.as_ref().and_then(|m| Change::decode(&m.payload)) {
+                        Some(change) => {
+                            change.apply_to(&mut order);
+                            false
+                        }
+                        None => true,
+                    },
+                    () = tokio::time::sleep(SAFETY_NET) => true,
                     () = tx.closed() => return,
                     () = tokio::time::sleep_until(deadline) => return,
+                };
+                if reread
+                    && let Ok(mut conn) = pool.acquire().await
+                    && let Ok(Some(read)) = store::load(&mut conn, order_id).await
+                {
+                    order = read;
                 }
             }
         });
         Ok(rx)
+    }
+}
+
+/// A committed change of an order's status, as announced to its watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub status: domain::Status,
+    /// The order's `updated_at` as the change set it.
+    pub at: DateTime<Utc>,
+}
+
+impl Change {
+    /// `<status>[:<cancel reason>] <updated_at in µs since the epoch>`.
+    fn encode(self) -> bytes::Bytes {
+        let (status, reason) = self.status.to_columns();
+        let reason = reason.map(|r| format!(":{r}")).unwrap_or_default();
+        format!("{status}{reason} {}", self.at.timestamp_micros()).into()
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        let (status, at) = std::str::from_utf8(payload).ok()?.split_once(' ')?;
+        let (status, reason) = match status.split_once(':') {
+            Some((status, reason)) => (status, Some(reason)),
+            None => (status, None),
+        };
+        Some(Self {
+            status: domain::Status::from_columns(status, reason)?,
+            at: DateTime::from_timestamp_micros(at.parse().ok()?)?,
+        })
+    }
+
+    /// Applies the change if it is newer than what `order` holds.
+    fn apply_to(self, order: &mut OrderRecord) {
+        if self.at > order.updated_at {
+            order.status = self.status;
+            order.updated_at = self.at;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CancelReason, Status};
+
+    fn at(micros: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(micros).expect("valid")
+    }
+
+    #[test]
+    fn every_status_survives_the_announcement() {
+        let statuses = [Status::Pending, Status::Reserved, Status::Confirmed]
+            .into_iter()
+            .chain(CancelReason::ALL.into_iter().map(Status::Cancelled));
+        for status in statuses {
+            let change = Change {
+                status,
+                at: at(1_764_561_234_567_890),
+            };
+            assert_eq!(Change::decode(&change.encode()), Some(change));
+        }
+        for garbage in [
+            "",
+            "reserved",
+            "shipped 1",
+            "cancelled:bored 1",
+            "confirmed x",
+            "\u{fffd} 1",
+        ] {
+            assert_eq!(Change::decode(garbage.as_bytes()), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn a_watcher_applies_only_changes_newer_than_what_it_holds() {
+        let mut order = OrderRecord {
+            order_id: Uuid::now_v7(),
+            user_id: "alice".into(),
+            status: Status::Reserved,
+            lines: vec![],
+            total_minor: 1,
+            currency: "EUR".into(),
+            payment_method: "pm_card_ok".into(),
+            request_fingerprint: String::new(),
+            created_at: at(1),
+            updated_at: at(20),
+        };
+        // Committed before the watcher's read: already in what it holds.
+        Change {
+            status: Status::Pending,
+            at: at(10),
+        }
+        .apply_to(&mut order);
+        Change {
+            status: Status::Reserved,
+            at: at(20),
+        }
+        .apply_to(&mut order);
+        assert_eq!((order.status, order.updated_at), (Status::Reserved, at(20)));
+
+        Change {
+            status: Status::Confirmed,
+            at: at(30),
+        }
+        .apply_to(&mut order);
+        assert_eq!((order.status, order.updated_at), (Status::Confirmed, at(30)));
     }
 }
