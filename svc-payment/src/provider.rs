@@ -85,15 +85,16 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
 
 impl PaymentProvider for SimulatedProvider {
     async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
-        self.reachable().await?;
         let status = if method == "pm_card_declined" || !method.starts_with("pm_card_") {
             "declined"
         } else {
             "succeeded"
         };
-        let (charge_id, stored_status, calls): (Uuid, String, i32) = sqlx::query_as(
+        // One statement: nothing is charged, and no row comes back, while
+        // the provider is down.
+        let charged: Option<(Uuid, String, i32)> = sqlx::query_as(
             "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor, currency, status)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, $3, $4, $5, $6 FROM simulated_provider.switch WHERE NOT down
              ON CONFLICT (idempotency_key)
              DO UPDATE SET calls = simulated_provider.charges.calls + 1, updated_at = clock_timestamp()
              RETURNING charge_id, status, calls",
@@ -104,9 +105,12 @@ impl PaymentProvider for SimulatedProvider {
         .bind(amount.minor)
         .bind(amount.currency.as_str())
         .bind(status)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
+        let Some((charge_id, stored_status, calls)) = charged else {
+            return Err(ProviderError::Unavailable("simulated outage".into()));
+        };
         if method == "pm_card_timeout" && calls == 1 {
             // The money moved, but the answer never reaches the caller.
             return Err(ProviderError::Timeout);

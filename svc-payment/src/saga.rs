@@ -91,9 +91,8 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     async fn on_reserved(&self, event: &IncomingEvent, reserved: ev::InventoryReserved) -> Result<(), HandleError> {
         let amount = money(reserved.total.as_ref(), "total")?;
         let mut tx = self.pool.begin().await?;
-        if store::already_processed(&mut tx, self.consumer, event).await? {
-            return Ok(());
-        }
+        // No inbox check first: an event is recorded only with its payment
+        // settled, and a settled payment is a replay's end below.
         let payment_id = match store::lock_by_order(&mut tx, &reserved.order_id).await? {
             Some((payment_id, PaymentStatus::Pending)) => {
                 tx.commit().await?;
@@ -248,9 +247,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
 
     async fn on_cancelled(&self, event: &IncomingEvent, cancelled: ev::OrderCancelled) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
-        if store::already_processed(&mut tx, self.consumer, event).await? {
-            return Ok(());
-        }
+        // As for `inventory.reserved`: once recorded, the payment is settled.
         match store::lock_by_order(&mut tx, &cancelled.order_id).await? {
             None => {
                 // Cancelled before any charge: leave a tombstone so a late

@@ -3,7 +3,7 @@
 //! inbox row itself is written with the charge's outcome).
 
 use chrono::{DateTime, Utc};
-use shop_runtime::{event::IncomingEvent, values::Money};
+use shop_runtime::values::Money;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -142,21 +142,6 @@ impl TryFrom<PaymentRow> for Payment {
 
 /// `failure_reason` of a payment voided because its order was cancelled.
 const ORDER_CANCELLED: &str = "order_cancelled";
-
-/// Whether `consumer` has recorded `event` in the inbox already.
-pub(crate) async fn already_processed(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event: &IncomingEvent,
-) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
-            .bind(consumer)
-            .bind(event.event_id)
-            .fetch_one(conn)
-            .await?,
-    )
-}
 
 /// The payment of `order_id` and its status, locked until the transaction ends.
 pub(crate) async fn lock_by_order(
