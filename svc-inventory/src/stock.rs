@@ -132,17 +132,13 @@ pub async fn reserve(
         return Ok(Reservation::Rejected(shortages));
     }
 
+    // The units held and the lines that hold them, in one round trip.
     sqlx::query(
-        "UPDATE stock SET reserved = stock.reserved + l.quantity, updated_at = now()
-           FROM unnest($1::text[], $2::int[]) AS l(sku, quantity)
-          WHERE stock.sku = l.sku",
-    )
-    .bind(&skus)
-    .bind(&quantities)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO reservation_lines (order_id, sku, quantity)
+        "WITH held AS (
+             UPDATE stock SET reserved = stock.reserved + l.quantity, updated_at = now()
+               FROM unnest($2::text[], $3::int[]) AS l(sku, quantity)
+              WHERE stock.sku = l.sku)
+         INSERT INTO reservation_lines (order_id, sku, quantity)
          SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS l(sku, quantity)",
     )
     .bind(order_id)
@@ -163,17 +159,15 @@ async fn lock_reservation(conn: &mut PgConnection, order_id: &str) -> Result<Opt
 
 /// Locks the stock rows of the reservation in SKU order and returns its lines.
 async fn lock_lines(conn: &mut PgConnection, order_id: &str) -> Result<(Vec<String>, Vec<i32>), sqlx::Error> {
-    let lines: Vec<(String, i32)> =
-        sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let (skus, quantities): (Vec<String>, Vec<i32>) = lines.into_iter().unzip();
-    sqlx::query("SELECT 1 FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-        .bind(&skus)
-        .execute(&mut *conn)
-        .await?;
-    Ok((skus, quantities))
+    // Rows are locked as they come out of the sort, so in SKU order.
+    let lines: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT l.sku, l.quantity FROM reservation_lines l JOIN stock s ON s.sku = l.sku
+          WHERE l.order_id = $1 ORDER BY l.sku FOR UPDATE OF s",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(lines.into_iter().unzip())
 }
 
 /// Payment succeeded: held units are sold.
@@ -186,19 +180,18 @@ pub async fn commit(conn: &mut PgConnection, order_id: &str) -> Result<Settlemen
     }
     let (skus, quantities) = lock_lines(conn, order_id).await?;
     sqlx::query(
-        "UPDATE stock SET on_hand = stock.on_hand - l.quantity, reserved = stock.reserved - l.quantity,
-                          updated_at = now()
-           FROM unnest($1::text[], $2::int[]) AS l(sku, quantity)
-          WHERE stock.sku = l.sku",
+        "WITH sold AS (
+             UPDATE stock SET on_hand = stock.on_hand - l.quantity, reserved = stock.reserved - l.quantity,
+                              updated_at = now()
+               FROM unnest($2::text[], $3::int[]) AS l(sku, quantity)
+              WHERE stock.sku = l.sku)
+         UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1",
     )
+    .bind(order_id)
     .bind(&skus)
     .bind(&quantities)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .execute(&mut *conn)
-        .await?;
     Ok(Settlement::Done { user_id })
 }
 
