@@ -146,12 +146,23 @@ pub async fn insert(
     let (lines, total) = (&priced.lines, priced.total);
     let order_id = Uuid::now_v7();
     let fingerprint = command.fingerprint();
+    let line_no: Vec<i32> = (0..).take(lines.len()).collect();
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get()).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price.minor).collect();
+    // The order and its lines in one round trip; no lines when a retry
+    // with the same key got there first.
     let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO orders (order_id, user_id, idempotency_key, request_fingerprint, status, payment_method,
-                             total_minor, currency)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
-         ON CONFLICT ON CONSTRAINT orders_idempotency_key_unique DO NOTHING
-         RETURNING created_at, updated_at",
+        "WITH placed AS (
+             INSERT INTO orders (order_id, user_id, idempotency_key, request_fingerprint, status, payment_method,
+                                 total_minor, currency)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+             ON CONFLICT ON CONSTRAINT orders_idempotency_key_unique DO NOTHING
+             RETURNING order_id, created_at, updated_at),
+         lines AS (
+             INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+             SELECT placed.order_id, l.* FROM placed, unnest($8::int[], $9::text[], $10::int[], $11::bigint[]) AS l)
+         SELECT created_at, updated_at FROM placed",
     )
     .bind(order_id)
     .bind(user_id)
@@ -160,26 +171,15 @@ pub async fn insert(
     .bind(command.payment_method.as_str())
     .bind(total.minor)
     .bind(total.currency.as_str())
+    .bind(&line_no)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((created_at, updated_at)) = inserted else {
         return Ok(None);
     };
-    let line_no: Vec<i32> = (0..).take(lines.len()).collect();
-    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity.get()).collect();
-    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price.minor).collect();
-    sqlx::query(
-        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-         SELECT $1, * FROM unnest($2::int[], $3::text[], $4::int[], $5::bigint[])",
-    )
-    .bind(order_id)
-    .bind(&line_no)
-    .bind(&skus)
-    .bind(&quantities)
-    .bind(&prices)
-    .execute(&mut *conn)
-    .await?;
     // What was written, without reading it back.
     Ok(Some(OrderRecord {
         order_id,
