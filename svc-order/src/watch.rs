@@ -102,12 +102,21 @@ impl Announcer {
                     return;
                 }
                 let reread = tokio::select! {
-                    update = updates.next() => match update.as_ref().and_then(|m| Change::decode(&m.payload)) {
-                        Some(change) => {
-                            change.apply_to(&mut order);
-                            false
+                    update = updates.next() => match update {
+                        // The subscription is over (the connection is
+                        // closing): the client watches again, elsewhere.
+                        None => {
+                            let gone = Status::unavailable("order updates were interrupted; watch the order again");
+                            let _ = tx.send(Err(gone)).await;
+                            return;
                         }
-                        None => true,
+                        Some(message) => match Change::decode(&message.payload) {
+                            Some(change) => {
+                                change.apply_to(&mut order);
+                                false
+                            }
+                            None => true,
+                        },
                     },
                     () = tokio::time::sleep(SAFETY_NET) => true,
                     () = tx.closed() => return,
