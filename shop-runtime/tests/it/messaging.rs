@@ -90,6 +90,17 @@ impl PendingOutbox {
         )
     }
 
+    /// Waits up to 10 s for every row to be marked published.
+    async fn wait_until_published(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if self.unpublished().await? == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Every row is marked published, and `ORDERS` holds `stored` messages.
     async fn assert_all_published(&self, stored: u64) -> anyhow::Result<()> {
         assert_eq!(self.unpublished().await?, 0);
@@ -158,12 +169,7 @@ async fn a_committed_event_is_published_and_marked_without_being_leased() -> any
     let running = tokio::spawn(pending.relay(Duration::from_secs(60)).run(shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     pending.outbox.commit(staging).await?;
-    for _ in 0..200 {
-        if pending.unpublished().await? == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    pending.wait_until_published().await?;
     shutdown.cancel();
     running.await?;
     let (attempts, error): (i32, Option<String>) = sqlx::query_as("SELECT attempts, last_error FROM outbox")
@@ -189,12 +195,7 @@ async fn relay_keeps_rows_while_the_broker_is_down_and_sends_them_after() -> any
     pending.nats.restart().await?;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
-    for _ in 0..200 {
-        if pending.unpublished().await? == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pending.wait_until_published().await?;
     shutdown.cancel();
     running.await?;
     pending.assert_all_published(1).await?;
