@@ -27,12 +27,13 @@ use shop_runtime::{
     CancellationToken, Listeners,
     config::EnvReader,
     entry::{EntryError, serve_from_env},
+    identity::{self, IDENTITY_HEADER, IdentityIssuer, UserId},
     registry::{self, ServiceSpec},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{
-    Request, Status,
-    metadata::{AsciiMetadataValue, MetadataValue},
+    GrpcMethod, Request, Status,
+    metadata::MetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
@@ -239,6 +240,14 @@ impl Surroundings<'_> {
             ("NATS_URL".to_owned(), self.nats_url.to_owned()),
             ("OUTBOX_POLL_INTERVAL".to_owned(), "500ms".to_owned()),
         ]);
+        let keys = identity_keys();
+        settings.push(match service {
+            Service::Gateway => (identity::SIGNING_KEY_FILE.into(), keys.signing.display().to_string()),
+            _ => (
+                identity::VERIFYING_KEY_FILE.into(),
+                keys.verifying.display().to_string(),
+            ),
+        });
         if let Some(database) = self.databases.of(service) {
             settings.push(("DATABASE_URL".into(), database.to_owned()));
             settings.push(("DATABASE_MAX_CONNECTIONS".into(), "8".into()));
@@ -587,17 +596,40 @@ pub async fn wait_serving(url: &str) -> anyhow::Result<()> {
 }
 
 /// Sets the identity metadata the gateway would set.
+/// The identity key pair every stack of this process uses: the gateway
+/// signs with it, the services verify with it, and [`AsUser`] stands in for
+/// the gateway when a test calls a service directly.
+pub struct IdentityKeys {
+    pub signing: std::path::PathBuf,
+    pub verifying: std::path::PathBuf,
+    pub issuer: IdentityIssuer,
+}
+
+pub fn identity_keys() -> &'static IdentityKeys {
+    static KEYS: std::sync::OnceLock<IdentityKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let files = identity::throwaway_keys();
+        IdentityKeys {
+            signing: files.signing.clone(),
+            verifying: files.verifying.clone(),
+            issuer: IdentityIssuer::from_file(&files.signing).expect("reading the test identity key"),
+        }
+    })
+}
+
+/// Calls a service directly as `user` with `roles`, vouched for the way the
+/// gateway would: each call carries an identity token for its own method.
 #[derive(Clone)]
 pub struct AsUser {
-    user: AsciiMetadataValue,
-    roles: AsciiMetadataValue,
+    user: UserId,
+    roles: Vec<String>,
 }
 
 impl AsUser {
     pub fn new(user: &str, roles: &str) -> Self {
         Self {
-            user: MetadataValue::try_from(user).unwrap_or_else(|_| MetadataValue::from_static("invalid")),
-            roles: MetadataValue::try_from(roles).unwrap_or_else(|_| MetadataValue::from_static("customer")),
+            user: UserId::parse(user).expect("a valid test user id"),
+            roles: roles.split(',').map(|r| r.trim().to_owned()).collect(),
         }
     }
 
@@ -608,12 +640,30 @@ impl AsUser {
     pub fn admin(user: &str) -> Self {
         Self::new(user, "admin")
     }
+
+    /// The token for a call of `path` (`/package.Service/Method`), good
+    /// also for what the contract says that method calls on the caller's
+    /// behalf, as the gateway's would be.
+    pub fn token(&self, path: &str) -> String {
+        static CONTRACT: std::sync::OnceLock<svc_gateway::access::AccessTable> = std::sync::OnceLock::new();
+        let contract =
+            CONTRACT.get_or_init(|| svc_gateway::access::AccessTable::shop().expect("the contract's descriptors"));
+        identity_keys()
+            .issuer
+            .issue(&self.user, &self.roles, &contract.vouched_paths(path))
+    }
 }
 
 impl Interceptor for AsUser {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert("x-user-id", self.user.clone());
-        request.metadata_mut().insert("x-user-roles", self.roles.clone());
+        // tonic's generated clients name the method being called.
+        let method = request
+            .extensions()
+            .get::<GrpcMethod>()
+            .map(|m| format!("/{}/{}", m.service(), m.method()))
+            .ok_or_else(|| Status::internal("AsUser needs a generated client (no GrpcMethod)"))?;
+        let token = MetadataValue::try_from(self.token(&method)).map_err(|_| Status::internal("token"))?;
+        request.metadata_mut().insert(IDENTITY_HEADER, token);
         Ok(request)
     }
 }

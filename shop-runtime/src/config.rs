@@ -12,6 +12,16 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+impl ConfigError {
+    /// A required value that [`EnvReader::finish`] let through: it has
+    /// reported the setting already, so this cannot be seen in practice.
+    pub fn missing(key: &str) -> Self {
+        Self {
+            problems: vec![format!("{key} is not set")],
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
@@ -260,13 +270,15 @@ pub struct ServiceBasics {
 }
 
 impl ServiceBasics {
-    /// The listen addresses default to the service's ports in the registry.
+    /// The listen addresses default to the service's ports in the registry,
+    /// on loopback: a service is reachable from other machines only when its
+    /// deployment says so (`GRPC_LISTEN_ADDR=0.0.0.0:50051`).
     pub fn read(env: &mut EnvReader, service: &'static ServiceSpec) -> Self {
-        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Self {
             service,
-            grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", any(service.grpc_port)),
-            admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", any(service.admin_port)),
+            grpc_addr: env.socket_addr("GRPC_LISTEN_ADDR", loopback(service.grpc_port)),
+            admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", loopback(service.admin_port)),
             log_format: env.or("LOG_FORMAT", LogFormat::Auto, "auto, text or json"),
             tracing: crate::telemetry::TracingSettings::read(env),
         }

@@ -1,13 +1,19 @@
 //! gRPC server bootstrap: health and reflection on every service's port.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::Router};
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
-use crate::{config::EnvReader, grpc_metrics::GrpcMetricsLayer, registry::ServiceSpec, trace::TraceLayer};
+use crate::{
+    config::EnvReader,
+    grpc_metrics::GrpcMetricsLayer,
+    identity::{CallerLayer, IdentityVerifier},
+    registry::ServiceSpec,
+    trace::TraceLayer,
+};
 use tonic_reflection::server::{v1, v1alpha};
 
 /// Server reflection, v1 and v1alpha, listing exactly `public_services`
@@ -33,9 +39,10 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// A service's gRPC router: every request runs in its trace context and
-/// is counted and timed ([`crate::grpc_metrics`]).
-pub type ServiceRouter = Router<Stack<GrpcMetricsLayer, Stack<TraceLayer, Identity>>>;
+/// A service's gRPC router: every request runs in its trace context, is
+/// counted and timed ([`crate::grpc_metrics`]), and has its identity token
+/// checked ([`crate::identity`]).
+pub type ServiceRouter = Router<Stack<CallerLayer, Stack<GrpcMetricsLayer, Stack<TraceLayer, Identity>>>>;
 
 /// The services every service's port answers besides its public ones.
 pub const BASIC_SERVICES: [&str; 3] = [
@@ -45,10 +52,11 @@ pub const BASIC_SERVICES: [&str; 3] = [
 ];
 
 /// A server builder with gRPC health and reflection for the given public
-/// services already added. Returns the health reporter so the service can
-/// flip its status.
+/// services already added, whose callers are vouched for by `identity`.
+/// Returns the health reporter so the service can flip its status.
 pub fn router_with_basics(
     public_services: &[&'static str],
+    identity: Arc<IdentityVerifier>,
 ) -> Result<(ServiceRouter, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let (v1, v1alpha) = reflection(public_services)?;
@@ -57,6 +65,7 @@ pub fn router_with_basics(
         .layer(GrpcMetricsLayer::new(
             public_services.iter().copied().chain(BASIC_SERVICES),
         ))
+        .layer(CallerLayer::new(identity))
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);

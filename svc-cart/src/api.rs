@@ -1,7 +1,7 @@
 //! gRPC adapter: `shop.cart.v1.CartService`. Proto types stop here.
 //!
-//! Every call works on the caller's own cart (`x-user-id`); there is no way
-//! to name another user's cart, for admins either.
+//! Every call works on the caller's own cart (the user the gateway vouches
+//! for); there is no way to name another user's cart, for admins either.
 
 use shop_catalog::Catalog;
 use shop_proto::{
@@ -142,7 +142,7 @@ fn order_failure(status: Status) -> ApiError {
 }
 
 fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
-    Caller::from_metadata(request.metadata())
+    Caller::of(request)
 }
 
 fn user_of<T>(request: &Request<T>) -> Result<UserId, Status> {

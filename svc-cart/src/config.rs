@@ -1,11 +1,12 @@
 //! svc-cart settings.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, EnvReader, MessagingSettings, SecretUrl, ServiceBasics},
     grpc::{UpstreamSettings, read_upstream_url},
+    identity::IdentityVerifier,
     registry,
     values::Quantity,
 };
@@ -19,6 +20,9 @@ const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
+    /// caller's identity token must be signed with.
+    pub identity: Arc<IdentityVerifier>,
     /// `REDIS_URL`, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: SecretUrl,
     /// `NATS_URL` and `CONSUMER_CONCURRENCY`, for the `cart-orders` consumer.
@@ -56,6 +60,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
             basics: ServiceBasics::read(&mut env, &registry::CART),
+            identity: IdentityVerifier::from_env(&mut env),
             redis_url: SecretUrl::new(
                 env.required::<String>("REDIS_URL", "e.g. redis://127.0.0.1:6379")
                     .unwrap_or_default(),
@@ -116,9 +121,14 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_the_required_settings_are_given() {
+        let key = shop_runtime::identity::throwaway_keys()
+            .verifying
+            .to_str()
+            .expect("a UTF-8 path");
         let config = Config::read(EnvReader::from_map([
             ("REDIS_URL", "redis://127.0.0.1:6379"),
             ("NATS_URL", "nats://127.0.0.1:4222"),
+            (shop_runtime::identity::VERIFYING_KEY_FILE, key),
         ]))
         .expect("valid");
         assert_eq!(config.basics.grpc_addr.port(), 50054);
@@ -140,6 +150,7 @@ mod tests {
         .expect_err("bad settings must fail");
         let text = err.to_string();
         for key in [
+            "IDENTITY_VERIFYING_KEY_FILE",
             "REDIS_URL",
             "NATS_URL",
             "CART_TTL",

@@ -64,7 +64,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         orders: orders::Orders::new(&config.order_url, &config.upstream)
             .map_err(|e| HostError::setup("order client", e))?,
     };
-    let (router, health) = grpc::router_with_basics(SERVICES)?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router.add_service(CartServiceServer::new(api));
     host.serve(router, health, listeners).await
 }

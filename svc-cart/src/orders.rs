@@ -1,11 +1,12 @@
 //! svc-order, for checkout: PlaceOrder on the caller's behalf, with the
-//! caller's identity metadata and a deadline, behind a circuit breaker.
+//! identity token the gateway gave the caller's Checkout (good for this
+//! PlaceOrder too) and a deadline, behind a circuit breaker.
 
 use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
 use shop_runtime::{
     breaker::{BreakerOpen, CircuitBreaker},
     grpc::{TracedChannel, UpstreamSettings},
-    identity::{USER_ID_HEADER, USER_ROLES_HEADER},
+    identity,
 };
 use tonic::{Request, Status, metadata::MetadataMap};
 
@@ -31,11 +32,7 @@ impl Orders {
         request: PlaceOrderRequest,
     ) -> Result<Result<Order, Status>, BreakerOpen> {
         let mut request = Request::new(request);
-        for header in [USER_ID_HEADER, USER_ROLES_HEADER] {
-            if let Some(value) = caller.get(header) {
-                request.metadata_mut().insert(header, value.clone());
-            }
-        }
+        identity::forward(caller, request.metadata_mut());
         let mut client = self.client.clone();
         self.breaker
             .call(async move { client.place_order(request).await.map(tonic::Response::into_inner) })

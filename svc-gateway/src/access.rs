@@ -41,6 +41,10 @@ pub struct MethodPolicy {
     pub access: Access,
     pub client_streaming: bool,
     pub server_streaming: bool,
+    /// Paths (`/package.Service/Method`) this RPC calls on its caller's
+    /// behalf (`(shop.options.v1.calls_on_behalf)`): the identity the
+    /// gateway vouches for on a call of it is good for those too.
+    pub calls_on_behalf: Vec<String>,
 }
 
 /// Every RPC of the contract by its HTTP/2 path (`/package.Service/Method`).
@@ -53,23 +57,33 @@ pub struct AccessTable {
 pub enum AccessTableError {
     #[error("the descriptor set does not decode: {0}")]
     Descriptors(#[from] prost_reflect::DescriptorError),
-    #[error("the descriptor set has no shop.options.v1.access extension")]
-    MissingOption,
+    #[error("the descriptor set has no {0} extension")]
+    MissingOption(&'static str),
 }
 
 impl AccessTable {
     /// Reads the policy of every method in an encoded `FileDescriptorSet`.
     pub fn from_descriptors(encoded: &[u8]) -> Result<Self, AccessTableError> {
         let pool = DescriptorPool::decode(encoded)?;
-        let option = pool
-            .get_extension_by_name("shop.options.v1.access")
-            .ok_or(AccessTableError::MissingOption)?;
+        let extension = |name: &'static str| {
+            pool.get_extension_by_name(name)
+                .ok_or(AccessTableError::MissingOption(name))
+        };
+        let option = extension("shop.options.v1.access")?;
+        let on_behalf = extension("shop.options.v1.calls_on_behalf")?;
         let mut methods = HashMap::new();
         for service in pool.services() {
             for method in service.methods() {
                 let access = match method.options().get_extension(&option).as_ref() {
                     Value::EnumNumber(n) => Access::from_number(*n),
                     _ => Access::Unspecified,
+                };
+                let calls_on_behalf = match method.options().get_extension(&on_behalf).as_ref() {
+                    Value::List(callees) => callees
+                        .iter()
+                        .filter_map(|callee| callee.as_str().map(|c| format!("/{c}")))
+                        .collect(),
+                    _ => Vec::new(),
                 };
                 methods.insert(
                     format!("/{}/{}", service.full_name(), method.name()),
@@ -78,6 +92,7 @@ impl AccessTable {
                         access,
                         client_streaming: method.is_client_streaming(),
                         server_streaming: method.is_server_streaming(),
+                        calls_on_behalf,
                     },
                 );
             }
@@ -97,6 +112,15 @@ impl AccessTable {
 
     pub fn get(&self, path: &str) -> Option<&MethodPolicy> {
         self.methods.get(path)
+    }
+
+    /// The paths an identity token for a call of `path` is good for: its
+    /// own, and those it calls on the caller's behalf.
+    pub fn vouched_paths(&self, path: &str) -> Vec<String> {
+        let on_behalf = self.get(path).map(|policy| policy.calls_on_behalf.as_slice());
+        std::iter::once(path.to_owned())
+            .chain(on_behalf.unwrap_or_default().iter().cloned())
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MethodPolicy)> {
@@ -144,6 +168,29 @@ mod tests {
         }
     }
 
+    /// A call made on the caller's behalf names a method of the contract
+    /// that a signed-in caller may call, or the callee would refuse it.
+    #[test]
+    fn every_call_on_behalf_names_a_method_a_caller_may_call() {
+        let table = AccessTable::shop().expect("contract descriptors");
+        let mut seen = 0;
+        for (path, policy) in table.iter() {
+            for callee in &policy.calls_on_behalf {
+                let target = table
+                    .get(callee)
+                    .unwrap_or_else(|| panic!("{path} calls {callee} on behalf, which is no method of the contract"));
+                assert!(
+                    matches!(target.access, Access::Customer | Access::Public) || policy.access == target.access,
+                    "{path} ({:?}) calls {callee} ({:?}) on behalf",
+                    policy.access,
+                    target.access
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no call on behalf declared");
+    }
+
     #[test]
     fn policies_match_the_design() {
         let table = AccessTable::shop().expect("contract descriptors");
@@ -157,6 +204,8 @@ mod tests {
         expect("/shop.inventory.v1.InventoryService/Restock", Access::Admin);
         expect("/shop.order.v1.OrderService/PlaceOrder", Access::Customer);
         expect("/shop.auth.v1.DevAuthService/IssueToken", Access::DevOnly);
+        let checkout = table.get("/shop.cart.v1.CartService/Checkout").expect("Checkout");
+        assert_eq!(checkout.calls_on_behalf, ["/shop.order.v1.OrderService/PlaceOrder"]);
         let watch = table.get("/shop.order.v1.OrderService/WatchOrder").expect("WatchOrder");
         assert!(watch.server_streaming && !watch.client_streaming);
         assert!(table.get("/shop.order.v1.OrderService/Nope").is_none());

@@ -45,19 +45,14 @@ const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: UserId,
-    /// Role names from the token, restricted to characters that survive the
-    /// comma-separated `x-user-roles` header.
+    /// Role names from the token, restricted to plain characters (they are
+    /// passed on in the gateway's identity token).
     pub roles: Vec<String>,
 }
 
 impl Identity {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
-    }
-
-    /// The value of `x-user-roles`.
-    pub fn roles_header(&self) -> String {
-        self.roles.join(",")
     }
 }
 
@@ -543,7 +538,7 @@ mod tests {
         );
         let identity = verifier.verify(&token).await.expect("valid");
         assert_eq!(identity.user_id.as_str(), "alice");
-        assert_eq!(identity.roles_header(), "customer,offline_access");
+        assert_eq!(identity.roles, ["customer", "offline_access"]);
     }
 
     #[tokio::test]

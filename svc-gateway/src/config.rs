@@ -1,12 +1,13 @@
 //! svc-gateway settings.
 
-use std::{num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
+use std::{num::NonZeroU32, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use http::HeaderValue;
 use shop_runtime::{
     breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
     grpc::{read_connect_timeout, read_upstream_url},
+    identity::{self, IdentityIssuer},
     registry::{self, ServiceSpec},
 };
 
@@ -19,6 +20,9 @@ pub const DEV_AUDIENCE: &str = "shop";
 pub struct Config {
     pub basics: ServiceBasics,
     pub upstreams: UpstreamUrls,
+    /// `IDENTITY_SIGNING_KEY_FILE`: the key the gateway vouches for callers
+    /// with (an Ed25519 PKCS#8 PEM file; the services hold its public half).
+    pub identity: Arc<IdentityIssuer>,
     /// `REQUEST_TIMEOUT`: the longest a unary call may take (default 10s); a
     /// shorter client `grpc-timeout` wins. Server streams are bounded by it
     /// only until the upstream answers with headers.
@@ -170,6 +174,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let basics = ServiceBasics::read(&mut env, &shop_runtime::registry::GATEWAY);
         let upstreams = UpstreamUrls::read(&mut env);
+        let identity = IdentityIssuer::from_env(&mut env);
         let request_timeout = env.positive_duration("REQUEST_TIMEOUT", Duration::from_secs(10));
         let connect_timeout = read_connect_timeout(&mut env);
         let breaker = BreakerSettings::read(&mut env);
@@ -207,6 +212,7 @@ impl Config {
         Ok(Self {
             basics,
             upstreams,
+            identity: identity.ok_or_else(|| ConfigError::missing(identity::SIGNING_KEY_FILE))?,
             request_timeout,
             connect_timeout,
             breaker,
@@ -312,8 +318,38 @@ fn read_cors(env: &mut EnvReader) -> CorsOrigins {
 mod tests {
     use super::*;
 
+    fn signing_key_file() -> String {
+        identity::throwaway_keys().signing.display().to_string()
+    }
+
     fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::read(EnvReader::from_map(pairs.iter().copied()))
+        let key = signing_key_file();
+        Config::read(EnvReader::from_map(
+            pairs
+                .iter()
+                .copied()
+                .chain([(identity::SIGNING_KEY_FILE, key.as_str())]),
+        ))
+    }
+
+    #[test]
+    fn the_identity_key_must_be_there_and_be_a_private_key() {
+        let missing = Config::read(EnvReader::from_map([("DEV_AUTH", "on")])).expect_err("no signing key");
+        assert!(
+            missing.to_string().contains("IDENTITY_SIGNING_KEY_FILE is not set"),
+            "{missing}"
+        );
+        let public = signing_key_file().replace("signing.pem", "verifying.pem");
+        let wrong = Config::read(EnvReader::from_map([
+            ("DEV_AUTH", "on"),
+            (identity::SIGNING_KEY_FILE, public.as_str()),
+        ]))
+        .expect_err("a public key cannot sign");
+        assert!(
+            wrong.to_string().contains("not an Ed25519 PKCS#8 PEM private key"),
+            "{wrong}"
+        );
+        assert!(!format!("{:?}", read(&[("DEV_AUTH", "on")]).expect("valid").identity).contains("PRIVATE"));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! gRPC-web, passes here. In order: is it gRPC, which RPC is it (unknown →
 //! `UNIMPLEMENTED`), who is calling (a bearer token, verified even where
 //! none is needed), may they (the contract's access policy), are they within
-//! their rate, then identity headers are replaced by verified ones and the
-//! call goes to the gateway's own services or is forwarded to its owner.
+//! their rate, then the gateway vouches for the caller with an identity
+//! token of its own ([`shop_runtime::identity`]) in place of anything the
+//! client sent, and the call goes to the gateway's own services or is
+//! forwarded to its owner.
 
 use std::{
     collections::HashMap,
@@ -18,7 +20,7 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use shop_runtime::{
-    identity::{USER_ID_HEADER, USER_ROLES_HEADER},
+    identity::{IDENTITY_HEADER, IdentityIssuer},
     series,
 };
 use tonic::{body::Body, service::Routes};
@@ -122,6 +124,9 @@ struct Route {
     policy: MethodPolicy,
     destination: Destination,
     creates_order: bool,
+    /// The paths an identity token for a call of this route is good for:
+    /// its own and those it calls on the caller's behalf.
+    vouches_for: Vec<String>,
 }
 
 pub struct EdgeSettings {
@@ -133,6 +138,7 @@ pub struct EdgeSettings {
 struct EdgeState {
     routes: HashMap<String, Route>,
     verifier: Arc<TokenVerifier>,
+    issuer: Arc<IdentityIssuer>,
     rate_limits: Arc<RateLimits>,
     own_services: Routes,
     settings: EdgeSettings,
@@ -152,6 +158,7 @@ impl Edge {
         upstreams: &Upstreams,
         own_services: Routes,
         verifier: Arc<TokenVerifier>,
+        issuer: Arc<IdentityIssuer>,
         rate_limits: Arc<RateLimits>,
         settings: EdgeSettings,
     ) -> Self {
@@ -173,6 +180,7 @@ impl Edge {
                     policy: policy.clone(),
                     destination,
                     creates_order: ORDER_CREATING.contains(&path),
+                    vouches_for: access.vouched_paths(path),
                 },
             );
         }
@@ -185,9 +193,11 @@ impl Edge {
                         access: Access::Public,
                         client_streaming,
                         server_streaming,
+                        calls_on_behalf: Vec::new(),
                     },
                     destination: Destination::Gateway,
                     creates_order: false,
+                    vouches_for: vec![path.to_owned()],
                 },
             );
         }
@@ -195,6 +205,7 @@ impl Edge {
             state: Arc::new(EdgeState {
                 routes,
                 verifier,
+                issuer,
                 rate_limits,
                 own_services,
                 settings,
@@ -351,18 +362,18 @@ impl EdgeState {
             return Err(Error::MessageTooLarge { limit });
         }
 
+        // Only the gateway speaks for the caller, and only to the methods
+        // this call may reach.
         let headers = request.headers_mut();
-        // Only the gateway speaks for the caller.
-        headers.remove(USER_ID_HEADER);
-        headers.remove(USER_ROLES_HEADER);
+        headers.remove(IDENTITY_HEADER);
         headers.remove(header::AUTHORIZATION);
         if let Some(identity) = &identity {
-            let user = HeaderValue::from_str(identity.user_id.as_str())
-                .map_err(|_| Error::Internal("verified user id is not a header value".into()))?;
-            let roles = HeaderValue::from_str(&identity.roles_header())
-                .map_err(|_| Error::Internal("verified roles are not a header value".into()))?;
-            headers.insert(USER_ID_HEADER, user);
-            headers.insert(USER_ROLES_HEADER, roles);
+            let token = self
+                .issuer
+                .issue(&identity.user_id, &identity.roles, &route.vouches_for);
+            let token = HeaderValue::from_str(&token)
+                .map_err(|_| Error::Internal("an identity token is not a header value".into()))?;
+            headers.insert(IDENTITY_HEADER, token);
         }
 
         match &route.destination {

@@ -21,8 +21,11 @@
 //!    or Keycloak's `realm_access.roles`.
 //! 4. **Authorization from the contract** ([`access`]): the
 //!    `(shop.options.v1.access)` option of each RPC (public, customer, admin,
-//!    dev-only). Client-sent `x-user-id`/`x-user-roles` are always dropped and
-//!    the verified ones set.
+//!    dev-only). The gateway then vouches for the caller to the service with
+//!    an identity token it signs (`IDENTITY_SIGNING_KEY_FILE`), good for
+//!    this call's method and those the contract says it calls on the
+//!    caller's behalf (`(shop.options.v1.calls_on_behalf)`); anything the
+//!    client sent in its place is dropped.
 //! 5. **Rate limits** ([`rate_limits`]) per user, stricter for `PlaceOrder` and
 //!    `Checkout`, per peer address for anonymous calls; `RESOURCE_EXHAUSTED`
 //!    carries `retry-after-ms` and `grpc-retry-pushback-ms`.
@@ -132,6 +135,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         &upstreams,
         own_services(health_service, dev_tokens.clone(), config.max_message_bytes)?,
         verifier.clone(),
+        config.identity.clone(),
         rate_limits.clone(),
         edge::EdgeSettings {
             request_timeout: config.request_timeout,

@@ -147,7 +147,7 @@ impl catalog::catalog_service_server::CatalogService for InventoryApi {
         &self,
         request: Request<catalog::UpdateProductRequest>,
     ) -> Result<Response<catalog::Product>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         if !caller.is_admin() {
             return Err(ApiError::PermissionDenied("UpdateProduct needs the admin role".into()).into());
         }
@@ -188,7 +188,7 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
         &self,
         request: Request<inventory::GetStockRequest>,
     ) -> Result<Response<inventory::Stock>, Status> {
-        Caller::from_metadata(request.metadata())?;
+        Caller::of(&request)?;
         let sku = sku("sku", &request.get_ref().sku)?;
         let level = stock::level(&self.pool, &sku)
             .await
@@ -198,7 +198,7 @@ impl inventory::inventory_service_server::InventoryService for InventoryApi {
     }
 
     async fn restock(&self, request: Request<inventory::RestockRequest>) -> Result<Response<inventory::Stock>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         if !caller.is_admin() {
             return Err(ApiError::PermissionDenied("Restock needs the admin role".into()).into());
         }

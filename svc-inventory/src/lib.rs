@@ -52,7 +52,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn(saga::sweep_expired(sweeper, config.sweep_interval, host.shutdown()));
 
     let api = api::InventoryApi { pool, outbox };
-    let (router, health) = grpc::router_with_basics(SERVICES)?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router
         .add_service(CatalogServiceServer::new(api.clone()))
         .add_service(InventoryServiceServer::new(api));

@@ -52,7 +52,7 @@ impl pb::notification_service_server::NotificationService for NotifyApi {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order_id = order_filter(&request.get_ref().order_id)?;
         // Customers see their own notifications; admins see everyone's.
         let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());

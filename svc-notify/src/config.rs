@@ -1,13 +1,17 @@
 //! svc-notify settings.
 
-use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use lettre::{Address, message::Mailbox};
 use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::identity::IdentityVerifier;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
+    /// caller's identity token must be signed with.
+    pub identity: Arc<IdentityVerifier>,
     pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `NOTIFY_DATA_DIR` (default `.data/notify`): without an SMTP relay,
@@ -34,6 +38,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
             basics: ServiceBasics::read(&mut env, &shop_runtime::registry::NOTIFY),
+            identity: IdentityVerifier::from_env(&mut env),
             database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
             data_dir: env.path("NOTIFY_DATA_DIR", ".data/notify"),
@@ -135,6 +140,13 @@ mod tests {
         vec![
             ("NATS_URL", "nats://127.0.0.1:4222"),
             ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_notify"),
+            (
+                shop_runtime::identity::VERIFYING_KEY_FILE,
+                shop_runtime::identity::throwaway_keys()
+                    .verifying
+                    .to_str()
+                    .expect("a UTF-8 path"),
+            ),
         ]
     }
 

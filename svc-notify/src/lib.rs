@@ -51,7 +51,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, handler).await?;
     host.spawn(delivery.resend_until(host.shutdown()));
 
-    let (router, health) = grpc::router_with_basics(SERVICES)?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router.add_service(NotificationServiceServer::new(api::NotifyApi { pool }));
     host.serve(router, health, listeners).await
 }

@@ -63,6 +63,10 @@ impl Service {
             ("DATABASE_URL", database_url.clone()),
             ("NOTIFY_DATA_DIR", data_dir.display().to_string()),
             ("NOTIFY_RESEND_INTERVAL", "200ms".to_owned()),
+            (
+                shop_runtime::identity::VERIFYING_KEY_FILE,
+                shop_harness::identity_keys().verifying.display().to_string(),
+            ),
         ];
         env.extend(extra.iter().cloned());
         let config = Config::read(EnvReader::from_map(env)).expect("valid configuration");
@@ -88,14 +92,12 @@ impl Service {
         let mut request = Request::new(ListNotificationsRequest {
             order_id: order_id.to_owned(),
         });
-        request
-            .metadata_mut()
-            .insert("x-user-id", user.parse().expect("ascii user id"));
-        if !roles.is_empty() {
-            request
-                .metadata_mut()
-                .insert("x-user-roles", roles.parse().expect("ascii roles"));
-        }
+        let token =
+            shop_harness::AsUser::new(user, roles).token("/shop.notify.v1.NotificationService/ListNotifications");
+        request.metadata_mut().insert(
+            shop_runtime::identity::IDENTITY_HEADER,
+            token.parse().expect("a token is ascii"),
+        );
         let mut client = self.client.clone();
         client
             .list_notifications(request)

@@ -214,13 +214,13 @@ type OrderStream = Pin<Box<dyn Stream<Item = Result<pb::Order, Status>> + Send +
 #[tonic::async_trait]
 impl pb::order_service_server::OrderService for OrderApi {
     async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order = OrderApi::place_order(self, &caller, request.into_inner()).await?;
         Ok(Response::new(to_proto(order)))
     }
 
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         Ok(Response::new(to_proto(self.visible_order(&caller, order_id).await?)))
     }
@@ -229,7 +229,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let page_size = PageSize::parse(body.page_size)
             .map_err(|reason| ApiError::invalid("page_size", reason))?
@@ -260,7 +260,7 @@ impl pb::order_service_server::OrderService for OrderApi {
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         self.visible_order(&caller, order_id).await?;
         let mut tx = self
@@ -294,7 +294,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         &self,
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         let first = async { Ok(self.visible_order(&caller, order_id).await?) };
         let updates = self

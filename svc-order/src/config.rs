@@ -1,11 +1,12 @@
 //! svc-order settings.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
     grpc::UpstreamSettings,
+    identity::IdentityVerifier,
     registry,
 };
 
@@ -18,6 +19,9 @@ pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(10 * 60);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
+    /// caller's identity token must be signed with.
+    pub identity: Arc<IdentityVerifier>,
     pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `CATALOG_URL` (svc-inventory), `CATALOG_CACHE_TTL`,
@@ -64,6 +68,7 @@ impl Config {
         }
         let config = Self {
             basics: ServiceBasics::read(&mut env, &registry::ORDER),
+            identity: IdentityVerifier::from_env(&mut env),
             database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
             catalog: CatalogSettings::read(&mut env),

@@ -60,7 +60,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         accepted_payment_methods: config.accepted_payment_methods.clone(),
         announcer,
     };
-    let (router, health) = grpc::router_with_basics(SERVICES)?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router.add_service(OrderServiceServer::new(api));
     host.serve(router, health, listeners).await
 }

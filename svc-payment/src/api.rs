@@ -33,7 +33,7 @@ fn status_of(status: PaymentStatus) -> pb::PaymentStatus {
 #[tonic::async_trait]
 impl pb::payment_service_server::PaymentService for PaymentApi {
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
-        let caller = Caller::from_metadata(request.metadata())?;
+        let caller = Caller::of(&request)?;
         let order_id = OrderId::parse(&request.get_ref().order_id)
             .map_err(|reason| ApiError::invalid("order_id", reason))?
             .to_string();

@@ -1,12 +1,16 @@
 //! svc-payment settings.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
+use shop_runtime::identity::IdentityVerifier;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub basics: ServiceBasics,
+    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
+    /// caller's identity token must be signed with.
+    pub identity: Arc<IdentityVerifier>,
     pub database: DatabaseSettings,
     pub messaging: MessagingSettings,
     /// `PAYMENT_PROVIDER_TIMEOUT`: deadline of one provider call (default 5s).
@@ -26,6 +30,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
             basics: ServiceBasics::read(&mut env, &shop_runtime::registry::PAYMENT),
+            identity: IdentityVerifier::from_env(&mut env),
             database: DatabaseSettings::read(&mut env),
             messaging: MessagingSettings::read(&mut env),
             provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),

@@ -44,7 +44,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::RESERVED_CONSUMER, reserved).await?;
     host.spawn_consumer(&bus, saga::CANCELLED_CONSUMER, cancelled).await?;
 
-    let (router, health) = grpc::router_with_basics(SERVICES)?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
     host.serve(router, health, listeners).await
 }

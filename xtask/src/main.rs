@@ -5,6 +5,7 @@
 //! - `up`: the whole platform on this machine, until Ctrl-C.
 //! - `fresh-check`: `install` and `up` on a clean Debian root.
 //! - `dlq`: list, show and re-drive parked messages.
+//! - `identity`: a token for calling a service of `up` directly.
 //! - `verify`: check the books of a running stack.
 //! - `trace`: an order's trace from `up --observe`, as a waterfall.
 //! - `load`: checkouts at fixed arrival rates through the gateway of `up`.
@@ -58,6 +59,11 @@ commands:
            the parked messages on the DLQ stream (NATS_URL, or the stack of
            `up`): list them with their error and age, show one, or re-drive
            them to their original subject with their event id, once
+  identity <user> <roles> <package.Service/Method>…
+           an identity token for calling the services of `up` directly
+           (metadata x-shop-identity), signed with the stack's key
+           (.data/identity/) as the gateway would; good for 30 s and for the
+           methods named only
   load [--rates 25,50,100,200,400] [--seconds 20] [--users 200]
        [--cart-percent 50] [--hot-sku]
            checkouts through the gateway of `up` at fixed arrival rates (open
@@ -136,6 +142,7 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
+        ("identity", args) => up::print_identity(args),
         ("bench", flags) => match bench_options(flags) {
             Ok(options) => bench::run(&options).await,
             Err(message) => {

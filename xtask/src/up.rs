@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shop_infra::infra::{self, ServerProcess};
+use shop_runtime::identity;
 use shop_runtime::registry::{self, ServiceSpec};
 
 use crate::observe::{Observe, Observing};
@@ -504,6 +505,14 @@ pub(crate) fn service_command(
             command.env(var, format!("http://127.0.0.1:{}", other.grpc_port));
         }
     }
+    // The gateway vouches for callers with the stack's key; the services
+    // check its public half.
+    let keys = identity_keys(data)?;
+    if *service == registry::GATEWAY {
+        command.env(identity::SIGNING_KEY_FILE, &keys.signing);
+    } else {
+        command.env(identity::VERIFYING_KEY_FILE, &keys.verifying);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info,sqlx=warn,async_nats=warn");
     }
@@ -555,6 +564,49 @@ pub(crate) fn service_command(
         command.env(var, &path);
     }
     Ok(command)
+}
+
+/// Where a stack keeps its identity key pair.
+pub(crate) struct IdentityKeys {
+    pub signing: PathBuf,
+    pub verifying: PathBuf,
+}
+
+/// The identity key pair of the stack whose data is in `data`, made on first
+/// use and kept with the data, so `cargo xtask identity` signs with it.
+pub(crate) fn identity_keys(data: &Path) -> anyhow::Result<IdentityKeys> {
+    let dir = data.join("identity");
+    let keys = IdentityKeys {
+        signing: dir.join("signing.pem"),
+        verifying: dir.join("verifying.pem"),
+    };
+    if !(keys.signing.is_file() && keys.verifying.is_file()) {
+        identity::write_key_pair(&keys.signing, &keys.verifying)?;
+    }
+    Ok(keys)
+}
+
+/// `cargo xtask identity <user> <roles> <method>…`: an identity token for
+/// calling the services of `up` directly, signed with the stack's key as
+/// the gateway would, good for the methods named (`package.Service/Method`)
+/// for 30 s.
+pub(crate) fn print_identity(args: &[&str]) -> anyhow::Result<()> {
+    let [user, roles, methods @ ..] = args else {
+        anyhow::bail!("usage: cargo xtask identity <user> <roles, comma-separated> <package.Service/Method>…");
+    };
+    if methods.is_empty() {
+        anyhow::bail!("name at least one method, e.g. shop.inventory.v1.InventoryService/Restock");
+    }
+    let user = identity::UserId::parse(user).map_err(|why| anyhow::anyhow!("user {why}"))?;
+    let keys = identity_keys(&Layout::from_env()?.data_dir(&cmd::root()))?;
+    let issuer = identity::IdentityIssuer::from_file(&keys.signing)?;
+    let paths: Vec<String> = methods
+        .iter()
+        .map(|m| format!("/{}", m.trim_start_matches('/')))
+        .collect();
+    let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+    println!("{}", issuer.issue(&user, &roles, &paths));
+    Ok(())
 }
 
 /// A customer's and an admin's token, from the gateway's dev auth.
@@ -730,8 +782,10 @@ Ctrl-C stops everything."#,
         ),
         None => println!(
             r#"
-The gateway did not start; the services take the caller's identity as
-x-user-id metadata when called directly (see the ports above).
+The gateway did not start. To call a service directly (see the ports
+above), send an identity token signed with this stack's key:
+  grpcurl -plaintext -H "x-shop-identity: $(cargo xtask identity alice customer shop.order.v1.OrderService/ListOrders)" \
+    127.0.0.1:50051 shop.order.v1.OrderService/ListOrders
 
 Ctrl-C stops everything."#
         ),

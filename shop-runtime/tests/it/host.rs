@@ -61,7 +61,7 @@ async fn serve_both(
 )> {
     let listeners = Listeners::ephemeral().await?;
     let (admin, grpc_addr) = (listeners.admin.local_addr()?, listeners.grpc.local_addr()?);
-    let (router, health) = grpc::router_with_basics(&[])?;
+    let (router, health) = grpc::router_with_basics(&[], no_one())?;
     Ok((admin, grpc_addr, tokio::spawn(host.serve(router, health, listeners))))
 }
 
@@ -81,7 +81,7 @@ async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -
         "{err}"
     );
 
-    let (router, health) = grpc::router_with_basics(&[])?;
+    let (router, health) = grpc::router_with_basics(&[], no_one())?;
     let err = host
         .serve(router, health, Listeners::ephemeral().await?)
         .await
@@ -210,4 +210,9 @@ async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), serving).await???;
     Ok(())
+}
+
+/// A verifier that trusts no key: these services have no callers to vouch for.
+fn no_one() -> std::sync::Arc<shop_runtime::identity::IdentityVerifier> {
+    std::sync::Arc::new(shop_runtime::identity::IdentityVerifier::new(&[]))
 }

@@ -34,6 +34,7 @@ use shop_proto::{
     },
     payment::v1::{GetPaymentRequest, payment_service_client::PaymentServiceClient},
 };
+use shop_runtime::identity::IDENTITY_HEADER;
 use support::{
     Gateway, Metadata, TestIdp, assert_grpc_web_head, b64, claims, grpc_web_call, no_upstreams, now, within,
 };
@@ -259,12 +260,10 @@ async fn bad_tokens_are_unauthenticated_with_helpful_messages() {
         let status = refused_place(&mut orders, "basic", "basic auth").await;
         assert_eq!(status.code(), Code::Unauthenticated);
 
-        // A spoofed identity without a token is still nobody.
-        let mut orders = OrderServiceClient::new(
-            gateway
-                .as_bearer(None, &[("x-user-id", "alice"), ("x-user-roles", "admin")])
-                .await,
-        );
+        // An identity token of the gateway's own, sent by a client without a
+        // bearer token, is still nobody: only the gateway vouches, per call.
+        let vouched = shop_harness::AsUser::admin("alice").token(PLACE_ORDER);
+        let mut orders = OrderServiceClient::new(gateway.as_bearer(None, &[(IDENTITY_HEADER, &vouched)]).await);
         let status = refused_place(&mut orders, "spoof", "no token").await;
         assert_eq!(status.code(), Code::Unauthenticated);
 
@@ -299,14 +298,13 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
         let status = refused_place(&mut anonymous_orders, "anon", "anonymous PlaceOrder").await;
         assert_eq!(status.code(), Code::Unauthenticated);
 
-        // Alice claims to be mallory, an admin: the token wins.
+        // Alice sends an identity token for mallory, an admin: her bearer
+        // token wins.
         let alice_token = gateway.idp.token("alice", &["customer"]);
+        let mallory = shop_harness::AsUser::admin("mallory").token(PLACE_ORDER);
         let mut alice_spoofing = OrderServiceClient::new(
             gateway
-                .as_bearer(
-                    Some(&alice_token),
-                    &[("x-user-id", "mallory"), ("x-user-roles", "admin")],
-                )
+                .as_bearer(Some(&alice_token), &[(IDENTITY_HEADER, &mallory)])
                 .await,
         );
         let order = place(&mut alice_spoofing, "alice-1", "PlaceOrder").await;
@@ -330,9 +328,10 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
             .expect_err("someone else's order");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
         let bob_token = gateway.idp.token("bob", &["customer"]);
+        let as_alice = shop_harness::AsUser::admin("alice").token("/shop.order.v1.OrderService/GetOrder");
         let mut bob_spoofing = OrderServiceClient::new(
             gateway
-                .as_bearer(Some(&bob_token), &[("x-user-id", "alice"), ("x-user-roles", "admin")])
+                .as_bearer(Some(&bob_token), &[(IDENTITY_HEADER, &as_alice)])
                 .await,
         );
         let status = bob_spoofing
@@ -362,9 +361,10 @@ async fn customers_act_as_their_token_says_and_see_only_their_own_orders() {
             sku: "SKU-POSTER-001".into(),
             quantity: 3,
         };
+        let as_admin = shop_harness::AsUser::admin("alice").token("/shop.inventory.v1.InventoryService/Restock");
         let mut customer = InventoryServiceClient::new(
             gateway
-                .as_bearer(Some(&alice_token), &[("x-user-roles", "admin")])
+                .as_bearer(Some(&alice_token), &[(IDENTITY_HEADER, &as_admin)])
                 .await,
         );
         let status = customer.restock(restock()).await.expect_err("customer restock");

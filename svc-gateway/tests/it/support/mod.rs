@@ -138,6 +138,10 @@ impl Gateway {
             ("RATE_LIMIT_USER_PER_SECOND".into(), "1000".into()),
             ("RATE_LIMIT_USER_BURST".into(), "10000".into()),
             ("UPSTREAM_HEALTH_INTERVAL".into(), "200ms".into()),
+            (
+                shop_runtime::identity::SIGNING_KEY_FILE.into(),
+                shop_harness::identity_keys().signing.display().to_string(),
+            ),
         ];
         for (key, value) in settings {
             all.retain(|(k, _)| *k != key);
