@@ -358,7 +358,13 @@ pub fn write_key_pair(signing: &Path, verifying: &Path) -> Result<(), IdentityKe
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
     let key = SigningKey::from_bytes(&seed);
-    let private = key
+    // PKCS#8 v1 (the secret alone), as `openssl genpkey` writes it: OpenSSL
+    // reads no other form of an Ed25519 key.
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let private = v1
         .to_pkcs8_pem(LineEnding::LF)
         .expect("an Ed25519 key encodes as PKCS#8");
     let public = key
@@ -606,6 +612,30 @@ mod tests {
             IdentityIssuer::from_file(&verifying),
             Err(IdentityKeyError::NotPrivateKey(_))
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Keys made with `openssl genpkey -algorithm ed25519` (and `openssl
+    /// pkey -pubout`) work, as the deployment guide says.
+    #[test]
+    fn keys_made_by_openssl_work() {
+        let dir = std::env::temp_dir().join(format!("shop-identity-openssl-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (signing, verifying) = (dir.join("signing.pem"), dir.join("verifying.pem"));
+        std::fs::write(
+            &signing,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMSej83nINZWBWXWLOCYBr2KzhoI+wKv60U+mcNBykIj\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("writes");
+        std::fs::write(
+            &verifying,
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAsJUfm3T4TnOW6y3+SYQ0baxAq/XtVhUj116mZVMfYSU=\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("writes");
+        let issuer = IdentityIssuer::from_file(&signing).expect("reads openssl's private key");
+        let verifier = IdentityVerifier::from_file(&verifying).expect("reads openssl's public key");
+        let token = issuer.issue(&alice(), &["customer"], &[PLACE]);
+        verifier.verify(&token, PLACE).expect("the pair works");
         let _ = std::fs::remove_dir_all(dir);
     }
 
