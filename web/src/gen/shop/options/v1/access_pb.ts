@@ -11,7 +11,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file shop/options/v1/access.proto.
  */
 export const file_shop_options_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("ChxzaG9wL29wdGlvbnMvdjEvYWNjZXNzLnByb3RvEg9zaG9wLm9wdGlvbnMudjEqbwoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19QVUJMSUMQARITCg9BQ0NFU1NfQ1VTVE9NRVIQAhIQCgxBQ0NFU1NfQURNSU4QAxITCg9BQ0NFU1NfREVWX09OTFkQBDpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhcuc2hvcC5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("ChxzaG9wL29wdGlvbnMvdjEvYWNjZXNzLnByb3RvEg9zaG9wLm9wdGlvbnMudjEqbwoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19QVUJMSUMQARITCg9BQ0NFU1NfQ1VTVE9NRVIQAhIQCgxBQ0NFU1NfQURNSU4QAxITCg9BQ0NFU1NfREVWX09OTFkQBDpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhcuc2hvcC5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzOkgKD2NhbGxzX29uX2JlaGFsZhIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNKGAyADKAlSDWNhbGxzT25CZWhhbGZiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * Who may call an RPC. Declared once here, on the contract, and enforced by
@@ -70,4 +70,14 @@ export const AccessSchema: GenEnum<Access> = /*@__PURE__*/
  */
 export const access: GenExtension<MethodOptions, Access> = /*@__PURE__*/
   extDesc(file_shop_options_v1_access, 0);
+
+/**
+ * The RPCs this one calls on its caller's behalf, as
+ * `package.Service/Method`. The identity the gateway vouches for on a call
+ * of this RPC is good for those too, and for no others.
+ *
+ * @generated from extension: repeated string calls_on_behalf = 50002;
+ */
+export const calls_on_behalf: GenExtension<MethodOptions, string[]> = /*@__PURE__*/
+  extDesc(file_shop_options_v1_access, 1);
 
