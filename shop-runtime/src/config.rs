@@ -267,6 +267,10 @@ pub struct ServiceBasics {
     pub log_format: LogFormat,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER_ARG`.
     pub tracing: crate::telemetry::TracingSettings,
+    /// `SHUTDOWN_GRACE_PERIOD` (default 20s): from SIGTERM to exit at most,
+    /// however many calls and events are still open (see [`crate::host`]).
+    /// Under Kubernetes' default 30 s, so the kubelet never has to kill.
+    pub shutdown_grace: Duration,
 }
 
 impl ServiceBasics {
@@ -281,6 +285,7 @@ impl ServiceBasics {
             admin_addr: env.socket_addr("ADMIN_LISTEN_ADDR", loopback(service.admin_port)),
             log_format: env.or("LOG_FORMAT", LogFormat::Auto, "auto, text or json"),
             tracing: crate::telemetry::TracingSettings::read(env),
+            shutdown_grace: env.positive_duration("SHUTDOWN_GRACE_PERIOD", Duration::from_secs(20)),
         }
     }
 }

@@ -2,13 +2,30 @@
 //! tasks, serves the admin port with the readiness of the parts it was
 //! given, serves gRPC, and on shutdown stops every task before returning.
 //!
+//! Shutdown (SIGTERM, or the token given to [`Host::new`]) drains in order,
+//! all of it within `SHUTDOWN_GRACE_PERIOD`:
+//!
+//! 1. the service says it is going: `/readyz` answers 503 and gRPC health
+//!    NOT_SERVING, so balancers (the gateway watches health) send new calls
+//!    elsewhere; consumers stop taking messages and finish the ones they
+//!    hold; calls are still served for a moment ([`DRAIN_DELAY`]) while
+//!    callers notice;
+//! 2. the gRPC server stops accepting and finishes the calls under way;
+//!    long streams end with UNAVAILABLE ([`Host::stopping`]), and their
+//!    clients watch again elsewhere;
+//! 3. the relay publishes what the last calls and events committed, and
+//!    the admin port closes.
+//!
+//! What the grace period cuts short is safe to cut: an unacknowledged event
+//! is redelivered, an unpublished outbox row is sent by the next relay pass.
+//!
 //! The parts are optional and each adds its own readiness check:
 //! [`Host::postgres`] (connect and migrate), [`Host::nats`] (connect and
 //! ensure the streams) and, for what only one service has (svc-cart's
 //! Redis, the gateway's signing keys), [`Host::ready_when`].
 //!
 //! ```ignore
-//! let mut host = Host::new(&registry::ORDER, shutdown);
+//! let mut host = Host::new(&config.basics, shutdown);
 //! let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
 //! let bus = host.nats(&config.messaging).await?;
 //! host.spawn_relay(&bus, &pool, &outbox);
@@ -16,17 +33,17 @@
 //! host.serve(router, listeners).await
 //! ```
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use sqlx::{PgPool, migrate::Migrator};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{net::TcpListener, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     Listeners, admin,
     admin::ReadinessCheck,
-    config::{DatabaseSettings, MessagingSettings},
+    config::{DatabaseSettings, MessagingSettings, ServiceBasics},
     consumer::{self, EventHandler},
     db, grpc,
     outbox::Outbox,
@@ -66,11 +83,23 @@ impl HostError {
     }
 }
 
+/// How long a draining service keeps serving after it said it is going,
+/// so that callers who have not noticed yet are still answered (at most a
+/// quarter of the grace period).
+pub const DRAIN_DELAY: Duration = Duration::from_secs(1);
+
 /// A service being started: its tasks, its readiness and its consumers.
 pub struct Host {
     service: &'static ServiceSpec,
+    grace: Duration,
+    /// Cancelled when the service is to go (SIGTERM): step 1.
     shutdown: CancellationToken,
+    /// Step 2: the gRPC server and its long streams.
+    stopping: CancellationToken,
+    /// Step 3: the relay and the admin port.
+    finishing: CancellationToken,
     tasks: JoinSet<()>,
+    finishers: JoinSet<()>,
     readiness: Vec<(&'static str, ReadinessCheck)>,
     consumers: Vec<String>,
     health: Option<tonic_health::server::HealthReporter>,
@@ -85,15 +114,20 @@ pub struct Bus {
 }
 
 impl Host {
-    pub fn new(service: &'static ServiceSpec, shutdown: CancellationToken) -> Self {
+    pub fn new(basics: &ServiceBasics, shutdown: CancellationToken) -> Self {
+        let service = basics.service;
         // The recorder first: what the tasks record before the admin port
         // serves would otherwise be lost.
         admin::metrics_handle();
         crate::telemetry::ensure_installed(service);
         Self {
             service,
+            grace: basics.shutdown_grace,
             shutdown,
+            stopping: CancellationToken::new(),
+            finishing: CancellationToken::new(),
             tasks: JoinSet::new(),
+            finishers: JoinSet::new(),
             readiness: Vec::new(),
             consumers: Vec::new(),
             health: None,
@@ -154,8 +188,16 @@ impl Host {
         self.readiness.push((what, check));
     }
 
+    /// Cancelled when the service is to go: background work stops taking
+    /// new work (and finishes what it holds).
     pub fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Cancelled when the gRPC server stops, after [`DRAIN_DELAY`]: what
+    /// would keep a call open (a WatchOrder stream) ends it now.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 
     /// Runs `task` until shutdown; it must watch [`Host::shutdown`] itself.
@@ -166,7 +208,8 @@ impl Host {
     /// Publishes what `outbox` stages in `pool`.
     pub fn spawn_relay(&mut self, bus: &Bus, pool: &PgPool, outbox: &Outbox) {
         let relay = outbox.relay(pool.clone(), bus.js.clone(), bus.settings.outbox_poll_interval);
-        self.tasks.spawn(relay.run(self.shutdown.clone()));
+        // Last to go: it publishes what the final calls and events commit.
+        self.finishers.spawn(relay.run(self.finishing.clone()));
     }
 
     /// Ensures the durable consumer declared as `name` in `nats/consumers`
@@ -233,14 +276,17 @@ impl Host {
             .collect();
         if !unhandled.is_empty() {
             self.shutdown.cancel();
+            self.stopping.cancel();
+            self.finishing.cancel();
             while self.tasks.join_next().await.is_some() {}
+            while self.finishers.join_next().await.is_some() {}
             return Err(TopologyError::Unhandled {
                 service: self.service.name,
                 consumers: unhandled.join(", "),
             }
             .into());
         }
-        let ready = all_of(std::mem::take(&mut self.readiness));
+        let ready = draining_or(self.shutdown.clone(), all_of(std::mem::take(&mut self.readiness)));
         if let Some(health) = self.health.take() {
             let services = self.service.serves;
             // Known and NOT_SERVING from the first call on, while the first
@@ -253,18 +299,70 @@ impl Host {
             self.tasks
                 .spawn(health_follows(ready.clone(), health, services, self.shutdown.clone()));
         }
-        let admin_shutdown = self.shutdown.clone();
-        self.tasks.spawn(async move {
+        let admin_shutdown = self.finishing.clone();
+        self.finishers.spawn(async move {
             if let Err(e) = admin::serve(listeners.admin, ready, admin_shutdown.cancelled_owned()).await {
                 tracing::error!(error = %e, "admin server failed");
             }
         });
         tracing::info!(service = self.service.name, addr = ?listeners.grpc.local_addr().ok(), "serving");
-        let served = server(listeners.grpc, self.shutdown.clone()).await;
+        let server = server(listeners.grpc, self.stopping.clone());
+        tokio::pin!(server);
+        let ended_by_itself = tokio::select! {
+            served = &mut server => Some(served),
+            () = self.shutdown.cancelled() => None,
+        };
+        // However it began, everything stops now, within the grace period.
+        let deadline = Instant::now() + self.grace;
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let served = match ended_by_itself {
+            Some(served) => served,
+            None => {
+                tracing::info!(grace = ?self.grace, "draining: no longer ready; finishing calls and events");
+                tokio::time::sleep(DRAIN_DELAY.min(self.grace / 4)).await;
+                self.stopping.cancel();
+                tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
+                    tracing::warn!("calls still open at the end of the grace period; closing them");
+                    Ok(())
+                })
+            }
+        };
+        self.stopping.cancel();
+        if !join_until(&mut self.tasks, deadline).await {
+            tracing::warn!("event handlers still busy at the end of the grace period; they will be redelivered");
+        }
+        self.finishing.cancel();
+        if !join_until(&mut self.finishers, deadline).await {
+            tracing::warn!(
+                "the relay was still publishing at the end of the grace period; the next pass sends the rest"
+            );
+        }
+        tracing::info!(service = self.service.name, "stopped");
         served
     }
+}
+
+/// Waits for every task of `tasks` until `deadline`, then aborts what is
+/// left. Whether all of them ended in time.
+async fn join_until(tasks: &mut JoinSet<()>, deadline: Instant) -> bool {
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline, all).await.is_ok() {
+        return true;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    false
+}
+
+/// `ready`, except that a service that is going is not.
+fn draining_or(shutdown: CancellationToken, ready: ReadinessCheck) -> ReadinessCheck {
+    Arc::new(move || {
+        if shutdown.is_cancelled() {
+            Box::pin(async { Err("shutting down".to_owned()) })
+        } else {
+            ready()
+        }
+    })
 }
 
 /// How often gRPC health is brought in line with readiness.
@@ -287,9 +385,15 @@ async fn health_follows(
             health.set_service_status(service, status).await;
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(HEALTH_EVERY) => {}
         }
+    }
+    // Going: said at once, not at the next check.
+    for service in services.iter().copied().chain([""]) {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
     }
 }
 

@@ -295,6 +295,12 @@ impl Relay {
                 mark_at = Instant::now() + MIN_PAUSE_AFTER_FAILURE;
             }
         }
+        // The service is going: what its last calls and events committed
+        // leaves now, not at another replica's (or the next start's) pass.
+        let (handed, _) = self.take_handover();
+        if !handed.is_empty() {
+            unmarked.extend(self.publish(handed).await.ids);
+        }
         self.mark(&mut unmarked).await;
     }
 

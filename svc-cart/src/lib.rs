@@ -37,7 +37,7 @@ const IN_FLIGHT_SLACK: Duration = Duration::from_secs(5);
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&registry::CART, shutdown);
+    let mut host = Host::new(&config.basics, shutdown);
     let carts = carts::CartStore::new(
         config.redis_url.expose(),
         config.redis_timeout,

@@ -144,7 +144,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
     );
 
-    let mut host = Host::new(&registry::GATEWAY, shutdown);
+    let mut host = Host::new(&config.basics, shutdown);
     host.spawn(upstreams::report_health(
         upstreams.clone(),
         health,

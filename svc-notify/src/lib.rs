@@ -32,7 +32,7 @@ pub const SERVICES: &[&str] = registry::NOTIFY.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&registry::NOTIFY, shutdown);
+    let mut host = Host::new(&config.basics, shutdown);
     let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
     let bus = host.nats(&config.messaging).await?;
     let sender = sender::Sender::from_config(&config)

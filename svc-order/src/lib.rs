@@ -29,13 +29,13 @@ pub const SERVICES: &[&str] = registry::ORDER.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&registry::ORDER, shutdown);
+    let mut host = Host::new(&config.basics, shutdown);
     let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
     let bus = host.nats(&config.messaging).await?;
     let catalog = Catalog::on_host(&mut host, &bus, &config.catalog, &config.upstream).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&bus, &pool, &outbox);
-    let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent);
+    let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent, host.stopping());
     let saga = |consumer| saga::OrderSaga {
         pool: pool.clone(),
         outbox: outbox.clone(),

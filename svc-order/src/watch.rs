@@ -16,6 +16,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use shop_runtime::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
@@ -42,13 +43,16 @@ fn subject(order_id: Uuid) -> String {
 pub struct Announcer {
     nats: async_nats::Client,
     watches: Arc<Semaphore>,
+    /// The server is stopping: every watch ends, to be made again elsewhere.
+    stopping: CancellationToken,
 }
 
 impl Announcer {
-    pub fn new(nats: async_nats::Client, max_watches: usize) -> Self {
+    pub fn new(nats: async_nats::Client, max_watches: usize, stopping: CancellationToken) -> Self {
         Self {
             nats,
             watches: Arc::new(Semaphore::new(max_watches)),
+            stopping,
         }
     }
 
@@ -86,6 +90,7 @@ impl Announcer {
         })?;
         let mut order = first.await?;
         let (tx, rx) = mpsc::channel(8);
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
             // Given back when the watch ends, however it ends.
             let _place = place;
@@ -119,6 +124,11 @@ impl Announcer {
                         },
                     },
                     () = tokio::time::sleep(SAFETY_NET) => true,
+                    () = stopping.cancelled() => {
+                        let going = Status::unavailable("this server is shutting down; watch the order again");
+                        let _ = tx.send(Err(going)).await;
+                        return;
+                    }
                     () = tx.closed() => return,
                     () = tokio::time::sleep_until(deadline) => return,
                 };

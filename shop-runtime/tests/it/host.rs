@@ -7,7 +7,7 @@ use std::time::Duration;
 use shop_infra::{NatsServer, PostgresServer, fresh_database, http_get};
 use shop_runtime::{
     CancellationToken, Listeners,
-    config::{DatabaseSettings, EnvReader, MessagingSettings},
+    config::{DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
     grpc,
     host::{Host, HostError},
     registry,
@@ -32,12 +32,18 @@ fn settings_for(nats: &NatsServer, database_url: String) -> anyhow::Result<(Data
     Ok(settings)
 }
 
+/// svc-notify's basic settings, with `grace` as its shutdown grace period.
+fn notify_basics(grace: &str) -> ServiceBasics {
+    let mut env = EnvReader::from_map([("SHUTDOWN_GRACE_PERIOD", grace)]);
+    ServiceBasics::read(&mut env, &registry::NOTIFY)
+}
+
 /// svc-notify's parts (its database, NATS, its consumer) on a host.
 async fn notify_host(
     (database, messaging): (DatabaseSettings, MessagingSettings),
     shutdown: CancellationToken,
 ) -> anyhow::Result<Host> {
-    let mut host = Host::new(&registry::NOTIFY, shutdown);
+    let mut host = Host::new(&notify_basics("20s"), shutdown);
     host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
         .await?;
     let bus = host.nats(&messaging).await?;
@@ -69,7 +75,7 @@ async fn serve_both(
 async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let (_, messaging) = settings(&nats).await?;
-    let mut host = Host::new(&registry::NOTIFY, CancellationToken::new());
+    let mut host = Host::new(&notify_basics("20s"), CancellationToken::new());
     let bus = host.nats(&messaging).await?;
 
     let err = host
@@ -215,4 +221,63 @@ async fn readyz_follows_the_services_own_database_and_livez_stays_up() -> anyhow
 /// A verifier that trusts no key: these services have no callers to vouch for.
 fn no_one() -> std::sync::Arc<shop_runtime::identity::IdentityVerifier> {
     std::sync::Arc::new(shop_runtime::identity::IdentityVerifier::new(&[]))
+}
+
+#[tokio::test]
+async fn a_draining_service_says_so_at_once_serves_a_moment_longer_and_ends_within_its_grace_period()
+-> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    const NOT_SERVING: i32 = 2;
+    let nats = NatsServer::start().await?;
+    let shutdown = CancellationToken::new();
+    let (database, messaging) = settings(&nats).await?;
+    let mut host = Host::new(&notify_basics("3s"), shutdown.clone());
+    host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
+        .await?;
+    let bus = host.nats(&messaging).await?;
+    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    // A task that never finishes: the grace period ends it.
+    host.spawn(std::future::pending());
+    let (admin, grpc_addr, serving) = serve_both(host).await?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))?
+        .connect()
+        .await?;
+    for _ in 0..100 {
+        if http_get(admin, "/readyz").await?.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http_get(admin, "/readyz").await?.0, 200);
+    // A stream that would stay open for ever.
+    let mut watching = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest { service: String::new() })
+        .await?
+        .into_inner();
+
+    let began = std::time::Instant::now();
+    shutdown.cancel();
+    let (code, body) = http_get(admin, "/readyz").await?;
+    assert_eq!((code, body.as_str()), (503, "not ready: shutting down\n"));
+    // Still answering while callers notice, and saying it is going.
+    let answer = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest { service: String::new() })
+        .await?;
+    assert_eq!(answer.into_inner().status, NOT_SERVING);
+    let mut said = None;
+    while let Ok(Some(update)) = tokio::time::timeout(Duration::from_secs(1), watching.message()).await? {
+        said = Some(update.status);
+        if update.status == NOT_SERVING {
+            break;
+        }
+    }
+    assert_eq!(said, Some(NOT_SERVING), "a health watcher hears it at once");
+
+    tokio::time::timeout(Duration::from_secs(6), serving).await???;
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_900) && took < Duration::from_secs(5),
+        "ended by the grace period (3 s), not before it and not much after: {took:?}"
+    );
+    Ok(())
 }

@@ -102,3 +102,57 @@ async fn watches_beyond_a_replicas_cap_are_refused_until_one_ends() -> anyhow::R
     assert!(admitted.is_some(), "a place was freed");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_shuts_down_ends_its_watches_so_they_move_elsewhere() -> anyhow::Result<()> {
+    let stack = Stack::start_with(without_payment()).await?;
+    let (replica_url, replica) = stack.order_replica_with(&[("SHUTDOWN_GRACE_PERIOD", "10s")]).await?;
+    let order = stack
+        .place("fay", "watch-drain", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+        .await?;
+    let channel = Channel::from_shared(replica_url)?.connect().await?;
+    let client = OrderServiceClient::with_interceptor(channel, AsUser::customer("fay"));
+    let mut updates = watch(&client, &order.order_id).await?;
+    updates.next().await.transpose()?.expect("the order as it is");
+
+    // Without payment the order stays under way; the watch would stay open.
+    let began = std::time::Instant::now();
+    replica.cancel();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match updates.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return Some(status),
+                None => return None,
+            }
+        }
+    })
+    .await?;
+    let status = ended.expect("an error that says to watch again, not a silent end");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("watch the order again"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(4),
+        "ended with the drain, not at the end of the grace period: {:?}",
+        began.elapsed()
+    );
+
+    // The watch made again on the replica that stays sees the order.
+    let mut elsewhere = stack.orders("fay").await?;
+    let again = elsewhere
+        .watch_order(WatchOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .next()
+        .await
+        .transpose()?
+        .expect("the order");
+    assert_eq!(again.order_id, order.order_id);
+    Ok(())
+}
