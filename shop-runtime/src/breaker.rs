@@ -7,7 +7,8 @@
 //! exactly one probe call passes; its success closes the breaker, its failure
 //! opens it for another cool-down. A probe whose caller goes away without an
 //! outcome frees the slot for the next one. Gauge
-//! `shop_upstream_breaker_open{upstream}`.
+//! `shop_upstream_breaker_open{upstream}`, and `endpoint` (the address) for
+//! the breakers of an upstream's replicas ([`CircuitBreaker::for_endpoint`]).
 //!
 //! [`CircuitBreaker::call`] wraps one gRPC call; [`CircuitBreaker::admit`]
 //! and [`Permit::report`] serve callers (the gateway's proxy) that judge the
@@ -47,6 +48,11 @@ impl BreakerSettings {
     pub fn breaker(&self, upstream: &'static str) -> CircuitBreaker {
         CircuitBreaker::new(upstream, self.failure_threshold, self.cool_down)
     }
+
+    /// A breaker with these settings in front of one replica of `upstream`.
+    pub fn breaker_for(&self, upstream: &'static str, endpoint: String) -> CircuitBreaker {
+        CircuitBreaker::for_endpoint(upstream, endpoint, self.failure_threshold, self.cool_down)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,9 @@ pub enum Outcome {
 
 pub struct CircuitBreaker {
     upstream: &'static str,
+    /// The replica it guards, when the upstream has several.
+    endpoint: Option<String>,
+    open: metrics::Gauge,
     failure_threshold: u32,
     cool_down: Duration,
     state: Mutex<State>,
@@ -101,9 +110,28 @@ impl Drop for Permit<'_> {
 
 impl CircuitBreaker {
     pub fn new(upstream: &'static str, failure_threshold: u32, cool_down: Duration) -> Self {
-        metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream).set(0.0);
+        let open = metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream);
+        Self::with_gauge(upstream, None, open, failure_threshold, cool_down)
+    }
+
+    /// A breaker in front of the replica at `endpoint` of `upstream`.
+    pub fn for_endpoint(upstream: &'static str, endpoint: String, failure_threshold: u32, cool_down: Duration) -> Self {
+        let open = metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream, "endpoint" => endpoint.clone());
+        Self::with_gauge(upstream, Some(endpoint), open, failure_threshold, cool_down)
+    }
+
+    fn with_gauge(
+        upstream: &'static str,
+        endpoint: Option<String>,
+        open: metrics::Gauge,
+        failure_threshold: u32,
+        cool_down: Duration,
+    ) -> Self {
+        open.set(0.0);
         Self {
             upstream,
+            endpoint,
+            open,
             failure_threshold: failure_threshold.max(1),
             cool_down,
             state: Mutex::new(State::Closed {
@@ -155,7 +183,11 @@ impl CircuitBreaker {
             State::Closed { .. } => Some(false),
             State::Open { until } if now >= until => {
                 *state = State::HalfOpen { probe_in_flight: true };
-                tracing::info!(upstream = self.upstream, "circuit half-open: probing");
+                tracing::info!(
+                    upstream = self.upstream,
+                    endpoint = self.endpoint.as_deref(),
+                    "circuit half-open: probing"
+                );
                 Some(true)
             }
             State::Open { .. } | State::HalfOpen { probe_in_flight: true } => None,
@@ -181,6 +213,7 @@ impl CircuitBreaker {
                 if failures >= self.failure_threshold {
                     tracing::warn!(
                         upstream = self.upstream,
+                        endpoint = self.endpoint.as_deref(),
                         failures,
                         cool_down_ms = self.cool_down.as_millis() as u64,
                         "circuit opened: failing fast"
@@ -193,13 +226,21 @@ impl CircuitBreaker {
                 }
             }
             (State::HalfOpen { .. }, Outcome::Success) if probe => {
-                tracing::info!(upstream = self.upstream, "circuit closed: upstream answers again");
+                tracing::info!(
+                    upstream = self.upstream,
+                    endpoint = self.endpoint.as_deref(),
+                    "circuit closed: upstream answers again"
+                );
                 State::Closed {
                     consecutive_failures: 0,
                 }
             }
             (State::HalfOpen { .. }, Outcome::Failure) if probe => {
-                tracing::warn!(upstream = self.upstream, "probe failed: circuit open again");
+                tracing::warn!(
+                    upstream = self.upstream,
+                    endpoint = self.endpoint.as_deref(),
+                    "probe failed: circuit open again"
+                );
                 open
             }
             (State::HalfOpen { .. }, Outcome::Abandoned) if probe => State::HalfOpen { probe_in_flight: false },
@@ -209,11 +250,7 @@ impl CircuitBreaker {
         };
         let is_closed = matches!(*state, State::Closed { .. });
         if was_closed != is_closed {
-            metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => self.upstream).set(if is_closed {
-                0.0
-            } else {
-                1.0
-            });
+            self.open.set(if is_closed { 0.0 } else { 1.0 });
         }
     }
 }

@@ -6,7 +6,7 @@ use http::HeaderValue;
 use shop_runtime::{
     breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
-    grpc::{read_connect_timeout, read_upstream_url},
+    grpc::read_connect_timeout,
     identity::{self, IdentityIssuer},
     registry::{self, ServiceSpec},
 };
@@ -31,8 +31,13 @@ pub struct Config {
     /// even before its circuit breaker opens.
     pub connect_timeout: Duration,
     pub breaker: BreakerSettings,
-    /// `UPSTREAM_HEALTH_INTERVAL`: how often upstream health is polled (default 5s).
+    /// `UPSTREAM_HEALTH_INTERVAL`: how often the gateway's own health is
+    /// brought in line with its upstreams', and how soon a replica that
+    /// stopped answering health is asked again (default 5s).
     pub health_interval: Duration,
+    /// `UPSTREAM_RESOLVE_INTERVAL`: how often the upstreams' host names are
+    /// resolved again, to find replicas that came or went (default 5s).
+    pub resolve_interval: Duration,
     pub auth: AuthSettings,
     /// `DEV_AUTH=on` serves `DevAuthService/IssueToken` (default off).
     pub dev_auth: Option<DevAuthSettings>,
@@ -48,36 +53,73 @@ pub struct Config {
 }
 
 /// Where each service behind the gateway listens: every service of the
-/// registry that serves something, at its first URL variable
-/// (`ORDER_URL`, `INVENTORY_URL`, …; default its port on 127.0.0.1).
+/// registry that serves something, at its first URL variable (`ORDER_URL`,
+/// `INVENTORY_URL`, …; default its port on 127.0.0.1). A variable may name
+/// several URLs, comma-separated, and every host name is resolved again and
+/// again ([`Config::resolve_interval`]): the gateway balances over every
+/// replica a list or a headless Service's DNS name gives.
 #[derive(Debug, Clone)]
-pub struct UpstreamUrls(Vec<(&'static ServiceSpec, String)>);
+pub struct UpstreamUrls(Vec<(&'static ServiceSpec, String, Vec<Target>)>);
+
+/// One URL of an upstream: plain HTTP/2 to `host` (a name or an address)
+/// at `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|_| "is not a URL".to_owned())?;
+        if uri.scheme_str() != Some("http") {
+            return Err("must be http:// (the services speak plaintext HTTP/2 inside the deployment)".into());
+        }
+        let host = uri.host().ok_or("has no host")?;
+        Ok(Self {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+        })
+    }
+}
 
 impl UpstreamUrls {
     fn read(env: &mut EnvReader) -> Self {
-        Self(
-            registry::ALL
-                .iter()
-                .copied()
-                .filter(|spec| !spec.serves.is_empty())
-                .map(|spec| {
-                    let var = spec.url_vars.first().copied().unwrap_or_default();
-                    (spec, read_upstream_url(env, spec, var))
-                })
-                .collect(),
-        )
+        let mut upstreams = Vec::new();
+        for spec in registry::ALL.iter().copied().filter(|spec| !spec.serves.is_empty()) {
+            let var = spec.url_vars.first().copied().unwrap_or_default();
+            let urls: String = env.or(
+                var,
+                spec.default_url(),
+                "e.g. http://svc-order:50051, or several, comma-separated",
+            );
+            let mut targets = Vec::new();
+            for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                match Target::parse(url) {
+                    Ok(target) => targets.push(target),
+                    Err(why) => env.problem(format!("{var}: {url:?} {why}")),
+                }
+            }
+            if targets.is_empty() {
+                env.problem(format!("{var} names no URL"));
+            }
+            upstreams.push((spec, urls, targets));
+        }
+        Self(upstreams)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&'static ServiceSpec, &String)> {
-        self.0.iter().map(|(spec, url)| (*spec, url))
+    pub fn iter(&self) -> impl Iterator<Item = (&'static ServiceSpec, &str, &[Target])> {
+        self.0
+            .iter()
+            .map(|(spec, urls, targets)| (*spec, urls.as_str(), targets.as_slice()))
     }
 
-    /// The URL of the service called `name`.
+    /// The URL setting of the service called `name`.
     pub fn of(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(spec, _)| spec.name == name)
-            .map(|(_, url)| url.as_str())
+            .find(|(spec, _, _)| spec.name == name)
+            .map(|(_, urls, _)| urls.as_str())
     }
 }
 
@@ -179,6 +221,7 @@ impl Config {
         let connect_timeout = read_connect_timeout(&mut env);
         let breaker = BreakerSettings::read(&mut env);
         let health_interval = env.positive_duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
+        let resolve_interval = env.positive_duration("UPSTREAM_RESOLVE_INTERVAL", Duration::from_secs(5));
 
         let dev_auth_on = env.or("DEV_AUTH", Switch(false), "on or off").0;
         let dev_auth = dev_auth_on.then(|| DevAuthSettings {
@@ -217,6 +260,7 @@ impl Config {
             connect_timeout,
             breaker,
             health_interval,
+            resolve_interval,
             auth,
             dev_auth,
             rate_limits,

@@ -99,10 +99,19 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Sends `request` to `upstream` under `plan`.
+/// Sends `request` to an endpoint of `upstream` under `plan`: the next
+/// serving one in turn whose breaker admits the call.
 pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan) -> Result<Response<Body>, Error> {
-    let Some(permit) = upstream.breaker.admit() else {
-        tracing::debug!(upstream = upstream.name, "circuit open: refused without calling");
+    let candidates = upstream.candidates();
+    let Some((endpoint, permit)) = candidates
+        .iter()
+        .find_map(|endpoint| endpoint.breaker.admit().map(|permit| (endpoint, permit)))
+    else {
+        tracing::debug!(
+            upstream = upstream.name,
+            endpoints = candidates.len(),
+            "no endpoint to call (none known, or every circuit open)"
+        );
         return Err(Error::UpstreamUnavailable);
     };
 
@@ -124,7 +133,7 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
     let request = Request::from_parts(parts, Body::new(body));
 
     let started = Instant::now();
-    let call = upstream.channel.clone().oneshot(request);
+    let call = endpoint.channel.clone().oneshot(request);
     let oversized = async {
         match oversized.await {
             Ok(declared) => declared,
@@ -164,7 +173,7 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
         Err(_elapsed) => Err(Error::DeadlineExceeded),
         Ok(Err(e)) => {
             permit.report(Outcome::Failure);
-            tracing::warn!(upstream = upstream.name, url = upstream.url, error = %e, "upstream unreachable");
+            tracing::warn!(upstream = upstream.name, endpoint = %endpoint.addr, error = %e, "upstream unreachable");
             Err(Error::UpstreamUnavailable)
         }
         Ok(Ok(response)) => {

@@ -29,7 +29,7 @@ use shop_proto::{
     catalog::v1::{ListProductsRequest, ListProductsResponse, catalog_service_client::CatalogServiceClient},
     inventory::v1::{RestockRequest, inventory_service_client::InventoryServiceClient},
     order::v1::{
-        GetOrderRequest, Order, OrderStatus, PlaceOrderRequest, WatchOrderRequest,
+        GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PlaceOrderRequest, WatchOrderRequest,
         order_service_client::OrderServiceClient,
     },
     payment::v1::{GetPaymentRequest, payment_service_client::PaymentServiceClient},
@@ -1070,4 +1070,55 @@ async fn the_storefront_is_served_to_plain_gets_beside_grpc_on_one_port() {
     ]))
     .expect_err("a storefront without its index.html");
     assert!(error.to_string().contains("STOREFRONT_DIR="), "{error}");
+}
+
+/// A rolling restart, seen from the gateway: of two replicas of svc-order,
+/// one drains (SIGTERM) while calls keep coming; none of them fails, and the
+/// other replica takes them all.
+#[tokio::test]
+async fn a_replica_that_drains_gets_no_new_calls_and_none_fails() {
+    let stack = Stack::start().await.expect("stack");
+    let (replica_url, replica) = stack
+        .order_replica_with(&[("SHUTDOWN_GRACE_PERIOD", "5s")])
+        .await
+        .expect("a second svc-order");
+    let both = format!("{},{replica_url}", stack.grpc_url(Service::Order));
+    let gateway = gateway_with(stack.url_settings(), &[("ORDER_URL", &both)]).await;
+    let orders = OrderServiceClient::new(gateway.as_user("alice", &["customer"]).await);
+    within("both replicas serving", 30, async {
+        eventually("svc-order serving through the gateway", || async {
+            let serving = health_of(&gateway, "shop.order.v1.OrderService").await;
+            Ok((serving == Some(ServingStatus::Serving as i32)).then_some(()))
+        })
+        .await
+        .expect("svc-order serving");
+        // Each endpoint's health watch has had its first answer.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+
+    let calls = async {
+        let mut failures = Vec::new();
+        let mut answered = 0;
+        for _ in 0..300 {
+            let mut orders = orders.clone();
+            match orders.list_orders(ListOrdersRequest::default()).await {
+                Ok(_) => answered += 1,
+                Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (answered, failures)
+    };
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        replica.cancel();
+    };
+    let ((answered, failures), ()) = within("calls across a drain", 60, async { tokio::join!(calls, drain) }).await;
+    assert!(
+        failures.is_empty(),
+        "{} of 300 calls failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(answered, 300);
 }
