@@ -282,14 +282,57 @@ pub(crate) async fn spawn_postgres(
 }
 
 pub(crate) async fn spawn_nats(store_dir: &Path, port: u16) -> anyhow::Result<ServerProcess> {
+    spawn_nats_with(&nats_config(), store_dir, port, &[]).await
+}
+
+/// The project's configuration of node `node` (1, 2 or 3) of its
+/// three-node cluster.
+pub fn nats_cluster_config(node: usize) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../nats/cluster/n{node}.conf"))
+}
+
+/// Where one node of a three-node cluster listens: clients on `port`, the
+/// other nodes on `route_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterPorts {
+    pub port: u16,
+    pub route_port: u16,
+}
+
+/// Starts node `node` (1-3) of the cluster whose nodes listen at `nodes`,
+/// from `nats/cluster/n<node>.conf`, its JetStream store in `store_dir`.
+pub async fn start_nats_node(
+    node: usize,
+    nodes: &[ClusterPorts; 3],
+    store_dir: &Path,
+) -> anyhow::Result<ServerProcess> {
+    let own = nodes[node - 1];
+    let routes: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("nats-route://127.0.0.1:{}", n.route_port))
+        .collect();
+    let cluster = format!("nats://127.0.0.1:{}", own.route_port);
+    let routes = routes.join(",");
+    let args = ["--cluster", cluster.as_str(), "--routes", routes.as_str()];
+    spawn_nats_with(&nats_cluster_config(node), store_dir, own.port, &args).await
+}
+
+/// `nats_urls` of a cluster: every node, comma-separated, as `NATS_URL`
+/// takes them.
+pub fn nats_cluster_url(nodes: &[ClusterPorts]) -> String {
+    nodes.iter().map(|n| nats_url(n.port)).collect::<Vec<_>>().join(",")
+}
+
+async fn spawn_nats_with(config: &Path, store_dir: &Path, port: u16, extra: &[&str]) -> anyhow::Result<ServerProcess> {
     let program = binaries::nats_server()?;
-    let config = nats_config();
+    let config = config.to_path_buf();
     let text = fs::read_to_string(&config)
         .with_context(|| format!("reading nats-server configuration {}", config.display()))?;
     fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
     let store_dir = std::path::absolute(store_dir)?;
     let mut command = Command::new(program);
-    // `-a` and `-p` override the file's `listen`.
+    // `-a` and `-p` override the file's `listen`; `extra` its cluster ports.
+    command.args(extra);
     command.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-c"]);
     match with_store_dir(&text, &store_dir) {
         // nats-server rejects `-sd` when the file names a store_dir too

@@ -33,4 +33,4 @@ pub mod throwaway;
 pub use infra::free_port;
 pub use postgres::{Postgres, fresh_database};
 pub use probe::http_get;
-pub use throwaway::{NatsServer, PostgresServer, RedisServer};
+pub use throwaway::{NatsCluster, NatsServer, PostgresServer, RedisServer};

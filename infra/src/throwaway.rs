@@ -167,3 +167,71 @@ impl Server<Redis> {
         infra::redis_url(self.port)
     }
 }
+
+/// Three clustered nats-servers on free ports (`nats/cluster/`), their
+/// stores in a temporary directory: for what must survive the loss of a
+/// node.
+pub struct NatsCluster {
+    nodes: [infra::ClusterPorts; 3],
+    processes: [Option<ServerProcess>; 3],
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("shop-test-nats-cluster-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let nodes = std::array::from_fn(|_| infra::ClusterPorts {
+            port: infra::free_port(),
+            route_port: infra::free_port(),
+        });
+        let mut cluster = Self {
+            nodes,
+            processes: [None, None, None],
+            dir,
+        };
+        // Together: each waits for the others before its JetStream is up.
+        let (one, two, three) = (cluster.store(1), cluster.store(2), cluster.store(3));
+        let started = tokio::join!(
+            infra::start_nats_node(1, &nodes, &one),
+            infra::start_nats_node(2, &nodes, &two),
+            infra::start_nats_node(3, &nodes, &three),
+        );
+        let started = [started.0, started.1, started.2];
+        for (slot, process) in cluster.processes.iter_mut().zip(started) {
+            *slot = Some(process.context("starting a test nats-server cluster")?);
+        }
+        Ok(cluster)
+    }
+
+    fn store(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("n{node}"))
+    }
+
+    /// Every node, comma-separated, as `NATS_URL` takes them.
+    pub fn url(&self) -> String {
+        infra::nats_cluster_url(&self.nodes)
+    }
+
+    /// The client port of node `node` (1-3).
+    pub fn port(&self, node: usize) -> u16 {
+        self.nodes[node - 1].port
+    }
+
+    /// Stops node `node` (1-3), keeping its store.
+    pub async fn stop(&mut self, node: usize) {
+        if let Some(mut process) = self.processes[node - 1].take() {
+            process.stop().await;
+        }
+    }
+
+    /// Starts node `node` (1-3) again with its store.
+    pub async fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        self.stop(node).await;
+        let process = infra::start_nats_node(node, &self.nodes, &self.store(node)).await?;
+        self.processes[node - 1] = Some(process);
+        Ok(())
+    }
+}

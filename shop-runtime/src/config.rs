@@ -377,6 +377,10 @@ pub struct MessagingSettings {
     /// unpublished (default 2s), for services with an outbox. The happy
     /// path never waits for it.
     pub outbox_poll_interval: Duration,
+    /// `NATS_STREAM_REPLICAS`: how many servers keep each stream (default
+    /// 1; 3 on a three-node cluster, so one node may be lost). `NATS_URL`
+    /// then lists the nodes, comma-separated.
+    pub stream_replicas: usize,
 }
 
 impl MessagingSettings {
@@ -388,6 +392,15 @@ impl MessagingSettings {
             ),
             consumer_concurrency: env.count("CONSUMER_CONCURRENCY", 16),
             outbox_poll_interval: env.positive_duration("OUTBOX_POLL_INTERVAL", Duration::from_secs(2)),
+            stream_replicas: {
+                let replicas = env.count("NATS_STREAM_REPLICAS", 1);
+                if replicas > 5 {
+                    env.problem(format!(
+                        "NATS_STREAM_REPLICAS={replicas}: JetStream keeps a stream on at most 5 servers"
+                    ));
+                }
+                replicas
+            },
         }
     }
 }

@@ -159,7 +159,7 @@ impl Host {
     /// Connects to NATS and ensures the streams; ready while connected.
     pub async fn nats(&mut self, settings: &MessagingSettings) -> Result<Bus, HostError> {
         let (nats, js) = crate::nats::connect(settings.nats_url.expose(), self.service.name).await?;
-        topology::ensure_streams(&js).await?;
+        topology::ensure_streams(&js, settings.stream_replicas).await?;
         self.spawn(crate::dlq::report_depth(js.clone(), self.shutdown()));
         let probe = nats.clone();
         self.ready_when(

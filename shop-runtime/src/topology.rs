@@ -157,9 +157,13 @@ pub fn consumers() -> Result<Vec<ConsumerDefinition>, TopologyError> {
 }
 
 /// Creates or updates every stream (idempotent; safe from several services
-/// at once since they all apply the same definitions).
-pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), TopologyError> {
-    for config in streams()? {
+/// at once since they all apply the same definitions), each kept on
+/// `replicas` servers: 1 on a single nats-server, 3 on a cluster
+/// (`NATS_STREAM_REPLICAS`). An existing stream is moved to that many; the
+/// consumers follow their stream.
+pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), TopologyError> {
+    for mut config in streams()? {
+        config.num_replicas = replicas;
         let name = config.name.clone();
         js.create_or_update_stream(config)
             .await

@@ -56,7 +56,7 @@ impl Service {
         let database_url = fresh_database().await.expect("a test database");
         let nats = NatsServer::start().await.expect("a test nats-server");
         let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect to nats"));
-        topology::ensure_streams(&js).await.expect("streams created");
+        topology::ensure_streams(&js, 1).await.expect("streams created");
 
         let mut env = vec![
             ("NATS_URL", nats.url()),

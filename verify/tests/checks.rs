@@ -499,7 +499,7 @@ async fn only_the_injected_poison_may_be_parked() -> anyhow::Result<()> {
     let world = world().await?;
     let nats = NatsServer::start().await?;
     let (_client, js) = shop_runtime::nats::connect(&nats.url(), "verify-test").await?;
-    topology::ensure_streams(&js).await?;
+    topology::ensure_streams(&js, 1).await?;
     let poison = format!("orders.placed.{}", Uuid::now_v7());
     let mut options = world.options();
     options.expected_parked = vec![poison.clone()];

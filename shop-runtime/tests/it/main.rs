@@ -1,5 +1,6 @@
 //! shop-runtime's integration tests, as one binary: one link instead of one per file.
 
+mod cluster;
 mod database;
 mod dlq;
 mod event_vectors;

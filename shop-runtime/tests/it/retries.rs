@@ -71,7 +71,7 @@ async fn poison_that_cannot_be_parked_yet_is_kept_until_it_can_be() -> anyhow::R
             Ok(handler.attempts.load(Ordering::SeqCst) >= 10)
         })
         .await?;
-        topology::ensure_streams(&js).await?;
+        topology::ensure_streams(&js, 1).await?;
         eventually("the event on the DLQ", async || Ok(dlq_messages(&js).await? == 1)).await
     }
     .await;

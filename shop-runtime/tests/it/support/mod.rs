@@ -25,7 +25,7 @@ use uuid::Uuid;
 pub(crate) async fn broker() -> anyhow::Result<(NatsServer, async_nats::jetstream::Context)> {
     let nats = NatsServer::start().await?;
     let (_, js) = shop_runtime::nats::connect(&nats.url(), "test").await?;
-    topology::ensure_streams(&js).await?;
+    topology::ensure_streams(&js, 1).await?;
     Ok((nats, js))
 }
 
