@@ -182,6 +182,15 @@ fn kid(key: &VerifyingKey) -> String {
     key.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The path as shown in messages, and the file's text.
+fn read_key_file(path: &Path) -> Result<(String, String), IdentityKeyError> {
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(pem) => Ok((shown, pem)),
+        Err(source) => Err(IdentityKeyError::Read { path: shown, source }),
+    }
+}
+
 /// Signs identity tokens: the gateway's half.
 pub struct IdentityIssuer {
     header: Header,
@@ -211,11 +220,7 @@ impl IdentityIssuer {
 
     /// The key in a PKCS#8 PEM file.
     pub fn from_file(path: &Path) -> Result<Self, IdentityKeyError> {
-        let shown = path.display().to_string();
-        let pem = std::fs::read_to_string(path).map_err(|source| IdentityKeyError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, pem) = read_key_file(path)?;
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| IdentityKeyError::NotPrivateKey(shown))?;
         Ok(Self::new(&key))
     }
@@ -285,11 +290,7 @@ impl IdentityVerifier {
 
     /// Every public key in an SPKI PEM file (at least one).
     pub fn from_file(path: &Path) -> Result<Self, IdentityKeyError> {
-        let shown = path.display().to_string();
-        let pem = std::fs::read_to_string(path).map_err(|source| IdentityKeyError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, pem) = read_key_file(path)?;
         const END: &str = "-----END PUBLIC KEY-----";
         let keys: Vec<VerifyingKey> = pem
             .split_inclusive(END)

@@ -116,47 +116,14 @@ fn compose_runs_every_service_of_the_registry_and_publishes_only_the_gateway() {
         );
         let env = compose_env(service, &what);
         let var = |name: &str| env.get(name).map(String::as_str);
-        assert_eq!(
-            var("GRPC_LISTEN_ADDR"),
-            Some(format!("0.0.0.0:{}", spec.grpc_port).as_str()),
-            "{what}"
-        );
-        assert_eq!(
-            var("ADMIN_LISTEN_ADDR"),
-            Some(format!("0.0.0.0:{}", spec.admin_port).as_str()),
-            "{what}"
-        );
+        check_service_env(spec, &env, &what);
         if let Some(database) = spec.database {
-            let url = var("DATABASE_URL").unwrap_or_else(|| panic!("{what} has no DATABASE_URL"));
+            let url = var("DATABASE_URL").unwrap_or_default();
             assert!(
                 url.ends_with(&format!("/{database}")),
                 "{what}: DATABASE_URL {url} is not {database}"
             );
         }
-        if spec.redis {
-            assert!(var("REDIS_URL").is_some(), "{what} has no REDIS_URL");
-        }
-        if spec.name == registry::GATEWAY.name {
-            assert!(var("IDENTITY_SIGNING_KEY_FILE").is_some(), "{what} has no signing key");
-            for upstream in upstreams() {
-                assert!(
-                    var(upstream.url_vars[0]).is_some(),
-                    "{what} is not told {}",
-                    upstream.url_vars[0]
-                );
-            }
-        } else {
-            assert!(var("NATS_URL").is_some(), "{what} has no NATS_URL");
-            assert!(
-                var("IDENTITY_VERIFYING_KEY_FILE").is_some(),
-                "{what} has no verifying key"
-            );
-            assert!(
-                var("IDENTITY_SIGNING_KEY_FILE").is_none(),
-                "{what} is given the signing key"
-            );
-        }
-        check_url_vars(&env, &what);
 
         let grace = var("SHUTDOWN_GRACE_PERIOD").unwrap_or_else(|| panic!("{what} has no SHUTDOWN_GRACE_PERIOD"));
         let stop = service
@@ -468,17 +435,7 @@ fn every_service_of_the_registry_is_deployed_budgeted_and_autoscaled() {
                 "{what} runs another command"
             );
             let env = container_env(docs, container);
-            let var = |name: &str| env.get(name).map(String::as_str);
-            assert_eq!(
-                var("GRPC_LISTEN_ADDR"),
-                Some(format!("0.0.0.0:{}", spec.grpc_port).as_str()),
-                "{what}"
-            );
-            assert_eq!(
-                var("ADMIN_LISTEN_ADDR"),
-                Some(format!("0.0.0.0:{}", spec.admin_port).as_str()),
-                "{what}"
-            );
+            check_service_env(spec, &env, &what);
             for port in [spec.grpc_port, spec.admin_port] {
                 assert!(
                     container_port(container, &Value::from(port)).is_some(),
@@ -498,29 +455,6 @@ fn every_service_of_the_registry_is_deployed_budgeted_and_autoscaled() {
                     "{what}: {probe} is not on the admin port"
                 );
             }
-            if spec.database.is_some() {
-                assert!(var("DATABASE_URL").is_some(), "{what} has no DATABASE_URL");
-            }
-            if spec.redis {
-                assert!(var("REDIS_URL").is_some(), "{what} has no REDIS_URL");
-            }
-            if spec.name == registry::GATEWAY.name {
-                assert!(var("IDENTITY_SIGNING_KEY_FILE").is_some(), "{what} has no signing key");
-                for upstream in upstreams() {
-                    assert!(
-                        var(upstream.url_vars[0]).is_some(),
-                        "{what} is not told {}",
-                        upstream.url_vars[0]
-                    );
-                }
-            } else {
-                assert!(
-                    var("IDENTITY_VERIFYING_KEY_FILE").is_some(),
-                    "{what} has no verifying key"
-                );
-                assert!(var("NATS_URL").is_some(), "{what} has no NATS_URL");
-            }
-            check_url_vars(&env, &what);
 
             let labels = at(deployment, "spec.template.metadata.labels").expect("pod labels");
             let service = find(docs, "Service", spec.name).unwrap_or_else(|| panic!("{what} has no Service"));
@@ -1233,6 +1167,51 @@ fn upstreams() -> impl Iterator<Item = &'static ServiceSpec> {
 
 /// Every URL variable of the registry in `env` names its service (by the
 /// name compose and the Services give it) at its gRPC port.
+/// What every deployment tells a service: where to listen (on every
+/// interface, its registry ports), its database, Redis and NATS, its half of
+/// the identity keys (the signing key for the gateway alone), the upstream
+/// URLs, each naming the right service.
+fn check_service_env(spec: &ServiceSpec, env: &BTreeMap<String, String>, what: &str) {
+    let var = |name: &str| env.get(name).map(String::as_str);
+    assert_eq!(
+        var("GRPC_LISTEN_ADDR"),
+        Some(format!("0.0.0.0:{}", spec.grpc_port).as_str()),
+        "{what}"
+    );
+    assert_eq!(
+        var("ADMIN_LISTEN_ADDR"),
+        Some(format!("0.0.0.0:{}", spec.admin_port).as_str()),
+        "{what}"
+    );
+    if spec.database.is_some() {
+        assert!(var("DATABASE_URL").is_some(), "{what} has no DATABASE_URL");
+    }
+    if spec.redis {
+        assert!(var("REDIS_URL").is_some(), "{what} has no REDIS_URL");
+    }
+    if spec.name == registry::GATEWAY.name {
+        assert!(var("IDENTITY_SIGNING_KEY_FILE").is_some(), "{what} has no signing key");
+        for upstream in upstreams() {
+            assert!(
+                var(upstream.url_vars[0]).is_some(),
+                "{what} is not told {}",
+                upstream.url_vars[0]
+            );
+        }
+    } else {
+        assert!(var("NATS_URL").is_some(), "{what} has no NATS_URL");
+        assert!(
+            var("IDENTITY_VERIFYING_KEY_FILE").is_some(),
+            "{what} has no verifying key"
+        );
+        assert!(
+            var("IDENTITY_SIGNING_KEY_FILE").is_none(),
+            "{what} is given the signing key"
+        );
+    }
+    check_url_vars(env, what);
+}
+
 fn check_url_vars(env: &BTreeMap<String, String>, what: &str) {
     for spec in registry::ALL {
         for var in spec.url_vars {
