@@ -159,7 +159,7 @@ impl Host {
     /// Connects to NATS and ensures the streams; ready while connected.
     pub async fn nats(&mut self, settings: &MessagingSettings) -> Result<Bus, HostError> {
         let (nats, js) = crate::nats::connect(settings.nats_url.expose(), self.service.name).await?;
-        topology::ensure_streams(&js, settings.stream_replicas).await?;
+        ensure_streams_patiently(&js, settings.stream_replicas).await?;
         self.spawn(crate::dlq::report_depth(js.clone(), self.shutdown()));
         let probe = nats.clone();
         self.ready_when(
@@ -363,6 +363,23 @@ fn draining_or(shutdown: CancellationToken, ready: ReadinessCheck) -> ReadinessC
             ready()
         }
     })
+}
+
+/// How long a starting service waits for JetStream to take its streams: a
+/// cluster that is starting elects its leaders first (seconds).
+const JETSTREAM_PATIENCE: Duration = Duration::from_secs(60);
+
+async fn ensure_streams_patiently(js: &jetstream::Context, replicas: usize) -> Result<(), TopologyError> {
+    let deadline = Instant::now() + JETSTREAM_PATIENCE;
+    loop {
+        match topology::ensure_streams(js, replicas).await {
+            Err(e @ TopologyError::JetStream { .. }) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream is not taking the streams yet (a cluster still electing?); trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// How often gRPC health is brought in line with readiness.

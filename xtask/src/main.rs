@@ -50,6 +50,9 @@ commands:
              --release  build and run release binaries (for load and benchmarks)
              --check    place one checkout through the gateway, wait until it
                         is CONFIRMED, then stop everything (exit 1 if it is not)
+             --nats-cluster
+                        NATS as the three-node cluster of nats/cluster/
+                        (clients on 4222-4224), every stream on all three
              --observe  also run a trace collector (OTLP on 127.0.0.1:4317,
                         spans in .data/traces/) that the services export to,
                         and Prometheus (http://127.0.0.1:19090) scraping them
@@ -202,6 +205,7 @@ fn up_options(flags: &[&str]) -> Result<up::Options, String> {
             "--release" => options.release = true,
             "--check" => options.check = true,
             "--observe" => options.observe = true,
+            "--nats-cluster" => options.nats_cluster = true,
             other => return Err(format!("`up` has no option `{other}`")),
         }
     }

@@ -34,6 +34,8 @@ pub(crate) struct Options {
     pub check: bool,
     /// Also run the trace collector and Prometheus (see [`crate::observe`]).
     pub observe: bool,
+    /// Run NATS as the three-node cluster of `nats/cluster/`, streams at R3.
+    pub nats_cluster: bool,
 }
 
 /// The ports of the servers `up` starts itself. PostgreSQL and Redis stay
@@ -41,6 +43,9 @@ pub(crate) struct Options {
 /// as `cargo xtask install` installs them. NATS keeps its default, which the
 /// nats CLI uses when given no server.
 const NATS_PORT: u16 = 4222;
+/// Where the three nodes of `--nats-cluster` route to each other (their
+/// clients use 4222, 4223 and 4224), as in `nats/cluster/`.
+const NATS_ROUTE_PORT: u16 = 6222;
 const POSTGRES_PORT: u16 = 15432;
 const REDIS_PORT: u16 = 16379;
 
@@ -110,6 +115,8 @@ pub(crate) struct Layout {
     pub(crate) services: Vec<Placed>,
     /// Where the services send their spans, if anywhere.
     pub(crate) otlp_endpoint: Option<String>,
+    /// The nodes, when NATS runs as a three-node cluster here.
+    nats_cluster: Option<[infra::ClusterPorts; 3]>,
 }
 
 /// A server the environment points at, or one to start on a port.
@@ -164,7 +171,23 @@ impl Layout {
             redis: infra("REDIS_URL", REDIS_PORT)?,
             services,
             otlp_endpoint: None,
+            nats_cluster: None,
         })
+    }
+
+    /// NATS as the three-node cluster of `nats/cluster/` (its ports moved
+    /// by the offset), unless the environment names a NATS.
+    pub(crate) fn with_nats_cluster(mut self) -> anyhow::Result<Self> {
+        if let Infra::Start(_) = self.nats {
+            let node = |n: u16| -> anyhow::Result<infra::ClusterPorts> {
+                Ok(infra::ClusterPorts {
+                    port: ports::shifted(NATS_PORT + n, self.offset)?,
+                    route_port: ports::shifted(NATS_ROUTE_PORT + n, self.offset)?,
+                })
+            };
+            self.nats_cluster = Some([node(0)?, node(1)?, node(2)?]);
+        }
+        Ok(self)
     }
 
     /// Every server on a port that was free a moment ago, for a stack that
@@ -185,6 +208,7 @@ impl Layout {
                 })
                 .collect(),
             otlp_endpoint: None,
+            nats_cluster: None,
         }
     }
 
@@ -226,7 +250,20 @@ impl Layout {
                 },
             ]
         });
-        infra.chain(services).collect()
+        let cluster = self.nats_cluster.iter().flatten().enumerate().flat_map(|(i, node)| {
+            [
+                Port {
+                    number: node.port,
+                    purpose: format!("nats-server node {}", i + 1),
+                },
+                Port {
+                    number: node.route_port,
+                    purpose: format!("nats-server node {} routes", i + 1),
+                },
+            ]
+        });
+        let infra = infra.filter(|port| self.nats_cluster.is_none() || !port.purpose.starts_with("nats"));
+        infra.chain(cluster).chain(services).collect()
     }
 
     /// Where the servers keep their data: `.data/`, or for a stack moved by
@@ -265,6 +302,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     install::run().context("install")?;
     let root = cmd::root();
     let mut layout = Layout::from_env()?;
+    if options.nats_cluster {
+        layout = layout.with_nats_cluster()?;
+    }
     let data = layout.data_dir(&root);
     let observe = options.observe.then(|| Observe::at(layout.offset)).transpose()?;
     layout.otlp_endpoint = observe.as_ref().map(Observe::otlp_endpoint);
@@ -442,9 +482,30 @@ pub(crate) fn bin_dir(release: bool) -> anyhow::Result<PathBuf> {
 
 /// Starts what the environment does not point at, into `started`.
 async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<ServerProcess>) -> anyhow::Result<Urls> {
-    let nats = match &layout.nats {
-        Infra::Given { var, url } => given(var, url),
-        Infra::Start(port) => {
+    let nats = match (&layout.nats, &layout.nats_cluster) {
+        (Infra::Given { var, url }, _) => given(var, url),
+        (Infra::Start(_), Some(nodes)) => {
+            println!(
+                "starting a three-node nats-server cluster on 127.0.0.1:{}, {} and {} (logs in {})",
+                nodes[0].port,
+                nodes[1].port,
+                nodes[2].port,
+                data.join("nats-cluster").display()
+            );
+            // Together: each node's JetStream waits for the others.
+            let store = |n: usize| data.join("nats-cluster").join(format!("n{n}"));
+            let (a, b, c) = (store(1), store(2), store(3));
+            let (one, two, three) = tokio::join!(
+                infra::start_nats_node(1, nodes, &a),
+                infra::start_nats_node(2, nodes, &b),
+                infra::start_nats_node(3, nodes, &c),
+            );
+            started.extend([one?, two?, three?]);
+            let url = infra::nats_cluster_url(nodes);
+            wait_for_jetstream(&url).await?;
+            url
+        }
+        (Infra::Start(port), None) => {
             println!(
                 "starting nats-server on 127.0.0.1:{port} (log {})",
                 data.join("nats.log").display()
@@ -478,6 +539,24 @@ async fn start_infrastructure(layout: &Layout, data: &Path, started: &mut Vec<Se
     Ok(Urls { nats, postgres, redis })
 }
 
+/// Until the cluster at `url` has elected the leader of its JetStream
+/// (seconds): the services then find their streams at once.
+async fn wait_for_jetstream(url: &str) -> anyhow::Result<()> {
+    let (_client, js) = shop_runtime::nats::connect(url, "xtask-up").await?;
+    let began = Instant::now();
+    while js.query_account().await.is_err() {
+        if began.elapsed() > Duration::from_secs(60) {
+            bail!("the nats-server cluster at {url} elected no JetStream leader within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "nats-server cluster: JetStream ready after {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// A URL from the environment, announced as such.
 fn given(var: &str, url: &str) -> String {
     println!("using {var}={url}");
@@ -494,6 +573,10 @@ pub(crate) fn service_command(
 ) -> anyhow::Result<Command> {
     let service = placed.service;
     let mut command = Command::new(binary);
+    if layout.nats_cluster.is_some() {
+        // Every stream on all three nodes: any one of them may go.
+        command.env("NATS_STREAM_REPLICAS", "3");
+    }
     command
         .current_dir(root)
         .env("NATS_URL", &urls.nats)
