@@ -54,16 +54,24 @@ pub struct Endpoint {
     pub breaker: CircuitBreaker,
     /// What its last health answer said; false until the first one.
     serving: AtomicBool,
-    health: tokio::task::AbortHandle,
+    /// The task following its health, which ends with the endpoint.
+    health: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.health.abort();
+        if let Some(task) = self.health.get() {
+            task.abort();
+        }
     }
 }
 
 impl Endpoint {
+    #[cfg(test)]
+    fn health_task(&self) -> Option<&tokio::task::AbortHandle> {
+        self.health.get()
+    }
+
     /// Whether it says it is serving and its calls get through: a replica
     /// whose breaker opened is not, whatever its health stream last said
     /// (a stream can outlive the server behind it).
@@ -147,16 +155,21 @@ impl Upstream {
                 return None;
             }
         };
-        let endpoint = Arc::new_cyclic(|me: &std::sync::Weak<Endpoint>| {
-            let health = tokio::spawn(watch_health(me.clone(), self.name, self.connect.retry_health_after));
-            Endpoint {
-                addr,
-                channel,
-                breaker: self.connect.breaker.breaker_for(self.name, addr.to_string()),
-                serving: AtomicBool::new(false),
-                health: health.abort_handle(),
-            }
+        let endpoint = Arc::new(Endpoint {
+            addr,
+            channel,
+            breaker: self.connect.breaker.breaker_for(self.name, addr.to_string()),
+            serving: AtomicBool::new(false),
+            health: std::sync::OnceLock::new(),
         });
+        // Spawned once the endpoint exists: the task holds it only weakly,
+        // and a task started inside its construction could find it missing.
+        let health = tokio::spawn(watch_health(
+            Arc::downgrade(&endpoint),
+            self.name,
+            self.connect.retry_health_after,
+        ));
+        let _ = endpoint.health.set(health.abort_handle());
         Some(endpoint)
     }
 
@@ -371,6 +384,22 @@ mod tests {
         let order: Vec<u16> = upstream.candidates().iter().map(|e| e.addr.port()).collect();
         assert_eq!(order[0], 1, "{order:?}");
         assert!(upstream.is_serving());
+    }
+
+    /// Every endpoint's health is followed for as long as it exists, however
+    /// the runtime schedules the task that follows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_endpoint_has_its_health_followed() {
+        let ports: Vec<u16> = (1..=64).collect();
+        let upstream = upstream(&ports);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped: Vec<u16> = upstream
+            .endpoints()
+            .iter()
+            .filter(|e| e.health_task().is_none_or(|task| task.is_finished()))
+            .map(|e| e.addr.port())
+            .collect();
+        assert!(stopped.is_empty(), "no health is followed for {stopped:?}");
     }
 
     #[tokio::test]
