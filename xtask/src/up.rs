@@ -226,12 +226,12 @@ impl Layout {
 
     /// Every port something started here will listen on.
     fn ports(&self) -> Vec<Port> {
-        let infra = [
-            (&self.nats, "nats-server"),
-            (&self.postgres, "PostgreSQL"),
-            (&self.redis, "redis-server"),
-        ];
-        let infra = infra.into_iter().filter_map(|(infra, what)| match infra {
+        // A cluster's nodes take the place of the single nats-server.
+        let single_nats = self.nats_cluster.is_none().then_some((&self.nats, "nats-server"));
+        let infra = single_nats
+            .into_iter()
+            .chain([(&self.postgres, "PostgreSQL"), (&self.redis, "redis-server")]);
+        let infra = infra.filter_map(|(infra, what)| match infra {
             Infra::Start(port) => Some(Port {
                 number: *port,
                 purpose: what.to_owned(),
@@ -262,7 +262,6 @@ impl Layout {
                 },
             ]
         });
-        let infra = infra.filter(|port| self.nats_cluster.is_none() || !port.purpose.starts_with("nats"));
         infra.chain(cluster).chain(services).collect()
     }
 
