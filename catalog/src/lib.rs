@@ -17,7 +17,8 @@
 //!
 //! So a price is never served from the copy once its change has arrived.
 //! Unknown SKUs are always asked for. With svc-inventory down, cached
-//! products are still served; the others fail fast behind the breaker.
+//! products are still served; the others fail fast behind
+//! the breakers of its replicas.
 
 mod cache;
 
@@ -34,12 +35,11 @@ use shop_proto::{
     events::v1::ProductChanged,
 };
 use shop_runtime::{
-    breaker::CircuitBreaker,
     config::EnvReader,
     event::Event,
-    grpc::{TracedChannel, UpstreamSettings, read_upstream_url},
     host::{Bus, Host, HostError},
     registry, series,
+    upstream::{Balanced, Replicas, UpstreamSettings},
     values::{Money, Sku},
 };
 use tokio_util::sync::CancellationToken;
@@ -54,15 +54,15 @@ const REFOLLOW_AFTER: Duration = Duration::from_secs(1);
 /// settings in every reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogSettings {
-    /// `CATALOG_URL`: svc-inventory's gRPC address.
-    pub url: String,
+    /// `CATALOG_URL`: svc-inventory's replicas.
+    pub replicas: Replicas,
     pub cache: CacheSettings,
 }
 
 impl CatalogSettings {
     pub fn read(env: &mut EnvReader) -> Self {
         Self {
-            url: read_upstream_url(env, &registry::INVENTORY, "CATALOG_URL"),
+            replicas: Replicas::read(env, &registry::INVENTORY, "CATALOG_URL"),
             cache: CacheSettings::read(env),
         }
     }
@@ -105,21 +105,24 @@ pub enum CatalogError {
 /// The catalog client, with its copy; cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
-    client: CatalogServiceClient<TracedChannel>,
-    breaker: Arc<CircuitBreaker>,
+    client: CatalogServiceClient<Balanced>,
     cache: Option<Arc<Cache>>,
 }
 
 impl Catalog {
-    /// Connects lazily: the first call dials, reconnecting after failures.
-    /// Nothing is kept until [`follow_changes`](Self::follow_changes) runs.
-    pub fn new(url: &str, upstream: &UpstreamSettings, cache: &CacheSettings) -> Result<Self, tonic::transport::Error> {
-        let (channel, breaker) = upstream.client("catalog", url)?;
-        Ok(Self {
-            client: CatalogServiceClient::new(channel),
-            breaker: Arc::new(breaker),
+    /// Connects lazily: the first call dials, reconnecting after failures;
+    /// replicas' names are resolved again until `shutdown`. Nothing is kept
+    /// until [`follow_changes`](Self::follow_changes) runs.
+    pub fn new(
+        replicas: &Replicas,
+        upstream: &UpstreamSettings,
+        cache: &CacheSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client: CatalogServiceClient::new(upstream.balanced("catalog", replicas, shutdown)),
             cache: (!cache.ttl.is_zero()).then(|| Arc::new(Cache::new(cache.ttl, cache.capacity))),
-        })
+        }
     }
 
     /// The client of a service on `host`, its copy following the changes
@@ -130,8 +133,7 @@ impl Catalog {
         settings: &CatalogSettings,
         upstream: &UpstreamSettings,
     ) -> Result<Self, HostError> {
-        let catalog =
-            Self::new(&settings.url, upstream, &settings.cache).map_err(|e| HostError::setup("catalog client", e))?;
+        let catalog = Self::new(&settings.replicas, upstream, &settings.cache, host.shutdown());
         let follow = catalog
             .follow_changes(bus.js.clone(), host.shutdown())
             .await
@@ -167,13 +169,10 @@ impl Catalog {
             skus: skus.iter().map(|s| s.as_str().to_owned()).collect(),
             ..Default::default()
         };
-        let answer = self
-            .breaker
-            .call(client.list_products(request))
+        let response = client
+            .list_products(request)
             .await
-            .map_err(|_open| CatalogError::Unavailable("circuit breaker open".into()))?;
-        let response =
-            answer.map_err(|status| CatalogError::Unavailable(format!("{:?}: {}", status.code(), status.message())))?;
+            .map_err(|status| CatalogError::Unavailable(format!("{:?}: {}", status.code(), status.message())))?;
         Ok(response
             .into_inner()
             .products

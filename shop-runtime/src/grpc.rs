@@ -1,6 +1,6 @@
 //! gRPC server bootstrap: health and reflection on every service's port.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::Router};
@@ -8,10 +8,8 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 use crate::{
-    config::EnvReader,
     grpc_metrics::GrpcMetricsLayer,
     identity::{CallerLayer, IdentityVerifier},
-    registry::ServiceSpec,
     trace::TraceLayer,
 };
 use tonic_reflection::server::{v1, v1alpha};
@@ -86,74 +84,4 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     router.serve_with_incoming_shutdown(incoming(listener), shutdown).await
-}
-
-/// A channel to another service whose calls continue the caller's trace.
-pub type TracedChannel = tower::util::MapRequest<
-    tonic::transport::Channel,
-    fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>,
->;
-
-/// Sends the trace context of the span the call is made in, so svc-cart →
-/// svc-order → catalog is one trace.
-fn with_traceparent(mut request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
-    crate::trace::Carrier::current().insert_into(request.headers_mut());
-    request
-}
-
-/// `UPSTREAM_CONNECT_TIMEOUT`: how long dialling another service may take
-/// (default 250ms), so an unreachable host fails fast.
-pub fn read_connect_timeout(env: &mut EnvReader) -> Duration {
-    env.positive_duration("UPSTREAM_CONNECT_TIMEOUT", Duration::from_millis(250))
-}
-
-/// The URL of `service` from `var` (one of its `url_vars`); by default
-/// where it listens on this machine.
-pub fn read_upstream_url(env: &mut EnvReader, service: &ServiceSpec, var: &str) -> String {
-    debug_assert!(service.url_vars.contains(&var), "{var} does not name {}", service.name);
-    let url: String = env.or(var, service.default_url(), "e.g. http://127.0.0.1:50051");
-    if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
-        env.problem(format!("{var}={url:?} is not a valid URL"));
-    }
-    url
-}
-
-/// How a service calls another: the same settings in every caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamSettings {
-    /// `UPSTREAM_TIMEOUT`: the deadline of one call (default 2s).
-    pub timeout: Duration,
-    /// See [`read_connect_timeout`].
-    pub connect_timeout: Duration,
-    /// `UPSTREAM_BREAKER_FAILURES`, `UPSTREAM_BREAKER_COOL_DOWN`.
-    pub breaker: crate::breaker::BreakerSettings,
-}
-
-impl UpstreamSettings {
-    pub fn read(env: &mut EnvReader) -> Self {
-        Self {
-            timeout: env.positive_duration("UPSTREAM_TIMEOUT", Duration::from_secs(2)),
-            connect_timeout: read_connect_timeout(env),
-            breaker: crate::breaker::BreakerSettings::read(env),
-        }
-    }
-
-    /// A channel to the upstream at `url` (dialled on first use,
-    /// reconnecting after failures) that carries the caller's trace, and the
-    /// breaker in front of it.
-    pub fn client(
-        &self,
-        upstream: &'static str,
-        url: &str,
-    ) -> Result<(TracedChannel, crate::breaker::CircuitBreaker), tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(self.connect_timeout.min(self.timeout))
-            .timeout(self.timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let traced = tower::ServiceBuilder::new()
-            .map_request(with_traceparent as fn(_) -> _)
-            .service(channel);
-        Ok((traced, self.breaker.breaker(upstream)))
-    }
 }

@@ -13,7 +13,9 @@
 //! - [`api_error`]: `ApiError`, the one mapping of a request's failure to its
 //!   gRPC status; internal failures are logged, never echoed.
 //! - [`values`]: validated value types shared by the domains.
-//! - [`breaker`]: the circuit breaker in front of an upstream.
+//! - [`breaker`]: the circuit breaker in front of an upstream;
+//!   [`upstream`]: the replicas of a service called, each call to a serving
+//!   one.
 //! - [`series`]: the name of every metric the platform exports.
 //! - [`db`] and [`nats`]: Postgres pool, migrations, constraint names; the
 //!   NATS connection.
@@ -41,6 +43,7 @@ pub mod series;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;
+pub mod upstream;
 
 pub use tokio_util::sync::CancellationToken;
 pub mod values;

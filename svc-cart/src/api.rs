@@ -11,6 +11,7 @@ use shop_proto::{
 use shop_runtime::{
     api_error::ApiError,
     identity::{Caller, UserId},
+    upstream,
     values::{IdempotencyKey, Quantity, Sku, timestamp},
 };
 use tonic::{Code, Request, Response, Status};
@@ -87,8 +88,14 @@ impl CartApi {
         };
         let answer = self.orders.place(request.metadata(), place).await;
         let order = match answer {
-            Ok(Ok(order)) => order,
-            Ok(Err(status)) => {
+            Ok(order) => order,
+            // No replica took it: nothing was placed, and a retry may read
+            // the cart afresh.
+            Err(status) if upstream::was_unsent(&status) => {
+                self.carts.abandon_checkout(user, key, true).await?;
+                return Err(orders_unavailable());
+            }
+            Err(status) => {
                 // These refusals mean no order of ours exists under the key,
                 // so a retry may read the cart afresh. After anything else
                 // (a timeout, "being created; retry") one may exist, so the
@@ -99,10 +106,6 @@ impl CartApi {
                 );
                 self.carts.abandon_checkout(user, key, refused).await?;
                 return Err(order_failure(status));
-            }
-            Err(_open) => {
-                self.carts.abandon_checkout(user, key, true).await?;
-                return Err(orders_unavailable());
             }
         };
         self.carts.record_checkout(user, key, &order.order_id, &lines).await?;

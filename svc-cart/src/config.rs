@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, EnvReader, MessagingSettings, SecretUrl, ServiceBasics},
-    grpc::{UpstreamSettings, read_upstream_url},
     identity::IdentityVerifier,
     registry,
+    upstream::{Replicas, UpstreamSettings},
     values::Quantity,
 };
 
@@ -30,8 +30,8 @@ pub struct Config {
     /// `CATALOG_URL` (svc-inventory), `CATALOG_CACHE_TTL`,
     /// `CATALOG_CACHE_CAPACITY`: the catalog and the copy kept of it.
     pub catalog: CatalogSettings,
-    /// `ORDER_URL`: svc-order, for checkout.
-    pub order_url: String,
+    /// `ORDER_URL`: svc-order's replicas, for checkout.
+    pub order: Replicas,
     /// `CART_TTL`: a cart untouched this long is gone (default 3d). Every
     /// change starts the period again; reads do not.
     pub cart_ttl: Duration,
@@ -44,8 +44,8 @@ pub struct Config {
     pub max_lines: u32,
     /// `CART_MAX_QUANTITY`: units per line (default 99).
     pub max_quantity: i32,
-    /// `UPSTREAM_TIMEOUT` (a catalog or svc-order call, at most 30s),
-    /// `UPSTREAM_CONNECT_TIMEOUT`, `UPSTREAM_BREAKER_*`.
+    /// `UPSTREAM_TIMEOUT` (a catalog or svc-order call, at most 30s) and
+    /// how replicas are reached (`UPSTREAM_CONNECT_TIMEOUT`, …).
     pub upstream: UpstreamSettings,
     /// `REDIS_TIMEOUT`: connect and response timeout of Redis commands
     /// (default 1s).
@@ -67,7 +67,7 @@ impl Config {
             ),
             messaging: MessagingSettings::read(&mut env),
             catalog: CatalogSettings::read(&mut env),
-            order_url: read_upstream_url(&mut env, &registry::ORDER, "ORDER_URL"),
+            order: Replicas::read(&mut env, &registry::ORDER, "ORDER_URL"),
             cart_ttl: env.duration("CART_TTL", Duration::from_secs(3 * 24 * 3600)),
             checkout_ttl: env.duration("CHECKOUT_TTL", Duration::from_secs(7 * 24 * 3600)),
             max_lines: env.or("CART_MAX_LINES", 50, "a positive integer"),
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(config.cart_ttl, Duration::from_secs(259_200));
         assert_eq!((config.max_lines, config.max_quantity), (50, 99));
         assert_eq!(config.upstream.timeout, Duration::from_secs(2));
-        assert_eq!(config.order_url, "http://127.0.0.1:50051");
+        assert_eq!(config.order.urls, "http://127.0.0.1:50051");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         carts::Expiries {
             cart: config.cart_ttl,
             checkout: config.checkout_ttl,
-            in_flight: config.upstream.timeout + config.upstream.connect_timeout + IN_FLIGHT_SLACK,
+            in_flight: config.upstream.timeout + config.upstream.reach.connect_timeout + IN_FLIGHT_SLACK,
         },
     )
     .map_err(|e| HostError::setup("redis client", e))?;
@@ -61,8 +61,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let api = api::CartApi {
         carts,
         catalog,
-        orders: orders::Orders::new(&config.order_url, &config.upstream)
-            .map_err(|e| HostError::setup("order client", e))?,
+        orders: orders::Orders::new(&config.order, &config.upstream, host.shutdown()),
     };
     let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
     let router = router.add_service(CartServiceServer::new(api));

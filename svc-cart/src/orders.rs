@@ -1,41 +1,34 @@
 //! svc-order, for checkout: PlaceOrder on the caller's behalf, with the
 //! identity token the gateway gave the caller's Checkout (good for this
-//! PlaceOrder too) and a deadline, behind a circuit breaker.
+//! PlaceOrder too) and a deadline, on a serving replica.
 
 use shop_proto::order::v1::{Order, PlaceOrderRequest, order_service_client::OrderServiceClient};
+use shop_runtime::CancellationToken;
 use shop_runtime::{
-    breaker::{BreakerOpen, CircuitBreaker},
-    grpc::{TracedChannel, UpstreamSettings},
     identity,
+    upstream::{Balanced, Replicas, UpstreamSettings},
 };
 use tonic::{Request, Status, metadata::MetadataMap};
 
 pub(crate) struct Orders {
-    client: OrderServiceClient<TracedChannel>,
-    breaker: CircuitBreaker,
+    client: OrderServiceClient<Balanced>,
 }
 
 impl Orders {
-    pub(crate) fn new(url: &str, upstream: &UpstreamSettings) -> Result<Self, tonic::transport::Error> {
-        let (channel, breaker) = upstream.client("order", url)?;
-        Ok(Self {
-            client: OrderServiceClient::new(channel),
-            breaker,
-        })
+    pub(crate) fn new(replicas: &Replicas, upstream: &UpstreamSettings, shutdown: CancellationToken) -> Self {
+        Self {
+            client: OrderServiceClient::new(upstream.balanced("order", replicas, shutdown)),
+        }
     }
 
     /// Places the order as the caller whose request metadata is `caller`:
-    /// svc-order checks ownership and keys idempotency by that user.
-    pub(crate) async fn place(
-        &self,
-        caller: &MetadataMap,
-        request: PlaceOrderRequest,
-    ) -> Result<Result<Order, Status>, BreakerOpen> {
+    /// svc-order checks ownership and keys idempotency by that user. A
+    /// failure for which [`shop_runtime::upstream::was_unsent`] holds
+    /// reached no replica.
+    pub(crate) async fn place(&self, caller: &MetadataMap, request: PlaceOrderRequest) -> Result<Order, Status> {
         let mut request = Request::new(request);
         identity::forward(caller, request.metadata_mut());
         let mut client = self.client.clone();
-        self.breaker
-            .call(async move { client.place_order(request).await.map(tonic::Response::into_inner) })
-            .await
+        client.place_order(request).await.map(tonic::Response::into_inner)
     }
 }

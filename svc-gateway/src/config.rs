@@ -4,11 +4,10 @@ use std::{num::NonZeroU32, path::PathBuf, str::FromStr, sync::Arc, time::Duratio
 
 use http::HeaderValue;
 use shop_runtime::{
-    breaker::BreakerSettings,
     config::{ConfigError, EnvReader, ServiceBasics},
-    grpc::read_connect_timeout,
     identity::{self, IdentityIssuer},
     registry::{self, ServiceSpec},
+    upstream::{ReachSettings, Replicas},
 };
 
 /// Issuer and audience of development tokens when `JWT_ISSUER` /
@@ -27,17 +26,9 @@ pub struct Config {
     /// shorter client `grpc-timeout` wins. Server streams are bounded by it
     /// only until the upstream answers with headers.
     pub request_timeout: Duration,
-    /// `UPSTREAM_CONNECT_TIMEOUT` (default 250ms): a dead upstream fails fast
-    /// even before its circuit breaker opens.
-    pub connect_timeout: Duration,
-    pub breaker: BreakerSettings,
-    /// `UPSTREAM_HEALTH_INTERVAL`: how often the gateway's own health is
-    /// brought in line with its upstreams', and how soon a replica that
-    /// stopped answering health is asked again (default 5s).
-    pub health_interval: Duration,
-    /// `UPSTREAM_RESOLVE_INTERVAL`: how often the upstreams' host names are
-    /// resolved again, to find replicas that came or went (default 5s).
-    pub resolve_interval: Duration,
+    /// How the replicas are reached; `UPSTREAM_HEALTH_INTERVAL` is also how
+    /// often the gateway's own health is brought in line with theirs.
+    pub reach: ReachSettings,
     pub auth: AuthSettings,
     /// `DEV_AUTH=on` serves `DevAuthService/IssueToken` (default off).
     pub dev_auth: Option<DevAuthSettings>,
@@ -56,70 +47,35 @@ pub struct Config {
 /// registry that serves something, at its first URL variable (`ORDER_URL`,
 /// `INVENTORY_URL`, …; default its port on 127.0.0.1). A variable may name
 /// several URLs, comma-separated, and every host name is resolved again and
-/// again ([`Config::resolve_interval`]): the gateway balances over every
+/// again (`UPSTREAM_RESOLVE_INTERVAL`): the gateway balances over every
 /// replica a list or a headless Service's DNS name gives.
 #[derive(Debug, Clone)]
-pub struct UpstreamUrls(Vec<(&'static ServiceSpec, String, Vec<Target>)>);
-
-/// One URL of an upstream: plain HTTP/2 to `host` (a name or an address)
-/// at `port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|_| "is not a URL".to_owned())?;
-        if uri.scheme_str() != Some("http") {
-            return Err("must be http:// (the services speak plaintext HTTP/2 inside the deployment)".into());
-        }
-        let host = uri.host().ok_or("has no host")?;
-        Ok(Self {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port: uri.port_u16().unwrap_or(80),
-        })
-    }
-}
+pub struct UpstreamUrls(Vec<(&'static ServiceSpec, Replicas)>);
 
 impl UpstreamUrls {
     fn read(env: &mut EnvReader) -> Self {
-        let mut upstreams = Vec::new();
-        for spec in registry::ALL.iter().copied().filter(|spec| !spec.serves.is_empty()) {
-            let var = spec.url_vars.first().copied().unwrap_or_default();
-            let urls: String = env.or(
-                var,
-                spec.default_url(),
-                "e.g. http://svc-order:50051, or several, comma-separated",
-            );
-            let mut targets = Vec::new();
-            for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-                match Target::parse(url) {
-                    Ok(target) => targets.push(target),
-                    Err(why) => env.problem(format!("{var}: {url:?} {why}")),
-                }
-            }
-            if targets.is_empty() {
-                env.problem(format!("{var} names no URL"));
-            }
-            upstreams.push((spec, urls, targets));
-        }
+        let upstreams = registry::ALL
+            .iter()
+            .copied()
+            .filter(|spec| !spec.serves.is_empty())
+            .map(|spec| {
+                let var = spec.url_vars.first().copied().unwrap_or_default();
+                (spec, Replicas::read(env, spec, var))
+            })
+            .collect();
         Self(upstreams)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&'static ServiceSpec, &str, &[Target])> {
-        self.0
-            .iter()
-            .map(|(spec, urls, targets)| (*spec, urls.as_str(), targets.as_slice()))
+    pub fn iter(&self) -> impl Iterator<Item = (&'static ServiceSpec, &Replicas)> {
+        self.0.iter().map(|(spec, replicas)| (*spec, replicas))
     }
 
     /// The URL setting of the service called `name`.
     pub fn of(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(spec, _, _)| spec.name == name)
-            .map(|(_, urls, _)| urls.as_str())
+            .find(|(spec, _)| spec.name == name)
+            .map(|(_, replicas)| replicas.urls.as_str())
     }
 }
 
@@ -218,10 +174,7 @@ impl Config {
         let upstreams = UpstreamUrls::read(&mut env);
         let identity = IdentityIssuer::from_env(&mut env);
         let request_timeout = env.positive_duration("REQUEST_TIMEOUT", Duration::from_secs(10));
-        let connect_timeout = read_connect_timeout(&mut env);
-        let breaker = BreakerSettings::read(&mut env);
-        let health_interval = env.positive_duration("UPSTREAM_HEALTH_INTERVAL", Duration::from_secs(5));
-        let resolve_interval = env.positive_duration("UPSTREAM_RESOLVE_INTERVAL", Duration::from_secs(5));
+        let reach = ReachSettings::read(&mut env);
 
         let dev_auth_on = env.or("DEV_AUTH", Switch(false), "on or off").0;
         let dev_auth = dev_auth_on.then(|| DevAuthSettings {
@@ -257,10 +210,7 @@ impl Config {
             upstreams,
             identity: identity.ok_or_else(|| ConfigError::missing(identity::SIGNING_KEY_FILE))?,
             request_timeout,
-            connect_timeout,
-            breaker,
-            health_interval,
-            resolve_interval,
+            reach,
             auth,
             dev_auth,
             rate_limits,

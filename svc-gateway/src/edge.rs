@@ -32,7 +32,7 @@ use crate::{
     error::Error,
     forwarding::{self, CallPlan},
     rate_limits::{RateKey, RateLimits},
-    upstreams::{Upstream, Upstreams},
+    upstreams::Upstreams,
 };
 
 /// The TCP peer of a request, put into its extensions by the server.
@@ -117,7 +117,7 @@ pub const DEV_AUTH_SERVICE: &str = "shop.auth.v1.DevAuthService";
 
 enum Destination {
     Gateway,
-    Upstream(Arc<Upstream>),
+    Upstream(Arc<shop_runtime::upstream::Upstream>),
 }
 
 struct Route {

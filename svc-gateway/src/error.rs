@@ -38,6 +38,9 @@ pub enum Error {
     UpstreamUnavailable,
     #[error("deadline exceeded before the service answered")]
     DeadlineExceeded,
+    /// The client's request body failed before it ended (it went away).
+    #[error("the request ended early: {0}")]
+    RequestBody(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -62,6 +65,7 @@ impl From<Error> for Status {
             Error::MessageTooLarge { .. } => Status::resource_exhausted(e.to_string()),
             Error::UpstreamUnavailable => Status::unavailable(SYSTEM_BUSY),
             Error::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
+            Error::RequestBody(_) => Status::cancelled(e.to_string()),
             Error::Internal(inner) => {
                 // Never echo internals to the caller; the log has them.
                 tracing::error!(error = %inner, "gateway internal error");

@@ -1,7 +1,8 @@
 //! Forwards one call to its upstream without decoding it: the request body
 //! frames stream through (only message prefixes are watched, for the size
 //! limit), and the response — headers, every message, trailers — streams
-//! back, so server streaming works like unary.
+//! back, so server streaming works like unary. Unary requests are read
+//! whole first, so one that never reached a replica can go to the next.
 
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,13 @@ use http::{HeaderValue, Request, Response, Version, header};
 use tonic::body::Body;
 use tower::ServiceExt;
 
-use shop_runtime::breaker::Outcome;
+use http_body_util::{BodyExt, Full};
+use shop_runtime::{
+    breaker::{Outcome, Permit},
+    upstream::{Endpoint, Upstream, never_reached},
+};
 
-use crate::{error::Error, message_limit::LimitedMessages, upstreams::Upstream};
+use crate::{error::Error, message_limit::LimitedMessages};
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -100,21 +105,11 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Sends `request` to an endpoint of `upstream` under `plan`: the next
-/// serving one in turn whose breaker admits the call.
+/// serving one in turn whose breaker admits the call. A unary request is
+/// read whole first, so that when it never reached the endpoint tried
+/// ([`never_reached`]: refused, or the replica was going away) it goes to
+/// the next; streams go where they start.
 pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan) -> Result<Response<Body>, Error> {
-    let candidates = upstream.candidates();
-    let Some((endpoint, permit)) = candidates
-        .iter()
-        .find_map(|endpoint| endpoint.breaker.admit().map(|permit| (endpoint, permit)))
-    else {
-        tracing::debug!(
-            upstream = upstream.name,
-            endpoints = candidates.len(),
-            "no endpoint to call (none known, or every circuit open)"
-        );
-        return Err(Error::UpstreamUnavailable);
-    };
-
     let (mut parts, body) = request.into_parts();
     parts.version = Version::HTTP_2;
     for name in HOP_BY_HOP {
@@ -129,10 +124,71 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
         // nobody waits for any more.
         parts.headers.insert(GRPC_TIMEOUT, format_grpc_timeout(plan.deadline));
     }
-    let (body, oversized) = LimitedMessages::new(body, plan.max_message_bytes);
-    let request = Request::from_parts(parts, Body::new(body));
-
+    let (body, mut oversized) = LimitedMessages::new(body, plan.max_message_bytes);
     let started = Instant::now();
+
+    let (whole, mut body) = if plan.streaming {
+        (None, Some(Body::new(body)))
+    } else {
+        let whole = match tokio::time::timeout(plan.deadline, body.collect()).await {
+            Err(_elapsed) => return Err(Error::DeadlineExceeded),
+            Ok(Ok(whole)) => Some(whole.to_bytes()),
+            Ok(Err(e)) => {
+                return Err(match oversized.try_recv() {
+                    Ok(_declared) => Error::MessageTooLarge {
+                        limit: plan.max_message_bytes,
+                    },
+                    Err(_) => Error::RequestBody(e.message().to_owned()),
+                });
+            }
+        };
+        (whole, None)
+    };
+    let mut tried = 0;
+    for endpoint in upstream.candidates() {
+        let Some(permit) = endpoint.breaker.admit() else {
+            continue;
+        };
+        tried += 1;
+        let body = match &whole {
+            Some(bytes) => Body::new(Full::new(bytes.clone())),
+            None => match body.take() {
+                Some(body) => body,
+                None => break,
+            },
+        };
+        let request = Request::from_parts(parts.clone(), body);
+        match send(upstream, &endpoint, permit, request, &mut oversized, plan, started).await {
+            Sent::NeverReached if whole.is_some() => continue,
+            Sent::NeverReached => return Err(Error::UpstreamUnavailable),
+            Sent::Answered(answer) => return answer,
+        }
+    }
+    tracing::debug!(
+        upstream = upstream.name,
+        endpoints = upstream.endpoints().len(),
+        tried,
+        "no endpoint took the call (none known, every circuit open, or every one refused)"
+    );
+    Err(Error::UpstreamUnavailable)
+}
+
+enum Sent {
+    Answered(Result<Response<Body>, Error>),
+    /// The call did not reach the endpoint: nothing was done there.
+    NeverReached,
+}
+
+/// Sends `request` to `endpoint` and judges the outcome for its breaker.
+async fn send(
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+    permit: Permit<'_>,
+    request: Request<Body>,
+    oversized: &mut tokio::sync::oneshot::Receiver<usize>,
+    plan: CallPlan,
+    started: Instant,
+) -> Sent {
     let call = endpoint.channel.clone().oneshot(request);
     let oversized = async {
         match oversized.await {
@@ -141,14 +197,15 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
             Err(_) => std::future::pending().await,
         }
     };
+    let remaining = plan.deadline.saturating_sub(started.elapsed());
     let answer = tokio::select! {
         biased;
         declared = oversized => {
             tracing::debug!(upstream = upstream.name, declared, "request message over the limit");
             permit.report(Outcome::Abandoned);
-            return Err(Error::MessageTooLarge { limit: plan.max_message_bytes });
+            return Sent::Answered(Err(Error::MessageTooLarge { limit: plan.max_message_bytes }));
         }
-        answer = tokio::time::timeout(plan.deadline, call) => answer,
+        answer = tokio::time::timeout(remaining, call) => answer,
     };
     metrics::histogram!(shop_runtime::series::GATEWAY_UPSTREAM_RESPONSE_SECONDS, "upstream" => upstream.name)
         .record(started.elapsed().as_secs_f64());
@@ -167,14 +224,18 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
         } else {
             Outcome::Abandoned
         });
-        return Err(Error::DeadlineExceeded);
+        return Sent::Answered(Err(Error::DeadlineExceeded));
     }
     match answer {
-        Err(_elapsed) => Err(Error::DeadlineExceeded),
+        Err(_elapsed) => Sent::Answered(Err(Error::DeadlineExceeded)),
         Ok(Err(e)) => {
             permit.report(Outcome::Failure);
+            if never_reached(&e) {
+                tracing::debug!(upstream = upstream.name, endpoint = %endpoint.addr, error = %e, "the call never reached this endpoint");
+                return Sent::NeverReached;
+            }
             tracing::warn!(upstream = upstream.name, endpoint = %endpoint.addr, error = %e, "upstream unreachable");
-            Err(Error::UpstreamUnavailable)
+            Sent::Answered(Err(Error::UpstreamUnavailable))
         }
         Ok(Ok(response)) => {
             // Whatever it says, an upstream that answers is up. Its
@@ -182,7 +243,7 @@ pub async fn forward(upstream: &Upstream, request: Request<Body>, plan: CallPlan
             // while the catalog is away), and counting it would open this
             // breaker for the calls it can still serve.
             permit.report(Outcome::Success);
-            Ok(response)
+            Sent::Answered(Ok(response))
         }
     }
 }

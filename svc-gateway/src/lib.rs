@@ -110,14 +110,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let pinned_keys = dev_tokens.iter().map(|issuer| issuer.public_jwk()).collect();
     let verifier = authentication::TokenVerifier::start(&config.auth, pinned_keys).await?;
     let access = access::AccessTable::shop()?;
-    let upstreams = Arc::new(upstreams::Upstreams::new(
-        &config.upstreams,
-        upstreams::ConnectSettings {
-            connect_timeout: config.connect_timeout,
-            breaker: config.breaker,
-            retry_health_after: config.health_interval,
-        },
-    ));
+    let upstreams = Arc::new(upstreams::Upstreams::new(&config.upstreams, config.reach));
     let rate_limits = Arc::new(rate_limits::RateLimits::new(&config.rate_limits));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -150,13 +143,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut host = Host::new(&config.basics, shutdown);
     host.spawn(upstreams::resolve_periodically(
         upstreams.clone(),
-        config.resolve_interval,
+        config.reach.resolve_interval,
         host.shutdown(),
     ));
     host.spawn(upstreams::report_health(
         upstreams.clone(),
         health,
-        config.health_interval,
+        config.reach.health_interval,
         host.shutdown(),
     ));
     {

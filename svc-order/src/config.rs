@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use shop_catalog::CatalogSettings;
 use shop_runtime::{
     config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
-    grpc::UpstreamSettings,
     identity::IdentityVerifier,
     registry,
+    upstream::UpstreamSettings,
 };
 
 use crate::domain::PaymentMethod;

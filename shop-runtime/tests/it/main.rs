@@ -8,3 +8,4 @@ mod host;
 mod messaging;
 mod retries;
 mod support;
+mod upstream;

@@ -17,7 +17,12 @@ use shop_proto::{
     common::v1::Money,
     events::v1::ProductChanged,
 };
-use shop_runtime::{CancellationToken, config::EnvReader, grpc::UpstreamSettings, values::Sku};
+use shop_runtime::{
+    CancellationToken,
+    config::EnvReader,
+    upstream::{Replicas, UpstreamSettings},
+    values::Sku,
+};
 use tonic::{Code, transport::Channel};
 
 use crate::support::{PlaceOrders, header, last_stored};
@@ -222,13 +227,17 @@ async fn price_of(stack: &Stack, sku: &str) -> anyhow::Result<i64> {
 /// A copy of the stack's catalog, as svc-order and svc-cart keep one,
 /// following the changes.
 async fn copy_of_catalog(stack: &Stack) -> anyhow::Result<(CachedCatalog, CancellationToken)> {
-    let upstream = UpstreamSettings::read(&mut EnvReader::from_map([("UPSTREAM_BREAKER_FAILURES", "1000")]));
+    let url = stack.grpc_url(Service::Inventory);
+    let mut env = EnvReader::from_map([("UPSTREAM_BREAKER_FAILURES", "1000"), ("CATALOG_URL", url.as_str())]);
+    let upstream = UpstreamSettings::read(&mut env);
+    let replicas = Replicas::read(&mut env, &shop_runtime::registry::INVENTORY, "CATALOG_URL");
+    env.finish()?;
     let settings = CacheSettings {
         ttl: Duration::from_secs(600),
         capacity: 100,
     };
-    let catalog = CachedCatalog::new(&stack.grpc_url(Service::Inventory), &upstream, &settings)?;
     let stop = CancellationToken::new();
+    let catalog = CachedCatalog::new(&replicas, &upstream, &settings, stop.clone());
     tokio::spawn(catalog.follow_changes(stack.jetstream().await?, stop.clone()).await?);
     assert!(catalog.follows_changes());
     Ok((catalog, stop))
