@@ -7,7 +7,7 @@
 //!
 //! - a gRPC server span ([`TraceLayer`]) continues the caller's
 //!   `traceparent` metadata (or starts a trace); a call to another service
-//!   sends the current span's ([`crate::grpc::TracedChannel`]);
+//!   sends the current span's ([`crate::upstream::Balanced`]);
 //! - an outbox row stores the carrier of the span that staged it; the relay's
 //!   publish span continues it and sends its own with the event; the
 //!   consumer's span continues that.

@@ -65,7 +65,7 @@ pub async fn resolve_periodically(upstreams: Arc<Upstreams>, interval: Duration,
 
 /// Reports each public service SERVING while some endpoint of its owner is,
 /// every `interval`; the overall status (`""`) is SERVING only while every
-/// upstream is.
+/// upstream is. From `shutdown` on, everything is NOT_SERVING.
 pub async fn report_health(
     upstreams: Arc<Upstreams>,
     reporter: HealthReporter,
@@ -100,8 +100,14 @@ pub async fn report_health(
             reporter.set_service_status("", overall).await;
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(interval) => {}
         }
+    }
+    // Going: said at once, so clients following the gateway's health (and
+    // a kubelet's probe) move to another replica, and watchers end their
+    // streams rather than hold the shutdown open.
+    for service in previous.keys() {
+        reporter.set_service_status(*service, ServingStatus::NotServing).await;
     }
 }

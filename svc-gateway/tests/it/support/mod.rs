@@ -164,6 +164,13 @@ impl Gateway {
         }
     }
 
+    /// Begins its shutdown, as SIGTERM does, and returns once it has
+    /// stopped.
+    pub(crate) async fn shut_down(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        (&mut self.task).await?
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
