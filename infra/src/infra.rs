@@ -569,6 +569,14 @@ impl ServerProcess {
         self.exit
     }
 
+    /// Sends the server its stop signal, and only the server (not its
+    /// watchdog, as [`signal`](Self::signal) would), without waiting: as an
+    /// orchestrator stops a container. [`try_wait`](Self::try_wait) tells
+    /// when it has exited.
+    pub fn request_stop(&mut self) {
+        self.lifeline.take();
+    }
+
     /// [`stop`](Self::stop) for `Drop`, which cannot await.
     fn stop_blocking(&mut self) {
         self.lifeline.take();

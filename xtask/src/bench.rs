@@ -94,7 +94,7 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
     }
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let layout = Layout::on_free_ports();
+    let layout = Layout::on_free_ports(1);
     let mut running = up::start_all(&layout, &bin_dir, &data, Some(&logs)).await?;
     let measured = measure(&layout, &running.urls, options).await;
     running.stop().await;

@@ -14,7 +14,7 @@
 //! violation, or a stack that does not settle, fails the run and keeps
 //! `.data/chaos/` (logs included) for a look.
 
-mod load;
+pub(crate) mod load;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -116,7 +116,7 @@ struct Report {
 
 impl Stack {
     async fn start(bin_dir: &Path, data: &Path) -> anyhow::Result<Self> {
-        let layout = Layout::on_free_ports();
+        let layout = Layout::on_free_ports(1);
         let ports = layout.infra_ports().context("a fault run starts its own servers")?;
         let nats = infra::start_nats(&data.join("nats"), ports.nats).await?;
         let postgres = infra::start_postgres(&data.join("postgres"), ports.postgres).await?;
@@ -179,20 +179,15 @@ impl Stack {
         self.ready().await?;
         let channel = up::gateway_channel(self.gateway_port).await?;
         let admin = up::issue_token(&channel, "chaos-admin", &["admin"]).await?;
-        load::stock_up(channel.clone(), &format!("Bearer {admin}").parse()?, options.seconds).await?;
+        let gateway = up::gateways(&[self.gateway_port]);
+        load::stock_up(gateway.clone(), &format!("Bearer {admin}").parse()?, options.seconds).await?;
         let initial_on_hand = on_hand(&self.books.inventory).await?;
-        let mut customers = Vec::new();
-        for n in 0..load::WORKERS * load::CUSTOMERS_PER_WORKER {
-            let user = format!("chaos-{}-{n}", options.seed);
-            let token = up::issue_token(&channel, &user, &["customer"]).await?;
-            customers.push(load::Customer {
-                bearer: format!("Bearer {token}").parse()?,
-            });
-        }
+        let customers = load::customers(&channel, &format!("chaos-{}", options.seed)).await?;
 
         let began = Instant::now();
         let until = began + Duration::from_secs(options.seconds);
-        let customers = tokio::spawn(load::drive(channel, customers, options.seed, until));
+        let stop = shop_runtime::CancellationToken::new();
+        let customers = tokio::spawn(load::drive(gateway, customers, "chaos", options.seed, stop.clone()));
         let mut rng = StdRng::seed_from_u64(options.seed);
         let mut injected: BTreeMap<&'static str, u32> = BTreeMap::new();
         let mut poison = Vec::new();
@@ -210,10 +205,12 @@ impl Stack {
             println!("chaos: {line}");
             writeln!(log, "  {line}")?;
         }
+        tokio::time::sleep_until(until).await;
+        stop.cancel();
         let tally = customers.await.context("the customers' task")?;
         let faults_ended = Instant::now();
         println!("chaos: load and faults over; waiting for the stack to settle");
-        let settled = self.settle().await;
+        let settled = settle(&self.books, &self.js).await;
 
         let mut verify = shop_verify::Options::new(chrono::Utc::now());
         verify.order_deadline = ORDER_DEADLINE;
@@ -257,10 +254,11 @@ impl Stack {
         writeln!(text, "service restarts by the supervisor: {restarts:?}")?;
         writeln!(
             text,
-            "customers: {} checkouts accepted ({} through the cart), {} cancellations asked, {} given up after {} attempts; failed calls by code: {:?}",
+            "customers: {} checkouts accepted ({} through the cart), {} cancellations asked ({:?} refused), {} given up after {} attempts; failed calls by code: {:?}",
             tally.accepted,
             tally.via_cart,
             tally.cancels_asked,
+            tally.answers,
             tally.abandoned,
             load::ATTEMPTS,
             tally.failed_calls
@@ -352,15 +350,7 @@ impl Stack {
     async fn ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let stock = on_hand(&self.books.inventory).await.unwrap_or_default();
-            let missing: Vec<String> = match shop_runtime::topology::backlogs(&self.js).await {
-                Ok(backlogs) => backlogs
-                    .into_iter()
-                    .filter(|b| b.state.is_none())
-                    .map(|b| b.consumer)
-                    .collect(),
-                Err(e) => vec![format!("all ({e})")],
-            };
+            let (stock, missing) = readiness(&self.books, &self.js).await;
             if !stock.is_empty() && missing.is_empty() {
                 return Ok(());
             }
@@ -426,57 +416,6 @@ impl Stack {
         supervised.process().signal(signal)
     }
 
-    /// Until every order is confirmed or cancelled, every consumer has
-    /// handled everything and every outbox is empty.
-    async fn settle(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let mut waiting = Vec::new();
-            let unsettled: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status IN ('pending', 'reserved')")
-                    .fetch_one(&self.books.order)
-                    .await
-                    .unwrap_or(-1);
-            if unsettled != 0 {
-                waiting.push(format!("{unsettled} orders unsettled"));
-            }
-            for (name, pool) in [
-                ("svc-order", &self.books.order),
-                ("svc-inventory", &self.books.inventory),
-                ("svc-payment", &self.books.payment),
-                ("svc-notify", &self.books.notify),
-            ] {
-                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(pool)
-                    .await
-                    .unwrap_or(-1);
-                if rows != 0 {
-                    waiting.push(format!("{rows} outbox rows in {name}"));
-                }
-            }
-            match shop_runtime::topology::backlogs(&self.js).await {
-                Ok(backlogs) => waiting.extend(backlogs.iter().filter(|b| !b.is_idle()).map(|b| {
-                    let state = b.state.unwrap_or(shop_runtime::topology::BacklogState {
-                        pending: 0,
-                        unacknowledged: 0,
-                    });
-                    format!(
-                        "{} has {} to deliver, {} unacknowledged",
-                        b.consumer, state.pending, state.unacknowledged
-                    )
-                })),
-                Err(e) => waiting.push(format!("consumers: {e:#}")),
-            }
-            if waiting.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("after {SETTLE_TIMEOUT:?}: {}", waiting.join("; "));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
     async fn stop(mut self) {
         self.tender.abort();
         for service in self.services.lock().await.iter_mut().rev() {
@@ -490,6 +429,56 @@ impl Stack {
         for server in [&mut self.redis, &mut self.postgres, &mut self.nats] {
             server.stop().await;
         }
+    }
+}
+
+/// Until every order is confirmed or cancelled, every consumer has
+/// handled everything and every outbox is empty.
+pub(crate) async fn settle(books: &shop_verify::Databases, js: &jetstream::Context) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let mut waiting = Vec::new();
+        let unsettled: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status IN ('pending', 'reserved')")
+            .fetch_one(&books.order)
+            .await
+            .unwrap_or(-1);
+        if unsettled != 0 {
+            waiting.push(format!("{unsettled} orders unsettled"));
+        }
+        for (name, pool) in [
+            ("svc-order", &books.order),
+            ("svc-inventory", &books.inventory),
+            ("svc-payment", &books.payment),
+            ("svc-notify", &books.notify),
+        ] {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap_or(-1);
+            if rows != 0 {
+                waiting.push(format!("{rows} outbox rows in {name}"));
+            }
+        }
+        match shop_runtime::topology::backlogs(js).await {
+            Ok(backlogs) => waiting.extend(backlogs.iter().filter(|b| !b.is_idle()).map(|b| {
+                let state = b.state.unwrap_or(shop_runtime::topology::BacklogState {
+                    pending: 0,
+                    unacknowledged: 0,
+                });
+                format!(
+                    "{} has {} to deliver, {} unacknowledged",
+                    b.consumer, state.pending, state.unacknowledged
+                )
+            })),
+            Err(e) => waiting.push(format!("consumers: {e:#}")),
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("after {SETTLE_TIMEOUT:?}: {}", waiting.join("; "));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -510,14 +499,32 @@ async fn tend(services: Arc<Mutex<Vec<Supervised>>>, restarts: Arc<std::sync::Mu
     }
 }
 
-async fn on_hand(inventory: &PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
+/// What the services have done of their start-up: the stock seeded, and
+/// the consumers still missing.
+pub(crate) async fn readiness(
+    books: &shop_verify::Databases,
+    js: &jetstream::Context,
+) -> (BTreeMap<String, i64>, Vec<String>) {
+    let stock = on_hand(&books.inventory).await.unwrap_or_default();
+    let missing: Vec<String> = match shop_runtime::topology::backlogs(js).await {
+        Ok(backlogs) => backlogs
+            .into_iter()
+            .filter(|b| b.state.is_none())
+            .map(|b| b.consumer)
+            .collect(),
+        Err(e) => vec![format!("all ({e})")],
+    };
+    (stock, missing)
+}
+
+pub(crate) async fn on_hand(inventory: &PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, on_hand FROM stock")
         .fetch_all(inventory)
         .await?;
     Ok(rows.into_iter().collect())
 }
 
-async fn outcomes(orders: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
+pub(crate) async fn outcomes(orders: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
         "SELECT upper(status) || coalesce(' (' || upper(cancel_reason) || ')', ''), count(*)
            FROM orders GROUP BY 1 ORDER BY 2 DESC",
@@ -526,7 +533,7 @@ async fn outcomes(orders: &PgPool) -> anyhow::Result<Vec<(String, i64)>> {
     .await?)
 }
 
-async fn longest_settlement(orders: &PgPool) -> anyhow::Result<f64> {
+pub(crate) async fn longest_settlement(orders: &PgPool) -> anyhow::Result<f64> {
     Ok(sqlx::query_scalar(
         "SELECT coalesce(max(EXTRACT(EPOCH FROM updated_at - created_at)), 0)::float8
            FROM orders WHERE status IN ('confirmed', 'cancelled')",

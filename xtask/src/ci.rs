@@ -78,6 +78,12 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         "fault run",
         cmd::cargo().args(["xtask", "chaos", "--seconds", "120", "--seed", CHAOS_SEED]),
     )?;
+    // Two of everything and a NATS cluster: node loss, kills and a rolling
+    // restart, then the books; `--seconds 60` for the long run.
+    step(
+        "scale-out run",
+        cmd::cargo().args(["xtask", "scale-out", "--seconds", "20"]),
+    )?;
 
     println!("==> all checks passed");
     Ok(())

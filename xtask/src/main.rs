@@ -11,6 +11,8 @@
 //! - `load`: checkouts at fixed arrival rates through the gateway of `up`.
 //! - `bench`: the platform's speed against this machine's storage floor.
 //! - `chaos`: a fault run, ending with the books checked.
+//! - `scale-out`: two replicas of everything and a NATS cluster, through
+//!   node loss, kills and a rolling restart, ending with the books checked.
 //! - `storefront`: the storefront's browser tests on a stack of their own.
 
 mod bench;
@@ -23,6 +25,7 @@ mod install;
 mod load;
 mod observe;
 mod ports;
+mod scale_out;
 mod supervise;
 mod up;
 mod verify;
@@ -53,6 +56,13 @@ commands:
              --nats-cluster
                         NATS as the three-node cluster of nats/cluster/
                         (clients on 4222-4224), every stream on all three
+             --replicas <n>
+                        n (1 to 9, default 1) of every service, the gateway
+                        too, started one after another; replica k > 1 is
+                        svc-order-k, on its service's ports + 100·(k-1)
+                        (gateways on 8080, 8180, …); each service is told
+                        every replica of those it calls (ORDER_URL=a,b); a
+                        second stack beside it needs SHOP_PORT_OFFSET=100·n
              --observe  also run a trace collector (OTLP on 127.0.0.1:4317,
                         spans in .data/traces/) that the services export to,
                         and Prometheus (http://127.0.0.1:19090) scraping them
@@ -100,6 +110,15 @@ commands:
            PostgreSQL freeze, provider outage, link latency/resets/blackholes,
            replays, poison); then it waits for the stack to settle and checks
            the books as `verify` does; exit 1 on any violation
+  scale-out [--seconds 20] [--release]
+           a stack of its own on free ports (data in .data/scale-out): a
+           three-node NATS cluster (streams on all three), two replicas of
+           every service; customers check out through both gateways while
+           the NATS node leading ORDERS is killed and started again, one
+           replica of every service is killed, then every replica is
+           restarted in turn (SIGTERM); fails on a failed call during the
+           rolling restart, a stranded order or any violation of the books.
+           --seconds: the steady and the fault phases' length
   storefront
            build the storefront and run its browser tests (Playwright driving
            /usr/bin/chromium) against a stack of their own on free ports;
@@ -176,6 +195,13 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ("scale-out", flags) => match scale_out_options(flags) {
+            Ok(options) => scale_out::run(options).await,
+            Err(message) => {
+                eprintln!("{message}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ("help" | "-h" | "--help", []) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -200,12 +226,20 @@ async fn main() -> ExitCode {
 
 fn up_options(flags: &[&str]) -> Result<up::Options, String> {
     let mut options = up::Options::default();
-    for flag in flags {
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
         match *flag {
             "--release" => options.release = true,
             "--check" => options.check = true,
             "--observe" => options.observe = true,
             "--nats-cluster" => options.nats_cluster = true,
+            "--replicas" => {
+                options.replicas = flags
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=ports::MAX_REPLICAS).contains(n))
+                    .ok_or(format!("`--replicas` needs a number from 1 to {}", ports::MAX_REPLICAS))?
+            }
             other => return Err(format!("`up` has no option `{other}`")),
         }
     }
@@ -290,6 +324,28 @@ fn fresh_check_options(flags: &[&str]) -> Result<fresh_check::Options, String> {
     Ok(options)
 }
 
+fn scale_out_options(flags: &[&str]) -> Result<scale_out::Options, String> {
+    let mut options = scale_out::Options {
+        seconds: 20,
+        release: false,
+    };
+    let mut flags = flags.iter();
+    while let Some(flag) = flags.next() {
+        match *flag {
+            "--seconds" => {
+                options.seconds = flags
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s| *s >= 10)
+                    .ok_or("`--seconds` needs a number, at least 10")?
+            }
+            "--release" => options.release = true,
+            other => return Err(format!("`scale-out` has no option `{other}`")),
+        }
+    }
+    Ok(options)
+}
+
 fn chaos_options(flags: &[&str]) -> Result<chaos::Options, String> {
     let mut options = chaos::Options {
         seconds: 120,
@@ -315,4 +371,26 @@ fn chaos_options(flags: &[&str]) -> Result<chaos::Options, String> {
         return Err("`--seconds` must be at least 30: faults need room between them".into());
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_takes_a_replica_count_from_one_to_the_most_the_ports_allow() {
+        assert_eq!(up_options(&[]).expect("no flags").replicas, 1);
+        let options = up_options(&["--check", "--replicas", "3"]).expect("three");
+        assert!(options.check);
+        assert_eq!(options.replicas, 3);
+        for wrong in [
+            &["--replicas"][..],
+            &["--replicas", "0"],
+            &["--replicas", "10"],
+            &["--replicas", "two"],
+        ] {
+            let error = up_options(wrong).expect_err("refused");
+            assert_eq!(error, "`--replicas` needs a number from 1 to 9", "{wrong:?}");
+        }
+    }
 }

@@ -37,6 +37,31 @@ pub(crate) fn shifted(base: u16, offset: u16) -> anyhow::Result<u16> {
     }
 }
 
+/// How far apart the ports of a service's replicas are (`up --replicas`):
+/// replica k listens on its service's ports plus `REPLICA_STEP * (k - 1)`.
+/// Steps of 100 keep clear of the other ports: from the gateway's 8080 and
+/// the admin ports 9051-9080, from each other, and from 9090 and 9100,
+/// where Debian's own Prometheus and node exporter listen.
+pub(crate) const REPLICA_STEP: u16 = 100;
+
+/// The most replicas of a service `up` starts, so their names keep one
+/// digit (`svc-order-9`); the steps would allow ten (an eleventh gateway's
+/// 8080 + 1000 is the first one's admin port).
+pub(crate) const MAX_REPLICAS: usize = 9;
+
+/// The port of replica `replica` (from 1) of a server whose first replica
+/// listens on `base`, moved by `offset`.
+pub(crate) fn of_replica(base: u16, replica: usize, offset: u16) -> anyhow::Result<u16> {
+    let step = replica
+        .checked_sub(1)
+        .and_then(|k| u16::try_from(k).ok())
+        .and_then(|k| k.checked_mul(REPLICA_STEP));
+    match step.and_then(|step| base.checked_add(step)) {
+        Some(port) => shifted(port, offset),
+        None => bail!("replica {replica} of the server on port {base} has no port (past 65535, or not from 1)"),
+    }
+}
+
 /// Fails unless every port in `needed` is free on 127.0.0.1, naming each
 /// taken one, what it was for and, where this user may see it, the process
 /// that holds it.
@@ -61,7 +86,8 @@ pub(crate) fn check_free(needed: &[Port]) -> anyhow::Result<()> {
     let _ = write!(
         message,
         "\nStop what holds them, or run this stack beside it on other ports: \
-         {OFFSET_VAR}=<n> moves every port by n (e.g. {OFFSET_VAR}=100). \
+         {OFFSET_VAR}=<n> moves every port by n (e.g. {OFFSET_VAR}=100; beside \
+         `up --replicas N`, 100·N). \
          NATS_URL, DATABASE_URL and REDIS_URL use servers that are already running instead."
     );
     bail!(message)
@@ -225,5 +251,17 @@ mod tests {
         assert_eq!(shifted(8080, 100).expect("fits"), 8180);
         let error = shifted(65000, 1000).expect_err("past the end");
         assert!(error.to_string().contains("past 65535"), "{error}");
+    }
+
+    #[test]
+    fn replicas_step_by_a_hundred_before_the_offset_and_refuse_to_overflow() {
+        assert_eq!(of_replica(50051, 1, 0).expect("fits"), 50051);
+        assert_eq!(of_replica(50051, 2, 0).expect("fits"), 50151);
+        assert_eq!(of_replica(8080, 3, 1000).expect("fits"), 9280);
+        let error = of_replica(65000, 9, 0).expect_err("past the end");
+        assert!(error.to_string().contains("past 65535"), "{error}");
+        let error = of_replica(50055, MAX_REPLICAS, 15000).expect_err("the offset moves it past the end");
+        assert!(error.to_string().contains(OFFSET_VAR), "{error}");
+        of_replica(8080, 0, 0).expect_err("replicas count from 1");
     }
 }

@@ -8,7 +8,9 @@
 //! [`supervise`](crate::supervise)); everything runs until Ctrl-C or until a
 //! server of the infrastructure exits (with `--check`: until one checkout
 //! through the gateway is confirmed), then stops in reverse order: services,
-//! then infrastructure.
+//! then infrastructure. With `--replicas N`, every service runs N times,
+//! each replica on ports of its own, and each service is told where all
+//! replicas of the others are.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +27,7 @@ use crate::supervise::{Restarts, Supervised, Tended};
 use crate::{cmd, install};
 
 /// What `cargo xtask up` was asked for.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Options {
     /// Build and run release binaries.
     pub release: bool,
@@ -36,6 +38,20 @@ pub(crate) struct Options {
     pub observe: bool,
     /// Run NATS as the three-node cluster of `nats/cluster/`, streams at R3.
     pub nats_cluster: bool,
+    /// How many of each service to run (from 1; see [`Layout::with_replicas`]).
+    pub replicas: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            release: false,
+            check: false,
+            observe: false,
+            nats_cluster: false,
+            replicas: 1,
+        }
+    }
 }
 
 /// The ports of the servers `up` starts itself. PostgreSQL and Redis stay
@@ -112,11 +128,17 @@ pub(crate) struct Layout {
     nats: Infra,
     postgres: Infra,
     redis: Infra,
+    /// Every replica of every service, a service's replicas together and in
+    /// the order of [`SERVICES`].
     pub(crate) services: Vec<Placed>,
+    /// How many replicas of each service there are.
+    replicas: usize,
     /// Where the services send their spans, if anywhere.
     pub(crate) otlp_endpoint: Option<String>,
     /// The nodes, when NATS runs as a three-node cluster here.
     nats_cluster: Option<[infra::ClusterPorts; 3]>,
+    /// Settings every service is given on top of the stack's own.
+    pub(crate) service_env: Vec<(&'static str, String)>,
 }
 
 /// A server the environment points at, or one to start on a port.
@@ -136,8 +158,43 @@ impl Infra {
 
 pub(crate) struct Placed {
     pub(crate) service: &'static ServiceSpec,
+    /// Which of the service's replicas, from 1.
+    pub(crate) replica: usize,
     pub(crate) grpc_port: u16,
     pub(crate) admin_port: u16,
+}
+
+impl Placed {
+    /// Its process and log name: the first replica is the service's own
+    /// name, so a stack of one replica reads as it always has; the others
+    /// add their number (`svc-order-2`).
+    pub(crate) fn name(&self) -> String {
+        match self.replica {
+            1 => self.service.name.to_owned(),
+            k => format!("{}-{k}", self.service.name),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+/// Every service `replicas` times on its fixed ports (see
+/// [`ports::of_replica`]) moved by `offset`.
+fn placed(offset: u16, replicas: usize) -> anyhow::Result<Vec<Placed>> {
+    let mut services = Vec::with_capacity(SERVICES.len() * replicas);
+    for service in SERVICES {
+        for replica in 1..=replicas {
+            services.push(Placed {
+                service,
+                replica,
+                grpc_port: ports::of_replica(service.grpc_port, replica, offset)?,
+                admin_port: ports::of_replica(service.admin_port, replica, offset)?,
+            });
+        }
+    }
+    Ok(services)
 }
 
 impl Layout {
@@ -154,24 +211,16 @@ impl Layout {
                 None => Infra::Start(ports::shifted(port, offset)?),
             })
         };
-        let services = SERVICES
-            .iter()
-            .map(|service| {
-                Ok(Placed {
-                    service,
-                    grpc_port: ports::shifted(service.grpc_port, offset)?,
-                    admin_port: ports::shifted(service.admin_port, offset)?,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             offset,
             nats: infra("NATS_URL", NATS_PORT)?,
             postgres: infra("DATABASE_URL", POSTGRES_PORT)?,
             redis: infra("REDIS_URL", REDIS_PORT)?,
-            services,
+            services: placed(offset, 1)?,
+            replicas: 1,
             otlp_endpoint: None,
             nats_cluster: None,
+            service_env: Vec::new(),
         })
     }
 
@@ -190,9 +239,26 @@ impl Layout {
         Ok(self)
     }
 
-    /// Every server on a port that was free a moment ago, for a stack that
-    /// must not meet any other (a fault run, next to a running `up`).
-    pub(crate) fn on_free_ports() -> Self {
+    /// `replicas` of every service (from 1, at most
+    /// [`ports::MAX_REPLICAS`]), replica k on its service's ports moved by
+    /// k - 1 steps of [`ports::REPLICA_STEP`] and then by the offset: fixed
+    /// ports, which a tool told the count finds again.
+    pub(crate) fn with_replicas(mut self, replicas: usize) -> anyhow::Result<Self> {
+        if !(1..=ports::MAX_REPLICAS).contains(&replicas) {
+            bail!(
+                "{replicas} replicas: `up` runs 1 to {} of each service",
+                ports::MAX_REPLICAS
+            );
+        }
+        self.services = placed(self.offset, replicas)?;
+        self.replicas = replicas;
+        Ok(self)
+    }
+
+    /// Every server, and `replicas` of every service, on a port that was
+    /// free a moment ago, for a stack that must not meet any other (a fault
+    /// run, next to a running `up`).
+    pub(crate) fn on_free_ports(replicas: usize) -> Self {
         let free = || Infra::Start(infra::free_port());
         Self {
             offset: 0,
@@ -201,15 +267,35 @@ impl Layout {
             redis: free(),
             services: SERVICES
                 .iter()
-                .map(|service| Placed {
-                    service,
-                    grpc_port: infra::free_port(),
-                    admin_port: infra::free_port(),
+                .flat_map(|service| {
+                    (1..=replicas).map(move |replica| Placed {
+                        service,
+                        replica,
+                        grpc_port: infra::free_port(),
+                        admin_port: infra::free_port(),
+                    })
                 })
                 .collect(),
+            replicas,
             otlp_endpoint: None,
             nats_cluster: None,
+            service_env: Vec::new(),
         }
+    }
+
+    /// NATS as a three-node cluster on ports that were free a moment ago.
+    pub(crate) fn with_free_nats_cluster(mut self) -> Self {
+        let node = || infra::ClusterPorts {
+            port: infra::free_port(),
+            route_port: infra::free_port(),
+        };
+        self.nats_cluster = Some([node(), node(), node()]);
+        self
+    }
+
+    /// The nodes of the NATS cluster this layout starts, if it does.
+    pub(crate) fn nats_nodes(&self) -> Option<&[infra::ClusterPorts; 3]> {
+        self.nats_cluster.as_ref()
     }
 
     /// The port of a server this layout starts itself.
@@ -239,14 +325,19 @@ impl Layout {
             Infra::Given { .. } => None,
         });
         let services = self.services.iter().flat_map(|placed| {
+            // "svc-order gRPC", or with several: "svc-order replica 2 gRPC".
+            let who = match self.replicas {
+                1 => placed.service.name.to_owned(),
+                _ => format!("{} replica {}", placed.service.name, placed.replica),
+            };
             [
                 Port {
                     number: placed.grpc_port,
-                    purpose: format!("{} gRPC", placed.service.name),
+                    purpose: format!("{who} gRPC"),
                 },
                 Port {
                     number: placed.admin_port,
-                    purpose: format!("{} admin", placed.service.name),
+                    purpose: format!("{who} admin"),
                 },
             ]
         });
@@ -274,11 +365,27 @@ impl Layout {
         }
     }
 
+    /// The gRPC port of the first gateway.
     pub(crate) fn gateway_port(&self) -> Option<u16> {
-        self.services
-            .iter()
-            .find(|placed| *placed.service == registry::GATEWAY)
+        self.gateway_ports().first().copied()
+    }
+
+    /// The gRPC ports of every gateway, first replica first, for load
+    /// spread over them.
+    pub(crate) fn gateway_ports(&self) -> Vec<u16> {
+        self.replicas_of(&registry::GATEWAY)
             .map(|placed| placed.grpc_port)
+            .collect()
+    }
+
+    fn replicas_of<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a Placed> {
+        self.services.iter().filter(move |placed| placed.service == service)
+    }
+
+    /// Where the others are told `service` is: every replica's URL, first
+    /// replica first, comma-separated (a single URL for one replica).
+    fn urls_of(&self, service: &ServiceSpec) -> String {
+        self.replicas_of(service).map(Placed::url).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -300,12 +407,16 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let began = Instant::now();
     install::run().context("install")?;
     let root = cmd::root();
-    let mut layout = Layout::from_env()?;
+    let mut layout = Layout::from_env()?.with_replicas(options.replicas)?;
     if options.nats_cluster {
         layout = layout.with_nats_cluster()?;
     }
     let data = layout.data_dir(&root);
     let observe = options.observe.then(|| Observe::at(layout.offset)).transpose()?;
+    if observe.is_some() && options.replicas > 1 {
+        // Its config names one admin port per service.
+        eprintln!("warning: Prometheus scrapes one replica of each service");
+    }
     layout.otlp_endpoint = observe.as_ref().map(Observe::otlp_endpoint);
     let mut needed = layout.ports();
     needed.extend(observe.iter().flat_map(Observe::ports));
@@ -356,8 +467,11 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     );
 
     let outcome = if options.check {
-        match gateway {
-            Some(port) => first_checkout(port, began).await,
+        // With several gateways, the order is watched through the last:
+        // their tokens and the services behind them are shared.
+        let last = layout.gateway_ports().last().copied();
+        match gateway.zip(last) {
+            Some((first, last)) => first_checkout(first, last, began).await,
             None => Err(anyhow::anyhow!("--check needs the gateway, which did not start")),
         }
     } else {
@@ -402,7 +516,7 @@ impl Running<'_> {
     /// Stops the services, last started first, then the servers.
     pub(crate) async fn stop(&mut self) {
         for (placed, process) in self.services.iter_mut().rev() {
-            println!("stopping {}", placed.service.name);
+            println!("stopping {}", placed.name());
             process.stop().await;
         }
         for process in self.infra.iter_mut().rev() {
@@ -435,17 +549,22 @@ pub(crate) async fn start_all<'a>(
         missing: Vec::new(),
         urls,
     };
+    // One after another: the first gateway makes the dev auth key the
+    // others then read.
     for placed in &layout.services {
         let service = placed.service;
         let binary = bin_dir.join(service.name);
         if !binary.is_file() {
-            running.missing.push(service.name);
+            if !running.missing.contains(&service.name) {
+                running.missing.push(service.name);
+            }
             continue;
         }
         let command = service_command(placed, layout, &binary, &running.urls, &root, data)?;
-        println!("starting {} on 127.0.0.1:{}", service.name, placed.grpc_port);
-        let log = logs.map(|dir| dir.join(format!("{}.log", service.name)));
-        let mut supervised = Supervised::spawn(service.name, command, Restarts::default(), log)?;
+        let name = placed.name();
+        println!("starting {name} on 127.0.0.1:{}", placed.grpc_port);
+        let log = logs.map(|dir| dir.join(format!("{name}.log")));
+        let mut supervised = Supervised::spawn(&name, command, Restarts::default(), log)?;
         let port = placed.grpc_port;
         supervised
             .process()
@@ -581,10 +700,11 @@ pub(crate) fn service_command(
         .env("NATS_URL", &urls.nats)
         .env("GRPC_LISTEN_ADDR", format!("127.0.0.1:{}", placed.grpc_port))
         .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", placed.admin_port));
-    // Where the others are; each service reads the ones it calls.
-    for other in &layout.services {
-        for var in other.service.url_vars {
-            command.env(var, format!("http://127.0.0.1:{}", other.grpc_port));
+    // Where the others are, every replica; each service reads the ones it
+    // calls.
+    for other in SERVICES {
+        for var in other.url_vars {
+            command.env(var, layout.urls_of(other));
         }
     }
     // The gateway vouches for callers with the stack's key; the services
@@ -620,6 +740,9 @@ pub(crate) fn service_command(
         command.env("REDIS_URL", &urls.redis);
     } else {
         command.env_remove("REDIS_URL");
+    }
+    for (var, value) in &layout.service_env {
+        command.env(var, value);
     }
     for (var, value) in dev_env(service) {
         if std::env::var_os(var).is_none() {
@@ -705,6 +828,33 @@ async fn dev_tokens(gateway: u16) -> anyhow::Result<DevTokens> {
     })
 }
 
+/// A channel over every gateway on `ports`, as a client spreading its calls
+/// over them uses one: each call goes to the next serving gateway, and on
+/// to the next when one refuses it (see `shop_runtime::upstream`).
+pub(crate) fn gateways(ports: &[u16]) -> shop_runtime::upstream::Balanced {
+    use shop_runtime::upstream::{Balanced, ReachSettings, Replicas, Target, Upstream};
+    let replicas = Replicas {
+        urls: ports
+            .iter()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        targets: ports
+            .iter()
+            .map(|port| Target {
+                host: "127.0.0.1".into(),
+                port: *port,
+            })
+            .collect(),
+    };
+    let reach = ReachSettings {
+        // A gateway back from a restart takes calls again within a second.
+        health_interval: Duration::from_secs(1),
+        ..ReachSettings::default()
+    };
+    Balanced::new(Upstream::new("gateway", &replicas, reach, None))
+}
+
 pub(crate) async fn gateway_channel(port: u16) -> anyhow::Result<tonic::transport::Channel> {
     let url = format!("http://127.0.0.1:{port}");
     tonic::transport::Endpoint::from_shared(url.clone())?
@@ -732,8 +882,9 @@ pub(crate) async fn issue_token(
 }
 
 /// `--check`: one checkout as a customer would make it through the gateway
-/// (cart, checkout, WatchOrder), which must end CONFIRMED.
-async fn first_checkout(gateway: u16, up_began: Instant) -> anyhow::Result<()> {
+/// on port `gateway` (cart, checkout), watched with WatchOrder through the
+/// one on `watching` (the same, or another replica) until it is CONFIRMED.
+async fn first_checkout(gateway: u16, watching: u16, up_began: Instant) -> anyhow::Result<()> {
     use shop_proto::cart::v1::{AddItemRequest, CheckoutRequest, cart_service_client::CartServiceClient};
     use shop_proto::order::v1::{OrderStatus, WatchOrderRequest, order_service_client::OrderServiceClient};
 
@@ -769,7 +920,12 @@ async fn first_checkout(gateway: u16, up_began: Instant) -> anyhow::Result<()> {
         .into_inner();
     println!("check: order {} accepted", order.order_id);
 
-    let mut updates = OrderServiceClient::new(channel)
+    let watching = if watching == gateway {
+        channel
+    } else {
+        gateway_channel(watching).await?
+    };
+    let mut updates = OrderServiceClient::new(watching)
         .watch_order(authorized(
             &bearer,
             WatchOrderRequest {
@@ -822,14 +978,21 @@ fn print_summary(
     println!("NATS      {}   (export NATS_URL={0} for the nats CLI)", urls.nats);
     println!("Postgres  {}", urls.postgres);
     println!("Redis     {}", urls.redis);
+    // Wide enough for "svc-inventory-2".
+    let width = services
+        .iter()
+        .map(|(placed, _)| placed.name().len())
+        .fold(13, usize::max);
     for (placed, _) in services {
         println!(
-            "{:<13} gRPC 127.0.0.1:{}  admin 127.0.0.1:{}",
-            placed.service.name, placed.grpc_port, placed.admin_port
+            "{:<width$} gRPC 127.0.0.1:{}  admin 127.0.0.1:{}",
+            placed.name(),
+            placed.grpc_port,
+            placed.admin_port
         );
     }
     for name in missing {
-        println!("{name:<13} not started: no binary built for it yet");
+        println!("{name:<width$} not started: no binary built for it yet");
     }
     if let Some(observing) = observing {
         observing.print_summary();
@@ -907,5 +1070,172 @@ async fn watch(services: &mut [(&Placed, Supervised)], infra: &mut [ServerProces
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A directory of its own under the system's temporary one, for what
+    /// `service_command` makes (the identity keys, the services' data).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-up-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The variables of `command`, as the process would be given them.
+    fn envs(command: &Command) -> BTreeMap<String, String> {
+        command
+            .get_envs()
+            .filter_map(|(var, value)| Some((var.to_str()?.to_owned(), value?.to_str()?.to_owned())))
+            .collect()
+    }
+
+    /// The variables `up` gives each replica of every service of `layout`.
+    fn commands(layout: &Layout, name: &str) -> anyhow::Result<Vec<(String, BTreeMap<String, String>)>> {
+        let data = scratch(name);
+        let urls = Urls {
+            nats: "nats://127.0.0.1:4222".into(),
+            postgres: "postgres://127.0.0.1:15432".into(),
+            redis: "redis://127.0.0.1:16379".into(),
+        };
+        let commands = layout
+            .services
+            .iter()
+            .map(|placed| {
+                let command = service_command(placed, layout, Path::new("/bin/true"), &urls, &data, &data)?;
+                Ok((placed.name(), envs(&command)))
+            })
+            .collect();
+        let _ = std::fs::remove_dir_all(&data);
+        commands
+    }
+
+    #[test]
+    fn with_replicas_every_port_up_listens_on_is_its_own() -> anyhow::Result<()> {
+        for replicas in [2, ports::MAX_REPLICAS] {
+            for cluster in [false, true] {
+                let mut layout = Layout::with_offset(0)?.with_replicas(replicas)?;
+                if cluster {
+                    layout = layout.with_nats_cluster()?;
+                }
+                let mut needed = layout.ports();
+                needed.extend(Observe::at(0)?.ports());
+                assert_eq!(layout.services.len(), SERVICES.len() * replicas);
+                let mut seen = BTreeMap::new();
+                for port in &needed {
+                    if let Some(other) = seen.insert(port.number, &port.purpose) {
+                        panic!("{} for both {other} and {}", port.number, port.purpose);
+                    }
+                    // Where Debian's own Prometheus and node exporter listen.
+                    assert!(![9090, 9100].contains(&port.number), "{port:?}");
+                }
+                assert!(
+                    needed.iter().any(|p| p.purpose == "svc-order replica 2 gRPC"),
+                    "{needed:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_replica_keeps_the_registry_ports_names_and_purposes() -> anyhow::Result<()> {
+        let layout = Layout::with_offset(0)?;
+        let placed: Vec<_> = layout
+            .services
+            .iter()
+            .map(|p| (p.name(), p.replica, p.grpc_port, p.admin_port))
+            .collect();
+        let registry: Vec<_> = SERVICES
+            .iter()
+            .map(|s| (s.name.to_owned(), 1, s.grpc_port, s.admin_port))
+            .collect();
+        assert_eq!(placed, registry);
+        assert!(layout.ports().iter().any(|p| p.purpose == "svc-order gRPC"));
+        assert_eq!(layout.gateway_ports(), [registry::GATEWAY.grpc_port]);
+        Ok(())
+    }
+
+    #[test]
+    fn replicas_past_the_first_move_by_steps_and_are_named_by_number() -> anyhow::Result<()> {
+        let layout = Layout::with_offset(10)?.with_replicas(3)?;
+        let orders: Vec<_> = layout
+            .services
+            .iter()
+            .filter(|p| *p.service == registry::ORDER)
+            .map(|p| (p.name(), p.grpc_port, p.admin_port))
+            .collect();
+        assert_eq!(
+            orders,
+            [
+                ("svc-order".to_owned(), 50061, 9061),
+                ("svc-order-2".to_owned(), 50161, 9161),
+                ("svc-order-3".to_owned(), 50261, 9261),
+            ]
+        );
+        assert_eq!(layout.gateway_ports(), [8090, 8190, 8290]);
+        assert_eq!(layout.gateway_port(), Some(8090));
+        for wrong in [0, ports::MAX_REPLICAS + 1] {
+            assert!(
+                Layout::with_offset(0)?.with_replicas(wrong).is_err(),
+                "{wrong} replicas"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_service_is_told_every_replica_of_the_others() -> anyhow::Result<()> {
+        let layout = Layout::with_offset(0)?.with_replicas(2)?;
+        let commands = commands(&layout, "replicas")?;
+        assert_eq!(commands.len(), SERVICES.len() * 2);
+        for (name, env) in &commands {
+            for other in SERVICES {
+                let replicas: Vec<String> = layout
+                    .services
+                    .iter()
+                    .filter(|p| p.service == *other)
+                    .map(|p| format!("http://127.0.0.1:{}", p.grpc_port))
+                    .collect();
+                assert_eq!(replicas.len(), 2);
+                for var in other.url_vars {
+                    assert_eq!(env.get(*var), Some(&replicas.join(",")), "{var} of {name}");
+                }
+            }
+        }
+        let (_, gateway_2) = commands
+            .iter()
+            .find(|(name, _)| name == "svc-gateway-2")
+            .expect("listed");
+        assert_eq!(gateway_2["ORDER_URL"], "http://127.0.0.1:50051,http://127.0.0.1:50151");
+        assert_eq!(gateway_2["GRPC_LISTEN_ADDR"], "127.0.0.1:8180");
+        assert_eq!(gateway_2["ADMIN_LISTEN_ADDR"], "127.0.0.1:9180");
+        // Every gateway signs dev tokens with the one key file.
+        let keys: Vec<_> = commands
+            .iter()
+            .filter(|(name, _)| name.starts_with("svc-gateway"))
+            .map(|(_, env)| &env["DEV_AUTH_KEY_FILE"])
+            .collect();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0], keys[1]);
+        Ok(())
+    }
+
+    #[test]
+    fn with_one_replica_a_service_is_told_one_url_as_before() -> anyhow::Result<()> {
+        let layout = Layout::with_offset(0)?;
+        for (name, env) in commands(&layout, "single")? {
+            for other in SERVICES {
+                for var in other.url_vars {
+                    assert_eq!(env.get(*var), Some(&other.default_url()), "{var} of {name}");
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -61,7 +61,7 @@ pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
     }
     std::fs::create_dir_all(&data)?;
-    let layout = up::Layout::on_free_ports();
+    let layout = up::Layout::on_free_ports(1);
     let gateway = layout.gateway_port().context("the layout has a gateway")?;
     let mut running = up::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
     if !running.missing.is_empty() {

@@ -19,9 +19,9 @@ use shop_proto::cart::v1::{AddItemRequest, CheckoutRequest, cart_service_client:
 use shop_proto::order::v1::{
     CancelOrderRequest, OrderLine, PlaceOrderRequest, order_service_client::OrderServiceClient,
 };
-use tokio::time::Instant;
+use shop_runtime::CancellationToken;
+use shop_runtime::upstream::Balanced;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::Channel;
 
 use crate::up::authorized;
 
@@ -31,34 +31,62 @@ const SCARCE: &str = "SKU-BAG-001";
 /// The simulator's methods: approved, declined, charged with its answer lost.
 const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
 /// Attempts per call (the same idempotency key each time).
-pub(super) const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Between one worker's checkouts; with the workers below, about ten
 /// checkouts a second, within the gateway's per-customer order limit.
 const PACE: Duration = Duration::from_millis(400);
 pub(super) const WORKERS: usize = 4;
+/// Failed calls described in full in a [`Tally`].
+const FAILURES_KEPT: usize = 10;
 pub(super) const CUSTOMERS_PER_WORKER: usize = 3;
 
 /// What the customers saw.
 #[derive(Default, Debug)]
-pub(super) struct Tally {
+pub(crate) struct Tally {
     pub accepted: u64,
     pub via_cart: u64,
     pub cancels_asked: u64,
     /// Calls that failed, by gRPC code (all attempts counted).
     pub failed_calls: BTreeMap<String, u64>,
+    /// The first few failed calls: method, code and message.
+    pub failures: Vec<String>,
+    /// Refusals that are the service's answer (a cancellation too late), by
+    /// gRPC code.
+    pub answers: BTreeMap<String, u64>,
     /// Checkouts given up after every attempt failed.
     pub abandoned: u64,
 }
 
 /// A customer, as the bearer token the gateway gave them.
 #[derive(Clone)]
-pub(super) struct Customer {
+pub(crate) struct Customer {
     pub bearer: AsciiMetadataValue,
 }
 
-/// Runs `WORKERS` workers until `until`.
-pub(super) async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64, until: Instant) -> Tally {
+/// Every customer the workers play, named `<prefix>-<n>`, with a token
+/// from the gateway's development auth on `channel`.
+pub(crate) async fn customers(channel: &tonic::transport::Channel, prefix: &str) -> anyhow::Result<Vec<Customer>> {
+    let mut customers = Vec::new();
+    for n in 0..WORKERS * CUSTOMERS_PER_WORKER {
+        let token = crate::up::issue_token(channel, &format!("{prefix}-{n}"), &["customer"]).await?;
+        customers.push(Customer {
+            bearer: format!("Bearer {token}").parse()?,
+        });
+    }
+    Ok(customers)
+}
+
+/// Runs `WORKERS` workers until `stop`; each finishes the checkout it is
+/// making. Their idempotency keys start with `run`: runs on the same
+/// stack must name themselves apart.
+pub(crate) async fn drive(
+    channel: Balanced,
+    customers: Vec<Customer>,
+    run: &str,
+    seed: u64,
+    stop: CancellationToken,
+) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let workers: Vec<_> = customers
         .chunks(CUSTOMERS_PER_WORKER)
@@ -70,9 +98,9 @@ pub(super) async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64,
                 cart: CartServiceClient::new(channel.clone()),
                 customers: customers.to_vec(),
                 tally: tally.clone(),
-                name: format!("w{n}"),
+                name: format!("{run}-w{n}"),
             };
-            tokio::spawn(worker.run(until))
+            tokio::spawn(worker.run(stop.clone()))
         })
         .collect();
     for worker in workers {
@@ -84,17 +112,17 @@ pub(super) async fn drive(channel: Channel, customers: Vec<Customer>, seed: u64,
 
 struct Worker {
     rng: StdRng,
-    orders: OrderServiceClient<Channel>,
-    cart: CartServiceClient<Channel>,
+    orders: OrderServiceClient<Balanced>,
+    cart: CartServiceClient<Balanced>,
     customers: Vec<Customer>,
     tally: Arc<Mutex<Tally>>,
     name: String,
 }
 
 impl Worker {
-    async fn run(mut self, until: Instant) {
+    async fn run(mut self, stop: CancellationToken) {
         let mut n = 0u64;
-        while Instant::now() < until {
+        while !stop.is_cancelled() {
             n += 1;
             let customer = self.customers[n as usize % self.customers.len()].clone();
             let key = format!("{}-{n}", self.name);
@@ -150,7 +178,7 @@ impl Worker {
         };
         let orders = self.orders.clone();
         let order = self
-            .attempts(|| {
+            .attempts("PlaceOrder", &[], || {
                 let mut orders = orders.clone();
                 let request = authorized(&customer.bearer, request.clone());
                 async move { orders.place_order(request).await }
@@ -167,7 +195,7 @@ impl Worker {
                 quantity: line.quantity,
             };
             let cart = self.cart.clone();
-            self.attempts(|| {
+            self.attempts("AddItem", &[], || {
                 let mut cart = cart.clone();
                 let request = authorized(&customer.bearer, request.clone());
                 async move { cart.add_item(request).await }
@@ -180,7 +208,7 @@ impl Worker {
         };
         let cart = self.cart.clone();
         let order = self
-            .attempts(|| {
+            .attempts("Checkout", &[], || {
                 let mut cart = cart.clone();
                 let request = authorized(&customer.bearer, request.clone());
                 async move { cart.checkout(request).await }
@@ -199,9 +227,9 @@ impl Worker {
             order_id: order_id.to_owned(),
         };
         let orders = self.orders.clone();
-        // FAILED_PRECONDITION (already confirmed) is an answer, not a failure.
+        // FAILED_PRECONDITION (already settled) is an answer, not a failure.
         let _ = self
-            .attempts(|| {
+            .attempts("CancelOrder", &[tonic::Code::FailedPrecondition], || {
                 let mut orders = orders.clone();
                 let request = authorized(&customer.bearer, request.clone());
                 async move { orders.cancel_order(request).await }
@@ -209,8 +237,10 @@ impl Worker {
             .await;
     }
 
-    /// Up to `ATTEMPTS` calls while the answer is a failure worth retrying.
-    async fn attempts<T, F, Fut>(&mut self, mut call: F) -> Option<T>
+    /// Up to `ATTEMPTS` calls while the answer is a failure worth retrying;
+    /// statuses with a code in `answers` are the service's answer, not a
+    /// failure.
+    async fn attempts<T, F, Fut>(&mut self, method: &str, answers: &[tonic::Code], mut call: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -218,9 +248,20 @@ impl Worker {
         for _ in 0..ATTEMPTS {
             match call().await {
                 Ok(response) => return Some(response.into_inner()),
+                Err(status) if answers.contains(&status.code()) => {
+                    let code = format!("{:?}", status.code());
+                    self.count(|t| *t.answers.entry(code).or_default() += 1);
+                    return None;
+                }
                 Err(status) => {
                     let code = format!("{:?}", status.code());
-                    self.count(|t| *t.failed_calls.entry(code).or_default() += 1);
+                    let failure = format!("{method}: {code} {:?}", status.message());
+                    self.count(|t| {
+                        *t.failed_calls.entry(code).or_default() += 1;
+                        if t.failures.len() < FAILURES_KEPT {
+                            t.failures.push(failure);
+                        }
+                    });
                     if !retryable(status.code()) {
                         return None;
                     }
@@ -239,7 +280,7 @@ impl Worker {
 
 /// Restocks the plentiful SKUs so they last a run of `seconds` (the scarce
 /// one keeps its ten units, to be fought over), as an admin would.
-pub(super) async fn stock_up(channel: Channel, admin: &AsciiMetadataValue, seconds: u64) -> anyhow::Result<()> {
+pub(crate) async fn stock_up(channel: Balanced, admin: &AsciiMetadataValue, seconds: u64) -> anyhow::Result<()> {
     use shop_proto::inventory::v1::{RestockRequest, inventory_service_client::InventoryServiceClient};
     let mut inventory = InventoryServiceClient::new(channel);
     for sku in PLENTY {
