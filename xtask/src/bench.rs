@@ -152,7 +152,7 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
         ..options.load.clone()
     };
     let before = Counters::read(&urls.postgres, &urls.nats).await?;
-    let counted = load::steps(gateway, &processes, &counting).await?;
+    let counted = load::steps(&[gateway], &processes, &counting).await?;
     let after = Counters::read(&urls.postgres, &urls.nats).await?;
     let settled = counted.iter().map(Step::settled).sum::<u64>().max(1) as f64;
     let per_checkout = after.minus(&before, settled);
@@ -162,7 +162,7 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
     );
 
     println!("bench: load steps");
-    let steps = load::steps(gateway, &processes, &options.load).await?;
+    let steps = load::steps(&[gateway], &processes, &options.load).await?;
     let hot = match options.hot_rates.is_empty() {
         true => Vec::new(),
         false => {
@@ -172,7 +172,7 @@ async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow:
                 hot_sku: true,
                 ..options.load.clone()
             };
-            load::steps(gateway, &processes, &hot).await?
+            load::steps(&[gateway], &processes, &hot).await?
         }
     };
     let peak_rss_mib = processes

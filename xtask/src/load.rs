@@ -34,6 +34,7 @@ use shop_proto::{
     },
 };
 use shop_runtime::registry::ServiceSpec;
+use shop_runtime::upstream::Balanced;
 use tokio::{task::JoinSet, time::Instant};
 use tonic::{metadata::AsciiMetadataValue, transport::Channel};
 
@@ -61,6 +62,9 @@ pub(crate) struct Options {
     /// Percent of checkouts through the cart; the rest are direct orders.
     pub cart_percent: u32,
     pub hot_sku: bool,
+    /// Replicas of every service in the stack of `up` (`up --replicas`):
+    /// checkouts go round every gateway.
+    pub replicas: usize,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             users: 200,
             cart_percent: 50,
             hot_sku: false,
+            replicas: 1,
         }
     }
 }
@@ -137,15 +142,21 @@ pub(crate) struct Process {
 
 impl Process {
     /// Each service's processes: those listening on its admin port.
+    /// Every service, with the processes of all its replicas.
     pub(crate) fn of_stack(admin_ports: &[(&'static ServiceSpec, u16)]) -> Vec<Self> {
-        admin_ports
-            .iter()
-            .map(|(service, port)| Self {
-                name: service.name,
-                server: false,
-                pids: crate::ports::listeners(*port),
-            })
-            .collect()
+        let mut services: Vec<Self> = Vec::new();
+        for (service, port) in admin_ports {
+            let pids = crate::ports::listeners(*port);
+            match services.iter_mut().find(|s| s.name == service.name) {
+                Some(known) => known.pids.extend(pids),
+                None => services.push(Self {
+                    name: service.name,
+                    server: false,
+                    pids,
+                }),
+            }
+        }
+        services
     }
 
     /// A server listening on `port`, with every process it starts.
@@ -234,7 +245,8 @@ fn clock_ticks() -> f64 {
 
 /// The customers, their clients and the admin who restocks.
 struct Shop {
-    channel: Channel,
+    /// Round every gateway.
+    channel: Balanced,
     customers: Vec<Customer>,
     admin: AsciiMetadataValue,
     options: Options,
@@ -247,9 +259,13 @@ struct Customer {
     cart: tokio::sync::Mutex<()>,
 }
 
-/// Runs every step of `options` against the gateway on `gateway_port`.
-pub(crate) async fn steps(gateway_port: u16, processes: &[Process], options: &Options) -> anyhow::Result<Vec<Step>> {
-    let shop = Arc::new(Shop::open(gateway_port, options).await?);
+/// Runs every step of `options` against the gateways on `gateway_ports`.
+pub(crate) async fn steps(
+    gateway_ports: &[u16],
+    processes: &[Process],
+    options: &Options,
+) -> anyhow::Result<Vec<Step>> {
+    let shop = Arc::new(Shop::open(gateway_ports, options).await?);
     let table = Table::new(&[
         "offered/s",
         "settled/s",
@@ -304,8 +320,8 @@ pub(crate) async fn steps(gateway_port: u16, processes: &[Process], options: &Op
 }
 
 impl Shop {
-    async fn open(gateway_port: u16, options: &Options) -> anyhow::Result<Self> {
-        let channel = gateway_channel(gateway_port).await?;
+    async fn open(gateway_ports: &[u16], options: &Options) -> anyhow::Result<Self> {
+        let channel = gateway_channel(*gateway_ports.first().context("no gateway")?).await?;
         let admin_token = issue_token(&channel, "load-admin", &["admin"]).await?;
         let admin: AsciiMetadataValue = format!("Bearer {admin_token}").parse()?;
         let run = format!("{:x}", rand::rng().random::<u32>());
@@ -331,7 +347,7 @@ impl Shop {
             });
         }
         Ok(Self {
-            channel,
+            channel: crate::up::gateways(gateway_ports),
             customers,
             admin,
             options: options.clone(),
@@ -574,8 +590,8 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
              for figures run `cargo run --release -p xtask -- load` against `cargo xtask up --release`"
         );
     }
-    let layout = crate::up::Layout::from_env()?;
-    let gateway = layout.gateway_port().context("the layout has no gateway")?;
+    let layout = crate::up::Layout::from_env()?.with_replicas(options.replicas)?;
+    let gateways = layout.gateway_ports();
     let admin_ports: Vec<(&'static ServiceSpec, u16)> =
         layout.services.iter().map(|p| (p.service, p.admin_port)).collect();
     let processes = Process::of_stack(&admin_ports);
@@ -590,7 +606,7 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
             ""
         }
     );
-    let steps = steps(gateway, &processes, options).await?;
+    let steps = steps(&gateways, &processes, options).await?;
     for process in &processes {
         println!("{:<14} peak RSS {:.1} MiB", process.name, process.peak_rss_mib());
     }
@@ -641,8 +657,11 @@ pub(crate) async fn edge(
     cart_per_second: u32,
     seconds: u64,
 ) -> anyhow::Result<Edge> {
-    let shop = Arc::new(Shop::open(gateway_port, &Options::default()).await?);
+    let shop = Arc::new(Shop::open(&[gateway_port], &Options::default()).await?);
     let inventory = gateway_channel(inventory_port).await?;
+    // A plain channel each way: the client's own balancing is no part of
+    // what the gateway adds.
+    let gateway = gateway_channel(gateway_port).await?;
     let product = |channel: Channel, n: u64| {
         let request = authorized(
             &shop.customers[n as usize % shop.customers.len()].bearer,
@@ -662,7 +681,7 @@ pub(crate) async fn edge(
     // this shared machine lands on both alike instead of on whichever step
     // ran at the time. Both warm up (connections, prepared statements) first.
     let either = |n: u64| {
-        let channel = if n.is_multiple_of(2) { &inventory } else { &shop.channel };
+        let channel = if n.is_multiple_of(2) { &inventory } else { &gateway };
         product(channel.clone(), n / 2)
     };
     at_rate_by::<2, _, _>(2 * calls_per_second, 2, either).await;

@@ -78,13 +78,15 @@ commands:
            (.data/identity/) as the gateway would; good for 30 s and for the
            methods named only
   load [--rates 25,50,100,200,400] [--seconds 20] [--users 200]
-       [--cart-percent 50] [--hot-sku]
+       [--cart-percent 50] [--hot-sku] [--replicas 1]
            checkouts through the gateway of `up` at fixed arrival rates (open
            model), each watched with WatchOrder until it is settled; per rate:
            settled/s, accepted → settled p50/p90/p99/max, errors by code, CPU
            ms per checkout; then peak RSS per service and the knee (the
            highest rate with p99 ≤ 250 ms and no error). --hot-sku: everyone
-           buys one SKU, stocked for half of them; none may be oversold
+           buys one SKU, stocked for half of them; none may be oversold.
+           --replicas: the stack runs `up --replicas N`; checkouts go round
+           every gateway
   bench [--rates …] [--seconds 15] [--users 200] [--cart-percent 50]
         [--hot-rates 100,300]
            a release stack of its own on free ports, durable as shipped:
@@ -301,6 +303,13 @@ fn load_flags(mut options: load::Options, flags: &[&str], command: &str) -> Resu
                     .ok_or("`--cart-percent` needs 0 to 100")?
             }
             "--hot-sku" if command == "load" => options.hot_sku = true,
+            "--replicas" if command == "load" => {
+                options.replicas = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=ports::MAX_REPLICAS).contains(n))
+                    .ok_or(format!("`--replicas` needs a number from 1 to {}", ports::MAX_REPLICAS))?
+            }
             other => return Err(format!("`{command}` has no option `{other}`")),
         }
     }

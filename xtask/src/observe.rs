@@ -137,13 +137,19 @@ fn spans_file(data: &Path) -> PathBuf {
 }
 
 /// `deploy/prometheus/prometheus.yml` for this layout: each service's admin
-/// port as placed (moved by the offset) and the alert rules by their path.
+/// port as placed (moved by the offset), every replica's in the same
+/// target list, and the alert rules by their path.
 fn prometheus_config(deployed: &str, layout: &Layout, dir: &Path) -> String {
-    let moved: HashMap<String, u16> = layout
-        .services
-        .iter()
-        .map(|placed| (placed.service.admin_port.to_string(), placed.admin_port))
-        .collect();
+    let mut moved: HashMap<String, String> = HashMap::new();
+    for placed in &layout.services {
+        moved
+            .entry(placed.service.admin_port.to_string())
+            .and_modify(|targets| {
+                // The deployed target is `"127.0.0.1:<port>"` in a list.
+                targets.push_str(&format!("\", \"127.0.0.1:{}", placed.admin_port));
+            })
+            .or_insert_with(|| placed.admin_port.to_string());
+    }
     // One pass, so a port moved onto another service's is not moved twice.
     let mut out = String::with_capacity(deployed.len());
     let mut rest = deployed;
@@ -154,7 +160,7 @@ fn prometheus_config(deployed: &str, layout: &Layout, dir: &Path) -> String {
         let digits = after.chars().take_while(char::is_ascii_digit).count();
         let (port, tail) = after.split_at(digits);
         match moved.get(port) {
-            Some(placed) => out.push_str(&placed.to_string()),
+            Some(placed) => out.push_str(placed),
             None => out.push_str(port),
         }
         rest = tail;
@@ -207,6 +213,19 @@ mod tests {
             assert_eq!(config.matches(&target).count(), 1, "{target} in\n{config}");
         }
         assert!(config.contains("  - /srv/deploy/prometheus/alerts.yml"), "{config}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_prometheus_config_scrapes_every_replica() -> anyhow::Result<()> {
+        let deployed = std::fs::read_to_string(cmd::root().join("deploy/prometheus/prometheus.yml"))?;
+        let layout = Layout::with_offset(0)?.with_replicas(2)?;
+        let config = prometheus_config(&deployed, &layout, Path::new("/srv"));
+        assert!(config.contains(r#"["127.0.0.1:9051", "127.0.0.1:9151"]"#), "{config}");
+        for placed in &layout.services {
+            let target = format!("\"127.0.0.1:{}\"", placed.admin_port);
+            assert_eq!(config.matches(&target).count(), 1, "{target} in\n{config}");
+        }
         Ok(())
     }
 }

@@ -413,10 +413,6 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     }
     let data = layout.data_dir(&root);
     let observe = options.observe.then(|| Observe::at(layout.offset)).transpose()?;
-    if observe.is_some() && options.replicas > 1 {
-        // Its config names one admin port per service.
-        eprintln!("warning: Prometheus scrapes one replica of each service");
-    }
     layout.otlp_endpoint = observe.as_ref().map(Observe::otlp_endpoint);
     let mut needed = layout.ports();
     needed.extend(observe.iter().flat_map(Observe::ports));
