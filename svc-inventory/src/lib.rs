@@ -9,6 +9,7 @@ mod api;
 mod browse;
 mod changes;
 pub mod config;
+pub mod domain;
 mod products;
 pub mod saga;
 pub mod stock;

@@ -2,9 +2,14 @@
 //! `orders.placed` → reserve → `inventory.reserved` | `inventory.rejected`;
 //! `payments.succeeded` → commit → `inventory.committed`;
 //! `payments.failed` / `orders.cancelled` / deadline → release → `inventory.released`.
+//!
+//! Each is one transaction: the inbox row, [`apply`] (the decision of
+//! [`domain::decide`] under the reservation's row lock) and the event it
+//! announces through the outbox.
 
 use std::{collections::BTreeMap, time::Duration};
 
+use chrono::{DateTime, Utc};
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     CancellationToken,
@@ -14,12 +19,99 @@ use shop_runtime::{
     outbox::{Outbox, Staging},
     values::{Quantity, Sku},
 };
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-use crate::stock::{self, Line, ReleaseReason, Reservation, Settlement};
+use crate::{
+    domain::{self, Decision, Line, ReleaseReason, Shortage, Status, Trigger},
+    stock,
+};
 
 pub const ORDERS_CONSUMER: &str = "inventory-orders";
 pub const PAYMENTS_CONSUMER: &str = "inventory-payments";
+
+/// What [`apply`] did to an order's reservation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Every line held, until `expires_at`.
+    Reserved {
+        expires_at: DateTime<Utc>,
+    },
+    Rejected(Vec<Shortage>),
+    /// Moved to `to`; `user_id` is the reservation's owner, `reason` why
+    /// it was released.
+    Moved {
+        to: Status,
+        user_id: String,
+        reason: Option<ReleaseReason>,
+    },
+    /// Nothing to announce: repeated, stale, or a tombstone.
+    Unchanged,
+    /// The reservation it acts on is not made yet.
+    NotYet,
+}
+
+/// Applies `trigger` to the order's reservation: decided by
+/// [`domain::decide`] under the reservation's row lock, written by
+/// [`stock`]. `lines` are the placed lines (for [`Trigger::Placed`] only).
+pub async fn apply(
+    conn: &mut PgConnection,
+    order_id: &str,
+    user_id: &str,
+    trigger: Trigger,
+    lines: &[Line],
+    ttl: Duration,
+) -> Result<Applied, sqlx::Error> {
+    loop {
+        let found = stock::lock(conn, order_id).await?;
+        let current = found.as_ref().map(|f| f.status);
+        match domain::decide(current, trigger) {
+            Decision::Reserve => {
+                // A concurrent placement of the same order claimed it first:
+                // decide again on what it left.
+                let Some(expires_at) = stock::claim(conn, order_id, user_id, ttl).await? else {
+                    continue;
+                };
+                let units = stock::lock_units(conn, lines).await?;
+                return Ok(match domain::hold(lines, |sku| units.get(sku.as_str()).copied()) {
+                    Ok(()) => {
+                        stock::hold(conn, order_id, lines).await?;
+                        Applied::Reserved { expires_at }
+                    }
+                    Err(shortages) => {
+                        stock::reject(conn, order_id).await?;
+                        Applied::Rejected(shortages)
+                    }
+                });
+            }
+            Decision::Move { to, units } => {
+                let reason = match trigger {
+                    Trigger::Release(reason) => Some(reason),
+                    Trigger::Placed | Trigger::PaymentSucceeded => None,
+                };
+                stock::settle(conn, order_id, to, units, reason).await?;
+                let owner = found.map_or_else(|| user_id.to_owned(), |f| f.user_id);
+                return Ok(Applied::Moved {
+                    to,
+                    user_id: owner,
+                    reason,
+                });
+            }
+            Decision::Tombstone => {
+                let Trigger::Release(reason) = trigger else {
+                    return Ok(Applied::Unchanged);
+                };
+                // The placement's reservation was committed while this insert
+                // waited on it: release that one, or the cancellation is lost
+                // and the units stay held until the reservation expires.
+                if stock::tombstone(conn, order_id, user_id, reason).await? {
+                    return Ok(Applied::Unchanged);
+                }
+            }
+            Decision::Ignore => return Ok(Applied::Unchanged),
+            Decision::NotYet => return Ok(Applied::NotYet),
+        }
+    }
+}
 
 pub struct InventorySaga {
     pub pool: PgPool,
@@ -36,43 +128,23 @@ impl EventHandler for InventorySaga {
             return Ok(());
         }
         if event.is::<ev::OrderPlaced>() {
-            self.on_order_placed(&mut tx, event.decode()?).await?;
+            let placed: ev::OrderPlaced = event.decode()?;
+            let lines = lines_of(&placed)?;
+            let (order_id, user_id) = (placed.order_id.clone(), placed.user_id.clone());
+            self.on(&mut tx, &order_id, &user_id, Trigger::Placed, &lines, Some(placed))
+                .await?;
         } else if event.is::<ev::OrderCancelled>() {
             let e: ev::OrderCancelled = event.decode()?;
-            self.release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::OrderCancelled)
-                .await?;
+            let trigger = Trigger::Release(ReleaseReason::OrderCancelled);
+            self.on(&mut tx, &e.order_id, &e.user_id, trigger, &[], None).await?;
         } else if event.is::<ev::PaymentSucceeded>() {
             let e: ev::PaymentSucceeded = event.decode()?;
-            match stock::commit(&mut tx, &e.order_id).await? {
-                Settlement::Done { user_id } => {
-                    let committed = ev::InventoryCommitted {
-                        order_id: e.order_id,
-                        user_id,
-                    };
-                    self.outbox.enqueue(&mut tx, &committed).await?;
-                }
-                // Released already (expired or cancelled): the order is or
-                // will be cancelled and the payment refunded.
-                Settlement::Unchanged => {}
-                Settlement::Missing => {
-                    return Err(HandleError::Retry(format!(
-                        "no reservation for order {} yet",
-                        e.order_id
-                    )));
-                }
-            }
+            self.on(&mut tx, &e.order_id, &e.user_id, Trigger::PaymentSucceeded, &[], None)
+                .await?;
         } else if event.is::<ev::PaymentFailed>() {
             let e: ev::PaymentFailed = event.decode()?;
-            if self
-                .release(&mut tx, &e.order_id, &e.user_id, ReleaseReason::PaymentFailed)
-                .await?
-                == Settlement::Missing
-            {
-                return Err(HandleError::Retry(format!(
-                    "no reservation for order {} yet",
-                    e.order_id
-                )));
-            }
+            let trigger = Trigger::Release(ReleaseReason::PaymentFailed);
+            self.on(&mut tx, &e.order_id, &e.user_id, trigger, &[], None).await?;
         } else {
             return Err(HandleError::unknown_type(&event));
         }
@@ -82,13 +154,25 @@ impl EventHandler for InventorySaga {
 }
 
 impl InventorySaga {
-    async fn on_order_placed(&self, tx: &mut Staging, placed: ev::OrderPlaced) -> Result<(), HandleError> {
-        let lines = lines_of(&placed)?;
-        match stock::reserve(tx, &placed.order_id, &placed.user_id, &lines, self.reservation_ttl).await? {
-            Reservation::Held { expires_at } => {
+    /// Applies `trigger` and stages what it says to announce: `placed` is
+    /// the placement, whose lines and payment an `inventory.reserved`
+    /// carries on.
+    async fn on(
+        &self,
+        tx: &mut Staging,
+        order_id: &str,
+        user_id: &str,
+        trigger: Trigger,
+        lines: &[Line],
+        placed: Option<ev::OrderPlaced>,
+    ) -> Result<(), HandleError> {
+        let (order_id, user_id) = (order_id.to_owned(), user_id.to_owned());
+        match apply(tx, &order_id, &user_id, trigger, lines, self.reservation_ttl).await? {
+            Applied::Reserved { expires_at } => {
+                let placed = placed.unwrap_or_default();
                 let reserved = ev::InventoryReserved {
-                    order_id: placed.order_id,
-                    user_id: placed.user_id,
+                    order_id,
+                    user_id,
                     lines: placed.lines,
                     total: placed.total,
                     payment_method: placed.payment_method,
@@ -96,10 +180,10 @@ impl InventorySaga {
                 };
                 self.outbox.enqueue(tx, &reserved).await?;
             }
-            Reservation::Rejected(shortages) => {
+            Applied::Rejected(shortages) => {
                 let rejected = ev::InventoryRejected {
-                    order_id: placed.order_id,
-                    user_id: placed.user_id,
+                    order_id,
+                    user_id,
                     unavailable: shortages
                         .into_iter()
                         .map(|s| ev::UnavailableLine {
@@ -111,32 +195,32 @@ impl InventorySaga {
                 };
                 self.outbox.enqueue(tx, &rejected).await?;
             }
-            Reservation::AlreadyKnown => {}
+            Applied::Moved { to, user_id, reason } => match (to, reason) {
+                (Status::Committed, _) => {
+                    self.outbox
+                        .enqueue(tx, &ev::InventoryCommitted { order_id, user_id })
+                        .await?;
+                }
+                (_, Some(reason)) => {
+                    let released = ev::InventoryReleased {
+                        order_id,
+                        user_id,
+                        reason: match reason {
+                            ReleaseReason::Expired => ev::ReleaseReason::Expired,
+                            ReleaseReason::PaymentFailed => ev::ReleaseReason::PaymentFailed,
+                            ReleaseReason::OrderCancelled => ev::ReleaseReason::OrderCancelled,
+                        } as i32,
+                    };
+                    self.outbox.enqueue(tx, &released).await?;
+                }
+                (_, None) => {}
+            },
+            Applied::Unchanged => {}
+            Applied::NotYet => {
+                return Err(HandleError::Retry(format!("no reservation for order {order_id} yet")));
+            }
         }
         Ok(())
-    }
-
-    async fn release(
-        &self,
-        tx: &mut Staging,
-        order_id: &str,
-        user_id: &str,
-        reason: ReleaseReason,
-    ) -> Result<Settlement, HandleError> {
-        let settlement = stock::release(tx, order_id, user_id, reason).await?;
-        if let Settlement::Done { user_id } = &settlement {
-            let released = ev::InventoryReleased {
-                order_id: order_id.to_owned(),
-                user_id: user_id.clone(),
-                reason: match reason {
-                    ReleaseReason::Expired => ev::ReleaseReason::Expired,
-                    ReleaseReason::PaymentFailed => ev::ReleaseReason::PaymentFailed,
-                    ReleaseReason::OrderCancelled => ev::ReleaseReason::OrderCancelled,
-                } as i32,
-            };
-            self.outbox.enqueue(tx, &released).await?;
-        }
-        Ok(settlement)
     }
 }
 
@@ -194,7 +278,8 @@ pub async fn sweep_once(saga: &InventorySaga) -> Result<usize, HandleError> {
         let Some((order_id, user_id)) = stock::claim_expired(&mut tx, &skipped).await? else {
             break;
         };
-        match saga.release(&mut tx, &order_id, &user_id, ReleaseReason::Expired).await {
+        let expired = Trigger::Release(ReleaseReason::Expired);
+        match saga.on(&mut tx, &order_id, &user_id, expired, &[], None).await {
             Ok(_) => {
                 saga.outbox.commit(tx).await?;
                 released += 1;

@@ -1,15 +1,18 @@
 //! Stock and reservations in Postgres: stock levels and restocking, and
-//! reserve / commit / release of an order's lines.
+//! the writes that apply [`crate::domain`]'s decisions to an order's
+//! reservation (see [`crate::saga::apply`]).
 //!
 //! Lock order, everywhere: the reservation row first, then the stock rows of
 //! its SKUs in SKU order (`ORDER BY sku FOR UPDATE`). One order means no
 //! deadlock between concurrent reservations, commits and releases.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use shop_runtime::values::{Quantity, Sku};
+use shop_runtime::values::Sku;
 use sqlx::{PgConnection, PgPool};
+
+use crate::domain::{Line, Movement, ReleaseReason, Status, Units};
 
 /// A SKU's units: `on_hand`, of which `reserved` are held for orders.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -19,70 +22,38 @@ pub struct StockLevel {
     pub reserved: i64,
 }
 
-/// One line to reserve.
+/// A reservation as [`lock`] finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    pub sku: Sku,
-    pub quantity: Quantity,
+pub struct Found {
+    pub status: Status,
+    pub user_id: String,
 }
 
-/// A line that could not be reserved, with what was available.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shortage {
-    pub sku: String,
-    pub requested: i32,
-    pub available: i64,
+/// Locks the order's reservation row, if there is one.
+pub async fn lock(conn: &mut PgConnection, order_id: &str) -> Result<Option<Found>, sqlx::Error> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT status, user_id FROM reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|(status, user_id)| {
+        let status = Status::from_column(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("reservation {order_id} has status {status:?}").into()))?;
+        Ok(Found { status, user_id })
+    })
+    .transpose()
 }
 
-#[derive(Debug)]
-pub enum Reservation {
-    Held {
-        expires_at: DateTime<Utc>,
-    },
-    Rejected(Vec<Shortage>),
-    /// This order was already decided (redelivery, replay, or cancelled first).
-    AlreadyKnown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseReason {
-    Expired,
-    PaymentFailed,
-    OrderCancelled,
-}
-
-impl ReleaseReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::PaymentFailed => "payment_failed",
-            Self::OrderCancelled => "order_cancelled",
-        }
-    }
-}
-
-/// What a commit or release changed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Settlement {
-    /// Units moved; `user_id` is the reservation's owner.
-    Done { user_id: String },
-    /// Nothing to do in the reservation's current state.
-    Unchanged,
-    /// No reservation for this order (yet).
-    Missing,
-}
-
-/// Holds every line or none. `lines` must have distinct SKUs.
-pub async fn reserve(
+/// Inserts the order's reservation, held until `ttl` from now, unless one
+/// exists: then `None`. A concurrent placement of the same order waits here
+/// for this one's transaction, then finds its row.
+pub async fn claim(
     conn: &mut PgConnection,
     order_id: &str,
     user_id: &str,
-    lines: &[Line],
     ttl: Duration,
-) -> Result<Reservation, sqlx::Error> {
-    // Claim the order first: a concurrent duplicate waits here, then sees
-    // the row and stops.
-    let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO reservations (order_id, user_id, status, expires_at)
          VALUES ($1, $2, 'held', now() + make_interval(secs => $3))
          ON CONFLICT (order_id) DO NOTHING
@@ -91,51 +62,35 @@ pub async fn reserve(
     .bind(order_id)
     .bind(user_id)
     .bind(ttl.as_secs_f64())
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn)
     .await?
-    .flatten();
-    let Some(expires_at) = expires_at else {
-        return Ok(Reservation::AlreadyKnown);
-    };
+    .flatten())
+}
 
-    let mut sorted: Vec<&Line> = lines.iter().collect();
-    sorted.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let skus: Vec<&str> = sorted.iter().map(|l| l.sku.as_str()).collect();
-    let quantities: Vec<i32> = sorted.iter().map(|l| l.quantity.get()).collect();
+/// Locks the stock rows of `lines` in SKU order and returns their units.
+pub async fn lock_units(conn: &mut PgConnection, lines: &[Line]) -> Result<BTreeMap<String, Units>, sqlx::Error> {
+    let mut skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    skus.sort_unstable();
     let rows: Vec<(String, i64, i64)> =
         sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
             .bind(&skus)
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sku, on_hand, reserved)| (sku, Units { on_hand, reserved }))
+        .collect())
+}
 
-    let shortages: Vec<Shortage> = sorted
-        .iter()
-        .filter_map(|line| {
-            let available = rows
-                .iter()
-                .find(|(sku, _, _)| sku == line.sku.as_str())
-                .map_or(0, |(_, on_hand, reserved)| on_hand - reserved);
-            (available < i64::from(line.quantity.get())).then(|| Shortage {
-                sku: line.sku.to_string(),
-                requested: line.quantity.get(),
-                available: available.max(0),
-            })
-        })
-        .collect();
-    if !shortages.is_empty() {
-        sqlx::query(
-            "UPDATE reservations SET status = 'rejected', expires_at = NULL, updated_at = now() WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .execute(&mut *conn)
-        .await?;
-        return Ok(Reservation::Rejected(shortages));
-    }
-
-    // The units held and the lines that hold them, in one round trip.
+/// Holds `lines` (whose stock rows the caller locked) for the claimed
+/// reservation, and records them as its lines, in one round trip.
+pub async fn hold(conn: &mut PgConnection, order_id: &str, lines: &[Line]) -> Result<(), sqlx::Error> {
+    let (skus, quantities): (Vec<&str>, Vec<i32>) = lines.iter().map(|l| (l.sku.as_str(), l.quantity.get())).unzip();
+    let (on_hand, reserved) = Movement::Hold.per_unit();
     sqlx::query(
         "WITH held AS (
-             UPDATE stock SET reserved = stock.reserved + l.quantity, updated_at = now()
+             UPDATE stock SET on_hand = stock.on_hand + $4 * l.quantity,
+                              reserved = stock.reserved + $5 * l.quantity, updated_at = now()
                FROM unnest($2::text[], $3::int[]) AS l(sku, quantity)
               WHERE stock.sku = l.sku)
          INSERT INTO reservation_lines (order_id, sku, quantity)
@@ -144,115 +99,87 @@ pub async fn reserve(
     .bind(order_id)
     .bind(&skus)
     .bind(&quantities)
-    .execute(&mut *conn)
+    .bind(on_hand)
+    .bind(reserved)
+    .execute(conn)
     .await?;
-    Ok(Reservation::Held { expires_at })
+    Ok(())
 }
 
-/// Locks the reservation row; returns its status and owner.
-async fn lock_reservation(conn: &mut PgConnection, order_id: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, user_id FROM reservations WHERE order_id = $1 FOR UPDATE")
+/// The claimed reservation is rejected: it holds nothing.
+pub async fn reject(conn: &mut PgConnection, order_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservations SET status = $2, expires_at = NULL, updated_at = now() WHERE order_id = $1")
         .bind(order_id)
-        .fetch_optional(conn)
-        .await
+        .bind(Status::Rejected.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
-/// Locks the stock rows of the reservation in SKU order and returns its lines.
-async fn lock_lines(conn: &mut PgConnection, order_id: &str) -> Result<(Vec<String>, Vec<i32>), sqlx::Error> {
-    // Rows are locked as they come out of the sort, so in SKU order.
-    let lines: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT l.sku, l.quantity FROM reservation_lines l JOIN stock s ON s.sku = l.sku
-          WHERE l.order_id = $1 ORDER BY l.sku FOR UPDATE OF s",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(lines.into_iter().unzip())
-}
-
-/// Payment succeeded: held units are sold.
-pub async fn commit(conn: &mut PgConnection, order_id: &str) -> Result<Settlement, sqlx::Error> {
-    let Some((status, user_id)) = lock_reservation(conn, order_id).await? else {
-        return Ok(Settlement::Missing);
-    };
-    if status != "held" {
-        return Ok(Settlement::Unchanged);
+/// Moves the locked reservation to `to` and its units as `units` says,
+/// locking their stock rows in SKU order first. `reason` is recorded with a
+/// release.
+pub async fn settle(
+    conn: &mut PgConnection,
+    order_id: &str,
+    to: Status,
+    units: Option<Movement>,
+    reason: Option<ReleaseReason>,
+) -> Result<(), sqlx::Error> {
+    if let Some(movement) = units {
+        // Rows are locked as they come out of the sort, so in SKU order.
+        let lines: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT l.sku, l.quantity FROM reservation_lines l JOIN stock s ON s.sku = l.sku
+              WHERE l.order_id = $1 ORDER BY l.sku FOR UPDATE OF s",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (skus, quantities): (Vec<String>, Vec<i32>) = lines.into_iter().unzip();
+        let (on_hand, reserved) = movement.per_unit();
+        sqlx::query(
+            "UPDATE stock SET on_hand = stock.on_hand + $3 * l.quantity,
+                              reserved = stock.reserved + $4 * l.quantity, updated_at = now()
+               FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku",
+        )
+        .bind(&skus)
+        .bind(&quantities)
+        .bind(on_hand)
+        .bind(reserved)
+        .execute(&mut *conn)
+        .await?;
     }
-    let (skus, quantities) = lock_lines(conn, order_id).await?;
     sqlx::query(
-        "WITH sold AS (
-             UPDATE stock SET on_hand = stock.on_hand - l.quantity, reserved = stock.reserved - l.quantity,
-                              updated_at = now()
-               FROM unnest($2::text[], $3::int[]) AS l(sku, quantity)
-              WHERE stock.sku = l.sku)
-         UPDATE reservations SET status = 'committed', updated_at = now() WHERE order_id = $1",
+        "UPDATE reservations SET status = $2, release_reason = COALESCE($3, release_reason), updated_at = now()
+          WHERE order_id = $1",
     )
     .bind(order_id)
-    .bind(&skus)
-    .bind(&quantities)
-    .execute(&mut *conn)
+    .bind(to.as_str())
+    .bind(reason.map(ReleaseReason::as_str))
+    .execute(conn)
     .await?;
-    Ok(Settlement::Done { user_id })
+    Ok(())
 }
 
-/// Gives the order's units back: held units leave `reserved`; sold units
-/// return to `on_hand` when the order is cancelled after its payment went
-/// through. An order never seen before gets a `released` tombstone, so an
-/// `orders.placed` that arrives after its cancellation reserves nothing.
-pub async fn release(
+/// Inserts a released tombstone for an order never seen, unless a
+/// reservation appeared meanwhile (then `false`: decide again).
+pub async fn tombstone(
     conn: &mut PgConnection,
     order_id: &str,
     user_id: &str,
     reason: ReleaseReason,
-) -> Result<Settlement, sqlx::Error> {
-    let (status, owner) = loop {
-        if let Some(found) = lock_reservation(conn, order_id).await? {
-            break found;
-        }
-        if reason != ReleaseReason::OrderCancelled {
-            return Ok(Settlement::Missing);
-        }
-        let tombstone = sqlx::query(
-            "INSERT INTO reservations (order_id, user_id, status, release_reason)
-             VALUES ($1, $2, 'released', $3) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(user_id)
-        .bind(reason.as_str())
-        .execute(&mut *conn)
-        .await?;
-        if tombstone.rows_affected() == 1 {
-            return Ok(Settlement::Unchanged);
-        }
-        // The placement's reservation was committed while this insert
-        // waited on it: release that one, or the cancellation is lost and
-        // the units stay held until the reservation expires.
-    };
-    let update = match (status.as_str(), reason) {
-        ("held", _) => {
-            "UPDATE stock SET reserved = stock.reserved - l.quantity, updated_at = now()
-                          FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku"
-        }
-        ("committed", ReleaseReason::OrderCancelled) => {
-            "UPDATE stock SET on_hand = stock.on_hand + l.quantity, updated_at = now()
-               FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku"
-        }
-        _ => return Ok(Settlement::Unchanged),
-    };
-    let (skus, quantities) = lock_lines(conn, order_id).await?;
-    sqlx::query(update)
-        .bind(&skus)
-        .bind(&quantities)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "UPDATE reservations SET status = 'released', release_reason = $2, updated_at = now() WHERE order_id = $1",
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (order_id, user_id, status, release_reason)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(order_id)
+    .bind(user_id)
+    .bind(Status::Released.as_str())
     .bind(reason.as_str())
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    Ok(Settlement::Done { user_id: owner })
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Claims the held reservation longest past its deadline, other than those

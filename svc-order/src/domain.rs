@@ -91,6 +91,37 @@ pub enum Trigger {
     Overdue,
 }
 
+/// An event svc-order hears about one of its orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Heard {
+    InventoryReserved,
+    InventoryRejected,
+    InventoryCommitted,
+    /// `inventory.released`; `expired`: released because its deadline passed.
+    InventoryReleased {
+        expired: bool,
+    },
+    PaymentFailed,
+}
+
+impl Heard {
+    /// The trigger this event is for the order, if any. The order confirms
+    /// on `inventory.committed`, never on `payments.succeeded`: only the
+    /// commit proves that the stock was still held when the money came.
+    pub fn trigger(self) -> Option<Trigger> {
+        Some(match self {
+            Self::InventoryReserved => Trigger::StockReserved,
+            Self::InventoryRejected => Trigger::StockRejected,
+            Self::InventoryCommitted => Trigger::StockCommitted,
+            Self::InventoryReleased { expired: true } => Trigger::ReservationExpired,
+            // Releases after a payment failure or cancellation follow an
+            // order that is already cancelled.
+            Self::InventoryReleased { expired: false } => return None,
+            Self::PaymentFailed => Trigger::PaymentDeclined,
+        })
+    }
+}
+
 /// What the state machine says about a trigger in a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Decision, PlaceOrder, PricedOrder, Status, Trigger, decide},
+    domain::{Decision, Heard, PlaceOrder, PricedOrder, Status, Trigger, decide},
     store::{self, StoreError},
 };
 
@@ -159,33 +159,32 @@ fn order_id(raw: &str) -> Result<Uuid, HandleError> {
 
 impl EventHandler for OrderSaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
-        let (id, trigger) = if event.is::<ev::InventoryReserved>() {
+        let (id, heard) = if event.is::<ev::InventoryReserved>() {
             (
                 event.decode::<ev::InventoryReserved>()?.order_id,
-                Trigger::StockReserved,
+                Heard::InventoryReserved,
             )
         } else if event.is::<ev::InventoryRejected>() {
             (
                 event.decode::<ev::InventoryRejected>()?.order_id,
-                Trigger::StockRejected,
+                Heard::InventoryRejected,
             )
         } else if event.is::<ev::InventoryCommitted>() {
             (
                 event.decode::<ev::InventoryCommitted>()?.order_id,
-                Trigger::StockCommitted,
+                Heard::InventoryCommitted,
             )
         } else if event.is::<ev::InventoryReleased>() {
             let released: ev::InventoryReleased = event.decode()?;
-            if released.reason != ev::ReleaseReason::Expired as i32 {
-                // Releases after a payment failure or cancellation follow an
-                // order that is already cancelled.
-                return Ok(());
-            }
-            (released.order_id, Trigger::ReservationExpired)
+            let expired = released.reason == ev::ReleaseReason::Expired as i32;
+            (released.order_id, Heard::InventoryReleased { expired })
         } else if event.is::<ev::PaymentFailed>() {
-            (event.decode::<ev::PaymentFailed>()?.order_id, Trigger::PaymentDeclined)
+            (event.decode::<ev::PaymentFailed>()?.order_id, Heard::PaymentFailed)
         } else {
             return Err(HandleError::unknown_type(&event));
+        };
+        let Some(trigger) = heard.trigger() else {
+            return Ok(());
         };
         let id = order_id(&id)?;
 

@@ -9,7 +9,7 @@ use shop_runtime::{
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::store::{self, PaymentStatus};
+use crate::{domain::Status as PaymentStatus, store};
 
 /// What clients are told is away when something internal fails.
 const PAYMENTS: Resource = Resource::plural("payments");
@@ -22,7 +22,7 @@ pub(crate) struct PaymentApi {
 fn status_of(status: PaymentStatus) -> pb::PaymentStatus {
     match status {
         // Still unsettled to the customer: it ends failed or cancelled.
-        PaymentStatus::Pending | PaymentStatus::Voiding => pb::PaymentStatus::Pending,
+        PaymentStatus::Pending { .. } | PaymentStatus::Voiding(_) => pb::PaymentStatus::Pending,
         PaymentStatus::Succeeded => pb::PaymentStatus::Succeeded,
         PaymentStatus::Failed => pb::PaymentStatus::Failed,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,

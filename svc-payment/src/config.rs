@@ -19,7 +19,7 @@ pub struct Config {
     /// may not have charged) before the charge is voided and the payment
     /// failed (default 3). Calls the provider refused do not count: they
     /// are retried for as long as it stays away.
-    pub max_attempts: i32,
+    pub max_attempts: u32,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod config;
+pub mod domain;
 pub mod provider;
 pub mod saga;
 mod store;

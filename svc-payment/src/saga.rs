@@ -1,6 +1,7 @@
 //! svc-payment's part of the checkout saga: `inventory.reserved` → charge →
 //! `payments.succeeded` | `payments.failed`; `orders.cancelled` → refund or
-//! void → `payments.refunded`.
+//! void → `payments.refunded`. What each step means is
+//! [`crate::domain::decide`]'s; this module applies it.
 //!
 //! The provider call happens between two transactions (never inside one):
 //! the first records a `pending` payment whose id is the provider-side
@@ -21,7 +22,7 @@ use shop_runtime::{
     consumer::{EventHandler, HandleError},
     event::IncomingEvent,
     inbox,
-    outbox::Outbox,
+    outbox::{Outbox, Staging},
     values::{Money, timestamp},
 };
 use sqlx::PgPool;
@@ -29,8 +30,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    domain::{self, Call, ChargeAnswer, Input, Publish, Then, VoidAnswer},
     provider::{ChargeOutcome, PaymentProvider, ProviderError},
-    store::{self, PaymentStatus, Settlement, StoreError},
+    store::{self, Details, NewPayment, Payment, StoreError},
 };
 
 pub const RESERVED_CONSUMER: &str = "payment-inventory";
@@ -44,19 +46,7 @@ pub struct PaymentSaga<P> {
     /// How long one provider call may take before it counts as a timeout.
     pub provider_timeout: Duration,
     /// Provider attempts before an ambiguous charge is voided and failed.
-    pub max_attempts: i32,
-}
-
-enum Outcome {
-    Succeeded {
-        charge_id: String,
-    },
-    Failed {
-        reason: String,
-    },
-    /// The order was cancelled before its charge settled, and whatever the
-    /// charge took was voided. Nothing to announce: the order is over.
-    Cancelled,
+    pub max_attempts: u32,
 }
 
 impl From<StoreError> for HandleError {
@@ -76,241 +66,204 @@ fn money(m: Option<&shop_proto::common::v1::Money>, what: &str) -> Result<Money,
 impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
         if event.is::<ev::InventoryReserved>() {
-            let reserved = event.decode()?;
-            self.on_reserved(&event, reserved).await
+            let reserved: ev::InventoryReserved = event.decode()?;
+            let expired = reserved
+                .expires_at
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                .is_some_and(|deadline| deadline <= Utc::now());
+            let new = NewPayment {
+                order_id: &reserved.order_id,
+                user_id: &reserved.user_id,
+                amount: Some(money(reserved.total.as_ref(), "total")?),
+                payment_method: &reserved.payment_method,
+            };
+            self.run(&event, &new, Input::Reserved { expired }).await
         } else if event.is::<ev::OrderCancelled>() {
-            let cancelled = event.decode()?;
-            self.on_cancelled(&event, cancelled).await
+            let cancelled: ev::OrderCancelled = event.decode()?;
+            let new = NewPayment {
+                order_id: &cancelled.order_id,
+                user_id: &cancelled.user_id,
+                amount: cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok()),
+                payment_method: "",
+            };
+            self.run(&event, &new, Input::Cancelled).await
         } else {
             Err(HandleError::unknown_type(&event))
         }
     }
 }
 
+/// A provider's answer, with what [`Input`] leaves out.
+#[derive(Default)]
+struct Answer {
+    charge_id: Option<String>,
+    declined: Option<String>,
+}
+
 impl<P: PaymentProvider> PaymentSaga<P> {
-    async fn on_reserved(&self, event: &IncomingEvent, reserved: ev::InventoryReserved) -> Result<(), HandleError> {
-        let amount = money(reserved.total.as_ref(), "total")?;
-        let mut tx = self.pool.begin().await?;
-        // No inbox check first: an event is recorded only with its payment
-        // settled, and a settled payment is a replay's end below.
-        let payment_id = match store::lock_by_order(&mut tx, &reserved.order_id).await? {
-            Some((payment_id, PaymentStatus::Pending)) => {
-                tx.commit().await?;
-                payment_id
-            }
-            Some((payment_id, PaymentStatus::Voiding)) => {
-                // Never charge again: the provider would answer with the
-                // original charge, refunded or not.
-                tx.commit().await?;
-                return self.void_and_fail(event, payment_id).await;
-            }
-            Some(_) => {
-                // Settled (or cancelled) before: a replay changes nothing.
-                inbox::claim(&mut tx, self.consumer, event).await?;
-                tx.commit().await?;
+    /// Handles `event` from `input` on: each decision in a transaction of
+    /// its own under the payment's row lock, each provider call it names
+    /// between two of them, until the event is handled or to be retried.
+    /// `new`: the payment to create if the order has none.
+    async fn run(&self, event: &IncomingEvent, new: &NewPayment<'_>, mut input: Input) -> Result<(), HandleError> {
+        let mut answer = Answer::default();
+        loop {
+            let mut tx = self.outbox.begin(&self.pool).await?;
+            let payment = store::lock_by_order(&mut tx, new.order_id).await?;
+            let decision = domain::decide(payment.as_ref().map(|p| p.status), input, self.max_attempts);
+            if decision.then == Then::Done && !inbox::claim(&mut tx, self.consumer, event).await? {
+                // A repeat of an event handled already.
+                self.outbox.commit(tx).await?;
                 return Ok(());
             }
-            None => {
-                let expired = reserved
-                    .expires_at
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
-                    .is_some_and(|deadline| deadline <= Utc::now());
-                let payment_id = store::insert_pending(
-                    &mut tx,
-                    &reserved.order_id,
-                    &reserved.user_id,
-                    amount,
-                    &reserved.payment_method,
-                )
-                .await?;
-                if expired {
-                    // The stock is gone already; charging now would only mean a refund.
-                    tx.commit().await?;
-                    return self
-                        .finish(
-                            event,
-                            payment_id,
-                            Outcome::Failed {
-                                reason: "reservation_expired".into(),
-                            },
-                        )
-                        .await;
+            let failure_reason = match decision.publish {
+                Some(Publish::Failed(reason)) => reason.as_str().or(answer.declined.as_deref()),
+                _ => None,
+            };
+            let details = Details {
+                charge_id: answer.charge_id.as_deref(),
+                failure_reason,
+            };
+            let payment = match (payment, decision.to) {
+                (Some(payment), Some(to)) => {
+                    store::update(&mut tx, payment.payment_id, to, details).await?;
+                    Some(payment)
                 }
-                tx.commit().await?;
-                payment_id
+                (None, Some(to)) => Some(store::create(&mut tx, new, to, details).await?),
+                (payment, None) => payment,
+            };
+            if let (Some(publish), Some(payment)) = (decision.publish, &payment) {
+                self.publish(&mut tx, payment, publish, details).await?;
             }
-        };
-
-        // The provider is another company's system: its time is its own span.
-        let call = self
-            .provider
-            .charge(payment_id, amount, &reserved.payment_method)
-            .instrument(tracing::info_span!("provider charge", otel.kind = "client", %payment_id));
-        let answer = match tokio::time::timeout(self.provider_timeout, call).await {
-            Ok(answer) => answer,
-            Err(_) => Err(ProviderError::Timeout),
-        };
-        match answer {
-            Ok(ChargeOutcome::Succeeded { charge_id }) => {
-                self.finish(event, payment_id, Outcome::Succeeded { charge_id }).await
-            }
-            Ok(ChargeOutcome::Declined { reason }) => self.finish(event, payment_id, Outcome::Failed { reason }).await,
-            // Refused, not lost: an outage of the provider delays the
-            // payment, however long it lasts, without failing it. The
-            // reservation's deadline bounds the wait; a cancellation then
-            // voids the charge.
-            Err(error @ ProviderError::Unavailable(_)) => Err(HandleError::Retry(format!("charge: {error}"))),
-            Err(error @ ProviderError::Timeout) => {
-                let attempts = store::count_attempt(&self.pool, payment_id).await?;
-                if attempts < self.max_attempts {
-                    return Err(HandleError::Retry(format!("charge attempt {attempts}: {error}")));
-                }
-                // Out of attempts with an unknown outcome: make sure no
-                // charge stands, then fail the payment. The intent is
-                // recorded first, so whatever happens next is a void.
-                store::mark_voiding(&self.pool, payment_id).await?;
-                self.void_and_fail(event, payment_id).await
-            }
-        }
-    }
-
-    /// Voids (or refunds) whatever the provider may have charged under this
-    /// `voiding` payment's key, then settles the payment as the voiding
-    /// intended: cancelled (its order was) or failed. Safe to repeat.
-    async fn void_and_fail(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
-        self.refund_or_void(payment_id)
-            .await
-            .map_err(|e| HandleError::Retry(format!("voiding a charge: {e}")))?;
-        // `finish` turns this into `Cancelled` when the voiding was the
-        // cancelled order's.
-        let outcome = Outcome::Failed {
-            reason: "provider_unreachable".into(),
-        };
-        self.finish(event, payment_id, outcome).await
-    }
-
-    /// Records the outcome of a pending (or, for a failure, voiding)
-    /// payment and publishes it, once.
-    async fn finish(&self, event: &IncomingEvent, payment_id: Uuid, outcome: Outcome) -> Result<(), HandleError> {
-        let mut tx = self.outbox.begin(&self.pool).await?;
-        let payment = store::lock(&mut tx, payment_id).await?;
-        let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
-        // A charge that was in flight when its order was cancelled answers
-        // after the void (declined "voided", or the refunded charge): the
-        // cancellation decides how the payment ends.
-        let outcome = if payment.voiding_for_cancelled_order() {
-            Outcome::Cancelled
-        } else {
-            outcome
-        };
-        let open = match outcome {
-            Outcome::Succeeded { .. } => payment.status == PaymentStatus::Pending,
-            Outcome::Failed { .. } | Outcome::Cancelled => {
-                matches!(payment.status, PaymentStatus::Pending | PaymentStatus::Voiding)
-            }
-        };
-        if !open || !claimed {
             self.outbox.commit(tx).await?;
-            return Ok(());
+
+            let payment_id = payment.as_ref().map(|p| p.payment_id);
+            input = match (decision.then, payment_id) {
+                (Then::Done, _) => return Ok(()),
+                (Then::Retry(why), _) => return Err(HandleError::Retry(why.to_owned())),
+                (Then::Call(_), None) => {
+                    return Err(HandleError::Reject(format!(
+                        "no payment of order {} to call for",
+                        new.order_id
+                    )));
+                }
+                (Then::Call(Call::Charge), Some(payment_id)) => {
+                    let method = payment
+                        .as_ref()
+                        .map_or(new.payment_method, |p| p.payment_method.as_str());
+                    let amount = new
+                        .amount
+                        .ok_or_else(|| HandleError::Reject("total is missing".into()))?;
+                    let (charged, details) = self.charge(payment_id, amount, method).await;
+                    answer = details;
+                    Input::Charged(charged)
+                }
+                (Then::Call(Call::Void), Some(payment_id)) => Input::Voided(self.refund_or_void(payment_id).await),
+            };
         }
+    }
+
+    /// Stages the event `publish` announces about `payment`.
+    async fn publish(
+        &self,
+        tx: &mut Staging,
+        payment: &Payment,
+        publish: Publish,
+        details: Details<'_>,
+    ) -> Result<(), HandleError> {
+        let (order_id, user_id, payment_id) = (
+            payment.order_id.clone(),
+            payment.user_id.clone(),
+            payment.payment_id.to_string(),
+        );
         let amount = Some(shop_proto::common::v1::Money {
-            currency_code: payment.currency,
+            currency_code: payment.currency.clone(),
             amount_minor: payment.amount_minor,
         });
-        match outcome {
-            Outcome::Succeeded { charge_id } => {
-                store::settle(&mut tx, payment_id, Settlement::Succeeded { charge_id: &charge_id }).await?;
+        match publish {
+            Publish::Succeeded => {
                 let succeeded = ev::PaymentSucceeded {
-                    order_id: payment.order_id,
-                    user_id: payment.user_id,
-                    payment_id: payment_id.to_string(),
+                    order_id,
+                    user_id,
+                    payment_id,
                     amount,
                     charged_at: Some(timestamp(Utc::now())),
                 };
-                self.outbox.enqueue(&mut tx, &succeeded).await?;
+                self.outbox.enqueue(tx, &succeeded).await?;
             }
-            Outcome::Failed { reason } => {
-                store::settle(&mut tx, payment_id, Settlement::Failed { reason: &reason }).await?;
+            Publish::Failed(_) => {
                 let failed = ev::PaymentFailed {
-                    order_id: payment.order_id,
-                    user_id: payment.user_id,
-                    payment_id: payment_id.to_string(),
-                    reason,
+                    order_id,
+                    user_id,
+                    payment_id,
+                    reason: details.failure_reason.unwrap_or_default().to_owned(),
                 };
-                self.outbox.enqueue(&mut tx, &failed).await?;
+                self.outbox.enqueue(tx, &failed).await?;
             }
-            Outcome::Cancelled => store::settle(&mut tx, payment_id, Settlement::Cancelled).await?,
+            Publish::Refunded => {
+                let refunded = ev::PaymentRefunded {
+                    order_id,
+                    user_id,
+                    payment_id,
+                    amount,
+                };
+                self.outbox.enqueue(tx, &refunded).await?;
+            }
         }
-        self.outbox.commit(tx).await?;
         Ok(())
     }
 
-    async fn on_cancelled(&self, event: &IncomingEvent, cancelled: ev::OrderCancelled) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
-        // As for `inventory.reserved`: once recorded, the payment is settled.
-        match store::lock_by_order(&mut tx, &cancelled.order_id).await? {
-            None => {
-                // Cancelled before any charge: leave a tombstone so a late
-                // `inventory.reserved` charges nothing.
-                let total = cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok());
-                store::insert_tombstone(&mut tx, &cancelled.order_id, &cancelled.user_id, total).await?;
-                inbox::claim(&mut tx, self.consumer, event).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            Some((payment_id, PaymentStatus::Pending | PaymentStatus::Voiding)) => {
-                // A charge in flight (or stuck behind a provider outage) for
-                // an order that is over: give back whatever it took instead
-                // of waiting for it to settle, which may never happen. The
-                // intent comes first, so the charge can no longer succeed.
-                store::mark_voiding_for_cancelled_order(&mut tx, payment_id).await?;
-                tx.commit().await?;
-                self.void_and_fail(event, payment_id).await
-            }
-            Some((payment_id, PaymentStatus::Succeeded)) => {
-                tx.commit().await?;
-                self.refund_or_void(payment_id)
-                    .await
-                    .map_err(|e| HandleError::Retry(format!("refund: {e}")))?;
-                self.record_refund(event, payment_id).await
-            }
-            Some(_) => {
-                inbox::claim(&mut tx, self.consumer, event).await?;
-                tx.commit().await?;
-                Ok(())
+    /// The provider's charge, bounded by the provider timeout.
+    async fn charge(&self, payment_id: Uuid, amount: Money, method: &str) -> (ChargeAnswer, Answer) {
+        // The provider is another company's system: its time is its own span.
+        let call = self
+            .provider
+            .charge(payment_id, amount, method)
+            .instrument(tracing::info_span!("provider charge", otel.kind = "client", %payment_id));
+        let answer = tokio::time::timeout(self.provider_timeout, call)
+            .await
+            .unwrap_or(Err(ProviderError::Timeout));
+        match answer {
+            Ok(ChargeOutcome::Succeeded { charge_id }) => (
+                ChargeAnswer::Succeeded,
+                Answer {
+                    charge_id: Some(charge_id),
+                    declined: None,
+                },
+            ),
+            Ok(ChargeOutcome::Declined { reason }) => (
+                ChargeAnswer::Declined,
+                Answer {
+                    charge_id: None,
+                    declined: Some(reason),
+                },
+            ),
+            Err(error) => {
+                tracing::warn!(%payment_id, %error, "charge not answered");
+                let answer = match error {
+                    ProviderError::Unavailable(_) => ChargeAnswer::Unavailable,
+                    ProviderError::Timeout => ChargeAnswer::Timeout,
+                };
+                (answer, Answer::default())
             }
         }
     }
 
     /// The provider's refund or void, bounded like a charge.
-    async fn refund_or_void(&self, payment_id: Uuid) -> Result<(), ProviderError> {
+    async fn refund_or_void(&self, payment_id: Uuid) -> VoidAnswer {
         let call = self
             .provider
             .refund_or_void(payment_id)
             .instrument(tracing::info_span!("provider refund", otel.kind = "client", %payment_id));
-        tokio::time::timeout(self.provider_timeout, call)
+        match tokio::time::timeout(self.provider_timeout, call)
             .await
             .unwrap_or(Err(ProviderError::Timeout))
-    }
-
-    async fn record_refund(&self, event: &IncomingEvent, payment_id: Uuid) -> Result<(), HandleError> {
-        let mut tx = self.outbox.begin(&self.pool).await?;
-        let payment = store::lock(&mut tx, payment_id).await?;
-        let claimed = inbox::claim(&mut tx, self.consumer, event).await?;
-        if claimed && payment.status == PaymentStatus::Succeeded {
-            store::settle(&mut tx, payment_id, Settlement::Refunded).await?;
-            let refunded = ev::PaymentRefunded {
-                order_id: payment.order_id,
-                user_id: payment.user_id,
-                payment_id: payment_id.to_string(),
-                amount: Some(shop_proto::common::v1::Money {
-                    currency_code: payment.currency,
-                    amount_minor: payment.amount_minor,
-                }),
-            };
-            self.outbox.enqueue(&mut tx, &refunded).await?;
+        {
+            Ok(()) => VoidAnswer::Done,
+            Err(error) => {
+                tracing::warn!(%payment_id, %error, "void or refund not done");
+                VoidAnswer::Failed
+            }
         }
-        self.outbox.commit(tx).await?;
-        Ok(())
     }
 }

@@ -91,7 +91,7 @@ fn cancelled(order_id: &str) -> IncomingEvent {
 
 /// The saga of `consumer` over `pool` and `provider`, giving each provider
 /// call two seconds.
-fn payment_saga<P>(pool: &PgPool, provider: Arc<P>, consumer: &'static str, max_attempts: i32) -> PaymentSaga<P> {
+fn payment_saga<P>(pool: &PgPool, provider: Arc<P>, consumer: &'static str, max_attempts: u32) -> PaymentSaga<P> {
     PaymentSaga {
         pool: pool.clone(),
         outbox: Outbox::new("svc-payment"),

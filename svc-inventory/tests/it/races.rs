@@ -8,7 +8,10 @@ use shop_runtime::{
     db,
     values::{Quantity, Sku},
 };
-use svc_inventory::stock::{self, Line, ReleaseReason, Reservation};
+use svc_inventory::{
+    domain::{Line, ReleaseReason, Trigger},
+    saga::{Applied, apply},
+};
 
 /// A cancellation handled while the order's placement is reserving (its
 /// reservation inserted but not committed) must release that reservation
@@ -23,8 +26,9 @@ async fn a_cancellation_racing_the_reservation_releases_it() -> anyhow::Result<(
     }];
 
     let mut placing = pool.begin().await?;
-    let held = stock::reserve(&mut placing, "o-1", "u", &lines, Duration::from_secs(900)).await?;
-    assert!(matches!(held, Reservation::Held { .. }));
+    let ttl = Duration::from_secs(900);
+    let held = apply(&mut placing, "o-1", "u", Trigger::Placed, &lines, ttl).await?;
+    assert!(matches!(held, Applied::Reserved { .. }), "{held:?}");
 
     // The cancellation finds no committed reservation and waits on the
     // placement's row.
@@ -32,7 +36,8 @@ async fn a_cancellation_racing_the_reservation_releases_it() -> anyhow::Result<(
         let pool = pool.clone();
         async move {
             let mut tx = pool.begin().await?;
-            let settled = stock::release(&mut tx, "o-1", "u", ReleaseReason::OrderCancelled).await?;
+            let cancelled = Trigger::Release(ReleaseReason::OrderCancelled);
+            let settled = apply(&mut tx, "o-1", "u", cancelled, &[], ttl).await?;
             tx.commit().await?;
             anyhow::Ok(settled)
         }
