@@ -110,11 +110,13 @@ impl Config {
         }
     }
 
-    /// A larger shop: both orders in full, with more timeouts before a void.
+    /// More faults: two crashes per participant, two outages, two lost
+    /// answers, and three timeouts before a void.
     pub fn large() -> Self {
         Self {
-            orders: vec![1, 1],
-            rivals: Vec::new(),
+            crashes: 2,
+            outages: 2,
+            lost_answers: 2,
             max_attempts: 3,
             ..Self::ci()
         }
@@ -451,7 +453,8 @@ impl Shop {
         }
     }
 
-    /// Hands `delivery` back to JetStream: it comes again.
+    /// Hands `delivery` back to JetStream: it comes again (and, to bound
+    /// the model, not twice more).
     fn redeliver(state: &mut State, delivery: Option<(Consumer, Msg)>) {
         if let Some(delivery) = delivery {
             state
@@ -465,11 +468,13 @@ impl Shop {
         }
     }
 
-    fn finish(state: &mut State, task: Task, handled: Handled) {
+    /// What follows a handler's step on `order`'s `delivery` (`None`: the
+    /// expiry sweeper's).
+    fn finish(state: &mut State, delivery: Option<(Consumer, Msg)>, order: OrderNo, handled: Handled) {
         match handled {
             Handled::Ack => {}
-            Handled::Retry => Self::redeliver(state, task.delivery),
-            Handled::Continue(stage) => state.tasks.push(Task { stage, ..task }),
+            Handled::Retry => Self::redeliver(state, delivery),
+            Handled::Continue(stage) => state.tasks.push(Task { delivery, order, stage }),
         }
         state.tasks.sort();
     }
@@ -669,11 +674,6 @@ impl Model for Shop {
                         other => other,
                     };
                 }
-                let task = Task {
-                    delivery: Some((consumer, msg)),
-                    order: msg.order,
-                    stage: Stage::Read(None),
-                };
                 match handled {
                     // Nothing happened: the message waits as it did.
                     Handled::Retry => {
@@ -681,7 +681,7 @@ impl Model for Shop {
                             .network
                             .insert((consumer, msg), *last.network.get(&(consumer, msg))?);
                     }
-                    handled => Self::finish(&mut state, task, handled),
+                    handled => Self::finish(&mut state, Some((consumer, msg)), msg.order, handled),
                 }
             }
             Action::Cancel(o) => {
@@ -717,17 +717,12 @@ impl Model for Shop {
             Action::Expire(o) => {
                 let expired = inventory::Trigger::Release(ReleaseReason::Expired);
                 let current = state.orders[usize::from(o)].reservation;
-                let task = Task {
-                    delivery: None,
-                    order: o,
-                    stage: Stage::Read(current),
-                };
                 let handled = if self.config.mutation == Mutation::ReleaseWithoutLock {
                     Handled::Continue(Stage::Read(current))
                 } else {
                     self.inventory_apply(&mut state, o, expired, current)
                 };
-                Self::finish(&mut state, task, handled);
+                Self::finish(&mut state, None, o, handled);
             }
             Action::Call { task, outcome } => {
                 let Stage::Calling(call) = task.stage else {
@@ -755,7 +750,12 @@ impl Model for Shop {
                         }
                     }
                 };
-                Self::finish(&mut state, task, Handled::Continue(Stage::Answered(answer)));
+                Self::finish(
+                    &mut state,
+                    task.delivery,
+                    task.order,
+                    Handled::Continue(Stage::Answered(answer)),
+                );
             }
             Action::Step(task) => {
                 if !remove_one(&mut state.tasks, &task) {
@@ -782,7 +782,7 @@ impl Model for Shop {
                     }
                     _ => return None,
                 };
-                Self::finish(&mut state, task, handled);
+                Self::finish(&mut state, task.delivery, task.order, handled);
             }
             Action::Crash(participant) => {
                 state.crashes[participant.index()] -= 1;

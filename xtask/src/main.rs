@@ -102,7 +102,7 @@ commands:
            the saga's model checker (saga-model, release build): every
            interleaving of the CI configuration (one order racing a rival for
            the last unit, one crash per participant, an outage, a lost answer,
-           duplicates), or --large: two full orders; prints the states
+           duplicates), or --large: twice the faults; prints the states
            explored, each property's verdict and any counterexample's trace
   trace <order_id>
            the order's trace, from the spans of `up --observe`, as a
