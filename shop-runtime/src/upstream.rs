@@ -76,6 +76,24 @@ pub struct Replicas {
 }
 
 impl Replicas {
+    /// One replica on each of `ports` of this machine.
+    pub fn loopback(ports: &[u16]) -> Self {
+        Self {
+            urls: ports
+                .iter()
+                .map(|port| format!("http://127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            targets: ports
+                .iter()
+                .map(|&port| Target {
+                    host: "127.0.0.1".into(),
+                    port,
+                })
+                .collect(),
+        }
+    }
+
     /// `var` (one of `service`'s `url_vars`): one URL or several,
     /// comma-separated; by default where the service listens on this
     /// machine.
@@ -548,16 +566,7 @@ mod tests {
     }
 
     fn upstream(ports: &[u16]) -> Arc<Upstream> {
-        let replicas = Replicas {
-            urls: String::new(),
-            targets: ports
-                .iter()
-                .map(|port| Target {
-                    host: "127.0.0.1".into(),
-                    port: *port,
-                })
-                .collect(),
-        };
+        let replicas = Replicas::loopback(ports);
         Upstream::new("order", &replicas, reach(), None)
     }
 

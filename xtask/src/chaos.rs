@@ -79,15 +79,21 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let mut stack = Stack::start(&bin_dir, &data).await?;
     let outcome = stack.exercise(&options, &plan).await;
     stack.stop().await;
+    conclude(outcome, &data, "the books do not balance")
+}
+
+/// Prints the run's report; removes its data when it is clean, keeps it
+/// and fails with `failure` when it is not.
+pub(crate) fn conclude(outcome: anyhow::Result<Report>, data: &Path, failure: &str) -> anyhow::Result<()> {
     match outcome {
         Ok(report) if report.clean => {
             println!("{}", report.text);
-            std::fs::remove_dir_all(&data).ok();
+            std::fs::remove_dir_all(data).ok();
             Ok(())
         }
         Ok(report) => {
             println!("{}", report.text);
-            bail!("the books do not balance; logs and data kept in {}", data.display())
+            bail!("{failure}; logs and data kept in {}", data.display())
         }
         Err(e) => Err(e.context(format!("logs and data kept in {}", data.display()))),
     }
@@ -109,9 +115,10 @@ struct Stack {
     js: jetstream::Context,
 }
 
-struct Report {
-    clean: bool,
-    text: String,
+/// What a run found: whether it is clean, and its report.
+pub(crate) struct Report {
+    pub(crate) clean: bool,
+    pub(crate) text: String,
 }
 
 impl Stack {

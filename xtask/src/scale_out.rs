@@ -79,26 +79,15 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let mut running = up::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
     let outcome = exercise(&layout, &mut running, &data, options).await;
     running.stop().await;
-    match outcome {
-        Ok(report) if report.clean => {
-            println!("{}", report.text);
-            std::fs::remove_dir_all(&data).ok();
-            Ok(())
-        }
-        Ok(report) => {
-            println!("{}", report.text);
-            bail!("the scale-out run failed; logs and data kept in {}", data.display())
-        }
-        Err(e) => Err(e.context(format!("logs and data kept in {}", data.display()))),
-    }
+    chaos::conclude(outcome, &data, "the scale-out run failed")
 }
 
-struct Report {
-    clean: bool,
-    text: String,
-}
-
-async fn exercise(layout: &Layout, running: &mut Running<'_>, data: &Path, options: Options) -> anyhow::Result<Report> {
+async fn exercise(
+    layout: &Layout,
+    running: &mut Running<'_>,
+    data: &Path,
+    options: Options,
+) -> anyhow::Result<chaos::Report> {
     let (_client, js) = shop_runtime::nats::connect(&running.urls.nats, "xtask-scale-out").await?;
     let books = crate::verify::databases(&running.urls.postgres).await?;
     ready(running, &books, &js).await?;
@@ -239,7 +228,7 @@ async fn exercise(layout: &Layout, running: &mut Running<'_>, data: &Path, optio
         writeln!(report, "STRANDED: {timed_out} orders cancelled by their deadline")?;
     }
     writeln!(report, "\n{checked}")?;
-    Ok(Report {
+    Ok(chaos::Report {
         clean: settled.is_ok() && checked.is_clean() && rolling_clean && timed_out == 0,
         text: report,
     })

@@ -828,21 +828,8 @@ async fn dev_tokens(gateway: u16) -> anyhow::Result<DevTokens> {
 /// over them uses one: each call goes to the next serving gateway, and on
 /// to the next when one refuses it (see `shop_runtime::upstream`).
 pub(crate) fn gateways(ports: &[u16]) -> shop_runtime::upstream::Balanced {
-    use shop_runtime::upstream::{Balanced, ReachSettings, Replicas, Target, Upstream};
-    let replicas = Replicas {
-        urls: ports
-            .iter()
-            .map(|port| format!("http://127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(","),
-        targets: ports
-            .iter()
-            .map(|port| Target {
-                host: "127.0.0.1".into(),
-                port: *port,
-            })
-            .collect(),
-    };
+    use shop_runtime::upstream::{Balanced, ReachSettings, Replicas, Upstream};
+    let replicas = Replicas::loopback(ports);
     let reach = ReachSettings {
         // A gateway back from a restart takes calls again within a second.
         health_interval: Duration::from_secs(1),
