@@ -11,8 +11,9 @@
 //! original outcome, so there is exactly one charge or none. When the
 //! attempts run out on an ambiguous answer, or the order is cancelled while
 //! its charge is unsettled, the payment turns `voiding` before the provider
-//! is asked to void: from then on it is only ever voided and failed, never
-//! charged again.
+//! is asked to void: from then on it is only ever voided and failed (or
+//! cancelled), never charged again, and it leaves `voiding` only once a
+//! void went through.
 
 use std::{sync::Arc, time::Duration};
 
