@@ -5,7 +5,7 @@
 //! svc-payment's [`svc_payment::domain::decide`].
 //!
 //! The checker enumerates every order of deliveries, duplicates, crashes,
-//! provider answers, cancellations and clock ticks for a small shop
+//! provider answers, cancellations and deadlines for a small shop
 //! ([`Config`]) and either proves the [`properties`] or prints the shortest
 //! trace that breaks one ([`trace`]).
 //!
@@ -26,9 +26,13 @@
 //!   takes money once per key, a void refunds it or makes sure none comes.
 //!   It may be unavailable, lose an answer (after or before acting), and
 //!   answers as the order's card says.
-//! - **Time** only as order: each order's clock passes its deadline, then
-//!   its reservation's; the deadline sweep and the expiry sweeper may act
-//!   any time after.
+//! - **Time** only as order: the order deadline sweep may find an
+//!   unsettled order at any time; a reservation passes its deadline at any
+//!   time (which `inventory.reserved` then carries as expired), and the
+//!   expiry sweeper may release it any time after. The two deadlines are
+//!   not ordered against each other, which only allows more behaviours.
+//! - **A rival order** ([`world::Rival`]) is an order reduced to its
+//!   reservation, racing the full orders for the stock.
 //!
 //! Not modelled: SQL itself (the store applies a decision as one
 //! transaction, which is what the model assumes), message contents other
