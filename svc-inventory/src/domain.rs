@@ -328,33 +328,13 @@ mod tests {
             reserved: 3,
         };
         let two = Quantity::new(2).expect("valid quantity");
-        assert_eq!(
-            units.moved(Movement::Hold, two),
-            Units {
-                on_hand: 5,
-                reserved: 5
-            }
-        );
-        assert_eq!(
-            units.moved(Movement::Sell, two),
-            Units {
-                on_hand: 3,
-                reserved: 1
-            }
-        );
-        assert_eq!(
-            units.moved(Movement::Unhold, two),
-            Units {
-                on_hand: 5,
-                reserved: 1
-            }
-        );
-        assert_eq!(
-            units.moved(Movement::Return, two),
-            Units {
-                on_hand: 7,
-                reserved: 3
-            }
-        );
+        for (movement, on_hand, reserved) in [
+            (Movement::Hold, 5, 5),
+            (Movement::Sell, 3, 1),
+            (Movement::Unhold, 5, 1),
+            (Movement::Return, 7, 3),
+        ] {
+            assert_eq!(units.moved(movement, two), Units { on_hand, reserved }, "{movement:?}");
+        }
     }
 }

@@ -61,8 +61,12 @@ pub async fn apply(
     lines: &[Line],
     ttl: Duration,
 ) -> Result<Applied, sqlx::Error> {
+    // A placement takes its order for new and lets the claim check that:
+    // the common case, an order never seen, costs no read first.
+    let mut read = trigger != Trigger::Placed;
     loop {
-        let found = stock::lock(conn, order_id).await?;
+        let found = if read { stock::lock(conn, order_id).await? } else { None };
+        read = true;
         let current = found.as_ref().map(|f| f.status);
         match domain::decide(current, trigger) {
             Decision::Reserve => {
