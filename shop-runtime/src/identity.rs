@@ -23,7 +23,7 @@ use std::{
     path::Path,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use ed25519_dalek::{
@@ -34,7 +34,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Status, metadata::MetadataMap};
 
-use crate::config::EnvReader;
+use crate::{config::EnvReader, memo::Memo};
 
 /// The metadata that carries the identity token.
 pub const IDENTITY_HEADER: &str = "x-shop-identity";
@@ -49,6 +49,12 @@ pub const VERIFYING_KEY_FILE: &str = "IDENTITY_VERIFYING_KEY_FILE";
 /// call's own trip and the clocks of two machines.
 const LIFETIME: Duration = Duration::from_secs(30);
 const CLOCK_LEEWAY_SECONDS: u64 = 5;
+/// For this long the issuer hands out the token it signed for the same
+/// caller and methods again, so a session's calls share one signature and
+/// every token handed out has at least two thirds of its life left.
+const REISSUE_AFTER: Duration = Duration::from_secs(10);
+/// Tokens the issuer, and each verifier, keep (see [`Memo`]).
+const TOKENS_KEPT: usize = 4096;
 
 const ISSUER: &str = "shop-gateway";
 const AUDIENCE: &str = "shop-services";
@@ -195,6 +201,8 @@ fn read_key_file(path: &Path) -> Result<(String, String), IdentityKeyError> {
 pub struct IdentityIssuer {
     header: Header,
     key: EncodingKey,
+    /// Tokens signed lately, by user, roles and methods.
+    issued: Memo<String, String>,
 }
 
 impl std::fmt::Debug for IdentityIssuer {
@@ -215,6 +223,7 @@ impl IdentityIssuer {
         Self {
             header,
             key: EncodingKey::from_ed_der(der.as_bytes()),
+            issued: Memo::new(TOKENS_KEPT),
         }
     }
 
@@ -239,8 +248,18 @@ impl IdentityIssuer {
     }
 
     /// A token for `user` with `roles`, good for the calls at `paths` for
-    /// the next 30 s.
+    /// 20 to 30 s.
     pub fn issue(&self, user: &UserId, roles: &[impl AsRef<str>], paths: &[impl AsRef<str>]) -> String {
+        // None of the parts holds a newline (user ids and roles hold no
+        // whitespace, paths are HTTP/2 paths), so the key names one token.
+        let names = std::iter::once(user.as_str())
+            .chain(roles.iter().map(AsRef::as_ref))
+            .chain(std::iter::once(""))
+            .chain(paths.iter().map(AsRef::as_ref));
+        let memo_key = names.collect::<Vec<_>>().join("\n");
+        if let Some(token) = self.issued.get(&memo_key) {
+            return token;
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -255,7 +274,10 @@ impl IdentityIssuer {
             exp: now + LIFETIME.as_secs(),
         };
         // Serialising these claims and signing with a valid key cannot fail.
-        jsonwebtoken::encode(&self.header, &claims, &self.key).expect("an identity token encodes")
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.key).expect("an identity token encodes");
+        self.issued
+            .remember(memo_key, token.clone(), Instant::now() + REISSUE_AFTER);
+        token
     }
 }
 
@@ -263,6 +285,15 @@ impl IdentityIssuer {
 pub struct IdentityVerifier {
     keys: Vec<(String, DecodingKey)>,
     validation: Validation,
+    /// Tokens verified lately, by their full text, until they expire.
+    verified: Memo<String, Arc<Vouch>>,
+}
+
+/// What a verified token vouches for.
+struct Vouch {
+    caller: Caller,
+    /// The paths it may be presented to.
+    paths: Vec<String>,
 }
 
 impl std::fmt::Debug for IdentityVerifier {
@@ -285,6 +316,7 @@ impl IdentityVerifier {
                 .map(|key| (kid(key), DecodingKey::from_ed_der(key.as_bytes())))
                 .collect(),
             validation,
+            verified: Memo::new(TOKENS_KEPT),
         }
     }
 
@@ -325,6 +357,19 @@ impl IdentityVerifier {
 
     /// The caller `token` vouches for on a call to `path`.
     pub fn verify(&self, token: &str, path: &str) -> Result<Caller, Refused> {
+        let vouch = match self.verified.get(token) {
+            Some(vouch) => vouch,
+            None => self.check(token)?,
+        };
+        if !vouch.paths.iter().any(|m| m == path) {
+            return Err(Refused::OtherMethod(path.to_owned()));
+        }
+        Ok(vouch.caller.clone())
+    }
+
+    /// Checks `token`'s signature and claims, and keeps what it vouches for
+    /// until it expires.
+    fn check(&self, token: &str) -> Result<Arc<Vouch>, Refused> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Malformed)?;
         let key = self
             .keys
@@ -343,11 +388,21 @@ impl IdentityVerifier {
                 _ => Refused::NotVouched,
             })?
             .claims;
-        if !claims.mth.iter().any(|m| m == path) {
-            return Err(Refused::OtherMethod(path.to_owned()));
-        }
         let user_id = UserId::parse(&claims.sub).map_err(Refused::BadUser)?;
-        Ok(Caller::new(user_id, &claims.roles))
+        let vouch = Arc::new(Vouch {
+            caller: Caller::new(user_id, &claims.roles),
+            paths: claims.mth,
+        });
+        // Kept until its expiry (the leeway is for clocks that differ, not
+        // for a copy on this machine).
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let left = Duration::from_secs(claims.exp.saturating_sub(unix_now));
+        self.verified
+            .remember(token.to_owned(), vouch.clone(), Instant::now() + left);
+        Ok(vouch)
     }
 }
 
@@ -521,6 +576,31 @@ mod tests {
         let caller = verifier.verify(&plain, PLACE).expect("vouched");
         assert_eq!(caller.roles, [Role::Customer], "no role means customer");
         assert!(!caller.may_access("bob"));
+    }
+
+    #[test]
+    fn a_signature_serves_the_same_caller_and_methods_a_while_and_no_one_else() {
+        let (issuer, verifier) = pair(1);
+        let token = issuer.issue(&alice(), &["customer"], &[PLACE]);
+        assert_eq!(issuer.issue(&alice(), &["customer"], &[PLACE]), token, "signed once");
+        let bob = UserId::parse("bob").expect("valid");
+        for other in [
+            issuer.issue(&bob, &["customer"], &[PLACE]),
+            issuer.issue(&alice(), &["admin"], &[PLACE]),
+            issuer.issue(&alice(), &["customer"], &[CHECKOUT]),
+            issuer.issue(&alice(), &[] as &[&str], &["customer", PLACE]),
+        ] {
+            assert_ne!(other, token);
+        }
+        // Verified once, kept: the answer and the refusals stay the same.
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&token, PLACE).expect("vouched").user_id, alice());
+            assert_eq!(
+                verifier.verify(&token, CHECKOUT).expect_err("refused"),
+                Refused::OtherMethod(CHECKOUT.into())
+            );
+        }
+        assert_eq!(verifier.verified.len(), 1);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   carried through every event.
 //! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
 //!   the admin HTTP port; [`grpc_metrics`]: RED metrics of every call.
-//! - [`identity`]: the caller as the gateway passes it.
+//! - [`identity`]: the caller as the gateway passes it; [`memo`]: tokens
+//!   verified or signed, kept while they hold.
 //! - [`api_error`]: `ApiError`, the one mapping of a request's failure to its
 //!   gRPC status; internal failures are logged, never echoed.
 //! - [`values`]: validated value types shared by the domains.
@@ -36,6 +37,7 @@ pub mod grpc_metrics;
 pub mod host;
 pub mod identity;
 pub mod inbox;
+pub mod memo;
 pub mod nats;
 pub mod outbox;
 pub mod registry;

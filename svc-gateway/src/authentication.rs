@@ -18,7 +18,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -28,7 +28,7 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse},
 };
 use serde::Deserialize;
-use shop_runtime::{CancellationToken, identity::UserId};
+use shop_runtime::{CancellationToken, identity::UserId, memo::Memo};
 
 use crate::config::{AuthSettings, JwksSource};
 
@@ -213,49 +213,6 @@ fn is_header_safe_role(role: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
-/// Tokens verified recently, by their full text.
-#[derive(Default)]
-struct VerifiedTokens {
-    entries: Mutex<HashMap<String, (Identity, Instant)>>,
-}
-
-impl VerifiedTokens {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Identity, Instant)>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn get(&self, token: &str) -> Option<Identity> {
-        let mut entries = self.lock();
-        match entries.get(token) {
-            Some((identity, until)) if Instant::now() < *until => Some(identity.clone()),
-            Some(_) => {
-                entries.remove(token);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, token: &str, identity: &Identity, expires_in: Duration) {
-        let now = Instant::now();
-        let mut entries = self.lock();
-        if entries.len() >= VERIFIED_TOKENS_KEPT {
-            entries.retain(|_, (_, until)| now < *until);
-            if entries.len() >= VERIFIED_TOKENS_KEPT {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            token.to_owned(),
-            (identity.clone(), now + expires_in.min(VERIFIED_TOKEN_TTL)),
-        );
-    }
-
-    fn forget_all(&self) {
-        self.lock().clear();
-    }
-}
-
 /// Verifies bearer tokens against the current key set.
 pub struct TokenVerifier {
     issuer: String,
@@ -268,7 +225,8 @@ pub struct TokenVerifier {
     /// When the set was last (re)loaded; also serialises reloads.
     last_load: tokio::sync::Mutex<Option<Instant>>,
     min_reload_interval: Duration,
-    verified: VerifiedTokens,
+    /// Tokens verified recently, by their full text.
+    verified: Memo<String, Identity>,
 }
 
 impl TokenVerifier {
@@ -300,7 +258,7 @@ impl TokenVerifier {
             ring: RwLock::new(Arc::new(initial)),
             last_load: tokio::sync::Mutex::new(None),
             min_reload_interval: settings.jwks_min_refresh_interval,
-            verified: VerifiedTokens::default(),
+            verified: Memo::new(VERIFIED_TOKENS_KEPT),
         });
         match (&verifier.source, verifier.reload().await) {
             (_, Ok(())) => {}
@@ -470,7 +428,8 @@ impl TokenVerifier {
             .map(|d| d.as_secs())
             .unwrap_or(u64::MAX);
         let expires_in = Duration::from_secs((data.claims.exp.max(0.0) as u64).saturating_sub(unix_now));
-        self.verified.remember(token, &identity, expires_in);
+        let until = Instant::now() + expires_in.min(VERIFIED_TOKEN_TTL);
+        self.verified.remember(token.to_owned(), identity.clone(), until);
         Ok(identity)
     }
 }
@@ -651,21 +610,6 @@ mod tests {
         verifier.reload().await.expect("reload");
         assert!(verifier.verified.get(&token).is_none());
         assert!(verifier.verify(&token).await.is_err());
-    }
-
-    #[test]
-    fn remembered_tokens_end_at_their_expiry_and_memory_is_bounded() {
-        let cache = VerifiedTokens::default();
-        let identity = Identity {
-            user_id: UserId::parse("alice").expect("user"),
-            roles: vec![],
-        };
-        cache.remember("expiring", &identity, Duration::ZERO);
-        assert!(cache.get("expiring").is_none());
-        for n in 0..(VERIFIED_TOKENS_KEPT + 10) {
-            cache.remember(&format!("t{n}"), &identity, Duration::from_secs(30));
-        }
-        assert!(cache.lock().len() <= VERIFIED_TOKENS_KEPT);
     }
 
     #[tokio::test]
