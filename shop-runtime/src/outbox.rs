@@ -65,7 +65,7 @@ const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
 /// How long published rows wait to be marked, so that one statement marks
 /// the rows of many passes. A crash before the mark only means the next
 /// lease pass sends them again, to be dropped as duplicates.
-const MARK_DELAY: Duration = Duration::from_millis(10);
+const MARK_DELAY: Duration = Duration::from_millis(100);
 
 /// Committed events waiting for the relay; beyond this, the lease pass
 /// takes them from the table instead.

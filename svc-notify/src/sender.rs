@@ -4,6 +4,7 @@
 //! `Message-ID: <notification_id@shop>` so a downstream can drop a resend.
 
 use std::{
+    io::Write,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -13,7 +14,6 @@ use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
 };
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::config::{Config, SmtpRelay};
@@ -125,22 +125,29 @@ impl FileSender {
         let temporary = self
             .dir
             .join(format!(".{}.{}.tmp", email.notification_id, Uuid::new_v4()));
-        let written = write_synced(&temporary, &bytes).await;
-        let renamed = match written {
-            Ok(()) => tokio::fs::rename(&temporary, self.path_of(email.notification_id)).await,
-            Err(e) => Err(e),
-        };
-        if renamed.is_err() {
-            let _ = tokio::fs::remove_file(&temporary).await;
-        }
-        Ok(renamed?)
+        let path = self.path_of(email.notification_id);
+        // One trip to the blocking pool for the whole hand-over, not one for
+        // each of create, write, sync and rename.
+        tokio::task::spawn_blocking(move || replace_synced(&temporary, &path, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
     }
 }
 
-async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = tokio::fs::File::create(path).await?;
-    file.write_all(bytes).await?;
-    file.sync_all().await
+/// Puts `bytes` at `path` by way of `temporary`, on disk before the rename.
+fn replace_synced(temporary: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let replaced = write_synced(temporary, bytes).and_then(|()| std::fs::rename(temporary, path));
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(temporary);
+    }
+    replaced
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Sends through a plain-text SMTP relay, one connection per email.

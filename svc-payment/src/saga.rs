@@ -5,8 +5,9 @@
 //!
 //! The provider call happens between two transactions (never inside one):
 //! the first records a `pending` payment whose id is the provider-side
-//! idempotency key, the second records the outcome with the inbox row and the
-//! outgoing event. A crash or timeout in between leaves the payment `pending`;
+//! idempotency key (a single `INSERT … ON CONFLICT DO NOTHING` when the
+//! order has none yet), the second records the outcome with the inbox row
+//! and the outgoing event. A crash or timeout in between leaves the payment `pending`;
 //! redelivery calls the provider again with the same key, which returns the
 //! original outcome, so there is exactly one charge or none. When the
 //! attempts run out on an ambiguous answer, or the order is cancelled while
@@ -108,38 +109,14 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     /// `new`: the payment to create if the order has none.
     async fn run(&self, event: &IncomingEvent, new: &NewPayment<'_>, mut input: Input) -> Result<(), HandleError> {
         let mut answer = Answer::default();
+        let mut created = self.create_alone(new, input).await?;
         loop {
-            let mut tx = self.outbox.begin(&self.pool).await?;
-            let payment = store::lock_by_order(&mut tx, new.order_id).await?;
-            let decision = domain::decide(payment.as_ref().map(|p| p.status), input, self.max_attempts);
-            if decision.then == Then::Done && !inbox::claim(&mut tx, self.consumer, event).await? {
-                // A repeat of an event handled already.
-                self.outbox.commit(tx).await?;
-                return Ok(());
-            }
-            let failure_reason = match decision.publish {
-                Some(Publish::Failed(reason)) => reason.as_str().or(answer.declined.as_deref()),
-                _ => None,
+            let (then, payment) = match created.take() {
+                Some(payment) => (Then::Call(Call::Charge), Some(payment)),
+                None => self.step(event, new, input, &answer).await?,
             };
-            let details = Details {
-                charge_id: answer.charge_id.as_deref(),
-                failure_reason,
-            };
-            let payment = match (payment, decision.to) {
-                (Some(payment), Some(to)) => {
-                    store::update(&mut tx, payment.payment_id, to, details).await?;
-                    Some(payment)
-                }
-                (None, Some(to)) => Some(store::create(&mut tx, new, to, details).await?),
-                (payment, None) => payment,
-            };
-            if let (Some(publish), Some(payment)) = (decision.publish, &payment) {
-                self.publish(&mut tx, payment, publish, details).await?;
-            }
-            self.outbox.commit(tx).await?;
-
             let payment_id = payment.as_ref().map(|p| p.payment_id);
-            input = match (decision.then, payment_id) {
+            input = match (then, payment_id) {
                 (Then::Done, _) => return Ok(()),
                 (Then::Retry(why), _) => return Err(HandleError::Retry(why.to_owned())),
                 (Then::Call(_), None) => {
@@ -162,6 +139,70 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 (Then::Call(Call::Void), Some(payment_id)) => Input::Voided(self.refund_or_void(payment_id).await),
             };
         }
+    }
+
+    /// The first step, when all it does for a new order is create the
+    /// payment and charge it: one statement instead of a transaction, for
+    /// the common case. `None` when the step is another, or the order has a
+    /// payment already (a redelivery), for [`Self::step`] to decide under
+    /// the lock.
+    async fn create_alone(&self, new: &NewPayment<'_>, input: Input) -> Result<Option<Payment>, HandleError> {
+        let decision = domain::decide(None, input, self.max_attempts);
+        match (decision.to, decision.then, decision.publish) {
+            (Some(to), Then::Call(Call::Charge), None) => {
+                Ok(store::create(&self.pool, new, to, Details::default()).await?)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// One decision on `input` in a transaction under the payment's row
+    /// lock: the payment's move, the event it publishes, and the inbox claim
+    /// when it ends the handling. Returns what follows, and the payment.
+    async fn step(
+        &self,
+        event: &IncomingEvent,
+        new: &NewPayment<'_>,
+        input: Input,
+        answer: &Answer,
+    ) -> Result<(Then, Option<Payment>), HandleError> {
+        let mut tx = self.outbox.begin(&self.pool).await?;
+        let payment = store::lock_by_order(&mut tx, new.order_id).await?;
+        let decision = domain::decide(payment.as_ref().map(|p| p.status), input, self.max_attempts);
+        if decision.then == Then::Done && !inbox::claim(&mut tx, self.consumer, event).await? {
+            // A repeat of an event handled already.
+            self.outbox.commit(tx).await?;
+            return Ok((Then::Done, payment));
+        }
+        let failure_reason = match decision.publish {
+            Some(Publish::Failed(reason)) => reason.as_str().or(answer.declined.as_deref()),
+            _ => None,
+        };
+        let details = Details {
+            charge_id: answer.charge_id.as_deref(),
+            failure_reason,
+        };
+        let payment = match (payment, decision.to) {
+            (Some(payment), Some(to)) => {
+                store::update(&mut tx, payment.payment_id, to, details).await?;
+                Some(payment)
+            }
+            (None, Some(to)) => match store::create(&mut *tx, new, to, details).await? {
+                Some(payment) => Some(payment),
+                None => {
+                    return Err(HandleError::Retry(format!(
+                        "a payment of order {} was created meanwhile",
+                        new.order_id
+                    )));
+                }
+            },
+            (payment, None) => payment,
+        };
+        if let (Some(publish), Some(payment)) = (decision.publish, &payment) {
+            self.publish(&mut tx, payment, publish, details).await?;
+        }
+        self.outbox.commit(tx).await?;
+        Ok((decision.then, payment))
     }
 
     /// Stages the event `publish` announces about `payment`.

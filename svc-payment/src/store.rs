@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use shop_runtime::values::Money;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{Status, Voiding};
@@ -148,24 +148,26 @@ pub(crate) struct Details<'a> {
     pub failure_reason: Option<&'a str>,
 }
 
-/// Records a new payment in `status`; its id is the provider-side
-/// idempotency key.
-pub(crate) async fn create(
-    conn: &mut PgConnection,
+/// Records a new payment in `status`, unless its order has one already
+/// (`None`); its id is the provider-side idempotency key. On a pool, in a
+/// statement of its own, or in the caller's transaction.
+pub(crate) async fn create<'c>(
+    conn: impl PgExecutor<'c>,
     new: &NewPayment<'_>,
     status: Status,
     details: Details<'_>,
-) -> Result<Payment, StoreError> {
+) -> Result<Option<Payment>, StoreError> {
     let payment_id = Uuid::now_v7();
     let (status_column, reason) = columns(status);
     let attempts = match status {
         Status::Pending { attempts } => i32::try_from(attempts).unwrap_or(i32::MAX),
         _ => 0,
     };
-    let row: PaymentRow = sqlx::query_as(concat!(
+    let row: Option<PaymentRow> = sqlx::query_as(concat!(
         "INSERT INTO payments (payment_id, order_id, user_id, status, attempts, amount_minor, currency,
                                payment_method, charge_id, failure_reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (order_id) DO NOTHING RETURNING ",
         payment_columns!()
     ))
     .bind(payment_id)
@@ -181,9 +183,9 @@ pub(crate) async fn create(
     .bind(new.payment_method)
     .bind(details.charge_id)
     .bind(details.failure_reason.or(reason))
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await?;
-    row.try_into()
+    row.map(Payment::try_from).transpose()
 }
 
 /// Moves the locked payment to `status`.
