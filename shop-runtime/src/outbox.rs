@@ -67,6 +67,11 @@ const MIN_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
 /// lease pass sends them again, to be dropped as duplicates.
 const MARK_DELAY: Duration = Duration::from_millis(100);
 
+/// Marks the rows `$1` (event ids) published: by the relay after a hand-over
+/// and after a lease pass alike.
+const MARK_PUBLISHED: &str =
+    "UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)";
+
 /// Committed events waiting for the relay; beyond this, the lease pass
 /// takes them from the table instead.
 const HANDOVER_CAPACITY: usize = 4096;
@@ -317,12 +322,7 @@ impl Relay {
         if ids.is_empty() {
             return true;
         }
-        let marked = sqlx::query(
-            "UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)",
-        )
-        .bind(&*ids)
-        .execute(&self.pool)
-        .await;
+        let marked = sqlx::query(MARK_PUBLISHED).bind(&*ids).execute(&self.pool).await;
         match marked {
             Ok(_) => {
                 ids.clear();
@@ -369,7 +369,7 @@ impl Relay {
             return Ok(0);
         }
         let published = self.publish(rows).await;
-        sqlx::query("UPDATE outbox SET published_at = clock_timestamp(), leased_until = NULL WHERE event_id = ANY($1)")
+        sqlx::query(MARK_PUBLISHED)
             .bind(&published.ids)
             .execute(&self.pool)
             .await?;
