@@ -7,14 +7,14 @@
 //! the first records a `pending` payment whose id is the provider-side
 //! idempotency key (a single `INSERT … ON CONFLICT DO NOTHING` when the
 //! order has none yet), the second records the outcome with the inbox row
-//! and the outgoing event. A crash or timeout in between leaves the payment `pending`;
-//! redelivery calls the provider again with the same key, which returns the
-//! original outcome, so there is exactly one charge or none. When the
-//! attempts run out on an ambiguous answer, or the order is cancelled while
-//! its charge is unsettled, the payment turns `voiding` before the provider
-//! is asked to void: from then on it is only ever voided and failed (or
-//! cancelled), never charged again, and it leaves `voiding` only once a
-//! void went through.
+//! and the outgoing event. A crash or timeout in between leaves the payment
+//! `pending`; redelivery calls the provider again with the same key, which
+//! returns the original outcome, so there is exactly one charge or none.
+//! When the attempts run out on an ambiguous answer, or the order is
+//! cancelled while its charge is unsettled, the payment turns `voiding`
+//! before the provider is asked to void: from then on it is only ever voided
+//! and failed (or cancelled), never charged again, and it leaves `voiding`
+//! only once a void went through.
 
 use std::{sync::Arc, time::Duration};
 
@@ -112,7 +112,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         let mut created = self.create_alone(new, input).await?;
         loop {
             let (then, payment) = match created.take() {
-                Some(payment) => (Then::Call(Call::Charge), Some(payment)),
+                Some(first) => first,
                 None => self.step(event, new, input, &answer).await?,
             };
             let payment_id = payment.as_ref().map(|p| p.payment_id);
@@ -142,18 +142,21 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     }
 
     /// The first step, when all it does for a new order is create the
-    /// payment and charge it: one statement instead of a transaction, for
+    /// payment and call the provider: one statement instead of a transaction, for
     /// the common case. `None` when the step is another, or the order has a
     /// payment already (a redelivery), for [`Self::step`] to decide under
     /// the lock.
-    async fn create_alone(&self, new: &NewPayment<'_>, input: Input) -> Result<Option<Payment>, HandleError> {
+    async fn create_alone(
+        &self,
+        new: &NewPayment<'_>,
+        input: Input,
+    ) -> Result<Option<(Then, Option<Payment>)>, HandleError> {
         let decision = domain::decide(None, input, self.max_attempts);
-        match (decision.to, decision.then, decision.publish) {
-            (Some(to), Then::Call(Call::Charge), None) => {
-                Ok(store::create(&self.pool, new, to, Details::default()).await?)
-            }
-            _ => Ok(None),
-        }
+        let (Some(to), Then::Call(_), None) = (decision.to, decision.then, decision.publish) else {
+            return Ok(None);
+        };
+        let created = store::create(&self.pool, new, to, Details::default()).await?;
+        Ok(created.map(|payment| (decision.then, Some(payment))))
     }
 
     /// One decision on `input` in a transaction under the payment's row
