@@ -13,6 +13,9 @@
 //!
 //! - [`Fault::Latency`] delays every chunk, each direction on its own,
 //!   keeping order.
+//! - [`Fault::LateReplies`] delays only what the upstream sends: the request
+//!   arrives and is acted on at once, its answer comes too late for a
+//!   caller's deadline (the unknown outcome a timeout leaves).
 //! - [`Fault::Blackhole`] stops reading from both sides: a chunk already read
 //!   is held, never delivered, and the kernel buffers fill up until the
 //!   senders' writes block, as in a network partition. Connections accepted
@@ -53,6 +56,9 @@ pub enum Fault {
     None,
     /// Deliver every chunk, in each direction, this much later.
     Latency(Duration),
+    /// Deliver what the upstream sends this much later; pass the client's
+    /// bytes at once.
+    LateReplies(Duration),
     /// Forward nothing and report nothing; reset the affected connections
     /// once the fault changes.
     Blackhole,
@@ -301,7 +307,7 @@ async fn relay(
     blackholed: &AtomicBool,
 ) -> std::io::Result<()> {
     // A connection that arrives during a blackhole never reaches upstream.
-    gate(&state, blackholed).await;
+    gate(&state, Direction::Request, blackholed).await;
     let server = server.insert(TcpStream::connect(upstream).await?);
     // The proxy must not add Nagle delays of its own to what it measures.
     client.set_nodelay(true)?;
@@ -309,8 +315,8 @@ async fn relay(
     let (client_read, client_write) = client.split();
     let (server_read, server_write) = server.split();
     tokio::try_join!(
-        pump(client_read, server_write, &state, blackholed),
-        pump(server_read, client_write, &state, blackholed),
+        pump(client_read, server_write, Direction::Request, &state, blackholed),
+        pump(server_read, client_write, Direction::Reply, &state, blackholed),
     )?;
     Ok(())
 }
@@ -321,6 +327,7 @@ async fn relay(
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
+    direction: Direction,
     state: &watch::Receiver<State>,
     blackholed: &AtomicBool,
 ) -> std::io::Result<()> {
@@ -335,7 +342,7 @@ async fn pump(
                 return Ok(());
             }
             chunk.truncate(n);
-            let delay = gate(state, blackholed).await;
+            let delay = gate(state, direction, blackholed).await;
             if queue.send((chunk, Instant::now() + delay)).await.is_err() {
                 return Ok(());
             }
@@ -345,7 +352,7 @@ async fn pump(
         while let Some((chunk, due)) = queued.recv().await {
             tokio::time::sleep_until(due).await;
             // Chunks still in flight when a blackhole starts stay held too.
-            gate(state, blackholed).await;
+            gate(state, direction, blackholed).await;
             to.write_all(&chunk).await?;
         }
         to.shutdown().await
@@ -354,15 +361,26 @@ async fn pump(
     Ok(())
 }
 
-/// The delay in force for a chunk. Under [`Fault::Blackhole`] or
-/// [`Fault::Reset`] it never returns: the connection waits, holding its
-/// chunk, until [`until_reset`] ends it.
-async fn gate(state: &watch::Receiver<State>, blackholed: &AtomicBool) -> Duration {
+/// Which way a chunk goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// Client to upstream.
+    Request,
+    /// Upstream to client.
+    Reply,
+}
+
+/// The delay in force for a chunk going `direction`. Under
+/// [`Fault::Blackhole`] or [`Fault::Reset`] it never returns: the connection
+/// waits, holding its chunk, until [`until_reset`] ends it.
+async fn gate(state: &watch::Receiver<State>, direction: Direction, blackholed: &AtomicBool) -> Duration {
     // Copied out: the borrow locks the channel and must not be held.
     let current = state.borrow().fault;
     match current {
         Fault::None => Duration::ZERO,
         Fault::Latency(delay) => delay,
+        Fault::LateReplies(delay) if direction == Direction::Reply => delay,
+        Fault::LateReplies(_) => Duration::ZERO,
         Fault::Blackhole | Fault::Reset => {
             if current == Fault::Blackhole {
                 blackholed.store(true, Ordering::Relaxed);

@@ -57,7 +57,14 @@ fn public_services_have_the_documented_methods() {
         ),
         (
             "shop.order.v1.OrderService",
-            &["PlaceOrder", "GetOrder", "ListOrders", "CancelOrder", "WatchOrder"],
+            &[
+                "PlaceOrder",
+                "GetOrder",
+                "LookupOrder",
+                "ListOrders",
+                "CancelOrder",
+                "WatchOrder",
+            ],
         ),
         ("shop.payment.v1.PaymentService", &["GetPayment"]),
         ("shop.notify.v1.NotificationService", &["ListNotifications"]),

@@ -14,12 +14,12 @@ use shop_runtime::{
     upstream,
     values::{IdempotencyKey, Quantity, Sku, timestamp},
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    carts::{Cart, CartStore, OrderEnd},
+    carts::{Begun, Cart, CartStore, CheckoutLine, OrderEnd, OrderState, Unanswered},
     catalog,
-    error::orders_unavailable,
+    error::{EARLIER_CHECKOUT, orders_unavailable},
     orders::Orders,
 };
 
@@ -73,7 +73,7 @@ impl CartApi {
             return Err(ApiError::invalid("payment_method", "is required (e.g. \"pm_card_ok\")"));
         }
         let user = &caller.user_id;
-        let lines = self.carts.begin_checkout(user, key).await?;
+        let lines = self.begin_checkout(request.metadata(), user, key).await?;
         let place = PlaceOrderRequest {
             idempotency_key: key.to_owned(),
             lines: lines
@@ -86,38 +86,76 @@ impl CartApi {
                 .collect(),
             payment_method: body.payment_method.clone(),
         };
-        let answer = self.orders.place(request.metadata(), place).await;
-        let order = match answer {
+        let order = match self.orders.place(request.metadata(), place).await {
             Ok(order) => order,
-            // No replica took it: nothing was placed, and a retry may read
-            // the cart afresh.
-            Err(status) if upstream::was_unsent(&status) => {
-                self.carts.abandon_checkout(user, key, true).await?;
-                return Err(orders_unavailable());
-            }
             Err(status) => {
-                // These refusals mean no order of ours exists under the key,
-                // so a retry may read the cart afresh. After anything else
-                // (a timeout, "being created; retry") one may exist, so the
-                // key stays pinned to the lines already sent.
-                let refused = matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied | Code::Unauthenticated
-                );
-                self.carts.abandon_checkout(user, key, refused).await?;
+                // No replica took it, or svc-order refused it: no order of
+                // ours exists under the key. After anything else (a timeout,
+                // "being created; retry") one may.
+                let refused = upstream::was_unsent(&status)
+                    || matches!(
+                        status.code(),
+                        Code::InvalidArgument | Code::AlreadyExists | Code::PermissionDenied | Code::Unauthenticated
+                    );
+                let known = if refused {
+                    Unanswered::NoOrder
+                } else {
+                    Unanswered::MaybePlaced
+                };
+                self.carts.abandon_checkout(user, key, known).await?;
                 return Err(order_failure(status));
             }
         };
-        self.carts.record_checkout(user, key, &order.order_id, &lines).await?;
-        // A retry of a checkout whose order is already confirmed: its
-        // confirmation may have come before the record existed.
-        if order.status == OrderStatus::Confirmed as i32 {
-            self.carts
-                .end_checkout(user, &order.order_id, OrderEnd::Confirmed)
-                .await?;
-        }
+        self.carts
+            .record_checkout(user, key, &order.order_id, &lines, state_of(&order))
+            .await?;
         tracing::info!(order_id = %order.order_id, user = %user, "checked out");
         Ok(order)
+    }
+
+    /// The lines to order under `key`. The fate of every earlier checkout
+    /// whose PlaceOrder went unanswered is learnt first, so that the lines
+    /// an order of it took are not ordered again.
+    async fn begin_checkout(
+        &self,
+        caller: &MetadataMap,
+        user: &UserId,
+        key: &str,
+    ) -> Result<Vec<CheckoutLine>, ApiError> {
+        // Each round settles one unsure key; a cart has a handful at most.
+        for _ in 0..MAX_UNSURE_SETTLED {
+            let earlier = match self.carts.begin_checkout(user, key).await? {
+                Begun::Lines(lines) => return Ok(lines),
+                Begun::Unsure(earlier) => earlier,
+            };
+            match self.orders.lookup(caller, &earlier).await {
+                Ok(Some(order)) => {
+                    let took: Vec<CheckoutLine> = order.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+                    self.carts
+                        .record_checkout(user, &earlier, &order.order_id, &took, state_of(&order))
+                        .await?;
+                    tracing::info!(order_id = %order.order_id, user = %user, "an unanswered checkout found its order");
+                }
+                Ok(None) => self.carts.forget_unsure(user, &earlier).await?,
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "LookupOrder failed");
+                    return Err(ApiError::Unavailable(EARLIER_CHECKOUT));
+                }
+            }
+        }
+        Err(ApiError::Unavailable(EARLIER_CHECKOUT))
+    }
+}
+
+/// Unsure keys settled in one checkout before it gives up.
+const MAX_UNSURE_SETTLED: usize = 8;
+
+/// Whether `order` is still under way, as the cart's record needs it.
+fn state_of(order: &Order) -> OrderState {
+    match OrderStatus::try_from(order.status) {
+        Ok(OrderStatus::Confirmed) => OrderState::Ended(OrderEnd::Confirmed),
+        Ok(OrderStatus::Cancelled) => OrderState::Ended(OrderEnd::Cancelled),
+        _ => OrderState::Open,
     }
 }
 

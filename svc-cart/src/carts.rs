@@ -20,7 +20,16 @@
 //! - `checkout-inflight:{user}`: sorted set of idempotency keys whose
 //!   PlaceOrder is under way, scored by a deadline. A confirmation that
 //!   overtakes the write of its checkout record (the saga can be faster than
-//!   the PlaceOrder reply) sees it and is retried instead of dropped.
+//!   the PlaceOrder reply) sees it and is retried instead of dropped. A key
+//!   whose PlaceOrder went unanswered stays until its deadline, past which
+//!   svc-order can no longer place an order under it.
+//! - `checkout-held:{user}`: hash `l:<sku>` → units that orders still under
+//!   way took; a checkout orders only what the cart holds beyond them.
+//! - `checkout-unsure:{user}`: set of idempotency keys whose PlaceOrder went
+//!   unanswered (a timeout, a lost connection): an order may exist under
+//!   them that no record holds. A checkout under another key first learns
+//!   each one's fate from svc-order ([`Begun::Unsure`]), so the same lines
+//!   are never ordered twice.
 //!
 //! Every write is one Lua script or MULTI, so limits are checked and applied
 //! in one step, and no key is ever left without an expiry.
@@ -107,6 +116,39 @@ impl Cart {
 /// A checked-out line: SKU and units.
 pub type CheckoutLine = (String, i32);
 
+/// What a checkout begins with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// The lines to order under the key.
+    Lines(Vec<CheckoutLine>),
+    /// An earlier checkout under this key went unanswered: its fate must be
+    /// known (recorded with [`CartStore::record_checkout`], or
+    /// [`CartStore::forget_unsure`]) before anything else is ordered.
+    Unsure(String),
+}
+
+/// What is known of a PlaceOrder that did not answer with an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// svc-order refused it, or no replica took it: no order exists under
+    /// the key, and a retry under it reads the cart afresh.
+    NoOrder,
+    /// It may have placed an order (a timeout, a lost connection): a retry
+    /// under the key re-sends the same lines, and a checkout under another
+    /// key first asks svc-order.
+    MaybePlaced,
+}
+
+/// Where an order stands when its checkout is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderState {
+    /// Under way: its lines are held until its end arrives.
+    Open,
+    /// Already ended (a retry or a lookup found it settled): no event will
+    /// end it again, so the checkout ends at once.
+    Ended(OrderEnd),
+}
+
 /// How an order that came from the cart ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderEnd {
@@ -114,6 +156,16 @@ pub enum OrderEnd {
     Confirmed,
     /// Its lines stay, free for another checkout.
     Cancelled,
+}
+
+impl OrderEnd {
+    /// As the scripts spell it.
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderEnd::Confirmed => "confirmed",
+            OrderEnd::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What the end of an order did to its checkout.
@@ -186,13 +238,14 @@ if redis.call('HDEL', cart, 'q:' .. sku, 'p:' .. sku) > 0 then
 end
 ";
 
-/// KEYS: cart, key record, in-flight set, held hash. ARGV: idempotency
-/// key, record TTL ms, in-flight window ms. Returns `{'lines', l:<sku>,
-/// units, ...}`: those recorded under the key, else what the cart holds
-/// beyond the units orders still under way took (recorded now; none: an
-/// empty cart); `{'held'}` when orders under way took all of it; or
+/// KEYS: cart, key record, in-flight set, held hash, unsure set. ARGV:
+/// idempotency key, record TTL ms, in-flight window ms. Returns `{'lines',
+/// l:<sku>, units, ...}`: those recorded under the key, else what the cart
+/// holds beyond the units orders still under way took (recorded now; none:
+/// an empty cart); `{'held'}` when orders under way took all of it;
 /// `{'busy', other key}` while a checkout under another key awaits
-/// svc-order's reply (it may take the same lines).
+/// svc-order's reply (it may take the same lines); or `{'unsure', other
+/// key}` when another key's PlaceOrder went unanswered.
 const BEGIN_CHECKOUT: &str = r"
 local lines = redis.call('HGETALL', KEYS[2])
 if #lines == 0 then
@@ -202,6 +255,11 @@ if #lines == 0 then
   for _, other in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
     if other ~= ARGV[1] then
       return {'busy', other}
+    end
+  end
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if other ~= ARGV[1] then
+      return {'unsure', other}
     end
   end
   local cart = redis.call('HGETALL', KEYS[1])
@@ -234,35 +292,73 @@ table.insert(lines, 1, 'lines')
 return lines
 ";
 
-/// KEYS: order record, in-flight set, held hash. ARGV: idempotency key,
-/// record TTL ms, then `l:<sku>`, units pairs. A record that exists
-/// (pending or done) is kept as it is; a new one holds its units until its
-/// order ends, so no later checkout takes them again.
+/// `finish(record, cart, held, end)`: ends a pending order record once.
+/// `end` is `confirmed` (the order took its lines: they leave the cart) or
+/// `cancelled` (they stay, free for another checkout). Returns 1 ended now,
+/// 0 ended before. Lines added after the checkout stay; the cart's expiry is
+/// left as it is (this is not the user's activity).
+const FINISH: &str = r"
+local function finish(order, cart, held, ending)
+  if redis.call('HGET', order, 'state') ~= 'pending' then
+    return 0
+  end
+  local record = redis.call('HGETALL', order)
+  for i = 1, #record, 2 do
+    local field = record[i]
+    if string.sub(field, 1, 2) == 'l:' then
+      local units = tonumber(record[i + 1])
+      if redis.call('HINCRBY', held, field, -units) <= 0 then
+        redis.call('HDEL', held, field)
+      end
+      if ending == 'confirmed' then
+        local sku = string.sub(field, 3)
+        local have = tonumber(redis.call('HGET', cart, 'q:' .. sku) or '0')
+        local left = have - units
+        if left > 0 then
+          redis.call('HSET', cart, 'q:' .. sku, left)
+        elseif have > 0 then
+          redis.call('HDEL', cart, 'q:' .. sku, 'p:' .. sku)
+        end
+      end
+      redis.call('HDEL', order, field)
+    end
+  end
+  if redis.call('HLEN', cart) == 1 then
+    redis.call('DEL', cart)
+  end
+  redis.call('HSET', order, 'state', 'done')
+  return 1
+end
+";
+
+/// KEYS: order record, in-flight set, held hash, cart, unsure set. ARGV:
+/// idempotency key, record TTL ms, `open`, `confirmed` or `cancelled`, then
+/// `l:<sku>`, units pairs. A record that exists (pending or done) is kept
+/// as it is; a new one holds its units until its order ends, so no later
+/// checkout takes them again. An order that has ended already is ended
+/// here, as its event would have: none will come for it again.
 const RECORD_CHECKOUT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'pending', unpack(ARGV, 3))
+  redis.call('HSET', KEYS[1], 'state', 'pending', unpack(ARGV, 4))
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  for i = 3, #ARGV, 2 do
+  for i = 4, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+if ARGV[3] ~= 'open' then
+  finish(KEYS[1], KEYS[4], KEYS[3], ARGV[3])
+end
 return 1
 ";
 
 /// KEYS: order record, cart, in-flight set, held hash. ARGV: `confirmed`
-/// (the order took its lines: they leave the cart) or `cancelled` (they
-/// stay, free for another checkout). Returns 1 ended now, 0 ended before,
-/// -1 a checkout is in flight, -2 no record. Lines added after the
-/// checkout stay; the cart's expiry is left as it is (this is not the
-/// user's activity).
+/// or `cancelled`. Returns 1 ended now, 0 ended before, -1 a checkout is in
+/// flight, -2 no record.
 const END_CHECKOUT: &str = r"
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'done' then
-  return 0
-end
-if not state then
+if not redis.call('HGET', KEYS[1], 'state') then
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
@@ -271,32 +367,7 @@ if not state then
   end
   return -2
 end
-local record = redis.call('HGETALL', KEYS[1])
-for i = 1, #record, 2 do
-  local field = record[i]
-  if string.sub(field, 1, 2) == 'l:' then
-    local units = tonumber(record[i + 1])
-    if redis.call('HINCRBY', KEYS[4], field, -units) <= 0 then
-      redis.call('HDEL', KEYS[4], field)
-    end
-    if ARGV[1] == 'confirmed' then
-      local sku = string.sub(field, 3)
-      local have = tonumber(redis.call('HGET', KEYS[2], 'q:' .. sku) or '0')
-      local left = have - units
-      if left > 0 then
-        redis.call('HSET', KEYS[2], 'q:' .. sku, left)
-      elseif have > 0 then
-        redis.call('HDEL', KEYS[2], 'q:' .. sku, 'p:' .. sku)
-      end
-    end
-    redis.call('HDEL', KEYS[1], field)
-  end
-end
-if redis.call('HLEN', KEYS[2]) == 1 then
-  redis.call('DEL', KEYS[2])
-end
-redis.call('HSET', KEYS[1], 'state', 'done')
-return 1
+return finish(KEYS[1], KEYS[2], KEYS[4], ARGV[1])
 ";
 
 struct Scripts {
@@ -349,8 +420,8 @@ impl CartStore {
                 update: Script::new(&format!("{UPDATE}{CART_REPLY}")),
                 remove: Script::new(&format!("{REMOVE}{CART_REPLY}")),
                 begin_checkout: Script::new(BEGIN_CHECKOUT),
-                record_checkout: Script::new(RECORD_CHECKOUT),
-                end_checkout: Script::new(END_CHECKOUT),
+                record_checkout: Script::new(&format!("{FINISH}{RECORD_CHECKOUT}")),
+                end_checkout: Script::new(&format!("{FINISH}{END_CHECKOUT}")),
             }),
         })
     }
@@ -479,10 +550,11 @@ impl CartStore {
         })
     }
 
-    /// The lines to order under `key`, and marks the checkout as in flight.
-    /// Refused while another checkout of the cart awaits its order, and
-    /// when there is nothing to order.
-    pub async fn begin_checkout(&self, user: &UserId, key: &str) -> Result<Vec<CheckoutLine>, ApiError> {
+    /// The lines to order under `key`, and marks the checkout as in flight;
+    /// or another key whose fate must be known first. Refused while another
+    /// checkout of the cart awaits its order, and when there is nothing to
+    /// order.
+    pub async fn begin_checkout(&self, user: &UserId, key: &str) -> Result<Begun, ApiError> {
         let mut conn = self.redis.clone();
         let reply: Vec<String> = self
             .scripts
@@ -491,6 +563,7 @@ impl CartStore {
             .key(checkout_key_key(user, key))
             .key(in_flight_key(user))
             .key(held_key(user))
+            .key(unsure_key(user))
             .arg(key)
             .arg(millis(self.expiries.checkout))
             .arg(millis(self.expiries.in_flight))
@@ -499,6 +572,7 @@ impl CartStore {
             .map_err(ApiError::internal(CARTS, "beginning a checkout"))?;
         let pairs = match reply.split_first() {
             Some((status, pairs)) if status == "lines" => pairs,
+            Some((status, [other])) if status == "unsure" => return Ok(Begun::Unsure(other.clone())),
             Some((status, _)) if status == "busy" => {
                 return Err(ApiError::FailedPrecondition(
                     "another checkout of this cart is waiting for its order; try again when it has answered".into(),
@@ -530,24 +604,33 @@ impl CartStore {
             lines.push((sku.to_owned(), units));
         }
         lines.sort();
-        Ok(lines)
+        Ok(Begun::Lines(lines))
     }
 
-    /// Remembers what `order_id` took from the cart, for its confirmation.
+    /// Remembers what `order_id`, placed under `key`, took from the cart:
+    /// held until its end arrives, or let go at once when it has ended
+    /// already.
     pub async fn record_checkout(
         &self,
         user: &UserId,
         key: &str,
         order_id: &str,
         lines: &[CheckoutLine],
+        state: OrderState,
     ) -> Result<(), ApiError> {
         let mut conn = self.redis.clone();
         let mut invocation = self.scripts.record_checkout.key(checkout_key(user, order_id));
         invocation
             .key(in_flight_key(user))
             .key(held_key(user))
+            .key(cart_key(user))
+            .key(unsure_key(user))
             .arg(key)
-            .arg(millis(self.expiries.checkout));
+            .arg(millis(self.expiries.checkout))
+            .arg(match state {
+                OrderState::Open => "open",
+                OrderState::Ended(end) => end.as_str(),
+            });
         for (sku, units) in lines {
             invocation.arg(format!("l:{sku}")).arg(*units);
         }
@@ -558,21 +641,49 @@ impl CartStore {
         Ok(())
     }
 
-    /// PlaceOrder did not produce an order. `forget_key`: it certainly did
-    /// not (svc-order said no), so a retry under the key reads the cart
-    /// afresh; otherwise the outcome is unknown and a retry must re-send the
-    /// same lines.
-    pub async fn abandon_checkout(&self, user: &UserId, key: &str, forget_key: bool) -> Result<(), ApiError> {
+    /// PlaceOrder under `key` did not answer with an order.
+    pub async fn abandon_checkout(&self, user: &UserId, key: &str, known: Unanswered) -> Result<(), ApiError> {
         let mut conn = self.redis.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if forget_key {
-            pipe.cmd("DEL").arg(checkout_key_key(user, key)).ignore();
+        match known {
+            Unanswered::NoOrder => {
+                pipe.cmd("DEL").arg(checkout_key_key(user, key)).ignore();
+                pipe.cmd("ZREM").arg(in_flight_key(user)).arg(key).ignore();
+            }
+            // The in-flight mark stays until its deadline: until then the
+            // call may still be placing the order.
+            Unanswered::MaybePlaced => {
+                pipe.cmd("SADD").arg(unsure_key(user)).arg(key).ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(unsure_key(user))
+                    .arg(millis(self.expiries.checkout))
+                    .ignore();
+            }
         }
-        pipe.cmd("ZREM").arg(in_flight_key(user)).arg(key).ignore();
         pipe.query_async::<()>(&mut conn)
             .await
             .map_err(ApiError::internal(CARTS, "abandoning the checkout"))?;
+        Ok(())
+    }
+
+    /// svc-order has no order under `key`, an unsure checkout's, and can no
+    /// longer make one: the lines it pinned are free, and a retry under the
+    /// key reads the cart afresh.
+    pub async fn forget_unsure(&self, user: &UserId, key: &str) -> Result<(), ApiError> {
+        let mut conn = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(checkout_key_key(user, key))
+            .ignore()
+            .cmd("SREM")
+            .arg(unsure_key(user))
+            .arg(key)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(ApiError::internal(CARTS, "forgetting an unanswered checkout"))?;
         Ok(())
     }
 
@@ -587,10 +698,7 @@ impl CartStore {
             .key(cart_key(user))
             .key(in_flight_key(user))
             .key(held_key(user))
-            .arg(match end {
-                OrderEnd::Confirmed => "confirmed",
-                OrderEnd::Cancelled => "cancelled",
-            })
+            .arg(end.as_str())
             .invoke_async(&mut conn)
             .await
             .map_err(ApiError::internal(CARTS, "ending a checkout"))?;
@@ -644,6 +752,11 @@ fn in_flight_key(user: &UserId) -> String {
 /// Units per SKU (`l:<sku>`) that orders still under way took from the cart.
 fn held_key(user: &UserId) -> String {
     format!("checkout-held:{}", user_tag(user))
+}
+
+/// Idempotency keys whose PlaceOrder went unanswered.
+fn unsure_key(user: &UserId) -> String {
+    format!("checkout-unsure:{}", user_tag(user))
 }
 
 fn parse_cart(pttl: i64, fields: &[String]) -> Result<Cart, ApiError> {

@@ -7,6 +7,10 @@ use shop_runtime::api_error::{self, ApiError, Resource};
 /// What clients are told is away when something internal fails.
 pub(crate) const CARTS: Resource = Resource::plural("carts");
 
+/// What a checkout waits for when svc-order cannot tell whether an earlier
+/// checkout of the cart, left unanswered, placed an order.
+pub(crate) const EARLIER_CHECKOUT: Resource = Resource::singular("the outcome of an earlier checkout of this cart");
+
 /// Stored data (or a script's answer) that makes no sense: internal.
 pub(crate) fn corrupt(what: impl Into<String>) -> ApiError {
     ApiError::internal(CARTS, "stored cart is unreadable")(what.into())

@@ -11,7 +11,10 @@ use std::{
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
 use shop_harness::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
-use shop_infra::RedisServer;
+use shop_infra::{
+    RedisServer,
+    fault_proxy::{Fault, FaultProxy},
+};
 use shop_proto::{
     cart::v1::{
         AddItemRequest, Cart, CheckoutRequest, ClearCartRequest, GetCartRequest, RemoveItemRequest, UpdateItemRequest,
@@ -29,6 +32,12 @@ const MUG: &str = "SKU-MUG-001"; // 12.99 EUR
 const TEE: &str = "SKU-TEE-001"; // 24.99 EUR
 const PEN: &str = "SKU-PEN-001"; // 8.99 EUR
 const CAP: &str = "SKU-CAP-001"; // 18.99 EUR
+const POSTER: &str = "SKU-POSTER-001"; // none in stock
+
+/// svc-cart's deadline on its calls to svc-order in [`Shop::start_unanswered`].
+const CART_DEADLINE: &str = "1s";
+/// How late svc-order's replies reach svc-cart there: past the deadline.
+const LATE: Duration = Duration::from_secs(3);
 
 /// svc-cart on its own Redis, beside the saga services.
 struct Shop {
@@ -50,6 +59,49 @@ impl Shop {
         Ok(Self {
             stack: Stack::start_with(options).await?,
         })
+    }
+
+    /// svc-cart reaching svc-order through a fault proxy, with a
+    /// [`CART_DEADLINE`] on its calls: with [`Fault::LateReplies`] of
+    /// [`LATE`], svc-order places the order while svc-cart gives up on it.
+    async fn start_unanswered() -> anyhow::Result<(Self, FaultProxy)> {
+        let mut options = StackOptions::default().with(Service::Cart);
+        options.held_back.push(Service::Cart);
+        let mut stack = Stack::start_with(options).await?;
+        let link = FaultProxy::start(stack.grpc_addr(Service::Order))?;
+        stack.options = stack
+            .options
+            .clone()
+            .setting(Service::Cart, "ORDER_URL", format!("http://{}", link.addr()))
+            .setting(Service::Cart, "UPSTREAM_TIMEOUT", CART_DEADLINE);
+        stack.start_service(Service::Cart).await?;
+        Ok((Self { stack }, link))
+    }
+
+    /// A checkout whose PlaceOrder places the order but whose answer comes
+    /// after svc-cart's deadline: it fails UNAVAILABLE. Returns the order
+    /// svc-order placed.
+    async fn checkout_unanswered(&self, link: &FaultProxy, cart: &mut CartClient, key: &str) -> anyhow::Result<Order> {
+        link.set(Fault::LateReplies(LATE));
+        let status = checkout(cart, key, "pm_card_ok")
+            .await
+            .expect_err("svc-cart's deadline passes before the answer");
+        link.set(Fault::None);
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        // The replies held on the link drain before the next call through it.
+        tokio::time::sleep(LATE).await;
+        let mut orders = self.stack.orders("alice").await?;
+        let listed = orders
+            .list_orders(shop_proto::order::v1::ListOrdersRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner();
+        let [placed] = listed.orders.as_slice() else {
+            anyhow::bail!("expected the one order placed, got {:?}", listed.orders);
+        };
+        Ok(placed.clone())
     }
 
     async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
@@ -855,31 +907,43 @@ async fn add_mugs(
     Ok(())
 }
 
+/// The lines a checkout under `key` begins with.
+async fn begin(
+    store: &svc_cart::carts::CartStore,
+    user: &shop_runtime::identity::UserId,
+    key: &str,
+) -> anyhow::Result<Vec<(String, i32)>> {
+    match store.begin_checkout(user, key).await? {
+        svc_cart::carts::Begun::Lines(lines) => Ok(lines),
+        other => anyhow::bail!("expected lines, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_applies_once() -> TestResult {
-    use svc_cart::carts::{Ended, OrderEnd::Confirmed};
+    use svc_cart::carts::{Ended, OrderEnd::Confirmed, OrderState::Open};
     let redis = RedisServer::start().await?;
     let (store, alice) = alice_with_mugs(&redis, 3).await?;
 
-    let lines = store.begin_checkout(&alice, "k-1").await?;
+    let lines = begin(&store, &alice, "k-1").await?;
     assert_eq!(lines, [(MUG.to_owned(), 3)]);
     // The confirmation arrives before the PlaceOrder reply was recorded.
     assert_eq!(
         store.end_checkout(&alice, "order-1", Confirmed).await?,
         Ended::CheckoutInFlight
     );
-    store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
+    store.record_checkout(&alice, "k-1", "order-1", &lines, Open).await?;
     assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Now);
     assert!(store.get(&alice).await?.lines.is_empty());
     assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Already);
     // A late retry records nothing new over the tombstone.
-    store.record_checkout(&alice, "k-1", "order-1", &lines).await?;
+    store.record_checkout(&alice, "k-1", "order-1", &lines, Open).await?;
     assert_eq!(store.end_checkout(&alice, "order-1", Confirmed).await?, Ended::Already);
 
     // A checkout whose reply never came (crash, timeout) stops holding
     // confirmations back once its window has passed.
     add_mugs(&store, &alice, 1).await?;
-    store.begin_checkout(&alice, "k-2").await?;
+    begin(&store, &alice, "k-2").await?;
     assert_eq!(
         store.end_checkout(&alice, "order-2", Confirmed).await?,
         Ended::CheckoutInFlight
@@ -895,32 +959,32 @@ async fn a_confirmation_that_overtakes_its_checkout_record_waits_for_it_and_appl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_under_way_holds_what_it_took_until_it_ends() -> TestResult {
-    use svc_cart::carts::{Ended, OrderEnd};
+    use svc_cart::carts::{Begun, Ended, OrderEnd, OrderState::Open, Unanswered};
     let redis = RedisServer::start().await?;
     let (store, alice) = alice_with_mugs(&redis, 3).await?;
-    let refusal = |result: Result<Vec<(String, i32)>, shop_runtime::api_error::ApiError>| match result {
+    let refusal = |result: Result<Begun, shop_runtime::api_error::ApiError>| match result {
         Err(shop_runtime::api_error::ApiError::FailedPrecondition(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),
     };
 
-    let taken = store.begin_checkout(&alice, "k-1").await?;
+    let taken = begin(&store, &alice, "k-1").await?;
     // While the first checkout waits for its order, a second one could
     // take the same mugs: it is refused.
     let busy = refusal(store.begin_checkout(&alice, "k-2").await);
     assert!(busy.contains("another checkout"), "{busy}");
-    store.record_checkout(&alice, "k-1", "order-1", &taken).await?;
+    store.record_checkout(&alice, "k-1", "order-1", &taken, Open).await?;
     let held = refusal(store.begin_checkout(&alice, "k-2").await);
     assert!(held.contains("in an order still under way"), "{held}");
 
     // One more mug before order-1 is confirmed: only that one is ordered.
     add_mugs(&store, &alice, 1).await?;
-    let more = store.begin_checkout(&alice, "k-3").await?;
+    let more = begin(&store, &alice, "k-3").await?;
     assert_eq!(
         more,
         [(MUG.to_owned(), 1)],
         "the three mugs of order-1 are not ordered again"
     );
-    store.record_checkout(&alice, "k-3", "order-3", &more).await?;
+    store.record_checkout(&alice, "k-3", "order-3", &more, Open).await?;
 
     // order-1 is cancelled: its three mugs stay in the cart, free again.
     assert_eq!(
@@ -928,15 +992,51 @@ async fn an_order_under_way_holds_what_it_took_until_it_ends() -> TestResult {
         Ended::Now
     );
     assert_eq!(store.get(&alice).await?.lines[0].quantity, 4, "the cart keeps them");
-    assert_eq!(store.begin_checkout(&alice, "k-4").await?, [(MUG.to_owned(), 3)]);
-    store.abandon_checkout(&alice, "k-4", true).await?;
+    assert_eq!(begin(&store, &alice, "k-4").await?, [(MUG.to_owned(), 3)]);
+    store.abandon_checkout(&alice, "k-4", Unanswered::NoOrder).await?;
     // order-3 is confirmed: its mug leaves, the three stay.
     assert_eq!(
         store.end_checkout(&alice, "order-3", OrderEnd::Confirmed).await?,
         Ended::Now
     );
     assert_eq!(store.get(&alice).await?.lines[0].quantity, 3);
-    assert_eq!(store.begin_checkout(&alice, "k-5").await?, [(MUG.to_owned(), 3)]);
+    assert_eq!(begin(&store, &alice, "k-5").await?, [(MUG.to_owned(), 3)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_checkout_is_settled_before_another_key_orders_anything() -> TestResult {
+    use svc_cart::carts::{Begun, OrderEnd, OrderState, Unanswered};
+    let redis = RedisServer::start().await?;
+    let (store, alice) = alice_with_mugs(&redis, 2).await?;
+    let sent = begin(&store, &alice, "k-1").await?;
+    store.abandon_checkout(&alice, "k-1", Unanswered::MaybePlaced).await?;
+    // Until its window has passed, the call may still be placing the order.
+    let busy = store.begin_checkout(&alice, "k-2").await;
+    assert!(
+        matches!(&busy, Err(shop_runtime::api_error::ApiError::FailedPrecondition(why)) if why.contains("another checkout")),
+        "{busy:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.begin_checkout(&alice, "k-2").await?, Begun::Unsure("k-1".into()));
+    // A retry under the key itself re-sends what it sent.
+    assert_eq!(begin(&store, &alice, "k-1").await?, sent);
+    // svc-order had placed it, and it is confirmed by now: recorded and
+    // ended at once.
+    let confirmed = OrderState::Ended(OrderEnd::Confirmed);
+    store
+        .record_checkout(&alice, "k-1", "order-1", &sent, confirmed)
+        .await?;
+    assert!(store.get(&alice).await?.lines.is_empty());
+
+    // One that placed nothing is forgotten: its lines are free again.
+    add_mugs(&store, &alice, 1).await?;
+    begin(&store, &alice, "k-3").await?;
+    store.abandon_checkout(&alice, "k-3", Unanswered::MaybePlaced).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.begin_checkout(&alice, "k-4").await?, Begun::Unsure("k-3".into()));
+    store.forget_unsure(&alice, "k-3").await?;
+    assert_eq!(begin(&store, &alice, "k-4").await?, [(MUG.to_owned(), 1)]);
     Ok(())
 }
 
@@ -981,5 +1081,101 @@ async fn a_checkout_continues_the_callers_trace_into_the_orders_events() -> Test
         traceparent.starts_with(&format!("00-{TRACE_ID}-")),
         "orders.placed carries {traceparent:?}"
     );
+    Ok(())
+}
+
+fn order_lines(order: &Order) -> Vec<(String, i32)> {
+    order.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect()
+}
+
+/// Checks out, waiting (bounded) while an earlier checkout of the cart may
+/// still be under way, and while svc-order is out of reach.
+async fn checkout_once_not_busy(cart: &CartClient, key: &str) -> anyhow::Result<Order> {
+    eventually("the earlier checkout's window to pass", || {
+        let mut cart = cart.clone();
+        async move {
+            match checkout(&mut cart, key, "pm_card_ok").await {
+                Ok(order) => Ok(Some(order)),
+                Err(status)
+                    if status.code() == Code::Unavailable
+                        || (status.code() == Code::FailedPrecondition
+                            && status.message().contains("another checkout")) =>
+                {
+                    Ok(None)
+                }
+                Err(status) => Err(status.into()),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_that_finds_its_order_already_cancelled_leaves_the_cart_free() -> TestResult {
+    let (shop, link) = Shop::start_unanswered().await?;
+    let mut cart = shop.cart_holding("alice", &[(POSTER, 1)]).await?;
+    let placed = shop.checkout_unanswered(&link, &mut cart, "poster-1").await?;
+    let cancelled = shop.stack.settled("alice", &placed.order_id).await?;
+    assert_eq!(cancelled.cancel_reason, CancelReason::OutOfStock as i32);
+
+    // The shopper retries under the same key and gets the cancelled order:
+    // no event will end it again, so the checkout ends now.
+    let retry = checkout(&mut cart, "poster-1", "pm_card_ok").await?;
+    assert_eq!(retry.order_id, placed.order_id);
+    assert_eq!(retry.status, OrderStatus::Cancelled as i32);
+    let again = checkout(&mut cart, "poster-2", "pm_card_ok").await?;
+    assert_ne!(again.order_id, placed.order_id);
+    assert_eq!(
+        order_lines(&again),
+        [(POSTER.to_owned(), 1)],
+        "the poster is free again"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_after_an_unanswered_one_orders_only_what_that_order_did_not_take() -> TestResult {
+    let (shop, link) = Shop::start_unanswered().await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 2)]).await?;
+    let first = shop.checkout_unanswered(&link, &mut cart, "mugs-1").await?;
+
+    // A changed cart is a new request, under a new key: svc-cart learns
+    // what became of the first one before ordering anything.
+    add(&mut cart, TEE, 1).await?;
+    let second = checkout_once_not_busy(&cart, "mugs-and-tee-1").await?;
+    assert_eq!(
+        order_lines(&second),
+        [(TEE.to_owned(), 1)],
+        "the mugs are in {} already",
+        first.order_id
+    );
+    for order in [&first, &second] {
+        let settled = shop.stack.settled("alice", &order.order_id).await?;
+        assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    }
+    cart_empties(&cart).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_after_an_unanswered_one_that_placed_nothing_orders_everything() -> TestResult {
+    let (shop, link) = Shop::start_unanswered().await?;
+    let mut cart = shop.cart_holding("alice", &[(MUG, 1)]).await?;
+    // The request never reaches svc-order: svc-cart cannot tell.
+    link.set(Fault::Blackhole);
+    let status = checkout(&mut cart, "lost-1", "pm_card_ok")
+        .await
+        .expect_err("svc-cart's deadline passes");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    link.set(Fault::None);
+
+    add(&mut cart, TEE, 1).await?;
+    let order = checkout_once_not_busy(&cart, "all-1").await?;
+    assert_eq!(order_lines(&order), [(MUG.to_owned(), 1), (TEE.to_owned(), 1)]);
+    // The first key no longer pins the mug: a retry under it finds it taken.
+    let status = checkout(&mut cart, "lost-1", "pm_card_ok")
+        .await
+        .expect_err("everything is in the order under way");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     Ok(())
 }

@@ -205,7 +205,13 @@ mod tests {
         expect("/shop.order.v1.OrderService/PlaceOrder", Access::Customer);
         expect("/shop.auth.v1.DevAuthService/IssueToken", Access::DevOnly);
         let checkout = table.get("/shop.cart.v1.CartService/Checkout").expect("Checkout");
-        assert_eq!(checkout.calls_on_behalf, ["/shop.order.v1.OrderService/PlaceOrder"]);
+        assert_eq!(
+            checkout.calls_on_behalf,
+            [
+                "/shop.order.v1.OrderService/PlaceOrder",
+                "/shop.order.v1.OrderService/LookupOrder"
+            ]
+        );
         let watch = table.get("/shop.order.v1.OrderService/WatchOrder").expect("WatchOrder");
         assert!(watch.server_streaming && !watch.client_streaming);
         assert!(table.get("/shop.order.v1.OrderService/Nope").is_none());

@@ -9,7 +9,7 @@ use shop_runtime::{
     api_error::{self, ApiError, ORDERS},
     identity::Caller,
     outbox::Outbox,
-    values::{OrderId, PageSize, Sku, timestamp},
+    values::{IdempotencyKey, OrderId, PageSize, Sku, timestamp},
 };
 use sqlx::PgPool;
 use tokio_stream::Stream;
@@ -223,6 +223,18 @@ impl pb::order_service_server::OrderService for OrderApi {
         let caller = Caller::of(&request)?;
         let order_id = parse_order_id(&request.get_ref().order_id)?;
         Ok(Response::new(to_proto(self.visible_order(&caller, order_id).await?)))
+    }
+
+    async fn lookup_order(&self, request: Request<pb::LookupOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::of(&request)?;
+        let raw = &request.get_ref().idempotency_key;
+        let key = IdempotencyKey::parse(raw).map_err(|reason| ApiError::invalid("idempotency_key", reason))?;
+        // Keys are per user: the caller's own, admins included.
+        let order = store::find_by_key(&self.pool, caller.user_id.as_str(), key.as_str())
+            .await
+            .map_err(ApiError::internal(ORDERS, "looking up the idempotency key"))?
+            .ok_or_else(|| ApiError::NotFound(format!("no order placed under idempotency_key {raw:?}")))?;
+        Ok(Response::new(to_proto(order)))
     }
 
     async fn list_orders(

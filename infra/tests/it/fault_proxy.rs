@@ -132,6 +132,44 @@ async fn latency_delays_each_direction() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn late_replies_delay_only_what_the_upstream_sends() -> anyhow::Result<()> {
+    let delay = Duration::from_millis(400);
+    // An upstream that reports when each request reached it, then echoes it.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let upstream = listener.local_addr()?;
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
+            tokio::spawn(async move {
+                let mut buf = [0; 64];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    let _ = arrived.send(Instant::now());
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = FaultProxy::start(upstream)?;
+    let mut stream = connect(&proxy).await?;
+    proxy.set(Fault::LateReplies(delay));
+
+    let sent = Instant::now();
+    assert_eq!(echo(&mut stream, b"late").await?, b"late");
+    let answered = sent.elapsed();
+    let reached = timeout(PATIENCE, arrivals.recv())
+        .await?
+        .context("the upstream saw no request")?
+        - sent;
+    assert!(reached < delay, "the request waited {reached:?}");
+    assert!(answered >= delay, "the reply came after {answered:?}");
+    assert!(answered < 2 * delay, "the request was delayed too: {answered:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn reset_closes_open_and_new_connections() -> anyhow::Result<()> {
     let proxy = FaultProxy::start(echo_server().await?)?;
     let mut open = connect(&proxy).await?;

@@ -8,15 +8,15 @@ use bytes::Bytes;
 use shop_harness::{AsUser, Service, Stack, StackOptions, eventually, line, wait_consumers_idle};
 use shop_proto::{
     notify::v1::Notification,
-    order::v1::{CancelReason, ListOrdersRequest, OrderStatus},
+    order::v1::{CancelReason, ListOrdersRequest, LookupOrderRequest, OrderStatus},
     payment::v1::{GetPaymentRequest, PaymentStatus},
 };
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::support::{
-    NotifyClient, PlaceOrders, TestResult, assert_cancelled, cancel, checkout_events, count, get_order, header,
-    last_stored, notifications, payment, place_with, request, without_payment,
+    NotifyClient, OrderClient, PlaceOrders, TestResult, assert_cancelled, cancel, checkout_events, count, get_order,
+    header, last_stored, notifications, payment, place_with, request, without_payment,
 };
 
 /// Charges the simulated provider holds for the order: `(succeeded,
@@ -607,6 +607,28 @@ async fn idempotency_keys_make_one_order_and_refuse_a_different_request() -> Tes
         .place("bob", "same-key", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
         .await?;
     assert_ne!(bobs.order_id, first.order_id);
+
+    // LookupOrder finds the caller's order by key, and nobody else's.
+    let lookup = |orders: &mut OrderClient, key: &str| {
+        let mut orders = orders.clone();
+        let idempotency_key = key.to_owned();
+        async move {
+            orders
+                .lookup_order(LookupOrderRequest { idempotency_key })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    assert_eq!(lookup(&mut orders, "same-key").await?.order_id, first.order_id);
+    let mut bob = stack.orders("bob").await?;
+    assert_eq!(lookup(&mut bob, "same-key").await?.order_id, bobs.order_id);
+    let err = lookup(&mut bob, "burst-key").await.expect_err("alice's key, not bob's");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = lookup(&mut orders, "never-used").await.expect_err("no order under it");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = lookup(&mut orders, "").await.expect_err("no key");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("idempotency_key:"), "{}", err.message());
 
     let pool = stack.pool(Service::Order).await?;
     assert_eq!(count(&pool, "SELECT count(*) FROM orders").await?, 3);

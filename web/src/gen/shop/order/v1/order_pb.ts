@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/order/v1/order.proto.
  */
 export const file_shop_order_v1_order: GenFile = /*@__PURE__*/
-  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIlUKCU9yZGVyTGluZRILCgNza3UYASABKAkSEAoIcXVhbnRpdHkYAiABKAUSKQoKdW5pdF9wcmljZRgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5ItECCgVPcmRlchIQCghvcmRlcl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSMgoNY2FuY2VsX3JlYXNvbhgEIAEoDjIbLnNob3Aub3JkZXIudjEuQ2FuY2VsUmVhc29uEicKBWxpbmVzGAUgAygLMhguc2hvcC5vcmRlci52MS5PcmRlckxpbmUSJAoFdG90YWwYBiABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXltZW50X21ldGhvZBgJIAEoCSJtChFQbGFjZU9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkSJwoFbGluZXMYAiADKAsyGC5zaG9wLm9yZGVyLnYxLk9yZGVyTGluZRIWCg5wYXltZW50X21ldGhvZBgDIAEoCSIjCg9HZXRPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiOgoRTGlzdE9yZGVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUwoSTGlzdE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKEkNhbmNlbE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSIlChFXYXRjaE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSqYAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIZChVPUkRFUl9TVEFUVVNfUkVTRVJWRUQQAhIaChZPUkRFUl9TVEFUVVNfQ09ORklSTUVEEAMSGgoWT1JERVJfU1RBVFVTX0NBTkNFTExFRBAEKtsBCgxDYW5jZWxSZWFzb24SHQoZQ0FOQ0VMX1JFQVNPTl9VTlNQRUNJRklFRBAAEh4KGkNBTkNFTF9SRUFTT05fT1VUX09GX1NUT0NLEAESIgoeQ0FOQ0VMX1JFQVNPTl9QQVlNRU5UX0RFQ0xJTkVEEAISJQohQ0FOQ0VMX1JFQVNPTl9SRVNFUlZBVElPTl9FWFBJUkVEEAMSJAogQ0FOQ0VMX1JFQVNPTl9DVVNUT01FUl9DQU5DRUxMRUQQBBIbChdDQU5DRUxfUkVBU09OX1RJTUVEX09VVBAFMpcDCgxPcmRlclNlcnZpY2USSgoKUGxhY2VPcmRlchIgLnNob3Aub3JkZXIudjEuUGxhY2VPcmRlclJlcXVlc3QaFC5zaG9wLm9yZGVyLnYxLk9yZGVyIgSItRgCEkYKCEdldE9yZGVyEh4uc2hvcC5vcmRlci52MS5HZXRPcmRlclJlcXVlc3QaFC5zaG9wLm9yZGVyLnYxLk9yZGVyIgSItRgCElcKCkxpc3RPcmRlcnMSIC5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXF1ZXN0GiEuc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzUmVzcG9uc2UiBIi1GAISTAoLQ2FuY2VsT3JkZXISIS5zaG9wLm9yZGVyLnYxLkNhbmNlbE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISTAoKV2F0Y2hPcmRlchIgLnNob3Aub3JkZXIudjEuV2F0Y2hPcmRlclJlcXVlc3QaFC5zaG9wLm9yZGVyLnYxLk9yZGVyIgSItRgCMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
+  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIlUKCU9yZGVyTGluZRILCgNza3UYASABKAkSEAoIcXVhbnRpdHkYAiABKAUSKQoKdW5pdF9wcmljZRgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5ItECCgVPcmRlchIQCghvcmRlcl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSMgoNY2FuY2VsX3JlYXNvbhgEIAEoDjIbLnNob3Aub3JkZXIudjEuQ2FuY2VsUmVhc29uEicKBWxpbmVzGAUgAygLMhguc2hvcC5vcmRlci52MS5PcmRlckxpbmUSJAoFdG90YWwYBiABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXltZW50X21ldGhvZBgJIAEoCSJtChFQbGFjZU9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkSJwoFbGluZXMYAiADKAsyGC5zaG9wLm9yZGVyLnYxLk9yZGVyTGluZRIWCg5wYXltZW50X21ldGhvZBgDIAEoCSIjCg9HZXRPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiLQoSTG9va3VwT3JkZXJSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCSI6ChFMaXN0T3JkZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJgoSQ2FuY2VsT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIiUKEVdhdGNoT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJKpgBCgtPcmRlclN0YXR1cxIcChhPUkRFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRPUkRFUl9TVEFUVVNfUEVORElORxABEhkKFU9SREVSX1NUQVRVU19SRVNFUlZFRBACEhoKFk9SREVSX1NUQVRVU19DT05GSVJNRUQQAxIaChZPUkRFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQq2wEKDENhbmNlbFJlYXNvbhIdChlDQU5DRUxfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaQ0FOQ0VMX1JFQVNPTl9PVVRfT0ZfU1RPQ0sQARIiCh5DQU5DRUxfUkVBU09OX1BBWU1FTlRfREVDTElORUQQAhIlCiFDQU5DRUxfUkVBU09OX1JFU0VSVkFUSU9OX0VYUElSRUQQAxIkCiBDQU5DRUxfUkVBU09OX0NVU1RPTUVSX0NBTkNFTExFRBAEEhsKF0NBTkNFTF9SRUFTT05fVElNRURfT1VUEAUy5QMKDE9yZGVyU2VydmljZRJKCgpQbGFjZU9yZGVyEiAuc2hvcC5vcmRlci52MS5QbGFjZU9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISRgoIR2V0T3JkZXISHi5zaG9wLm9yZGVyLnYxLkdldE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISTAoLTG9va3VwT3JkZXISIS5zaG9wLm9yZGVyLnYxLkxvb2t1cE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISVwoKTGlzdE9yZGVycxIgLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaIS5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZSIEiLUYAhJMCgtDYW5jZWxPcmRlchIhLnNob3Aub3JkZXIudjEuQ2FuY2VsT3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAhJMCgpXYXRjaE9yZGVyEiAuc2hvcC5vcmRlci52MS5XYXRjaE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAIwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
 
 /**
  * @generated from message shop.order.v1.OrderLine
@@ -156,6 +156,25 @@ export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
   messageDesc(file_shop_order_v1_order, 3);
 
 /**
+ * @generated from message shop.order.v1.LookupOrderRequest
+ */
+export type LookupOrderRequest = Message<"shop.order.v1.LookupOrderRequest"> & {
+  /**
+   * The key the order was placed under (as in PlaceOrderRequest).
+   *
+   * @generated from field: string idempotency_key = 1;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message shop.order.v1.LookupOrderRequest.
+ * Use `create(LookupOrderRequestSchema)` to create a new message.
+ */
+export const LookupOrderRequestSchema: GenMessage<LookupOrderRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 4);
+
+/**
  * @generated from message shop.order.v1.ListOrdersRequest
  */
 export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
@@ -179,7 +198,7 @@ export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 4);
+  messageDesc(file_shop_order_v1_order, 5);
 
 /**
  * @generated from message shop.order.v1.ListOrdersResponse
@@ -203,7 +222,7 @@ export type ListOrdersResponse = Message<"shop.order.v1.ListOrdersResponse"> & {
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 5);
+  messageDesc(file_shop_order_v1_order, 6);
 
 /**
  * @generated from message shop.order.v1.CancelOrderRequest
@@ -220,7 +239,7 @@ export type CancelOrderRequest = Message<"shop.order.v1.CancelOrderRequest"> & {
  * Use `create(CancelOrderRequestSchema)` to create a new message.
  */
 export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 6);
+  messageDesc(file_shop_order_v1_order, 7);
 
 /**
  * @generated from message shop.order.v1.WatchOrderRequest
@@ -237,7 +256,7 @@ export type WatchOrderRequest = Message<"shop.order.v1.WatchOrderRequest"> & {
  * Use `create(WatchOrderRequestSchema)` to create a new message.
  */
 export const WatchOrderRequestSchema: GenMessage<WatchOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 7);
+  messageDesc(file_shop_order_v1_order, 8);
 
 /**
  * @generated from enum shop.order.v1.OrderStatus
@@ -342,6 +361,18 @@ export const OrderService: GenService<{
   getOrder: {
     methodKind: "unary";
     input: typeof GetOrderRequestSchema;
+    output: typeof OrderSchema;
+  },
+  /**
+   * The caller's order placed under idempotency_key, NOT_FOUND when there
+   * is none. A client whose PlaceOrder went unanswered (a timeout, a lost
+   * connection) learns from it whether the order exists without placing it.
+   *
+   * @generated from rpc shop.order.v1.OrderService.LookupOrder
+   */
+  lookupOrder: {
+    methodKind: "unary";
+    input: typeof LookupOrderRequestSchema;
     output: typeof OrderSchema;
   },
   /**
