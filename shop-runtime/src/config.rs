@@ -345,8 +345,8 @@ pub struct DatabaseSettings {
     pub url: SecretUrl,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub max_connections: u32,
-    /// `DATABASE_STATEMENT_TIMEOUT` (default 10s) and `DATABASE_LOCK_TIMEOUT`
-    /// (default 5s).
+    /// `DATABASE_STATEMENT_TIMEOUT` (default 10s), `DATABASE_LOCK_TIMEOUT`
+    /// (default 5s) and `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT` (default 30s).
     pub limits: crate::db::Limits,
 }
 
@@ -358,9 +358,14 @@ impl DatabaseSettings {
                     .unwrap_or_default(),
             ),
             max_connections: env.count("DATABASE_MAX_CONNECTIONS", 16),
-            limits: crate::db::Limits {
-                statement: env.positive_duration("DATABASE_STATEMENT_TIMEOUT", crate::db::Limits::default().statement),
-                lock: env.positive_duration("DATABASE_LOCK_TIMEOUT", crate::db::Limits::default().lock),
+            limits: {
+                let default = crate::db::Limits::default();
+                crate::db::Limits {
+                    statement: env.positive_duration("DATABASE_STATEMENT_TIMEOUT", default.statement),
+                    lock: env.positive_duration("DATABASE_LOCK_TIMEOUT", default.lock),
+                    idle_in_transaction: env
+                        .positive_duration("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default.idle_in_transaction),
+                }
             },
         }
     }

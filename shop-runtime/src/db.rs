@@ -11,12 +11,19 @@ use sqlx::{
 /// How long one statement may run, and wait for a lock, before PostgreSQL
 /// cancels it: a hung query or a lock held by a stuck transaction becomes an
 /// error (retried like any other) instead of a connection pinned for good.
+/// And how long a transaction may sit idle: one its client stalled in (a
+/// paused process, a lost network) is ended by the server, releasing the
+/// row locks every other writer of those rows would wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `statement_timeout`.
     pub statement: Duration,
     /// `lock_timeout`.
     pub lock: Duration,
+    /// `idle_in_transaction_session_timeout`. Longer than any wait inside a
+    /// transaction (svc-notify hands an email over under its row lock, with
+    /// a 10 s SMTP timeout).
+    pub idle_in_transaction: Duration,
 }
 
 impl Default for Limits {
@@ -24,6 +31,7 @@ impl Default for Limits {
         Self {
             statement: Duration::from_secs(10),
             lock: Duration::from_secs(5),
+            idle_in_transaction: Duration::from_secs(30),
         }
     }
 }
@@ -35,6 +43,10 @@ pub async fn connect(url: &str, max_connections: u32, limits: Limits) -> Result<
     let options = PgConnectOptions::from_str(url)?.options([
         ("statement_timeout", millis(limits.statement)),
         ("lock_timeout", millis(limits.lock)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(limits.idle_in_transaction),
+        ),
     ]);
     PgPoolOptions::new()
         .max_connections(max_connections)

@@ -49,6 +49,9 @@ pub const CART_CHECKOUTS_CLEARED: &str = "shop_cart_checkouts_cleared_total";
 /// Expired reservations svc-inventory could not release (left for the
 /// next sweep).
 pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failures_total";
+/// Orders past their deadline svc-order could not cancel (left for the
+/// next sweep).
+pub const ORDER_DEADLINE_FAILURES: &str = "shop_order_deadline_failures_total";
 
 /// Products svc-order and svc-cart looked up in their copy of the catalog
 /// (`shop_catalog`), `{result}`: `hit` or `miss` (asked of svc-inventory).

@@ -47,12 +47,20 @@ pub async fn run(deadline: Deadline, interval: Duration, shutdown: CancellationT
     }
 }
 
-/// One sweep, each order in a transaction of its own; how many it cancelled.
+/// One sweep, each order in a transaction of its own; how many it
+/// cancelled. An order that cannot be cancelled now (its row locked past
+/// `lock_timeout` by a stalled transaction, a failing statement) is logged
+/// and skipped, holding up no other; the next sweep tries it again.
 pub async fn sweep_once(deadline: &Deadline) -> Result<usize, StoreError> {
     let mut cancelled = 0;
     for order_id in store::overdue(&deadline.pool, deadline.after, SWEEP_BATCH).await? {
-        if cancel(deadline, order_id).await? {
-            cancelled += 1;
+        match cancel(deadline, order_id).await {
+            Ok(true) => cancelled += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(%order_id, error = %e, "cannot cancel an order past its deadline; skipping it");
+                metrics::counter!(shop_runtime::series::ORDER_DEADLINE_FAILURES).increment(1);
+            }
         }
     }
     Ok(cancelled)

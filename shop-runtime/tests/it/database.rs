@@ -1,6 +1,7 @@
 //! The limits every service connection carries, against a real PostgreSQL:
 //! a statement stuck behind a lock or running away ends in an error (which
-//! the caller retries) instead of pinning a connection for good.
+//! the caller retries) instead of pinning a connection for good, and a
+//! transaction its client stalled in ends, releasing its locks.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ fn short() -> db::Limits {
     db::Limits {
         statement: Duration::from_millis(500),
         lock: Duration::from_millis(200),
+        idle_in_transaction: Duration::from_millis(300),
     }
 }
 
@@ -48,5 +50,33 @@ async fn a_runaway_statement_is_cancelled() -> anyhow::Result<()> {
         panic!("expected a statement timeout, got {outcome:?}");
     };
     assert_eq!(e.code().as_deref(), Some("57014"), "query_canceled: {e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transaction_left_idle_ends_and_lets_go_of_its_locks() -> anyhow::Result<()> {
+    let url = fresh_database().await?;
+    let pool = db::connect(&url, 4, short()).await?;
+    sqlx::query("CREATE TABLE t (id int PRIMARY KEY)")
+        .execute(&pool)
+        .await?;
+    sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await?;
+    // Its client stalls (paused, cut off) holding the row.
+    let mut stalled = pool.begin().await?;
+    sqlx::query("SELECT id FROM t WHERE id = 1 FOR UPDATE")
+        .execute(&mut *stalled)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The server ended it: another writer gets the row, and the stalled
+    // client learns its transaction is gone.
+    sqlx::query("UPDATE t SET id = 1 WHERE id = 1").execute(&pool).await?;
+    let late = sqlx::query("UPDATE t SET id = 1 WHERE id = 1")
+        .execute(&mut *stalled)
+        .await;
+    assert!(
+        late.is_err(),
+        "the stalled transaction's connection was closed: {late:?}"
+    );
     Ok(())
 }

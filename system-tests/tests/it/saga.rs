@@ -271,6 +271,40 @@ async fn an_order_that_cannot_settle_by_its_deadline_is_cancelled_and_holds_noth
     a_late_payment_keeps_nothing(&mut stack, &order.order_id, "SKU-CAP-001", before.on_hand).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_whose_row_a_stalled_transaction_holds_delays_no_other_past_its_deadline() -> TestResult {
+    // Payment is away: both orders wait past their deadline.
+    let options = StackOptions {
+        order_deadline: Duration::from_millis(1500),
+        ..without_payment()
+    }
+    .setting(Service::Order, "DATABASE_LOCK_TIMEOUT", "200ms");
+    let stack = Stack::start_with(options).await?;
+    let stuck = stack
+        .place("alice", "stuck-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
+    let other = stack
+        .place("alice", "other-1", vec![line("SKU-PEN-001", 1)], "pm_card_ok")
+        .await?;
+    // A transaction that stalled holding the older order's row.
+    let pool = stack.pool(Service::Order).await?;
+    let mut stalled = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM orders WHERE order_id = $1::uuid FOR UPDATE")
+        .bind(&stuck.order_id)
+        .execute(&mut *stalled)
+        .await?;
+
+    let other = stack.settled("alice", &other.order_id).await?;
+    assert_cancelled(&other, CancelReason::TimedOut);
+    let waiting = get_order(&mut stack.orders("alice").await?, &stuck.order_id).await?;
+    assert_ne!(waiting.status, OrderStatus::Cancelled as i32, "its row is still held");
+
+    stalled.rollback().await?;
+    let stuck = stack.settled("alice", &stuck.order_id).await?;
+    assert_cancelled(&stuck, CancelReason::TimedOut);
+    Ok(())
+}
+
 /// Republishes a stored message: same body and headers, a new Nats-Msg-Id
 /// (so the broker stores it again) and optionally a new event id.
 async fn republish(js: &async_nats::jetstream::Context, subject: &str, stream: &str, new_event_id: bool) -> TestResult {
