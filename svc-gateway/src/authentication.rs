@@ -18,7 +18,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -227,6 +230,8 @@ pub struct TokenVerifier {
     min_reload_interval: Duration,
     /// Tokens verified recently, by their full text.
     verified: Memo<String, Identity>,
+    /// Signatures checked so far: the work a remembered token saves.
+    signature_checks: AtomicU64,
 }
 
 impl TokenVerifier {
@@ -259,6 +264,7 @@ impl TokenVerifier {
             last_load: tokio::sync::Mutex::new(None),
             min_reload_interval: settings.jwks_min_refresh_interval,
             verified: Memo::new(VERIFIED_TOKENS_KEPT),
+            signature_checks: AtomicU64::new(0),
         });
         match (&verifier.source, verifier.reload().await) {
             (_, Ok(())) => {}
@@ -367,12 +373,23 @@ impl TokenVerifier {
         }
     }
 
+    /// Who `token` speaks for, if it was verified recently: no signature
+    /// check, so a caller may ask before paying for one.
+    pub fn remembered(&self, token: &str) -> Option<Identity> {
+        self.verified.get(token)
+    }
+
+    /// How many signatures have been checked.
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.load(Ordering::Relaxed)
+    }
+
     /// Verifies `token` and returns who it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Identity, Rejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Rejection::Invalid("too long"));
         }
-        if let Some(identity) = self.verified.get(token) {
+        if let Some(identity) = self.remembered(token) {
             return Ok(identity);
         }
         // `alg: none` and unknown algorithms fail to parse here.
@@ -400,6 +417,7 @@ impl TokenVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => Rejection::Expired,
             ErrorKind::ImmatureSignature => Rejection::NotYetValid,

@@ -1,8 +1,9 @@
 //! The gateway's request path: every call, gRPC or (already translated)
 //! gRPC-web, passes here. In order: is it gRPC, which RPC is it (unknown →
 //! `UNIMPLEMENTED`), who is calling (a bearer token, verified even where
-//! none is needed), may they (the contract's access policy), are they within
-//! their rate, then the gateway vouches for the caller with an identity
+//! none is needed; one not verified recently first spends a call of the
+//! peer's anonymous budget), may they (the contract's access policy), are
+//! they within their rate, then the gateway vouches for the caller with an identity
 //! token of its own ([`shop_runtime::identity`]) in place of anything the
 //! client sent, and the call goes to the gateway's own services or is
 //! forwarded to its owner.
@@ -328,15 +329,16 @@ impl EdgeState {
             .get::<PeerAddr>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0.ip());
         let identity = match bearer_token(request.headers())? {
-            Some(token) => match self.verifier.verify(token).await {
-                Ok(identity) => Some(identity),
-                Err(rejection) => {
-                    // Refused tokens spend the peer's anonymous budget, so
-                    // guessing tokens is throttled like anonymous traffic.
+            Some(token) => match self.verifier.remembered(token) {
+                Some(identity) => Some(identity),
+                None => {
+                    // Until its signature is checked a token proves nothing:
+                    // the check is paid from the peer's anonymous budget
+                    // first, so junk tokens past it cost no CPU.
                     self.rate_limits
                         .check(RateKey::Peer(peer), false)
                         .map_err(Error::rate_limited)?;
-                    return Err(rejection.into());
+                    Some(self.verifier.verify(token).await?)
                 }
             },
             None => None,
@@ -451,6 +453,122 @@ mod tests {
             .cloned()
             .expect("trailers");
         assert_eq!(trailers["grpc-status"], "12");
+    }
+
+    /// An edge whose only reachable routes are the gateway's own (health),
+    /// verifying tokens of `signer`, with a small anonymous budget.
+    async fn edge_for(signer: &crate::dev_tokens::Ed25519Signer) -> (Edge, Arc<TokenVerifier>) {
+        use std::num::NonZeroU32;
+
+        use shop_runtime::config::EnvReader;
+
+        use crate::config::{AuthSettings, Config, Rate, RateLimitSettings};
+
+        let signing_key = shop_runtime::identity::throwaway_keys().signing.display().to_string();
+        let config = Config::read(EnvReader::from_map([
+            ("DEV_AUTH", "on"),
+            (shop_runtime::identity::SIGNING_KEY_FILE, signing_key.as_str()),
+        ]))
+        .expect("config");
+        let auth = AuthSettings {
+            jwks: None,
+            issuer: "shop-dev".into(),
+            audience: "shop".into(),
+            leeway: Duration::from_secs(30),
+            jwks_refresh_interval: Duration::from_secs(600),
+            jwks_min_refresh_interval: Duration::from_secs(30),
+        };
+        let verifier = TokenVerifier::start(&auth, vec![signer.public_jwk()])
+            .await
+            .expect("verifier");
+        let rate = |per_second, burst| Rate {
+            per_second: NonZeroU32::new(per_second).expect("nonzero"),
+            burst: NonZeroU32::new(burst).expect("nonzero"),
+        };
+        let rate_limits = Arc::new(RateLimits::new(&RateLimitSettings {
+            user: rate(1000, 1000),
+            order: rate(1000, 1000),
+            anonymous: rate(1, 3),
+            eviction_interval: Duration::from_secs(60),
+        }));
+        let (_, health) = tonic_health::server::health_reporter();
+        let edge = Edge::new(
+            &AccessTable::shop().expect("access table"),
+            &Upstreams::new(&config.upstreams, config.reach),
+            Routes::new(health),
+            verifier.clone(),
+            config.identity.clone(),
+            rate_limits,
+            EdgeSettings {
+                request_timeout: Duration::from_secs(5),
+                max_message_bytes: 1024,
+                dev_auth_enabled: false,
+            },
+        );
+        (edge, verifier)
+    }
+
+    /// The gRPC status of a health check carrying `token`, from 192.0.2.7.
+    async fn health_check_status(edge: &Edge, token: &str) -> Option<String> {
+        let mut request = Request::post("/grpc.health.v1.Health/Check")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            // An empty HealthCheckRequest, framed.
+            .body(Body::new(http_body_util::Full::new(bytes::Bytes::from_static(&[0; 5]))))
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(PeerAddr(SocketAddr::from(([192, 0, 2, 7], 40000))));
+        let response = edge.clone().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let trailers = body.collect().await.expect("body").trailers().cloned();
+        parts
+            .headers
+            .get("grpc-status")
+            .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+
+    #[tokio::test]
+    async fn past_the_anonymous_budget_junk_tokens_are_refused_without_a_signature_check() {
+        let signer = crate::dev_tokens::Ed25519Signer::generate("k1").expect("key");
+        let (edge, verifier) = edge_for(&signer).await;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600;
+        let claims = |sub: &str| serde_json::json!({"sub": sub, "iss": "shop-dev", "aud": "shop", "exp": exp});
+        let alice = signer.sign(&claims("alice")).expect("sign");
+        assert_eq!(health_check_status(&edge, &alice).await.as_deref(), Some("0"));
+
+        // Same kid, another key: each one gets as far as its signature.
+        let impostor = crate::dev_tokens::Ed25519Signer::generate("k1").expect("key");
+        let mut limited = 0;
+        for n in 0..10 {
+            let junk = impostor.sign(&claims(&format!("mallory-{n}"))).expect("sign");
+            let checks_before = verifier.signature_checks();
+            let status = health_check_status(&edge, &junk).await;
+            match status.as_deref() {
+                Some("16") => {}
+                Some("8") => {
+                    limited += 1;
+                    assert_eq!(
+                        verifier.signature_checks(),
+                        checks_before,
+                        "junk token {n} was refused by the limiter only after its signature was checked"
+                    );
+                }
+                other => panic!("junk token {n}: grpc-status {other:?}"),
+            }
+        }
+        assert!(limited > 0, "the anonymous budget (burst 3) never ran out");
+
+        // A token verified before is remembered: it costs no signature and
+        // is counted against its user, not the exhausted address.
+        let checks_before = verifier.signature_checks();
+        assert_eq!(health_check_status(&edge, &alice).await.as_deref(), Some("0"));
+        assert_eq!(verifier.signature_checks(), checks_before);
     }
 
     #[test]
