@@ -21,7 +21,7 @@
 //! waits in a buffer while its `ack_wait` runs out.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -33,6 +33,7 @@ use async_nats::jetstream::{
     message::PublishMessage,
 };
 use futures::StreamExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field::Empty};
 
@@ -107,9 +108,17 @@ pub async fn run<H: EventHandler>(
     shutdown: CancellationToken,
 ) {
     let definition = Arc::new(definition);
+    let waiting = Arc::new(Waiting::new(definition.name(), definition.config.ack_wait));
     tokio::join!(
-        consume(js.clone(), definition.clone(), handler, concurrency, shutdown.clone()),
-        report_lag(js, definition, shutdown),
+        consume(
+            js.clone(),
+            definition.clone(),
+            handler,
+            waiting.clone(),
+            concurrency,
+            shutdown.clone()
+        ),
+        report_lag(js, definition, waiting, shutdown),
     );
 }
 
@@ -118,10 +127,17 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Sets [`series::CONSUMER_PENDING`] and [`series::CONSUMER_ACK_PENDING`]
 /// from the consumer's info until `shutdown`; a read that fails (the broker
-/// away) leaves the last values.
-async fn report_lag(js: jetstream::Context, definition: Arc<ConsumerDefinition>, shutdown: CancellationToken) {
+/// away) leaves the last values. Also lets go of retries that came due
+/// elsewhere ([`Waiting`]).
+async fn report_lag(
+    js: jetstream::Context,
+    definition: Arc<ConsumerDefinition>,
+    waiting: Arc<Waiting>,
+    shutdown: CancellationToken,
+) {
     let name = definition.name().to_owned();
     loop {
+        waiting.report();
         if let Ok(stream) = js.get_stream(definition.stream).await
             && let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&name).await
             && let Ok(info) = consumer.info().await
@@ -140,10 +156,10 @@ async fn consume<H: EventHandler>(
     js: jetstream::Context,
     definition: Arc<ConsumerDefinition>,
     handler: Arc<H>,
+    waiting: Arc<Waiting>,
     concurrency: usize,
     shutdown: CancellationToken,
 ) {
-    let waiting = Arc::new(Waiting::new(definition.name()));
     let concurrency = concurrency.max(1);
     while !shutdown.is_cancelled() {
         let messages = match open(&js, &definition, concurrency).await {
@@ -188,32 +204,62 @@ async fn consume<H: EventHandler>(
     }
 }
 
-/// The messages of one consumer that failed transiently and wait for their
-/// redelivery, by stream sequence: how many there are is the gauge
+/// The messages of one consumer that failed transiently here and wait for
+/// their redelivery, by stream sequence: how many there are is the gauge
 /// [`series::CONSUMER_WAITING_RETRY`], which stays up while a dependency is
-/// down.
+/// down. The redelivery may go to another replica, which this one never
+/// hears of; so each entry lasts until its retry is due plus the consumer's
+/// `ack_wait` (time for the redelivery to arrive), unless it comes back here
+/// first.
 struct Waiting {
     consumer: String,
-    sequences: Mutex<HashSet<u64>>,
+    /// Added to a retry's delay: how long its redelivery may take to come.
+    grace: Duration,
+    /// Sequence → when to stop counting it.
+    sequences: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Waiting {
-    fn new(consumer: &str) -> Self {
+    fn new(consumer: &str, ack_wait: Duration) -> Self {
         Self {
             consumer: consumer.to_owned(),
-            sequences: Mutex::new(HashSet::new()),
+            grace: ack_wait,
+            sequences: Mutex::new(HashMap::new()),
         }
     }
 
-    fn set(&self, sequence: u64, waiting: bool) {
-        let mut sequences = self.sequences.lock().unwrap_or_else(|e| e.into_inner());
-        if waiting {
-            sequences.insert(sequence);
-        } else {
+    /// `sequence` failed transiently and comes again after `delay`.
+    fn retry(&self, sequence: u64, delay: Duration) {
+        let until = Instant::now() + delay + self.grace;
+        self.update(|sequences| {
+            sequences.insert(sequence, until);
+        });
+    }
+
+    /// `sequence` is handled, parked or given up on here.
+    fn done(&self, sequence: u64) {
+        self.update(|sequences| {
             sequences.remove(&sequence);
-        }
-        metrics::gauge!(series::CONSUMER_WAITING_RETRY, "consumer" => self.consumer.clone())
-            .set(sequences.len() as f64);
+        });
+    }
+
+    /// Drops what came due and sets the gauge.
+    fn report(&self) {
+        self.update(|_| {});
+    }
+
+    fn len(&self) -> usize {
+        self.update(|_| {})
+    }
+
+    fn update(&self, change: impl FnOnce(&mut HashMap<u64, Instant>)) -> usize {
+        let mut sequences = self.sequences.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut sequences);
+        let now = Instant::now();
+        sequences.retain(|_, until| *until > now);
+        let waiting = sequences.len();
+        metrics::gauge!(series::CONSUMER_WAITING_RETRY, "consumer" => self.consumer.clone()).set(waiting as f64);
+        waiting
     }
 }
 
@@ -291,7 +337,10 @@ async fn process<H: EventHandler>(
         }
     };
     let retry_delay = || definition.retry.delay(delivered, rand::random());
-    waiting.set(sequence, matches!(outcome, Err(HandleError::Retry(_))));
+    match &outcome {
+        Err(HandleError::Retry(_)) => {}
+        _ => waiting.done(sequence),
+    }
     match outcome {
         Ok(()) => {
             metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "handled")
@@ -303,6 +352,7 @@ async fn process<H: EventHandler>(
         }
         Err(HandleError::Retry(reason)) => {
             let delay = retry_delay();
+            waiting.retry(sequence, delay);
             tracing::info!(consumer, subject, delivered, ?delay, %reason, "event will be retried");
             metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "retried")
                 .increment(1);
@@ -381,4 +431,31 @@ async fn park(
         .headers(headers);
     js.send_publish(subject, publish).await?.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_that_comes_due_elsewhere_stops_counting_here() {
+        let ack_wait = Duration::from_secs(30);
+        let waiting = Waiting::new("order-inventory", ack_wait);
+        waiting.retry(7, Duration::from_secs(2));
+        waiting.retry(8, Duration::from_secs(60));
+        assert_eq!(waiting.len(), 2);
+        // Redelivered here and handled: gone at once.
+        waiting.done(8);
+        assert_eq!(waiting.len(), 1);
+        // 7's redelivery went to another replica: this one stops counting it
+        // once it could have come back here.
+        tokio::time::advance(Duration::from_secs(2) + ack_wait).await;
+        assert_eq!(waiting.len(), 0);
+        // Retried here again and again, it stays counted meanwhile.
+        waiting.retry(9, Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        waiting.retry(9, Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(waiting.len(), 1);
+    }
 }
