@@ -7,8 +7,12 @@
 //! exactly one probe call passes; its success closes the breaker, its failure
 //! opens it for another cool-down. A probe whose caller goes away without an
 //! outcome frees the slot for the next one. Gauge
-//! `shop_upstream_breaker_open{upstream}`, and `endpoint` (the address) for
-//! the breakers of an upstream's replicas ([`CircuitBreaker::for_endpoint`]).
+//! `shop_upstream_breaker_open{upstream}`: how many of the upstream's
+//! replicas ([`CircuitBreaker::for_endpoint`]) have their breaker open. Not
+//! one series per replica: replicas come and go with every rollout, and a
+//! series per address would grow without end, with the last value of a gone
+//! replica paging for ever. A breaker that goes away open (its replica left)
+//! counts no longer.
 //!
 //! [`CircuitBreaker::call`] wraps one gRPC call; [`CircuitBreaker::admit`]
 //! and [`Permit::report`] serve callers (the gateway's proxy) that judge the
@@ -42,11 +46,6 @@ impl BreakerSettings {
             failure_threshold: env.count("UPSTREAM_BREAKER_FAILURES", 5),
             cool_down: env.positive_duration("UPSTREAM_BREAKER_COOL_DOWN", Duration::from_secs(5)),
         }
-    }
-
-    /// A breaker with these settings in front of `upstream`.
-    pub fn breaker(&self, upstream: &'static str) -> CircuitBreaker {
-        CircuitBreaker::new(upstream, self.failure_threshold, self.cool_down)
     }
 
     /// A breaker with these settings in front of one replica of `upstream`.
@@ -110,24 +109,24 @@ impl Drop for Permit<'_> {
 
 impl CircuitBreaker {
     pub fn new(upstream: &'static str, failure_threshold: u32, cool_down: Duration) -> Self {
-        let open = metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream);
-        Self::with_gauge(upstream, None, open, failure_threshold, cool_down)
+        Self::with_endpoint(upstream, None, failure_threshold, cool_down)
     }
 
     /// A breaker in front of the replica at `endpoint` of `upstream`.
     pub fn for_endpoint(upstream: &'static str, endpoint: String, failure_threshold: u32, cool_down: Duration) -> Self {
-        let open = metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream, "endpoint" => endpoint.clone());
-        Self::with_gauge(upstream, Some(endpoint), open, failure_threshold, cool_down)
+        Self::with_endpoint(upstream, Some(endpoint), failure_threshold, cool_down)
     }
 
-    fn with_gauge(
+    fn with_endpoint(
         upstream: &'static str,
         endpoint: Option<String>,
-        open: metrics::Gauge,
         failure_threshold: u32,
         cool_down: Duration,
     ) -> Self {
-        open.set(0.0);
+        // Shared by the upstream's breakers: each adds itself while open.
+        let open = metrics::gauge!(crate::series::UPSTREAM_BREAKER_OPEN, "upstream" => upstream);
+        // Shows the series (at 0) before any breaker opens.
+        open.increment(0.0);
         Self {
             upstream,
             endpoint,
@@ -249,8 +248,18 @@ impl CircuitBreaker {
             (current, _) => current,
         };
         let is_closed = matches!(*state, State::Closed { .. });
-        if was_closed != is_closed {
-            self.open.set(if is_closed { 0.0 } else { 1.0 });
+        match (was_closed, is_closed) {
+            (true, false) => self.open.increment(1.0),
+            (false, true) => self.open.decrement(1.0),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for CircuitBreaker {
+    fn drop(&mut self) {
+        if self.is_open() {
+            self.open.decrement(1.0);
         }
     }
 }
@@ -275,6 +284,48 @@ fn is_upstream_failure(status: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `shop_upstream_breaker_open` series as `(labels, value)`.
+    fn open_series(handle: &metrics_exporter_prometheus::PrometheusHandle) -> Vec<(String, f64)> {
+        handle
+            .render()
+            .lines()
+            .filter_map(|line| line.strip_prefix(crate::series::UPSTREAM_BREAKER_OPEN))
+            .filter_map(|rest| {
+                let (labels, value) = rest.rsplit_once(' ')?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_gauge_counts_the_open_breakers_of_an_upstream_and_forgets_replicas_that_left() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (one, two) = metrics::with_local_recorder(&recorder, || {
+            let replica =
+                |addr: &str| CircuitBreaker::for_endpoint("order", addr.to_owned(), 1, Duration::from_secs(5));
+            (replica("10.0.0.1:50051"), replica("10.0.0.2:50051"))
+        });
+        let at = |value: f64| vec![(r#"{upstream="order"}"#.to_owned(), value)];
+        assert_eq!(open_series(&handle), at(0.0));
+        let t0 = Instant::now();
+        one.record(false, Outcome::Failure, t0);
+        two.record(false, Outcome::Failure, t0);
+        assert_eq!(open_series(&handle), at(2.0));
+        // The first replica goes away (a rollout) with its breaker open.
+        drop(one);
+        assert_eq!(open_series(&handle), at(1.0));
+        // The second answers again.
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(two.admit_at(later), Some(true));
+        two.record(true, Outcome::Success, later);
+        assert_eq!(
+            open_series(&handle),
+            at(0.0),
+            "nothing pages once every replica there answers"
+        );
+    }
 
     fn breaker(threshold: u32, cool_down_ms: u64) -> CircuitBreaker {
         CircuitBreaker::new("test", threshold, Duration::from_millis(cool_down_ms))

@@ -82,6 +82,5 @@ pub const GATEWAY_RESPONSE_HEADERS_SECONDS: &str = "shop_gateway_response_header
 /// Time an upstream took to answer the gateway, `{upstream}`.
 pub const GATEWAY_UPSTREAM_RESPONSE_SECONDS: &str = "shop_gateway_upstream_response_seconds";
 
-/// Whether the breaker in front of an upstream is open (1) or not (0),
-/// `{upstream}`.
+/// How many replicas of an upstream have their breaker open, `{upstream}`.
 pub const UPSTREAM_BREAKER_OPEN: &str = "shop_upstream_breaker_open";
