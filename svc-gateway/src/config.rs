@@ -234,8 +234,8 @@ fn read_auth(env: &mut EnvReader, dev_auth_on: bool) -> AuthSettings {
         }
         (Some(path), None) => Some(JwksSource::File(path)),
         (None, Some(url)) => {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                env.problem(format!("JWKS_URL={url:?} must be an http(s) URL"));
+            if let Err(why) = check_jwks_url(&url) {
+                env.problem(format!("JWKS_URL={url:?} {why}"));
             }
             Some(JwksSource::Url(url))
         }
@@ -269,6 +269,28 @@ fn read_auth(env: &mut EnvReader, dev_auth_on: bool) -> AuthSettings {
         leeway: env.duration("JWT_LEEWAY", Duration::from_secs(30)),
         jwks_refresh_interval: env.duration("JWKS_REFRESH_INTERVAL", Duration::from_secs(600)),
         jwks_min_refresh_interval: env.duration("JWKS_MIN_REFRESH_INTERVAL", Duration::from_secs(30)),
+    }
+}
+
+/// Keys fetched over plain http could be swapped by anyone on the path, so
+/// http is for an identity provider on this machine only.
+fn check_jwks_url(raw: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(raw).map_err(|_| "is not a URL (use https://<host>/…)")?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(
+            "fetches the signing keys over plain http, where anyone on the path can replace them: \
+             use https://, or for development http:// to a loopback host (127.0.0.1, [::1], localhost)",
+        ),
+        _ => Err("must be an https:// URL (http:// only to loopback in development)"),
     }
 }
 
@@ -403,6 +425,55 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn keys_are_fetched_over_https_or_from_this_machine_only() {
+        let jwks_url = |url: &str| {
+            read(&[
+                ("JWKS_URL", url),
+                ("JWT_ISSUER", "i"),
+                ("JWT_AUDIENCE", "a"),
+                ("MAX_MESSAGE_BYTES", "0"),
+            ])
+        };
+        let err = jwks_url("http://idp.example/certs").expect_err("plain http to another host");
+        let text = err.to_string();
+        assert!(
+            text.contains("JWKS_URL") && text.contains("https://") && text.contains("loopback"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MAX_MESSAGE_BYTES"),
+            "reported with the other problems: {text}"
+        );
+        for refused in [
+            "http://10.0.0.1/certs",
+            "http://localhost.evil.example/certs",
+            "ftp://idp.example/certs",
+        ] {
+            assert!(jwks_url(refused).is_err(), "{refused}");
+        }
+
+        let fine = |url: &str| {
+            read(&[("JWKS_URL", url), ("JWT_ISSUER", "i"), ("JWT_AUDIENCE", "a")])
+                .map(|config| config.auth.jwks)
+                .map_err(|e| e.to_string())
+        };
+        for accepted in [
+            "https://idp.example/realms/shop/protocol/openid-connect/certs",
+            "http://127.0.0.1:8081/certs",
+            "http://127.5.6.7/certs",
+            "http://[::1]:8081/certs",
+            "http://localhost:8081/certs",
+            "http://LOCALHOST/certs",
+        ] {
+            assert_eq!(
+                fine(accepted),
+                Ok(Some(JwksSource::Url(accepted.to_owned()))),
+                "{accepted}"
+            );
+        }
     }
 
     #[test]
