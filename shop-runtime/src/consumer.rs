@@ -243,12 +243,8 @@ impl Waiting {
         });
     }
 
-    /// Drops what came due and sets the gauge.
-    fn report(&self) {
-        self.update(|_| {});
-    }
-
-    fn len(&self) -> usize {
+    /// Drops what came due and sets the gauge; how many wait.
+    fn report(&self) -> usize {
         self.update(|_| {})
     }
 
@@ -443,19 +439,19 @@ mod tests {
         let waiting = Waiting::new("order-inventory", ack_wait);
         waiting.retry(7, Duration::from_secs(2));
         waiting.retry(8, Duration::from_secs(60));
-        assert_eq!(waiting.len(), 2);
+        assert_eq!(waiting.report(), 2);
         // Redelivered here and handled: gone at once.
         waiting.done(8);
-        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting.report(), 1);
         // 7's redelivery went to another replica: this one stops counting it
         // once it could have come back here.
         tokio::time::advance(Duration::from_secs(2) + ack_wait).await;
-        assert_eq!(waiting.len(), 0);
+        assert_eq!(waiting.report(), 0);
         // Retried here again and again, it stays counted meanwhile.
         waiting.retry(9, Duration::from_secs(5));
         tokio::time::advance(Duration::from_secs(20)).await;
         waiting.retry(9, Duration::from_secs(5));
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting.report(), 1);
     }
 }
