@@ -311,7 +311,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         let first = async { Ok(self.visible_order(&caller, order_id).await?) };
         let updates = self
             .announcer
-            .watch(self.pool.clone(), order_id, first, to_proto)
+            .watch(self.pool.clone(), caller.user_id.as_str(), order_id, first, to_proto)
             .await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             updates,

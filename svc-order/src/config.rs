@@ -10,7 +10,7 @@ use shop_runtime::{
     upstream::UpstreamSettings,
 };
 
-use crate::domain::PaymentMethod;
+use crate::{domain::PaymentMethod, watch::WatchLimits};
 
 /// `ORDER_DEADLINE` when unset: well under the reservation TTL (15 min), so
 /// a stuck order is settled by its owner, and the expiry stays the backstop.
@@ -33,8 +33,9 @@ pub struct Config {
     /// `ACCEPTED_PAYMENT_METHODS`: comma-separated tokens PlaceOrder accepts.
     pub accepted_payment_methods: Vec<PaymentMethod>,
     /// `WATCH_MAX_CONCURRENT`: WatchOrder streams one replica serves at once
-    /// (default 1000); more are refused with RESOURCE_EXHAUSTED.
-    pub watch_max_concurrent: usize,
+    /// (default 1000), and `WATCH_MAX_PER_USER`: of one user (default 10);
+    /// more are refused with RESOURCE_EXHAUSTED.
+    pub watch_limits: WatchLimits,
     /// `ORDER_DEADLINE`: an order not settled this long after it was placed
     /// is cancelled `TIMED_OUT` ([`DEFAULT_ORDER_DEADLINE`]; keep it under
     /// svc-inventory's `RESERVATION_TTL`, so that the order's owner decides
@@ -74,7 +75,10 @@ impl Config {
             catalog: CatalogSettings::read(&mut env),
             upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,
-            watch_max_concurrent: env.count("WATCH_MAX_CONCURRENT", 1000),
+            watch_limits: WatchLimits {
+                per_replica: env.count("WATCH_MAX_CONCURRENT", 1000),
+                per_user: env.count("WATCH_MAX_PER_USER", 10),
+            },
             order_deadline: env.positive_duration("ORDER_DEADLINE", DEFAULT_ORDER_DEADLINE),
             deadline_sweep_interval: env.positive_duration("ORDER_DEADLINE_SWEEP_INTERVAL", Duration::from_secs(30)),
         };

@@ -35,7 +35,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let catalog = Catalog::on_host(&mut host, &bus, &config.catalog, &config.upstream).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&bus, &pool, &outbox);
-    let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_max_concurrent, host.stopping());
+    let announcer = watch::Announcer::new(bus.nats.clone(), config.watch_limits, host.stopping());
     let saga = |consumer| saga::OrderSaga {
         pool: pool.clone(),
         outbox: outbox.clone(),

@@ -12,7 +12,11 @@
 //! notification (a reconnect), so watchers also re-read every few seconds,
 //! and an announcement they cannot decode makes them re-read at once.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -32,26 +36,81 @@ const SAFETY_NET: Duration = Duration::from_secs(2);
 /// Longest a single watch lasts; a client can watch again.
 const MAX_WATCH: Duration = Duration::from_secs(3600);
 
+/// `WATCH_MAX_CONCURRENT` and `WATCH_MAX_PER_USER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Watches one replica serves at once.
+    pub per_replica: usize,
+    /// Watches one user holds on one replica at once.
+    pub per_user: usize,
+}
+
+/// How many watches each user holds on this replica.
+struct Holders {
+    max: usize,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+impl Holders {
+    /// A place for one more watch of `user`, unless they hold `max`.
+    fn take(self: &Arc<Self>, user: &str) -> Option<Share> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = counts.entry(user.to_owned()).or_insert(0);
+        if *held >= self.max {
+            return None;
+        }
+        *held += 1;
+        Some(Share {
+            holders: Arc::clone(self),
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// One watch of a user; given back when dropped.
+struct Share {
+    holders: Arc<Holders>,
+    user: String,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut counts = self.holders.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&self.user) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
 fn subject(order_id: Uuid) -> String {
     format!("order-updates.{order_id}")
 }
 
 /// Announces order changes to watchers on every replica, and admits at
 /// most so many watches at once on this one (each re-reads the database
-/// every `SAFETY_NET`).
+/// every `SAFETY_NET`), and so many of one user, so that one customer
+/// cannot take them all.
 #[derive(Clone)]
 pub struct Announcer {
     nats: async_nats::Client,
     watches: Arc<Semaphore>,
+    per_user: Arc<Holders>,
     /// The server is stopping: every watch ends, to be made again elsewhere.
     stopping: CancellationToken,
 }
 
 impl Announcer {
-    pub fn new(nats: async_nats::Client, max_watches: usize, stopping: CancellationToken) -> Self {
+    pub fn new(nats: async_nats::Client, limits: WatchLimits, stopping: CancellationToken) -> Self {
         Self {
             nats,
-            watches: Arc::new(Semaphore::new(max_watches)),
+            watches: Arc::new(Semaphore::new(limits.per_replica)),
+            per_user: Arc::new(Holders {
+                max: limits.per_user,
+                counts: Mutex::new(HashMap::new()),
+            }),
             stopping,
         }
     }
@@ -71,6 +130,7 @@ impl Announcer {
     pub async fn watch<F, R>(
         &self,
         pool: PgPool,
+        user: &str,
         order_id: Uuid,
         first: R,
         to_proto: F,
@@ -79,6 +139,12 @@ impl Announcer {
         F: Fn(OrderRecord) -> shop_proto::order::v1::Order + Send + 'static,
         R: std::future::Future<Output = Result<OrderRecord, Status>>,
     {
+        let share = self.per_user.take(user).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "you are watching {} orders on this server already; end one, or poll GetOrder",
+                self.per_user.max
+            ))
+        })?;
         let place = self.watches.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(
                 "too many orders are watched on this server right now; poll GetOrder, or watch again shortly",
@@ -93,7 +159,7 @@ impl Announcer {
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
             // Given back when the watch ends, however it ends.
-            let _place = place;
+            let _place = (place, share);
             let deadline = tokio::time::Instant::now() + MAX_WATCH;
             let mut sent: Option<DateTime<Utc>> = None;
             loop {

@@ -104,6 +104,37 @@ async fn watches_beyond_a_replicas_cap_are_refused_until_one_ends() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_customer_cannot_take_every_watch_of_a_replica() -> anyhow::Result<()> {
+    let stack = Stack::start_with(without_payment()).await?;
+    let limits = [("WATCH_MAX_CONCURRENT", "4"), ("WATCH_MAX_PER_USER", "2")];
+    let (replica_url, _replica) = stack.order_replica_with(&limits).await?;
+    let channel = Channel::from_shared(replica_url)?.connect().await?;
+    let mut clients = Vec::new();
+    for user in ["gus", "hal"] {
+        let order = stack
+            .place(user, "watch-share", vec![line("SKU-MUG-001", 1)], "pm_card_ok")
+            .await?;
+        let client = OrderServiceClient::with_interceptor(channel.clone(), AsUser::customer(user));
+        clients.push((client, order.order_id));
+    }
+    let (gus, his) = &clients[0];
+    let (hal, hers) = &clients[1];
+
+    let _one = watch(gus, his).await?;
+    let _two = watch(gus, his).await?;
+    let refused = watch(gus, his).await.expect_err("over his share");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("you are watching 2 orders"),
+        "{}",
+        refused.message()
+    );
+    // The replica has room for others.
+    let _hers = watch(hal, hers).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_shuts_down_ends_its_watches_so_they_move_elsewhere() -> anyhow::Result<()> {
     let stack = Stack::start_with(without_payment()).await?;
     let (replica_url, replica) = stack.order_replica_with(&[("SHUTDOWN_GRACE_PERIOD", "10s")]).await?;
