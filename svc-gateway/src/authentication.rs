@@ -12,9 +12,10 @@
 //! `JWKS_MIN_REFRESH_INTERVAL`; the set is also reloaded periodically.
 //!
 //! A verified token is remembered for up to a minute (never past its `exp`,
-//! forgotten when the key set changes), so a client's repeated calls do not
-//! pay for a signature check each time — that check is most of the
-//! gateway's CPU per call otherwise.
+//! forgotten when the key set is reloaded, and not remembered at all when a
+//! reload happened while its signature was checked), so a client's repeated
+//! calls do not pay for a signature check each time — that check is most of
+//! the gateway's CPU per call otherwise.
 
 use std::{
     collections::HashMap,
@@ -99,6 +100,9 @@ struct VerificationKey {
 struct KeyRing {
     by_kid: HashMap<String, Arc<VerificationKey>>,
     without_kid: Vec<Arc<VerificationKey>>,
+    /// Counts loads: a verification is remembered only while the set it
+    /// was checked against is still the current one.
+    generation: u64,
 }
 
 impl KeyRing {
@@ -228,8 +232,9 @@ pub struct TokenVerifier {
     /// When the set was last (re)loaded; also serialises reloads.
     last_load: tokio::sync::Mutex<Option<Instant>>,
     min_reload_interval: Duration,
-    /// Tokens verified recently, by their full text.
-    verified: Memo<String, Identity>,
+    /// Tokens verified recently, by their full text, with the generation of
+    /// the key set that verified them.
+    verified: Memo<String, (Identity, u64)>,
     /// Signatures checked so far: the work a remembered token saves.
     signature_checks: AtomicU64,
 }
@@ -334,9 +339,13 @@ impl TokenVerifier {
         };
         *last_load = Some(Instant::now());
         let (origin, bytes) = self.fetch(source).await?;
-        let ring = parse_key_set(&origin, &bytes, &self.pinned)?;
+        let mut ring = parse_key_set(&origin, &bytes, &self.pinned)?;
         tracing::info!(origin, keys = ring.len(), "token signing keys loaded");
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        // Loads are serialised (`last_load`), so generations never repeat.
+        let mut current = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        ring.generation = current.generation + 1;
+        *current = Arc::new(ring);
+        drop(current);
         // A key may have been withdrawn: tokens it signed must not linger.
         self.verified.forget_all();
         Ok(())
@@ -373,10 +382,11 @@ impl TokenVerifier {
         }
     }
 
-    /// Who `token` speaks for, if it was verified recently: no signature
-    /// check, so a caller may ask before paying for one.
+    /// Who `token` speaks for, if it was verified recently by the current
+    /// key set: no signature check, so a caller may ask before paying for one.
     pub fn remembered(&self, token: &str) -> Option<Identity> {
-        self.verified.get(token)
+        let (identity, generation) = self.verified.get(token)?;
+        (generation == self.current().generation).then_some(identity)
     }
 
     /// How many signatures have been checked.
@@ -392,19 +402,39 @@ impl TokenVerifier {
         if let Some(identity) = self.remembered(token) {
             return Ok(identity);
         }
+        let verified = self.check(token).await?;
+        self.remember(token, &verified);
+        Ok(verified.identity)
+    }
+
+    /// Remembers a verification, unless the key set it was checked against
+    /// has been replaced meanwhile: the key may have been withdrawn, and the
+    /// reload's forgetting is already done.
+    fn remember(&self, token: &str, verified: &Verified) {
+        if verified.generation == self.current().generation {
+            self.verified.remember(
+                token.to_owned(),
+                (verified.identity.clone(), verified.generation),
+                verified.until,
+            );
+        }
+    }
+
+    /// Checks `token` against the current key set, remembering nothing.
+    async fn check(&self, token: &str) -> Result<Verified, Rejection> {
         // `alg: none` and unknown algorithms fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Invalid("malformed"))?;
         if header.alg.family() == AlgorithmFamily::Hmac {
             return Err(Rejection::Invalid("symmetric signatures are not accepted"));
         }
         let kid = header.kid.as_deref();
-        let key = match self.current().find(kid) {
+        let mut ring = self.current();
+        let key = match ring.find(kid) {
             Some(key) => key,
             None => {
                 self.reload_for_unknown_key().await;
-                self.current()
-                    .find(kid)
-                    .ok_or(Rejection::Invalid("unknown signing key"))?
+                ring = self.current();
+                ring.find(kid).ok_or(Rejection::Invalid("unknown signing key"))?
             }
         };
         if header.alg != key.algorithm {
@@ -447,9 +477,20 @@ impl TokenVerifier {
             .unwrap_or(u64::MAX);
         let expires_in = Duration::from_secs((data.claims.exp.max(0.0) as u64).saturating_sub(unix_now));
         let until = Instant::now() + expires_in.min(VERIFIED_TOKEN_TTL);
-        self.verified.remember(token.to_owned(), identity.clone(), until);
-        Ok(identity)
+        Ok(Verified {
+            identity,
+            until,
+            generation: ring.generation,
+        })
     }
+}
+
+/// A token's signature checked: who it speaks for, until when that may be
+/// remembered, and by which generation of the key set.
+struct Verified {
+    identity: Identity,
+    until: Instant,
+    generation: u64,
 }
 
 #[cfg(test)]
@@ -628,6 +669,30 @@ mod tests {
         verifier.reload().await.expect("reload");
         assert!(verifier.verified.get(&token).is_none());
         assert!(verifier.verify(&token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_verification_that_began_before_a_key_was_withdrawn_is_not_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jwks.json");
+        let signer = key("k1");
+        std::fs::write(&path, json!({"keys": [signer.public_jwk()]}).to_string()).expect("write");
+        let verifier = TokenVerifier::start(&settings(Some(&path)), vec![])
+            .await
+            .expect("verifier");
+        let token = sign(&signer, &claims(json!({})));
+        // The signature checks out against the set of the time…
+        let verified = verifier.check(&token).await.expect("valid against the first set");
+        // …which a reload replaces, withdrawing the key, before the answer is
+        // stored.
+        std::fs::write(&path, json!({"keys": [key("k2").public_jwk()]}).to_string()).expect("write");
+        verifier.reload().await.expect("reload");
+        verifier.remember(&token, &verified);
+        assert_eq!(verifier.remembered(&token), None, "remembered past the reload");
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(Rejection::Invalid("unknown signing key"))
+        );
     }
 
     #[tokio::test]
