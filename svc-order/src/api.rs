@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, CancelReason, CatalogPrice, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
+    contract,
+    domain::{self, CatalogPrice, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
     saga::{self, Applied},
     store::{self, Cursor, OrderRecord},
     watch::Announcer,
@@ -32,19 +33,6 @@ pub(crate) struct OrderApi {
     pub announcer: Announcer,
 }
 
-/// The reason as the contract spells it. `orders.cancelled` carries the same
-/// number in its own enum (`OrderCancelReason`), so this is the one mapping
-/// of both; a test holds the two enums to the same numbers.
-pub(crate) fn proto_cancel_reason(reason: CancelReason) -> pb::CancelReason {
-    match reason {
-        CancelReason::OutOfStock => pb::CancelReason::OutOfStock,
-        CancelReason::PaymentDeclined => pb::CancelReason::PaymentDeclined,
-        CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
-        CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
-        CancelReason::TimedOut => pb::CancelReason::TimedOut,
-    }
-}
-
 fn to_proto(order: OrderRecord) -> pb::Order {
     let money = |minor| {
         Some(ProtoMoney {
@@ -56,7 +44,7 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
         OrderStatus::Reserved => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
         OrderStatus::Confirmed => (pb::OrderStatus::Confirmed, pb::CancelReason::Unspecified),
-        OrderStatus::Cancelled(reason) => (pb::OrderStatus::Cancelled, proto_cancel_reason(reason)),
+        OrderStatus::Cancelled(reason) => (pb::OrderStatus::Cancelled, contract::cancel_reason(reason)),
     };
     pb::Order {
         order_id: order.order_id.to_string(),
@@ -321,8 +309,6 @@ impl pb::order_service_server::OrderService for OrderApi {
 
 #[cfg(test)]
 mod tests {
-    use shop_proto::events::v1 as ev;
-
     use super::*;
 
     #[test]
@@ -335,18 +321,5 @@ mod tests {
         assert_eq!(decode_cursor("").expect("empty"), None);
         assert!(decode_cursor("nonsense").is_err());
         assert!(decode_cursor("12.not-a-uuid").is_err());
-    }
-
-    #[test]
-    fn the_api_and_the_event_give_each_cancel_reason_the_same_number() {
-        for reason in CancelReason::ALL {
-            let number = proto_cancel_reason(reason) as i32;
-            let event = ev::OrderCancelReason::try_from(number).expect("a number of the event's enum");
-            assert_eq!(
-                event.as_str_name(),
-                format!("ORDER_{}", proto_cancel_reason(reason).as_str_name()),
-                "{reason:?}"
-            );
-        }
     }
 }

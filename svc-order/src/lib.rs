@@ -8,6 +8,7 @@
 
 mod api;
 pub mod config;
+mod contract;
 pub mod deadline;
 pub mod domain;
 pub mod saga;

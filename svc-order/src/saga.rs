@@ -94,7 +94,7 @@ pub async fn apply(
             let cancelled = ev::OrderCancelled {
                 order_id: order_id.to_string(),
                 user_id,
-                reason: crate::api::proto_cancel_reason(reason) as i32,
+                reason: crate::contract::cancel_reason(reason) as i32,
                 total,
                 cancelled_at: Some(now),
             };
