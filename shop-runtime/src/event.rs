@@ -9,7 +9,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use shop_proto::events::v1 as ev;
 use uuid::Uuid;
 
-use crate::trace::{self, Carrier};
+use crate::{
+    trace::{self, Carrier},
+    values::OrderId,
+};
 
 pub const HEADER_ID: &str = "ce-id";
 pub const HEADER_TYPE: &str = "ce-type";
@@ -137,6 +140,8 @@ pub enum MalformedEvent {
     MissingHeader(&'static str),
     #[error("header ce-id {0:?} is not a UUID")]
     BadId(String),
+    #[error("order_id: {0}")]
+    BadOrderId(String),
     #[error("body is not a valid {event_type}: {source}")]
     BadBody {
         event_type: &'static str,
@@ -186,9 +191,29 @@ impl IncomingEvent {
     }
 }
 
+/// The order an event is about, as every consumer reads it: one canonical
+/// form whatever case it came in, or the event is malformed (and parked).
+pub fn order_id(raw: &str) -> Result<OrderId, MalformedEvent> {
+    OrderId::parse(raw).map_err(MalformedEvent::BadOrderId)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_events_order_id_reads_in_one_canonical_form_or_parks_the_event() {
+        let id = order_id("0190F3C4-2222-7000-8000-00000000000A").expect("an order id in capitals");
+        assert_eq!(id.to_string(), "0190f3c4-2222-7000-8000-00000000000a");
+        for junk in ["", "o-1", "0190f3c4-2222-7000-8000-00000000000a}:x"] {
+            let error = order_id(junk).expect_err(junk);
+            let handled = crate::consumer::HandleError::from(error);
+            assert!(
+                matches!(&handled, crate::consumer::HandleError::Reject(why) if why.starts_with("order_id: ")),
+                "{junk:?}: {handled:?}"
+            );
+        }
+    }
 
     #[test]
     fn subjects_end_with_the_key() {

@@ -11,7 +11,7 @@ use shop_proto::events::v1 as ev;
 use shop_runtime::{
     api_error::chain,
     consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
+    event::{self, IncomingEvent},
     identity::UserId,
 };
 
@@ -38,10 +38,9 @@ impl EventHandler for CartOrders {
             return Err(HandleError::unknown_type(&event));
         };
         let user = UserId::parse(&user_id).map_err(|why| HandleError::Reject(format!("user_id {user_id:?} {why}")))?;
-        // The order id becomes part of a key: only what svc-order issues (a UUID).
-        if order_id.is_empty() || order_id.len() > 64 || !order_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            return Err(HandleError::Reject(format!("order_id {order_id:?} is not an order id")));
-        }
+        // The order id becomes part of a key: only what svc-order issues, in
+        // the form svc-order answered Checkout with.
+        let order_id = event::order_id(&order_id)?.to_string();
         let outcome = self.carts.end_checkout(&user, &order_id, end).await.map_err(|e| {
             if is_redis(&e) {
                 HandleError::Retry(chain(&e))

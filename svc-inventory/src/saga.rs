@@ -14,7 +14,7 @@ use shop_proto::events::v1 as ev;
 use shop_runtime::{
     CancellationToken,
     consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
+    event::{self, IncomingEvent},
     inbox,
     outbox::{Outbox, Staging},
     values::{Quantity, Sku},
@@ -132,7 +132,8 @@ impl EventHandler for InventorySaga {
             return Ok(());
         }
         if event.is::<ev::OrderPlaced>() {
-            let placed: ev::OrderPlaced = event.decode()?;
+            let mut placed: ev::OrderPlaced = event.decode()?;
+            placed.order_id = event::order_id(&placed.order_id)?.to_string();
             let lines = lines_of(&placed)?;
             let (order_id, user_id) = (placed.order_id.clone(), placed.user_id.clone());
             self.on(&mut tx, &order_id, &user_id, Trigger::Placed, &lines, Some(placed))
@@ -140,15 +141,18 @@ impl EventHandler for InventorySaga {
         } else if event.is::<ev::OrderCancelled>() {
             let e: ev::OrderCancelled = event.decode()?;
             let trigger = Trigger::Release(ReleaseReason::OrderCancelled);
-            self.on(&mut tx, &e.order_id, &e.user_id, trigger, &[], None).await?;
+            let order_id = event::order_id(&e.order_id)?.to_string();
+            self.on(&mut tx, &order_id, &e.user_id, trigger, &[], None).await?;
         } else if event.is::<ev::PaymentSucceeded>() {
             let e: ev::PaymentSucceeded = event.decode()?;
-            self.on(&mut tx, &e.order_id, &e.user_id, Trigger::PaymentSucceeded, &[], None)
+            let order_id = event::order_id(&e.order_id)?.to_string();
+            self.on(&mut tx, &order_id, &e.user_id, Trigger::PaymentSucceeded, &[], None)
                 .await?;
         } else if event.is::<ev::PaymentFailed>() {
             let e: ev::PaymentFailed = event.decode()?;
             let trigger = Trigger::Release(ReleaseReason::PaymentFailed);
-            self.on(&mut tx, &e.order_id, &e.user_id, trigger, &[], None).await?;
+            let order_id = event::order_id(&e.order_id)?.to_string();
+            self.on(&mut tx, &order_id, &e.user_id, trigger, &[], None).await?;
         } else {
             return Err(HandleError::unknown_type(&event));
         }

@@ -8,7 +8,7 @@
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
+    event::{self, IncomingEvent},
     identity::UserId,
     inbox,
     values::Money,
@@ -65,12 +65,12 @@ impl EventHandler for NotifySaga {
 pub fn notification_for(event: &IncomingEvent, recipient_domain: &str) -> Result<NewNotification, HandleError> {
     let (kind, order_id, user_id, draft) = if event.is::<ev::OrderConfirmed>() {
         let e: ev::OrderConfirmed = event.decode()?;
-        let order_id = canonical_order_id(&e.order_id)?;
+        let order_id = event::order_id(&e.order_id)?.to_string();
         let draft = compose::confirmed(&order_id, money(e.total.as_ref())?);
         (Kind::OrderConfirmed, order_id, e.user_id, draft)
     } else if event.is::<ev::OrderCancelled>() {
         let e: ev::OrderCancelled = event.decode()?;
-        let order_id = canonical_order_id(&e.order_id)?;
+        let order_id = event::order_id(&e.order_id)?.to_string();
         // No reason (or one this build cannot name) still gets an email,
         // with the generic sentence.
         let reason = ev::OrderCancelReason::try_from(e.reason).unwrap_or(ev::OrderCancelReason::Unspecified);
@@ -97,12 +97,6 @@ fn money(total: Option<&shop_proto::common::v1::Money>) -> Result<Option<Money>,
         .map(Money::from_proto)
         .transpose()
         .map_err(|why| HandleError::Reject(format!("total: {why}")))
-}
-
-fn canonical_order_id(raw: &str) -> Result<String, HandleError> {
-    Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| HandleError::Reject(format!("order_id {raw:?} is not a UUID")))
 }
 
 #[cfg(test)]

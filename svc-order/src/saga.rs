@@ -6,7 +6,7 @@
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
+    event::{self, IncomingEvent},
     inbox,
     outbox::{Outbox, Staging},
     series,
@@ -153,10 +153,6 @@ impl From<StoreError> for HandleError {
     }
 }
 
-fn order_id(raw: &str) -> Result<Uuid, HandleError> {
-    Uuid::parse_str(raw).map_err(|_| HandleError::Reject(format!("order_id {raw:?} is not a UUID")))
-}
-
 impl EventHandler for OrderSaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
         let (id, heard) = if event.is::<ev::InventoryReserved>() {
@@ -186,7 +182,7 @@ impl EventHandler for OrderSaga {
         let Some(trigger) = heard.trigger() else {
             return Ok(());
         };
-        let id = order_id(&id)?;
+        let id = event::order_id(&id)?.uuid();
 
         let mut tx = self.outbox.begin(&self.pool).await?;
         if !inbox::claim(&mut tx, self.consumer, &event).await? {

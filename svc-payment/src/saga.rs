@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
     consumer::{EventHandler, HandleError},
-    event::IncomingEvent,
+    event::{self, IncomingEvent},
     inbox,
     outbox::{Outbox, Staging},
     values::{Money, timestamp},
@@ -69,12 +69,13 @@ impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
         if event.is::<ev::InventoryReserved>() {
             let reserved: ev::InventoryReserved = event.decode()?;
+            let order_id = event::order_id(&reserved.order_id)?.to_string();
             let expired = reserved
                 .expires_at
                 .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
                 .is_some_and(|deadline| deadline <= Utc::now());
             let new = NewPayment {
-                order_id: &reserved.order_id,
+                order_id: &order_id,
                 user_id: &reserved.user_id,
                 amount: Some(money(reserved.total.as_ref(), "total")?),
                 payment_method: &reserved.payment_method,
@@ -82,8 +83,9 @@ impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
             self.run(&event, &new, Input::Reserved { expired }).await
         } else if event.is::<ev::OrderCancelled>() {
             let cancelled: ev::OrderCancelled = event.decode()?;
+            let order_id = event::order_id(&cancelled.order_id)?.to_string();
             let new = NewPayment {
-                order_id: &cancelled.order_id,
+                order_id: &order_id,
                 user_id: &cancelled.user_id,
                 amount: cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok()),
                 payment_method: "",
