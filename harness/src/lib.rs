@@ -127,7 +127,7 @@ impl Service {
 
     /// Runs the service as its own binary does (`shop_runtime::entry`).
     pub async fn serve_from_env(self) -> Result<(), EntryError> {
-        with_service!(self, Config, run => serve_from_env(Config::from_env, |c| &c.basics, run).await)
+        with_service!(self, Config, run => serve_from_env(Config::from_env, run).await)
     }
 }
 

@@ -253,6 +253,18 @@ impl FromStr for LogFormat {
     }
 }
 
+/// A service's configuration, as what runs every service needs it: its
+/// [`ServiceBasics`], wherever the service keeps them.
+pub trait HasBasics {
+    fn basics(&self) -> &ServiceBasics;
+}
+
+impl HasBasics for ServiceSettings {
+    fn basics(&self) -> &ServiceBasics {
+        &self.basics
+    }
+}
+
 /// Settings every service has.
 #[derive(Debug, Clone)]
 pub struct ServiceBasics {
@@ -406,6 +418,30 @@ impl MessagingSettings {
                 }
                 replicas
             },
+        }
+    }
+}
+
+/// What each service with a database of its own and a part in the saga
+/// (svc-order, svc-inventory, svc-payment, svc-notify) reads before its own
+/// settings.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub basics: ServiceBasics,
+    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
+    /// caller's identity token must be signed with.
+    pub identity: std::sync::Arc<crate::identity::IdentityVerifier>,
+    pub database: DatabaseSettings,
+    pub messaging: MessagingSettings,
+}
+
+impl ServiceSettings {
+    pub fn read(env: &mut EnvReader, spec: &'static ServiceSpec) -> Self {
+        Self {
+            basics: ServiceBasics::read(env, spec),
+            identity: crate::identity::IdentityVerifier::from_env(env),
+            database: DatabaseSettings::read(env),
+            messaging: MessagingSettings::read(env),
         }
     }
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Listeners,
-    config::{ConfigError, ServiceBasics},
+    config::{ConfigError, HasBasics},
     telemetry,
 };
 
@@ -31,16 +31,16 @@ pub enum EntryError {
 /// Runs a service the way its binary does.
 pub async fn serve_from_env<C, R, F, E>(
     read_config: impl FnOnce() -> Result<C, ConfigError>,
-    basics: impl FnOnce(&C) -> &ServiceBasics,
     run: R,
 ) -> Result<(), EntryError>
 where
+    C: HasBasics,
     R: FnOnce(C, Listeners, CancellationToken) -> F,
     F: Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
     let config = read_config()?;
-    let basics = basics(&config).clone();
+    let basics = config.basics().clone();
     let telemetry = telemetry::init(Some(basics.log_format), basics.service, &basics.tracing);
     let listeners = Listeners::bind(&basics).await?;
     let shutdown = CancellationToken::new();

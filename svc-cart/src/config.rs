@@ -52,6 +52,12 @@ pub struct Config {
     pub redis_timeout: Duration,
 }
 
+impl shop_runtime::config::HasBasics for Config {
+    fn basics(&self) -> &shop_runtime::config::ServiceBasics {
+        &self.basics
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(EnvReader::from_process_env())

@@ -164,6 +164,12 @@ fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
+impl shop_runtime::config::HasBasics for Config {
+    fn basics(&self) -> &shop_runtime::config::ServiceBasics {
+        &self.basics
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(EnvReader::from_process_env())

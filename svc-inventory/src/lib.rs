@@ -32,9 +32,11 @@ pub const SERVICES: &[&str] = registry::INVENTORY.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&config.basics, shutdown);
-    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
-    let bus = host.nats(&config.messaging).await?;
+    let mut host = Host::new(&config.service.basics, shutdown);
+    let pool = host
+        .postgres(&config.service.database, sqlx::migrate!("./migrations"))
+        .await?;
+    let bus = host.nats(&config.service.messaging).await?;
     let outbox = Outbox::new("svc-inventory");
     host.spawn_relay(&bus, &pool, &outbox);
     let saga = |consumer| saga::InventorySaga {
@@ -53,7 +55,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn(saga::sweep_expired(sweeper, config.sweep_interval, host.shutdown()));
 
     let api = api::InventoryApi { pool, outbox };
-    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
     let router = router
         .add_service(CatalogServiceServer::new(api.clone()))
         .add_service(InventoryServiceServer::new(api));

@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shop_runtime::entry::serve_from_env(svc_inventory::Config::from_env, |c| &c.basics, svc_inventory::run).await?;
+    shop_runtime::entry::serve_from_env(svc_inventory::Config::from_env, svc_inventory::run).await?;
     Ok(())
 }

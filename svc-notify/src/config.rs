@@ -1,19 +1,15 @@
 //! svc-notify settings.
 
-use std::{fmt, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use lettre::{Address, message::Mailbox};
-use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
-use shop_runtime::identity::IdentityVerifier;
+use shop_runtime::config::{ConfigError, EnvReader, ServiceSettings};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub basics: ServiceBasics,
-    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
-    /// caller's identity token must be signed with.
-    pub identity: Arc<IdentityVerifier>,
-    pub database: DatabaseSettings,
-    pub messaging: MessagingSettings,
+    /// Basics, identity, database and messaging, as every such service
+    /// reads them.
+    pub service: ServiceSettings,
     /// `NOTIFY_DATA_DIR` (default `.data/notify`): without an SMTP relay,
     /// emails are written as `.eml` files under `<dir>/outbox-mail/`.
     pub data_dir: PathBuf,
@@ -30,6 +26,12 @@ pub struct Config {
     pub resend_interval: Duration,
 }
 
+impl shop_runtime::config::HasBasics for Config {
+    fn basics(&self) -> &shop_runtime::config::ServiceBasics {
+        self.service.basics()
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(EnvReader::from_process_env())
@@ -37,10 +39,7 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::NOTIFY),
-            identity: IdentityVerifier::from_env(&mut env),
-            database: DatabaseSettings::read(&mut env),
-            messaging: MessagingSettings::read(&mut env),
+            service: ServiceSettings::read(&mut env, &shop_runtime::registry::NOTIFY),
             data_dir: env.path("NOTIFY_DATA_DIR", ".data/notify"),
             smtp: env.optional("NOTIFY_SMTP_URL", "e.g. smtp://127.0.0.1:2525"),
             recipient_domain: env.or(
@@ -153,8 +152,8 @@ mod tests {
     #[test]
     fn defaults() {
         let config = Config::read(EnvReader::from_map(base())).expect("valid");
-        assert_eq!(config.basics.grpc_addr.port(), 50055);
-        assert_eq!(config.basics.admin_addr.port(), 9055);
+        assert_eq!(config.service.basics.grpc_addr.port(), 50055);
+        assert_eq!(config.service.basics.admin_addr.port(), 9055);
         assert_eq!(config.mail_dir(), PathBuf::from(".data/notify/outbox-mail"));
         assert_eq!(config.smtp, None);
         assert_eq!(config.recipient_domain, "customers.shop.test");

@@ -32,9 +32,11 @@ pub const SERVICES: &[&str] = registry::NOTIFY.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&config.basics, shutdown);
-    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
-    let bus = host.nats(&config.messaging).await?;
+    let mut host = Host::new(&config.service.basics, shutdown);
+    let pool = host
+        .postgres(&config.service.database, sqlx::migrate!("./migrations"))
+        .await?;
+    let bus = host.nats(&config.service.messaging).await?;
     let sender = sender::Sender::from_config(&config)
         .await
         .map_err(|e| HostError::setup("email sender", e))?;
@@ -51,7 +53,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, handler).await?;
     host.spawn(delivery.resend_until(host.shutdown()));
 
-    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
     let router = router.add_service(NotificationServiceServer::new(api::NotifyApi { pool }));
     host.serve(router, health, listeners).await
 }

@@ -1,11 +1,10 @@
 //! svc-order settings.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use shop_catalog::CatalogSettings;
 use shop_runtime::{
-    config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
-    identity::IdentityVerifier,
+    config::{ConfigError, EnvReader, ServiceSettings},
     registry,
     upstream::UpstreamSettings,
 };
@@ -18,12 +17,9 @@ pub const DEFAULT_ORDER_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub basics: ServiceBasics,
-    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
-    /// caller's identity token must be signed with.
-    pub identity: Arc<IdentityVerifier>,
-    pub database: DatabaseSettings,
-    pub messaging: MessagingSettings,
+    /// Basics, identity, database and messaging, as every such service
+    /// reads them.
+    pub service: ServiceSettings,
     /// `CATALOG_URL` (svc-inventory), `CATALOG_CACHE_TTL`,
     /// `CATALOG_CACHE_CAPACITY`: the catalog and the copy kept of it.
     pub catalog: CatalogSettings,
@@ -44,6 +40,12 @@ pub struct Config {
     /// `ORDER_DEADLINE_SWEEP_INTERVAL`: how often overdue orders are looked
     /// for (default 30s).
     pub deadline_sweep_interval: Duration,
+}
+
+impl shop_runtime::config::HasBasics for Config {
+    fn basics(&self) -> &shop_runtime::config::ServiceBasics {
+        self.service.basics()
+    }
 }
 
 impl Config {
@@ -68,10 +70,7 @@ impl Config {
             env.problem("ACCEPTED_PAYMENT_METHODS must list at least one payment method");
         }
         let config = Self {
-            basics: ServiceBasics::read(&mut env, &registry::ORDER),
-            identity: IdentityVerifier::from_env(&mut env),
-            database: DatabaseSettings::read(&mut env),
-            messaging: MessagingSettings::read(&mut env),
+            service: ServiceSettings::read(&mut env, &registry::ORDER),
             catalog: CatalogSettings::read(&mut env),
             upstream: UpstreamSettings::read(&mut env),
             accepted_payment_methods,

@@ -30,9 +30,11 @@ pub const SERVICES: &[&str] = registry::ORDER.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&config.basics, shutdown);
-    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
-    let bus = host.nats(&config.messaging).await?;
+    let mut host = Host::new(&config.service.basics, shutdown);
+    let pool = host
+        .postgres(&config.service.database, sqlx::migrate!("./migrations"))
+        .await?;
+    let bus = host.nats(&config.service.messaging).await?;
     let catalog = Catalog::on_host(&mut host, &bus, &config.catalog, &config.upstream).await?;
     let outbox = Outbox::new("svc-order");
     host.spawn_relay(&bus, &pool, &outbox);
@@ -61,7 +63,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         accepted_payment_methods: config.accepted_payment_methods.clone(),
         announcer,
     };
-    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
     let router = router.add_service(OrderServiceServer::new(api));
     host.serve(router, health, listeners).await
 }

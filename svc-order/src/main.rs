@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shop_runtime::entry::serve_from_env(svc_order::Config::from_env, |c| &c.basics, svc_order::run).await?;
+    shop_runtime::entry::serve_from_env(svc_order::Config::from_env, svc_order::run).await?;
     Ok(())
 }

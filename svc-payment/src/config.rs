@@ -1,18 +1,14 @@
 //! svc-payment settings.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use shop_runtime::config::{ConfigError, DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics};
-use shop_runtime::identity::IdentityVerifier;
+use shop_runtime::config::{ConfigError, EnvReader, ServiceSettings};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub basics: ServiceBasics,
-    /// `IDENTITY_VERIFYING_KEY_FILE`: the gateway's public key, which every
-    /// caller's identity token must be signed with.
-    pub identity: Arc<IdentityVerifier>,
-    pub database: DatabaseSettings,
-    pub messaging: MessagingSettings,
+    /// Basics, identity, database and messaging, as every such service
+    /// reads them.
+    pub service: ServiceSettings,
     /// `PAYMENT_PROVIDER_TIMEOUT`: deadline of one provider call (default 5s).
     pub provider_timeout: Duration,
     /// `PAYMENT_MAX_ATTEMPTS`: provider calls that timed out (each may or
@@ -22,6 +18,12 @@ pub struct Config {
     pub max_attempts: u32,
 }
 
+impl shop_runtime::config::HasBasics for Config {
+    fn basics(&self) -> &shop_runtime::config::ServiceBasics {
+        self.service.basics()
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(EnvReader::from_process_env())
@@ -29,10 +31,7 @@ impl Config {
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let config = Self {
-            basics: ServiceBasics::read(&mut env, &shop_runtime::registry::PAYMENT),
-            identity: IdentityVerifier::from_env(&mut env),
-            database: DatabaseSettings::read(&mut env),
-            messaging: MessagingSettings::read(&mut env),
+            service: ServiceSettings::read(&mut env, &shop_runtime::registry::PAYMENT),
             provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
             max_attempts: env.count("PAYMENT_MAX_ATTEMPTS", 3),
         };

@@ -27,9 +27,11 @@ pub const SERVICES: &[&str] = registry::PAYMENT.serves;
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), HostError> {
-    let mut host = Host::new(&config.basics, shutdown);
-    let pool = host.postgres(&config.database, sqlx::migrate!("./migrations")).await?;
-    let bus = host.nats(&config.messaging).await?;
+    let mut host = Host::new(&config.service.basics, shutdown);
+    let pool = host
+        .postgres(&config.service.database, sqlx::migrate!("./migrations"))
+        .await?;
+    let bus = host.nats(&config.service.messaging).await?;
     let outbox = Outbox::new("svc-payment");
     host.spawn_relay(&bus, &pool, &outbox);
     let provider = Arc::new(provider::SimulatedProvider::new(pool.clone()));
@@ -45,7 +47,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_consumer(&bus, saga::RESERVED_CONSUMER, reserved).await?;
     host.spawn_consumer(&bus, saga::CANCELLED_CONSUMER, cancelled).await?;
 
-    let (router, health) = grpc::router_with_basics(SERVICES, config.identity.clone())?;
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
     let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
     host.serve(router, health, listeners).await
 }
