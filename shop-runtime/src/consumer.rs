@@ -13,9 +13,16 @@
 //!   parked on a later delivery.
 //! - **Transient** ([`HandleError::Retry`]: a dependency is down, an event
 //!   arrived before the one it follows): redelivered with capped exponential
-//!   backoff and jitter ([`Backoff`](crate::topology::Backoff)), for as long as
-//!   it takes. Consumers have no `max_deliver`: a delivery limit would drop a
-//!   message that nobody parked.
+//!   backoff and jitter ([`Backoff`](crate::topology::Backoff)), up to the
+//!   consumer's `max_deliver`, set high (hours of retries at the cap) as a
+//!   backstop: a bug misread as transient must not retry for ever unseen.
+//!   The last allowed delivery that fails is parked, as poison is.
+//!
+//! A message the server stops delivering without having heard an outcome
+//! (the process crashed or hung on it every time) is announced by JetStream's
+//! `MAX_DELIVERIES` advisory; the consumer follows it and parks that message
+//! too, so nothing leaves a consumer unparked, and counts it
+//! ([`series::CONSUMER_GIVEN_UP`]), which pages.
 //!
 //! The consumer pulls no more messages than it handles at once, so none
 //! waits in a buffer while its `ack_wait` runs out.
@@ -118,8 +125,89 @@ pub async fn run<H: EventHandler>(
             concurrency,
             shutdown.clone()
         ),
-        report_lag(js, definition, waiting, shutdown),
+        report_lag(js.clone(), definition.clone(), waiting, shutdown.clone()),
+        park_given_up(js, definition, shutdown),
     );
+}
+
+/// JetStream's advisory that a consumer gave up on a message after
+/// `max_deliver` deliveries.
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: i64,
+}
+
+/// Parks every message the server stops delivering to this consumer, from
+/// its `MAX_DELIVERIES` advisories, until `shutdown`. Every replica does;
+/// the DLQ's message id keeps one copy. An advisory missed while no replica
+/// listened still shows in the consumer's info (`num_redelivered`) and the
+/// stream keeps the message.
+async fn park_given_up(js: jetstream::Context, definition: Arc<ConsumerDefinition>, shutdown: CancellationToken) {
+    let consumer = definition.name().to_owned();
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
+        definition.stream
+    );
+    while !shutdown.is_cancelled() {
+        let mut advisories = match js.client().subscribe(subject.clone()).await {
+            Ok(advisories) => advisories,
+            Err(e) => {
+                tracing::warn!(consumer, error = %e, "cannot follow max-deliveries advisories; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let advisory = tokio::select! {
+                () = shutdown.cancelled() => return,
+                advisory = advisories.next() => advisory,
+            };
+            let Some(advisory) = advisory else { break };
+            let Ok(given_up) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+                tracing::warn!(consumer, "unreadable max-deliveries advisory");
+                continue;
+            };
+            metrics::counter!(series::CONSUMER_GIVEN_UP, "consumer" => consumer.clone()).increment(1);
+            let reason = format!(
+                "delivered {} times without an outcome (the handler crashed or hung each time)",
+                given_up.deliveries
+            );
+            let parked = async {
+                let stored = js
+                    .get_stream(definition.stream)
+                    .await?
+                    .get_raw_message(given_up.stream_seq)
+                    .await?;
+                let message = Parkable {
+                    subject: stored.subject.as_str(),
+                    headers: Some(&stored.headers),
+                    payload: &stored.payload,
+                };
+                park(
+                    &js,
+                    &consumer,
+                    definition.stream,
+                    given_up.stream_seq,
+                    given_up.deliveries,
+                    message,
+                    &reason,
+                )
+                .await
+            };
+            match parked.await {
+                Ok(()) => tracing::error!(consumer, sequence = given_up.stream_seq, %reason, "event parked on DLQ"),
+                Err(e) => tracing::error!(
+                    consumer,
+                    sequence = given_up.stream_seq,
+                    error = %e,
+                    "the server gave up on an event and it could not be parked; it stays in its stream"
+                ),
+            }
+        }
+    }
 }
 
 /// How often a consumer's lag is read from JetStream.
@@ -144,6 +232,8 @@ async fn report_lag(
         {
             metrics::gauge!(series::CONSUMER_PENDING, "consumer" => name.clone()).set(info.num_pending as f64);
             metrics::gauge!(series::CONSUMER_ACK_PENDING, "consumer" => name.clone()).set(info.num_ack_pending as f64);
+            metrics::gauge!(series::CONSUMER_MAX_ACK_PENDING, "consumer" => name.clone())
+                .set(info.config.max_ack_pending as f64);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -333,6 +423,14 @@ async fn process<H: EventHandler>(
         }
     };
     let retry_delay = || definition.retry.delay(delivered, rand::random());
+    // The last delivery allowed: parked rather than dropped by the server.
+    let max_deliver = definition.config.max_deliver;
+    let outcome = match outcome {
+        Err(HandleError::Retry(reason)) if max_deliver > 0 && delivered >= max_deliver => Err(HandleError::Reject(
+            format!("gave up after {delivered} deliveries (max_deliver): {reason}"),
+        )),
+        other => other,
+    };
     match &outcome {
         Err(HandleError::Retry(_)) => {}
         _ => waiting.done(sequence),
@@ -355,7 +453,12 @@ async fn process<H: EventHandler>(
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         }
         Err(HandleError::Reject(reason)) => {
-            match park(js, consumer, &stream, sequence, delivered, &message, &reason).await {
+            let parkable = Parkable {
+                subject: message.subject.as_str(),
+                headers: message.headers.as_ref(),
+                payload: &message.payload,
+            };
+            match park(js, consumer, &stream, sequence, delivered, parkable, &reason).await {
                 Ok(()) => {
                     tracing::error!(consumer, subject, sequence, %reason, "event parked on DLQ");
                     metrics::counter!(series::CONSUMER_EVENTS, "consumer" => consumer.to_owned(), "result" => "parked")
@@ -400,23 +503,31 @@ async fn with_progress<F: Future<Output = Result<(), HandleError>>>(
     }
 }
 
+/// What parking needs of a message: a delivery's, or one read back from
+/// its stream.
+struct Parkable<'a> {
+    subject: &'a str,
+    headers: Option<&'a async_nats::HeaderMap>,
+    payload: &'a bytes::Bytes,
+}
+
 async fn park(
     js: &jetstream::Context,
     consumer: &str,
     stream: &str,
     sequence: u64,
     delivered: i64,
-    message: &jetstream::Message,
+    message: Parkable<'_>,
     reason: &str,
 ) -> Result<(), async_nats::Error> {
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = message.headers.cloned().unwrap_or_default();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
         format!("dlq:{stream}:{sequence}:{consumer}").as_str(),
     );
     headers.insert(HEADER_DLQ_STREAM, stream);
     headers.insert(HEADER_DLQ_SEQUENCE, sequence.to_string().as_str());
-    headers.insert(HEADER_DLQ_SUBJECT, message.subject.as_str());
+    headers.insert(HEADER_DLQ_SUBJECT, message.subject);
     headers.insert(HEADER_DLQ_CONSUMER, consumer);
     headers.insert(HEADER_DLQ_DELIVERED, delivered.to_string().as_str());
     // Header values cannot hold newlines; keep the error on one line.

@@ -25,6 +25,13 @@ pub const CONSUMER_ACK_PENDING: &str = "shop_consumer_ack_pending";
 /// Messages waiting for a redelivery after a transient failure,
 /// `{consumer}`: stays up while a dependency is down.
 pub const CONSUMER_WAITING_RETRY: &str = "shop_consumer_waiting_retry";
+/// Messages the server stopped delivering to a consumer after its
+/// `max_deliver` without an outcome (its `MAX_DELIVERIES` advisory),
+/// `{consumer}`; each is parked. Any at all pages.
+pub const CONSUMER_GIVEN_UP: &str = "shop_consumer_given_up_total";
+/// A consumer's `max_ack_pending`, `{consumer}`: delivery stops once
+/// `shop_consumer_ack_pending` reaches it.
+pub const CONSUMER_MAX_ACK_PENDING: &str = "shop_consumer_max_ack_pending";
 
 /// Outbox rows not yet published, `{service}`.
 pub const OUTBOX_PENDING_ROWS: &str = "shop_outbox_pending_rows";

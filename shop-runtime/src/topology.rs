@@ -325,11 +325,15 @@ mod tests {
                 jetstream::consumer::AckPolicy::Explicit,
                 "{name}"
             );
-            // The application decides when to park; a delivery limit would
-            // drop whatever reached it unparked.
-            assert_eq!(
-                definition.config.max_deliver, -1,
-                "{name}: max_deliver must be unlimited"
+            // A backstop, not a policy: a limit is what stops a bug misread
+            // as transient from retrying for ever, and it must leave hours
+            // for a dependency to come back (each retry waits at least half
+            // the cap once there).
+            let deliveries = u32::try_from(definition.config.max_deliver).unwrap_or(0);
+            assert!(
+                deliveries > 0 && definition.retry.max / 2 * deliveries >= Duration::from_secs(3600),
+                "{name}: max_deliver {} allows under an hour of retries",
+                definition.config.max_deliver
             );
             assert!(definition.retry.initial < definition.retry.max, "{name}: retry backoff");
             let stream = streams

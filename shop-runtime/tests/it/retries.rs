@@ -1,7 +1,7 @@
 //! How a consumer treats failures, against a real nats-server: transient
-//! ones are retried for as long as they last, poison is parked, and no
-//! message is dropped on the way (not by a delivery limit, not by a DLQ that
-//! is down, not by waiting in a buffer).
+//! ones are retried for hours, poison is parked, and no message is dropped
+//! on the way (not by the delivery limit, which parks, not by a DLQ that is
+//! down, not by waiting in a buffer).
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -32,9 +32,9 @@ async fn dlq_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64
 }
 
 #[tokio::test]
-async fn a_transient_failure_is_retried_past_any_delivery_limit_and_never_parked() -> anyhow::Result<()> {
+async fn a_transient_failure_is_retried_until_it_passes_and_never_parked() -> anyhow::Result<()> {
     let (_nats, js) = broker().await?;
-    // Fails transiently for more attempts than any delivery limit a
+    // Fails transiently for more attempts than the delivery limit a
     // consumer used to have, then succeeds.
     let handler = Arc::new(Scripted::new(|attempt| match attempt {
         0..12 => Step::Retry("database: connection refused"),
@@ -51,6 +51,93 @@ async fn a_transient_failure_is_retried_past_any_delivery_limit_and_never_parked
     outcome?;
     assert_eq!(handler.attempts.load(Ordering::SeqCst), 13);
     assert_eq!(dlq_messages(&js).await?, 0, "a transient failure is never parked");
+    Ok(())
+}
+
+/// `definition` with `max_deliver` and `ack_wait` set, on the server too.
+async fn limited(
+    js: &async_nats::jetstream::Context,
+    mut definition: ConsumerDefinition,
+    max_deliver: i64,
+    ack_wait: Duration,
+) -> anyhow::Result<ConsumerDefinition> {
+    definition.config.max_deliver = max_deliver;
+    definition.config.ack_wait = ack_wait;
+    js.get_stream(definition.stream)
+        .await?
+        .update_consumer(definition.config.clone())
+        .await?;
+    Ok(definition)
+}
+
+/// The error a parked message of `o-1` carries.
+async fn parked_error(js: &async_nats::jetstream::Context) -> anyhow::Result<String> {
+    let parked = js
+        .get_stream("DLQ")
+        .await?
+        .get_last_raw_message_by_subject("dlq.inventory-orders.orders.placed.o-1")
+        .await?;
+    Ok(parked
+        .headers
+        .get(shop_runtime::consumer::HEADER_DLQ_ERROR)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_transient_failure_that_outlasts_the_delivery_limit_is_parked_not_dropped() -> anyhow::Result<()> {
+    let (_nats, js) = broker().await?;
+    let definition = limited(&js, consumer(&js).await?, 3, Duration::from_secs(30)).await?;
+    // A bug that looks transient: it never passes.
+    let handler = Arc::new(Scripted::new(|_| {
+        Step::Retry("database: relation \"stok\" does not exist")
+    }));
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 4);
+
+    publish(&js, "o-1").await?;
+    let outcome = eventually("the event on the DLQ", async || Ok(dlq_messages(&js).await? == 1)).await;
+    running.stop().await?;
+    outcome?;
+    assert_eq!(
+        handler.attempts.load(Ordering::SeqCst),
+        3,
+        "one attempt per delivery allowed"
+    );
+    let error = parked_error(&js).await?;
+    assert!(error.starts_with("gave up after 3 deliveries"), "{error}");
+    assert!(error.contains("stok"), "the last error is kept: {error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_the_server_gives_up_on_without_an_outcome_is_parked() -> anyhow::Result<()> {
+    let (_nats, js) = broker().await?;
+    let definition = limited(&js, consumer(&js).await?, 2, Duration::from_secs(1)).await?;
+    // The handler never ends, and the process dies under it: no outcome
+    // reaches the server, twice.
+    let handler = Arc::new(Scripted::new(|_| Step::Hang));
+    publish(&js, "o-1").await?;
+    for deliveries in 1..=2 {
+        let running = RunningConsumer::spawn(&js, definition.clone(), handler.clone(), 4);
+        let delivered = eventually("a delivery", async || {
+            Ok(handler.attempts.load(Ordering::SeqCst) == deliveries)
+        })
+        .await;
+        running.crash().await;
+        delivered?;
+    }
+    // The next replica to run hears the server give up on it, and parks it.
+    let running = RunningConsumer::spawn(&js, definition, handler.clone(), 4);
+    let outcome = eventually("the event on the DLQ", async || Ok(dlq_messages(&js).await? == 1)).await;
+    running.stop().await?;
+    outcome?;
+    assert_eq!(
+        handler.attempts.load(Ordering::SeqCst),
+        2,
+        "not delivered past its limit"
+    );
+    let error = parked_error(&js).await?;
+    assert!(error.contains("delivered 2 times without an outcome"), "{error}");
     Ok(())
 }
 

@@ -97,6 +97,13 @@ impl RunningConsumer {
         Ok(())
     }
 
+    /// Ends the consumer the way a crash would: no outcome of what it holds
+    /// reaches the server, and no in-progress acks either.
+    pub(crate) async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// As `stop`, but fails if the consumer takes longer than `limit` to end.
     pub(crate) async fn stop_within(self, limit: Duration) -> anyhow::Result<()> {
         self.shutdown.cancel();
