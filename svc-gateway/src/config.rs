@@ -40,7 +40,17 @@ pub struct Config {
     /// `STOREFRONT_DIR`: a built storefront (`web/dist`) to serve to plain
     /// GET requests, so the browser calls gRPC-web on its own origin. Unset:
     /// the port serves gRPC only.
-    pub storefront_dir: Option<PathBuf>,
+    pub storefront: Option<StorefrontSettings>,
+}
+
+/// The storefront the gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorefrontSettings {
+    pub dir: PathBuf,
+    /// Origins besides its own the page calls, from the `config.json`
+    /// beside it (read at start): its `gatewayUrl` and its OpenID provider's
+    /// `issuer`, whose token endpoint is expected on the same origin.
+    pub connects_to: Vec<String>,
 }
 
 /// Where each service behind the gateway listens: every service of the
@@ -200,15 +210,7 @@ impl Config {
             env.problem("MAX_MESSAGE_BYTES must be positive");
         }
         let cors = read_cors(&mut env);
-        let storefront_dir: Option<PathBuf> = env.optional("STOREFRONT_DIR", "a directory, e.g. web/dist");
-        if let Some(dir) = &storefront_dir
-            && !dir.join("index.html").is_file()
-        {
-            env.problem(format!(
-                "STOREFRONT_DIR={} has no index.html (build it: cd web && npm run build)",
-                dir.display()
-            ));
-        }
+        let storefront = read_storefront(&mut env);
 
         env.finish()?;
         Ok(Self {
@@ -222,7 +224,7 @@ impl Config {
             rate_limits,
             max_message_bytes,
             cors,
-            storefront_dir,
+            storefront,
         })
     }
 }
@@ -298,6 +300,64 @@ fn check_jwks_url(raw: &str) -> Result<(), &'static str> {
         ),
         _ => Err("must be an https:// URL (http:// only to loopback in development)"),
     }
+}
+
+fn read_storefront(env: &mut EnvReader) -> Option<StorefrontSettings> {
+    let dir: PathBuf = env.optional("STOREFRONT_DIR", "a directory, e.g. web/dist")?;
+    if !dir.join("index.html").is_file() {
+        env.problem(format!(
+            "STOREFRONT_DIR={} has no index.html (build it: cd web && npm run build)",
+            dir.display()
+        ));
+    }
+    let page_config = dir.join("config.json");
+    let connects_to = match std::fs::read(&page_config) {
+        Ok(bytes) => page_origins(&bytes).unwrap_or_else(|why| {
+            env.problem(format!("STOREFRONT_DIR: {}: {why}", page_config.display()));
+            Vec::new()
+        }),
+        // Without one, the page calls its own origin only (web/src/config.ts).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            env.problem(format!("STOREFRONT_DIR: cannot read {}: {e}", page_config.display()));
+            Vec::new()
+        }
+    };
+    Some(StorefrontSettings { dir, connects_to })
+}
+
+/// The origins a storefront `config.json` (web/src/config.ts) makes the
+/// page call: its gateway's and its OpenID provider's.
+fn page_origins(bytes: &[u8]) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct PageConfig {
+        #[serde(rename = "gatewayUrl")]
+        gateway_url: Option<String>,
+        auth: Option<PageAuth>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "lowercase")]
+    enum PageAuth {
+        Dev,
+        Oidc { issuer: String },
+    }
+    let config: PageConfig = serde_json::from_slice(bytes).map_err(|e| format!("not a storefront config: {e}"))?;
+    let issuer = match config.auth {
+        Some(PageAuth::Oidc { issuer }) => Some(issuer),
+        Some(PageAuth::Dev) | None => None,
+    };
+    let mut origins = Vec::new();
+    for url in config.gateway_url.iter().chain(issuer.iter()) {
+        let origin = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .map(|u| u.origin().ascii_serialization())
+            .ok_or_else(|| format!("{url:?} is not an http(s) URL"))?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 fn read_rate(env: &mut EnvReader, kind: &str, per_second: u32, burst: u32) -> Rate {
@@ -480,6 +540,38 @@ mod tests {
                 "{accepted}"
             );
         }
+    }
+
+    #[test]
+    fn the_storefront_config_names_the_origins_the_page_calls() {
+        let site = tempfile::tempdir().expect("tempdir");
+        std::fs::write(site.path().join("index.html"), "<h1>Shop</h1>").expect("index.html");
+        let dir = site.path().display().to_string();
+        let storefront = || read(&[("DEV_AUTH", "on"), ("STOREFRONT_DIR", &dir)]).map(|c| c.storefront);
+        let connects_to = || storefront().expect("valid").expect("a storefront").connects_to;
+        assert_eq!(
+            connects_to(),
+            Vec::<String>::new(),
+            "no config.json: its own origin only"
+        );
+
+        let config_json = site.path().join("config.json");
+        std::fs::write(&config_json, r#"{"auth": {"kind": "dev"}}"#).expect("write");
+        assert_eq!(connects_to(), Vec::<String>::new());
+        std::fs::write(
+            &config_json,
+            r#"{"gatewayUrl": "https://api.shop.example/", "auth": {"kind": "oidc",
+                "issuer": "https://id.shop.example/realms/shop", "clientId": "shop-web"}}"#,
+        )
+        .expect("write");
+        assert_eq!(connects_to(), ["https://api.shop.example", "https://id.shop.example"]);
+
+        std::fs::write(&config_json, r#"{"gatewayUrl": "javascript:alert(1)"}"#).expect("write");
+        let err = storefront().expect_err("not an http(s) URL").to_string();
+        assert!(err.contains("config.json") && err.contains("javascript:"), "{err}");
+        std::fs::write(&config_json, "{").expect("write");
+        let err = storefront().expect_err("not JSON").to_string();
+        assert!(err.contains("config.json"), "{err}");
     }
 
     #[test]

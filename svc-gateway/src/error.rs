@@ -88,6 +88,8 @@ pub enum StartError {
     Upstream(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("storefront security policy: {0}")]
+    StorefrontPolicy(#[from] http::header::InvalidHeaderValue),
     #[error(transparent)]
     Host(#[from] shop_runtime::host::HostError),
 }

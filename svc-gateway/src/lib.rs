@@ -53,6 +53,7 @@ pub mod forwarding;
 pub mod message_limit;
 pub mod rate_limits;
 pub mod server;
+pub mod storefront;
 pub mod upstreams;
 
 use std::sync::Arc;
@@ -180,10 +181,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         }),
     );
     let cors = server::cors_layer(&config.cors);
-    let storefront = config.storefront_dir.as_ref().map(|dir| {
-        tracing::info!(dir = %dir.display(), "serving the storefront");
-        tower_http::services::ServeDir::new(dir)
-    });
+    let storefront = match &config.storefront {
+        Some(settings) => {
+            tracing::info!(dir = %settings.dir.display(), connects_to = ?settings.connects_to, "serving the storefront");
+            Some(storefront::Storefront::new(settings)?)
+        }
+        None => None,
+    };
     host.serve_with(listeners, |listener, shutdown| async move {
         server::serve(listener, edge, cors, storefront, shutdown).await;
         Ok(())

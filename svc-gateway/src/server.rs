@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use futures::{TryFutureExt, future::Either};
+use futures::future::Either;
 use http::{HeaderName, Method, header};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -15,15 +15,13 @@ use hyper_util::{
 use shop_runtime::{CancellationToken, grpc::BASIC_SERVICES, grpc_metrics::GrpcMetricsLayer, trace::TraceLayer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower_http::{
-    cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders},
-    services::ServeDir,
-};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
 use crate::{
     config::CorsOrigins,
     edge::{ArrivedAsGrpcWeb, Edge, PeerAddr},
     error::{GRPC_RETRY_PUSHBACK_MS, RETRY_AFTER_MS},
+    storefront::Storefront,
 };
 
 /// How long in-flight calls (streams included) may finish after shutdown.
@@ -59,7 +57,7 @@ pub async fn serve(
     listener: TcpListener,
     edge: Edge,
     cors: CorsLayer,
-    storefront: Option<ServeDir>,
+    storefront: Option<Storefront>,
     shutdown: CancellationToken,
 ) {
     let stack = tower::ServiceBuilder::new()
@@ -97,15 +95,10 @@ pub async fn serve(
         let stack = stack.clone();
         let storefront = storefront.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            if let Some(files) = &storefront
+            if let Some(storefront) = &storefront
                 && matches!(*request.method(), Method::GET | Method::HEAD)
             {
-                return Either::Left(
-                    files
-                        .clone()
-                        .oneshot(request)
-                        .map_ok(|response| response.map(tonic::body::Body::new)),
-                );
+                return Either::Left(storefront.serve(request));
             }
             request.extensions_mut().insert(PeerAddr(peer));
             let grpc_web = request

@@ -1075,6 +1075,79 @@ async fn the_storefront_is_served_to_plain_gets_beside_grpc_on_one_port() {
     assert!(error.to_string().contains("STOREFRONT_DIR="), "{error}");
 }
 
+/// The directives of a `Content-Security-Policy`, each with its sources.
+fn csp_directives(policy: &str) -> std::collections::HashMap<String, Vec<String>> {
+    policy
+        .split(';')
+        .filter_map(|directive| {
+            let mut words = directive.split_whitespace();
+            let name = words.next()?.to_ascii_lowercase();
+            Some((name, words.map(str::to_owned).collect()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn storefront_responses_confine_the_page_to_what_it_loads() {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("index.html"), "<h1>Shop</h1>").expect("index.html");
+    std::fs::write(site.path().join("app.js"), "export {};").expect("app.js");
+    // A deployment's page signs in with an OpenID provider: it fetches the
+    // provider's discovery document and token endpoint.
+    std::fs::write(
+        site.path().join("config.json"),
+        json!({"auth": {"kind": "oidc", "issuer": "https://id.shop.example/realms/shop", "clientId": "shop-web"}})
+            .to_string(),
+    )
+    .expect("config.json");
+    let dir = site.path().display().to_string();
+    let gateway = gateway_with(no_upstreams(), &[("STOREFRONT_DIR", &dir)]).await;
+    gateway.channel().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    within("the storefront", 30, async {
+        for (path, code) in [
+            ("/", 200),
+            ("/app.js", 200),
+            ("/config.json", 200),
+            ("/nothing-here.js", 404),
+        ] {
+            let uri: http::Uri = format!("http://{}{path}", gateway.addr).parse().expect("uri");
+            let response = client.get(uri).await.expect("GET");
+            assert_eq!(response.status().as_u16(), code, "{path}");
+            let headers = response.headers();
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{path}: no {name} header"))
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned()
+            };
+            let policy = header("content-security-policy");
+            let directives = csp_directives(&policy);
+            let sources = |name: &str| directives.get(name).cloned().unwrap_or_default();
+            for (name, expected) in [
+                ("default-src", vec!["'none'"]),
+                ("script-src", vec!["'self'"]),
+                ("style-src", vec!["'self'"]),
+                // gRPC-web on this origin, and the provider's origin.
+                ("connect-src", vec!["'self'", "https://id.shop.example"]),
+                ("base-uri", vec!["'self'"]),
+                ("form-action", vec!["'self'"]),
+                ("frame-ancestors", vec!["'none'"]),
+                ("object-src", vec!["'none'"]),
+            ] {
+                assert_eq!(sources(name), expected, "{path}: {name} in {policy}");
+            }
+            assert!(!policy.contains("unsafe"), "{path}: {policy}");
+            assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+            assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+            assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        }
+    })
+    .await;
+}
+
 /// A rolling restart, seen from the gateway: of two replicas of svc-order,
 /// one drains (SIGTERM) while calls keep coming; none of them fails, and the
 /// other replica takes them all.
