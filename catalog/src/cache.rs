@@ -1,7 +1,7 @@
 //! The copy of products, and the rule that keeps it from going stale: it is
 //! read and filled only while the change feed is followed, every change
-//! drops the product, and a fill that began before any drop is not stored
-//! (it may have read the product before the change).
+//! replaces (or drops) the product, and a fill that began before any change
+//! is not stored (it may have read the product before the change).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -93,7 +93,14 @@ impl Cache {
         self.state().following
     }
 
-    /// A product changed.
+    /// A product changed to `product`.
+    pub(crate) fn changed(&self, product: Product) {
+        let mut state = self.state();
+        state.generation += 1;
+        self.products.insert(product.sku.clone(), product);
+    }
+
+    /// A product changed, to what is not known here.
     pub(crate) fn drop_product(&self, sku: &Sku) {
         let mut state = self.state();
         state.generation += 1;

@@ -8,8 +8,11 @@
 //!   `catalog.product_changed.<sku>` event in its outbox, so the event
 //!   follows every change;
 //! - each process follows those events with an ordered consumer of its own
-//!   ([`Catalog::follow_changes`], from start-up) and drops the product on
-//!   each; a fetch that began before a drop is not kept;
+//!   ([`Catalog::follow_changes`], from start-up) and keeps the product as
+//!   each says it is now; a fetch that began before a change is not kept.
+//!   The stream keeps each product's last change, and the consumer starts
+//!   with those (`last_per_subject`), so a process starts with every
+//!   product that ever changed already in its copy;
 //! - the copy is used only while the feed is followed: starting to follow
 //!   clears it, and so does losing the feed;
 //! - an entry lives at most `CATALOG_CACHE_TTL`, a bound for what no event
@@ -36,7 +39,7 @@ use shop_proto::{
 };
 use shop_runtime::{
     config::EnvReader,
-    event::Event,
+    event::{Event, IncomingEvent},
     host::{Bus, Host, HostError},
     registry, series,
     upstream::{Balanced, Replicas, UpstreamSettings},
@@ -94,6 +97,18 @@ pub struct Product {
     pub name: String,
     /// `None`: listed without a valid price.
     pub unit_price: Option<Money>,
+}
+
+impl Product {
+    /// A product as the catalog lists it or a change announces it; `None`
+    /// for a SKU that is not one.
+    fn listed(sku: &str, name: String, price: Option<&shop_proto::common::v1::Money>) -> Option<Self> {
+        Some(Self {
+            sku: Sku::parse(sku).ok()?,
+            name,
+            unit_price: price.and_then(|p| Money::from_proto(p).ok()).filter(|p| p.minor >= 0),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,18 +192,7 @@ impl Catalog {
             .into_inner()
             .products
             .into_iter()
-            .filter_map(|product| {
-                let sku = Sku::parse(&product.sku).ok()?;
-                Some(Product {
-                    unit_price: product
-                        .price
-                        .as_ref()
-                        .and_then(|p| Money::from_proto(p).ok())
-                        .filter(|p| p.minor >= 0),
-                    name: product.name,
-                    sku,
-                })
-            })
+            .filter_map(|product| Product::listed(&product.sku, product.name, product.price.as_ref()))
             .collect())
     }
 
@@ -211,7 +215,7 @@ impl Catalog {
             loop {
                 let lost = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    lost = drop_changed(&mut messages, &cache) => lost,
+                    lost = apply_changes(&mut messages, &cache) => lost,
                 };
                 cache.stop_following();
                 tracing::warn!(error = %lost, "lost the catalog's changes; asking the catalog for every product until they are followed again");
@@ -244,10 +248,10 @@ pub enum FeedLost {
     Ended,
 }
 
-/// An ordered consumer of this process's own, from the next change on; the
-/// copy is cleared and in use from here. The consumer resumes by itself
-/// after a reconnect, from the last change it delivered, so no change is
-/// skipped while it lasts.
+/// An ordered consumer of this process's own, from each product's last
+/// change on; the copy is cleared and in use from here. The consumer
+/// resumes by itself after a reconnect, from the last change it delivered,
+/// so no change is skipped while it lasts.
 async fn subscribe(js: &jetstream::Context, cache: &Cache) -> Result<pull::Ordered, FeedLost> {
     let subject = format!("{}.*", ProductChanged::SUBJECT);
     let lost = |source: Box<dyn std::error::Error + Send + Sync>| FeedLost::Subscribe {
@@ -259,7 +263,7 @@ async fn subscribe(js: &jetstream::Context, cache: &Cache) -> Result<pull::Order
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: subject.clone(),
-            deliver_policy: DeliverPolicy::New,
+            deliver_policy: DeliverPolicy::LastPerSubject,
             ..Default::default()
         })
         .await
@@ -269,8 +273,8 @@ async fn subscribe(js: &jetstream::Context, cache: &Cache) -> Result<pull::Order
     Ok(messages)
 }
 
-/// Drops each product that changes, until the feed fails.
-async fn drop_changed(messages: &mut pull::Ordered, cache: &Cache) -> FeedLost {
+/// Keeps each product as its change says it is now, until the feed fails.
+async fn apply_changes(messages: &mut pull::Ordered, cache: &Cache) -> FeedLost {
     while let Some(message) = messages.next().await {
         let message = match message {
             Ok(message) => message,
@@ -278,9 +282,19 @@ async fn drop_changed(messages: &mut pull::Ordered, cache: &Cache) -> FeedLost {
         };
         // The subject's last token is the SKU; one that is not a SKU names
         // no product the cache could hold.
-        if let Some(sku) = message.subject.rsplit('.').next().and_then(|raw| Sku::parse(raw).ok()) {
-            cache.drop_product(&sku);
-            metrics::counter!(series::CATALOG_CHANGES_SEEN).increment(1);
+        let Some(sku) = message.subject.rsplit('.').next().and_then(|raw| Sku::parse(raw).ok()) else {
+            continue;
+        };
+        metrics::counter!(series::CATALOG_CHANGES_SEEN).increment(1);
+        let changed = IncomingEvent::from_message(&message.subject, message.headers.as_ref(), message.payload.clone())
+            .and_then(|event| event.decode::<ProductChanged>())
+            .ok()
+            .and_then(|e| Product::listed(&e.sku, e.name, e.price.as_ref()))
+            .filter(|product| product.sku == sku);
+        match changed {
+            Some(product) => cache.changed(product),
+            // Unreadable: the product is asked for again.
+            None => cache.drop_product(&sku),
         }
     }
     FeedLost::Ended

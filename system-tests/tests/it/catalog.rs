@@ -384,6 +384,31 @@ async fn a_copy_of_the_catalog_answers_for_kept_products_while_svc_inventory_is_
 }
 
 #[tokio::test]
+async fn a_new_copy_starts_with_every_product_the_changes_stream_keeps() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    let new = price_of(&stack, MUG).await? + 300;
+    set_price(&stack, MUG, new).await?;
+    let js = stack.jetstream().await?;
+    let subject = format!("catalog.product_changed.{MUG}");
+    eventually("the change to be published", || {
+        let (js, subject) = (&js, &subject);
+        async move { Ok(last_stored(js, "CATALOG", subject).await.ok()) }
+    })
+    .await?;
+
+    // A process that starts now (a new replica) reads the stream's last
+    // change of each product into its copy, asking svc-inventory nothing.
+    let (catalog, _stop) = copy_of_catalog(&stack).await?;
+    stack.stop_service(Service::Inventory).await?;
+    eventually("the copy to hold the changed product", || {
+        let catalog = catalog.clone();
+        async move { Ok(cached_price(&catalog, MUG).await.ok().filter(|price| *price == new)) }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_price_change_reaches_every_copy_and_the_old_price_is_not_served_after_it() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let (catalog, _stop) = copy_of_catalog(&stack).await?;
