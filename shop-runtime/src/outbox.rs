@@ -420,7 +420,7 @@ impl Relay {
         let acks = futures::future::join_all(pending.into_iter().map(|(event_id, sent, span)| {
             async move {
                 let acked = match sent {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Ok(ack) => ack.await.map(|ack| ack.duplicate).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 (event_id, acked)
@@ -434,9 +434,15 @@ impl Relay {
             ids: Vec::with_capacity(rows.len()),
             outcome: Ok(()),
         };
+        // A copy the stream already had (a row sent again before its mark
+        // landed, or after a crash) is marked but not counted again.
+        let mut stored = 0;
         for (event_id, acked) in acks {
             match acked {
-                Ok(()) => published.ids.push(event_id),
+                Ok(duplicate) => {
+                    stored += u64::from(!duplicate);
+                    published.ids.push(event_id);
+                }
                 Err(e) => {
                     if let Err(db) = self.record_failure(event_id, &e).await {
                         tracing::debug!(error = %db, %event_id, "failed publish not recorded");
@@ -447,7 +453,7 @@ impl Relay {
                 }
             }
         }
-        metrics::counter!(series::OUTBOX_PUBLISHED, "service" => self.source).increment(published.ids.len() as u64);
+        metrics::counter!(series::OUTBOX_PUBLISHED, "service" => self.source).increment(stored);
         published
     }
 

@@ -39,7 +39,8 @@ pub const OUTBOX_PENDING_ROWS: &str = "shop_outbox_pending_rows";
 pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "shop_outbox_oldest_age_seconds";
 /// Time to publish one batch and have its PubAcks, `{service}`.
 pub const OUTBOX_PUBLISH_SECONDS: &str = "shop_outbox_publish_seconds";
-/// Events published from an outbox, `{service}`.
+/// Events an outbox stored on their stream, `{service}`; a copy the stream
+/// already had (a row sent again before its mark landed) is not counted.
 pub const OUTBOX_PUBLISHED: &str = "shop_outbox_published_total";
 /// Outbox rows whose publishing failed (to be tried again), `{service}`.
 pub const OUTBOX_PUBLISH_FAILURES: &str = "shop_outbox_publish_failures_total";
