@@ -464,12 +464,8 @@ pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> 
         "outbox rows",
     );
     let cutoff = before(options.now, options.outbox_max_age);
-    for (service, pool) in [
-        ("svc-order", &dbs.order),
-        ("svc-inventory", &dbs.inventory),
-        ("svc-payment", &dbs.payment),
-        ("svc-notify", &dbs.notify),
-    ] {
+    for (service, pool) in dbs.each() {
+        let service = service.name;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(pool)
             .await

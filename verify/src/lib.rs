@@ -28,6 +28,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use shop_runtime::registry::{self, ServiceSpec};
 use sqlx::PgPool;
 
 pub use report::{Check, Report, Violation};
@@ -46,6 +47,19 @@ pub struct Databases {
     pub inventory: PgPool,
     pub payment: PgPool,
     pub notify: PgPool,
+}
+
+impl Databases {
+    /// Each database with the service that owns it, as the registry names
+    /// it.
+    pub fn each(&self) -> [(&'static ServiceSpec, &PgPool); 4] {
+        [
+            (&registry::ORDER, &self.order),
+            (&registry::INVENTORY, &self.inventory),
+            (&registry::PAYMENT, &self.payment),
+            (&registry::NOTIFY, &self.notify),
+        ]
+    }
 }
 
 /// What the books are checked against.

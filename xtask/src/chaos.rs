@@ -29,6 +29,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shop_infra::fault_proxy::{self, FaultProxy};
 use shop_infra::infra::{self, ServerProcess};
+use shop_runtime::registry;
 use sqlx::PgPool;
 use svc_payment::provider::SimulatedProvider;
 use tokio::sync::Mutex;
@@ -289,7 +290,7 @@ impl Stack {
                 self.postgres_link
                     .set(fault_proxy::Fault::Latency(Duration::from_millis(300)));
                 tokio::time::sleep(step.lasts).await;
-                let killed = self.signal("svc-payment", "KILL").await;
+                let killed = self.signal(registry::PAYMENT.name, "KILL").await;
                 self.postgres_link.set(fault_proxy::Fault::None);
                 killed?;
             }
@@ -452,12 +453,8 @@ pub(crate) async fn settle(books: &shop_verify::Databases, js: &jetstream::Conte
         if unsettled != 0 {
             waiting.push(format!("{unsettled} orders unsettled"));
         }
-        for (name, pool) in [
-            ("svc-order", &books.order),
-            ("svc-inventory", &books.inventory),
-            ("svc-payment", &books.payment),
-            ("svc-notify", &books.notify),
-        ] {
+        for (service, pool) in books.each() {
+            let name = service.name;
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
                 .fetch_one(pool)
                 .await

@@ -81,11 +81,6 @@ pub(crate) fn servers_from_env() -> anyhow::Result<Servers> {
     })
 }
 
-/// The database `up` gives a service.
-pub(crate) fn database_of(service: &str) -> Option<&'static str> {
-    registry::by_name(service).and_then(|s| s.database)
-}
-
 /// How long the `--check` checkout may take to be confirmed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 

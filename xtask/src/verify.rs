@@ -3,25 +3,30 @@
 
 use anyhow::{Context, bail};
 use shop_infra::infra;
-use shop_runtime::db;
+use shop_runtime::{
+    db,
+    registry::{self, ServiceSpec},
+};
 
 use crate::up;
 
 /// The four service databases on the PostgreSQL server at `server_url`,
 /// under the names `up` gives them.
 pub(crate) async fn databases(server_url: &str) -> anyhow::Result<shop_verify::Databases> {
-    let connect = |service: &'static str| async move {
-        let name = up::database_of(service).with_context(|| format!("{service} has no database"))?;
+    let connect = |service: &'static ServiceSpec| async move {
+        let name = service
+            .database
+            .with_context(|| format!("{} has no database", service.name))?;
         let url = infra::database_url(server_url, name);
         db::connect(&url, 2, db::Limits::default())
             .await
             .with_context(|| format!("connecting to {name} at {server_url}"))
     };
     Ok(shop_verify::Databases {
-        order: connect("svc-order").await?,
-        inventory: connect("svc-inventory").await?,
-        payment: connect("svc-payment").await?,
-        notify: connect("svc-notify").await?,
+        order: connect(&registry::ORDER).await?,
+        inventory: connect(&registry::INVENTORY).await?,
+        payment: connect(&registry::PAYMENT).await?,
+        notify: connect(&registry::NOTIFY).await?,
     })
 }
 

@@ -148,7 +148,7 @@ pub(super) fn plan(seed: u64, run: Duration) -> Vec<Step> {
             services.shuffle(&mut rng);
         }
         let service = match kind {
-            Kind::Kill | Kind::Pause => services.pop().unwrap_or("svc-order"),
+            Kind::Kill | Kind::Pause => services.pop().unwrap_or(shop_runtime::registry::ORDER.name),
             _ => "",
         };
         let (fault, lasts) = match kind {
