@@ -30,8 +30,9 @@ use tokio::time::Instant;
 
 use crate::{
     cmd, install,
+    layout::{self, Layout},
     load::{self, Process, Step},
-    up::{self, Layout},
+    stack,
 };
 
 /// What `cargo xtask bench` was asked for.
@@ -86,8 +87,8 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
         return cmd::run(&mut release);
     }
     install::run().context("install")?;
-    up::build_services(true)?;
-    let bin_dir = up::bin_dir(true)?;
+    stack::build_services(true)?;
+    let bin_dir = stack::bin_dir(true)?;
     let data = cmd::root().join(".data").join("bench");
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
@@ -95,7 +96,7 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs)?;
     let layout = Layout::on_free_ports(1);
-    let mut running = up::start_all(&layout, &bin_dir, &data, Some(&logs)).await?;
+    let mut running = stack::start_all(&layout, &bin_dir, &data, Some(&logs)).await?;
     let measured = measure(&layout, &running.urls, options).await;
     running.stop().await;
     let report = measured?;
@@ -115,7 +116,7 @@ struct Report {
     peak_rss_mib: Vec<(&'static str, f64)>,
 }
 
-async fn measure(layout: &Layout, urls: &up::Urls, options: &Options) -> anyhow::Result<Report> {
+async fn measure(layout: &Layout, urls: &layout::Urls, options: &Options) -> anyhow::Result<Report> {
     let gateway = layout.gateway_port().context("the bench layout has a gateway")?;
     let admin_ports: Vec<(&'static ServiceSpec, u16)> =
         layout.services.iter().map(|p| (p.service, p.admin_port)).collect();
@@ -301,7 +302,7 @@ struct Counters {
 impl Counters {
     async fn read(postgres: &str, nats: &str) -> anyhow::Result<Self> {
         let mut server = PgConnection::connect(postgres).await?;
-        let databases: Vec<&str> = up::SERVICES.iter().filter_map(|s| s.database).collect();
+        let databases: Vec<&str> = layout::SERVICES.iter().filter_map(|s| s.database).collect();
         let commits: i64 = sqlx::query_scalar(
             "SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database WHERE datname = ANY($1)",
         )

@@ -35,8 +35,10 @@ use svc_payment::provider::SimulatedProvider;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::client;
+use crate::layout::{self, InfraPorts, Layout, Urls};
+use crate::stack;
 use crate::supervise::{Restarts, Supervised, Tended};
-use crate::up::{self, InfraPorts, Layout, Urls};
 use schedule::{Fault, Link, LinkFault, Step};
 
 #[derive(Clone, Copy, Debug)]
@@ -61,8 +63,8 @@ const REPLAYED_PER_FAULT: usize = 8;
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     crate::install::run().context("install")?;
-    up::build_services(options.release)?;
-    let bin_dir = up::bin_dir(options.release)?;
+    stack::build_services(options.release)?;
+    let bin_dir = stack::bin_dir(options.release)?;
     let data = crate::cmd::root().join(".data").join("chaos");
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
@@ -132,7 +134,7 @@ impl Stack {
         let nats_link = FaultProxy::start(([127, 0, 0, 1], ports.nats).into())?;
         let postgres_link = FaultProxy::start(([127, 0, 0, 1], ports.postgres).into())?;
         let server = infra::postgres_url(ports.postgres);
-        for service in up::SERVICES {
+        for service in layout::SERVICES {
             if let Some(database) = service.database {
                 infra::create_database(&server, database).await?;
             }
@@ -147,7 +149,7 @@ impl Stack {
         let mut services = Vec::new();
         for placed in &layout.services {
             let name = placed.service.name;
-            let mut command = up::service_command(placed, &layout, &bin_dir.join(name), &urls, &root, data)?;
+            let mut command = stack::service_command(placed, &layout, &bin_dir.join(name), &urls, &root, data)?;
             command
                 .env("RUST_LOG", "warn,svc_gateway=error")
                 .env("ORDER_DEADLINE", format!("{}s", ORDER_DEADLINE.as_secs()))
@@ -185,9 +187,9 @@ impl Stack {
 
     async fn exercise(&mut self, options: &Options, plan: &[Step]) -> anyhow::Result<Report> {
         self.ready().await?;
-        let channel = up::gateway_channel(self.gateway_port).await?;
-        let admin = up::issue_token(&channel, "chaos-admin", &["admin"]).await?;
-        let gateway = up::gateways(&[self.gateway_port]);
+        let channel = client::gateway_channel(self.gateway_port).await?;
+        let admin = client::issue_token(&channel, "chaos-admin", &["admin"]).await?;
+        let gateway = client::gateways(&[self.gateway_port]);
         load::stock_up(gateway.clone(), &format!("Bearer {admin}").parse()?, options.seconds).await?;
         let initial_on_hand = on_hand(&self.books.inventory).await?;
         let customers = load::customers(&channel, &format!("chaos-{}", options.seed)).await?;

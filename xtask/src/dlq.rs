@@ -54,7 +54,7 @@ pub(crate) fn parse(args: &[&str]) -> Result<Options, String> {
 }
 
 pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
-    let url = crate::up::servers_from_env()?.nats;
+    let url = crate::layout::servers_from_env()?.nats;
     let client = async_nats::ConnectOptions::new()
         .name("xtask-dlq")
         .connection_timeout(Duration::from_secs(3))

@@ -38,7 +38,7 @@ use shop_runtime::upstream::Balanced;
 use tokio::{task::JoinSet, time::Instant};
 use tonic::{metadata::AsciiMetadataValue, transport::Channel};
 
-use crate::up::{authorized, gateway_channel, issue_token};
+use crate::client::{authorized, gateway_channel, issue_token};
 
 /// SKUs with plenty of stock, restocked before each step.
 const SKUS: &[&str] = &["SKU-MUG-001", "SKU-TEE-001", "SKU-CAP-001", "SKU-PEN-001"];
@@ -347,7 +347,7 @@ impl Shop {
             });
         }
         Ok(Self {
-            channel: crate::up::gateways(gateway_ports),
+            channel: crate::client::gateways(gateway_ports),
             customers,
             admin,
             options: options.clone(),
@@ -590,7 +590,7 @@ pub(crate) async fn run(options: &Options) -> anyhow::Result<()> {
              for figures run `cargo run --release -p xtask -- load` against `cargo xtask up --release`"
         );
     }
-    let layout = crate::up::Layout::from_env()?.with_replicas(options.replicas)?;
+    let layout = crate::layout::Layout::from_env()?.with_replicas(options.replicas)?;
     let gateways = layout.gateway_ports();
     let admin_ports: Vec<(&'static ServiceSpec, u16)> =
         layout.services.iter().map(|p| (p.service, p.admin_port)).collect();

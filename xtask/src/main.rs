@@ -19,14 +19,18 @@
 mod bench;
 mod chaos;
 mod ci;
+mod client;
 mod cmd;
 mod dlq;
 mod fresh_check;
+mod identity;
 mod install;
+mod layout;
 mod load;
 mod observe;
 mod ports;
 mod scale_out;
+mod stack;
 mod supervise;
 mod up;
 mod verify;
@@ -174,7 +178,7 @@ async fn main() -> ExitCode {
             }
         },
         ("verify", []) => verify::run().await,
-        ("identity", args) => up::print_identity(args),
+        ("identity", args) => identity::print_identity(args),
         ("bench", flags) => match bench_options(flags) {
             Ok(options) => bench::run(&options).await,
             Err(message) => {

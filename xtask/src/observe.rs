@@ -23,8 +23,8 @@ use shop_infra::{
 
 use crate::{
     cmd,
+    layout::Layout,
     ports::{self, Port},
-    up::Layout,
 };
 
 /// OTLP/gRPC's own port, where collectors listen by default.

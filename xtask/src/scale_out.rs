@@ -6,7 +6,7 @@
 //! PostgreSQL, Redis, and two replicas of every service, the gateway
 //! included, each told every replica of what it calls. Customers (the
 //! fault run's, [`load`]) check out through both gateways, their calls
-//! going round them as a client's would ([`up::gateways`]), while:
+//! going round them as a client's would ([`client::gateways`]), while:
 //!
 //! 1. **steady**: nothing happens, for a baseline;
 //! 2. **faults**: the NATS node leading the ORDERS stream is killed and
@@ -31,8 +31,10 @@ use shop_runtime::CancellationToken;
 use tokio::time::Instant;
 
 use crate::chaos::{self, load};
+use crate::client;
+use crate::layout::{Layout, Placed};
+use crate::stack::{self, Running};
 use crate::supervise::Tended;
-use crate::up::{self, Layout, Placed, Running};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Options {
@@ -58,8 +60,8 @@ const TEND_INTERVAL: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     crate::install::run().context("install")?;
-    up::build_services(options.release)?;
-    let bin_dir = up::bin_dir(options.release)?;
+    stack::build_services(options.release)?;
+    let bin_dir = stack::bin_dir(options.release)?;
     let data = crate::cmd::root().join(".data").join("scale-out");
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
@@ -76,7 +78,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
         "scale-out: {REPLICAS} replicas of every service, a three-node NATS cluster; data and logs in {}",
         data.display()
     );
-    let mut running = up::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
+    let mut running = stack::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
     let outcome = exercise(&layout, &mut running, &data, options).await;
     running.stop().await;
     chaos::conclude(outcome, &data, "the scale-out run failed")
@@ -93,9 +95,9 @@ async fn exercise(
     ready(running, &books, &js).await?;
 
     let gateway_ports = layout.gateway_ports();
-    let channel = up::gateway_channel(gateway_ports[0]).await?;
-    let admin = up::issue_token(&channel, "scale-out-admin", &["admin"]).await?;
-    let gateways = up::gateways(&gateway_ports);
+    let channel = client::gateway_channel(gateway_ports[0]).await?;
+    let admin = client::issue_token(&channel, "scale-out-admin", &["admin"]).await?;
+    let gateways = client::gateways(&gateway_ports);
     load::stock_up(
         gateways.clone(),
         &format!("Bearer {admin}").parse()?,

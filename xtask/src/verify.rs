@@ -8,7 +8,7 @@ use shop_runtime::{
     registry::{self, ServiceSpec},
 };
 
-use crate::up;
+use crate::layout;
 
 /// The four service databases on the PostgreSQL server at `server_url`,
 /// under the names `up` gives them.
@@ -31,7 +31,7 @@ pub(crate) async fn databases(server_url: &str) -> anyhow::Result<shop_verify::D
 }
 
 pub(crate) async fn run() -> anyhow::Result<()> {
-    let servers = up::servers_from_env()?;
+    let servers = layout::servers_from_env()?;
     let databases = databases(&servers.postgres).await?;
     let (_, js) = shop_runtime::nats::connect(&servers.nats, "xtask-verify")
         .await

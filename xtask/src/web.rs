@@ -3,24 +3,15 @@
 //! the gateway serves), and its browser tests run with Playwright driving
 //! Debian's Chromium against a stack of their own.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context, bail};
 
-use crate::{cmd, install::Tools, supervise::Tended, up};
-
-pub(crate) fn dir() -> PathBuf {
-    cmd::root().join("web")
-}
-
-/// The built storefront.
-pub(crate) fn dist() -> PathBuf {
-    dir().join("dist")
-}
+use crate::{client, cmd, install::Tools, layout, stack, supervise::Tended};
 
 fn npm(script: &str) -> Command {
     let mut command = Command::new("npm");
-    command.args(["run", "--silent", script]).current_dir(dir());
+    command.args(["run", "--silent", script]).current_dir(layout::storefront_sources());
     command
 }
 
@@ -54,20 +45,20 @@ pub(crate) fn typecheck() -> anyhow::Result<()> {
 /// their own on free ports (screenshots in `web/test-results/`).
 pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
     build()?;
-    up::build_services(false)?;
-    let bin_dir = up::bin_dir(false)?;
+    stack::build_services(false)?;
+    let bin_dir = stack::bin_dir(false)?;
     let data = cmd::root().join(".data").join("storefront");
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing the last run's {}", data.display()))?;
     }
     std::fs::create_dir_all(&data)?;
-    let layout = up::Layout::on_free_ports(1);
+    let layout = layout::Layout::on_free_ports(1);
     let gateway = layout.gateway_port().context("the layout has a gateway")?;
-    let mut running = up::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
+    let mut running = stack::start_all(&layout, &bin_dir, &data, Some(&data)).await?;
     if !running.missing.is_empty() {
         bail!("no binary for {}", running.missing.join(", "));
     }
-    up::gateway_channel(gateway).await?;
+    client::gateway_channel(gateway).await?;
     // The upstreams' health settles before the first page asks for it.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -76,7 +67,7 @@ pub(crate) async fn browser_tests(tools: &Tools) -> anyhow::Result<()> {
     let mut playwright = tokio::process::Command::new("npx");
     playwright
         .args(["playwright", "test"])
-        .current_dir(dir())
+        .current_dir(layout::storefront_sources())
         .env("SHOP_URL", format!("http://127.0.0.1:{gateway}"))
         .env("CHROMIUM", &tools.chromium);
     for (placed, supervised) in running.services.iter_mut() {

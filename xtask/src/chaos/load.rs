@@ -23,7 +23,7 @@ use shop_runtime::CancellationToken;
 use shop_runtime::upstream::Balanced;
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::up::authorized;
+use crate::client::authorized;
 
 /// SKUs with plenty of stock, and the one that sells out (10 on hand).
 const PLENTY: &[&str] = &["SKU-MUG-001", "SKU-TEE-001", "SKU-CAP-001", "SKU-PEN-001"];
@@ -69,7 +69,7 @@ pub(crate) struct Customer {
 pub(crate) async fn customers(channel: &tonic::transport::Channel, prefix: &str) -> anyhow::Result<Vec<Customer>> {
     let mut customers = Vec::new();
     for n in 0..WORKERS * CUSTOMERS_PER_WORKER {
-        let token = crate::up::issue_token(channel, &format!("{prefix}-{n}"), &["customer"]).await?;
+        let token = crate::client::issue_token(channel, &format!("{prefix}-{n}"), &["customer"]).await?;
         customers.push(Customer {
             bearer: format!("Bearer {token}").parse()?,
         });

@@ -144,7 +144,7 @@ pub(super) fn plan(seed: u64, run: Duration) -> Vec<Step> {
         // Every service `up` runs (by binary name), each once before any
         // twice, so a run of a few rounds kills and pauses every one.
         if services.is_empty() {
-            services = crate::up::SERVICES.iter().map(|s| s.name).collect();
+            services = crate::layout::SERVICES.iter().map(|s| s.name).collect();
             services.shuffle(&mut rng);
         }
         let service = match kind {
@@ -228,7 +228,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(killed.len(), crate::up::SERVICES.len(), "{killed:?}");
+        assert_eq!(killed.len(), crate::layout::SERVICES.len(), "{killed:?}");
     }
 
     #[test]
