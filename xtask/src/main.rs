@@ -406,6 +406,39 @@ fn chaos_options(flags: &[&str]) -> Result<chaos::Options, String> {
 mod tests {
     use super::*;
 
+    /// One rule for every folder: a crate lives in the folder its name
+    /// says, less the `shop-` its shared libraries carry (`runtime/` holds
+    /// shop-runtime, `svc-order/` svc-order).
+    #[test]
+    fn every_crate_lives_in_the_folder_its_name_says() {
+        let root = cmd::root();
+        let workspace = std::fs::read_to_string(root.join("Cargo.toml")).expect("the workspace manifest");
+        let members = workspace
+            .split_once("members = [")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(members, _)| members)
+            .expect("a members list");
+        let folders: Vec<&str> = members
+            .split(',')
+            .map(|m| m.trim().trim_matches('"'))
+            .filter(|m| !m.is_empty())
+            .collect();
+        assert!(folders.len() > 10, "{folders:?}");
+        for folder in folders {
+            let manifest = std::fs::read_to_string(root.join(folder).join("Cargo.toml")).expect("a crate manifest");
+            let name = manifest
+                .lines()
+                .find_map(|line| line.strip_prefix("name = "))
+                .map(|name| name.trim_matches('"'))
+                .expect("a package name");
+            assert_eq!(
+                folder,
+                name.strip_prefix("shop-").unwrap_or(name),
+                "{name} lives in {folder}/"
+            );
+        }
+    }
+
     #[test]
     fn up_takes_a_replica_count_from_one_to_the_most_the_ports_allow() {
         assert_eq!(up_options(&[]).expect("no flags").replicas, 1);
