@@ -90,18 +90,21 @@ impl Shop {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         // The replies held on the link drain before the next call through it.
         tokio::time::sleep(LATE).await;
-        let mut orders = self.stack.orders("alice").await?;
-        let listed = orders
-            .list_orders(shop_proto::order::v1::ListOrdersRequest {
-                page_size: 10,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner();
-        let [placed] = listed.orders.as_slice() else {
-            anyhow::bail!("expected the one order placed, got {:?}", listed.orders);
+        let orders = self.orders_of("alice").await?;
+        let [placed] = orders.as_slice() else {
+            anyhow::bail!("expected the one order placed, got {orders:?}");
         };
         Ok(placed.clone())
+    }
+
+    /// `user`'s orders in svc-order, newest first.
+    async fn orders_of(&self, user: &str) -> anyhow::Result<Vec<Order>> {
+        let mut orders = self.stack.orders(user).await?;
+        let request = shop_proto::order::v1::ListOrdersRequest {
+            page_size: 10,
+            page_token: String::new(),
+        };
+        Ok(orders.list_orders(request).await?.into_inner().orders)
     }
 
     async fn cart(&self, user: &str) -> anyhow::Result<CartClient> {
@@ -666,15 +669,11 @@ async fn checkout_twice_with_one_key_makes_one_order() -> TestResult {
 
     let settled = shop.stack.settled("alice", &first.order_id).await?;
     assert_eq!(settled.status, OrderStatus::Confirmed as i32);
-    let mut orders = shop.stack.orders("alice").await?;
-    let listed = orders
-        .list_orders(shop_proto::order::v1::ListOrdersRequest {
-            page_size: 10,
-            page_token: String::new(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(listed.orders.len(), 1, "svc-order holds exactly one order");
+    assert_eq!(
+        shop.orders_of("alice").await?.len(),
+        1,
+        "svc-order holds exactly one order"
+    );
 
     // The same key with another payment method is a different request.
     let status = checkout(&mut cart, "double-1", "pm_card_declined")

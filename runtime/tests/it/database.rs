@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use shop_infra::fresh_database;
 use shop_runtime::db;
+use sqlx::{PgPool, Postgres, Transaction};
 
 fn short() -> db::Limits {
     db::Limits {
@@ -16,19 +17,24 @@ fn short() -> db::Limits {
     }
 }
 
-#[tokio::test]
-async fn a_statement_waiting_on_a_stuck_lock_gives_up() -> anyhow::Result<()> {
-    let url = fresh_database().await?;
-    let pool = db::connect(&url, 4, short()).await?;
+/// A pool with [`short`] limits on a fresh database with one row, and a
+/// transaction that holds that row and goes nowhere (its process hung).
+async fn a_row_held_by_a_stuck_transaction() -> anyhow::Result<(PgPool, Transaction<'static, Postgres>)> {
+    let pool = db::connect(&fresh_database().await?, 4, short()).await?;
     sqlx::query("CREATE TABLE t (id int PRIMARY KEY)")
         .execute(&pool)
         .await?;
     sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await?;
-    // A transaction that holds the row and goes nowhere (its process hung).
     let mut stuck = pool.begin().await?;
     sqlx::query("SELECT id FROM t WHERE id = 1 FOR UPDATE")
         .execute(&mut *stuck)
         .await?;
+    Ok((pool, stuck))
+}
+
+#[tokio::test]
+async fn a_statement_waiting_on_a_stuck_lock_gives_up() -> anyhow::Result<()> {
+    let (pool, stuck) = a_row_held_by_a_stuck_transaction().await?;
 
     let started = Instant::now();
     let waiting = sqlx::query("UPDATE t SET id = 1 WHERE id = 1").execute(&pool);
@@ -55,17 +61,8 @@ async fn a_runaway_statement_is_cancelled() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_transaction_left_idle_ends_and_lets_go_of_its_locks() -> anyhow::Result<()> {
-    let url = fresh_database().await?;
-    let pool = db::connect(&url, 4, short()).await?;
-    sqlx::query("CREATE TABLE t (id int PRIMARY KEY)")
-        .execute(&pool)
-        .await?;
-    sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await?;
     // Its client stalls (paused, cut off) holding the row.
-    let mut stalled = pool.begin().await?;
-    sqlx::query("SELECT id FROM t WHERE id = 1 FOR UPDATE")
-        .execute(&mut *stalled)
-        .await?;
+    let (pool, mut stalled) = a_row_held_by_a_stuck_transaction().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The server ended it: another writer gets the row, and the stalled
