@@ -11,7 +11,9 @@ use crate::{client, cmd, install::Tools, layout, stack, supervise::Tended};
 
 fn npm(script: &str) -> Command {
     let mut command = Command::new("npm");
-    command.args(["run", "--silent", script]).current_dir(layout::storefront_sources());
+    command
+        .args(["run", "--silent", script])
+        .current_dir(layout::storefront_sources());
     command
 }
 
