@@ -6,17 +6,76 @@
 //!   machine (pure).
 //! - `journal` and `book`: the append-only journal and the state it
 //!   rebuilds; a restart loses nothing.
+//! - `engine`: the commands, one at a time: decide, journal, apply, then
+//!   timers and webhooks.
+//! - `api` (`/v1`), `admin` (`/admin`) and `serve` (HTTP/1, with answers
+//!   that can be lost): the HTTP adapters.
 //! - [`config`]: `PROVIDER_*` settings.
 //!
 //! See README.md for the API, the test cards, webhooks and fault knobs.
 
-// The engine that drives them comes with the HTTP API.
+mod admin;
+mod api;
+// Its refunds and events are served in the next step.
 #[allow(dead_code)]
 mod book;
 pub mod config;
 pub mod domain;
-#[allow(dead_code)]
+mod engine;
 mod journal;
+mod serve;
+
+use axum::{Router, routing::get};
+use shop_runtime::registry::ServiceSpec;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use journal::JournalError;
+
+/// The emulator as telemetry names it. It is no service of the platform
+/// (not in the registry): it has no gRPC port and no admin port of its own.
+pub const SERVICE: ServiceSpec = ServiceSpec {
+    name: "payment-provider",
+    short: "provider",
+    grpc_port: 0,
+    admin_port: 0,
+    database: None,
+    redis: false,
+    serves: &[],
+    url_vars: &[],
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot read the listening address: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Serves the provider on `listener` until `shutdown` is cancelled, then
+/// waits for its timers and deliveries to stop: when it returns, nothing
+/// writes to the data directory any more.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listener.local_addr().map_err(Error::Listener)?),
+    };
+    let settings = engine::Settings {
+        public_url: public_url.clone(),
+        async_delay: config.async_delay,
+    };
+    let provider = engine::Provider::open(&config.data_dir, settings, shutdown.clone())?;
+    provider.resume().await;
+    let app = Router::new()
+        .merge(api::routes())
+        .merge(admin::routes())
+        .route("/livez", get(|| async { "ok\n" }))
+        .with_state(provider.clone());
+    tracing::info!(%public_url, webhooks = config.webhook.is_some(), "payment provider listening");
+    serve::serve(listener, app, shutdown).await;
+    provider.tasks.close();
+    provider.tasks.wait().await;
+    Ok(())
+}

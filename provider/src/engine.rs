@@ -1,0 +1,234 @@
+//! The provider's engine: each command takes the one lock, asks the domain
+//! what happens, writes the journal, applies the record to the book and
+//! then starts what follows (a settlement timer, a webhook). The HTTP
+//! handlers and the timers only call these commands.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    book::{Book, Change, KeyUse, Record},
+    domain::{
+        self, Decision, Event, EventData, EventType, Input, Intent, LedgerLine, NewIntent, Object, Refusal, Status,
+    },
+    journal::{Journal, JournalError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    #[error("no such {kind}: {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// The idempotency key was used for a different call.
+    #[error("the idempotency key {key:?} was used for a different request")]
+    KeyReused { key: String },
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// A command's answer; `fresh` when this call acted, `false` when its
+/// idempotency key had been answered before.
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    pub object: T,
+    pub fresh: bool,
+}
+
+struct Inner {
+    book: Book,
+    journal: Journal,
+}
+
+/// What the engine needs from the settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The base of the links handed out, without a trailing slash.
+    pub public_url: String,
+    /// How long `processing` lasts and a refund stays `pending`.
+    pub async_delay: Duration,
+}
+
+pub(crate) struct Provider {
+    inner: Mutex<Inner>,
+    settings: Settings,
+    /// The timers and webhook deliveries in flight: `run` waits for them
+    /// (they stop on `shutdown`) so that nothing writes after it returns.
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Now, in the API's unit (Unix seconds).
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn fingerprint(endpoint: &str, body: &impl Serialize) -> String {
+    // The validated body: fields in a fixed order, metadata sorted.
+    format!(
+        "{endpoint}|{}",
+        serde_json::to_string(body).unwrap_or_else(|e| format!("unencodable: {e}"))
+    )
+}
+
+fn event(kind: EventType, object: Object, created: i64) -> Event {
+    Event {
+        id: domain::new_id("evt"),
+        kind,
+        created,
+        data: EventData { object },
+    }
+}
+
+impl Provider {
+    /// Replays the journal in `data_dir`.
+    pub(crate) fn open(
+        data_dir: &Path,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, JournalError> {
+        let (journal, records) = Journal::open::<Record>(data_dir)?;
+        let book = Book::replay(records);
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            intents = book.intents().count(),
+            "payment provider state replayed"
+        );
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Inner { book, journal }),
+            settings,
+            tasks: TaskTracker::new(),
+            shutdown,
+        }))
+    }
+
+    /// Starts again what a stop interrupted: the settlement of every
+    /// `processing` intent.
+    pub(crate) async fn resume(self: &Arc<Self>) {
+        let inner = self.inner.lock().await;
+        for intent in inner.book.intents().filter(|i| i.status == Status::Processing) {
+            self.settle_later(intent);
+        }
+    }
+
+    /// `POST /v1/payment_intents`.
+    pub(crate) async fn create_intent(
+        self: &Arc<Self>,
+        key: &str,
+        new: NewIntent,
+    ) -> Result<Answer<Intent>, CommandError> {
+        let fingerprint = fingerprint("POST /v1/payment_intents", &new);
+        let mut inner = self.inner.lock().await;
+        if let Some(used) = inner.book.key(key) {
+            if used.fingerprint != fingerprint {
+                return Err(CommandError::KeyReused { key: key.to_owned() });
+            }
+            let intent = found(inner.book.intent(&used.answer), "payment_intent", &used.answer)?;
+            return Ok(Answer {
+                object: intent,
+                fresh: false,
+            });
+        }
+        let id = domain::new_id("pi");
+        let created = now();
+        let authenticate_url = format!("{}/authenticate/{id}", self.settings.public_url);
+        let intent = Intent::open(id.clone(), created, new, authenticate_url);
+        let change = Change {
+            event: event(intent.status.event(), Object::PaymentIntent(intent.clone()), created),
+            intent: intent.clone(),
+            refund: None,
+            key: Some(KeyUse {
+                key: key.to_owned(),
+                fingerprint,
+                answer: id,
+            }),
+        };
+        self.commit(&mut inner, change).await?;
+        Ok(Answer {
+            object: intent,
+            fresh: true,
+        })
+    }
+
+    /// Cancels, authenticates or settles an intent, as [`domain::decide`]
+    /// says.
+    pub(crate) async fn move_intent(self: &Arc<Self>, id: &str, input: Input) -> Result<Intent, CommandError> {
+        let mut inner = self.inner.lock().await;
+        let intent = found(inner.book.intent(id), "payment_intent", id)?;
+        match domain::decide(intent.status, input) {
+            Decision::Move { to, failure } => {
+                let moved = intent.moved(to, failure);
+                let change = Change {
+                    event: event(to.event(), Object::PaymentIntent(moved.clone()), now()),
+                    intent: moved.clone(),
+                    refund: None,
+                    key: None,
+                };
+                self.commit(&mut inner, change).await?;
+                Ok(moved)
+            }
+            Decision::Ignore => Ok(intent),
+            Decision::Refuse(refusal) => Err(CommandError::Refused(refusal)),
+        }
+    }
+
+    pub(crate) async fn intent(&self, id: &str) -> Result<Intent, CommandError> {
+        found(self.inner.lock().await.book.intent(id), "payment_intent", id)
+    }
+
+    pub(crate) async fn ledger(&self) -> Vec<LedgerLine> {
+        self.inner.lock().await.book.ledger()
+    }
+
+    /// Writes the change, applies it, and starts what follows from it.
+    async fn commit(self: &Arc<Self>, inner: &mut Inner, change: Change) -> Result<(), JournalError> {
+        let record = Record::Changed(Box::new(change));
+        inner.journal.append(&record).await?;
+        inner.book.apply(&record);
+        let Record::Changed(change) = record else {
+            return Ok(());
+        };
+        tracing::info!(
+            intent = %change.intent.id,
+            status = ?change.intent.status,
+            event = %change.event.id,
+            "payment intent changed"
+        );
+        if change.event.kind == EventType::PaymentIntentProcessing {
+            self.settle_later(&change.intent);
+        }
+        Ok(())
+    }
+
+    /// After the async delay, settles `intent` as its card says, unless it
+    /// has moved on (a cancel) meanwhile.
+    fn settle_later(self: &Arc<Self>, intent: &Intent) {
+        let (this, id, settlement) = (self.clone(), intent.id.clone(), intent.payment_method.settlement());
+        self.after(self.settings.async_delay, async move {
+            if let Err(e) = this.move_intent(&id, Input::Settled(settlement)).await {
+                tracing::error!(intent = %id, error = %e, "cannot settle a processing payment intent");
+            }
+        });
+    }
+
+    /// Runs `task` after `delay`, unless the provider stops first.
+    fn after(&self, delay: Duration, task: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => task.await,
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn found<T: Clone>(object: Option<&T>, kind: &'static str, id: &str) -> Result<T, CommandError> {
+    object.cloned().ok_or_else(|| CommandError::NotFound {
+        kind,
+        id: id.to_owned(),
+    })
+}

@@ -1,0 +1,5 @@
+//! shop-provider's integration tests, as one binary: the emulator over real
+//! HTTP on free loopback ports, as a shop would call it.
+
+mod intents;
+mod support;

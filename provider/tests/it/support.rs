@@ -1,0 +1,152 @@
+//! Starting and stopping a provider on a free port, and the calls the tests
+//! make to it.
+
+use std::{future::Future, time::Duration};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+pub(crate) use shop_provider::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The longest any test waits for something to happen.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A provider serving on a free loopback port.
+pub(crate) struct Provider {
+    pub(crate) url: String,
+    shutdown: CancellationToken,
+    running: JoinHandle<Result<(), shop_provider::Error>>,
+}
+
+/// A data directory that lives as long as the test.
+pub(crate) fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// The test settings: a short async delay and quick webhook retries.
+pub(crate) fn config(dir: &tempfile::TempDir) -> Config {
+    Config {
+        async_delay: Duration::from_millis(300),
+        webhook_first_retry: Duration::from_millis(100),
+        ..Config::local(dir.path())
+    }
+}
+
+impl Provider {
+    pub(crate) async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(shop_provider::run(config, listener, shutdown.clone()));
+        Self { url, shutdown, running }
+    }
+
+    /// Stops it and waits until it no longer writes.
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.running)
+            .await
+            .expect("stops in time")
+            .expect("did not panic")
+            .expect("ran without error");
+    }
+
+    pub(crate) fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub(crate) async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> reqwest::Result<Response> {
+        let mut request = client().post(self.at(path)).json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await
+    }
+
+    /// Creates an intent; the answer must arrive.
+    pub(crate) async fn pay(&self, key: &str, card: &str) -> (StatusCode, Value) {
+        answer(self.post("/v1/payment_intents", Some(key), &intent_body(card)).await).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
+        answer(client().get(self.at(path)).send().await).await
+    }
+
+    pub(crate) async fn intent(&self, id: &str) -> Value {
+        let (status, intent) = self.get(&format!("/v1/payment_intents/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{intent}");
+        intent
+    }
+
+    pub(crate) async fn cancel(&self, id: &str) -> (StatusCode, Value) {
+        answer(
+            self.post(&format!("/v1/payment_intents/{id}/cancel"), None, &json!({}))
+                .await,
+        )
+        .await
+    }
+
+    /// Waits until intent `id` has `status`.
+    pub(crate) async fn intent_reaches(&self, id: &str, status: &str) -> Value {
+        eventually(&format!("{id} to be {status}"), || async {
+            let intent = self.intent(id).await;
+            (intent["status"] == status).then_some(intent)
+        })
+        .await
+    }
+
+    pub(crate) async fn ledger(&self) -> Vec<Value> {
+        let (status, ledger) = self.get("/admin/ledger").await;
+        assert_eq!(status, StatusCode::OK, "{ledger}");
+        ledger["data"].as_array().expect("a list").clone()
+    }
+}
+
+pub(crate) fn intent_body(card: &str) -> Value {
+    json!({
+        "amount": 1299,
+        "currency": "eur",
+        "payment_method": card,
+        "metadata": {"order_id": "order-1"},
+    })
+}
+
+/// A client that does not follow redirects, with a timeout well above
+/// anything the provider should take.
+pub(crate) fn client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client")
+}
+
+/// Status and JSON body of an answer that must have arrived.
+pub(crate) async fn answer(response: reqwest::Result<Response>) -> (StatusCode, Value) {
+    let response = response.expect("an answer");
+    let status = response.status();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+/// Polls `probe` until it gives something, for at most [`PATIENCE`].
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `"error"` of an error body.
+pub(crate) fn error(body: &Value) -> &Value {
+    &body["error"]
+}
