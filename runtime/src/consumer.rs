@@ -145,6 +145,9 @@ struct MaxDeliveries {
 /// stream keeps the message.
 async fn park_given_up(js: jetstream::Context, definition: Arc<ConsumerDefinition>, shutdown: CancellationToken) {
     let consumer = definition.name().to_owned();
+    let gave_up = metrics::counter!(series::CONSUMER_GIVEN_UP, "consumer" => consumer.clone());
+    // At 0 from the start, so an alert on its increase has a series to read.
+    gave_up.increment(0);
     let subject = format!(
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
         definition.stream
@@ -170,7 +173,7 @@ async fn park_given_up(js: jetstream::Context, definition: Arc<ConsumerDefinitio
                 tracing::warn!(consumer, "unreadable max-deliveries advisory");
                 continue;
             };
-            metrics::counter!(series::CONSUMER_GIVEN_UP, "consumer" => consumer.clone()).increment(1);
+            gave_up.increment(1);
             let reason = format!(
                 "delivered {} times without an outcome (the handler crashed or hung each time)",
                 given_up.deliveries
