@@ -7,16 +7,16 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
 
 use crate::{
-    domain::{Card, FieldError, Input, IntentRequest, Object},
+    domain::{Card, FieldError, Input, IntentRequest, Object, RefundRequest},
     engine::{CommandError, Provider},
     serve::LoseAnswer,
 };
@@ -26,6 +26,9 @@ pub(crate) fn routes() -> Router<Arc<Provider>> {
         .route("/v1/payment_intents", post(create_intent))
         .route("/v1/payment_intents/{id}", get(intent))
         .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
+        .route("/v1/refunds", post(create_refund))
+        .route("/v1/refunds/{id}", get(refund))
+        .route("/v1/events", get(events))
 }
 
 /// An API error, as Stripe shapes it.
@@ -85,6 +88,9 @@ impl From<CommandError> for ApiError {
                 message: format!("{e}; use a new key for a new request"),
                 param: None,
             },
+            CommandError::UnknownReference { param, .. } => {
+                Self::invalid("resource_missing", e.to_string(), Some(param))
+            }
             CommandError::Refused(refusal) => Self::invalid(refusal.code, refusal.message, None),
             CommandError::Journal(e) => {
                 tracing::error!(error = %e, "the journal cannot be written");
@@ -154,4 +160,52 @@ async fn intent(State(provider): State<Arc<Provider>>, Path(id): Path<String>) -
 async fn cancel_intent(State(provider): State<Arc<Provider>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let intent = provider.move_intent(&id, Input::Cancel).await?;
     Ok(Json(Object::PaymentIntent(intent)).into_response())
+}
+
+async fn create_refund(
+    State(provider): State<Arc<Provider>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let new = body::<RefundRequest>(&bytes)?.validate()?;
+    let answer = provider.create_refund(&key, new).await?;
+    Ok(Json(Object::Refund(answer.object)).into_response())
+}
+
+async fn refund(State(provider): State<Arc<Provider>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let refund = provider.refund(&id).await?;
+    Ok(Json(Object::Refund(refund)).into_response())
+}
+
+/// Events per page when `limit` is not given, and at most.
+const EVENTS_LIMIT: (usize, usize) = (10, 100);
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/events?after=<event id>&limit=N`: the events in the order they
+/// happened, `{"data": [...], "has_more": bool}`.
+async fn events(
+    State(provider): State<Arc<Provider>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("parameter_invalid", e.body_text(), None))?;
+    let (default, most) = EVENTS_LIMIT;
+    let limit = match query.limit.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => default,
+        Some(raw) => raw.parse().ok().filter(|n| (1..=most).contains(n)).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                format!("Invalid limit {raw:?}: from 1 to {most}."),
+                Some("limit"),
+            )
+        })?,
+    };
+    let after = query.after.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    let (data, has_more) = provider.events(after, limit).await?;
+    Ok(Json(json!({ "object": "list", "data": data, "has_more": has_more })).into_response())
 }

@@ -10,9 +10,10 @@ use tokio::sync::Mutex;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    book::{Book, Change, KeyUse, Record},
+    book::{Book, Change, KeyUse, Record, UnknownEvent},
     domain::{
-        self, Decision, Event, EventData, EventType, Input, Intent, LedgerLine, NewIntent, Object, Refusal, Status,
+        self, Decision, Event, EventData, EventType, Input, Intent, LedgerLine, NewIntent, NewRefund, Object, Refund,
+        RefundStatus, Refusal, Status,
     },
     journal::{Journal, JournalError},
 };
@@ -24,6 +25,9 @@ pub(crate) enum CommandError {
     /// The idempotency key was used for a different call.
     #[error("the idempotency key {key:?} was used for a different request")]
     KeyReused { key: String },
+    /// A field of the request names an object that does not exist.
+    #[error("no such {param}: {id}")]
+    UnknownReference { param: &'static str, id: String },
     #[error("{}", .0.message)]
     Refused(Refusal),
     #[error(transparent)]
@@ -106,11 +110,14 @@ impl Provider {
     }
 
     /// Starts again what a stop interrupted: the settlement of every
-    /// `processing` intent.
+    /// `processing` intent and `pending` refund.
     pub(crate) async fn resume(self: &Arc<Self>) {
         let inner = self.inner.lock().await;
         for intent in inner.book.intents().filter(|i| i.status == Status::Processing) {
             self.settle_later(intent);
+        }
+        for refund in inner.book.refunds().filter(|r| r.status == RefundStatus::Pending) {
+            self.settle_refund_later(refund);
         }
     }
 
@@ -175,6 +182,103 @@ impl Provider {
         }
     }
 
+    /// `POST /v1/refunds`.
+    pub(crate) async fn create_refund(
+        self: &Arc<Self>,
+        key: &str,
+        new: NewRefund,
+    ) -> Result<Answer<Refund>, CommandError> {
+        let fingerprint = fingerprint("POST /v1/refunds", &new);
+        let mut inner = self.inner.lock().await;
+        if let Some(used) = inner.book.key(key) {
+            if used.fingerprint != fingerprint {
+                return Err(CommandError::KeyReused { key: key.to_owned() });
+            }
+            let refund = found(inner.book.refund(&used.answer), "refund", &used.answer)?;
+            return Ok(Answer {
+                object: refund,
+                fresh: false,
+            });
+        }
+        let intent = inner
+            .book
+            .intent(&new.payment_intent)
+            .cloned()
+            .ok_or_else(|| CommandError::UnknownReference {
+                param: "payment_intent",
+                id: new.payment_intent.clone(),
+            })?;
+        let amount = domain::decide_refund(&intent, new.amount).map_err(CommandError::Refused)?;
+        let created = now();
+        let refund = Refund {
+            id: domain::new_id("re"),
+            payment_intent: intent.id.clone(),
+            amount,
+            currency: intent.currency.clone(),
+            status: RefundStatus::Pending,
+            created,
+        };
+        let change = Change {
+            intent: Intent {
+                amount_refunded: intent.amount_refunded + amount,
+                ..intent
+            },
+            refund: Some(refund.clone()),
+            event: event(EventType::RefundCreated, Object::Refund(refund.clone()), created),
+            key: Some(KeyUse {
+                key: key.to_owned(),
+                fingerprint,
+                answer: refund.id.clone(),
+            }),
+        };
+        self.commit(&mut inner, change).await?;
+        Ok(Answer {
+            object: refund,
+            fresh: true,
+        })
+    }
+
+    /// A pending refund's money has reached the customer.
+    async fn settle_refund(self: &Arc<Self>, id: &str) -> Result<Refund, CommandError> {
+        let mut inner = self.inner.lock().await;
+        let refund = found(inner.book.refund(id), "refund", id)?;
+        let Some(status) = domain::settle_refund(refund.status) else {
+            return Ok(refund);
+        };
+        let intent = found(
+            inner.book.intent(&refund.payment_intent),
+            "payment_intent",
+            &refund.payment_intent,
+        )?;
+        let settled = Refund { status, ..refund };
+        let change = Change {
+            intent,
+            refund: Some(settled.clone()),
+            event: event(EventType::RefundUpdated, Object::Refund(settled.clone()), now()),
+            key: None,
+        };
+        self.commit(&mut inner, change).await?;
+        Ok(settled)
+    }
+
+    pub(crate) async fn refund(&self, id: &str) -> Result<Refund, CommandError> {
+        found(self.inner.lock().await.book.refund(id), "refund", id)
+    }
+
+    /// Up to `limit` events after `after` (from the first when `None`), and
+    /// whether more follow.
+    pub(crate) async fn events(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Event>, bool), CommandError> {
+        self.inner
+            .lock()
+            .await
+            .book
+            .events_after(after, limit)
+            .map_err(|UnknownEvent| CommandError::UnknownReference {
+                param: "after",
+                id: after.unwrap_or_default().to_owned(),
+            })
+    }
+
     pub(crate) async fn intent(&self, id: &str) -> Result<Intent, CommandError> {
         found(self.inner.lock().await.book.intent(id), "payment_intent", id)
     }
@@ -194,11 +298,15 @@ impl Provider {
         tracing::info!(
             intent = %change.intent.id,
             status = ?change.intent.status,
+            refund = change.refund.as_ref().map(|r| r.id.as_str()),
             event = %change.event.id,
-            "payment intent changed"
+            kind = ?change.event.kind,
+            "payment provider state changed"
         );
-        if change.event.kind == EventType::PaymentIntentProcessing {
-            self.settle_later(&change.intent);
+        match (change.event.kind, &change.refund) {
+            (EventType::PaymentIntentProcessing, _) => self.settle_later(&change.intent),
+            (EventType::RefundCreated, Some(refund)) => self.settle_refund_later(refund),
+            _ => {}
         }
         Ok(())
     }
@@ -210,6 +318,16 @@ impl Provider {
         self.after(self.settings.async_delay, async move {
             if let Err(e) = this.move_intent(&id, Input::Settled(settlement)).await {
                 tracing::error!(intent = %id, error = %e, "cannot settle a processing payment intent");
+            }
+        });
+    }
+
+    /// After the async delay, the refund succeeds.
+    fn settle_refund_later(self: &Arc<Self>, refund: &Refund) {
+        let (this, id) = (self.clone(), refund.id.clone());
+        self.after(self.settings.async_delay, async move {
+            if let Err(e) = this.settle_refund(&id).await {
+                tracing::error!(refund = %id, error = %e, "cannot settle a pending refund");
             }
         });
     }

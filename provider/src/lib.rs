@@ -16,8 +16,6 @@
 
 mod admin;
 mod api;
-// Its refunds and events are served in the next step.
-#[allow(dead_code)]
 mod book;
 pub mod config;
 pub mod domain;

@@ -1,5 +1,7 @@
 //! shop-provider's integration tests, as one binary: the emulator over real
 //! HTTP on free loopback ports, as a shop would call it.
 
+mod events;
 mod intents;
+mod refunds;
 mod support;
