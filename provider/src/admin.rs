@@ -4,17 +4,40 @@
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+};
 use serde_json::{Value, json};
 
-use crate::engine::Provider;
+use crate::{api::ApiError, engine::Provider};
 
 pub(crate) fn routes() -> Router<Arc<Provider>> {
-    Router::new().route("/admin/ledger", get(ledger))
+    Router::new()
+        .route("/admin/ledger", get(ledger))
+        .route("/admin/events/{id}/resend", post(resend))
 }
 
 /// `{"data": [{"intent","order_id","amount","currency","status","captured","voided","refunded","refund_pending"}]}`,
 /// oldest intent first.
 async fn ledger(State(provider): State<Arc<Provider>>) -> Json<Value> {
     Json(json!({ "data": provider.ledger().await }))
+}
+
+/// `POST /admin/events/{id}/resend`: 202, and the event's webhook is sent
+/// again (retried as any other) whether or not it was delivered before.
+async fn resend(State(provider): State<Arc<Provider>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if provider.webhooks.is_none() {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "invalid_request_error",
+            code: "webhooks_off",
+            message: "No PROVIDER_WEBHOOK_URL is configured: there is nowhere to send it.".into(),
+            param: None,
+        });
+    }
+    provider.resend(&id).await?;
+    Ok(StatusCode::ACCEPTED)
 }

@@ -113,7 +113,6 @@ impl Book {
         self.keys.get(key)
     }
 
-    #[allow(dead_code)] // Webhooks, next.
     pub(crate) fn event(&self, id: &str) -> Option<&Event> {
         self.event_at.get(id).map(|at| &self.events[*at])
     }
@@ -129,8 +128,11 @@ impl Book {
         Ok((rest.iter().take(limit).cloned().collect(), rest.len() > limit))
     }
 
+    pub(crate) fn is_owed(&self, event: &str) -> bool {
+        self.event_at.get(event).is_some_and(|at| self.owed.contains(at))
+    }
+
     /// Events whose webhook is still owed, oldest first.
-    #[allow(dead_code)] // Webhooks, next.
     pub(crate) fn owed(&self) -> impl Iterator<Item = &Event> {
         self.owed.iter().map(|at| &self.events[*at])
     }

@@ -16,6 +16,7 @@ use crate::{
         RefundStatus, Refusal, Status,
     },
     journal::{Journal, JournalError},
+    webhooks::{self, Webhooks},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub(crate) struct Settings {
 pub(crate) struct Provider {
     inner: Mutex<Inner>,
     settings: Settings,
+    /// `None`: no webhook URL configured.
+    pub(crate) webhooks: Option<Webhooks>,
     /// The timers and webhook deliveries in flight: `run` waits for them
     /// (they stop on `shutdown`) so that nothing writes after it returns.
     pub(crate) tasks: TaskTracker,
@@ -92,6 +95,7 @@ impl Provider {
     pub(crate) fn open(
         data_dir: &Path,
         settings: Settings,
+        webhooks: Option<Webhooks>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, JournalError> {
         let (journal, records) = Journal::open::<Record>(data_dir)?;
@@ -104,15 +108,19 @@ impl Provider {
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner { book, journal }),
             settings,
+            webhooks,
             tasks: TaskTracker::new(),
             shutdown,
         }))
     }
 
     /// Starts again what a stop interrupted: the settlement of every
-    /// `processing` intent and `pending` refund.
+    /// `processing` intent and `pending` refund, and every webhook owed.
     pub(crate) async fn resume(self: &Arc<Self>) {
         let inner = self.inner.lock().await;
+        for event in inner.book.owed() {
+            self.deliver(event.clone(), None);
+        }
         for intent in inner.book.intents().filter(|i| i.status == Status::Processing) {
             self.settle_later(intent);
         }
@@ -303,6 +311,7 @@ impl Provider {
             kind = ?change.event.kind,
             "payment provider state changed"
         );
+        self.deliver(change.event.clone(), None);
         match (change.event.kind, &change.refund) {
             (EventType::PaymentIntentProcessing, _) => self.settle_later(&change.intent),
             (EventType::RefundCreated, Some(refund)) => self.settle_refund_later(refund),
@@ -320,6 +329,44 @@ impl Provider {
                 tracing::error!(intent = %id, error = %e, "cannot settle a processing payment intent");
             }
         });
+    }
+
+    /// Sends `event`'s webhook in a task of its own until delivered or the
+    /// horizon, counted from the event or from `resent_at`.
+    fn deliver(self: &Arc<Self>, event: Event, resent_at: Option<i64>) {
+        let Some(hooks) = &self.webhooks else {
+            return;
+        };
+        let horizon = i64::try_from(hooks.horizon.as_secs()).unwrap_or(i64::MAX);
+        let deadline = resent_at.unwrap_or(event.created).saturating_add(horizon);
+        self.tasks.spawn(webhooks::deliver(self.clone(), event, deadline));
+    }
+
+    /// Records that `event`'s webhook was delivered (or given up), if it
+    /// was still owed.
+    pub(crate) async fn webhook_settled(&self, event: &str, delivered: bool) {
+        let mut inner = self.inner.lock().await;
+        if !inner.book.is_owed(event) {
+            return;
+        }
+        let event = event.to_owned();
+        let record = if delivered {
+            Record::Delivered { event }
+        } else {
+            Record::GaveUp { event }
+        };
+        match inner.journal.append(&record).await {
+            Ok(()) => inner.book.apply(&record),
+            // Still owed: sent again after a restart.
+            Err(e) => tracing::error!(error = %e, "cannot record a webhook's delivery"),
+        }
+    }
+
+    /// Sends event `id`'s webhook again, whether it was delivered or not.
+    pub(crate) async fn resend(self: &Arc<Self>, id: &str) -> Result<(), CommandError> {
+        let event = found(self.inner.lock().await.book.event(id), "event", id)?;
+        self.deliver(event, Some(now()));
+        Ok(())
     }
 
     /// After the async delay, the refund succeeds.

@@ -8,6 +8,7 @@
 //!   rebuilds; a restart loses nothing.
 //! - `engine`: the commands, one at a time: decide, journal, apply, then
 //!   timers and webhooks.
+//! - `webhooks`: signed deliveries of every event, retried until a 2xx.
 //! - `api` (`/v1`), `admin` (`/admin`) and `serve` (HTTP/1, with answers
 //!   that can be lost): the HTTP adapters.
 //! - [`config`]: `PROVIDER_*` settings.
@@ -22,6 +23,7 @@ pub mod domain;
 mod engine;
 mod journal;
 mod serve;
+mod webhooks;
 
 use axum::{Router, routing::get};
 use shop_runtime::registry::ServiceSpec;
@@ -64,7 +66,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         public_url: public_url.clone(),
         async_delay: config.async_delay,
     };
-    let provider = engine::Provider::open(&config.data_dir, settings, shutdown.clone())?;
+    let webhooks = config
+        .webhook
+        .as_ref()
+        .map(|hooks| webhooks::Webhooks::new(hooks, config.webhook_horizon, config.webhook_first_retry));
+    let provider = engine::Provider::open(&config.data_dir, settings, webhooks, shutdown.clone())?;
     provider.resume().await;
     let app = Router::new()
         .merge(api::routes())

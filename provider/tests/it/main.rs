@@ -5,3 +5,4 @@ mod events;
 mod intents;
 mod refunds;
 mod support;
+mod webhooks;

@@ -150,3 +150,115 @@ where
 pub(crate) fn error(body: &Value) -> &Value {
     &body["error"]
 }
+
+/// The signing secret the tests configure.
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Settings that send webhooks to `receiver`.
+pub(crate) fn with_webhooks(config: Config, receiver: &Receiver) -> Config {
+    Config {
+        webhook: Some(shop_provider::config::WebhookSettings {
+            url: receiver.url.parse().expect("a URL"),
+            secret: SECRET.parse().expect("a secret"),
+        }),
+        ..config
+    }
+}
+
+/// A shop's webhook endpoint: verifies every delivery's signature, and
+/// answers 500 to the first `fail_first` attempts of each event (or to
+/// every one while `down`).
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    state: std::sync::Arc<ReceiverState>,
+}
+
+struct ReceiverState {
+    verifier: standardwebhooks::Webhook,
+    fail_first: usize,
+    down: std::sync::atomic::AtomicBool,
+    /// Attempts per event id, failed ones included.
+    attempts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Deliveries answered 200, verified, in the order they came.
+    delivered: std::sync::Mutex<Vec<Value>>,
+    forged: std::sync::atomic::AtomicUsize,
+}
+
+impl Receiver {
+    pub(crate) async fn start(fail_first: usize) -> Self {
+        use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post};
+        let state = std::sync::Arc::new(ReceiverState {
+            verifier: standardwebhooks::Webhook::new(SECRET).expect("a secret"),
+            fail_first,
+            down: false.into(),
+            attempts: Default::default(),
+            delivered: Default::default(),
+            forged: 0.into(),
+        });
+        async fn hook(
+            State(state): State<std::sync::Arc<ReceiverState>>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
+            use std::sync::atomic::Ordering;
+            let id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let attempt = {
+                let mut attempts = state.attempts.lock().expect("not poisoned");
+                let n = attempts.entry(id).or_default();
+                *n += 1;
+                *n
+            };
+            if state.down.load(Ordering::SeqCst) || attempt <= state.fail_first {
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            if state.verifier.verify(&body, &headers).is_err() {
+                state.forged.fetch_add(1, Ordering::SeqCst);
+                return StatusCode::BAD_REQUEST;
+            }
+            let event: Value = serde_json::from_slice(&body).expect("a JSON event");
+            state.delivered.lock().expect("not poisoned").push(event);
+            StatusCode::OK
+        }
+        let app = axum::Router::new()
+            .route("/hooks", post(hook))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}/hooks", listener.local_addr().expect("bound"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    /// Answer 500 to everything (`true`) or as configured.
+    pub(crate) fn set_down(&self, down: bool) {
+        self.state.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The events delivered and verified, in arrival order.
+    pub(crate) fn delivered(&self) -> Vec<Value> {
+        self.state.delivered.lock().expect("not poisoned").clone()
+    }
+
+    /// How many times event `id` was delivered (verified, answered 200).
+    pub(crate) fn times(&self, id: &Value) -> usize {
+        self.delivered().iter().filter(|e| &e["id"] == id).count()
+    }
+
+    pub(crate) fn attempts(&self, id: &str) -> usize {
+        self.state
+            .attempts
+            .lock()
+            .expect("not poisoned")
+            .get(id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Deliveries whose signature did not verify.
+    pub(crate) fn forged(&self) -> usize {
+        self.state.forged.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
