@@ -9,7 +9,7 @@
 //! - `engine`: the commands, one at a time: decide, journal, apply, then
 //!   timers and webhooks.
 //! - `webhooks`: signed deliveries of every event, retried until a 2xx.
-//! - `api` (`/v1`), `admin` (`/admin`) and `serve` (HTTP/1, with answers
+//! - `api` (`/v1`), `authenticate` (the 3-D Secure page), `admin` (`/admin`) and `serve` (HTTP/1, with answers
 //!   that can be lost): the HTTP adapters.
 //! - [`config`]: `PROVIDER_*` settings.
 //!
@@ -17,6 +17,7 @@
 
 mod admin;
 mod api;
+mod authenticate;
 mod book;
 pub mod config;
 pub mod domain;
@@ -74,6 +75,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     provider.resume().await;
     let app = Router::new()
         .merge(api::routes())
+        .merge(authenticate::routes())
         .merge(admin::routes())
         .route("/livez", get(|| async { "ok\n" }))
         .with_state(provider.clone());

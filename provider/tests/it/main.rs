@@ -5,4 +5,5 @@ mod events;
 mod intents;
 mod refunds;
 mod support;
+mod three_ds;
 mod webhooks;
