@@ -6,18 +6,24 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
     routing::{get, post},
 };
 use serde_json::{Value, json};
 
-use crate::{api::ApiError, engine::Provider};
+use crate::{
+    api::{self, ApiError},
+    engine::Provider,
+    faults::Faults,
+};
 
 pub(crate) fn routes() -> Router<Arc<Provider>> {
     Router::new()
         .route("/admin/ledger", get(ledger))
         .route("/admin/events/{id}/resend", post(resend))
+        .route("/admin/faults", get(faults).put(set_faults))
 }
 
 /// `{"data": [{"intent","order_id","amount","currency","status","captured","voided","refunded","refund_pending"}]}`,
@@ -40,4 +46,19 @@ async fn resend(State(provider): State<Arc<Provider>>, Path(id): Path<String>) -
     }
     provider.resend(&id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /admin/faults`: the knobs as set.
+async fn faults(State(provider): State<Arc<Provider>>) -> Json<Faults> {
+    Json(provider.faults.get())
+}
+
+/// `PUT /admin/faults`: sets every knob (one left out is off) and answers
+/// them as now set.
+async fn set_faults(State(provider): State<Arc<Provider>>, bytes: Bytes) -> Result<Json<Faults>, ApiError> {
+    let faults: Faults = api::body(&bytes)?;
+    faults.check()?;
+    tracing::warn!(?faults, "fault knobs set");
+    provider.faults.set(faults.clone());
+    Ok(Json(faults))
 }

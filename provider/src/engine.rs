@@ -15,6 +15,7 @@ use crate::{
         self, Decision, Event, EventData, EventType, Input, Intent, LedgerLine, NewIntent, NewRefund, Object, Refund,
         RefundStatus, Refusal, Status,
     },
+    faults::Knobs,
     journal::{Journal, JournalError},
     webhooks::{self, Webhooks},
 };
@@ -62,6 +63,7 @@ pub(crate) struct Provider {
     settings: Settings,
     /// `None`: no webhook URL configured.
     pub(crate) webhooks: Option<Webhooks>,
+    pub(crate) faults: Knobs,
     /// The timers and webhook deliveries in flight: `run` waits for them
     /// (they stop on `shutdown`) so that nothing writes after it returns.
     pub(crate) tasks: TaskTracker,
@@ -109,6 +111,7 @@ impl Provider {
             inner: Mutex::new(Inner { book, journal }),
             settings,
             webhooks,
+            faults: Knobs::default(),
             tasks: TaskTracker::new(),
             shutdown,
         }))

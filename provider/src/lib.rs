@@ -11,6 +11,7 @@
 //! - `webhooks`: signed deliveries of every event, retried until a 2xx.
 //! - `api` (`/v1`), `authenticate` (the 3-D Secure page), `admin` (`/admin`) and `serve` (HTTP/1, with answers
 //!   that can be lost): the HTTP adapters.
+//! - `faults`: the knobs of `/admin/faults`.
 //! - [`config`]: `PROVIDER_*` settings.
 //!
 //! See README.md for the API, the test cards, webhooks and fault knobs.
@@ -22,6 +23,7 @@ mod book;
 pub mod config;
 pub mod domain;
 mod engine;
+mod faults;
 mod journal;
 mod serve;
 mod webhooks;
@@ -74,7 +76,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let provider = engine::Provider::open(&config.data_dir, settings, webhooks, shutdown.clone())?;
     provider.resume().await;
     let app = Router::new()
-        .merge(api::routes())
+        .merge(api::routes().layer(axum::middleware::from_fn_with_state(provider.clone(), faults::v1)))
         .merge(authenticate::routes())
         .merge(admin::routes())
         .route("/livez", get(|| async { "ok\n" }))

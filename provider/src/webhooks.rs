@@ -18,6 +18,7 @@ use crate::{
     config::WebhookSettings,
     domain::Event,
     engine::{Provider, now},
+    faults::{REORDER_WINDOW, chance},
 };
 
 /// The longest wait between two attempts.
@@ -106,16 +107,39 @@ pub(crate) async fn deliver(provider: Arc<Provider>, event: Event, deadline: i64
         return;
     };
     let shutdown = provider.shutdown.clone();
+    let faults = provider.faults.get().webhooks;
+    let mut hold = Duration::from_millis(faults.delay_ms);
+    if faults.reorder {
+        hold += REORDER_WINDOW.mul_f64(rand::rng().random_range(0.0..=1.0));
+    }
+    tokio::select! {
+        () = tokio::time::sleep(hold) => {}
+        () = shutdown.cancelled() => return,
+    }
     let mut failures = 0;
     loop {
         let attempt = tokio::select! {
-            attempt = hooks.attempt(&event) => attempt,
+            attempt = async {
+                if chance(provider.faults.get().webhooks.drop) {
+                    Err("dropped (fault knob `drop`)".to_owned())
+                } else {
+                    hooks.attempt(&event).await
+                }
+            } => attempt,
             () = shutdown.cancelled() => return,
         };
         match attempt {
             Ok(()) => {
                 tracing::debug!(event = %event.id, failures, "webhook delivered");
                 provider.webhook_settled(&event.id, true).await;
+                if chance(provider.faults.get().webhooks.duplicate) {
+                    tokio::select! {
+                        again = hooks.attempt(&event) => if let Err(why) = again {
+                            tracing::info!(event = %event.id, %why, "duplicate webhook not delivered");
+                        },
+                        () = shutdown.cancelled() => {}
+                    }
+                }
                 return;
             }
             Err(why) => {

@@ -2,6 +2,7 @@
 //! HTTP on free loopback ports, as a shop would call it.
 
 mod events;
+mod faults;
 mod intents;
 mod refunds;
 mod support;
