@@ -209,3 +209,14 @@ async fn events(
     let (data, has_more) = provider.events(after, limit).await?;
     Ok(Json(json!({ "object": "list", "data": data, "has_more": has_more })).into_response())
 }
+
+/// Any other path: a JSON 404, as for an unknown object.
+pub(crate) async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        code: "resource_missing",
+        message: format!("Unrecognized request URL: {}", uri.path()),
+        param: None,
+    }
+}

@@ -80,6 +80,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .merge(authenticate::routes())
         .merge(admin::routes())
         .route("/livez", get(|| async { "ok\n" }))
+        .fallback(api::unknown_route)
         .with_state(provider.clone());
     tracing::info!(%public_url, webhooks = config.webhook.is_some(), "payment provider listening");
     serve::serve(listener, app, shutdown).await;

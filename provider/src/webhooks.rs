@@ -61,12 +61,13 @@ impl Webhooks {
     /// One attempt; `Err` says why it did not count as delivered.
     pub(crate) async fn attempt(&self, event: &Event) -> Result<(), String> {
         let body = serde_json::to_vec(event).map_err(|e| format!("cannot encode the event: {e}"))?;
+        let _permit = self.sending.acquire().await.map_err(|e| e.to_string())?;
+        // Signed as it leaves: the receiver checks the timestamp is recent.
         let timestamp = now();
         let signature = self
             .signer
             .sign(&event.id, timestamp, &body)
             .map_err(|e| format!("cannot sign: {e}"))?;
-        let _permit = self.sending.acquire().await.map_err(|e| e.to_string())?;
         let response = self
             .client
             .post(self.url.clone())

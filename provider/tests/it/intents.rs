@@ -29,6 +29,9 @@ async fn an_ok_card_is_captured_at_once() {
     let (status, missing) = provider.get("/v1/payment_intents/pi_nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error(&missing)["code"], "resource_missing");
+    let (status, unknown) = provider.get("/v1/charges").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&unknown)["type"], "invalid_request_error");
     provider.stop().await;
 }
 
