@@ -143,19 +143,31 @@ async fn duplicated_webhooks_arrive_twice() {
 }
 
 #[tokio::test]
-async fn delayed_and_reordered_webhooks_still_all_arrive() {
+async fn delayed_and_reordered_webhooks_are_held_back_yet_all_arrive() {
     let receiver = Receiver::start(0).await;
     let dir = data_dir();
     let provider = Provider::start(with_webhooks(config(&dir), &receiver)).await;
-    set_faults(&provider, json!({"webhooks": {"delay_ms": 1500, "reorder": true}})).await;
+    set_faults(&provider, json!({"webhooks": {"delay_ms": 1000, "reorder": true}})).await;
+    let mut paid = Vec::new();
     for n in 0..5 {
-        provider.pay(&format!("k-{n}"), "pm_card_ok").await;
+        let asked = tokio::time::Instant::now();
+        let (_, intent) = provider.pay(&format!("k-{n}"), "pm_card_ok").await;
+        paid.push((asked, intent));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(receiver.delivered().is_empty(), "held back");
-    eventually("all five events", || async {
-        (receiver.delivered().len() == 5).then_some(())
+    let arrivals = eventually("all five events", || async {
+        let arrivals = receiver.arrivals();
+        (arrivals.len() == 5).then_some(arrivals)
     })
     .await;
+    for (asked, intent) in paid {
+        let (arrived, _) = arrivals
+            .iter()
+            .find(|(_, event)| event["data"]["object"]["id"] == intent["id"])
+            .expect("delivered");
+        assert!(
+            arrived.duration_since(asked) >= Duration::from_millis(1000),
+            "held back at least delay_ms"
+        );
+    }
     provider.stop().await;
 }

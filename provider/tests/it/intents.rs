@@ -176,7 +176,7 @@ async fn cancel_voids_what_is_not_captured_and_refuses_what_is() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Well past the async delay the canceled intent has not captured.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = provider.intent(id).await;
     assert_eq!(
         (&later["status"], &later["amount_received"]),

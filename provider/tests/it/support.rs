@@ -27,7 +27,9 @@ pub(crate) fn data_dir() -> tempfile::TempDir {
 /// The test settings: a short async delay and quick webhook retries.
 pub(crate) fn config(dir: &tempfile::TempDir) -> Config {
     Config {
-        async_delay: Duration::from_millis(300),
+        // Long enough that a test acts on a processing intent before it
+        // settles, even on a busy machine.
+        async_delay: Duration::from_secs(1),
         webhook_first_retry: Duration::from_millis(100),
         ..Config::local(dir.path())
     }
@@ -179,8 +181,9 @@ struct ReceiverState {
     down: std::sync::atomic::AtomicBool,
     /// Attempts per event id, failed ones included.
     attempts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    /// Deliveries answered 200, verified, in the order they came.
-    delivered: std::sync::Mutex<Vec<Value>>,
+    /// Deliveries answered 200, verified, in the order they came, with
+    /// when they came.
+    delivered: std::sync::Mutex<Vec<(tokio::time::Instant, Value)>>,
     forged: std::sync::atomic::AtomicUsize,
 }
 
@@ -220,7 +223,11 @@ impl Receiver {
                 return StatusCode::BAD_REQUEST;
             }
             let event: Value = serde_json::from_slice(&body).expect("a JSON event");
-            state.delivered.lock().expect("not poisoned").push(event);
+            state
+                .delivered
+                .lock()
+                .expect("not poisoned")
+                .push((tokio::time::Instant::now(), event));
             StatusCode::OK
         }
         let app = axum::Router::new()
@@ -239,6 +246,11 @@ impl Receiver {
 
     /// The events delivered and verified, in arrival order.
     pub(crate) fn delivered(&self) -> Vec<Value> {
+        self.arrivals().into_iter().map(|(_, event)| event).collect()
+    }
+
+    /// The events delivered and verified, with when each arrived.
+    pub(crate) fn arrivals(&self) -> Vec<(tokio::time::Instant, Value)> {
         self.state.delivered.lock().expect("not poisoned").clone()
     }
 
