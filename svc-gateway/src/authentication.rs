@@ -652,8 +652,9 @@ mod tests {
         assert!(verifier.verify(&sign(&second, &body)).await.is_ok());
     }
 
-    #[tokio::test]
-    async fn verified_tokens_are_remembered_until_the_keys_change() {
+    /// A verifier reading a JWKS file that holds one key, `k1`: the file's
+    /// directory (kept while the test runs), its path, the key, the verifier.
+    async fn trusting_one_key() -> (tempfile::TempDir, std::path::PathBuf, Ed25519Signer, Arc<TokenVerifier>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("jwks.json");
         let signer = key("k1");
@@ -661,6 +662,12 @@ mod tests {
         let verifier = TokenVerifier::start(&settings(Some(&path)), vec![])
             .await
             .expect("verifier");
+        (dir, path, signer, verifier)
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_until_the_keys_change() {
+        let (_dir, path, signer, verifier) = trusting_one_key().await;
         let token = sign(&signer, &claims(json!({})));
         assert!(verifier.verify(&token).await.is_ok());
         assert!(verifier.verified.get(&token).is_some(), "remembered");
@@ -673,13 +680,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_verification_that_began_before_a_key_was_withdrawn_is_not_remembered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("jwks.json");
-        let signer = key("k1");
-        std::fs::write(&path, json!({"keys": [signer.public_jwk()]}).to_string()).expect("write");
-        let verifier = TokenVerifier::start(&settings(Some(&path)), vec![])
-            .await
-            .expect("verifier");
+        let (_dir, path, signer, verifier) = trusting_one_key().await;
         let token = sign(&signer, &claims(json!({})));
         // The signature checks out against the set of the time…
         let verified = verifier.check(&token).await.expect("valid against the first set");
