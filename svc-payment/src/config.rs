@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::Url;
 use shop_runtime::config::{ConfigError, EnvReader, ServiceSettings};
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,10 @@ pub struct Config {
     /// failed (default 3). Calls the provider refused do not count: they
     /// are retried for as long as it stays away.
     pub max_attempts: u32,
+    /// `PAYMENT_PROVIDER_URL`: the payment provider's HTTP API (e.g. the
+    /// `payment-provider` emulator at `http://127.0.0.1:12111`). Unset: the
+    /// simulator in svc-payment's own database.
+    pub provider_url: Option<Url>,
 }
 
 impl shop_runtime::config::HasBasics for Config {
@@ -30,12 +35,77 @@ impl Config {
     }
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let provider_url: Option<Url> = env.optional("PAYMENT_PROVIDER_URL", "e.g. http://127.0.0.1:12111");
+        if let Some(url) = &provider_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            env.problem(format!(
+                "PAYMENT_PROVIDER_URL={url} is not an http(s) URL (e.g. http://127.0.0.1:12111)"
+            ));
+        }
         let config = Self {
             service: ServiceSettings::read(&mut env, &shop_runtime::registry::PAYMENT),
             provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
             max_attempts: env.count("PAYMENT_MAX_ATTEMPTS", 3),
+            provider_url,
         };
         env.finish()?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_URL", "nats://127.0.0.1:4222".into()),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/shop_payment".into()),
+            (
+                shop_runtime::identity::VERIFYING_KEY_FILE,
+                shop_runtime::identity::throwaway_keys().verifying.display().to_string(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn without_a_provider_url_the_simulator_charges() {
+        let config = Config::read(EnvReader::from_map(base())).expect("valid");
+        assert_eq!(config.provider_url, None);
+        assert_eq!(config.provider_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn reads_the_provider_url() {
+        let mut env = base();
+        env.push(("PAYMENT_PROVIDER_URL", "http://127.0.0.1:12111".into()));
+        let config = Config::read(EnvReader::from_map(env)).expect("valid");
+        assert_eq!(
+            config.provider_url.map(String::from).as_deref(),
+            Some("http://127.0.0.1:12111/")
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        for url in ["ftp://127.0.0.1:12111", "127.0.0.1:12111", "not a url"] {
+            let mut env = base();
+            env.extend([
+                ("PAYMENT_PROVIDER_URL", url.into()),
+                ("PAYMENT_PROVIDER_TIMEOUT", "0s".into()),
+                ("PAYMENT_MAX_ATTEMPTS", "none".into()),
+            ]);
+            let err = Config::read(EnvReader::from_map(env)).expect_err("bad settings");
+            let text = err.to_string();
+            for key in [
+                "PAYMENT_PROVIDER_URL",
+                "PAYMENT_PROVIDER_TIMEOUT",
+                "PAYMENT_MAX_ATTEMPTS",
+            ] {
+                assert!(text.contains(key), "{key} missing from {text}");
+            }
+            assert_eq!(err.problems.len(), 3, "{url}: {text}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! svc-payment: charges for reserved orders.
 //!
 //! Serves `shop.payment.v1.PaymentService` and plays the payment part of the
-//! checkout saga ([`saga`]) against a [`provider::PaymentProvider`]; the
-//! default is the deterministic [`provider::SimulatedProvider`].
+//! checkout saga ([`saga`]) against a [`provider::PaymentProvider`]: a
+//! provider's HTTP API ([`provider::HttpProvider`]) when
+//! `PAYMENT_PROVIDER_URL` is set, else the deterministic
+//! [`provider::SimulatedProvider`].
 
 mod api;
 pub mod config;
@@ -13,13 +15,15 @@ mod store;
 
 use std::sync::Arc;
 
+use provider::PaymentProvider;
 use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use shop_runtime::{
     CancellationToken, Listeners, grpc,
-    host::{Host, HostError},
+    host::{Bus, Host, HostError},
     outbox::Outbox,
     registry,
 };
+use sqlx::PgPool;
 
 pub use config::Config;
 
@@ -34,7 +38,33 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let bus = host.nats(&config.service.messaging).await?;
     let outbox = Outbox::new("svc-payment");
     host.spawn_relay(&bus, &pool, &outbox);
-    let provider = Arc::new(provider::SimulatedProvider::new(pool.clone()));
+    match &config.provider_url {
+        Some(url) => {
+            let provider = provider::HttpProvider::new(url.clone(), config.provider_timeout)
+                .map_err(|e| HostError::setup("the payment provider's client", e))?;
+            tracing::info!(%url, "charging through the payment provider's HTTP API");
+            spawn_saga(&mut host, &bus, &pool, &outbox, &config, Arc::new(provider)).await?;
+        }
+        None => {
+            let provider = provider::SimulatedProvider::new(pool.clone());
+            spawn_saga(&mut host, &bus, &pool, &outbox, &config, Arc::new(provider)).await?;
+        }
+    }
+
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
+    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
+    host.serve(router, health, listeners).await
+}
+
+/// Runs the saga's two consumers, charging through `provider`.
+async fn spawn_saga<P: PaymentProvider>(
+    host: &mut Host,
+    bus: &Bus,
+    pool: &PgPool,
+    outbox: &Outbox,
+    config: &Config,
+    provider: Arc<P>,
+) -> Result<(), HostError> {
     let saga = |consumer| saga::PaymentSaga {
         pool: pool.clone(),
         outbox: outbox.clone(),
@@ -44,10 +74,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         max_attempts: config.max_attempts,
     };
     let (reserved, cancelled) = (saga(saga::RESERVED_CONSUMER), saga(saga::CANCELLED_CONSUMER));
-    host.spawn_consumer(&bus, saga::RESERVED_CONSUMER, reserved).await?;
-    host.spawn_consumer(&bus, saga::CANCELLED_CONSUMER, cancelled).await?;
-
-    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
-    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
-    host.serve(router, health, listeners).await
+    host.spawn_consumer(bus, saga::RESERVED_CONSUMER, reserved).await?;
+    host.spawn_consumer(bus, saga::CANCELLED_CONSUMER, cancelled).await?;
+    Ok(())
 }

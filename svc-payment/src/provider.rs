@@ -1,14 +1,22 @@
-//! The payment provider interface and the deterministic simulator.
+//! The payment provider interface and its two implementations: the
+//! deterministic simulator in svc-payment's own database
+//! ([`SimulatedProvider`], the default) and a Stripe-shaped HTTP API such as
+//! the `shop-provider` emulator ([`HttpProvider`], with
+//! `PAYMENT_PROVIDER_URL`).
 //!
 //! Every call carries the payment's idempotency key: the provider makes at
 //! most one charge per key, so a call that timed out can be retried safely
 //! and yields the original outcome.
+
+mod http;
 
 use std::future::Future;
 
 use shop_runtime::values::Money;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+pub use http::{HttpProvider, HttpProviderError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
@@ -29,10 +37,12 @@ pub enum ProviderError {
 
 pub trait PaymentProvider: Send + Sync + 'static {
     /// Charges `amount` once per `key`; a repeated key returns the first
-    /// outcome without charging again.
+    /// outcome without charging again. `order_id`, the order it pays, is
+    /// only recorded with the charge (the same for every call of a key).
     fn charge(
         &self,
         key: Uuid,
+        order_id: &str,
         amount: Money,
         method: &str,
     ) -> impl Future<Output = Result<ChargeOutcome, ProviderError>> + Send;
@@ -84,7 +94,13 @@ fn unavailable(e: sqlx::Error) -> ProviderError {
 }
 
 impl PaymentProvider for SimulatedProvider {
-    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
+    async fn charge(
+        &self,
+        key: Uuid,
+        _order_id: &str,
+        amount: Money,
+        method: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
         let status = if method == "pm_card_declined" || !method.starts_with("pm_card_") {
             "declined"
         } else {

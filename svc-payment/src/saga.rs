@@ -134,7 +134,7 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                     let amount = new
                         .amount
                         .ok_or_else(|| HandleError::Reject("total is missing".into()))?;
-                    let (charged, details) = self.charge(payment_id, amount, method).await;
+                    let (charged, details) = self.charge(payment_id, new.order_id, amount, method).await;
                     answer = details;
                     Input::Charged(charged)
                 }
@@ -261,11 +261,11 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     }
 
     /// The provider's charge, bounded by the provider timeout.
-    async fn charge(&self, payment_id: Uuid, amount: Money, method: &str) -> (ChargeAnswer, Answer) {
+    async fn charge(&self, payment_id: Uuid, order_id: &str, amount: Money, method: &str) -> (ChargeAnswer, Answer) {
         // The provider is another company's system: its time is its own span.
         let call = self
             .provider
-            .charge(payment_id, amount, method)
+            .charge(payment_id, order_id, amount, method)
             .instrument(tracing::info_span!("provider charge", otel.kind = "client", %payment_id));
         let answer = tokio::time::timeout(self.provider_timeout, call)
             .await

@@ -28,8 +28,14 @@ struct CrashAfterFirstVoid {
 }
 
 impl PaymentProvider for CrashAfterFirstVoid {
-    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
-        self.inner.charge(key, amount, method).await
+    async fn charge(
+        &self,
+        key: Uuid,
+        order_id: &str,
+        amount: Money,
+        method: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
+        self.inner.charge(key, order_id, amount, method).await
     }
 
     async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
@@ -227,10 +233,16 @@ struct ChargeLosesToCancellation {
 }
 
 impl PaymentProvider for ChargeLosesToCancellation {
-    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
+    async fn charge(
+        &self,
+        key: Uuid,
+        order_id: &str,
+        amount: Money,
+        method: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
         self.charging.notify_one();
         self.voided.notified().await;
-        self.inner.charge(key, amount, method).await
+        self.inner.charge(key, order_id, amount, method).await
     }
 
     async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
@@ -284,8 +296,14 @@ struct HeldAnswerFailingVoids {
 }
 
 impl PaymentProvider for HeldAnswerFailingVoids {
-    async fn charge(&self, key: Uuid, amount: Money, method: &str) -> Result<ChargeOutcome, ProviderError> {
-        let outcome = self.inner.charge(key, amount, method).await;
+    async fn charge(
+        &self,
+        key: Uuid,
+        order_id: &str,
+        amount: Money,
+        method: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
+        let outcome = self.inner.charge(key, order_id, amount, method).await;
         self.charged.notify_one();
         self.answer.notified().await;
         outcome
