@@ -17,7 +17,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use uuid::Uuid;
 
 /// Each provider call's deadline in these tests.
-const DEADLINE: Duration = Duration::from_secs(1);
+const DEADLINE: Duration = Duration::from_secs(2);
 
 /// Upper bound of every wait: generous for a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(20);
