@@ -7,6 +7,22 @@ import { appendFileSync, mkdirSync } from "node:fs";
 const SCREENS = "test-results/screens";
 mkdirSync(SCREENS, { recursive: true });
 
+// A page that throws, or that the content security policy stops, fails its
+// test even when what the test looks at still shows.
+const problems: string[] = [];
+test.beforeEach(({ page }) => {
+  problems.length = 0;
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}\n${error.stack ?? ""}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content.Security.Policy|Refused to/i.test(message.text())) {
+      problems.push(`blocked: ${message.text()}`);
+    }
+  });
+});
+test.afterEach(() => {
+  expect(problems, "the page threw or was blocked").toEqual([]);
+});
+
 async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: `${SCREENS}/${name}.png`, fullPage: true });
 }
