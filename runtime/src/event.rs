@@ -77,6 +77,7 @@ events! {
     InventoryReleased(order_id) => "inventory.released",
     PaymentSucceeded(order_id) => "payments.succeeded",
     PaymentFailed(order_id) => "payments.failed",
+    PaymentAwaiting(order_id) => "payments.awaiting",
     PaymentRefunded(order_id) => "payments.refunded",
     ProductChanged(sku) => "catalog.product_changed",
 }

@@ -19,7 +19,8 @@ pub struct ServiceSpec {
     pub database: Option<&'static str>,
     /// Whether it keeps its state in Redis.
     pub redis: bool,
-    /// The public gRPC services it serves (full names).
+    /// The gRPC services it serves (full names); the gateway routes each
+    /// RPC of them as its access policy says.
     pub serves: &'static [&'static str],
     /// The variables through which the others are told its URL.
     pub url_vars: &'static [&'static str],
@@ -50,7 +51,10 @@ pub const PAYMENT: ServiceSpec = ServiceSpec {
     admin_port: 9053,
     database: Some("shop_payment"),
     redis: false,
-    serves: &["shop.payment.v1.PaymentService"],
+    serves: &[
+        "shop.payment.v1.PaymentService",
+        "shop.payment.v1.PaymentWebhookService",
+    ],
     url_vars: &["PAYMENT_URL"],
 };
 

@@ -19,6 +19,8 @@ pub enum Access {
     Admin,
     /// Anyone, only while development auth is on.
     DevOnly,
+    /// Never routed: the platform calls it itself.
+    Internal,
 }
 
 impl Access {
@@ -28,6 +30,7 @@ impl Access {
             2 => Self::Customer,
             3 => Self::Admin,
             4 => Self::DevOnly,
+            5 => Self::Internal,
             _ => Self::Unspecified,
         }
     }
@@ -204,6 +207,10 @@ mod tests {
         expect("/shop.inventory.v1.InventoryService/Restock", Access::Admin);
         expect("/shop.order.v1.OrderService/PlaceOrder", Access::Customer);
         expect("/shop.auth.v1.DevAuthService/IssueToken", Access::DevOnly);
+        expect(
+            "/shop.payment.v1.PaymentWebhookService/ReceiveWebhook",
+            Access::Internal,
+        );
         let checkout = table.get("/shop.cart.v1.CartService/Checkout").expect("Checkout");
         assert_eq!(
             checkout.calls_on_behalf,

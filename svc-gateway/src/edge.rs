@@ -282,6 +282,7 @@ fn authorize(access: Access, identity: Option<&Identity>) -> Result<(), Error> {
     };
     match access {
         Access::Unspecified => Err(Error::PermissionDenied("this method has no access policy")),
+        Access::Internal => Err(Error::PermissionDenied("this method is not served through the gateway")),
         // Dev-only methods are routed only while dev auth is on.
         Access::Public | Access::DevOnly => Ok(()),
         Access::Customer => {
@@ -434,10 +435,12 @@ mod tests {
             Err(Error::PermissionDenied(_))
         ));
         assert!(authorize(Access::Admin, Some(&admin)).is_ok());
-        assert!(matches!(
-            authorize(Access::Unspecified, Some(&admin)),
-            Err(Error::PermissionDenied(_))
-        ));
+        for never in [Access::Unspecified, Access::Internal] {
+            assert!(matches!(
+                authorize(never, Some(&admin)),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
     }
 
     #[tokio::test]

@@ -77,6 +77,10 @@ fn reason_sentence(reason: OrderCancelReason) -> &'static str {
             "We could not complete it in time, so the items we held for you were released. \
              Any amount already charged will be refunded."
         }
+        OrderCancelReason::PaymentNotAuthenticated => {
+            "The payment was not confirmed with your bank in time, so the items we held for you were \
+             released. Nothing was charged."
+        }
         OrderCancelReason::Unspecified => "Any amount already charged will be refunded.",
     }
 }

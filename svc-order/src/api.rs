@@ -64,6 +64,8 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         created_at: Some(timestamp(order.created_at)),
         updated_at: Some(timestamp(order.updated_at)),
         payment_method: order.payment_method.clone(),
+        payment_wait: pb::PaymentWait::Unspecified as i32,
+        next_action_url: String::new(),
     }
 }
 

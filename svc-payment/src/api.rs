@@ -57,6 +57,7 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
             failure_reason: payment.failure_reason.unwrap_or_default(),
             created_at: Some(timestamp(payment.created_at)),
             updated_at: Some(timestamp(payment.updated_at)),
+            next_action_url: String::new(),
         }))
     }
 }
