@@ -1,11 +1,12 @@
 //! The provider's settings, from the environment (`PROVIDER_*`), every
 //! problem reported at once.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use shop_runtime::{
     config::{ConfigError, EnvReader, LogFormat},
     telemetry::TracingSettings,
+    webhook_secret::WebhookSecret,
 };
 
 #[derive(Debug, Clone)]
@@ -45,48 +46,6 @@ pub struct WebhookSettings {
     pub secret: WebhookSecret,
 }
 
-/// A Standard Webhooks signing secret, `whsec_` and base64. `Debug` and
-/// `Display` show `whsec_***`, so settings can be logged whole.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WebhookSecret(String);
-
-impl WebhookSecret {
-    /// The secret: for signing, never for logs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The signer of this secret.
-    pub fn signer(&self) -> standardwebhooks::Webhook {
-        standardwebhooks::Webhook::new(&self.0).expect("a secret that decodes, as `from_str` checked")
-    }
-}
-
-impl FromStr for WebhookSecret {
-    type Err = String;
-    fn from_str(raw: &str) -> Result<Self, String> {
-        let Some(key) = raw.strip_prefix("whsec_") else {
-            return Err("must start with whsec_".into());
-        };
-        if key.is_empty() || standardwebhooks::Webhook::new(raw).is_err() {
-            return Err("whsec_ must be followed by a base64 key".into());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-}
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"whsec_***\"")
-    }
-}
-
-impl fmt::Display for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("whsec_***")
-    }
-}
-
 pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 12111);
 
 impl Config {
@@ -110,17 +69,7 @@ impl Config {
         {
             env.problem(format!("PROVIDER_WEBHOOK_URL={url} is not an http(s) URL"));
         }
-        // Parsed here, not by the reader, which would echo a bad value.
-        let secret = match env.optional::<String>("PROVIDER_WEBHOOK_SECRET", "whsec_ and a base64 key") {
-            None => None,
-            Some(raw) => match raw.trim().parse::<WebhookSecret>() {
-                Ok(secret) => Some(secret),
-                Err(why) => {
-                    env.problem(format!("PROVIDER_WEBHOOK_SECRET is invalid: {why}"));
-                    None
-                }
-            },
-        };
+        let secret = WebhookSecret::read_optional(&mut env, "PROVIDER_WEBHOOK_SECRET");
         let webhook = match (webhook_url, secret) {
             (Some(url), Some(secret)) => Some(WebhookSettings { url, secret }),
             (Some(_), None) => {

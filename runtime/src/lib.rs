@@ -4,7 +4,8 @@
 //!   gRPC services it serves and how others find it.
 //! - [`entry`] and [`host`]: a service's life — config, telemetry, connect,
 //!   migrate, spawn its tasks, serve, stop every task on shutdown.
-//! - [`config`]: typed settings from the environment, all problems at once.
+//! - [`config`]: typed settings from the environment, all problems at once;
+//!   [`webhook_secret`]: the payment provider's webhook signing secret.
 //! - [`telemetry`] and [`trace`]: tracing setup; one trace id per checkout,
 //!   carried through every event.
 //! - [`grpc`] and [`admin`]: the gRPC server with health and reflection, and
@@ -46,6 +47,7 @@ pub mod telemetry;
 pub mod topology;
 pub mod trace;
 pub mod upstream;
+pub mod webhook_secret;
 
 pub use tokio_util::sync::CancellationToken;
 pub mod values;
