@@ -60,6 +60,14 @@ pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failure
 /// Orders past their deadline svc-order could not cancel (left for the
 /// next sweep).
 pub const ORDER_DEADLINE_FAILURES: &str = "shop_order_deadline_failures_total";
+/// Payment provider webhooks by what became of them, `{result}`: at the
+/// gateway (`forwarded`, `too_large`, `rate_limited`,
+/// `upstream_unavailable`) and at svc-payment (`stored`, `duplicate`,
+/// `bad_signature`, `stale`, `no_secret`, `malformed`, `too_large`,
+/// `unavailable`).
+pub const WEBHOOKS: &str = "shop_webhooks_total";
+/// Rounds of payment reconciliation, `{result}`: `ok`, `failed`.
+pub const RECONCILIATIONS: &str = "shop_payment_reconciliations_total";
 
 /// Products svc-order and svc-cart looked up in their copy of the catalog
 /// (`shop_catalog`), `{result}`: `hit` or `miss` (asked of svc-inventory).

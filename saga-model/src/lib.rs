@@ -398,7 +398,8 @@ impl Shop {
             Some(payment::Publish::Succeeded) => self.publish(state, Event::PaymentSucceeded, msg.order),
             Some(payment::Publish::Failed(_)) => self.publish(state, Event::PaymentFailed, msg.order),
             Some(payment::Publish::Refunded) => self.publish(state, Event::PaymentRefunded, msg.order),
-            None => {}
+            // The model's cards settle in the charge's answer: nothing waits.
+            Some(payment::Publish::Awaiting) | None => {}
         }
         match decision.then {
             payment::Then::Done => {

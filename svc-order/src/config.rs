@@ -56,7 +56,7 @@ impl Config {
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
         let methods: String = env.or(
             "ACCEPTED_PAYMENT_METHODS",
-            "pm_card_ok,pm_card_declined,pm_card_timeout".to_owned(),
+            "pm_card_ok,pm_card_declined,pm_card_timeout,pm_card_3ds,pm_card_async,pm_card_async_declined".to_owned(),
             "",
         );
         let mut accepted_payment_methods = Vec::new();

@@ -9,7 +9,10 @@ use shop_runtime::{
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::{domain::Status as PaymentStatus, store};
+use crate::{
+    domain::{Status as PaymentStatus, Wait},
+    store,
+};
 
 /// What clients are told is away when something internal fails.
 const PAYMENTS: Resource = Resource::plural("payments");
@@ -23,6 +26,8 @@ fn status_of(status: PaymentStatus) -> pb::PaymentStatus {
     match status {
         // Still unsettled to the customer: it ends failed or cancelled.
         PaymentStatus::Pending { .. } | PaymentStatus::Voiding(_) => pb::PaymentStatus::Pending,
+        PaymentStatus::Awaiting(Wait::Processing) => pb::PaymentStatus::Processing,
+        PaymentStatus::Awaiting(Wait::CustomerAction) => pb::PaymentStatus::RequiresAction,
         PaymentStatus::Succeeded => pb::PaymentStatus::Succeeded,
         PaymentStatus::Failed => pb::PaymentStatus::Failed,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
@@ -57,7 +62,10 @@ impl pb::payment_service_server::PaymentService for PaymentApi {
             failure_reason: payment.failure_reason.unwrap_or_default(),
             created_at: Some(timestamp(payment.created_at)),
             updated_at: Some(timestamp(payment.updated_at)),
-            next_action_url: String::new(),
+            next_action_url: match payment.status {
+                PaymentStatus::Awaiting(Wait::CustomerAction) => payment.next_action_url.unwrap_or_default(),
+                _ => String::new(),
+            },
         }))
     }
 }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use reqwest::Url;
-use shop_runtime::config::{ConfigError, EnvReader, ServiceSettings};
+use shop_runtime::{
+    config::{ConfigError, EnvReader, ServiceSettings},
+    webhook_secret::WebhookSecret,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +24,14 @@ pub struct Config {
     /// `payment-provider` emulator at `http://127.0.0.1:12111`). Unset: the
     /// simulator in svc-payment's own database.
     pub provider_url: Option<Url>,
+    /// `PAYMENT_WEBHOOK_SECRET`, then `PAYMENT_WEBHOOK_PREVIOUS_SECRET`:
+    /// the secrets a provider webhook's signature may verify against (the
+    /// previous one while a rotation is under way). None: every webhook
+    /// is refused, and reconciliation alone settles payments.
+    pub webhook_secrets: Vec<WebhookSecret>,
+    /// `PAYMENT_RECONCILE_INTERVAL`: how often the provider's event list is
+    /// read for what no webhook brought (default 30s).
+    pub reconcile_interval: Duration,
 }
 
 impl shop_runtime::config::HasBasics for Config {
@@ -48,6 +59,11 @@ impl Config {
             provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
             max_attempts: env.count("PAYMENT_MAX_ATTEMPTS", 3),
             provider_url,
+            webhook_secrets: ["PAYMENT_WEBHOOK_SECRET", "PAYMENT_WEBHOOK_PREVIOUS_SECRET"]
+                .into_iter()
+                .filter_map(|key| WebhookSecret::read_optional(&mut env, key))
+                .collect(),
+            reconcile_interval: env.positive_duration("PAYMENT_RECONCILE_INTERVAL", Duration::from_secs(30)),
         };
         env.finish()?;
         Ok(config)

@@ -3,11 +3,14 @@
 //! ```text
 //!                 reserved            charged
 //!  (none) ─────────────────▶ PENDING ─────────▶ SUCCEEDED ──cancelled, refunded──▶ REFUNDED
-//!    │ │  reserved, expired    │ │  declined
-//!    │ └─────────────▶ FAILED ◀┘ │           out of attempts,     voided
-//!    │                     ▲     └─────────▶ VOIDING ──────────────────┘ (FAILED, or
-//!    │ cancelled           └─────────────────┘ ▲   order cancelled       CANCELLED when
-//!    └───────────▶ CANCELLED                   └─────────────────────    its order was)
+//!    │ │  reserved, expired    │ │ │  declined      ▲                                  ▲
+//!    │ └─────────────▶ FAILED ◀┘ │ └──▶ AWAITING ───┘ settled (webhook or             │
+//!    │                     ▲     │      (processing,     reconciliation)             │
+//!    │                     │     │       customer action)                            │
+//!    │                     │     │  out of attempts,     voided                      │
+//!    │                     │     └─────────▶ VOIDING ──────────────────┘ (FAILED, or │
+//!    │ cancelled           └─────────────────┘ ▲   order cancelled       CANCELLED)  │
+//!    └───────────▶ CANCELLED ──captured late───┘ (LateCapture) ──refunded───────────┘
 //! ```
 //!
 //! A handler asks [`decide`] what an input means for the payment as it
@@ -16,6 +19,11 @@
 //! decision names, and feeds its answer back to [`decide`] in a new
 //! transaction. Provider calls never happen inside a transaction. The saga
 //! model (`saga-model`) checks this function over every interleaving.
+//!
+//! What the provider says by webhook is only a hint: the handler reads what
+//! stands under the payment's key from the provider itself and decides on
+//! that ([`Input::Found`]), so a late, repeated, reordered or false webhook
+//! changes nothing the provider did not do.
 
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,12 +33,25 @@ pub enum Status {
     Pending {
         attempts: u32,
     },
+    /// The provider took the charge but has not settled it: it settles by
+    /// itself, or once the customer authenticated. Its word comes by
+    /// webhook or reconciliation.
+    Awaiting(Wait),
     /// Whatever was charged is being voided; never charged again.
     Voiding(Voiding),
     Succeeded,
     Failed,
     Refunded,
     Cancelled,
+}
+
+/// What an unsettled charge waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Wait {
+    /// The provider settles it later (a bank debit, a wallet).
+    Processing,
+    /// The customer must authenticate it (3-D Secure).
+    CustomerAction,
 }
 
 /// Why a payment is being voided.
@@ -40,6 +61,9 @@ pub enum Voiding {
     OutOfAttempts,
     /// Its order was cancelled while the charge was unsettled.
     OrderCancelled,
+    /// Money was captured for a payment that had already ended (failed or
+    /// cancelled): it goes back.
+    LateCapture,
 }
 
 /// What a payment hears, or what the provider answered.
@@ -51,6 +75,9 @@ pub enum Input {
     Cancelled,
     /// The answer to [`Call::Charge`].
     Charged(ChargeAnswer),
+    /// What the provider shows under the payment's key now, read after a
+    /// webhook or by reconciliation.
+    Found(Standing),
     /// The answer to [`Call::Void`].
     Voided(VoidAnswer),
 }
@@ -59,10 +86,24 @@ pub enum Input {
 pub enum ChargeAnswer {
     Succeeded,
     Declined,
+    /// Taken but not settled.
+    Awaiting(Wait),
     /// Refused: nothing was charged, and the call can be repeated.
     Unavailable,
     /// No answer in time: the charge may or may not have happened.
     Timeout,
+}
+
+/// Where the money under a payment's key stands at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Standing {
+    /// Captured, and not all of it refunded.
+    Captured,
+    /// Not settled yet.
+    Awaiting(Wait),
+    /// Nothing taken, and nothing will be: declined, cancelled, or
+    /// refunded in full.
+    NothingHeld,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,6 +129,8 @@ pub enum Call {
 pub enum Publish {
     Succeeded,
     Failed(FailReason),
+    /// `payments.awaiting`: what the charge now waits for.
+    Awaiting,
     Refunded,
 }
 
@@ -166,9 +209,19 @@ impl Decision {
 /// no payment for the order yet). `max_attempts`: timed-out charges before
 /// the charge is voided.
 pub fn decide(current: Option<Status>, input: Input, max_attempts: u32) -> Decision {
-    use Status::{Cancelled, Failed, Pending, Refunded, Succeeded};
+    use ChargeAnswer as A;
+    use Standing as S;
+    use Status::{Awaiting, Cancelled, Failed, Pending, Refunded, Succeeded, Voiding as V};
     let charge = Decision::then(Then::Call(Call::Charge));
     let void = Decision::then(Then::Call(Call::Void));
+    let succeed = Decision::done().to(Succeeded).publish(Publish::Succeeded);
+    let decline = Decision::done()
+        .to(Failed)
+        .publish(Publish::Failed(FailReason::Declined));
+    let wait = |from: Option<Wait>, wait: Wait| match from == Some(wait) {
+        true => Decision::done(),
+        false => Decision::done().to(Awaiting(wait)).publish(Publish::Awaiting),
+    };
     match (current, input) {
         // The stock is gone already; charging now would only mean a refund.
         (None, Input::Reserved { expired: true }) => Decision::done()
@@ -179,69 +232,93 @@ pub fn decide(current: Option<Status>, input: Input, max_attempts: u32) -> Decis
         (Some(Pending { .. }), Input::Reserved { .. }) => charge,
         // Never charge again: the provider would answer with the original
         // charge, refunded or not.
-        (Some(Status::Voiding(_)), Input::Reserved { .. }) => void,
-        (Some(Succeeded | Failed | Refunded | Cancelled), Input::Reserved { .. }) => Decision::done(),
+        (Some(V(_)), Input::Reserved { .. }) => void,
+        // The provider has the charge; its word settles it.
+        (Some(Awaiting(_) | Succeeded | Failed | Refunded | Cancelled), Input::Reserved { .. }) => Decision::done(),
 
         // Cancelled before any charge: a tombstone, so a late
         // `inventory.reserved` charges nothing.
         (None, Input::Cancelled) => Decision::done().to(Cancelled),
-        // A charge in flight (or stuck behind an outage) for an order that
-        // is over: the intent comes first, so it can no longer succeed.
-        (Some(Pending { .. } | Status::Voiding(_)), Input::Cancelled) => {
-            void.to(Status::Voiding(Voiding::OrderCancelled))
-        }
+        // A charge in flight, unsettled, or stuck behind an outage, for an
+        // order that is over: the intent comes first, so it can no longer
+        // succeed.
+        (
+            Some(Pending { .. } | Awaiting(_) | V(Voiding::OutOfAttempts | Voiding::OrderCancelled)),
+            Input::Cancelled,
+        ) => void.to(V(Voiding::OrderCancelled)),
+        // Going back already, and announced as a refund when it is.
+        (Some(V(Voiding::LateCapture)), Input::Cancelled) => void,
         (Some(Succeeded), Input::Cancelled) => void,
         (Some(Failed | Refunded | Cancelled), Input::Cancelled) => Decision::done(),
 
-        (Some(Pending { .. }), Input::Charged(ChargeAnswer::Succeeded)) => {
-            Decision::done().to(Succeeded).publish(Publish::Succeeded)
-        }
-        (Some(Pending { .. }), Input::Charged(ChargeAnswer::Declined)) => Decision::done()
-            .to(Failed)
-            .publish(Publish::Failed(FailReason::Declined)),
+        (Some(Pending { .. } | Awaiting(_)), Input::Charged(A::Succeeded) | Input::Found(S::Captured)) => succeed,
+        (Some(Pending { .. } | Awaiting(_)), Input::Charged(A::Declined) | Input::Found(S::NothingHeld)) => decline,
+        (Some(Pending { .. }), Input::Charged(A::Awaiting(w)) | Input::Found(S::Awaiting(w))) => wait(None, w),
+        (Some(Awaiting(from)), Input::Charged(A::Awaiting(w)) | Input::Found(S::Awaiting(w))) => wait(Some(from), w),
         // An outage delays the payment, however long it lasts, without
         // failing it: the reservation's deadline bounds the wait.
-        (Some(Pending { .. }), Input::Charged(ChargeAnswer::Unavailable)) => {
+        (Some(Pending { .. }), Input::Charged(A::Unavailable)) => {
             Decision::then(Then::Retry("the provider is unavailable"))
         }
-        (Some(Pending { attempts }), Input::Charged(ChargeAnswer::Timeout)) => {
+        (Some(Pending { attempts }), Input::Charged(A::Timeout)) => {
             let attempts = attempts + 1;
             if attempts < max_attempts {
                 Decision::then(Then::Retry("the charge timed out")).to(Pending { attempts })
             } else {
                 // Out of attempts with an unknown outcome: make sure no
                 // charge stands, then fail the payment.
-                void.to(Status::Voiding(Voiding::OutOfAttempts))
+                void.to(V(Voiding::OutOfAttempts))
             }
         }
+        // A charge answer lost after the provider's own word came: that
+        // word stands, and the next one comes the same way.
+        (Some(Awaiting(_)), Input::Charged(A::Unavailable | A::Timeout)) => Decision::done(),
+
         // A voiding payment leaves `voiding` only once a void went through:
         // a charge in flight when the void began may still answer that it
         // took the money, and settling on that answer would leave the money
         // taken if the void then failed for good.
-        (Some(Status::Voiding(_)), Input::Charged(ChargeAnswer::Succeeded)) => void,
-        // A decline took nothing: the cancellation, or the decline, decides.
-        (Some(Status::Voiding(Voiding::OrderCancelled)), Input::Charged(ChargeAnswer::Declined)) => {
+        (
+            Some(V(_)),
+            Input::Charged(A::Succeeded | A::Awaiting(_) | A::Timeout) | Input::Found(S::Captured | S::Awaiting(_)),
+        ) => void,
+        (Some(V(_)), Input::Charged(A::Unavailable)) => Decision::then(Then::Retry("the provider is unavailable")),
+        // Nothing taken: the cancellation, or the decline, decides.
+        (Some(V(Voiding::OrderCancelled)), Input::Charged(A::Declined) | Input::Found(S::NothingHeld)) => {
             Decision::done().to(Cancelled)
         }
-        (Some(Status::Voiding(Voiding::OutOfAttempts)), Input::Charged(ChargeAnswer::Declined)) => Decision::done()
-            .to(Failed)
-            .publish(Publish::Failed(FailReason::Declined)),
-        (Some(Status::Voiding(_)), Input::Charged(ChargeAnswer::Unavailable)) => {
-            Decision::then(Then::Retry("the provider is unavailable"))
-        }
-        (Some(Status::Voiding(_)), Input::Charged(ChargeAnswer::Timeout)) => void,
-        (None | Some(Succeeded | Failed | Refunded | Cancelled), Input::Charged(_)) => Decision::done(),
-
-        (Some(Status::Voiding(Voiding::OutOfAttempts)), Input::Voided(VoidAnswer::Done)) => Decision::done()
+        (Some(V(Voiding::OutOfAttempts)), Input::Charged(A::Declined)) => decline,
+        (Some(V(Voiding::OutOfAttempts)), Input::Found(S::NothingHeld)) => Decision::done()
             .to(Failed)
             .publish(Publish::Failed(FailReason::ProviderUnreachable)),
-        (Some(Status::Voiding(Voiding::OrderCancelled)), Input::Voided(VoidAnswer::Done)) => {
-            Decision::done().to(Cancelled)
+        // The money was captured: a decline heard now is older than that.
+        (Some(V(Voiding::LateCapture)), Input::Charged(A::Declined)) => void,
+        // Refunded in full: what a void of a late capture waits for.
+        (Some(V(Voiding::LateCapture)), Input::Found(S::NothingHeld)) => {
+            Decision::done().to(Refunded).publish(Publish::Refunded)
         }
-        (Some(Succeeded), Input::Voided(VoidAnswer::Done)) => Decision::done().to(Refunded).publish(Publish::Refunded),
-        (None | Some(Pending { .. } | Failed | Refunded | Cancelled), Input::Voided(VoidAnswer::Done)) => {
-            Decision::done()
+
+        // A settled payment: its charge's late answers change nothing.
+        (None | Some(Succeeded | Failed | Refunded | Cancelled), Input::Charged(_)) => Decision::done(),
+        (None | Some(Succeeded | Refunded), Input::Found(_)) => Decision::done(),
+        // Money came in for a payment that had ended (an authentication
+        // finished after the order's cancellation): it goes back.
+        (Some(Failed | Cancelled), Input::Found(S::Captured)) => void.to(V(Voiding::LateCapture)),
+        // Still unsettled for a payment that ended: make sure it never is.
+        (Some(Failed | Cancelled), Input::Found(S::Awaiting(_))) => void,
+        (Some(Failed | Cancelled), Input::Found(S::NothingHeld)) => Decision::done(),
+
+        (Some(V(Voiding::OutOfAttempts)), Input::Voided(VoidAnswer::Done)) => Decision::done()
+            .to(Failed)
+            .publish(Publish::Failed(FailReason::ProviderUnreachable)),
+        (Some(V(Voiding::OrderCancelled)), Input::Voided(VoidAnswer::Done)) => Decision::done().to(Cancelled),
+        (Some(Succeeded | V(Voiding::LateCapture)), Input::Voided(VoidAnswer::Done)) => {
+            Decision::done().to(Refunded).publish(Publish::Refunded)
         }
+        (
+            None | Some(Pending { .. } | Awaiting(_) | Failed | Refunded | Cancelled),
+            Input::Voided(VoidAnswer::Done),
+        ) => Decision::done(),
         (_, Input::Voided(VoidAnswer::Failed)) => Decision::then(Then::Retry("the void or refund failed")),
     }
 }
@@ -258,8 +335,11 @@ mod tests {
             [
                 Status::Pending { attempts: 0 },
                 Status::Pending { attempts: MAX - 1 },
+                Status::Awaiting(Wait::Processing),
+                Status::Awaiting(Wait::CustomerAction),
                 Status::Voiding(Voiding::OutOfAttempts),
                 Status::Voiding(Voiding::OrderCancelled),
+                Status::Voiding(Voiding::LateCapture),
                 Status::Succeeded,
                 Status::Failed,
                 Status::Refunded,
@@ -280,26 +360,42 @@ mod tests {
             [
                 ChargeAnswer::Succeeded,
                 ChargeAnswer::Declined,
+                ChargeAnswer::Awaiting(Wait::Processing),
+                ChargeAnswer::Awaiting(Wait::CustomerAction),
                 ChargeAnswer::Unavailable,
                 ChargeAnswer::Timeout,
             ]
             .map(Input::Charged),
+        );
+        all.extend(
+            [
+                Standing::Captured,
+                Standing::Awaiting(Wait::Processing),
+                Standing::Awaiting(Wait::CustomerAction),
+                Standing::NothingHeld,
+            ]
+            .map(Input::Found),
         );
         all.extend([VoidAnswer::Done, VoidAnswer::Failed].map(Input::Voided));
         all
     }
 
     #[test]
-    fn settled_payments_move_only_from_succeeded_to_refunded() {
+    fn settled_payments_move_only_to_a_refund() {
         for current in statuses() {
             for input in inputs() {
                 let decision = decide(current, input, MAX);
                 if let Some(Status::Failed | Status::Refunded | Status::Cancelled) = current {
-                    assert_eq!(decision.to, None, "{current:?} moved on {input:?}");
-                    // A void that failed is repeated whatever the payment says.
-                    if input != Input::Voided(VoidAnswer::Failed) {
-                        assert_eq!(decision.then, Then::Done, "{current:?} on {input:?}");
-                    }
+                    // Only money captured after the end makes an ended
+                    // payment move: to be given back.
+                    let expected = match (current, input) {
+                        (Some(Status::Failed | Status::Cancelled), Input::Found(Standing::Captured)) => {
+                            Some(Status::Voiding(Voiding::LateCapture))
+                        }
+                        _ => None,
+                    };
+                    assert_eq!(decision.to, expected, "{current:?} moved on {input:?}");
+                    assert_eq!(decision.publish, None, "{current:?} on {input:?}");
                 }
                 if current == Some(Status::Succeeded) {
                     assert!(
@@ -313,8 +409,81 @@ mod tests {
     }
 
     #[test]
+    fn an_awaiting_payment_settles_only_on_the_providers_word() {
+        for wait in [Wait::Processing, Wait::CustomerAction] {
+            let awaiting = Some(Status::Awaiting(wait));
+            for input in inputs() {
+                let decision = decide(awaiting, input, MAX);
+                assert_ne!(decision.then, Then::Call(Call::Charge), "{wait:?} on {input:?}");
+                let settles = matches!(decision.to, Some(Status::Succeeded | Status::Failed));
+                let word = matches!(
+                    input,
+                    Input::Found(Standing::Captured | Standing::NothingHeld)
+                        | Input::Charged(ChargeAnswer::Succeeded | ChargeAnswer::Declined)
+                );
+                assert_eq!(settles, word, "{wait:?} on {input:?}: {decision:?}");
+                // Waiting is no failure: nothing is retried or given up.
+                assert!(!matches!(decision.then, Then::Retry(_)) || input == Input::Voided(VoidAnswer::Failed));
+            }
+        }
+    }
+
+    #[test]
+    fn a_payment_that_starts_or_changes_waiting_says_so_once() {
+        let processing = Status::Awaiting(Wait::Processing);
+        let action = Status::Awaiting(Wait::CustomerAction);
+        let charged = decide(
+            Some(Status::Pending { attempts: 0 }),
+            Input::Charged(ChargeAnswer::Awaiting(Wait::CustomerAction)),
+            MAX,
+        );
+        assert_eq!(charged, Decision::done().to(action).publish(Publish::Awaiting));
+        let again = decide(
+            Some(action),
+            Input::Found(Standing::Awaiting(Wait::CustomerAction)),
+            MAX,
+        );
+        assert_eq!(again, Decision::done());
+        let authenticated = decide(Some(action), Input::Found(Standing::Awaiting(Wait::Processing)), MAX);
+        assert_eq!(
+            authenticated,
+            Decision::done().to(processing).publish(Publish::Awaiting)
+        );
+    }
+
+    #[test]
+    fn a_capture_after_the_end_is_refunded_and_announced() {
+        for ended in [Status::Failed, Status::Cancelled] {
+            let late = decide(Some(ended), Input::Found(Standing::Captured), MAX);
+            assert_eq!(
+                late,
+                Decision::then(Then::Call(Call::Void)).to(Status::Voiding(Voiding::LateCapture))
+            );
+            let refunded = decide(late.to, Input::Voided(VoidAnswer::Done), MAX);
+            assert_eq!(
+                refunded,
+                Decision::done().to(Status::Refunded).publish(Publish::Refunded)
+            );
+            // Still unsettled when it ended: voided, and stays ended.
+            let unsettled = decide(Some(ended), Input::Found(Standing::Awaiting(Wait::Processing)), MAX);
+            assert_eq!(unsettled, Decision::then(Then::Call(Call::Void)));
+        }
+    }
+
+    #[test]
+    fn a_cancelled_order_voids_a_charge_that_waits() {
+        for wait in [Wait::Processing, Wait::CustomerAction] {
+            let decision = decide(Some(Status::Awaiting(wait)), Input::Cancelled, MAX);
+            assert_eq!(
+                decision,
+                Decision::then(Then::Call(Call::Void)).to(Status::Voiding(Voiding::OrderCancelled))
+            );
+        }
+    }
+
+    #[test]
     fn a_voiding_payment_is_never_charged_again() {
-        for voiding in [Voiding::OutOfAttempts, Voiding::OrderCancelled] {
+        for voiding in [Voiding::OutOfAttempts, Voiding::OrderCancelled, Voiding::LateCapture] {
             for input in inputs() {
                 let decision = decide(Some(Status::Voiding(voiding)), input, MAX);
                 assert_ne!(decision.then, Then::Call(Call::Charge), "{voiding:?} on {input:?}");
@@ -333,6 +502,10 @@ mod tests {
                     Some(Publish::Succeeded) => Status::Succeeded,
                     Some(Publish::Failed(_)) => Status::Failed,
                     Some(Publish::Refunded) => Status::Refunded,
+                    Some(Publish::Awaiting) => match d.to {
+                        Some(Status::Awaiting(wait)) => Status::Awaiting(wait),
+                        other => panic!("{current:?} on {input:?} announces waiting, moving to {other:?}"),
+                    },
                 };
                 assert_eq!(d.to, Some(expected), "{current:?} on {input:?}");
                 assert_eq!(d.then, Then::Done, "announced, so handled: {current:?} on {input:?}");
@@ -342,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_voiding_payment_that_hears_of_money_taken_voids_before_it_settles() {
-        for voiding in [Voiding::OutOfAttempts, Voiding::OrderCancelled] {
+        for voiding in [Voiding::OutOfAttempts, Voiding::OrderCancelled, Voiding::LateCapture] {
             let decision = decide(
                 Some(Status::Voiding(voiding)),
                 Input::Charged(ChargeAnswer::Succeeded),

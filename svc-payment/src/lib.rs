@@ -11,12 +11,16 @@ pub mod config;
 pub mod domain;
 pub mod provider;
 pub mod saga;
+pub mod settlement;
 mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use provider::PaymentProvider;
-use shop_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use shop_proto::payment::v1::{
+    payment_service_server::PaymentServiceServer, payment_webhook_service_server::PaymentWebhookServiceServer,
+};
 use shop_runtime::{
     CancellationToken, Listeners, grpc,
     host::{Bus, Host, HostError},
@@ -38,25 +42,44 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let bus = host.nats(&config.service.messaging).await?;
     let outbox = Outbox::new("svc-payment");
     host.spawn_relay(&bus, &pool, &outbox);
-    match &config.provider_url {
+    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
+    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool: pool.clone() }));
+    let router = match &config.provider_url {
         Some(url) => {
             let provider = provider::HttpProvider::new(url.clone(), config.provider_timeout)
                 .map_err(|e| HostError::setup("the payment provider's client", e))?;
             tracing::info!(%url, "charging through the payment provider's HTTP API");
-            spawn_saga(&mut host, &bus, &pool, &outbox, &config, Arc::new(provider)).await?;
+            let provider = Arc::new(provider);
+            let saga = spawn_saga(&mut host, &bus, &pool, &outbox, &config, provider.clone()).await?;
+            let settlement = Arc::new(settlement::Settlement {
+                pool: pool.clone(),
+                provider,
+                saga,
+            });
+            if config.webhook_secrets.is_empty() {
+                tracing::warn!(
+                    "no PAYMENT_WEBHOOK_SECRET: every webhook is refused; reconciliation alone settles payments"
+                );
+            }
+            let shutdown = host.shutdown();
+            host.spawn(settlement.clone().run(config.reconcile_interval, shutdown));
+            router.add_service(PaymentWebhookServiceServer::new(webhooks::WebhookApi {
+                pool,
+                secrets: config.webhook_secrets.clone(),
+                settlement,
+            }))
         }
         None => {
             let provider = provider::SimulatedProvider::new(pool.clone());
             spawn_saga(&mut host, &bus, &pool, &outbox, &config, Arc::new(provider)).await?;
+            router
         }
-    }
-
-    let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
-    let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool }));
+    };
     host.serve(router, health, listeners).await
 }
 
-/// Runs the saga's two consumers, charging through `provider`.
+/// Runs the saga's two consumers, charging through `provider`; returns a
+/// saga for what comes from elsewhere (webhooks, reconciliation).
 async fn spawn_saga<P: PaymentProvider>(
     host: &mut Host,
     bus: &Bus,
@@ -64,7 +87,7 @@ async fn spawn_saga<P: PaymentProvider>(
     outbox: &Outbox,
     config: &Config,
     provider: Arc<P>,
-) -> Result<(), HostError> {
+) -> Result<Arc<saga::PaymentSaga<P>>, HostError> {
     let saga = |consumer| saga::PaymentSaga {
         pool: pool.clone(),
         outbox: outbox.clone(),
@@ -76,5 +99,5 @@ async fn spawn_saga<P: PaymentProvider>(
     let (reserved, cancelled) = (saga(saga::RESERVED_CONSUMER), saga(saga::CANCELLED_CONSUMER));
     host.spawn_consumer(bus, saga::RESERVED_CONSUMER, reserved).await?;
     host.spawn_consumer(bus, saga::CANCELLED_CONSUMER, cancelled).await?;
-    Ok(())
+    Ok(Arc::new(saga(saga::RESERVED_CONSUMER)))
 }

@@ -16,12 +16,25 @@ use shop_runtime::values::Money;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::domain::Standing;
+
 pub use http::{HttpProvider, HttpProviderError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Succeeded { charge_id: String },
-    Declined { reason: String },
+    Succeeded {
+        charge_id: String,
+    },
+    Declined {
+        reason: String,
+    },
+    /// Taken but not settled: it settles later by itself, or, with a
+    /// `next_action_url`, once the customer authenticated there. The
+    /// provider says how by webhook and in its event list.
+    Awaiting {
+        charge_id: String,
+        next_action_url: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +63,52 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// Gives back the charge made under `key` (no-op if none or already
     /// refunded), and makes sure no charge under `key` can happen later.
     fn refund_or_void(&self, key: Uuid) -> impl Future<Output = Result<(), ProviderError>> + Send;
+}
+
+/// What the provider records, read back: a charge as it stands now, and
+/// the list of everything that happened. A webhook only says where to
+/// look; what svc-payment acts on is read here.
+pub trait ProviderRecords: Send + Sync + 'static {
+    /// Charge (intent) `charge_id` as the provider has it now; `None` if
+    /// the provider has no such charge.
+    fn read(&self, charge_id: &str) -> impl Future<Output = Result<Option<Reading>, ProviderError>> + Send;
+
+    /// The provider's events after event `after` (from the first when
+    /// `None`), oldest first, one page.
+    fn events_after(&self, after: Option<&str>) -> impl Future<Output = Result<EventPage, ProviderError>> + Send;
+}
+
+/// A charge as the provider has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub charge_id: String,
+    /// The payment it was made for, as the provider recorded it when the
+    /// charge was made (`None`: not one of svc-payment's).
+    pub payment_id: Option<Uuid>,
+    pub standing: Standing,
+    /// Why it was declined, when it was.
+    pub declined: Option<String>,
+    /// Where the customer authenticates it, when it waits for that.
+    pub next_action_url: Option<String>,
+}
+
+/// One page of the provider's event list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    pub events: Vec<ProviderEvent>,
+    /// More events follow the last of this page.
+    pub has_more: bool,
+    /// The provider no longer knows the event read after (it started
+    /// afresh): read again from the first.
+    pub cursor_lost: bool,
+}
+
+/// One event of the provider's list: its id, and the charge it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    pub id: String,
+    /// The charge (intent) it concerns, directly or through a refund of it.
+    pub charge_id: Option<String>,
 }
 
 /// Deterministic provider driven by the payment method token:

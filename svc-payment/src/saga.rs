@@ -32,7 +32,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Call, ChargeAnswer, Input, Publish, Then, VoidAnswer},
+    domain::{self, Call, ChargeAnswer, Input, Publish, Then, VoidAnswer, Wait},
     provider::{ChargeOutcome, PaymentProvider, ProviderError},
     store::{self, Details, NewPayment, Payment, StoreError},
 };
@@ -80,7 +80,13 @@ impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
                 amount: Some(money(reserved.total.as_ref(), "total")?),
                 payment_method: &reserved.payment_method,
             };
-            self.run(&event, &new, Input::Reserved { expired }).await
+            self.run(
+                Some(&event),
+                Which::Order(&new),
+                Input::Reserved { expired },
+                Answer::default(),
+            )
+            .await
         } else if event.is::<ev::OrderCancelled>() {
             let cancelled: ev::OrderCancelled = event.decode()?;
             let order_id = event::order_id(&cancelled.order_id)?.to_string();
@@ -90,7 +96,8 @@ impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
                 amount: cancelled.total.as_ref().and_then(|m| Money::from_proto(m).ok()),
                 payment_method: "",
             };
-            self.run(&event, &new, Input::Cancelled).await
+            self.run(Some(&event), Which::Order(&new), Input::Cancelled, Answer::default())
+                .await
         } else {
             Err(HandleError::unknown_type(&event))
         }
@@ -98,47 +105,80 @@ impl<P: PaymentProvider> EventHandler for PaymentSaga<P> {
 }
 
 /// A provider's answer, with what [`Input`] leaves out.
-#[derive(Default)]
-struct Answer {
-    charge_id: Option<String>,
-    declined: Option<String>,
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// The provider's intent (or charge) made under the payment's key.
+    pub charge_id: Option<String>,
+    /// Why the provider declined.
+    pub declined: Option<String>,
+    /// Where the customer authenticates the charge.
+    pub next_action_url: Option<String>,
+}
+
+/// The payment a handling is about.
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    /// An order's, created from the event when the order has none.
+    Order(&'a NewPayment<'a>),
+    /// One that exists, by its id.
+    Id(Uuid),
 }
 
 impl<P: PaymentProvider> PaymentSaga<P> {
-    /// Handles `event` from `input` on: each decision in a transaction of
-    /// its own under the payment's row lock, each provider call it names
-    /// between two of them, until the event is handled or to be retried.
-    /// `new`: the payment to create if the order has none.
-    async fn run(&self, event: &IncomingEvent, new: &NewPayment<'_>, mut input: Input) -> Result<(), HandleError> {
-        let mut answer = Answer::default();
-        let mut created = self.create_alone(new, input).await?;
+    /// Decides on what the provider shows under payment `payment_id` now
+    /// (read after a webhook, or by reconciliation), then makes the calls
+    /// that follows. `Ok` also when there is no such payment.
+    pub async fn apply_found(
+        &self,
+        payment_id: Uuid,
+        standing: domain::Standing,
+        answer: Answer,
+    ) -> Result<(), HandleError> {
+        self.run(None, Which::Id(payment_id), Input::Found(standing), answer)
+            .await
+    }
+
+    /// Handles `input` on: each decision in a transaction of its own under
+    /// the payment's row lock, each provider call it names between two of
+    /// them, until the input is handled or to be retried. `claim`: the
+    /// event to record in the inbox when it is.
+    async fn run(
+        &self,
+        claim: Option<&IncomingEvent>,
+        which: Which<'_>,
+        mut input: Input,
+        mut answer: Answer,
+    ) -> Result<(), HandleError> {
+        let mut created = match which {
+            Which::Order(new) => self.create_alone(new, input).await?,
+            Which::Id(_) => None,
+        };
         loop {
             let (then, payment) = match created.take() {
                 Some(first) => first,
-                None => self.step(event, new, input, &answer).await?,
+                None => self.step(claim, which, input, &answer).await?,
             };
-            let payment_id = payment.as_ref().map(|p| p.payment_id);
-            input = match (then, payment_id) {
+            input = match (then, payment) {
                 (Then::Done, _) => return Ok(()),
                 (Then::Retry(why), _) => return Err(HandleError::Retry(why.to_owned())),
-                (Then::Call(_), None) => {
-                    return Err(HandleError::Reject(format!(
-                        "no payment of order {} to call for",
-                        new.order_id
-                    )));
-                }
-                (Then::Call(Call::Charge), Some(payment_id)) => {
-                    let method = payment
-                        .as_ref()
-                        .map_or(new.payment_method, |p| p.payment_method.as_str());
+                (Then::Call(_), None) => return Err(HandleError::Reject("no payment to call the provider for".into())),
+                (Then::Call(Call::Charge), Some(payment)) => {
+                    let Which::Order(new) = which else {
+                        return Err(HandleError::Reject(format!(
+                            "payment {} is charged only by its order's events",
+                            payment.payment_id
+                        )));
+                    };
                     let amount = new
                         .amount
                         .ok_or_else(|| HandleError::Reject("total is missing".into()))?;
-                    let (charged, details) = self.charge(payment_id, new.order_id, amount, method).await;
+                    let (charged, details) = self
+                        .charge(payment.payment_id, new.order_id, amount, &payment.payment_method)
+                        .await;
                     answer = details;
                     Input::Charged(charged)
                 }
-                (Then::Call(Call::Void), Some(payment_id)) => Input::Voided(self.refund_or_void(payment_id).await),
+                (Then::Call(Call::Void), Some(payment)) => Input::Voided(self.refund_or_void(payment.payment_id).await),
             };
         }
     }
@@ -166,15 +206,21 @@ impl<P: PaymentProvider> PaymentSaga<P> {
     /// when it ends the handling. Returns what follows, and the payment.
     async fn step(
         &self,
-        event: &IncomingEvent,
-        new: &NewPayment<'_>,
+        claim: Option<&IncomingEvent>,
+        which: Which<'_>,
         input: Input,
         answer: &Answer,
     ) -> Result<(Then, Option<Payment>), HandleError> {
         let mut tx = self.outbox.begin(&self.pool).await?;
-        let payment = store::lock_by_order(&mut tx, new.order_id).await?;
+        let payment = match which {
+            Which::Order(new) => store::lock_by_order(&mut tx, new.order_id).await?,
+            Which::Id(payment_id) => store::lock_by_id(&mut tx, payment_id).await?,
+        };
         let decision = domain::decide(payment.as_ref().map(|p| p.status), input, self.max_attempts);
-        if decision.then == Then::Done && !inbox::claim(&mut tx, self.consumer, event).await? {
+        if decision.then == Then::Done
+            && let Some(event) = claim
+            && !inbox::claim(&mut tx, self.consumer, event).await?
+        {
             // A repeat of an event handled already.
             self.outbox.commit(tx).await?;
             return Ok((Then::Done, payment));
@@ -186,21 +232,27 @@ impl<P: PaymentProvider> PaymentSaga<P> {
         let details = Details {
             charge_id: answer.charge_id.as_deref(),
             failure_reason,
+            next_action_url: answer.next_action_url.as_deref(),
         };
         let payment = match (payment, decision.to) {
             (Some(payment), Some(to)) => {
                 store::update(&mut tx, payment.payment_id, to, details).await?;
                 Some(payment)
             }
-            (None, Some(to)) => match store::create(&mut *tx, new, to, details).await? {
-                Some(payment) => Some(payment),
-                None => {
-                    return Err(HandleError::Retry(format!(
-                        "a payment of order {} was created meanwhile",
-                        new.order_id
-                    )));
+            (None, Some(to)) => {
+                let Which::Order(new) = which else {
+                    return Err(HandleError::Reject("no payment to move".into()));
+                };
+                match store::create(&mut *tx, new, to, details).await? {
+                    Some(payment) => Some(payment),
+                    None => {
+                        return Err(HandleError::Retry(format!(
+                            "a payment of order {} was created meanwhile",
+                            new.order_id
+                        )));
+                    }
                 }
-            },
+            }
             (payment, None) => payment,
         };
         if let (Some(publish), Some(payment)) = (decision.publish, &payment) {
@@ -247,6 +299,19 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 };
                 self.outbox.enqueue(tx, &failed).await?;
             }
+            Publish::Awaiting => {
+                let awaiting = ev::PaymentAwaiting {
+                    order_id,
+                    user_id,
+                    payment_id,
+                    next_action_url: details
+                        .next_action_url
+                        .or(payment.next_action_url.as_deref())
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                self.outbox.enqueue(tx, &awaiting).await?;
+            }
             Publish::Refunded => {
                 let refunded = ev::PaymentRefunded {
                     order_id,
@@ -275,16 +340,31 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 ChargeAnswer::Succeeded,
                 Answer {
                     charge_id: Some(charge_id),
-                    declined: None,
+                    ..Answer::default()
                 },
             ),
             Ok(ChargeOutcome::Declined { reason }) => (
                 ChargeAnswer::Declined,
                 Answer {
-                    charge_id: None,
                     declined: Some(reason),
+                    ..Answer::default()
                 },
             ),
+            Ok(ChargeOutcome::Awaiting {
+                charge_id,
+                next_action_url,
+            }) => {
+                let wait = match next_action_url {
+                    Some(_) => Wait::CustomerAction,
+                    None => Wait::Processing,
+                };
+                let answer = Answer {
+                    charge_id: Some(charge_id),
+                    next_action_url,
+                    ..Answer::default()
+                };
+                (ChargeAnswer::Awaiting(wait), answer)
+            }
             Err(error) => {
                 tracing::warn!(%payment_id, %error, "charge not answered");
                 let answer = match error {

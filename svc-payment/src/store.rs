@@ -6,15 +6,18 @@ use shop_runtime::values::Money;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Status, Voiding};
+use crate::domain::{Status, Voiding, Wait};
 
 /// `(status, failure_reason)` as stored for `status`: the reason of a
 /// voiding tells why it is voided, and survives into the status it ends in.
 fn columns(status: Status) -> (&'static str, Option<&'static str>) {
     match status {
         Status::Pending { .. } => ("pending", None),
+        Status::Awaiting(Wait::Processing) => ("processing", None),
+        Status::Awaiting(Wait::CustomerAction) => ("requires_action", None),
         Status::Voiding(Voiding::OutOfAttempts) => ("voiding", None),
         Status::Voiding(Voiding::OrderCancelled) => ("voiding", Some(ORDER_CANCELLED)),
+        Status::Voiding(Voiding::LateCapture) => ("refunding", None),
         Status::Succeeded => ("succeeded", None),
         Status::Failed => ("failed", None),
         Status::Refunded => ("refunded", None),
@@ -27,8 +30,11 @@ fn from_columns(status: &str, attempts: i32, failure_reason: Option<&str>) -> Op
         "pending" => Status::Pending {
             attempts: u32::try_from(attempts).ok()?,
         },
+        "processing" => Status::Awaiting(Wait::Processing),
+        "requires_action" => Status::Awaiting(Wait::CustomerAction),
         "voiding" if failure_reason == Some(ORDER_CANCELLED) => Status::Voiding(Voiding::OrderCancelled),
         "voiding" => Status::Voiding(Voiding::OutOfAttempts),
+        "refunding" => Status::Voiding(Voiding::LateCapture),
         "succeeded" => Status::Succeeded,
         "failed" => Status::Failed,
         "refunded" => Status::Refunded,
@@ -47,6 +53,8 @@ pub(crate) struct Payment {
     pub amount_minor: i64,
     pub currency: String,
     pub failure_reason: Option<String>,
+    /// Where the customer authenticates the charge, once it asked for that.
+    pub next_action_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -62,6 +70,7 @@ struct PaymentRow {
     amount_minor: i64,
     currency: String,
     failure_reason: Option<String>,
+    next_action_url: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -77,7 +86,7 @@ macro_rules! select_payments {
 macro_rules! payment_columns {
     () => {
         "payment_id, order_id, user_id, status, attempts, payment_method, amount_minor, currency, failure_reason, \
-         created_at, updated_at"
+         next_action_url, created_at, updated_at"
     };
 }
 
@@ -103,6 +112,7 @@ impl TryFrom<PaymentRow> for Payment {
             amount_minor: row.amount_minor,
             currency: row.currency,
             failure_reason: row.failure_reason,
+            next_action_url: row.next_action_url,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -116,6 +126,15 @@ const ORDER_CANCELLED: &str = "order_cancelled";
 pub(crate) async fn lock_by_order(conn: &mut PgConnection, order_id: &str) -> Result<Option<Payment>, StoreError> {
     let row: Option<PaymentRow> = sqlx::query_as(select_payments!("WHERE order_id = $1 FOR UPDATE"))
         .bind(order_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(Payment::try_from).transpose()
+}
+
+/// Payment `payment_id`, locked until the transaction ends.
+pub(crate) async fn lock_by_id(conn: &mut PgConnection, payment_id: Uuid) -> Result<Option<Payment>, StoreError> {
+    let row: Option<PaymentRow> = sqlx::query_as(select_payments!("WHERE payment_id = $1 FOR UPDATE"))
+        .bind(payment_id)
         .fetch_optional(conn)
         .await?;
     row.map(Payment::try_from).transpose()
@@ -146,6 +165,8 @@ pub(crate) struct Details<'a> {
     pub charge_id: Option<&'a str>,
     /// Why a payment failed.
     pub failure_reason: Option<&'a str>,
+    /// Where the customer authenticates a charge that waits for them.
+    pub next_action_url: Option<&'a str>,
 }
 
 /// Records a new payment in `status`, unless its order has one already
@@ -202,7 +223,8 @@ pub(crate) async fn update(
     };
     sqlx::query(
         "UPDATE payments SET status = $2, attempts = COALESCE($3, attempts), charge_id = COALESCE($4, charge_id),
-                             failure_reason = COALESCE($5, failure_reason), updated_at = clock_timestamp()
+                             failure_reason = COALESCE($5, failure_reason),
+                             next_action_url = COALESCE($6, next_action_url), updated_at = clock_timestamp()
           WHERE payment_id = $1",
     )
     .bind(payment_id)
@@ -210,7 +232,115 @@ pub(crate) async fn update(
     .bind(attempts)
     .bind(details.charge_id)
     .bind(details.failure_reason.or(reason))
+    .bind(details.next_action_url)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// A provider webhook as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredWebhook {
+    pub event_id: String,
+    /// The charge it is about: all that is used of it.
+    pub charge_id: String,
+}
+
+/// Stores webhook `event_id` unless stored already; `true` when new.
+pub(crate) async fn store_webhook(
+    pool: &PgPool,
+    event_id: &str,
+    event_type: &str,
+    object_type: &str,
+    charge_id: &str,
+    body: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let stored = sqlx::query(
+        "INSERT INTO webhook_events (event_id, event_type, object_type, object_id, body)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(object_type)
+    .bind(charge_id)
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(stored.rows_affected() == 1)
+}
+
+/// Attempts at handling a webhook before it is left alone (the event list
+/// that reconciliation reads names its charge too).
+pub(crate) const WEBHOOK_ATTEMPTS: i32 = 20;
+
+/// Webhooks stored at least `older_than` ago and not handled yet, oldest
+/// first: those whose handling failed or never ran.
+pub(crate) async fn unhandled_webhooks(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<StoredWebhook>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_id, object_id FROM webhook_events
+          WHERE handled_at IS NULL AND attempts < $3
+            AND received_at < clock_timestamp() - make_interval(secs => $1)
+          ORDER BY received_at LIMIT $2",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .bind(WEBHOOK_ATTEMPTS)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, charge_id)| StoredWebhook { event_id, charge_id })
+        .collect())
+}
+
+/// Records that webhook `event_id` was handled, or (`handled: false`) one
+/// more attempt that failed.
+pub(crate) async fn mark_webhook(pool: &PgPool, event_id: &str, handled: bool) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_events SET attempts = attempts + 1,
+                handled_at = CASE WHEN $2 THEN clock_timestamp() END
+          WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .bind(handled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The provider event reconciliation read up to.
+pub(crate) async fn checkpoint(conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT last_event_id FROM provider_checkpoint")
+        .fetch_one(conn)
+        .await?)
+}
+
+pub(crate) async fn set_checkpoint(conn: &mut PgConnection, last_event_id: Option<&str>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE provider_checkpoint SET last_event_id = $1, updated_at = clock_timestamp()")
+        .bind(last_event_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the reconciliation lock on `conn`'s session, if no other replica
+/// holds it: one replica reads the provider's events at a time. It goes
+/// with the session, so a replica that dies lets go of it.
+pub(crate) async fn try_lock_reconciliation(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('svc-payment reconciliation'))")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub(crate) async fn unlock_reconciliation(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('svc-payment reconciliation'))")
+        .execute(conn)
+        .await?;
     Ok(())
 }

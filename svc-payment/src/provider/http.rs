@@ -31,14 +31,12 @@ use shop_runtime::values::Money;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{ChargeOutcome, PaymentProvider, ProviderError};
+use super::{ChargeOutcome, EventPage, PaymentProvider, ProviderError, ProviderEvent, ProviderRecords, Reading};
+use crate::domain::{Standing, Wait};
 
 /// The metadata key of the payment's id (its idempotency key), by which a
 /// void finds an intent whose creation it never heard the answer of.
 const PAYMENT_ID: &str = "payment_id";
-
-/// How often a charge reads an unsettled intent again.
-const POLL: Duration = Duration::from_millis(200);
 
 /// Events per page when looking for an intent (the API's most).
 const EVENTS_PAGE: &str = "100";
@@ -178,7 +176,7 @@ impl HttpProvider {
             if let Some(after) = read_up_to.as_deref() {
                 url.query_pairs_mut().append_pair("after", after);
             }
-            let page: EventPage = match self.call(self.client.get(url), deadline).await? {
+            let page: EventList = match self.call(self.client.get(url), deadline).await? {
                 Reply::Object(page) => page,
                 Reply::Refused(refusal) if read_up_to.is_some() && refusal.error.param.as_deref() == Some("after") => {
                     // The provider no longer has the event read up to: it
@@ -279,7 +277,7 @@ impl PaymentProvider for HttpProvider {
             .post(self.url(&["v1", "payment_intents"]))
             .header("Idempotency-Key", key.to_string())
             .json(&body);
-        let mut intent: Intent = match self.call(request, deadline).await? {
+        let intent: Intent = match self.call(request, deadline).await? {
             Reply::Object(intent) => intent,
             Reply::Refused(refusal) if refusal.declines() => {
                 tracing::info!(payment_id = %key, refusal = %refusal, "the payment provider refused the charge");
@@ -293,32 +291,32 @@ impl PaymentProvider for HttpProvider {
             }
         };
         self.learn(key, &intent.id);
-        loop {
-            match intent.status {
-                IntentStatus::Succeeded => return Ok(ChargeOutcome::Succeeded { charge_id: intent.id }),
-                IntentStatus::RequiresPaymentMethod => {
-                    return Ok(ChargeOutcome::Declined {
-                        reason: intent.decline_reason(),
-                    });
+        match intent.status {
+            IntentStatus::Succeeded => Ok(ChargeOutcome::Succeeded { charge_id: intent.id }),
+            IntentStatus::RequiresPaymentMethod => Ok(ChargeOutcome::Declined {
+                reason: intent.decline_reason(),
+            }),
+            // Voided meanwhile: nothing was taken.
+            IntentStatus::Canceled => Ok(ChargeOutcome::Declined {
+                reason: "canceled".into(),
+            }),
+            IntentStatus::Processing => Ok(ChargeOutcome::Awaiting {
+                charge_id: intent.id,
+                next_action_url: None,
+            }),
+            IntentStatus::RequiresAction => match intent.action_url() {
+                Some(url) => Ok(ChargeOutcome::Awaiting {
+                    charge_id: intent.id.clone(),
+                    next_action_url: Some(url.to_owned()),
+                }),
+                None => {
+                    tracing::warn!(payment_id = %key, intent = %intent.id, "an intent requires action but names no page for it");
+                    Err(ProviderError::Timeout)
                 }
-                // Voided meanwhile: nothing was taken.
-                IntentStatus::Canceled => {
-                    return Ok(ChargeOutcome::Declined {
-                        reason: "canceled".into(),
-                    });
-                }
-                IntentStatus::Processing | IntentStatus::RequiresAction | IntentStatus::Other => {}
-            }
-            let next = Instant::now() + POLL;
-            if next >= deadline {
-                return Err(ProviderError::Timeout);
-            }
-            tokio::time::sleep_until(next).await;
-            // The intent exists: whatever fails from here on has acted.
-            intent = self
-                .read_intent(&intent.id, deadline)
-                .await
-                .map_err(|_| ProviderError::Timeout)?;
+            },
+            // A status this client does not know: unsettled as far as it
+            // can tell, which a timeout already means.
+            IntentStatus::Other => Err(ProviderError::Timeout),
         }
     }
 
@@ -345,6 +343,82 @@ impl PaymentProvider for HttpProvider {
             }
         }
         Err(ProviderError::Timeout)
+    }
+}
+
+impl ProviderRecords for HttpProvider {
+    async fn read(&self, charge_id: &str) -> Result<Option<Reading>, ProviderError> {
+        let deadline = Instant::now() + self.timeout;
+        let intent: Intent = match self.call(self.client.get(self.intent_url(charge_id)), deadline).await? {
+            Reply::Object(intent) => intent,
+            Reply::Refused(refusal) if refusal.status == StatusCode::NOT_FOUND => return Ok(None),
+            Reply::Refused(refusal) => return Err(refusal.error()),
+        };
+        let standing = match intent.status {
+            IntentStatus::Succeeded if intent.amount_received > intent.amount_refunded => Standing::Captured,
+            // Refunded in full (refunds still pending count: they are on
+            // their way back).
+            IntentStatus::Succeeded | IntentStatus::RequiresPaymentMethod | IntentStatus::Canceled => {
+                Standing::NothingHeld
+            }
+            IntentStatus::Processing => Standing::Awaiting(Wait::Processing),
+            IntentStatus::RequiresAction if intent.action_url().is_some() => Standing::Awaiting(Wait::CustomerAction),
+            IntentStatus::RequiresAction | IntentStatus::Other => {
+                tracing::warn!(intent = %intent.id, status = ?intent.status, "an intent in a state this client cannot act on");
+                return Err(ProviderError::Timeout);
+            }
+        };
+        let payment_id = intent.metadata.get(PAYMENT_ID).and_then(|id| id.parse().ok());
+        if let Some(key) = payment_id {
+            self.learn(key, &intent.id);
+        }
+        Ok(Some(Reading {
+            declined: (intent.status == IntentStatus::RequiresPaymentMethod).then(|| intent.decline_reason()),
+            next_action_url: intent.action_url().map(str::to_owned),
+            charge_id: intent.id,
+            payment_id,
+            standing,
+        }))
+    }
+
+    async fn events_after(&self, after: Option<&str>) -> Result<EventPage, ProviderError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut url = self.url(&["v1", "events"]);
+        url.query_pairs_mut().append_pair("limit", EVENTS_PAGE);
+        if let Some(after) = after {
+            url.query_pairs_mut().append_pair("after", after);
+        }
+        let page: EventList = match self.call(self.client.get(url), deadline).await? {
+            Reply::Object(page) => page,
+            Reply::Refused(refusal) if after.is_some() && refusal.error.param.as_deref() == Some("after") => {
+                return Ok(EventPage {
+                    cursor_lost: true,
+                    ..EventPage::default()
+                });
+            }
+            Reply::Refused(refusal) => return Err(refusal.error()),
+        };
+        let events = page
+            .data
+            .into_iter()
+            .map(|event| {
+                let seen = event.data.object;
+                let charge_id = match seen.object.as_str() {
+                    "payment_intent" => Some(seen.id),
+                    "refund" => seen.payment_intent,
+                    _ => None,
+                };
+                ProviderEvent {
+                    id: event.id,
+                    charge_id,
+                }
+            })
+            .collect();
+        Ok(EventPage {
+            events,
+            has_more: page.has_more,
+            cursor_lost: false,
+        })
     }
 }
 
@@ -475,9 +549,28 @@ struct Intent {
     amount_received: i64,
     #[serde(default)]
     amount_refunded: i64,
+    #[serde(default)]
+    next_action: Option<NextAction>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextAction {
+    #[serde(default)]
+    redirect_to_url: Option<RedirectToUrl>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RedirectToUrl {
+    url: String,
 }
 
 impl Intent {
+    fn action_url(&self) -> Option<&str> {
+        Some(self.next_action.as_ref()?.redirect_to_url.as_ref()?.url.as_str())
+    }
+
     fn decline_reason(&self) -> String {
         self.last_payment_error
             .as_ref()
@@ -522,7 +615,7 @@ struct Refund {
 }
 
 #[derive(Debug, Deserialize)]
-struct EventPage {
+struct EventList {
     data: Vec<Event>,
     has_more: bool,
 }
@@ -546,4 +639,7 @@ struct Seen {
     id: String,
     #[serde(default)]
     metadata: HashMap<String, String>,
+    /// A refund's intent.
+    #[serde(default)]
+    payment_intent: Option<String>,
 }
