@@ -71,6 +71,7 @@ events! {
     OrderPlaced(order_id) => "orders.placed",
     OrderConfirmed(order_id) => "orders.confirmed",
     OrderCancelled(order_id) => "orders.cancelled",
+    OrderRefundRequested(order_id) => "orders.refund_requested",
     InventoryReserved(order_id) => "inventory.reserved",
     InventoryRejected(order_id) => "inventory.rejected",
     InventoryCommitted(order_id) => "inventory.committed",
@@ -79,6 +80,7 @@ events! {
     PaymentFailed(order_id) => "payments.failed",
     PaymentAwaiting(order_id) => "payments.awaiting",
     PaymentRefunded(order_id) => "payments.refunded",
+    PaymentRefundFailed(order_id) => "payments.refund_failed",
     ProductChanged(sku) => "catalog.product_changed",
 }
 

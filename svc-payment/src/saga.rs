@@ -313,11 +313,13 @@ impl<P: PaymentProvider> PaymentSaga<P> {
                 self.outbox.enqueue(tx, &awaiting).await?;
             }
             Publish::Refunded => {
+                // The whole charge, given back after a cancellation.
                 let refunded = ev::PaymentRefunded {
                     order_id,
                     user_id,
                     payment_id,
                     amount,
+                    refund_id: String::new(),
                 };
                 self.outbox.enqueue(tx, &refunded).await?;
             }
