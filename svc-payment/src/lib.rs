@@ -10,6 +10,8 @@ mod api;
 pub mod config;
 pub mod domain;
 pub mod provider;
+pub mod refund_saga;
+pub mod refunds;
 pub mod saga;
 pub mod settlement;
 mod store;
@@ -51,8 +53,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             tracing::info!(%url, "charging through the payment provider's HTTP API");
             let provider = Arc::new(provider);
             let saga = spawn_saga(&mut host, &bus, &pool, &outbox, &config, provider.clone()).await?;
+            let refunds = |provider| refund_saga::RefundSaga {
+                pool: pool.clone(),
+                outbox: outbox.clone(),
+                provider,
+                provider_timeout: config.provider_timeout,
+            };
+            host.spawn_consumer(&bus, refund_saga::REFUNDS_CONSUMER, refunds(provider.clone()))
+                .await?;
             let settlement = Arc::new(settlement::Settlement {
                 pool: pool.clone(),
+                refunds: Arc::new(refunds(provider.clone())),
                 provider,
                 saga,
             });

@@ -16,7 +16,7 @@ use shop_runtime::values::Money;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::Standing;
+use crate::{domain::Standing, refunds};
 
 pub use http::{HttpProvider, HttpProviderError};
 
@@ -76,6 +76,32 @@ pub trait ProviderRecords: Send + Sync + 'static {
     /// The provider's events after event `after` (from the first when
     /// `None`), oldest first, one page.
     fn events_after(&self, after: Option<&str>) -> impl Future<Output = Result<EventPage, ProviderError>> + Send;
+}
+
+/// Refunds of captured charges, after their orders were confirmed.
+pub trait ProviderRefunds: Send + Sync + 'static {
+    /// Refunds `amount_minor` of charge `charge_id`, once per `key`: a
+    /// repeated key answers with the refund it made.
+    fn refund(
+        &self,
+        key: &str,
+        charge_id: &str,
+        amount_minor: i64,
+    ) -> impl Future<Output = Result<RefundReading, ProviderError>> + Send;
+
+    /// Refund `refund_id` as the provider has it now; `None` if unknown.
+    fn read_refund(&self, refund_id: &str)
+    -> impl Future<Output = Result<Option<RefundReading>, ProviderError>> + Send;
+}
+
+/// A refund as the provider has it (or refused it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReading {
+    /// The provider's refund; `None` when it refused to make one.
+    pub refund_id: Option<String>,
+    pub state: refunds::Answer,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
 }
 
 /// A charge as the provider has it now.

@@ -19,7 +19,8 @@ use shop_runtime::{CancellationToken, consumer::HandleError};
 use sqlx::PgPool;
 
 use crate::{
-    provider::{PaymentProvider, ProviderError, ProviderRecords},
+    provider::{PaymentProvider, ProviderError, ProviderRecords, ProviderRefunds},
+    refund_saga::RefundSaga,
     saga::{Answer, PaymentSaga},
     store::{self, StoreError},
 };
@@ -41,6 +42,8 @@ pub struct Settlement<P> {
     /// Decides and applies; its consumer name is not used (nothing here
     /// comes from a stream).
     pub saga: Arc<PaymentSaga<P>>,
+    /// Decides and applies what a refund became.
+    pub refunds: Arc<RefundSaga<P>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +75,11 @@ pub struct Round {
     pub skipped: bool,
 }
 
-impl<P: PaymentProvider + ProviderRecords> Settlement<P> {
+impl<P: PaymentProvider + ProviderRecords + ProviderRefunds> Settlement<P> {
     /// Reads charge `charge_id` from the provider and decides on where it
-    /// stands. A charge the provider does not have, or that is not one of
-    /// this service's payments, changes nothing.
+    /// stands, then on where its pending refunds stand. A charge the
+    /// provider does not have, or that is not one of this service's
+    /// payments, changes nothing.
     pub async fn settle(&self, charge_id: &str) -> Result<(), SettleError> {
         let Some(reading) = self.provider.read(charge_id).await? else {
             tracing::warn!(charge_id, "the provider has no such charge; nothing to settle");
@@ -91,6 +95,12 @@ impl<P: PaymentProvider + ProviderRecords> Settlement<P> {
             next_action_url: reading.next_action_url,
         };
         self.saga.apply_found(payment_id, reading.standing, answer).await?;
+        for (refund_id, provider_refund_id) in store::pending_refunds(&self.pool, payment_id).await? {
+            match self.provider.read_refund(&provider_refund_id).await? {
+                Some(refund) => self.refunds.apply_found(&refund_id, refund).await?,
+                None => tracing::warn!(refund_id, provider_refund_id, "the provider has no such refund"),
+            }
+        }
         Ok(())
     }
 

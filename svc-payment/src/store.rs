@@ -6,7 +6,10 @@ use shop_runtime::values::Money;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Status, Voiding, Wait};
+use crate::{
+    domain::{Status, Voiding, Wait},
+    refunds,
+};
 
 /// `(status, failure_reason)` as stored for `status`: the reason of a
 /// voiding tells why it is voided, and survives into the status it ends in.
@@ -55,6 +58,8 @@ pub(crate) struct Payment {
     pub failure_reason: Option<String>,
     /// Where the customer authenticates the charge, once it asked for that.
     pub next_action_url: Option<String>,
+    /// The provider's charge (intent), once one is known.
+    pub charge_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -71,6 +76,7 @@ struct PaymentRow {
     currency: String,
     failure_reason: Option<String>,
     next_action_url: Option<String>,
+    charge_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -86,7 +92,7 @@ macro_rules! select_payments {
 macro_rules! payment_columns {
     () => {
         "payment_id, order_id, user_id, status, attempts, payment_method, amount_minor, currency, failure_reason, \
-         next_action_url, created_at, updated_at"
+         next_action_url, charge_id, created_at, updated_at"
     };
 }
 
@@ -113,6 +119,7 @@ impl TryFrom<PaymentRow> for Payment {
             currency: row.currency,
             failure_reason: row.failure_reason,
             next_action_url: row.next_action_url,
+            charge_id: row.charge_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -343,4 +350,138 @@ pub(crate) async fn unlock_reconciliation(conn: &mut PgConnection) -> Result<(),
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// A refund as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Refund {
+    pub refund_id: String,
+    pub payment_id: Uuid,
+    pub order_id: String,
+    pub user_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: refunds::Status,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    refund_id: String,
+    payment_id: Uuid,
+    order_id: String,
+    user_id: String,
+    amount_minor: i64,
+    currency: String,
+    status: String,
+    attempt: i32,
+    failure_reason: Option<String>,
+}
+
+impl TryFrom<RefundRow> for Refund {
+    type Error = StoreError;
+
+    fn try_from(row: RefundRow) -> Result<Self, StoreError> {
+        let attempt = u32::try_from(row.attempt).map_err(|_| StoreError::CorruptStatus(row.payment_id))?;
+        let status = match row.status.as_str() {
+            "requested" => refunds::Status::Requested { attempt },
+            "pending" => refunds::Status::Pending { attempt },
+            "succeeded" => refunds::Status::Succeeded,
+            "failed" => refunds::Status::Failed,
+            _ => return Err(StoreError::CorruptStatus(row.payment_id)),
+        };
+        Ok(Self {
+            refund_id: row.refund_id,
+            payment_id: row.payment_id,
+            order_id: row.order_id,
+            user_id: row.user_id,
+            amount_minor: row.amount_minor,
+            currency: row.currency,
+            status,
+            failure_reason: row.failure_reason,
+        })
+    }
+}
+
+fn refund_columns(status: refunds::Status) -> (&'static str, Option<i32>) {
+    let attempt = |a: u32| Some(i32::try_from(a).unwrap_or(i32::MAX));
+    match status {
+        refunds::Status::Requested { attempt: a } => ("requested", attempt(a)),
+        refunds::Status::Pending { attempt: a } => ("pending", attempt(a)),
+        refunds::Status::Succeeded => ("succeeded", None),
+        refunds::Status::Failed => ("failed", None),
+    }
+}
+
+/// Refund `refund_id`, locked until the transaction ends.
+pub(crate) async fn lock_refund(conn: &mut PgConnection, refund_id: &str) -> Result<Option<Refund>, StoreError> {
+    let row: Option<RefundRow> = sqlx::query_as(
+        "SELECT refund_id, payment_id, order_id, user_id, amount_minor, currency, status, attempt, failure_reason
+           FROM refunds WHERE refund_id = $1 FOR UPDATE",
+    )
+    .bind(refund_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Refund::try_from).transpose()
+}
+
+/// Records refund `refund` in `status`.
+pub(crate) async fn create_refund(
+    conn: &mut PgConnection,
+    refund: &Refund,
+    status: refunds::Status,
+) -> Result<(), StoreError> {
+    let (status, attempt) = refund_columns(status);
+    sqlx::query(
+        "INSERT INTO refunds (refund_id, payment_id, order_id, user_id, amount_minor, currency, status, attempt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, 0))",
+    )
+    .bind(&refund.refund_id)
+    .bind(refund.payment_id)
+    .bind(&refund.order_id)
+    .bind(&refund.user_id)
+    .bind(refund.amount_minor)
+    .bind(&refund.currency)
+    .bind(status)
+    .bind(attempt)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves the locked refund to `status`, with the provider's refund and
+/// the reason of a failure when there are.
+pub(crate) async fn update_refund(
+    conn: &mut PgConnection,
+    refund_id: &str,
+    status: refunds::Status,
+    provider_refund_id: Option<&str>,
+    failure_reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let (status, attempt) = refund_columns(status);
+    sqlx::query(
+        "UPDATE refunds SET status = $2, attempt = COALESCE($3, attempt),
+                provider_refund_id = COALESCE($4, provider_refund_id),
+                failure_reason = COALESCE($5, failure_reason), updated_at = clock_timestamp()
+          WHERE refund_id = $1",
+    )
+    .bind(refund_id)
+    .bind(status)
+    .bind(attempt)
+    .bind(provider_refund_id)
+    .bind(failure_reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The pending refunds of payment `payment_id`: `(refund id, provider refund id)`.
+pub(crate) async fn pending_refunds(pool: &PgPool, payment_id: Uuid) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT refund_id, provider_refund_id FROM refunds
+          WHERE payment_id = $1 AND status = 'pending' AND provider_refund_id IS NOT NULL",
+    )
+    .bind(payment_id)
+    .fetch_all(pool)
+    .await?)
 }

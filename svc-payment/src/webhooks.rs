@@ -20,7 +20,7 @@ use standardwebhooks::WebhookError;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    provider::{PaymentProvider, ProviderRecords},
+    provider::{PaymentProvider, ProviderRecords, ProviderRefunds},
     settlement::Settlement,
     store,
 };
@@ -143,7 +143,7 @@ fn header_map(headers: &std::collections::HashMap<String, String>) -> http::Head
     map
 }
 
-impl<P: PaymentProvider + ProviderRecords> WebhookApi<P> {
+impl<P: PaymentProvider + ProviderRecords + ProviderRefunds> WebhookApi<P> {
     async fn receive(&self, request: pb::ReceiveWebhookRequest) -> Verdict {
         let body = request.body;
         if body.len() > MAX_WEBHOOK_BYTES {
@@ -203,7 +203,9 @@ impl<P: PaymentProvider + ProviderRecords> WebhookApi<P> {
 }
 
 #[tonic::async_trait]
-impl<P: PaymentProvider + ProviderRecords> pb::payment_webhook_service_server::PaymentWebhookService for WebhookApi<P> {
+impl<P: PaymentProvider + ProviderRecords + ProviderRefunds> pb::payment_webhook_service_server::PaymentWebhookService
+    for WebhookApi<P>
+{
     async fn receive_webhook(
         &self,
         request: Request<pb::ReceiveWebhookRequest>,

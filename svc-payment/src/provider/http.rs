@@ -31,8 +31,14 @@ use shop_runtime::values::Money;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{ChargeOutcome, EventPage, PaymentProvider, ProviderError, ProviderEvent, ProviderRecords, Reading};
-use crate::domain::{Standing, Wait};
+use super::{
+    ChargeOutcome, EventPage, PaymentProvider, ProviderError, ProviderEvent, ProviderRecords, ProviderRefunds, Reading,
+    RefundReading,
+};
+use crate::{
+    domain::{Standing, Wait},
+    refunds,
+};
 
 /// The metadata key of the payment's id (its idempotency key), by which a
 /// void finds an intent whose creation it never heard the answer of.
@@ -243,7 +249,10 @@ impl HttpProvider {
             .client
             .post(self.url(&["v1", "refunds"]))
             .header("Idempotency-Key", format!("refund-{key}"))
-            .json(&NewRefund { payment_intent: id });
+            .json(&NewRefund {
+                payment_intent: id,
+                amount: None,
+            });
         match self.call::<Refund>(request, deadline).await? {
             // Pending is on its way back; the provider settles it.
             Reply::Object(refund) if refund.status != "failed" => Ok(()),
@@ -422,6 +431,44 @@ impl ProviderRecords for HttpProvider {
     }
 }
 
+impl ProviderRefunds for HttpProvider {
+    async fn refund(&self, key: &str, charge_id: &str, amount_minor: i64) -> Result<RefundReading, ProviderError> {
+        let deadline = Instant::now() + self.timeout;
+        let request = self
+            .client
+            .post(self.url(&["v1", "refunds"]))
+            .header("Idempotency-Key", key)
+            .json(&NewRefund {
+                payment_intent: charge_id,
+                amount: Some(amount_minor),
+            });
+        match self.call::<Refund>(request, deadline).await? {
+            Reply::Object(refund) => Ok(refund.reading()),
+            // Refused for good (more than is left, an intent not
+            // captured): this attempt made nothing.
+            Reply::Refused(refusal) if refusal.status == StatusCode::BAD_REQUEST => {
+                tracing::warn!(key, refusal = %refusal, "the provider refused a refund");
+                Ok(RefundReading {
+                    refund_id: None,
+                    state: refunds::Answer::Failed,
+                    reason: Some(refusal.reason()),
+                })
+            }
+            Reply::Refused(refusal) => Err(refusal.error()),
+        }
+    }
+
+    async fn read_refund(&self, refund_id: &str) -> Result<Option<RefundReading>, ProviderError> {
+        let deadline = Instant::now() + self.timeout;
+        let url = self.url(&["v1", "refunds", refund_id]);
+        match self.call::<Refund>(self.client.get(url), deadline).await? {
+            Reply::Object(refund) => Ok(Some(refund.reading())),
+            Reply::Refused(refusal) if refusal.status == StatusCode::NOT_FOUND => Ok(None),
+            Reply::Refused(refusal) => Err(refusal.error()),
+        }
+    }
+}
+
 /// A call that got no status: only a connection never made provably
 /// carried nothing.
 fn unanswered(e: reqwest::Error) -> ProviderError {
@@ -537,6 +584,8 @@ struct Metadata<'a> {
 #[derive(Serialize)]
 struct NewRefund<'a> {
     payment_intent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -612,6 +661,23 @@ struct PaymentError {
 struct Refund {
     id: String,
     status: String,
+}
+
+impl Refund {
+    fn reading(self) -> RefundReading {
+        let state = match self.status.as_str() {
+            "succeeded" => refunds::Answer::Succeeded,
+            "failed" | "canceled" => refunds::Answer::Failed,
+            // `pending`, `requires_action`, or one this client does not
+            // know: not settled.
+            _ => refunds::Answer::Pending,
+        };
+        RefundReading {
+            reason: (state == refunds::Answer::Failed).then(|| format!("refund {}", self.status)),
+            refund_id: Some(self.id),
+            state,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
