@@ -8,10 +8,13 @@
 //! A stack runs the four saga services unless told otherwise
 //! ([`StackOptions::with`] adds svc-cart or the gateway); every service it
 //! runs gets the URLs of the others, and a service it does not run is a URL
-//! where nothing listens. [`bench`](mod@bench) is what the benchmarks share.
+//! where nothing listens. Every stack runs the payment provider emulator
+//! ([`provider`]), which svc-payment charges through. [`bench`](mod@bench)
+//! is what the benchmarks share.
 
 pub mod bench;
 pub mod processes;
+pub mod provider;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -168,6 +171,11 @@ impl StackOptions {
         self
     }
 
+    /// The services the stack runs, in start order.
+    pub fn in_start_order(&self) -> Vec<Service> {
+        Service::ALL.into_iter().filter(|s| self.services.contains(s)).collect()
+    }
+
     /// Sets `name` for `service`, over what the stack would give it.
     pub fn setting(mut self, service: Service, name: &str, value: impl Into<String>) -> Self {
         self.settings.push((service, name.to_owned(), value.into()));
@@ -214,6 +222,8 @@ pub struct Surroundings<'a> {
     pub urls: &'a HashMap<Service, String>,
     pub options: &'a StackOptions,
     pub data_dir: &'a std::path::Path,
+    /// The payment provider svc-payment charges through.
+    pub provider: &'a provider::Emulator,
 }
 
 impl Surroundings<'_> {
@@ -263,7 +273,11 @@ impl Surroundings<'_> {
                     ("RESERVATION_TTL", millis(options.reservation_ttl)),
                     ("RESERVATION_SWEEP_INTERVAL", millis(options.sweep_interval)),
                 ],
-                Service::Payment => vec![("PAYMENT_PROVIDER_TIMEOUT", "2s".into())],
+                Service::Payment => {
+                    let mut payment = vec![("PAYMENT_PROVIDER_TIMEOUT", "2s".to_owned())];
+                    payment.extend(self.provider.payment_settings());
+                    payment
+                }
                 Service::Notify => vec![("NOTIFY_DATA_DIR", self.data_dir.display().to_string())],
                 Service::Cart => vec![("REDIS_URL", self.redis_url.unwrap_or_default().to_owned())],
                 Service::Gateway => vec![("UPSTREAM_HEALTH_INTERVAL", "200ms".into())],
@@ -302,6 +316,8 @@ pub struct Stack {
     pub databases: Databases,
     pub options: StackOptions,
     pub data_dir: tempfile::TempDir,
+    /// The payment provider emulator svc-payment charges through.
+    pub provider: provider::Emulator,
     ports: HashMap<Service, u16>,
     urls: HashMap<Service, String>,
     nats_url: String,
@@ -325,44 +341,44 @@ impl Stack {
             false => None,
         };
         let databases = Databases::fresh().await?;
+        let services = options.in_start_order();
+        let (mut ports, mut urls, mut reserved) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for &service in &services {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            ports.insert(service, listener.local_addr()?.port());
+            urls.insert(service, format!("http://{}", listener.local_addr()?));
+            // A held-back service is down: its port refuses connections
+            // until it starts.
+            if !options.held_back.contains(&service) {
+                reserved.insert(service, listener);
+            }
+        }
+        let data_dir = tempfile::Builder::new().prefix("shop-stack-").tempdir()?;
+        let provider = provider::Emulator::start(&provider::Placement::new(
+            data_dir.path().join("payment-provider"),
+            ports.get(&Service::Gateway).map(|port| format!("127.0.0.1:{port}")),
+        ))
+        .await?;
         let mut stack = Self {
             nats_url: nats.url(),
             redis_url: redis.as_ref().map(RedisServer::url).unwrap_or_default(),
             nats,
             redis,
             databases,
-            data_dir: tempfile::Builder::new().prefix("shop-stack-").tempdir()?,
-            ports: HashMap::new(),
-            urls: HashMap::new(),
-            reserved: HashMap::new(),
+            data_dir,
+            provider,
+            ports,
+            urls,
+            reserved,
             running: HashMap::new(),
             options,
         };
-        let services = stack.services();
-        for &service in &services {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            stack.ports.insert(service, listener.local_addr()?.port());
-            stack.urls.insert(service, format!("http://{}", listener.local_addr()?));
-            // A held-back service is down: its port refuses connections
-            // until it starts.
-            if !stack.options.held_back.contains(&service) {
-                stack.reserved.insert(service, listener);
-            }
-        }
         for service in services {
             if !stack.options.held_back.contains(&service) {
                 stack.start_service(service).await?;
             }
         }
         Ok(stack)
-    }
-
-    /// The services it runs, in start order.
-    fn services(&self) -> Vec<Service> {
-        Service::ALL
-            .into_iter()
-            .filter(|s| self.options.services.contains(s))
-            .collect()
     }
 
     pub fn grpc_addr(&self, service: Service) -> SocketAddr {
@@ -392,6 +408,7 @@ impl Stack {
             urls: &self.urls,
             options: &self.options,
             data_dir: self.data_dir.path(),
+            provider: &self.provider,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The saga services as separate processes, for tests that kill one with
 //! SIGKILL. They run from a binary that calls [`Service::serve_from_env`]
 //! (system-tests' `shop-service`), which starts each service exactly as its
-//! own binary does.
+//! own binary does; the payment provider emulator runs from it too
+//! (`shop-service payment-provider`), a process of its own.
 
 use std::{collections::HashMap, path::PathBuf, process::Stdio};
 
@@ -9,7 +10,11 @@ use anyhow::Context;
 use shop_infra::{NatsServer, RedisServer, free_port};
 use tokio::process::{Child, Command};
 
-use crate::{Databases, Service, StackOptions, Surroundings, wait_serving};
+use crate::{
+    Databases, Service, StackOptions, Surroundings,
+    provider::{Emulator, Placement},
+    wait_serving,
+};
 
 impl Service {
     pub fn binary_name(self) -> &'static str {
@@ -25,6 +30,8 @@ pub struct ProcessStack {
     pub redis: Option<RedisServer>,
     pub databases: Databases,
     pub data_dir: tempfile::TempDir,
+    /// The payment provider emulator svc-payment charges through.
+    pub provider: Emulator,
     options: StackOptions,
     ports: HashMap<Service, u16>,
     admin_ports: HashMap<Service, u16>,
@@ -36,20 +43,30 @@ impl ProcessStack {
     /// Runs the services of `options` ([`Service::SAGA`] unless told
     /// [`with`](StackOptions::with) more), each in its own process.
     pub async fn start(options: StackOptions, binary: impl Into<PathBuf>) -> anyhow::Result<Self> {
-        let services: Vec<Service> = Service::ALL
-            .into_iter()
-            .filter(|s| options.services.contains(s))
-            .collect();
+        let binary = binary.into();
+        let services = options.in_start_order();
         let ports: HashMap<Service, u16> = services.iter().map(|s| (*s, free_port())).collect();
+        let data_dir = tempfile::Builder::new().prefix("shop-processes-").tempdir()?;
+        let placement = Placement::new(
+            data_dir.path().join("payment-provider"),
+            ports.get(&Service::Gateway).map(|port| format!("127.0.0.1:{port}")),
+        );
+        let provider = Emulator::spawn(
+            &binary,
+            &placement,
+            &data_dir.path().join(format!("{}.log", shop_provider::SERVICE.name)),
+        )
+        .await?;
         let mut stack = Self {
-            binary: binary.into(),
+            binary,
             nats: NatsServer::start().await?,
             redis: match services.contains(&Service::Cart) {
                 true => Some(RedisServer::start().await?),
                 false => None,
             },
             databases: Databases::fresh().await?,
-            data_dir: tempfile::Builder::new().prefix("shop-processes-").tempdir()?,
+            data_dir,
+            provider,
             urls: ports
                 .iter()
                 .map(|(s, port)| (*s, format!("http://127.0.0.1:{port}")))
@@ -85,6 +102,7 @@ impl ProcessStack {
             urls: &self.urls,
             options: &self.options,
             data_dir: self.data_dir.path(),
+            provider: &self.provider,
         }
         .settings(service);
         let log = std::fs::OpenOptions::new()

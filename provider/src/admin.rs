@@ -11,25 +11,35 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{self, ApiError},
+    domain::LedgerLine,
     engine::Provider,
     faults::Faults,
 };
 
+pub(crate) const LEDGER: &str = "/admin/ledger";
+pub(crate) const FAULTS: &str = "/admin/faults";
+
 pub(crate) fn routes() -> Router<Arc<Provider>> {
     Router::new()
-        .route("/admin/ledger", get(ledger))
+        .route(LEDGER, get(ledger))
         .route("/admin/events/{id}/resend", post(resend))
-        .route("/admin/faults", get(faults).put(set_faults))
+        .route(FAULTS, get(faults).put(set_faults))
 }
 
-/// `{"data": [{"intent","order_id","amount","currency","status","captured","voided","refunded","refund_pending"}]}`,
-/// oldest intent first.
-async fn ledger(State(provider): State<Arc<Provider>>) -> Json<Value> {
-    Json(json!({ "data": provider.ledger().await }))
+/// `GET /admin/ledger`: `{"data": [line, ...]}`, oldest intent first.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ledger {
+    pub(crate) data: Vec<LedgerLine>,
+}
+
+async fn ledger(State(provider): State<Arc<Provider>>) -> Json<Ledger> {
+    Json(Ledger {
+        data: provider.ledger().await,
+    })
 }
 
 /// `POST /admin/events/{id}/resend`: 202, and the event's webhook is sent

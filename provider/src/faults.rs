@@ -19,7 +19,7 @@ use crate::{api::ApiError, engine::Provider, serve::LoseAnswer};
 /// out is off.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct Faults {
+pub struct Faults {
     /// Every `/v1` call answers 503 and does nothing.
     pub outage: bool,
     /// Every `/v1` call acts at once, and answers this many milliseconds later.
@@ -32,7 +32,7 @@ pub(crate) struct Faults {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct WebhookFaults {
+pub struct WebhookFaults {
     /// The probability that a delivery attempt is silently not sent (it
     /// counts as failed, and is retried).
     pub drop: f64,
@@ -52,6 +52,14 @@ pub(crate) const REORDER_WINDOW: Duration = Duration::from_secs(1);
 const LONGEST_MS: u64 = 600_000;
 
 impl Faults {
+    /// Everything off but `outage`: every `/v1` call refused.
+    pub fn outage() -> Self {
+        Self {
+            outage: true,
+            ..Self::default()
+        }
+    }
+
     /// The knob that is out of range, if one is.
     pub(crate) fn check(&self) -> Result<(), ApiError> {
         let probabilities = [

@@ -103,6 +103,10 @@ pub const GATEWAY: ServiceSpec = ServiceSpec {
     url_vars: &[],
 };
 
+/// Where the gateway takes the payment provider's webhooks, on its public
+/// port (the provider is told `http://<gateway><this>`).
+pub const PAYMENT_WEBHOOKS_PATH: &str = "/webhooks/payments";
+
 /// Every service, in the order they start (what others call first).
 pub const ALL: &[&ServiceSpec] = &[&INVENTORY, &PAYMENT, &ORDER, &NOTIFY, &CART, &GATEWAY];
 

@@ -1,89 +1,23 @@
-//! The checkout saga end to end with svc-payment charging through the
-//! payment provider emulator (`PAYMENT_PROVIDER_URL`): the platform in this
-//! process (`shop_harness::Stack`), the emulator beside it, and the money
-//! checked where it is, in the emulator's ledger.
+//! The checkout saga end to end against the payment provider emulator every
+//! stack runs (`shop_harness::Stack`), through its faults: the money checked
+//! where it is, in the emulator's ledger.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
 use shop_harness::{Service, Stack, StackOptions, line};
 use shop_proto::{
     order::v1::{CancelOrderRequest, CancelReason, Order, OrderStatus, PlaceOrderRequest},
     payment::v1::{GetPaymentRequest, PaymentStatus},
 };
-use shop_runtime::CancellationToken;
-use tokio::net::TcpListener;
+use shop_provider::{Faults, domain::LedgerLine};
 
-/// The emulator, stopped when dropped.
-struct Emulator {
-    url: String,
-    shutdown: CancellationToken,
-    _data: tempfile::TempDir,
-}
-
-impl Emulator {
-    async fn start() -> anyhow::Result<Self> {
-        let data = tempfile::Builder::new().prefix("payment-provider-").tempdir()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let shutdown = CancellationToken::new();
-        tokio::spawn(shop_provider::run(
-            shop_provider::Config::local(data.path()),
-            listener,
-            shutdown.clone(),
-        ));
-        Ok(Self {
-            url,
-            shutdown,
-            _data: data,
-        })
+/// The ledger line of the one intent made for `order_id`.
+async fn line_of(stack: &Stack, order_id: &str) -> anyhow::Result<LedgerLine> {
+    match stack.provider.lines_of(order_id).await?.as_slice() {
+        [line] => Ok(line.clone()),
+        lines => bail!("one intent expected for order {order_id}, the ledger has {lines:?}"),
     }
-
-    /// Sets every fault knob (`{}`: all off).
-    async fn faults(&self, knobs: &'static str) -> anyhow::Result<()> {
-        reqwest::Client::new()
-            .put(format!("{}/admin/faults", self.url))
-            .body(knobs)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    async fn ledger(&self) -> anyhow::Result<Vec<Value>> {
-        let ledger: Value = reqwest::get(format!("{}/admin/ledger", self.url))
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(ledger["data"].as_array().context("a ledger list")?.clone())
-    }
-
-    /// The ledger line of the intent made for `order_id`.
-    async fn line_of(&self, order_id: &str) -> anyhow::Result<Value> {
-        let lines: Vec<Value> = self
-            .ledger()
-            .await?
-            .into_iter()
-            .filter(|l| l["order_id"] == order_id)
-            .collect();
-        match lines.as_slice() {
-            [line] => Ok(line.clone()),
-            lines => bail!("one intent expected for order {order_id}, the ledger has {lines:?}"),
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// A stack whose svc-payment charges through `emulator`.
-async fn stack(emulator: &Emulator, options: StackOptions) -> anyhow::Result<Stack> {
-    Stack::start_with(options.setting(Service::Payment, "PAYMENT_PROVIDER_URL", &emulator.url)).await
 }
 
 async fn place(stack: &Stack, key: &str, card: &str) -> anyhow::Result<Order> {
@@ -108,37 +42,23 @@ async fn payment_status(stack: &Stack, order_id: &str) -> anyhow::Result<i32> {
         .status)
 }
 
-/// What the simulator in svc-payment's database charged: nothing, when the
-/// emulator is the provider.
-async fn simulated_charges(stack: &Stack) -> anyhow::Result<i64> {
-    let pool = stack.pool(Service::Payment).await?;
-    Ok(sqlx::query_scalar("SELECT count(*) FROM simulated_provider.charges")
-        .fetch_one(&pool)
-        .await?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_saga_confirms_a_good_card_and_cancels_a_declined_one_through_the_provider() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, StackOptions::default()).await?;
+    let stack = Stack::start().await?;
 
     let paid = place(&stack, "emulator-ok", "pm_card_ok").await?;
     let paid = stack.settled("alice", &paid.order_id).await?;
     assert_eq!(paid.status, OrderStatus::Confirmed as i32, "{paid:?}");
     let total = paid.total.as_ref().context("a total")?.amount_minor;
-    let line = emulator.line_of(&paid.order_id).await?;
-    assert_eq!(line["status"], "succeeded");
-    assert_eq!(line["captured"], total, "the order's total, captured once");
+    let line = line_of(&stack, &paid.order_id).await?;
+    assert_eq!(line.status, shop_provider::domain::Status::Succeeded);
+    assert_eq!(line.captured, total, "the order's total, captured once");
     let pool = stack.pool(Service::Payment).await?;
     let charge_id: Option<String> = sqlx::query_scalar("SELECT charge_id FROM payments WHERE order_id = $1")
         .bind(&paid.order_id)
         .fetch_one(&pool)
         .await?;
-    assert_eq!(
-        charge_id.as_deref(),
-        line["intent"].as_str(),
-        "the intent is the charge"
-    );
+    assert_eq!(charge_id, Some(line.intent), "the intent is the charge");
 
     let declined = place(&stack, "emulator-declined", "pm_card_declined").await?;
     let declined = stack.settled("alice", &declined.order_id).await?;
@@ -148,35 +68,37 @@ async fn the_saga_confirms_a_good_card_and_cancels_a_declined_one_through_the_pr
         payment_status(&stack, &declined.order_id).await?,
         PaymentStatus::Failed as i32
     );
-    let line = emulator.line_of(&declined.order_id).await?;
-    assert_eq!(line["status"], "requires_payment_method");
-    assert_eq!(line["captured"], 0, "nothing taken");
-
-    assert_eq!(simulated_charges(&stack).await?, 0, "the emulator did the charging");
+    let line = line_of(&stack, &declined.order_id).await?;
+    assert_eq!(line.status, shop_provider::domain::Status::RequiresPaymentMethod);
+    assert_eq!(line.captured, 0, "nothing taken");
     Ok(())
 }
 
-/// Every answer lost (the provider acted each time): the attempts run
-/// out, the payment turns voiding, and the void, which never learned the
-/// intent's id, finds it by its key and refunds it.
+/// Every answer lost (the provider acted each time) and no reconciliation
+/// to learn better from the provider's events: the attempts run out, the
+/// payment turns voiding, and the void, which never learned the intent's
+/// id, finds it by its key and refunds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_charge_whose_answers_were_all_lost_is_refunded_and_the_order_cancelled() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, StackOptions::default()).await?;
-    emulator.faults(r#"{"lose_answers": 1.0}"#).await?;
+    let options = StackOptions::default().setting(Service::Payment, "PAYMENT_RECONCILE_INTERVAL", "1h");
+    let stack = Stack::start_with(options).await?;
+    let lose_every_answer = Faults {
+        lose_answers: 1.0,
+        ..Faults::default()
+    };
+    stack.provider.set_faults(&lose_every_answer).await?;
 
     let order = place(&stack, "emulator-lost", "pm_card_ok").await?;
     wait_for_payment(&stack, &order.order_id, "voiding").await?;
-    emulator.faults("{}").await?;
+    stack.provider.set_faults(&Faults::default()).await?;
 
     let cancelled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(cancelled.status, OrderStatus::Cancelled as i32, "{cancelled:?}");
     wait_for_payment(&stack, &order.order_id, "failed").await?;
     let total = cancelled.total.as_ref().context("a total")?.amount_minor;
-    let line = emulator.line_of(&order.order_id).await?;
-    assert_eq!(line["captured"], total, "charged once, by the first attempt");
-    let refunded = line["refunded"].as_i64().unwrap_or(0) + line["refund_pending"].as_i64().unwrap_or(0);
-    assert_eq!(refunded, total, "and given back: {line}");
+    let line = line_of(&stack, &order.order_id).await?;
+    assert_eq!(line.captured, total, "charged once, by the first attempt");
+    assert_eq!(line.refunded + line.refund_pending, total, "and given back: {line:?}");
     Ok(())
 }
 
@@ -186,9 +108,8 @@ async fn a_charge_whose_answers_were_all_lost_is_refunded_and_the_order_cancelle
 /// event comes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_orders_charge_that_never_reached_the_provider_is_voided_without_one() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, StackOptions::default()).await?;
-    emulator.faults(r#"{"outage": true}"#).await?;
+    let stack = Stack::start().await?;
+    stack.provider.set_faults(&Faults::outage()).await?;
 
     let order = place(&stack, "emulator-down", "pm_card_ok").await?;
     wait_for_payment(&stack, &order.order_id, "pending").await?;
@@ -199,7 +120,7 @@ async fn a_cancelled_orders_charge_that_never_reached_the_provider_is_voided_wit
     let cancelled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(cancelled.cancel_reason, CancelReason::CustomerCancelled as i32);
     wait_for_payment(&stack, &order.order_id, "voiding").await?;
-    emulator.faults("{}").await?;
+    stack.provider.set_faults(&Faults::default()).await?;
 
     wait_for_payment(&stack, &order.order_id, "cancelled").await?;
     assert_eq!(
@@ -207,7 +128,7 @@ async fn a_cancelled_orders_charge_that_never_reached_the_provider_is_voided_wit
         PaymentStatus::Cancelled as i32
     );
     shop_harness::wait_consumers_idle(&stack.jetstream().await?).await?;
-    assert!(emulator.ledger().await?.is_empty(), "nothing was ever charged");
+    assert!(stack.provider.ledger().await?.is_empty(), "nothing was ever charged");
     Ok(())
 }
 

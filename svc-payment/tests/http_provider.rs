@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use reqwest::Url;
-use serde_json::{Value, json};
-use shop_runtime::{
-    CancellationToken,
-    values::{Currency, Money},
+use shop_provider::{
+    Faults,
+    domain::{LedgerLine, Status},
 };
+use shop_runtime::values::{Currency, Money};
 use svc_payment::provider::{ChargeOutcome, HttpProvider, PaymentProvider, ProviderError};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use uuid::Uuid;
 
 /// Each provider call's deadline in these tests.
@@ -22,67 +22,34 @@ const DEADLINE: Duration = Duration::from_secs(2);
 /// Upper bound of every wait: generous for a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The emulator, stopped when dropped.
-struct Emulator {
-    url: Url,
-    admin: reqwest::Client,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), shop_provider::Error>>,
-    _data: tempfile::TempDir,
-}
+/// The emulator, in this process, with a data directory of its own.
+struct Emulator(shop_harness::provider::Emulator);
 
 impl Emulator {
     /// An emulator whose `processing` intents and `pending` refunds settle
     /// after `async_delay`.
     async fn start(async_delay: Duration) -> anyhow::Result<Self> {
-        let data = tempfile::Builder::new().prefix("payment-provider-").tempdir()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = Url::parse(&format!("http://{}", listener.local_addr()?))?;
-        let mut config = shop_provider::Config::local(data.path());
-        config.async_delay = async_delay;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(shop_provider::run(config, listener, shutdown.clone()));
-        Ok(Self {
-            url,
-            admin: reqwest::Client::new(),
-            shutdown,
-            task,
-            _data: data,
-        })
+        Ok(Self(shop_harness::provider::Emulator::alone(async_delay).await?))
     }
 
     /// A client of it, as svc-payment makes one (no memory of earlier
     /// calls: another replica, or one restarted).
     fn provider(&self) -> anyhow::Result<HttpProvider> {
-        Ok(HttpProvider::new(self.url.clone(), DEADLINE)?)
+        Ok(HttpProvider::new(Url::parse(self.0.url())?, DEADLINE)?)
     }
 
-    /// Sets every fault knob (`{}`: all off).
-    async fn faults(&self, knobs: Value) -> anyhow::Result<()> {
-        self.admin
-            .put(self.url.join("admin/faults")?)
-            .json(&knobs)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    /// Sets every fault knob (`Faults::default()`: all off).
+    async fn faults(&self, knobs: Faults) -> anyhow::Result<()> {
+        self.0.set_faults(&knobs).await
     }
 
     /// The ledger: one line per intent, oldest first.
-    async fn ledger(&self) -> anyhow::Result<Vec<Value>> {
-        let ledger: Value = self
-            .admin
-            .get(self.url.join("admin/ledger")?)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(ledger["data"].as_array().context("a ledger list")?.clone())
+    async fn ledger(&self) -> anyhow::Result<Vec<LedgerLine>> {
+        self.0.ledger().await
     }
 
     /// The ledger's only line; fails if there is none or more.
-    async fn only_line(&self) -> anyhow::Result<Value> {
+    async fn only_line(&self) -> anyhow::Result<LedgerLine> {
         match self.ledger().await?.as_slice() {
             [line] => Ok(line.clone()),
             lines => bail!("one intent expected, the ledger has {lines:?}"),
@@ -90,7 +57,7 @@ impl Emulator {
     }
 
     /// Polls the ledger (bounded) until its only line satisfies `done`.
-    async fn line_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    async fn line_until(&self, what: &str, done: impl Fn(&LedgerLine) -> bool) -> anyhow::Result<LedgerLine> {
         let started = tokio::time::Instant::now();
         loop {
             let line = self.only_line().await?;
@@ -98,17 +65,18 @@ impl Emulator {
                 return Ok(line);
             }
             if started.elapsed() > PATIENCE {
-                bail!("the ledger never showed {what}: {line}");
+                bail!("the ledger never showed {what}: {line:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.task.abort();
+/// Every knob off but `lose_answers`: every answer to a POST lost.
+fn lose_every_answer() -> Faults {
+    Faults {
+        lose_answers: 1.0,
+        ..Faults::default()
     }
 }
 
@@ -140,10 +108,14 @@ async fn a_good_card_is_captured_once_however_often_it_is_charged() -> anyhow::R
     assert_eq!(first, again, "the same key is the same charge");
 
     let line = emulator.only_line().await?;
-    assert_eq!(line["intent"], first.as_str());
-    assert_eq!(line["captured"], 1299);
-    assert_eq!(line["currency"], "eur");
-    assert_eq!(line["order_id"], ORDER, "the order is recorded with the charge");
+    assert_eq!(line.intent, first);
+    assert_eq!(line.captured, 1299);
+    assert_eq!(line.currency, "eur");
+    assert_eq!(
+        line.order_id.as_deref(),
+        Some(ORDER),
+        "the order is recorded with the charge"
+    );
     Ok(())
 }
 
@@ -162,8 +134,8 @@ async fn a_declined_card_is_a_decline_with_its_reason_and_takes_nothing() -> any
     assert!(matches!(unknown, Ok(ChargeOutcome::Declined { .. })), "{unknown:?}");
 
     let line = emulator.only_line().await?;
-    assert_eq!(line["status"], "requires_payment_method");
-    assert_eq!(line["captured"], 0);
+    assert_eq!(line.status, Status::RequiresPaymentMethod);
+    assert_eq!(line.captured, 0);
     Ok(())
 }
 
@@ -180,7 +152,7 @@ async fn a_processing_charge_that_settles_within_the_deadline_is_its_outcome() -
         matches!(&declined, Ok(ChargeOutcome::Declined { reason }) if reason == "card_declined"),
         "{declined:?}"
     );
-    let captured: Vec<_> = emulator.ledger().await?.iter().map(|l| l["captured"].clone()).collect();
+    let captured: Vec<_> = emulator.ledger().await?.iter().map(|l| l.captured).collect();
     assert_eq!(captured, [1299, 0]);
     Ok(())
 }
@@ -207,10 +179,7 @@ async fn an_unsettled_charge_is_a_timeout_and_its_void_cancels_it() -> anyhow::R
         );
     }
     for line in emulator.ledger().await? {
-        assert_eq!(
-            (&line["status"], &line["voided"], &line["captured"]),
-            (&json!("canceled"), &json!(true), &json!(0))
-        );
+        assert_eq!((line.status, line.voided, line.captured), (Status::Canceled, true, 0));
     }
     Ok(())
 }
@@ -227,8 +196,8 @@ async fn a_lost_answer_is_a_timeout_and_the_retry_learns_the_one_charge() -> any
     let retried = charge_id(charge(&provider, key, "pm_card_timeout").await)?;
 
     let line = emulator.only_line().await?;
-    assert_eq!(line["intent"], retried.as_str());
-    assert_eq!(line["captured"], 1299, "charged once");
+    assert_eq!(line.intent, retried);
+    assert_eq!(line.captured, 1299, "charged once");
     Ok(())
 }
 
@@ -240,23 +209,29 @@ async fn lost_and_late_answers_are_timeouts_and_the_retry_charges_nothing_more()
     let provider = emulator.provider()?;
 
     for (knobs, fault) in [
-        (json!({"lose_answers": 1.0}), "lost answer"),
-        (json!({"slow_ms": 2 * DEADLINE.as_millis()}), "late answer"),
+        (lose_every_answer(), "lost answer"),
+        (
+            Faults {
+                slow_ms: 2 * u64::try_from(DEADLINE.as_millis())?,
+                ..Faults::default()
+            },
+            "late answer",
+        ),
     ] {
         let key = Uuid::now_v7();
         emulator.faults(knobs).await?;
         let answer = charge(&provider, key, "pm_card_ok").await;
         assert!(matches!(answer, Err(ProviderError::Timeout)), "{fault}: {answer:?}");
-        emulator.faults(json!({})).await?;
+        emulator.faults(Faults::default()).await?;
         let id = charge_id(charge(&provider, key, "pm_card_ok").await)?;
         let charged: Vec<_> = emulator
             .ledger()
             .await?
             .into_iter()
-            .filter(|l| l["intent"] == id.as_str())
+            .filter(|l| l.intent == id)
             .collect();
         assert_eq!(charged.len(), 1, "{fault}");
-        assert_eq!(charged[0]["captured"], 1299, "{fault}: charged once");
+        assert_eq!(charged[0].captured, 1299, "{fault}: charged once");
     }
     assert_eq!(emulator.ledger().await?.len(), 2);
     Ok(())
@@ -268,7 +243,7 @@ async fn an_outage_or_no_provider_is_unavailable_and_charges_nothing() -> anyhow
     let provider = emulator.provider()?;
     let key = Uuid::now_v7();
 
-    emulator.faults(json!({"outage": true})).await?;
+    emulator.faults(Faults::outage()).await?;
     let down = charge(&provider, key, "pm_card_ok").await;
     assert!(matches!(down, Err(ProviderError::Unavailable(_))), "{down:?}");
     let void = provider.refund_or_void(key).await;
@@ -282,9 +257,9 @@ async fn an_outage_or_no_provider_is_unavailable_and_charges_nothing() -> anyhow
     assert!(matches!(refused, Err(ProviderError::Unavailable(_))), "{refused:?}");
 
     // Back: the same key charges, once.
-    emulator.faults(json!({})).await?;
+    emulator.faults(Faults::default()).await?;
     charge_id(charge(&provider, key, "pm_card_ok").await)?;
-    assert_eq!(emulator.only_line().await?["captured"], 1299);
+    assert_eq!(emulator.only_line().await?.captured, 1299);
     Ok(())
 }
 
@@ -302,11 +277,11 @@ async fn a_void_refunds_a_captured_charge_once() -> anyhow::Result<()> {
     emulator.provider()?.refund_or_void(key).await?;
 
     let line = emulator
-        .line_until("the refund settled", |l| l["refund_pending"] == 0)
+        .line_until("the refund settled", |l| l.refund_pending == 0)
         .await?;
-    assert_eq!((&line["captured"], &line["refunded"]), (&json!(1299), &json!(1299)));
+    assert_eq!((line.captured, line.refunded), (1299, 1299));
     provider.refund_or_void(key).await?;
-    assert_eq!(emulator.only_line().await?["refunded"], 1299);
+    assert_eq!(emulator.only_line().await?.refunded, 1299);
     Ok(())
 }
 
@@ -318,19 +293,16 @@ async fn a_void_finds_a_charge_whose_answer_was_lost() -> anyhow::Result<()> {
     let key = Uuid::now_v7();
     // Other intents, before and after, for the lookup to pass over.
     charge_id(charge(&emulator.provider()?, Uuid::now_v7(), "pm_card_ok").await)?;
-    emulator.faults(json!({"lose_answers": 1.0})).await?;
+    emulator.faults(lose_every_answer()).await?;
     let lost = charge(&emulator.provider()?, key, "pm_card_ok").await;
     assert!(matches!(lost, Err(ProviderError::Timeout)), "{lost:?}");
-    emulator.faults(json!({})).await?;
+    emulator.faults(Faults::default()).await?;
     charge_id(charge(&emulator.provider()?, Uuid::now_v7(), "pm_card_ok").await)?;
 
     emulator.provider()?.refund_or_void(key).await?;
 
     let ledger = emulator.ledger().await?;
-    let refunded: Vec<_> = ledger
-        .iter()
-        .map(|l| l["refunded"].as_i64().unwrap_or(0) + l["refund_pending"].as_i64().unwrap_or(0))
-        .collect();
+    let refunded: Vec<_> = ledger.iter().map(|l| l.refunded + l.refund_pending).collect();
     assert_eq!(refunded, [0, 1299, 0], "exactly the lost charge is refunded");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Payments the provider settles in its own time, end to end: the platform
-//! in this process, the provider emulator beside it, svc-payment learning
+//! in this process with the provider emulator it runs, svc-payment learning
 //! the outcome from the provider's event list (reconciliation) or from a
 //! webhook, and the money checked in the emulator's ledger.
 
@@ -15,66 +15,18 @@ use shop_proto::{
         payment_webhook_service_client::PaymentWebhookServiceClient,
     },
 };
-use shop_runtime::{CancellationToken, webhook_secret::WebhookSecret};
-use tokio::net::TcpListener;
+use shop_provider::{
+    Faults,
+    domain::{LedgerLine, Status},
+};
+use shop_runtime::webhook_secret::WebhookSecret;
 use tonic::Code;
 
-/// The emulator, stopped when dropped.
-struct Emulator {
-    url: String,
-    shutdown: CancellationToken,
-    _data: tempfile::TempDir,
-}
-
-impl Emulator {
-    async fn start() -> anyhow::Result<Self> {
-        let data = tempfile::Builder::new().prefix("payment-provider-").tempdir()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let shutdown = CancellationToken::new();
-        let mut config = shop_provider::Config::local(data.path());
-        config.async_delay = Duration::from_secs(1);
-        tokio::spawn(shop_provider::run(config, listener, shutdown.clone()));
-        Ok(Self {
-            url,
-            shutdown,
-            _data: data,
-        })
-    }
-
-    async fn faults(&self, knobs: &'static str) -> anyhow::Result<()> {
-        reqwest::Client::new()
-            .put(format!("{}/admin/faults", self.url))
-            .body(knobs)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    /// The ledger line of the intent made for `order_id`.
-    async fn line_of(&self, order_id: &str) -> anyhow::Result<Value> {
-        let ledger: Value = reqwest::get(format!("{}/admin/ledger", self.url))
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let lines: Vec<&Value> = ledger["data"]
-            .as_array()
-            .context("a ledger list")?
-            .iter()
-            .filter(|l| l["order_id"] == order_id)
-            .collect();
-        match lines.as_slice() {
-            [line] => Ok((*line).clone()),
-            lines => bail!("one intent expected for order {order_id}, the ledger has {lines:?}"),
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+/// The ledger line of the one intent made for `order_id`.
+async fn line_of(stack: &Stack, order_id: &str) -> anyhow::Result<LedgerLine> {
+    match stack.provider.lines_of(order_id).await?.as_slice() {
+        [line] => Ok(line.clone()),
+        lines => bail!("one intent expected for order {order_id}, the ledger has {lines:?}"),
     }
 }
 
@@ -86,19 +38,19 @@ fn previous_secret() -> WebhookSecret {
     "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".parse().expect("a secret")
 }
 
-/// A stack whose svc-payment charges through `emulator`, reads its events
-/// every `reconcile`, and takes webhooks signed with [`secret`] or
+/// A stack whose svc-payment reads the provider's events every
+/// `reconcile`, and takes webhooks signed with [`secret`] or
 /// [`previous_secret`].
-async fn stack(emulator: &Emulator, reconcile: &str, options: StackOptions) -> anyhow::Result<Stack> {
+async fn stack(reconcile: &str, options: StackOptions) -> anyhow::Result<Stack> {
     let options = options
-        .setting(Service::Payment, "PAYMENT_PROVIDER_URL", &emulator.url)
         .setting(Service::Payment, "PAYMENT_RECONCILE_INTERVAL", reconcile)
         .setting(Service::Payment, "PAYMENT_WEBHOOK_SECRET", secret().expose())
         .setting(
             Service::Payment,
             "PAYMENT_WEBHOOK_PREVIOUS_SECRET",
             previous_secret().expose(),
-        );
+        )
+        .setting(Service::Payment, "PAYMENT_RETURN_URL", "http://shop.test/#/orders/{order_id}");
     Stack::start_with(options).await
 }
 
@@ -137,8 +89,7 @@ async fn payment_becomes(stack: &Stack, order_id: &str, status: PaymentStatus) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_asynchronous_card_keeps_the_order_reserved_until_the_provider_settles_it() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, "300ms", StackOptions::default()).await?;
+    let stack = stack("300ms", StackOptions::default()).await?;
 
     let order = place(&stack, "async-ok", "pm_card_async").await?;
     payment_becomes(&stack, &order.order_id, PaymentStatus::Processing).await?;
@@ -151,20 +102,21 @@ async fn an_asynchronous_card_keeps_the_order_reserved_until_the_provider_settle
     let confirmed = stack.settled("alice", &order.order_id).await?;
     assert_eq!(confirmed.status, OrderStatus::Confirmed as i32, "{confirmed:?}");
     let total = confirmed.total.as_ref().context("a total")?.amount_minor;
-    let line = emulator.line_of(&order.order_id).await?;
-    assert_eq!(line["captured"], total, "captured once: {line}");
+    let line = line_of(&stack, &order.order_id).await?;
+    assert_eq!(line.captured, total, "captured once: {line:?}");
 
     let declined = place(&stack, "async-declined", "pm_card_async_declined").await?;
     payment_becomes(&stack, &declined.order_id, PaymentStatus::Processing).await?;
     let declined = stack.settled("alice", &declined.order_id).await?;
     assert_eq!(declined.status, OrderStatus::Cancelled as i32, "{declined:?}");
     assert_eq!(declined.cancel_reason, CancelReason::PaymentDeclined as i32);
-    assert_eq!(emulator.line_of(&declined.order_id).await?["captured"], 0);
+    assert_eq!(line_of(&stack, &declined.order_id).await?.captured, 0);
     Ok(())
 }
 
-/// Posts the emulator's 3-D Secure page's button (`complete` or `fail`).
-async fn authenticate(next_action_url: &str, outcome: &str) -> anyhow::Result<()> {
+/// Posts the emulator's 3-D Secure page's button (`complete` or `fail`);
+/// where the page sends the customer back, if it does.
+async fn authenticate(next_action_url: &str, outcome: &str) -> anyhow::Result<Option<String>> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -172,23 +124,31 @@ async fn authenticate(next_action_url: &str, outcome: &str) -> anyhow::Result<()
     if !(answer.status().is_success() || answer.status().is_redirection()) {
         bail!("authentication page answered {}", answer.status());
     }
-    Ok(())
+    Ok(answer
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_card_that_asks_for_authentication_waits_for_the_customer() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, "300ms", StackOptions::default()).await?;
+    let stack = stack("300ms", StackOptions::default()).await?;
 
     let order = place(&stack, "3ds-ok", "pm_card_3ds").await?;
     let asking = payment_becomes(&stack, &order.order_id, PaymentStatus::RequiresAction).await?;
     assert!(
         asking
             .next_action_url
-            .starts_with(&format!("{}/authenticate/", emulator.url)),
+            .starts_with(&format!("{}/authenticate/", stack.provider.url())),
         "{asking:?}"
     );
-    authenticate(&asking.next_action_url, "complete").await?;
+    let back = authenticate(&asking.next_action_url, "complete").await?;
+    let order_page = format!("http://shop.test/#/orders/{}", order.order_id);
+    assert!(
+        back.as_deref().is_some_and(|url| url.starts_with("http://shop.test/?") && url.ends_with(&order_page[16..])),
+        "sent back to {back:?}, not the order's page {order_page}"
+    );
     let confirmed = stack.settled("alice", &order.order_id).await?;
     assert_eq!(confirmed.status, OrderStatus::Confirmed as i32, "{confirmed:?}");
 
@@ -201,34 +161,29 @@ async fn a_card_that_asks_for_authentication_waits_for_the_customer() -> anyhow:
         CancelReason::PaymentDeclined as i32,
         "{cancelled:?}"
     );
-    assert_eq!(emulator.line_of(&failing.order_id).await?["captured"], 0);
+    assert_eq!(line_of(&stack, &failing.order_id).await?.captured, 0);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_customer_who_never_authenticates_gets_the_stock_released_and_is_charged_nothing() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
     let options = StackOptions {
         reservation_ttl: Duration::from_secs(3),
         ..StackOptions::default()
     };
-    let stack = stack(&emulator, "300ms", options).await?;
+    let stack = stack("300ms", options).await?;
 
     let order = place(&stack, "3ds-never", "pm_card_3ds").await?;
     let asking = payment_becomes(&stack, &order.order_id, PaymentStatus::RequiresAction).await?;
     let cancelled = stack.settled("alice", &order.order_id).await?;
     assert_eq!(cancelled.status, OrderStatus::Cancelled as i32, "{cancelled:?}");
     payment_becomes(&stack, &order.order_id, PaymentStatus::Cancelled).await?;
-    let line = emulator.line_of(&order.order_id).await?;
-    assert_eq!(
-        (line["status"].as_str(), line["captured"].as_i64()),
-        (Some("canceled"), Some(0)),
-        "{line}"
-    );
+    let line = line_of(&stack, &order.order_id).await?;
+    assert_eq!((line.status, line.captured), (Status::Canceled, 0), "{line:?}");
     // Too late: the page can no longer take the money.
     let _ = authenticate(&asking.next_action_url, "complete").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(emulator.line_of(&order.order_id).await?["captured"], 0);
+    assert_eq!(line_of(&stack, &order.order_id).await?.captured, 0);
     Ok(())
 }
 
@@ -237,26 +192,24 @@ async fn a_customer_who_never_authenticates_gets_the_stock_released_and_is_charg
 /// finds the money taken, and gives it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_success_that_lands_after_the_cancellation_is_refunded() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, "300ms", StackOptions::default()).await?;
+    let stack = stack("300ms", StackOptions::default()).await?;
 
     let order = place(&stack, "late-success", "pm_card_async").await?;
     payment_becomes(&stack, &order.order_id, PaymentStatus::Processing).await?;
-    emulator.faults(r#"{"outage": true}"#).await?;
+    stack.provider.set_faults(&Faults::outage()).await?;
     let request = CancelOrderRequest {
         order_id: order.order_id.clone(),
     };
     stack.orders("alice").await?.cancel_order(request).await?;
     // The async window passes while the void cannot get through.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    emulator.faults("{}").await?;
+    stack.provider.set_faults(&Faults::default()).await?;
 
     payment_becomes(&stack, &order.order_id, PaymentStatus::Cancelled).await?;
     let total = order.total.as_ref().context("a total")?.amount_minor;
-    let line = emulator.line_of(&order.order_id).await?;
-    assert_eq!(line["captured"], total, "{line}");
-    let back = line["refunded"].as_i64().unwrap_or(0) + line["refund_pending"].as_i64().unwrap_or(0);
-    assert_eq!(back, total, "given back: {line}");
+    let line = line_of(&stack, &order.order_id).await?;
+    assert_eq!(line.captured, total, "{line:?}");
+    assert_eq!(line.refunded + line.refund_pending, total, "given back: {line:?}");
     Ok(())
 }
 
@@ -264,15 +217,18 @@ async fn a_success_that_lands_after_the_cancellation_is_refunded() -> anyhow::Re
 /// list tells what the answers did not, and the order is confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_charge_whose_answers_were_lost_is_settled_from_the_providers_events() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
-    let stack = stack(&emulator, "300ms", StackOptions::default()).await?;
-    emulator.faults(r#"{"lose_answers": 1.0}"#).await?;
+    let stack = stack("300ms", StackOptions::default()).await?;
+    let lose_every_answer = Faults {
+        lose_answers: 1.0,
+        ..Faults::default()
+    };
+    stack.provider.set_faults(&lose_every_answer).await?;
 
     let order = place(&stack, "lost-answers", "pm_card_ok").await?;
     let confirmed = stack.settled("alice", &order.order_id).await?;
     assert_eq!(confirmed.status, OrderStatus::Confirmed as i32, "{confirmed:?}");
     let total = confirmed.total.as_ref().context("a total")?.amount_minor;
-    assert_eq!(emulator.line_of(&order.order_id).await?["captured"], total);
+    assert_eq!(line_of(&stack, &order.order_id).await?.captured, total);
     Ok(())
 }
 
@@ -299,9 +255,8 @@ fn now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhooks_are_taken_once_signed_and_fresh_and_never_believed() -> anyhow::Result<()> {
-    let emulator = Emulator::start().await?;
     // Reconciliation out of the way: only webhooks can settle anything.
-    let stack = stack(&emulator, "1h", StackOptions::default()).await?;
+    let stack = stack("1h", StackOptions::default()).await?;
     let mut intake = PaymentWebhookServiceClient::new(stack.channel(Service::Payment).await?);
     let pool = stack.pool(Service::Payment).await?;
     let stored = || async {

@@ -171,3 +171,40 @@ async fn delayed_and_reordered_webhooks_are_held_back_yet_all_arrive() {
     }
     provider.stop().await;
 }
+
+/// The admin client (what the stacks, fault runs and `cargo xtask verify`
+/// use) sets and reads the knobs and reads the ledger as the API has them.
+#[tokio::test]
+async fn the_admin_client_sets_knobs_and_reads_the_ledger() {
+    let dir = data_dir();
+    let provider = Provider::start(config(&dir)).await;
+    let admin = shop_provider::admin_client::AdminClient::new(format!("{}/", provider.url));
+    admin.wait_live(Duration::from_secs(10)).await.expect("live");
+    assert_eq!(admin.url(), provider.url);
+
+    let set = admin.set_faults(&shop_provider::Faults::outage()).await.expect("set");
+    assert!(set.outage);
+    assert_eq!(admin.faults().await.expect("read"), set);
+    let (status, _) = provider.pay("k-down", "pm_card_ok").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    admin
+        .set_faults(&shop_provider::Faults::default())
+        .await
+        .expect("all off");
+
+    let (_, paid) = provider.pay("k-up", "pm_card_ok").await;
+    let ledger = admin.ledger().await.expect("the ledger");
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(Some(ledger[0].intent.as_str()), paid["id"].as_str());
+    assert_eq!(ledger[0].order_id.as_deref(), Some("order-1"));
+    assert_eq!((ledger[0].captured, ledger[0].refunded), (1299, 0));
+
+    let gone = shop_provider::admin_client::AdminClient::new(dead_url());
+    assert!(gone.wait_live(Duration::from_millis(200)).await.is_err());
+}
+
+/// A URL where nothing listens: a port just given back.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    format!("http://{}", listener.local_addr().expect("bound"))
+}
