@@ -126,6 +126,14 @@ impl AccessTable {
             .collect()
     }
 
+    /// Whether `service` has a method the gateway routes from outside: one
+    /// whose policy is not [`Access::Internal`].
+    pub fn has_public_methods(&self, service: &str) -> bool {
+        self.methods
+            .values()
+            .any(|policy| policy.service == service && policy.access != Access::Internal)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MethodPolicy)> {
         self.methods.iter().map(|(path, policy)| (path.as_str(), policy))
     }
@@ -211,6 +219,8 @@ mod tests {
             "/shop.payment.v1.PaymentWebhookService/ReceiveWebhook",
             Access::Internal,
         );
+        assert!(table.has_public_methods("shop.payment.v1.PaymentService"));
+        assert!(!table.has_public_methods("shop.payment.v1.PaymentWebhookService"));
         let checkout = table.get("/shop.cart.v1.CartService/Checkout").expect("Checkout");
         assert_eq!(
             checkout.calls_on_behalf,

@@ -66,12 +66,14 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 pub use error::StartError;
 
-/// The services reflection lists: every public service of the contract
-/// (each served by a service of the registry), and the development tokens.
-pub fn public_services() -> Vec<&'static str> {
+/// The services reflection lists: every service of the registry that has
+/// a method callable through the gateway (not one only the platform calls,
+/// as svc-payment's webhook intake), and the development tokens.
+pub fn public_services(access: &access::AccessTable) -> Vec<&'static str> {
     registry::ALL
         .iter()
         .flat_map(|spec| spec.serves.iter().copied())
+        .filter(|service| access.has_public_methods(service))
         .chain([edge::DEV_AUTH_SERVICE])
         .collect()
 }
@@ -79,10 +81,11 @@ pub fn public_services() -> Vec<&'static str> {
 /// Health, reflection (v1 and v1alpha) and, when on, development tokens.
 fn own_services(
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    public_services: &[&'static str],
     dev_tokens: Option<Arc<dev_tokens::DevTokenIssuer>>,
     max_message_bytes: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
-    let (v1, v1alpha) = shop_runtime::grpc::reflection(&public_services())?;
+    let (v1, v1alpha) = shop_runtime::grpc::reflection(public_services)?;
     let mut routes = Routes::new(health).add_service(v1).add_service(v1alpha);
     if let Some(issuer) = dev_tokens {
         routes = routes.add_service(
@@ -111,6 +114,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let pinned_keys = dev_tokens.iter().map(|issuer| issuer.public_jwk()).collect();
     let verifier = authentication::TokenVerifier::start(&config.auth, pinned_keys).await?;
     let access = access::AccessTable::shop()?;
+    let public_services = public_services(&access);
     let upstreams = Arc::new(upstreams::Upstreams::new(&config.upstreams, config.reach));
     let rate_limits = Arc::new(rate_limits::RateLimits::new(&config.rate_limits));
 
@@ -130,7 +134,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let edge = edge::Edge::new(
         &access,
         &upstreams,
-        own_services(health_service, dev_tokens.clone(), config.max_message_bytes)?,
+        own_services(
+            health_service,
+            &public_services,
+            dev_tokens.clone(),
+            config.max_message_bytes,
+        )?,
         verifier.clone(),
         config.identity.clone(),
         rate_limits.clone(),
@@ -189,7 +198,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         None => None,
     };
     host.serve_with(listeners, |listener, shutdown| async move {
-        server::serve(listener, edge, cors, storefront, shutdown).await;
+        server::serve(listener, edge, cors, storefront, &public_services, shutdown).await;
         Ok(())
     })
     .await?;

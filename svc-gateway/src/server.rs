@@ -58,13 +58,14 @@ pub async fn serve(
     edge: Edge,
     cors: CorsLayer,
     storefront: Option<Storefront>,
+    public_services: &[&'static str],
     shutdown: CancellationToken,
 ) {
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(GrpcMetricsLayer::new(
-            crate::public_services().into_iter().chain(BASIC_SERVICES),
+            public_services.iter().copied().chain(BASIC_SERVICES),
         ))
         .layer(TraceLayer)
         .service(edge);
