@@ -32,6 +32,11 @@ pub struct Config {
     /// `PAYMENT_RECONCILE_INTERVAL`: how often the provider's event list is
     /// read for what no webhook brought (default 30s).
     pub reconcile_interval: Duration,
+    /// `PAYMENT_RETURN_URL`: where a customer lands after authenticating a
+    /// charge at the provider, `{order_id}` replaced (e.g.
+    /// `http://127.0.0.1:8080/#/orders/{order_id}`, the storefront's page
+    /// of the order). Unset: the provider's page says the outcome itself.
+    pub return_url: Option<String>,
 }
 
 impl shop_runtime::config::HasBasics for Config {
@@ -54,6 +59,15 @@ impl Config {
                 "PAYMENT_PROVIDER_URL={url} is not an http(s) URL (e.g. http://127.0.0.1:12111)"
             ));
         }
+        let return_url: Option<String> =
+            env.optional("PAYMENT_RETURN_URL", "e.g. http://127.0.0.1:8080/#/orders/{order_id}");
+        if let Some(url) = &return_url
+            && !Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            env.problem(format!(
+                "PAYMENT_RETURN_URL={url:?} is not an http(s) URL (e.g. http://127.0.0.1:8080/#/orders/{{order_id}})"
+            ));
+        }
         let config = Self {
             service: ServiceSettings::read(&mut env, &shop_runtime::registry::PAYMENT),
             provider_timeout: env.positive_duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(5)),
@@ -64,6 +78,7 @@ impl Config {
                 .filter_map(|key| WebhookSecret::read_optional(&mut env, key))
                 .collect(),
             reconcile_interval: env.positive_duration("PAYMENT_RECONCILE_INTERVAL", Duration::from_secs(30)),
+            return_url,
         };
         env.finish()?;
         Ok(config)
@@ -123,5 +138,20 @@ mod tests {
             }
             assert_eq!(err.problems.len(), 3, "{url}: {text}");
         }
+    }
+
+    #[test]
+    fn reads_where_customers_return_and_refuses_what_is_no_url() {
+        let mut env = base();
+        env.push(("PAYMENT_RETURN_URL", "http://127.0.0.1:8080/#/orders/{order_id}".into()));
+        let config = Config::read(EnvReader::from_map(env)).expect("valid");
+        assert_eq!(
+            config.return_url.as_deref(),
+            Some("http://127.0.0.1:8080/#/orders/{order_id}")
+        );
+        let mut env = base();
+        env.push(("PAYMENT_RETURN_URL", "/orders/{order_id}".into()));
+        let err = Config::read(EnvReader::from_map(env)).expect_err("not a URL");
+        assert!(err.to_string().contains("PAYMENT_RETURN_URL"), "{err}");
     }
 }

@@ -49,7 +49,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let router = match &config.provider_url {
         Some(url) => {
             let provider = provider::HttpProvider::new(url.clone(), config.provider_timeout)
-                .map_err(|e| HostError::setup("the payment provider's client", e))?;
+                .map_err(|e| HostError::setup("the payment provider's client", e))?
+                .with_return_url(config.return_url.clone());
             tracing::info!(%url, "charging through the payment provider's HTTP API");
             let provider = Arc::new(provider);
             let saga = spawn_saga(&mut host, &bus, &pool, &outbox, &config, provider.clone()).await?;

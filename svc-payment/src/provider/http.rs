@@ -69,6 +69,9 @@ pub struct HttpProvider {
     read_up_to: tokio::sync::Mutex<Option<String>>,
     /// Keys a void found no intent under, and when it first did.
     unseen: Mutex<HashMap<Uuid, Instant>>,
+    /// Where the provider sends a customer back after authenticating, with
+    /// `{order_id}` for the order ([`Self::with_return_url`]).
+    return_url: Option<String>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -104,7 +107,18 @@ impl HttpProvider {
             known: Mutex::default(),
             read_up_to: tokio::sync::Mutex::default(),
             unseen: Mutex::default(),
+            return_url: None,
         })
+    }
+
+    /// Sends customers back to `template` after they authenticated a
+    /// charge, `{order_id}` replaced by the order's id (e.g. the
+    /// storefront's `http://127.0.0.1:8080/#/orders/{order_id}`).
+    pub fn with_return_url(self, template: Option<String>) -> Self {
+        Self {
+            return_url: template,
+            ..self
+        }
     }
 
     /// The API's `segments` under the base URL.
@@ -280,6 +294,7 @@ impl PaymentProvider for HttpProvider {
                 order_id,
                 payment_id: key.to_string(),
             },
+            return_url: self.return_url.as_ref().map(|t| t.replace("{order_id}", order_id)),
         };
         let request = self
             .client
@@ -573,6 +588,8 @@ struct NewIntent<'a> {
     currency: String,
     payment_method: &'a str,
     metadata: Metadata<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_url: Option<String>,
 }
 
 #[derive(Serialize)]
