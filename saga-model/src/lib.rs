@@ -252,7 +252,7 @@ impl Shop {
         match to {
             order::Status::Confirmed => self.publish(state, Event::OrderConfirmed, o),
             order::Status::Cancelled(_) => self.publish(state, Event::OrderCancelled, o),
-            order::Status::Pending | order::Status::Reserved => {}
+            order::Status::Pending | order::Status::Reserved(_) => {}
         }
     }
 

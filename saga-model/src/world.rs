@@ -265,9 +265,9 @@ impl State {
 
 impl fmt::Display for Order {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (status, reason) = self.status.to_columns();
+        let (status, reason, wait) = self.status.to_columns();
         write!(f, "order {status}")?;
-        if let Some(reason) = reason {
+        if let Some(reason) = reason.or(wait) {
             write!(f, " ({reason})")?;
         }
         match self.reservation {

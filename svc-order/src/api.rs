@@ -42,7 +42,7 @@ fn to_proto(order: OrderRecord) -> pb::Order {
     };
     let (status, cancel_reason) = match order.status {
         OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
-        OrderStatus::Reserved => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
+        OrderStatus::Reserved(_) => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
         OrderStatus::Confirmed => (pb::OrderStatus::Confirmed, pb::CancelReason::Unspecified),
         OrderStatus::Cancelled(reason) => (pb::OrderStatus::Cancelled, contract::cancel_reason(reason)),
     };
@@ -64,8 +64,15 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         created_at: Some(timestamp(order.created_at)),
         updated_at: Some(timestamp(order.updated_at)),
         payment_method: order.payment_method.clone(),
-        payment_wait: pb::PaymentWait::Unspecified as i32,
-        next_action_url: String::new(),
+        payment_wait: contract::payment_wait(order.status) as i32,
+        // Only while the payment waits for the customer (the store keeps it
+        // no longer).
+        next_action_url: match contract::payment_wait(order.status) {
+            pb::PaymentWait::CustomerAction => order.next_action_url.clone().unwrap_or_default(),
+            pb::PaymentWait::Unspecified | pb::PaymentWait::Processing => String::new(),
+        },
+        refunds: Vec::new(),
+        refunded: None,
     }
 }
 
@@ -291,6 +298,10 @@ impl pb::order_service_server::OrderService for OrderApi {
     }
 
     type WatchOrderStream = OrderStream;
+
+    async fn refund_order(&self, _request: Request<pb::RefundOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Err(Status::unimplemented("RefundOrder is not served yet"))
+    }
 
     async fn watch_order(
         &self,

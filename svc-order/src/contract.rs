@@ -4,7 +4,7 @@
 
 use shop_proto::order::v1 as pb;
 
-use crate::domain::CancelReason;
+use crate::domain::{CancelReason, PaymentWait, Status};
 
 /// The reason as the contract spells it. `orders.cancelled` carries the same
 /// number in its own enum (`OrderCancelReason`), so this is the one mapping
@@ -16,6 +16,19 @@ pub(crate) fn cancel_reason(reason: CancelReason) -> pb::CancelReason {
         CancelReason::ReservationExpired => pb::CancelReason::ReservationExpired,
         CancelReason::CustomerCancelled => pb::CancelReason::CustomerCancelled,
         CancelReason::TimedOut => pb::CancelReason::TimedOut,
+        CancelReason::PaymentNotAuthenticated => pb::CancelReason::PaymentNotAuthenticated,
+    }
+}
+
+/// What the order's payment waits for, as `Order.payment_wait` says it:
+/// only while the order is reserved.
+pub(crate) fn payment_wait(status: Status) -> pb::PaymentWait {
+    match status {
+        Status::Reserved(Some(PaymentWait::Processing)) => pb::PaymentWait::Processing,
+        Status::Reserved(Some(PaymentWait::CustomerAction)) => pb::PaymentWait::CustomerAction,
+        Status::Pending | Status::Reserved(None) | Status::Confirmed | Status::Cancelled(_) => {
+            pb::PaymentWait::Unspecified
+        }
     }
 }
 
@@ -35,6 +48,39 @@ mod tests {
                 format!("ORDER_{}", cancel_reason(reason).as_str_name()),
                 "{reason:?}"
             );
+        }
+    }
+
+    /// A reason the contract gains is one the domain can give, and the
+    /// event's enum has no reason the API's lacks.
+    #[test]
+    fn every_reason_of_the_contract_is_one_of_the_domain() {
+        let given: Vec<i32> = CancelReason::ALL.into_iter().map(|r| cancel_reason(r) as i32).collect();
+        for number in (1..).take_while(|n| pb::CancelReason::try_from(*n).is_ok()) {
+            assert!(given.contains(&number), "{:?}", pb::CancelReason::try_from(number));
+        }
+        for number in (1..).take_while(|n| ev::OrderCancelReason::try_from(*n).is_ok()) {
+            assert!(given.contains(&number), "{:?}", ev::OrderCancelReason::try_from(number));
+        }
+        assert!(pb::CancelReason::try_from(given.len() as i32 + 1).is_err());
+        assert!(ev::OrderCancelReason::try_from(given.len() as i32 + 1).is_err());
+    }
+
+    #[test]
+    fn only_a_reserved_order_shows_what_its_payment_waits_for() {
+        assert_eq!(
+            payment_wait(Status::Reserved(Some(PaymentWait::Processing))),
+            pb::PaymentWait::Processing
+        );
+        assert_eq!(
+            payment_wait(Status::Reserved(Some(PaymentWait::CustomerAction))),
+            pb::PaymentWait::CustomerAction
+        );
+        let others = [Status::Pending, Status::Reserved(None), Status::Confirmed]
+            .into_iter()
+            .chain(CancelReason::ALL.map(Status::Cancelled));
+        for status in others {
+            assert_eq!(payment_wait(status), pb::PaymentWait::Unspecified, "{status:?}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The order deadline: an order still pending or reserved `ORDER_DEADLINE`
-//! after it was placed is cancelled `TIMED_OUT` through the state machine,
-//! so every order reaches a terminal status however long a dependency stays
-//! away. Its `orders.cancelled` does the rest: inventory gives the stock
+//! after it was placed is cancelled `TIMED_OUT` through the state machine
+//! (`PAYMENT_NOT_AUTHENTICATED` when its payment waits for the customer),
+//! so every order reaches a terminal status however long a dependency or
+//! the customer stays away. Its `orders.cancelled` does the rest: inventory gives the stock
 //! back, payment refunds or voids whatever was charged. The deadline sits
 //! under the reservation TTL: the order's owner decides when an order has
 //! waited long enough, and the reservation's expiry is the backstop.

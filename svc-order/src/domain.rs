@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! PENDING ──reserved──▶ RESERVED ──committed──▶ CONFIRMED
-//!    │                     │
+//!    │                     │  ▲
+//!    │      payment awaiting │  │ (processing, or the customer's action)
+//!    │                     ▼  │
 //!    └──────── CANCELLED ◀─┘  (out of stock, payment declined,
-//!                              reservation expired, customer cancelled)
+//!                              reservation expired, customer cancelled,
+//!                              timed out, payment not authenticated)
 //! ```
-//! Every event and API call goes through [`decide`]; nothing else changes a
-//! status.
+//! A RESERVED order also knows what its payment waits for
+//! ([`PaymentWait`]); an order whose payment waits for the customer and
+//! runs out of time (its reservation expired, its deadline passed) is
+//! cancelled `PaymentNotAuthenticated`. Every event and API call goes
+//! through [`decide`]; nothing else changes a status.
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
@@ -21,15 +27,19 @@ pub enum CancelReason {
     CustomerCancelled,
     /// Not settled within the order deadline.
     TimedOut,
+    /// The customer did not authenticate the payment before the reservation
+    /// expired or the order deadline passed.
+    PaymentNotAuthenticated,
 }
 
 impl CancelReason {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::OutOfStock,
         Self::PaymentDeclined,
         Self::ReservationExpired,
         Self::CustomerCancelled,
         Self::TimedOut,
+        Self::PaymentNotAuthenticated,
     ];
 
     /// As stored in `orders.cancel_reason`.
@@ -40,6 +50,30 @@ impl CancelReason {
             Self::ReservationExpired => "reservation_expired",
             Self::CustomerCancelled => "customer_cancelled",
             Self::TimedOut => "timed_out",
+            Self::PaymentNotAuthenticated => "payment_not_authenticated",
+        }
+    }
+}
+
+/// What the payment of a RESERVED order waits for, once svc-payment has
+/// said (`payments.awaiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentWait {
+    /// The provider settles the charge later by itself.
+    Processing,
+    /// The customer must authenticate the charge (3-D Secure) at the
+    /// order's `next_action_url`.
+    CustomerAction,
+}
+
+impl PaymentWait {
+    pub const ALL: [Self; 2] = [Self::Processing, Self::CustomerAction];
+
+    /// As stored in `orders.payment_wait`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::CustomerAction => "customer_action",
         }
     }
 }
@@ -47,7 +81,9 @@ impl CancelReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Pending,
-    Reserved,
+    /// The stock is held; `None` until svc-payment says what the charge
+    /// waits for, if it waits at all.
+    Reserved(Option<PaymentWait>),
     Confirmed,
     Cancelled(CancelReason),
 }
@@ -57,22 +93,25 @@ impl Status {
         matches!(self, Self::Confirmed | Self::Cancelled(_))
     }
 
-    /// `(status, cancel_reason)` as stored.
-    pub fn to_columns(self) -> (&'static str, Option<&'static str>) {
+    /// `(status, cancel_reason, payment_wait)` as stored.
+    pub fn to_columns(self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
         match self {
-            Self::Pending => ("pending", None),
-            Self::Reserved => ("reserved", None),
-            Self::Confirmed => ("confirmed", None),
-            Self::Cancelled(reason) => ("cancelled", Some(reason.as_str())),
+            Self::Pending => ("pending", None, None),
+            Self::Reserved(wait) => ("reserved", None, wait.map(PaymentWait::as_str)),
+            Self::Confirmed => ("confirmed", None, None),
+            Self::Cancelled(reason) => ("cancelled", Some(reason.as_str()), None),
         }
     }
 
-    pub fn from_columns(status: &str, reason: Option<&str>) -> Option<Self> {
-        Some(match (status, reason) {
-            ("pending", None) => Self::Pending,
-            ("reserved", None) => Self::Reserved,
-            ("confirmed", None) => Self::Confirmed,
-            ("cancelled", Some(r)) => Self::Cancelled(CancelReason::ALL.into_iter().find(|c| c.as_str() == r)?),
+    pub fn from_columns(status: &str, reason: Option<&str>, wait: Option<&str>) -> Option<Self> {
+        Some(match (status, reason, wait) {
+            ("pending", None, None) => Self::Pending,
+            ("reserved", None, None) => Self::Reserved(None),
+            ("reserved", None, Some(w)) => {
+                Self::Reserved(Some(PaymentWait::ALL.into_iter().find(|p| p.as_str() == w)?))
+            }
+            ("confirmed", None, None) => Self::Confirmed,
+            ("cancelled", Some(r), None) => Self::Cancelled(CancelReason::ALL.into_iter().find(|c| c.as_str() == r)?),
             _ => return None,
         })
     }
@@ -89,6 +128,8 @@ pub enum Trigger {
     CustomerCancel,
     /// The order deadline passed before it settled.
     Overdue,
+    /// svc-payment's charge waits (`payments.awaiting`).
+    PaymentAwaiting(PaymentWait),
 }
 
 /// An event svc-order hears about one of its orders.
@@ -102,6 +143,11 @@ pub enum Heard {
         expired: bool,
     },
     PaymentFailed,
+    /// `payments.awaiting`; `action`: the customer must authenticate
+    /// (a `next_action_url` came with it), otherwise the charge is processing.
+    PaymentAwaiting {
+        action: bool,
+    },
 }
 
 impl Heard {
@@ -118,6 +164,8 @@ impl Heard {
             // order that is already cancelled.
             Self::InventoryReleased { expired: false } => return None,
             Self::PaymentFailed => Trigger::PaymentDeclined,
+            Self::PaymentAwaiting { action: true } => Trigger::PaymentAwaiting(PaymentWait::CustomerAction),
+            Self::PaymentAwaiting { action: false } => Trigger::PaymentAwaiting(PaymentWait::Processing),
         })
     }
 }
@@ -135,23 +183,67 @@ pub enum Decision {
 pub fn decide(from: Status, trigger: Trigger) -> Decision {
     use CancelReason as R;
     use Decision::{Ignore, Move, Refuse};
+    use PaymentWait::{CustomerAction, Processing};
     use Status::{Cancelled, Confirmed, Pending, Reserved};
     use Trigger as T;
     match (from, trigger) {
-        (Pending, T::StockReserved) => Move(Reserved),
+        (Pending, T::StockReserved) => Move(Reserved(None)),
         (Pending, T::StockRejected) => Move(Cancelled(R::OutOfStock)),
         // A commit implies the reservation whose event it overtook.
-        (Pending | Reserved, T::StockCommitted) => Move(Confirmed),
-        (Pending | Reserved, T::PaymentDeclined) => Move(Cancelled(R::PaymentDeclined)),
-        (Pending | Reserved, T::ReservationExpired) => Move(Cancelled(R::ReservationExpired)),
-        (Pending | Reserved, T::CustomerCancel) => Move(Cancelled(R::CustomerCancelled)),
-        (Pending | Reserved, T::Overdue) => Move(Cancelled(R::TimedOut)),
-        (Reserved, T::StockReserved) => Ignore,
+        (Pending | Reserved(_), T::StockCommitted) => Move(Confirmed),
+        (Pending | Reserved(_), T::PaymentDeclined) => Move(Cancelled(R::PaymentDeclined)),
+        // Time ran out while the customer was to authenticate the payment.
+        (Reserved(Some(CustomerAction)), T::ReservationExpired | T::Overdue) => {
+            Move(Cancelled(R::PaymentNotAuthenticated))
+        }
+        (Pending | Reserved(None | Some(Processing)), T::ReservationExpired) => Move(Cancelled(R::ReservationExpired)),
+        (Pending | Reserved(None | Some(Processing)), T::Overdue) => Move(Cancelled(R::TimedOut)),
+        (Pending | Reserved(_), T::CustomerCancel) => Move(Cancelled(R::CustomerCancelled)),
+        // svc-payment charges only a reservation: a wait implies the
+        // reservation whose event it overtook.
+        (Pending | Reserved(None), T::PaymentAwaiting(wait)) => Move(Reserved(Some(wait))),
+        // Authenticated; the provider settles it now.
+        (Reserved(Some(CustomerAction)), T::PaymentAwaiting(Processing)) => Move(Reserved(Some(Processing))),
+        // Repeated, or overtaken: a processing charge never needs the
+        // customer again.
+        (Reserved(Some(_)), T::PaymentAwaiting(_)) => Ignore,
+        (Reserved(_), T::StockReserved) => Ignore,
         // Inventory never rejects after it reserved; a stray event changes nothing.
-        (Reserved, T::StockRejected) => Ignore,
+        (Reserved(_), T::StockRejected) => Ignore,
         (Confirmed, T::CustomerCancel) => Refuse("the order is already confirmed and can no longer be cancelled"),
         (Cancelled(_), T::CustomerCancel) => Ignore,
         (Confirmed | Cancelled(_), _) => Ignore,
+    }
+}
+
+/// Where the customer authenticates a payment: an `https://` (or, for a
+/// provider on the same machine, `http://`) URL of at most 2048 bytes,
+/// without spaces or control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextActionUrl(String);
+
+impl NextActionUrl {
+    pub const MAX_LEN: usize = 2048;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for NextActionUrl {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://"));
+        if !rest.is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')) {
+            return Err(format!("{raw:?} is not an http(s) URL"));
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(format!("a URL of {} bytes is longer than {}", raw.len(), Self::MAX_LEN));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{raw:?} has spaces or control characters"));
+        }
+        Ok(Self(raw.to_owned()))
     }
 }
 
@@ -354,17 +446,20 @@ pub fn validate_place_order(
 mod tests {
     use super::*;
 
-    const ALL_STATUSES: [Status; 8] = [
+    const ALL_STATUSES: [Status; 11] = [
         Status::Pending,
-        Status::Reserved,
+        Status::Reserved(None),
+        Status::Reserved(Some(PaymentWait::Processing)),
+        Status::Reserved(Some(PaymentWait::CustomerAction)),
         Status::Confirmed,
         Status::Cancelled(CancelReason::OutOfStock),
         Status::Cancelled(CancelReason::PaymentDeclined),
         Status::Cancelled(CancelReason::ReservationExpired),
         Status::Cancelled(CancelReason::CustomerCancelled),
         Status::Cancelled(CancelReason::TimedOut),
+        Status::Cancelled(CancelReason::PaymentNotAuthenticated),
     ];
-    const ALL_TRIGGERS: [Trigger; 7] = [
+    const ALL_TRIGGERS: [Trigger; 9] = [
         Trigger::StockReserved,
         Trigger::StockRejected,
         Trigger::StockCommitted,
@@ -372,6 +467,8 @@ mod tests {
         Trigger::ReservationExpired,
         Trigger::CustomerCancel,
         Trigger::Overdue,
+        Trigger::PaymentAwaiting(PaymentWait::Processing),
+        Trigger::PaymentAwaiting(PaymentWait::CustomerAction),
     ];
 
     #[test]
@@ -390,10 +487,10 @@ mod tests {
     fn happy_path_and_cancellations() {
         assert_eq!(
             decide(Status::Pending, Trigger::StockReserved),
-            Decision::Move(Status::Reserved)
+            Decision::Move(Status::Reserved(None))
         );
         assert_eq!(
-            decide(Status::Reserved, Trigger::StockCommitted),
+            decide(Status::Reserved(None), Trigger::StockCommitted),
             Decision::Move(Status::Confirmed)
         );
         assert_eq!(
@@ -401,7 +498,7 @@ mod tests {
             Decision::Move(Status::Cancelled(CancelReason::OutOfStock))
         );
         assert_eq!(
-            decide(Status::Reserved, Trigger::ReservationExpired),
+            decide(Status::Reserved(None), Trigger::ReservationExpired),
             Decision::Move(Status::Cancelled(CancelReason::ReservationExpired))
         );
         // Inventory commits only what it reserved: a commit that overtakes
@@ -414,7 +511,7 @@ mod tests {
             decide(Status::Confirmed, Trigger::CustomerCancel),
             Decision::Refuse(_)
         ));
-        for unsettled in [Status::Pending, Status::Reserved] {
+        for unsettled in [Status::Pending, Status::Reserved(None)] {
             assert_eq!(
                 decide(unsettled, Trigger::Overdue),
                 Decision::Move(Status::Cancelled(CancelReason::TimedOut))
@@ -422,13 +519,101 @@ mod tests {
         }
     }
 
+    /// Every trigger in every status that is not terminal, with what it does.
+    #[test]
+    fn every_trigger_in_every_unsettled_status() {
+        use CancelReason as R;
+        use Decision::{Ignore, Move};
+        use PaymentWait::{CustomerAction as Action, Processing};
+        use Status::{Cancelled, Confirmed, Pending, Reserved};
+        use Trigger as T;
+        let cancelled = |reason| Move(Cancelled(reason));
+        let awaiting = |wait| Move(Reserved(Some(wait)));
+        #[rustfmt::skip]
+        let table = [
+            (Pending, [
+                Move(Reserved(None)), cancelled(R::OutOfStock), Move(Confirmed), cancelled(R::PaymentDeclined),
+                cancelled(R::ReservationExpired), cancelled(R::CustomerCancelled), cancelled(R::TimedOut),
+                awaiting(Processing), awaiting(Action),
+            ]),
+            (Reserved(None), [
+                Ignore, Ignore, Move(Confirmed), cancelled(R::PaymentDeclined),
+                cancelled(R::ReservationExpired), cancelled(R::CustomerCancelled), cancelled(R::TimedOut),
+                awaiting(Processing), awaiting(Action),
+            ]),
+            (Reserved(Some(Processing)), [
+                Ignore, Ignore, Move(Confirmed), cancelled(R::PaymentDeclined),
+                cancelled(R::ReservationExpired), cancelled(R::CustomerCancelled), cancelled(R::TimedOut),
+                Ignore, Ignore,
+            ]),
+            (Reserved(Some(Action)), [
+                Ignore, Ignore, Move(Confirmed), cancelled(R::PaymentDeclined),
+                cancelled(R::PaymentNotAuthenticated), cancelled(R::CustomerCancelled),
+                cancelled(R::PaymentNotAuthenticated),
+                awaiting(Processing), Ignore,
+            ]),
+        ];
+        for from in ALL_STATUSES.into_iter().filter(|s| !s.is_terminal()) {
+            assert!(
+                table.iter().any(|(s, _)| *s == from),
+                "{from:?} is missing from the table"
+            );
+        }
+        for (from, decisions) in table {
+            for (trigger, expected) in ALL_TRIGGERS.into_iter().zip(decisions) {
+                assert_eq!(decide(from, trigger), expected, "{from:?} on {trigger:?}");
+            }
+        }
+        // Only svc-payment's word that a charge waits reaches these triggers.
+        assert_eq!(
+            Heard::PaymentAwaiting { action: true }.trigger(),
+            Some(T::PaymentAwaiting(Action))
+        );
+        assert_eq!(
+            Heard::PaymentAwaiting { action: false }.trigger(),
+            Some(T::PaymentAwaiting(Processing))
+        );
+    }
+
+    #[test]
+    fn next_action_urls_are_http_urls_without_spaces() {
+        for good in [
+            "https://provider.example/3ds/pi_1?return=x",
+            "http://127.0.0.1:4242/v1/payment_intents/pi_1/authenticate",
+        ] {
+            assert_eq!(
+                good.parse::<NextActionUrl>().map(|u| u.as_str().to_owned()),
+                Ok(good.to_owned())
+            );
+        }
+        let long = format!("https://x.example/{}", "a".repeat(NextActionUrl::MAX_LEN));
+        for bad in [
+            "",
+            "https://",
+            "https:///path",
+            "javascript:alert(1)",
+            "ftp://x.example/",
+            "https://x.example/a b",
+            "https://x.example/\n",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<NextActionUrl>().is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn statuses_round_trip_through_columns() {
         for s in ALL_STATUSES {
-            let (status, reason) = s.to_columns();
-            assert_eq!(Status::from_columns(status, reason), Some(s));
+            let (status, reason, wait) = s.to_columns();
+            assert_eq!(Status::from_columns(status, reason, wait), Some(s));
         }
-        assert_eq!(Status::from_columns("cancelled", None), None);
+        assert_eq!(Status::from_columns("cancelled", None, None), None);
+        assert_eq!(Status::from_columns("pending", None, Some("processing")), None);
+        assert_eq!(Status::from_columns("reserved", None, Some("napping")), None);
+        assert_eq!(
+            Status::from_columns("cancelled", Some("timed_out"), Some("customer_action")),
+            None
+        );
     }
 
     fn methods() -> Vec<PaymentMethod> {

@@ -1,7 +1,9 @@
 //! svc-order's part of the checkout saga: inventory and payment outcomes
 //! move the order through [`crate::domain::decide`], and every move into a
 //! terminal status publishes `orders.confirmed` or `orders.cancelled`
-//! through the outbox, in the same transaction.
+//! through the outbox, in the same transaction. `payments.awaiting` records
+//! on a reserved order what its payment waits for, and where the customer
+//! authenticates it.
 
 use shop_proto::events::v1 as ev;
 use shop_runtime::{
@@ -16,7 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Decision, Heard, PlaceOrder, PricedOrder, Status, Trigger, decide},
+    domain::{Decision, Heard, NextActionUrl, PaymentWait, PlaceOrder, PricedOrder, Status, Trigger, decide},
     store::{self, StoreError},
 };
 
@@ -32,6 +34,9 @@ pub enum Applied {
         placed_at: chrono::DateTime<chrono::Utc>,
         /// The order's `updated_at` as this move set it.
         at: chrono::DateTime<chrono::Utc>,
+        /// Where the customer authenticates the payment, when `to` waits
+        /// for them.
+        next_action_url: Option<NextActionUrl>,
     },
     Ignored,
     Refused(&'static str),
@@ -67,6 +72,18 @@ pub async fn apply(
     order_id: Uuid,
     trigger: Trigger,
 ) -> Result<Applied, StoreError> {
+    apply_with(conn, outbox, order_id, trigger, None).await
+}
+
+/// [`apply`], with where the customer authenticates the payment when the
+/// trigger is a payment awaiting them: the order keeps it while it waits.
+pub async fn apply_with(
+    conn: &mut Staging,
+    outbox: &Outbox,
+    order_id: Uuid,
+    trigger: Trigger,
+    next_action_url: Option<NextActionUrl>,
+) -> Result<Applied, StoreError> {
     let Some(order) = store::lock(conn, order_id).await? else {
         return Ok(Applied::Missing);
     };
@@ -76,7 +93,19 @@ pub async fn apply(
         Decision::Ignore => return Ok(Applied::Ignored),
         Decision::Refuse(why) => return Ok(Applied::Refused(why)),
     };
-    let at = store::set_status(conn, order_id, to).await?;
+    // Only a payment awaiting the customer moves into waiting for them.
+    let next_action_url = match to {
+        Status::Reserved(Some(PaymentWait::CustomerAction)) => match next_action_url {
+            Some(url) => Some(url),
+            None => {
+                return Ok(Applied::Refused(
+                    "a payment awaiting the customer needs the URL where they act",
+                ));
+            }
+        },
+        _ => None,
+    };
+    let at = store::set_status(conn, order_id, to, next_action_url.as_ref()).await?;
     let total =
         store::currency(&order.currency).map(|c| shop_runtime::values::Money::new(c, order.total_minor).to_proto());
     let now = timestamp(chrono::Utc::now());
@@ -100,13 +129,14 @@ pub async fn apply(
             };
             outbox.enqueue(conn, &cancelled).await?;
         }
-        Status::Pending | Status::Reserved => {}
+        Status::Pending | Status::Reserved(_) => {}
     }
     Ok(Applied::Moved {
         from,
         to,
         placed_at: order.created_at,
         at,
+        next_action_url,
     })
 }
 
@@ -115,16 +145,26 @@ pub async fn apply(
 /// ([`series::ORDERS`], [`series::ORDER_SETTLE_SECONDS`]). After the
 /// commit, so a transaction that fails counts nothing.
 pub(crate) async fn committed(applied: &Applied, announcer: &crate::watch::Announcer, order_id: Uuid) {
-    let Applied::Moved { to, placed_at, at, .. } = applied else {
+    let Applied::Moved {
+        to,
+        placed_at,
+        at,
+        next_action_url,
+        ..
+    } = applied
+    else {
         return;
     };
-    announcer
-        .changed(order_id, crate::watch::Change { status: *to, at: *at })
-        .await;
+    let change = crate::watch::Change {
+        status: *to,
+        at: *at,
+        next_action_url: next_action_url.as_ref().map(|url| url.as_str().to_owned()),
+    };
+    announcer.changed(order_id, change).await;
     let (status, reason) = match to {
         Status::Confirmed => ("confirmed", ""),
         Status::Cancelled(reason) => ("cancelled", reason.as_str()),
-        Status::Pending | Status::Reserved => return,
+        Status::Pending | Status::Reserved(_) => return,
     };
     metrics::counter!(series::ORDERS, "status" => status, "reason" => reason).increment(1);
     let took = (chrono::Utc::now() - *placed_at).to_std().unwrap_or_default();
@@ -155,6 +195,7 @@ impl From<StoreError> for HandleError {
 
 impl EventHandler for OrderSaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        let mut next_action_url = None;
         let (id, heard) = if event.is::<ev::InventoryReserved>() {
             (
                 event.decode::<ev::InventoryReserved>()?.order_id,
@@ -176,6 +217,17 @@ impl EventHandler for OrderSaga {
             (released.order_id, Heard::InventoryReleased { expired })
         } else if event.is::<ev::PaymentFailed>() {
             (event.decode::<ev::PaymentFailed>()?.order_id, Heard::PaymentFailed)
+        } else if event.is::<ev::PaymentAwaiting>() {
+            let awaiting: ev::PaymentAwaiting = event.decode()?;
+            let action = !awaiting.next_action_url.is_empty();
+            if action {
+                let url = awaiting
+                    .next_action_url
+                    .parse::<NextActionUrl>()
+                    .map_err(|why| HandleError::Reject(format!("next_action_url: {why}")))?;
+                next_action_url = Some(url);
+            }
+            (awaiting.order_id, Heard::PaymentAwaiting { action })
         } else {
             return Err(HandleError::unknown_type(&event));
         };
@@ -188,7 +240,7 @@ impl EventHandler for OrderSaga {
         if !inbox::claim(&mut tx, self.consumer, &event).await? {
             return Ok(());
         }
-        let applied = apply(&mut tx, &self.outbox, id, trigger).await?;
+        let applied = apply_with(&mut tx, &self.outbox, id, trigger, next_action_url).await?;
         match applied {
             Applied::Moved { from, to, .. } => tracing::info!(order_id = %id, ?from, ?to, "order moved"),
             Applied::Ignored => tracing::debug!(order_id = %id, ?trigger, "stale event ignored"),

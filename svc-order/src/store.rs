@@ -5,7 +5,7 @@ use shop_runtime::values::Currency;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{PlaceOrder, PricedOrder, Status};
+use crate::domain::{NextActionUrl, PlaceOrder, PricedOrder, Status};
 
 #[derive(Debug, Clone)]
 pub struct OrderRecord {
@@ -19,6 +19,9 @@ pub struct OrderRecord {
     pub request_fingerprint: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Where the customer authenticates the payment, while the order is
+    /// `Reserved(Some(CustomerAction))`.
+    pub next_action_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ struct OrderRow {
     user_id: String,
     status: String,
     cancel_reason: Option<String>,
+    payment_wait: Option<String>,
+    next_action_url: Option<String>,
     total_minor: i64,
     currency: String,
     payment_method: String,
@@ -53,8 +58,9 @@ struct OrderRow {
 macro_rules! select_orders {
     ($rest:literal) => {
         concat!(
-            "SELECT order_id, user_id, status, cancel_reason, total_minor, currency, payment_method, ",
-            "request_fingerprint, created_at, updated_at, lines.skus, lines.quantities, lines.prices ",
+            "SELECT order_id, user_id, status, cancel_reason, payment_wait, next_action_url, total_minor, ",
+            "currency, payment_method, request_fingerprint, created_at, updated_at, ",
+            "lines.skus, lines.quantities, lines.prices ",
             "FROM orders CROSS JOIN LATERAL (",
             "SELECT array_agg(sku ORDER BY line_no) AS skus, array_agg(quantity ORDER BY line_no) AS quantities, ",
             "array_agg(unit_price_minor ORDER BY line_no) AS prices ",
@@ -77,7 +83,8 @@ pub enum StoreError {
 }
 
 fn status_of(row: &OrderRow) -> Result<Status, StoreError> {
-    Status::from_columns(&row.status, row.cancel_reason.as_deref()).ok_or(StoreError::CorruptStatus(row.order_id))
+    Status::from_columns(&row.status, row.cancel_reason.as_deref(), row.payment_wait.as_deref())
+        .ok_or(StoreError::CorruptStatus(row.order_id))
 }
 
 impl TryFrom<OrderRow> for OrderRecord {
@@ -112,6 +119,7 @@ impl TryFrom<OrderRow> for OrderRecord {
             request_fingerprint: row.request_fingerprint,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            next_action_url: row.next_action_url,
         })
     }
 }
@@ -200,6 +208,7 @@ pub async fn insert(
         request_fingerprint: fingerprint,
         created_at,
         updated_at,
+        next_action_url: None,
     }))
 }
 
@@ -216,16 +225,24 @@ pub struct Locked {
 /// The order's status and what its events carry, locked until the
 /// transaction ends.
 pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Locked>, StoreError> {
-    type Row = (String, Option<String>, String, i64, String, DateTime<Utc>);
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        i64,
+        String,
+        DateTime<Utc>,
+    );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT status, cancel_reason, user_id, total_minor, currency, created_at
+        "SELECT status, cancel_reason, payment_wait, user_id, total_minor, currency, created_at
            FROM orders WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
     .fetch_optional(conn)
     .await?;
-    row.map(|(status, reason, user_id, total_minor, currency, created_at)| {
-        Status::from_columns(&status, reason.as_deref())
+    row.map(|(status, reason, wait, user_id, total_minor, currency, created_at)| {
+        Status::from_columns(&status, reason.as_deref(), wait.as_deref())
             .map(|status| Locked {
                 status,
                 user_id,
@@ -238,16 +255,28 @@ pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Lock
     .transpose()
 }
 
-/// Sets the status of a locked order; returns its new `updated_at`.
-pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: Status) -> Result<DateTime<Utc>, StoreError> {
-    let (status, reason) = status.to_columns();
+/// Sets the status of a locked order, and where its customer authenticates
+/// the payment (`Some` exactly when the status is
+/// `Reserved(Some(CustomerAction))`); returns its new `updated_at`.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: Status,
+    next_action_url: Option<&NextActionUrl>,
+) -> Result<DateTime<Utc>, StoreError> {
+    let (status, reason, wait) = status.to_columns();
     Ok(sqlx::query_scalar(
-        "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp() WHERE order_id = $1
+        "UPDATE orders
+            SET status = $2, cancel_reason = $3, payment_wait = $4, next_action_url = $5,
+                updated_at = clock_timestamp()
+          WHERE order_id = $1
          RETURNING updated_at",
     )
     .bind(order_id)
     .bind(status)
     .bind(reason)
+    .bind(wait)
+    .bind(next_action_url.map(NextActionUrl::as_str))
     .fetch_one(conn)
     .await?)
 }

@@ -3,8 +3,11 @@
 //! Whichever replica changes an order announces the change on the core NATS
 //! subject `order-updates.<order_id>` right after its commit (outside the
 //! JetStream streams: a notification, not an event). The announcement
-//! carries what was committed: the new status and the `updated_at` the
-//! change set under the order's row lock, which orders an order's changes.
+//! carries what was committed: the new status (with what a reserved order's
+//! payment waits for, and the URL where its customer acts) and the
+//! `updated_at` the change set under the order's row lock, which orders an
+//! order's changes; so a payment that starts waiting reaches watchers
+//! though the order stays RESERVED.
 //! A watcher subscribes before it reads the order, so no change can slip
 //! between the read and the subscription, then applies each announced
 //! change newer than what it has sent, without reading the database again;
@@ -211,30 +214,54 @@ impl Announcer {
 }
 
 /// A committed change of an order's status, as announced to its watchers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub status: domain::Status,
     /// The order's `updated_at` as the change set it.
     pub at: DateTime<Utc>,
+    /// Where the customer authenticates the payment: `Some` exactly when
+    /// the status waits for them.
+    pub next_action_url: Option<String>,
 }
 
 impl Change {
-    /// `<status>[:<cancel reason>] <updated_at in µs since the epoch>`.
-    fn encode(self) -> bytes::Bytes {
-        let (status, reason) = self.status.to_columns();
+    /// `<status>[:<cancel reason>][+<payment wait>] <updated_at in µs since
+    /// the epoch>[ <next action URL>]` (the URL has no spaces).
+    fn encode(&self) -> bytes::Bytes {
+        let (status, reason, wait) = self.status.to_columns();
         let reason = reason.map(|r| format!(":{r}")).unwrap_or_default();
-        format!("{status}{reason} {}", self.at.timestamp_micros()).into()
+        let wait = wait.map(|w| format!("+{w}")).unwrap_or_default();
+        let url = self
+            .next_action_url
+            .as_ref()
+            .map(|u| format!(" {u}"))
+            .unwrap_or_default();
+        format!("{status}{reason}{wait} {}{url}", self.at.timestamp_micros()).into()
     }
 
     fn decode(payload: &[u8]) -> Option<Self> {
-        let (status, at) = std::str::from_utf8(payload).ok()?.split_once(' ')?;
+        let mut parts = std::str::from_utf8(payload).ok()?.split(' ');
+        let (status, at, url) = (parts.next()?, parts.next()?, parts.next());
+        if parts.next().is_some() {
+            return None;
+        }
+        let (status, wait) = match status.split_once('+') {
+            Some((status, wait)) => (status, Some(wait)),
+            None => (status, None),
+        };
         let (status, reason) = match status.split_once(':') {
             Some((status, reason)) => (status, Some(reason)),
             None => (status, None),
         };
+        let status = domain::Status::from_columns(status, reason, wait)?;
+        let awaits_customer = status == domain::Status::Reserved(Some(domain::PaymentWait::CustomerAction));
+        if awaits_customer != url.is_some() {
+            return None;
+        }
         Some(Self {
-            status: domain::Status::from_columns(status, reason)?,
+            status,
             at: DateTime::from_timestamp_micros(at.parse().ok()?)?,
+            next_action_url: url.map(str::to_owned),
         })
     }
 
@@ -243,6 +270,7 @@ impl Change {
         if self.at > order.updated_at {
             order.status = self.status;
             order.updated_at = self.at;
+            order.next_action_url = self.next_action_url;
         }
     }
 }
@@ -250,7 +278,7 @@ impl Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CancelReason, Status};
+    use crate::domain::{CancelReason, PaymentWait, Status};
 
     fn at(micros: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_micros(micros).expect("valid")
@@ -258,13 +286,19 @@ mod tests {
 
     #[test]
     fn every_status_survives_the_announcement() {
-        let statuses = [Status::Pending, Status::Reserved, Status::Confirmed]
+        let statuses = [Status::Pending, Status::Confirmed]
             .into_iter()
+            .chain([None, Some(PaymentWait::Processing)].map(Status::Reserved))
             .chain(CancelReason::ALL.into_iter().map(Status::Cancelled));
-        for status in statuses {
+        let changes = statuses.map(|status| (status, None)).chain([(
+            Status::Reserved(Some(PaymentWait::CustomerAction)),
+            Some("https://provider.example/3ds/pi_1?return_url=x%20y".to_owned()),
+        )]);
+        for (status, next_action_url) in changes {
             let change = Change {
                 status,
                 at: at(1_764_561_234_567_890),
+                next_action_url,
             };
             assert_eq!(Change::decode(&change.encode()), Some(change));
         }
@@ -275,6 +309,14 @@ mod tests {
             "cancelled:bored 1",
             "confirmed x",
             "\u{fffd} 1",
+            "reserved+napping 1",
+            "pending+processing 1",
+            "cancelled:timed_out+processing 1",
+            // The URL comes with a wait for the customer, and only then.
+            "reserved+customer_action 1",
+            "reserved+processing 1 https://x.example/",
+            "confirmed 1 https://x.example/",
+            "reserved+customer_action 1 https://x.example/ more",
         ] {
             assert_eq!(Change::decode(garbage.as_bytes()), None, "{garbage:?}");
         }
@@ -285,7 +327,7 @@ mod tests {
         let mut order = OrderRecord {
             order_id: Uuid::now_v7(),
             user_id: "alice".into(),
-            status: Status::Reserved,
+            status: Status::Reserved(None),
             lines: vec![],
             total_minor: 1,
             currency: "EUR".into(),
@@ -293,25 +335,26 @@ mod tests {
             request_fingerprint: String::new(),
             created_at: at(1),
             updated_at: at(20),
+            next_action_url: None,
+        };
+        let change = |status, micros, url: Option<&str>| Change {
+            status,
+            at: at(micros),
+            next_action_url: url.map(str::to_owned),
         };
         // Committed before the watcher's read: already in what it holds.
-        Change {
-            status: Status::Pending,
-            at: at(10),
-        }
-        .apply_to(&mut order);
-        Change {
-            status: Status::Reserved,
-            at: at(20),
-        }
-        .apply_to(&mut order);
-        assert_eq!((order.status, order.updated_at), (Status::Reserved, at(20)));
+        change(Status::Pending, 10, None).apply_to(&mut order);
+        change(Status::Reserved(None), 20, None).apply_to(&mut order);
+        assert_eq!((order.status, order.updated_at), (Status::Reserved(None), at(20)));
 
-        Change {
-            status: Status::Confirmed,
-            at: at(30),
-        }
-        .apply_to(&mut order);
+        // The payment waits for the customer: still RESERVED, newer.
+        let action = Status::Reserved(Some(PaymentWait::CustomerAction));
+        change(action, 25, Some("https://x.example/3ds")).apply_to(&mut order);
+        assert_eq!((order.status, order.updated_at), (action, at(25)));
+        assert_eq!(order.next_action_url.as_deref(), Some("https://x.example/3ds"));
+
+        change(Status::Confirmed, 30, None).apply_to(&mut order);
         assert_eq!((order.status, order.updated_at), (Status::Confirmed, at(30)));
+        assert_eq!(order.next_action_url, None);
     }
 }
