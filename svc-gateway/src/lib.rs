@@ -1,7 +1,10 @@
 //! svc-gateway: the one public port of the shop.
 //!
 //! Native gRPC (HTTP/2), gRPC-web (HTTP/1.1 or HTTP/2, with CORS for the
-//! storefront), server reflection and gRPC health share one port (8080).
+//! storefront), server reflection and gRPC health share one port (8080),
+//! with the storefront's files ([`storefront`]) and the payment provider's
+//! webhooks (`POST /webhooks/payments`, [`webhooks`]: handed to
+//! svc-payment, never through CORS, gRPC-web or the edge).
 //! Every call passes the [`edge`]:
 //!
 //! 1. **Routing without re-encoding** ([`forwarding`]): `/<package.Service>/<Method>`
@@ -55,6 +58,7 @@ pub mod rate_limits;
 pub mod server;
 pub mod storefront;
 pub mod upstreams;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -189,6 +193,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             })
         }),
     );
+    let webhooks = webhooks::Webhooks::new(&upstreams, rate_limits.clone(), config.request_timeout);
     let cors = server::cors_layer(&config.cors);
     let storefront = match &config.storefront {
         Some(settings) => {
@@ -198,7 +203,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         None => None,
     };
     host.serve_with(listeners, |listener, shutdown| async move {
-        server::serve(listener, edge, cors, storefront, &public_services, shutdown).await;
+        server::serve(listener, edge, cors, storefront, webhooks, &public_services, shutdown).await;
         Ok(())
     })
     .await?;

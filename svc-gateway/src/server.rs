@@ -3,6 +3,9 @@
 //! so browsers reach the proxied services exactly like native clients.
 //! With a storefront to serve, plain GET and HEAD requests get its files
 //! (gRPC is always POST), so the page and its calls share one origin.
+//! Before either, the payment provider's webhooks ([`webhooks::PATH`], any
+//! method) go to [`Webhooks`], untouched by CORS, gRPC-web and the
+//! storefront.
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use crate::{
     edge::{ArrivedAsGrpcWeb, Edge, PeerAddr},
     error::{GRPC_RETRY_PUSHBACK_MS, RETRY_AFTER_MS},
     storefront::Storefront,
+    webhooks::{self, Webhooks},
 };
 
 /// How long in-flight calls (streams included) may finish after shutdown.
@@ -51,13 +55,14 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Serves `edge` on `listener` until `shutdown`, then lets in-flight calls
-/// finish for a grace period.
+/// Serves `edge`, `webhooks` and any `storefront` on `listener` until
+/// `shutdown`, then lets in-flight calls finish for a grace period.
 pub async fn serve(
     listener: TcpListener,
     edge: Edge,
     cors: CorsLayer,
     storefront: Option<Storefront>,
+    webhooks: Webhooks,
     public_services: &[&'static str],
     shutdown: CancellationToken,
 ) {
@@ -95,11 +100,15 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
         let storefront = storefront.clone();
+        let webhooks = webhooks.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            if request.uri().path() == webhooks::PATH {
+                return Either::Left(Either::Left(webhooks.serve(request, peer)));
+            }
             if let Some(storefront) = &storefront
                 && matches!(*request.method(), Method::GET | Method::HEAD)
             {
-                return Either::Left(storefront.serve(request));
+                return Either::Left(Either::Right(storefront.serve(request)));
             }
             request.extensions_mut().insert(PeerAddr(peer));
             let grpc_web = request

@@ -4,3 +4,4 @@ mod drain;
 mod edge;
 mod journey;
 mod support;
+mod webhooks;
