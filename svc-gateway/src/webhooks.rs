@@ -49,8 +49,9 @@ use crate::{
     upstreams::Upstreams,
 };
 
-/// Where the provider sends its webhooks: the one path of this route.
-pub const PATH: &str = "/webhooks/payments";
+/// Where the provider sends its webhooks: the one path of this route, as
+/// the registry names it for whoever tells the provider.
+pub const PATH: &str = shop_runtime::registry::PAYMENT_WEBHOOKS_PATH;
 
 /// The largest body taken: a provider's event is a few KB. A longer one
 /// is refused (413) without reading further.
@@ -127,7 +128,7 @@ impl Webhooks {
         let state = self.state.clone();
         let span = tracing::info_span!(
             "webhook",
-            otel.name = "POST /webhooks/payments",
+            otel.name = %format_args!("POST {PATH}"),
             otel.kind = "server",
             %peer,
             trace_id = Empty,

@@ -24,7 +24,7 @@ use shop_runtime::{CancellationToken, identity::IDENTITY_HEADER};
 use svc_gateway::webhooks::{MAX_BODY_BYTES, PATH};
 use tonic::{Code, Status};
 
-use crate::support::{Gateway, no_upstreams, within};
+use crate::support::{Gateway, no_upstreams, now, within};
 
 /// What the intake answers, after how long.
 #[derive(Clone)]
@@ -360,7 +360,7 @@ async fn only_post_is_allowed_and_neither_the_storefront_nor_cors_touch_the_rout
         // Only the exact path: the storefront keeps the rest.
         let (code, _) = shop_infra::http_get(gateway.addr, "/").await.expect("GET /");
         assert_eq!(code, 200);
-        let (code, _) = shop_infra::http_get(gateway.addr, "/webhooks/payments/other")
+        let (code, _) = shop_infra::http_get(gateway.addr, &format!("{PATH}/other"))
             .await
             .expect("GET beside the route");
         assert_eq!(code, 404, "the storefront answers beside the route");
@@ -486,6 +486,49 @@ async fn receive_webhook_called_as_grpc_on_the_gateway_is_refused_even_for_an_ad
             assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
         }
         assert!(intake.received().is_empty(), "the internal method was forwarded");
+    })
+    .await;
+}
+
+/// The whole way, with the real svc-payment of a stack (and the secret the
+/// stack's provider signs with): what the gateway hands on verifies there,
+/// byte for byte, and svc-payment's verdicts come back as the provider
+/// needs them.
+#[tokio::test]
+async fn signed_webhooks_through_the_gateway_meet_the_real_svc_payment() {
+    let stack = shop_harness::Stack::start().await.expect("stack");
+    let gateway = Gateway::start(stack.url_settings()).await;
+    gateway.channel().await;
+    let client = http1();
+    let secret = stack.provider.webhook_secret();
+    let signed = |id: &str, timestamp: i64, body: &'static [u8], by: &shop_runtime::webhook_secret::WebhookSecret| {
+        let signature = by.signer().sign(id, timestamp, body).expect("sign");
+        http::Request::post(format!("http://{}{PATH}", gateway.addr))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("content-type", "application/json")
+            .body(full(body))
+            .expect("request")
+    };
+    // About no charge svc-payment keeps: stored and answered, nothing more.
+    let event: &[u8] = br#"{"id": "evt_gateway_1", "type": "ping.sent",
+ "data": {"object": {"object": "ping", "id": "ping_\u00e9"}}}"#;
+    within("webhooks to svc-payment", 60, async {
+        let (status, _, body) = send(&client, signed("evt_gateway_1", now(), event, secret)).await;
+        assert_eq!((status, &body[..]), (http::StatusCode::OK, &b"{}"[..]));
+        // A repeat is taken again and changes nothing.
+        let (status, _, _) = send(&client, signed("evt_gateway_1", now(), event, secret)).await;
+        assert_eq!(status, http::StatusCode::OK);
+
+        let forger = shop_runtime::webhook_secret::WebhookSecret::generate();
+        let (status, _, body) = send(&client, signed("evt_gateway_2", now(), event, &forger)).await;
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED, "signed with another secret");
+        assert!(body.is_empty());
+        let (status, _, _) = send(&client, signed("evt_gateway_3", now() - 3600, event, secret)).await;
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED, "an hour old");
+        let (status, _, _) = send(&client, signed("evt_gateway_4", now(), b"not an event", secret)).await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST, "signed, but not an event");
     })
     .await;
 }
