@@ -107,6 +107,10 @@ pub const GATEWAY: ServiceSpec = ServiceSpec {
 /// port (the provider is told `http://<gateway><this>`).
 pub const PAYMENT_WEBHOOKS_PATH: &str = "/webhooks/payments";
 
+/// The largest payment webhook body taken, at the gateway and again at
+/// svc-payment: a provider's event is a few KB.
+pub const PAYMENT_WEBHOOK_MAX_BYTES: usize = 64 * 1024;
+
 /// Every service, in the order they start (what others call first).
 pub const ALL: &[&ServiceSpec] = &[&INVENTORY, &PAYMENT, &ORDER, &NOTIFY, &CART, &GATEWAY];
 

@@ -61,7 +61,7 @@ pub const RESERVATION_RELEASE_FAILURES: &str = "shop_reservation_release_failure
 /// next sweep).
 pub const ORDER_DEADLINE_FAILURES: &str = "shop_order_deadline_failures_total";
 /// Payment provider webhooks by what became of them, `{result}`: at the
-/// gateway (`forwarded`, `too_large`, `rate_limited`,
+/// gateway (`forwarded`, `too_large`, `incomplete`, `rate_limited`,
 /// `upstream_unavailable`) and at svc-payment (`stored`, `duplicate`,
 /// `bad_signature`, `stale`, `no_secret`, `malformed`, `too_large`,
 /// `unavailable`).

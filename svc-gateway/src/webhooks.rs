@@ -55,7 +55,7 @@ pub const PATH: &str = shop_runtime::registry::PAYMENT_WEBHOOKS_PATH;
 
 /// The largest body taken: a provider's event is a few KB. A longer one
 /// is refused (413) without reading further.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = shop_runtime::registry::PAYMENT_WEBHOOK_MAX_BYTES;
 
 /// The service svc-payment takes them with, and its one method.
 const SERVICE: &str = "shop.payment.v1.PaymentWebhookService";

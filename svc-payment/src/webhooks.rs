@@ -25,8 +25,8 @@ use crate::{
     store,
 };
 
-/// The largest webhook body taken: a provider's event is a few KB.
-pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+/// The largest webhook body taken (the gateway's cap too).
+pub const MAX_WEBHOOK_BYTES: usize = shop_runtime::registry::PAYMENT_WEBHOOK_MAX_BYTES;
 
 pub(crate) struct WebhookApi<P> {
     pub pool: PgPool,
