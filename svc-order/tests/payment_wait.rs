@@ -1,6 +1,7 @@
 //! What an order's payment waits for (`payments.awaiting`), against the
-//! real stack: svc-payment is held back and the tests publish its events as
-//! it would, so each order waits exactly as long as a test needs.
+//! real stack. Most tests hold svc-payment back and publish its events as
+//! it would, so each order waits exactly as long as a test needs; the last
+//! goes the whole way, through svc-payment and the provider emulator.
 
 use std::time::Duration;
 
@@ -243,5 +244,32 @@ async fn an_order_past_its_deadline_while_the_customer_is_to_authenticate_cancel
     );
     let processing = stack.settled("alice", &processing.order_id).await?;
     assert_cancelled(&processing, CancelReason::TimedOut);
+    Ok(())
+}
+
+/// The whole path with svc-payment and the provider emulator: a card that
+/// asks for authentication, never given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_whose_authentication_never_comes_shows_where_and_ends_not_authenticated() -> TestResult {
+    let stack = Stack::start_with(StackOptions {
+        reservation_ttl: Duration::from_secs(4),
+        ..Default::default()
+    })
+    .await?;
+    let request = PlaceOrderRequest {
+        idempotency_key: "3ds-never".into(),
+        lines: vec![line("SKU-CAP-001", 1)],
+        payment_method: "pm_card_3ds".into(),
+    };
+    let order = stack.orders("alice").await?.place_order(request).await?.into_inner();
+    let asking = stack
+        .wait_for_order("alice", &order.order_id, |o| {
+            WAITS_FOR_THE_CUSTOMER(o) || o.status() == OrderStatus::Cancelled
+        })
+        .await?;
+    assert_eq!(asking.status(), OrderStatus::Reserved, "{asking:?}");
+    assert!(asking.next_action_url.starts_with(stack.provider.url()), "{asking:?}");
+    let cancelled = stack.settled("alice", &order.order_id).await?;
+    assert_cancelled(&cancelled, CancelReason::PaymentNotAuthenticated);
     Ok(())
 }
