@@ -1,8 +1,10 @@
 //! One function per invariant, each with its own SQL.
 //!
-//! Where a check reads two databases, it reads first the one whose rows
-//! imply the other's: a payment implies its order exists, an email implies
-//! its order was settled, a confirmed order implies its payment and sale.
+//! Where a check reads two databases (or a database and the provider's
+//! ledger), it reads first the one whose rows imply the other's: a payment
+//! or an intent implies its order exists, an email implies its order was
+//! settled, a confirmed order implies its payment and sale, a succeeded
+//! payment its captured intent.
 //! Reading the other way round would let an order placed or settled between
 //! the two reads look like a violation on a busy stack.
 
@@ -14,6 +16,7 @@ use std::{
 use anyhow::Context as _;
 use async_nats::jetstream;
 use chrono::{DateTime, TimeDelta, Utc};
+use shop_provider::{admin_client::AdminClient, domain::LedgerLine};
 use shop_runtime::dlq::{self, DlqError, Filter};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -94,7 +97,7 @@ pub(crate) async fn every_order_ends(order_db: &PgPool, options: &Options) -> an
 ///    confirms only on `inventory.committed`.
 pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyhow::Result<Check> {
     let mut check = Check::new(
-        "each confirmed order has one succeeded payment, charged at the provider, and a committed reservation",
+        "each confirmed order has one succeeded payment and a committed reservation",
         "confirmed orders",
     );
     // Orders first: once confirmed, its payment and sale are already done.
@@ -104,40 +107,29 @@ pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyho
         reservations,
     } = settled(dbs, "confirmed").await?;
     check.covered = ids.len();
-    let mut payments: HashMap<String, Vec<(Uuid, String, Option<String>)>> = HashMap::new();
+    let mut payments: HashMap<String, Vec<(Uuid, String)>> = HashMap::new();
     for row in rows {
         payments
             .entry(row.order_id)
             .or_default()
-            .push((row.payment_id, row.status, row.charge));
+            .push((row.payment_id, row.status));
     }
 
     for order_id in &ids {
         match payments.get(order_id).map(Vec::as_slice).unwrap_or_default() {
             [] => check.violation([order_id], format!("order {order_id} CONFIRMED but has no payment")),
-            [(payment_id, status, charge)] => {
+            [(payment_id, status)] => {
                 if status != "succeeded" {
                     check.violation(
                         [order_id.clone(), payment_id.to_string()],
                         format!("order {order_id} CONFIRMED but payment {payment_id} is {status}"),
                     );
-                } else if charge.as_deref() != Some("succeeded") {
-                    check.violation(
-                        [order_id.clone(), payment_id.to_string()],
-                        format!(
-                            "order {order_id} CONFIRMED but the provider's charge for payment {payment_id} is {}",
-                            charge.as_deref().unwrap_or("absent")
-                        ),
-                    );
                 }
             }
             several => {
-                let listed: Vec<String> = several
-                    .iter()
-                    .map(|(id, status, _)| format!("{id} ({status})"))
-                    .collect();
+                let listed: Vec<String> = several.iter().map(|(id, status)| format!("{id} ({status})")).collect();
                 check.violation(
-                    std::iter::once(order_id.clone()).chain(several.iter().map(|(id, _, _)| id.to_string())),
+                    std::iter::once(order_id.clone()).chain(several.iter().map(|(id, _)| id.to_string())),
                     format!(
                         "order {order_id} CONFIRMED with {} payments: {}",
                         several.len(),
@@ -165,13 +157,11 @@ struct Settled {
     reservations: HashMap<String, String>,
 }
 
-/// A payment and the provider's charge for it.
 #[derive(sqlx::FromRow)]
 struct PaymentRow {
     order_id: String,
     payment_id: Uuid,
     status: String,
-    charge: Option<String>,
 }
 
 /// The orders in `status` (`confirmed`, `cancelled`), then their payments
@@ -183,16 +173,10 @@ async fn settled(dbs: &Databases, status: &str) -> anyhow::Result<Settled> {
         .await
         .with_context(|| format!("reading {status} orders"))?;
     let ids: Vec<String> = orders.iter().map(Uuid::to_string).collect();
-    // The payment and the provider's ledger in one statement, so both come
-    // from one snapshot (a refund changes both). `payments_one_per_order`
-    // allows one row per order; none are grouped away, so a lost constraint
-    // shows up as a second payment.
+    // `payments_one_per_order` allows one row per order; none are grouped
+    // away, so a lost constraint shows up as a second payment.
     let payments: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT p.order_id, p.payment_id, p.status, c.status AS charge
-           FROM payments p
-           LEFT JOIN simulated_provider.charges c ON c.idempotency_key = p.payment_id::text
-          WHERE p.order_id = ANY($1)
-          ORDER BY p.created_at",
+        "SELECT order_id, payment_id, status FROM payments WHERE order_id = ANY($1) ORDER BY created_at",
     )
     .bind(&ids)
     .fetch_all(&dbs.payment)
@@ -213,13 +197,51 @@ async fn settled(dbs: &Databases, status: &str) -> anyhow::Result<Settled> {
     })
 }
 
+/// What the provider's ledger holds for each order: the intents its
+/// metadata names the order of, and over them what was captured and what
+/// is still kept. A refund pending counts as given back: the provider has
+/// accepted it and does not take it back.
+#[derive(Debug, Default)]
+struct Held {
+    intents: Vec<String>,
+    captured: i64,
+    kept: i64,
+}
+
+impl Held {
+    fn add(&mut self, line: &LedgerLine) {
+        self.intents.push(line.intent.clone());
+        self.captured += line.captured;
+        self.kept += kept(line);
+    }
+}
+
+fn kept(line: &LedgerLine) -> i64 {
+    line.captured - line.refunded - line.refund_pending
+}
+
+/// The provider's ledger, by order id.
+async fn held_by_order(provider: &AdminClient) -> anyhow::Result<HashMap<String, Held>> {
+    let ledger = provider
+        .ledger()
+        .await
+        .context("reading the payment provider's ledger")?;
+    let mut held: HashMap<String, Held> = HashMap::new();
+    for line in &ledger {
+        if let Some(order_id) = &line.order_id {
+            held.entry(order_id.clone()).or_default().add(line);
+        }
+    }
+    Ok(held)
+}
+
 /// 3. A cancelled order keeps no money and holds no stock: cancellation
 ///    refunds or voids the charge (svc-payment) and releases the
 ///    reservation, returning sold units too (svc-inventory).
-pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Result<Check> {
+pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases, provider: &AdminClient) -> anyhow::Result<Check> {
     let mut check = Check::new(
-        "each cancelled order keeps no money (payment absent, failed, refunded or cancelled; no succeeded charge) \
-         and holds no stock (reservation absent, released or rejected)",
+        "each cancelled order keeps no money (payment absent, failed, refunded or cancelled; nothing left \
+         captured at the provider) and holds no stock (reservation absent, released or rejected)",
         "cancelled orders",
     );
     let Settled {
@@ -228,33 +250,40 @@ pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Re
         reservations,
     } = settled(dbs, "cancelled").await?;
     check.covered = ids.len();
+    // After the orders: their money went back before they were cancelled
+    // for good, or is on its way back while the payment is not yet final.
+    let held = held_by_order(provider).await?;
 
     for PaymentRow {
         order_id,
         payment_id,
         status,
-        charge,
     } in payments
     {
-        // `pending` and `voiding` are charges that may still go through;
-        // `succeeded` is money kept.
+        // `pending`, `processing`, `requires_action` and `voiding` are
+        // charges that may still go through; `refunding` is money not yet
+        // given back; `succeeded` is money kept.
         if !matches!(status.as_str(), "failed" | "refunded" | "cancelled") {
             check.violation(
                 [order_id.clone(), payment_id.to_string()],
                 format!("order {order_id} CANCELLED but payment {payment_id} is {status}"),
             );
         }
-        if charge.as_deref() == Some("succeeded") {
+    }
+    for order_id in &ids {
+        if let Some(held) = held.get(order_id)
+            && held.kept != 0
+        {
             check.violation(
-                [order_id.clone(), payment_id.to_string()],
+                std::iter::once(order_id.clone()).chain(held.intents.iter().cloned()),
                 format!(
-                    "order {order_id} CANCELLED but the provider still holds a succeeded charge for payment \
-                     {payment_id} (payment {status})"
+                    "order {order_id} CANCELLED but the provider still holds {} of the {} captured for it ({})",
+                    held.kept,
+                    held.captured,
+                    held.intents.join(", ")
                 ),
             );
         }
-    }
-    for order_id in &ids {
         if let Some(status) = reservations.get(order_id)
             && !matches!(status.as_str(), "released" | "rejected")
         {
@@ -267,71 +296,136 @@ pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases) -> anyhow::Re
     Ok(check)
 }
 
-/// 4. No money is taken outside a confirmed order: every charge the provider
-///    holds as succeeded belongs to a payment whose order is confirmed, or
-///    still in flight.
+/// 4. No money is taken outside a confirmed order: every intent that holds
+///    money (captured less refunded) was made for an order that is
+///    confirmed, or still in flight.
 pub(crate) async fn money_is_taken_only_for_confirmed_orders(
     dbs: &Databases,
+    provider: &AdminClient,
     options: &Options,
 ) -> anyhow::Result<Check> {
     let mut check = Check::new(
-        "every succeeded provider charge belongs to a confirmed order, or to one still in flight",
-        "succeeded charges",
+        "every amount the provider holds (captured less refunded) belongs to a confirmed order, or to one still \
+         in flight",
+        "intents holding money",
     );
-    // Charges first: a payment is created only for an order that exists.
-    let charges: Vec<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
-        "SELECT c.idempotency_key, p.payment_id, p.order_id
-           FROM simulated_provider.charges c
-           LEFT JOIN payments p ON p.payment_id::text = c.idempotency_key
-          WHERE c.status = 'succeeded'
-          ORDER BY c.created_at, c.idempotency_key",
-    )
-    .fetch_all(&dbs.payment)
-    .await
-    .context("reading succeeded provider charges")?;
-    check.covered = charges.len();
-    let order_ids: Vec<String> = charges.iter().filter_map(|(_, _, o)| o.clone()).collect();
+    // The ledger first: an intent is made only for an order that exists.
+    let holding: Vec<LedgerLine> = provider
+        .ledger()
+        .await
+        .context("reading the payment provider's ledger")?
+        .into_iter()
+        .filter(|line| kept(line) != 0)
+        .collect();
+    check.covered = holding.len();
+    let order_ids: Vec<String> = holding.iter().filter_map(|l| l.order_id.clone()).collect();
     let orders: HashMap<String, (String, DateTime<Utc>)> =
         sqlx::query_as("SELECT order_id::text, status, created_at FROM orders WHERE order_id::text = ANY($1)")
             .bind(&order_ids)
             .fetch_all(&dbs.order)
             .await
-            .context("reading the orders of succeeded charges")?
+            .context("reading the orders of the intents holding money")?
             .into_iter()
             .map(|(id, status, created_at)| (id, (status, created_at)))
             .collect();
 
-    for (key, payment_id, order_id) in charges {
-        let (Some(payment_id), Some(order_id)) = (payment_id, order_id) else {
+    for line in holding {
+        let (intent, amount) = (&line.intent, kept(&line));
+        let Some(order_id) = &line.order_id else {
             check.violation(
-                [&key],
-                format!("the provider holds a succeeded charge under key {key}, which is no payment's id"),
+                [intent],
+                format!("the provider holds {amount} under intent {intent}, which names no order"),
             );
             continue;
         };
-        match orders.get(&order_id) {
+        match orders.get(order_id) {
             Some((status, _)) if status == "confirmed" => {}
             Some((status, created_at)) if in_flight(status, *created_at, options) => {}
             Some((status, _)) => check.violation(
-                [order_id.clone(), payment_id.to_string()],
+                [order_id, intent],
                 format!(
-                    "order {order_id} {} but the provider holds a succeeded charge for its payment {payment_id}",
+                    "order {order_id} {} but the provider holds {amount} for it under intent {intent}",
                     status.to_uppercase()
                 ),
             ),
-            // Read after the payment, so it would be there were it real.
+            // Read after the intent, so it would be there were it real.
             None => check.violation(
-                [order_id.clone(), payment_id.to_string()],
-                format!(
-                    "payment {payment_id} holds a succeeded charge for order {order_id}, which svc-order does not know"
-                ),
+                [order_id, intent],
+                format!("the provider holds {amount} under intent {intent} for order {order_id}, which svc-order does not know"),
             ),
         }
     }
     Ok(check)
 }
 
-/// 5. Stock adds up, per SKU: `reserved` is exactly what held reservations
+/// 5. The provider's books agree with each payment's word: a `succeeded`
+///    payment's amount was captured, and no more of it given back than
+///    svc-payment refunded (refunds of a confirmed order it asked for, not
+///    failed); a `refunded` payment's amount was given back in full.
+pub(crate) async fn payments_match_the_provider(dbs: &Databases, provider: &AdminClient) -> anyhow::Result<Check> {
+    let mut check = Check::new(
+        "each succeeded payment's amount was captured at the provider and no more given back than was refunded, \
+         and each refunded payment's amount given back in full",
+        "succeeded or refunded payments",
+    );
+    // Payments first: the provider acted before svc-payment recorded it.
+    let payments: Vec<(String, Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT p.order_id, p.payment_id, p.status, p.amount_minor,
+                COALESCE((SELECT sum(r.amount_minor) FROM refunds r
+                           WHERE r.payment_id = p.payment_id AND r.status <> 'failed'), 0)::bigint
+           FROM payments p
+          WHERE p.status IN ('succeeded', 'refunded')
+          ORDER BY p.created_at, p.payment_id",
+    )
+    .fetch_all(&dbs.payment)
+    .await
+    .context("reading succeeded and refunded payments")?;
+    check.covered = payments.len();
+    let held = held_by_order(provider).await?;
+    let nothing = Held::default();
+
+    for (order_id, payment_id, status, amount, refunds) in payments {
+        let held = held.get(&order_id).unwrap_or(&nothing);
+        let intents = match held.intents.as_slice() {
+            [] => "no intent".to_owned(),
+            intents => intents.join(", "),
+        };
+        let ids = [order_id.clone(), payment_id.to_string()]
+            .into_iter()
+            .chain(held.intents.iter().cloned());
+        let given_back = held.captured - held.kept;
+        if held.captured != amount {
+            check.violation(
+                ids,
+                format!(
+                    "payment {payment_id} of order {order_id} is {status} for {amount} but the provider captured \
+                     {} ({intents})",
+                    held.captured
+                ),
+            );
+        } else if status == "refunded" && held.kept != 0 {
+            check.violation(
+                ids,
+                format!(
+                    "payment {payment_id} of order {order_id} is refunded but the provider still holds {} of its \
+                     {amount} ({intents})",
+                    held.kept
+                ),
+            );
+        } else if status == "succeeded" && given_back > refunds {
+            check.violation(
+                ids,
+                format!(
+                    "payment {payment_id} of order {order_id} is succeeded but the provider gave back {given_back} \
+                     of its {amount}, more than the {refunds} svc-payment refunded ({intents})"
+                ),
+            );
+        }
+    }
+    Ok(check)
+}
+
+/// 6. Stock adds up, per SKU: `reserved` is exactly what held reservations
 ///    hold, the table's CHECK constraints hold, and (when the run recorded
 ///    the starting stock) `on_hand` went down by exactly what was sold.
 pub(crate) async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
@@ -393,7 +487,7 @@ pub(crate) async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> a
     Ok(check)
 }
 
-/// 6. Each settled order got exactly its one email: `order_confirmed` for a
+/// 7. Each settled order got exactly its one email: `order_confirmed` for a
 ///    confirmed order, `order_cancelled` for a cancelled one, never both
 ///    (an order ends only one way) and never twice.
 pub(crate) async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<Check> {
@@ -455,7 +549,7 @@ pub(crate) async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::
     Ok(check)
 }
 
-/// 7. No event was left behind: the relay publishes every outbox row within
+/// 8. No event was left behind: the relay publishes every outbox row within
 ///    moments of its commit (or of a restart), so an old unpublished row is
 ///    an event the rest of the saga never saw.
 pub(crate) async fn outboxes_are_drained(dbs: &Databases, options: &Options) -> anyhow::Result<Check> {
@@ -516,7 +610,7 @@ struct UnpublishedRow {
 
 pub(crate) const DLQ_HOLDS_ONLY_EXPECTED_POISON: &str = "the DLQ holds exactly the poison the run injected";
 
-/// 8. Nothing was parked that should not have been: consumers park only
+/// 9. Nothing was parked that should not have been: consumers park only
 ///    poison and retry everything else for ever, so an unexpected parked
 ///    message is an event some service never applied.
 pub(crate) async fn dlq_holds_only_expected_poison(

@@ -1,11 +1,12 @@
-//! The books of a checkout run: reads the four service databases (and the
-//! `DLQ` stream) and checks that the saga's invariants hold across them —
+//! The books of a checkout run: reads the four service databases, the
+//! payment provider's ledger (`/admin/ledger` of the emulator) and the
+//! `DLQ` stream, and checks that the saga's invariants hold across them —
 //! every order ended or is still within its deadline, a confirmed order was
 //! paid once and its stock sold, a cancelled order keeps no money and holds
-//! no stock, no money is taken outside a confirmed order, stock adds up,
-//! every settled order got its one email, no outbox row was left behind and
-//! nothing was parked that should not have been. See `ARCHITECTURE.md`,
-//! "Invariants".
+//! no stock, no money is held outside a confirmed order, each payment's
+//! money is where the provider says, stock adds up, every settled order got
+//! its one email, no outbox row was left behind and nothing was parked that
+//! should not have been. See `ARCHITECTURE.md`, "Invariants".
 //!
 //! Run it after a fault run, once traffic has stopped, or on a live stack
 //! (`cargo xtask verify`). Orders still in flight (not yet confirmed or
@@ -17,9 +18,9 @@
 //!
 //! A broken invariant is data, not an error: [`check`] returns a [`Report`]
 //! listing each check, what it covered and every violation with the order
-//! ids, payment ids, SKUs or event ids involved. Errors are only for what
-//! kept the books from being read (a database or NATS that cannot be
-//! reached, a schema that is not the shop's).
+//! ids, payment ids, intents, SKUs or event ids involved. Errors are only
+//! for what kept the books from being read (a database, the provider or
+//! NATS that cannot be reached, a schema that is not the shop's).
 
 mod checks;
 mod report;
@@ -28,6 +29,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use shop_provider::admin_client::AdminClient;
 use shop_runtime::registry::{self, ServiceSpec};
 use sqlx::PgPool;
 
@@ -97,10 +99,12 @@ impl Options {
     }
 }
 
-/// Reads the books and checks every invariant; the DLQ only when
-/// `jetstream` is given (otherwise the report lists that check as skipped).
+/// Reads the books and checks every invariant, the money where the
+/// `provider`'s ledger has it; the DLQ only when `jetstream` is given
+/// (otherwise the report lists that check as skipped).
 pub async fn check(
     dbs: &Databases,
+    provider: &AdminClient,
     jetstream: Option<&jetstream::Context>,
     options: &Options,
 ) -> anyhow::Result<Report> {
@@ -109,10 +113,15 @@ pub async fn check(
     report
         .checks
         .push(checks::confirmed_orders_are_paid_and_sold(dbs).await?);
-    report.checks.push(checks::cancelled_orders_keep_nothing(dbs).await?);
     report
         .checks
-        .push(checks::money_is_taken_only_for_confirmed_orders(dbs, options).await?);
+        .push(checks::cancelled_orders_keep_nothing(dbs, provider).await?);
+    report
+        .checks
+        .push(checks::money_is_taken_only_for_confirmed_orders(dbs, provider, options).await?);
+    report
+        .checks
+        .push(checks::payments_match_the_provider(dbs, provider).await?);
     report
         .checks
         .push(checks::stock_adds_up(&dbs.inventory, options).await?);

@@ -1,21 +1,34 @@
-//! The books against real PostgreSQL (and nats-server for the DLQ): a
-//! consistent world of one confirmed and one cancelled order reads clean,
-//! and each broken invariant is reported naming the order, SKU or event.
+//! The books against real PostgreSQL, the real payment provider emulator
+//! (and nats-server for the DLQ): a consistent world of one confirmed and
+//! one cancelled order reads clean, and each broken invariant is reported
+//! naming the order, payment, intent, SKU or event. The provider's books are
+//! broken the way a bug would break them: through its own API (an intent
+//! made, or refunded, behind svc-payment's back).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use async_nats::{HeaderMap, jetstream};
 use chrono::{DateTime, TimeDelta, Utc};
+use shop_harness::provider::Emulator;
 use shop_infra::{NatsServer, fresh_database};
-use shop_runtime::{consumer, db, topology};
+use shop_runtime::{
+    consumer, db, topology,
+    values::{Currency, Money},
+};
 use shop_verify::{Databases, Options, Report};
 use sqlx::PgPool;
+use svc_payment::provider::{HttpProvider, PaymentProvider};
 use uuid::Uuid;
 
-/// One confirmed order (2 mugs, paid, sold, emailed) and one cancelled
-/// because its card was declined (1 tee, reservation released, emailed).
+/// What every order of the world costs.
+const TOTAL: i64 = 2598;
+
+/// One confirmed order (2 mugs, paid at the provider, sold, emailed) and
+/// one cancelled because its card was declined (1 tee, declined at the
+/// provider, reservation released, emailed).
 struct World {
     dbs: Databases,
+    provider: Emulator,
     confirmed: Uuid,
     confirmed_payment: Uuid,
     cancelled: Uuid,
@@ -32,8 +45,24 @@ impl World {
     }
 
     async fn check(&self) -> anyhow::Result<Report> {
-        shop_verify::check(&self.dbs, None, &self.options()).await
+        self.check_with(&self.options()).await
     }
+
+    async fn check_with(&self, options: &Options) -> anyhow::Result<Report> {
+        shop_verify::check(&self.dbs, self.provider.admin(), None, options).await
+    }
+
+    /// A client of the provider, as svc-payment makes one.
+    fn client(&self) -> anyhow::Result<HttpProvider> {
+        client(&self.provider)
+    }
+}
+
+fn client(provider: &Emulator) -> anyhow::Result<HttpProvider> {
+    Ok(HttpProvider::new(
+        reqwest::Url::parse(provider.url())?,
+        Duration::from_secs(5),
+    )?)
 }
 
 async fn database(migrations: sqlx::migrate::Migrator) -> anyhow::Result<PgPool> {
@@ -43,6 +72,7 @@ async fn database(migrations: sqlx::migrate::Migrator) -> anyhow::Result<PgPool>
 }
 
 async fn world() -> anyhow::Result<World> {
+    let provider = Emulator::alone(Duration::from_secs(1)).await?;
     let dbs = Databases {
         order: database(sqlx::migrate!("../svc-order/migrations")).await?,
         inventory: database(sqlx::migrate!("../svc-inventory/migrations")).await?,
@@ -62,13 +92,13 @@ async fn world() -> anyhow::Result<World> {
     sqlx::query("UPDATE stock SET on_hand = on_hand - 2 WHERE sku = 'SKU-MUG-001'")
         .execute(&dbs.inventory)
         .await?;
-    let confirmed_payment = payment(&dbs.payment, confirmed, "succeeded", Some("succeeded")).await?;
+    let confirmed_payment = payment(&dbs.payment, &provider, confirmed, "succeeded", Some("pm_card_ok")).await?;
     email(&dbs.notify, confirmed, "order_confirmed").await?;
     outbox(&dbs.order, confirmed, "orders.confirmed", ago(9), true).await?;
 
     let cancelled = order(&dbs.order, "cancelled", Some("payment_declined"), ago(8)).await?;
     reservation(&dbs.inventory, cancelled, "released", &[("SKU-TEE-001", 1)]).await?;
-    let cancelled_payment = payment(&dbs.payment, cancelled, "failed", Some("declined")).await?;
+    let cancelled_payment = payment(&dbs.payment, &provider, cancelled, "failed", Some("pm_card_declined")).await?;
     email(&dbs.notify, cancelled, "order_cancelled").await?;
     outbox(&dbs.payment, cancelled, "payments.failed", ago(8), true).await?;
     // Committed a moment ago, not yet sent: the relay is about to.
@@ -76,6 +106,7 @@ async fn world() -> anyhow::Result<World> {
 
     Ok(World {
         dbs,
+        provider,
         confirmed,
         confirmed_payment,
         cancelled,
@@ -126,31 +157,39 @@ async fn reservation(pool: &PgPool, order_id: Uuid, status: &str, lines: &[(&str
     Ok(())
 }
 
-/// A payment and, when `charge` is given, the provider's record of it.
-async fn payment(pool: &PgPool, order_id: Uuid, status: &str, charge: Option<&str>) -> anyhow::Result<Uuid> {
+/// A payment and, when `card` is given, its charge at the provider (the
+/// payment id its key, the order in its metadata), as svc-payment makes it.
+async fn payment(
+    pool: &PgPool,
+    provider: &Emulator,
+    order_id: Uuid,
+    status: &str,
+    card: Option<&str>,
+) -> anyhow::Result<Uuid> {
     let payment_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO payments (payment_id, order_id, user_id, status, amount_minor, currency, payment_method)
-         VALUES ($1, $2, 'alice', $3, 2598, 'EUR', 'pm_card_ok')",
+         VALUES ($1, $2, 'alice', $3, $4, 'EUR', 'pm_card_ok')",
     )
     .bind(payment_id)
     .bind(order_id.to_string())
     .bind(status)
+    .bind(TOTAL)
     .execute(pool)
     .await?;
-    if let Some(charge) = charge {
-        sqlx::query(
-            "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor,
-                                                     currency, status)
-             VALUES ($1, $2, 'pm_card_ok', 2598, 'EUR', $3)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(payment_id.to_string())
-        .bind(charge)
-        .execute(pool)
-        .await?;
+    if let Some(card) = card {
+        charge(provider, payment_id, order_id, card).await?;
     }
     Ok(payment_id)
+}
+
+/// A charge of [`TOTAL`] for `order_id` under `key`.
+async fn charge(provider: &Emulator, key: Uuid, order_id: Uuid, card: &str) -> anyhow::Result<()> {
+    let euros = Money::new(Currency::parse("EUR").map_err(anyhow::Error::msg)?, TOTAL);
+    client(provider)?
+        .charge(key, &order_id.to_string(), euros, card)
+        .await?;
+    Ok(())
 }
 
 async fn email(pool: &PgPool, order_id: Uuid, kind: &str) -> anyhow::Result<()> {
@@ -202,7 +241,7 @@ async fn consistent_books_are_clean() -> anyhow::Result<()> {
     let world = world().await?;
     let report = world.check().await?;
     assert!(report.is_clean(), "{report}");
-    assert_eq!(report.checks.len(), 7, "{report}");
+    assert_eq!(report.checks.len(), 8, "{report}");
     let covered = |prefix: &str| {
         report
             .checks
@@ -213,7 +252,8 @@ async fn consistent_books_are_clean() -> anyhow::Result<()> {
     assert_eq!(covered("every order"), Some(2));
     assert_eq!(covered("each confirmed"), Some(1));
     assert_eq!(covered("each cancelled"), Some(1));
-    assert_eq!(covered("every succeeded provider charge"), Some(1));
+    assert_eq!(covered("every amount the provider holds"), Some(1));
+    assert_eq!(covered("each succeeded payment"), Some(1));
     assert_eq!(
         covered("per SKU"),
         Some(world.initial_on_hand.len()),
@@ -221,7 +261,7 @@ async fn consistent_books_are_clean() -> anyhow::Result<()> {
     );
     assert_eq!(covered("no outbox row"), Some(3));
     let text = report.to_string();
-    assert!(text.starts_with("7 checks, the books are clean"), "{text}");
+    assert!(text.starts_with("8 checks, the books are clean"), "{text}");
     assert!(text.contains("skip  the DLQ"), "{text}");
     Ok(())
 }
@@ -248,27 +288,81 @@ async fn a_confirmed_order_with_a_failed_payment_is_named() -> anyhow::Result<()
 }
 
 #[tokio::test]
-async fn a_cancelled_order_whose_charge_went_through_is_named() -> anyhow::Result<()> {
+async fn a_cancelled_order_whose_money_the_provider_holds_is_named() -> anyhow::Result<()> {
     let world = world().await?;
-    sqlx::query("UPDATE simulated_provider.charges SET status = 'succeeded' WHERE idempotency_key = $1")
-        .bind(world.cancelled_payment.to_string())
-        .execute(&world.dbs.payment)
-        .await?;
+    // A charge for the cancelled order that svc-payment never recorded.
+    charge(&world.provider, Uuid::now_v7(), world.cancelled, "pm_card_ok").await?;
     let report = world.check().await?;
-    // Money kept by a cancelled order, and money taken outside a confirmed one.
+    // Money kept by a cancelled order, and money held outside a confirmed one.
     assert_eq!(report.violations(), 2, "{report}");
     let found = naming(&report, world.cancelled);
     assert_eq!(found.len(), 2, "{report}");
     assert!(
         found.iter().any(|m| m.starts_with("each cancelled order")
-            && m.contains("still holds a succeeded charge")
-            && m.contains(&world.cancelled_payment.to_string())),
+            && m.contains(&format!(
+                "CANCELLED but the provider still holds {TOTAL} of the {TOTAL}"
+            ))),
         "{report}"
     );
     assert!(
-        found
-            .iter()
-            .any(|m| m.starts_with("every succeeded provider charge") && m.contains("CANCELLED")),
+        found.iter().any(|m| m.starts_with("every amount the provider holds")
+            && m.contains(&format!(
+                "CANCELLED but the provider holds {TOTAL} for it under intent pi_"
+            ))),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn payments_the_provider_disagrees_with_are_named() -> anyhow::Result<()> {
+    let world = world().await?;
+    // Confirmed, its payment succeeded, but the provider declined the card.
+    let unpaid = order(&world.dbs.order, "confirmed", None, Utc::now() - TimeDelta::minutes(5)).await?;
+    reservation(&world.dbs.inventory, unpaid, "committed", &[("SKU-PEN-001", 1)]).await?;
+    email(&world.dbs.notify, unpaid, "order_confirmed").await?;
+    let unpaid_payment = payment(
+        &world.dbs.payment,
+        &world.provider,
+        unpaid,
+        "succeeded",
+        Some("pm_card_declined"),
+    )
+    .await?;
+    // Cancelled after it was paid, its payment refunded, but the money is
+    // still at the provider.
+    let kept = order(
+        &world.dbs.order,
+        "cancelled",
+        Some("customer_cancelled"),
+        Utc::now() - TimeDelta::minutes(5),
+    )
+    .await?;
+    email(&world.dbs.notify, kept, "order_cancelled").await?;
+    let kept_payment = payment(
+        &world.dbs.payment,
+        &world.provider,
+        kept,
+        "refunded",
+        Some("pm_card_ok"),
+    )
+    .await?;
+
+    let report = shop_verify::check(&world.dbs, world.provider.admin(), None, &Options::new(Utc::now())).await?;
+    let check = "each succeeded payment's amount was captured at the provider";
+    assert!(
+        naming(&report, unpaid).iter().any(|m| m.starts_with(check)
+            && m.contains(&format!(
+                "payment {unpaid_payment} of order {unpaid} is succeeded for {TOTAL} but the provider captured 0 (pi_"
+            ))),
+        "{report}"
+    );
+    let found = naming(&report, kept);
+    assert!(
+        found.iter().any(|m| m.starts_with(check)
+            && m.contains(&format!(
+                "payment {kept_payment} of order {kept} is refunded but the provider still holds {TOTAL} of its {TOTAL}"
+            ))),
         "{report}"
     );
     Ok(())
@@ -338,7 +432,7 @@ async fn on_hand_that_does_not_match_what_was_sold_is_named() -> anyhow::Result<
         "{report}"
     );
     // Without the starting stock, on_hand is not judged.
-    let report = shop_verify::check(&world.dbs, None, &Options::new(Utc::now())).await?;
+    let report = world.check_with(&Options::new(Utc::now())).await?;
     assert!(report.is_clean(), "{report}");
     Ok(())
 }
@@ -384,7 +478,14 @@ async fn a_pending_order_past_its_deadline_is_named_and_one_within_it_is_not() -
     sqlx::query("UPDATE stock SET reserved = 1 WHERE sku = 'SKU-CAP-001'")
         .execute(&world.dbs.inventory)
         .await?;
-    payment(&world.dbs.payment, fresh, "succeeded", Some("succeeded")).await?;
+    payment(
+        &world.dbs.payment,
+        &world.provider,
+        fresh,
+        "succeeded",
+        Some("pm_card_ok"),
+    )
+    .await?;
 
     let report = world.check().await?;
     assert_eq!(report.violations(), 1, "{report}");
@@ -406,11 +507,11 @@ async fn a_pending_order_past_its_deadline_is_named_and_one_within_it_is_not() -
         now: Utc::now() + TimeDelta::minutes(30),
         ..world.options()
     };
-    let report = shop_verify::check(&world.dbs, None, &later).await?;
+    let report = world.check_with(&later).await?;
     let found = naming(&report, fresh);
     assert!(
         found.iter().any(|m| m.contains(&format!(
-            "order {fresh} RESERVED but the provider holds a succeeded charge"
+            "order {fresh} RESERVED but the provider holds {TOTAL} for it under intent pi_"
         ))),
         "{report}"
     );
@@ -450,19 +551,18 @@ async fn a_missing_or_contradicting_email_is_named() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_report_reads_as_a_list_of_checks_and_violations() -> anyhow::Result<()> {
     let world = world().await?;
-    // The money went back after the order was confirmed.
-    sqlx::query("UPDATE simulated_provider.charges SET status = 'refunded' WHERE idempotency_key = $1")
-        .bind(world.confirmed_payment.to_string())
-        .execute(&world.dbs.payment)
-        .await?;
+    // The money went back after the order was confirmed, svc-payment
+    // knowing nothing of it.
+    world.client()?.refund_or_void(world.confirmed_payment).await?;
     let text = world.check().await?.to_string();
-    assert!(text.starts_with("7 checks, 1 violation\n"), "{text}");
+    assert!(text.starts_with("8 checks, 1 violation\n"), "{text}");
     assert!(
         text.contains(&format!(
-            "FAIL  each confirmed order has one succeeded payment, charged at the provider, and a committed \
-             reservation (confirmed orders: 1, violations: 1)\n      - order {} CONFIRMED but the provider's \
-             charge for payment {} is refunded\n",
-            world.confirmed, world.confirmed_payment
+            "FAIL  each succeeded payment's amount was captured at the provider and no more given back than was \
+             refunded, and each refunded payment's amount given back in full (succeeded or refunded payments: 1, \
+             violations: 1)\n      - payment {} of order {} is succeeded but the provider gave back {TOTAL} of its \
+             {TOTAL}, more than the 0 svc-payment refunded (pi_",
+            world.confirmed_payment, world.confirmed
         )),
         "{text}"
     );
@@ -512,7 +612,7 @@ async fn only_the_injected_poison_may_be_parked() -> anyhow::Result<()> {
             .cloned()
             .expect("the DLQ is checked")
     };
-    let report = shop_verify::check(&world.dbs, Some(&js), &options).await?;
+    let report = shop_verify::check(&world.dbs, world.provider.admin(), Some(&js), &options).await?;
     assert_eq!(report.violations(), 1, "{report}");
     assert_eq!(
         naming(&report, &poison),
@@ -525,13 +625,13 @@ async fn only_the_injected_poison_may_be_parked() -> anyhow::Result<()> {
     // Every consumer of ORDERS parks its own copy of the poison.
     park(&js, "inventory-orders", &poison, "not a valid OrderPlaced").await?;
     park(&js, "payment-orders", &poison, "not a valid OrderPlaced").await?;
-    let report = shop_verify::check(&world.dbs, Some(&js), &options).await?;
+    let report = shop_verify::check(&world.dbs, world.provider.admin(), Some(&js), &options).await?;
     assert!(report.is_clean(), "{report}");
     assert_eq!(dlq(&report).covered, 2);
 
     let victim = format!("orders.cancelled.{}", world.cancelled);
     let event_id = park(&js, "payment-orders", &victim, "a bug").await?;
-    let report = shop_verify::check(&world.dbs, Some(&js), &options).await?;
+    let report = shop_verify::check(&world.dbs, world.provider.admin(), Some(&js), &options).await?;
     assert_eq!(report.violations(), 1, "{report}");
     assert_eq!(
         naming(&report, &event_id),

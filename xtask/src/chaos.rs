@@ -3,8 +3,9 @@
 //!
 //! It starts a stack of its own on free ports, with fresh data in
 //! `.data/chaos/`: NATS, PostgreSQL and Redis, a [`FaultProxy`] between the
-//! services and NATS and another between the services and PostgreSQL, and
-//! every service under the same supervisor as `up`. Customers check out
+//! services and NATS and another between the services and PostgreSQL, the
+//! payment provider emulator, and every service under the same supervisor
+//! as `up`. Customers check out
 //! through the gateway ([`load`]) for N seconds while the faults of the
 //! seed's [`schedule`] hit it one after another. Then the faults are lifted,
 //! the stack is given time to settle (every order confirmed or cancelled,
@@ -29,9 +30,9 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shop_infra::fault_proxy::{self, FaultProxy};
 use shop_infra::infra::{self, ServerProcess};
+use shop_provider::{Faults, admin_client::AdminClient};
 use shop_runtime::registry;
 use sqlx::PgPool;
-use svc_payment::provider::SimulatedProvider;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -115,6 +116,7 @@ struct Stack {
     restarts: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
     tender: tokio::task::JoinHandle<()>,
     books: shop_verify::Databases,
+    provider: AdminClient,
     js: jetstream::Context,
 }
 
@@ -147,6 +149,16 @@ impl Stack {
         };
         let root = crate::cmd::root();
         let mut services = Vec::new();
+        let provider_name = shop_provider::SERVICE.name;
+        let provider = stack::start_provider(
+            &layout,
+            &bin_dir.join(provider_name),
+            &root,
+            data,
+            Some(data.join(format!("{provider_name}.log"))),
+        )
+        .await?;
+        services.push(provider);
         for placed in &layout.services {
             let name = placed.service.name;
             let mut command = stack::service_command(placed, &layout, &bin_dir.join(name), &urls, &root, data)?;
@@ -181,6 +193,7 @@ impl Stack {
             restarts,
             tender,
             books,
+            provider: AdminClient::new(layout.provider.url(layout::provider_url)),
             js,
         })
     }
@@ -226,7 +239,7 @@ impl Stack {
         verify.order_deadline = ORDER_DEADLINE;
         verify.initial_on_hand = Some(initial_on_hand);
         verify.expected_parked = poison;
-        let books = shop_verify::check(&self.books, Some(&self.js), &verify).await?;
+        let books = shop_verify::check(&self.books, &self.provider, Some(&self.js), &verify).await?;
 
         let mut text = String::new();
         writeln!(
@@ -322,9 +335,9 @@ impl Stack {
                 self.redis = infra::start_redis(&self.data.join("redis"), self.ports.redis).await?;
             }
             Fault::ProviderOutage => {
-                SimulatedProvider::set_outage(&self.books.payment, true).await?;
+                self.provider.set_faults(&Faults::outage()).await?;
                 tokio::time::sleep(step.lasts).await;
-                SimulatedProvider::set_outage(&self.books.payment, false).await?;
+                self.provider.set_faults(&Faults::default()).await?;
             }
             Fault::Link(link, fault) => {
                 let proxy = match link {

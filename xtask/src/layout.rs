@@ -1,7 +1,7 @@
 //! Where a stack's parts listen: the servers, every replica of every
-//! service, and the port offset that moves them all together. What `up`,
-//! the test runs and the commands that inspect a stack (`dlq`, `verify`)
-//! agree on.
+//! service, the payment provider emulator, and the port offset that moves
+//! them all together. What `up`, the test runs and the commands that
+//! inspect a stack (`dlq`, `verify`) agree on.
 
 use std::path::{Path, PathBuf};
 
@@ -21,13 +21,20 @@ const NATS_PORT: u16 = 4222;
 const NATS_ROUTE_PORT: u16 = 6222;
 const POSTGRES_PORT: u16 = 15432;
 const REDIS_PORT: u16 = 16379;
+/// The emulator's own default port.
+const PROVIDER_PORT: u16 = shop_provider::config::DEFAULT_LISTEN_ADDR.port();
 
-/// Where the NATS and PostgreSQL of the stack of `up` are, for the commands
-/// that inspect it (`dlq`, `verify`): the URLs in the environment, or the
-/// ports `up` starts them on (with the port offset).
+/// Where svc-payment is told its provider is; `up` starts the emulator
+/// unless the environment names one.
+pub(crate) const PROVIDER_URL_VAR: &str = "PAYMENT_PROVIDER_URL";
+
+/// Where the NATS, PostgreSQL and payment provider of the stack of `up`
+/// are, for the commands that inspect it (`dlq`, `verify`): the URLs in the
+/// environment, or the ports `up` starts them on (with the port offset).
 pub(crate) struct Servers {
     pub(crate) nats: String,
     pub(crate) postgres: String,
+    pub(crate) provider: String,
 }
 
 pub(crate) fn servers_from_env() -> anyhow::Result<Servers> {
@@ -35,7 +42,13 @@ pub(crate) fn servers_from_env() -> anyhow::Result<Servers> {
     Ok(Servers {
         nats: layout.nats.url(infra::nats_url),
         postgres: layout.postgres.url(infra::postgres_url),
+        provider: layout.provider.url(provider_url),
     })
+}
+
+/// The emulator's URL when it listens on `port` here.
+pub(crate) fn provider_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The services, from the registry, started in its order (what others call
@@ -58,6 +71,9 @@ pub(crate) struct Layout {
     pub(crate) nats: Infra,
     pub(crate) postgres: Infra,
     pub(crate) redis: Infra,
+    /// The payment provider svc-payment charges through: the emulator,
+    /// unless `PAYMENT_PROVIDER_URL` names one.
+    pub(crate) provider: Infra,
     /// Every replica of every service, a service's replicas together and in
     /// the order of [`SERVICES`].
     pub(crate) services: Vec<Placed>,
@@ -78,7 +94,7 @@ pub(crate) enum Infra {
 }
 
 impl Infra {
-    fn url(&self, on_port: fn(u16) -> String) -> String {
+    pub(crate) fn url(&self, on_port: fn(u16) -> String) -> String {
         match self {
             Infra::Given { url, .. } => url.clone(),
             Infra::Start(port) => on_port(*port),
@@ -146,6 +162,7 @@ impl Layout {
             nats: infra("NATS_URL", NATS_PORT)?,
             postgres: infra("DATABASE_URL", POSTGRES_PORT)?,
             redis: infra("REDIS_URL", REDIS_PORT)?,
+            provider: infra(PROVIDER_URL_VAR, PROVIDER_PORT)?,
             services: placed(offset, 1)?,
             replicas: 1,
             otlp_endpoint: None,
@@ -195,6 +212,7 @@ impl Layout {
             nats: free(),
             postgres: free(),
             redis: free(),
+            provider: free(),
             services: SERVICES
                 .iter()
                 .flat_map(|service| {
@@ -244,9 +262,11 @@ impl Layout {
     pub(crate) fn ports(&self) -> Vec<Port> {
         // A cluster's nodes take the place of the single nats-server.
         let single_nats = self.nats_cluster.is_none().then_some((&self.nats, "nats-server"));
-        let infra = single_nats
-            .into_iter()
-            .chain([(&self.postgres, "PostgreSQL"), (&self.redis, "redis-server")]);
+        let infra = single_nats.into_iter().chain([
+            (&self.postgres, "PostgreSQL"),
+            (&self.redis, "redis-server"),
+            (&self.provider, shop_provider::SERVICE.name),
+        ]);
         let infra = infra.filter_map(|(infra, what)| match infra {
             Infra::Start(port) => Some(Port {
                 number: *port,
@@ -293,6 +313,13 @@ impl Layout {
             0 => root.join(".data"),
             offset => root.join(".data").join(format!("offset-{offset}")),
         }
+    }
+
+    /// Where the payment provider posts its webhooks: the first gateway's
+    /// public port.
+    pub(crate) fn webhook_url(&self) -> Option<String> {
+        self.gateway_port()
+            .map(|port| format!("http://127.0.0.1:{port}{}", registry::PAYMENT_WEBHOOKS_PATH))
     }
 
     /// The gRPC port of the first gateway.
@@ -383,6 +410,17 @@ mod tests {
         assert_eq!(placed, registry);
         assert!(layout.ports().iter().any(|p| p.purpose == "svc-order gRPC"));
         assert_eq!(layout.gateway_ports(), [registry::GATEWAY.grpc_port]);
+        assert!(
+            layout
+                .ports()
+                .iter()
+                .any(|p| p.number == 12111 && p.purpose == "payment-provider"),
+            "the emulator on its own default port"
+        );
+        assert_eq!(
+            layout.webhook_url().as_deref(),
+            Some("http://127.0.0.1:8080/webhooks/payments")
+        );
         Ok(())
     }
 

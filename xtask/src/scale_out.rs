@@ -3,8 +3,9 @@
 //!
 //! A stack of its own on free ports, with fresh data in `.data/scale-out/`:
 //! a three-node NATS cluster with every stream on all three nodes,
-//! PostgreSQL, Redis, and two replicas of every service, the gateway
-//! included, each told every replica of what it calls. Customers (the
+//! PostgreSQL, Redis, the payment provider emulator, and two replicas of
+//! every service, the gateway included, each told every replica of what it
+//! calls. Customers (the
 //! fault run's, [`load`]) check out through both gateways, their calls
 //! going round them as a client's would ([`client::gateways`]), while:
 //!
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shop_infra::infra;
+use shop_provider::admin_client::AdminClient;
 use shop_runtime::CancellationToken;
 use tokio::time::Instant;
 
@@ -195,7 +197,8 @@ async fn exercise(
     let settled = chaos::settle(&books, &js).await;
     let mut verify = shop_verify::Options::new(chrono::Utc::now());
     verify.initial_on_hand = Some(initial_on_hand);
-    let checked = shop_verify::check(&books, Some(&js), &verify).await?;
+    let provider = AdminClient::new(layout.provider.url(crate::layout::provider_url));
+    let checked = shop_verify::check(&books, &provider, Some(&js), &verify).await?;
     let outcomes = chaos::outcomes(&books.order).await?;
     let timed_out: i64 = outcomes
         .iter()
@@ -352,10 +355,11 @@ async fn tend_for(running: &mut Running<'_>, length: Duration) -> anyhow::Result
 }
 
 fn tend(running: &mut Running<'_>) -> anyhow::Result<()> {
-    for (placed, supervised) in running.services.iter_mut() {
+    let services = running.services.iter_mut().map(|(_, supervised)| supervised);
+    for supervised in services.chain(running.provider.as_mut()) {
         match supervised.tend()? {
-            Tended::Exited { status, .. } => println!("scale-out: {} exited ({status})", placed.name()),
-            Tended::Restarted { .. } => println!("scale-out: {} started again", placed.name()),
+            Tended::Exited { status, .. } => println!("scale-out: {} exited ({status})", supervised.name()),
+            Tended::Restarted { .. } => println!("scale-out: {} started again", supervised.name()),
             Tended::Running | Tended::Waiting => {}
         }
     }

@@ -1,8 +1,8 @@
 //! A stack's processes: building the services, starting the
-//! infrastructure (or taking it from the environment) and every replica of
-//! every service with the settings it is told, for `up` and the runs that
-//! start a stack of their own (chaos, scale-out, bench, the storefront's
-//! tests).
+//! infrastructure (or taking it from the environment), the payment provider
+//! emulator and every replica of every service with the settings it is
+//! told, for `up` and the runs that start a stack of their own (chaos,
+//! scale-out, bench, the storefront's tests).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,10 +12,11 @@ use anyhow::{Context, bail};
 use shop_infra::infra::{self, ServerProcess};
 use shop_runtime::identity;
 use shop_runtime::registry::{self, ServiceSpec};
+use shop_runtime::webhook_secret::WebhookSecret;
 
 use crate::cmd;
 use crate::identity::identity_keys;
-use crate::layout::{Infra, Layout, Placed, SERVICES, Urls};
+use crate::layout::{self, Infra, Layout, Placed, SERVICES, Urls};
 use crate::supervise::{Restarts, Supervised};
 
 /// How long a service may take to listen: the first start migrates and
@@ -45,11 +46,15 @@ fn dev_env(service: &ServiceSpec) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// A stack `start_all` started: stop the services, then the servers.
+/// A stack `start_all` started: stop the services, then the provider and
+/// the servers.
 pub(crate) struct Running<'a> {
     // Declared before `services`, so that on an early return the services
     // are dropped (stopped) first.
     pub(crate) infra: Vec<ServerProcess>,
+    /// The payment provider emulator, unless the environment named a
+    /// provider (or its binary was not built).
+    pub(crate) provider: Option<Supervised>,
     pub(crate) services: Vec<(&'a Placed, Supervised)>,
     /// Services with no binary built.
     pub(crate) missing: Vec<&'static str>,
@@ -62,6 +67,10 @@ impl Running<'_> {
         for (placed, process) in self.services.iter_mut().rev() {
             println!("stopping {}", placed.name());
             process.stop().await;
+        }
+        if let Some(provider) = &mut self.provider {
+            println!("stopping {}", provider.name());
+            provider.stop().await;
         }
         for process in self.infra.iter_mut().rev() {
             println!("stopping {}", process.name());
@@ -89,10 +98,21 @@ pub(crate) async fn start_all<'a>(
     }
     let mut running = Running {
         infra,
+        provider: None,
         services: Vec::new(),
         missing: Vec::new(),
         urls,
     };
+    if let Infra::Start(port) = layout.provider {
+        let binary = bin_dir.join(shop_provider::SERVICE.name);
+        if binary.is_file() {
+            println!("starting {} on 127.0.0.1:{port}", shop_provider::SERVICE.name);
+            let log = logs.map(|dir| dir.join(format!("{}.log", shop_provider::SERVICE.name)));
+            running.provider = Some(start_provider(layout, &binary, &root, data, log).await?);
+        } else {
+            running.missing.push(shop_provider::SERVICE.name);
+        }
+    }
     // One after another: the first gateway makes the dev auth key the
     // others then read.
     for placed in &layout.services {
@@ -119,7 +139,8 @@ pub(crate) async fn start_all<'a>(
     Ok(running)
 }
 
-/// Builds every service's binary (debug, or release).
+/// Builds every service's binary and the payment provider emulator's
+/// (debug, or release).
 pub(crate) fn build_services(release: bool) -> anyhow::Result<()> {
     let mut build = cmd::cargo();
     build.args(["build", "--keep-going"]);
@@ -127,7 +148,93 @@ pub(crate) fn build_services(release: bool) -> anyhow::Result<()> {
         build.arg("--release");
     }
     build.args(SERVICES.iter().flat_map(|s| ["-p", s.name]));
+    build.args(["-p", "shop-provider"]);
     cmd::run(&mut build)
+}
+
+/// Starts the payment provider emulator of `layout` from `binary` (under
+/// the same supervisor as the services) and waits until it answers.
+pub(crate) async fn start_provider(
+    layout: &Layout,
+    binary: &Path,
+    root: &Path,
+    data: &Path,
+    log: Option<PathBuf>,
+) -> anyhow::Result<Supervised> {
+    let Infra::Start(port) = layout.provider else {
+        bail!(
+            "the environment names the payment provider ({})",
+            layout::PROVIDER_URL_VAR
+        );
+    };
+    let command = provider_command(layout, port, binary, root, data)?;
+    let mut supervised = Supervised::spawn(shop_provider::SERVICE.name, command, Restarts::default(), log)?;
+    supervised
+        .process()
+        .wait_until(SERVICE_STARTUP, || infra::tcp_accepts(port))
+        .await?;
+    Ok(supervised)
+}
+
+/// The emulator on `port`, its journal under `data`, its webhooks signed
+/// with the stack's development secret and sent to the first gateway.
+pub(crate) fn provider_command(
+    layout: &Layout,
+    port: u16,
+    binary: &Path,
+    root: &Path,
+    data: &Path,
+) -> anyhow::Result<Command> {
+    let mut command = Command::new(binary);
+    let journal = data.join("payment-provider");
+    std::fs::create_dir_all(&journal).with_context(|| format!("creating {}", journal.display()))?;
+    command
+        .current_dir(root)
+        .env("PROVIDER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PROVIDER_DATA_DIR", &journal)
+        .env("PROVIDER_WEBHOOK_SECRET", dev_webhook_secret(data)?.expose());
+    match layout.webhook_url() {
+        Some(url) => command.env("PROVIDER_WEBHOOK_URL", url),
+        None => command.env_remove("PROVIDER_WEBHOOK_URL"),
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info");
+    }
+    if let Some(endpoint) = &layout.otlp_endpoint
+        && std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+    {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    }
+    Ok(command)
+}
+
+/// The development webhook secret of the stack whose data is in `data`:
+/// made once (`payment-webhook-secret`), then read, so the emulator and
+/// svc-payment agree across restarts.
+pub(crate) fn dev_webhook_secret(data: &Path) -> anyhow::Result<WebhookSecret> {
+    let file = data.join("payment-webhook-secret");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text
+            .trim()
+            .parse()
+            .map_err(|why| anyhow::anyhow!("{}: {why} (delete it to make a new one)", file.display()));
+    }
+    let secret = WebhookSecret::generate();
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    write_private(&file, secret.expose()).with_context(|| format!("writing {}", file.display()))?;
+    Ok(secret)
+}
+
+/// Writes `text` to a new file only this user may read.
+fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?
+        .write_all(text.as_bytes())
 }
 
 /// Where the services' binaries are: built beside this program
@@ -289,6 +396,15 @@ pub(crate) fn service_command(
     } else {
         command.env_remove("REDIS_URL");
     }
+    // svc-payment charges through the emulator started here and checks its
+    // webhooks with the secret it signs them with; a provider the
+    // environment names comes with its own PAYMENT_WEBHOOK_SECRET.
+    if *service == registry::PAYMENT {
+        command.env(layout::PROVIDER_URL_VAR, layout.provider.url(layout::provider_url));
+        if let Infra::Start(_) = layout.provider {
+            command.env("PAYMENT_WEBHOOK_SECRET", dev_webhook_secret(data)?.expose());
+        }
+    }
     for (var, value) in &layout.service_env {
         command.env(var, value);
     }
@@ -395,6 +511,47 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0], keys[1]);
+        Ok(())
+    }
+
+    #[test]
+    fn svc_payment_and_the_emulator_share_the_provider_address_and_one_kept_secret() -> anyhow::Result<()> {
+        let layout = Layout::with_offset(0)?;
+        let data = scratch("provider");
+        let urls = Urls {
+            nats: "nats://127.0.0.1:4222".into(),
+            postgres: "postgres://127.0.0.1:15432".into(),
+            redis: "redis://127.0.0.1:16379".into(),
+        };
+        let payment = layout
+            .services
+            .iter()
+            .find(|p| *p.service == registry::PAYMENT)
+            .expect("svc-payment is placed");
+        let payment = envs(&service_command(
+            payment,
+            &layout,
+            Path::new("/bin/true"),
+            &urls,
+            &data,
+            &data,
+        )?);
+        let provider = envs(&provider_command(&layout, 12111, Path::new("/bin/true"), &data, &data)?);
+        let _ = std::fs::remove_dir_all(&data);
+
+        assert_eq!(payment["PAYMENT_PROVIDER_URL"], "http://127.0.0.1:12111");
+        assert_eq!(provider["PROVIDER_LISTEN_ADDR"], "127.0.0.1:12111");
+        assert_eq!(
+            provider["PROVIDER_WEBHOOK_URL"],
+            "http://127.0.0.1:8080/webhooks/payments"
+        );
+        let secret = &payment["PAYMENT_WEBHOOK_SECRET"];
+        assert!(secret.starts_with("whsec_"), "a generated secret");
+        assert_eq!(
+            &provider["PROVIDER_WEBHOOK_SECRET"], secret,
+            "the one secret, made once"
+        );
+        assert!(provider["PROVIDER_DATA_DIR"].starts_with(&data.display().to_string()));
         Ok(())
     }
 

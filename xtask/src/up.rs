@@ -1,8 +1,10 @@
 //! `cargo xtask up`: the whole platform on this machine.
 //!
 //! NATS, PostgreSQL and Redis keep their data under `.data/` (or come from
-//! `NATS_URL`, `DATABASE_URL`, `REDIS_URL`); the services are this
-//! workspace's debug builds (release with `--release`). Every port is checked
+//! `NATS_URL`, `DATABASE_URL`, `REDIS_URL`), and so does the payment
+//! provider emulator (unless `PAYMENT_PROVIDER_URL` names a provider); the
+//! services and the emulator are this workspace's debug builds (release
+//! with `--release`). Every port is checked
 //! before anything starts, and all of them move together with
 //! `SHOP_PORT_OFFSET`. A service that exits is started again (see
 //! [`supervise`](crate::supervise)); everything runs until Ctrl-C or until a
@@ -19,7 +21,7 @@ use shop_infra::infra::ServerProcess;
 use shop_runtime::registry::{self};
 
 use crate::client::{DevTokens, authorized, dev_tokens, gateway_channel, issue_token};
-use crate::layout::{Layout, Placed, Urls};
+use crate::layout::{Layout, Placed, Urls, provider_url};
 use crate::observe::{Observe, Observing};
 use crate::ports::{self};
 use crate::stack::{Running, bin_dir, build_services, start_all};
@@ -92,6 +94,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let mut running = start_all(&layout, &bin_dir, &data, None).await?;
     let Running {
         infra,
+        provider,
         services,
         missing,
         urls,
@@ -112,6 +115,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     print_summary(
         urls,
+        &layout.provider.url(provider_url),
         services,
         missing,
         observing.as_ref(),
@@ -127,7 +131,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
             None => Err(anyhow::anyhow!("--check needs the gateway, which did not start")),
         }
     } else {
-        watch(services, infra).await
+        watch(services, provider.as_mut(), infra).await
     };
     if let Err(e) = &outcome {
         eprintln!("{e:#}: stopping everything");
@@ -235,6 +239,7 @@ async fn first_checkout(gateway: u16, watching: u16, up_began: Instant) -> anyho
 
 fn print_summary(
     urls: &Urls,
+    provider: &str,
     services: &[(&Placed, Supervised)],
     missing: &[&str],
     observing: Option<&Observing>,
@@ -244,6 +249,7 @@ fn print_summary(
     println!("NATS      {}   (export NATS_URL={0} for the nats CLI)", urls.nats);
     println!("Postgres  {}", urls.postgres);
     println!("Redis     {}", urls.redis);
+    println!("Payment provider: {provider}");
     // Wide enough for "svc-inventory-2".
     let width = services
         .iter()
@@ -304,9 +310,13 @@ Ctrl-C stops everything."#
 }
 
 /// Until Ctrl-C (Ok) or a server of the infrastructure exiting (Err). A
-/// service that exits is started again, with growing pauses, while the rest
-/// runs on.
-async fn watch(services: &mut [(&Placed, Supervised)], infra: &mut [ServerProcess]) -> anyhow::Result<()> {
+/// service (or the payment provider) that exits is started again, with
+/// growing pauses, while the rest runs on.
+async fn watch(
+    services: &mut [(&Placed, Supervised)],
+    mut provider: Option<&mut Supervised>,
+    infra: &mut [ServerProcess],
+) -> anyhow::Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -317,7 +327,8 @@ async fn watch(services: &mut [(&Placed, Supervised)], infra: &mut [ServerProces
                 return Ok(());
             }
             () = tokio::time::sleep(WATCH_INTERVAL) => {
-                for (_, service) in services.iter_mut() {
+                let provider = provider.as_deref_mut();
+                for service in services.iter_mut().map(|(_, s)| s).chain(provider) {
                     match service.tend()? {
                         Tended::Exited { status, restart_in } => eprintln!(
                             "{} exited ({status}); starting it again in {restart_in:?}",

@@ -1,8 +1,10 @@
 //! `cargo xtask verify`: the books of the stack of `cargo xtask up` (or of
-//! `DATABASE_URL` and `NATS_URL`), checked by `shop_verify`.
+//! `DATABASE_URL`, `NATS_URL` and `PAYMENT_PROVIDER_URL`), checked by
+//! `shop_verify`.
 
 use anyhow::{Context, bail};
 use shop_infra::infra;
+use shop_provider::admin_client::AdminClient;
 use shop_runtime::{
     db,
     registry::{self, ServiceSpec},
@@ -41,7 +43,8 @@ pub(crate) async fn run() -> anyhow::Result<()> {
         options.order_deadline = shop_runtime::config::parse_duration(&deadline)
             .with_context(|| format!("ORDER_DEADLINE={deadline} is not a duration such as 30m or 90s"))?;
     }
-    let report = shop_verify::check(&databases, Some(&js), &options).await?;
+    let provider = AdminClient::new(&servers.provider);
+    let report = shop_verify::check(&databases, &provider, Some(&js), &options).await?;
     println!("{report}");
     if !report.is_clean() {
         bail!("{} violation(s)", report.violations());
