@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image for all six services (and `identity-keys`): compose.yaml and
+# One image for all six services (and `identity-keys`, and the payment
+# provider emulator `payment-provider` for development): compose.yaml and
 # deploy/k8s choose the binary to run. See deploy/README.md.
 #   docker build -t shop:dev .                    # the services (last stage)
 #   docker build --target keys -t shop-keys:dev . # compose's one-shot key maker
@@ -21,9 +22,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked \
-        -p svc-gateway -p svc-order -p svc-inventory -p svc-payment -p svc-cart -p svc-notify \
-    && mkdir -p /out/bin /out/var/lib/shop/notify \
-    && for bin in svc-gateway svc-order svc-inventory svc-payment svc-cart svc-notify identity-keys; do \
+        -p svc-gateway -p svc-order -p svc-inventory -p svc-payment -p svc-cart -p svc-notify -p shop-provider \
+    && mkdir -p /out/bin /out/var/lib/shop/notify /out/var/lib/shop/payment-provider \
+    && for bin in svc-gateway svc-order svc-inventory svc-payment svc-cart svc-notify identity-keys payment-provider; do \
         cp "target/release/$bin" /out/bin/; \
     done
 
@@ -58,9 +59,9 @@ FROM debian:bookworm-slim AS runtime
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=builder /out/bin/ /usr/local/bin/
 COPY --from=storefront /web/dist/ /usr/share/shop/storefront/
-# svc-notify's NOTIFY_DATA_DIR, owned by the runtime user so a named volume
-# mounted there is writable.
+# svc-notify's NOTIFY_DATA_DIR and the emulator's PROVIDER_DATA_DIR, owned
+# by the runtime user so a named volume mounted there is writable.
 COPY --from=builder --chown=65532:65532 /out/var/lib/shop/ /var/lib/shop/
 # Numeric, so Kubernetes can check runAsNonRoot against the image.
 USER 65532:65532
-EXPOSE 8080 9080 50051 50052 50053 50054 50055 9051 9052 9053 9054 9055
+EXPOSE 8080 9080 50051 50052 50053 50054 50055 9051 9052 9053 9054 9055 12111

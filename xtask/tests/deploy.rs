@@ -13,7 +13,10 @@
 //!   service, shutdown within the kubelet's grace, no secret values in prod,
 //!   only the gateway exposed, network policies that allow exactly the calls
 //!   the platform makes, and a durable NATS whose configuration parses;
-//! - Prometheus scrapes every service of the registry where `up` runs it.
+//! - Prometheus scrapes every service of the registry where `up` runs it;
+//! - the payment provider emulator runs in compose and the dev overlay,
+//!   where svc-payment charges through it and checks its webhooks with the
+//!   secret it signs them with, and never in prod.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -170,6 +173,61 @@ fn compose_runs_every_service_of_the_registry_and_publishes_only_the_gateway() {
     }
 }
 
+/// The emulator runs in compose, svc-payment charges through it, and both
+/// hold the one webhook secret; its webhooks go to the gateway.
+#[test]
+fn compose_runs_the_payment_provider_that_svc_payment_charges_through() {
+    let docs = documents(&read(&root().join("compose.yaml")));
+    let services = docs.first().and_then(|doc| doc.get("services")).expect("services");
+    let provider = services
+        .get(PROVIDER)
+        .expect("compose.yaml runs the payment provider emulator");
+    assert_eq!(strings(provider.get("command")), [PROVIDER]);
+    let provider_env = compose_env(provider, "compose.yaml: payment-provider");
+    let payment_env = compose_env(
+        services.get(registry::PAYMENT.name).expect("svc-payment"),
+        "compose.yaml: svc-payment",
+    );
+    check_provider_env(&provider_env, &payment_env, "compose.yaml");
+}
+
+/// What the emulator (`provider`) and svc-payment (`payment`) are told, as
+/// one deployment: svc-payment charges through the emulator by its service
+/// name and port, both hold the one webhook secret, and webhooks go to the
+/// gateway.
+fn check_provider_env(provider: &BTreeMap<String, String>, payment: &BTreeMap<String, String>, what: &str) {
+    let port = provider
+        .get("PROVIDER_LISTEN_ADDR")
+        .and_then(|addr| addr.strip_prefix("0.0.0.0:"))
+        .unwrap_or_else(|| panic!("{what}: the emulator does not listen on every interface"));
+    assert_eq!(
+        payment.get("PAYMENT_PROVIDER_URL"),
+        Some(&format!("http://{PROVIDER}:{port}")),
+        "{what}: svc-payment does not charge through the emulator"
+    );
+    let secret = payment.get("PAYMENT_WEBHOOK_SECRET");
+    assert!(secret.is_some(), "{what}: svc-payment has no webhook secret");
+    assert_eq!(
+        provider.get("PROVIDER_WEBHOOK_SECRET"),
+        secret,
+        "{what}: the emulator signs with another secret than svc-payment checks"
+    );
+    assert_eq!(
+        provider.get("PROVIDER_WEBHOOK_URL"),
+        Some(&format!(
+            "http://{}:{}{}",
+            registry::GATEWAY.name,
+            registry::GATEWAY.grpc_port,
+            registry::PAYMENT_WEBHOOKS_PATH
+        )),
+        "{what}: the emulator's webhooks do not go to the gateway"
+    );
+}
+
+/// The payment provider emulator's name: its binary, and its compose
+/// service and Kubernetes Deployment.
+const PROVIDER: &str = shop_provider::SERVICE.name;
+
 /// A compose service's `environment`, merged (`<<`) as compose reads it.
 fn compose_env(service: &Value, what: &str) -> BTreeMap<String, String> {
     let env = service
@@ -215,6 +273,13 @@ fn the_image_builds_every_service_of_the_registry_with_the_workspace_toolchain()
         );
     }
     assert!(copied.contains("identity-keys"), "the image lacks identity-keys");
+    assert!(
+        dockerfile.contains("-p shop-provider")
+            && copied
+                .split_whitespace()
+                .any(|word| word.trim_end_matches(';') == PROVIDER),
+        "the image lacks the payment provider emulator, which compose and the dev overlay run"
+    );
     let runtime = dockerfile
         .rsplit_once("\nFROM ")
         .map(|(_, last)| last)
@@ -624,6 +689,45 @@ fn only_the_gateway_is_reachable_from_outside_the_cluster() {
     }
 }
 
+/// The dev overlay runs the emulator, probed on its `/livez`, and tells
+/// svc-payment to charge through it; prod runs none and tells svc-payment
+/// nothing of it.
+#[test]
+fn the_dev_overlay_runs_the_payment_provider_emulator_and_prod_does_not() {
+    for overlay in overlays() {
+        let docs = &overlay.docs;
+        let payment = find(docs, "Deployment", registry::PAYMENT.name)
+            .and_then(|d| seq(pod_spec(d).get("containers")).first())
+            .expect("svc-payment");
+        let payment_env = container_env(docs, payment);
+        let Some(deployment) = find(docs, "Deployment", PROVIDER) else {
+            assert_eq!(overlay.name, "prod", "{}: no payment provider emulator", overlay.name);
+            assert!(
+                !payment_env.contains_key("PAYMENT_PROVIDER_URL"),
+                "prod: svc-payment is pointed at a provider from a committed file"
+            );
+            continue;
+        };
+        assert_ne!(overlay.name, "prod", "prod runs the emulator, a development tool");
+        let what = format!("{}: {PROVIDER}", overlay.name);
+        let container = &seq(pod_spec(deployment).get("containers"))[0];
+        assert_eq!(strings(container.get("command")), [PROVIDER], "{what}");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                at(container, &format!("{probe}.httpGet.path")).and_then(Value::as_str),
+                Some("/livez"),
+                "{what}: {probe}"
+            );
+        }
+        // A value from a Secret reads `<from …>`: the same reference, the same.
+        let provider_env = container_env(docs, container);
+        let labels = at(deployment, "spec.template.metadata.labels").expect("pod labels");
+        let service = find(docs, "Service", PROVIDER).unwrap_or_else(|| panic!("{what} has no Service"));
+        assert!(selects(at(service, "spec.selector"), labels), "{what}: its Service");
+        check_provider_env(&provider_env, &payment_env, &overlay.name);
+    }
+}
+
 /// Where a connection comes from, for the network policies.
 enum Source<'a> {
     /// A pod of the workload with these labels, in the overlay's namespace.
@@ -767,6 +871,23 @@ fn network_policies_allow_exactly_the_calls_the_platform_makes() {
         );
         check(Source::Prometheus, "nats", 8222, true, "Prometheus scrapes NATS");
         check(Source::Outside, "nats", 4222, false, "NATS is not public");
+        if workloads(docs).any(|w| name_of(w) == PROVIDER) {
+            check(
+                Source::Pod(pod(payment.name)),
+                PROVIDER,
+                12111,
+                true,
+                "svc-payment charges through the emulator",
+            );
+            check(
+                Source::Pod(pod(order.name)),
+                PROVIDER,
+                12111,
+                false,
+                "only svc-payment calls the provider",
+            );
+            check(Source::Outside, PROVIDER, 12111, false, "the emulator is not public");
+        }
         if workloads(docs).any(|w| name_of(w) == "postgres") {
             for spec in registry::ALL {
                 let own = spec.database.is_some();
