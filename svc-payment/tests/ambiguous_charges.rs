@@ -1,6 +1,6 @@
-//! svc-payment's handling of an ambiguous charge against a real PostgreSQL,
-//! driven through the handler itself with a provider that can be made to
-//! fail at the worst moment.
+//! svc-payment's handling of an ambiguous charge against a real PostgreSQL
+//! and the payment provider emulator, driven through the handler itself,
+//! with the provider's answers held back or lost at the worst moment.
 
 use std::{
     sync::{
@@ -10,20 +10,43 @@ use std::{
     time::Duration,
 };
 
+use shop_harness::provider::Emulator;
 use shop_infra::fresh_database;
 use shop_proto::events::v1 as ev;
+use shop_provider::{Faults, domain::LedgerLine};
 use shop_runtime::{consumer::EventHandler, db, event::IncomingEvent, outbox::Outbox, values::Money};
 use sqlx::PgPool;
 use svc_payment::{
-    provider::{ChargeOutcome, PaymentProvider, ProviderError, SimulatedProvider},
+    provider::{ChargeOutcome, HttpProvider, PaymentProvider, ProviderError},
     saga::{CANCELLED_CONSUMER, PaymentSaga, RESERVED_CONSUMER},
 };
 use uuid::Uuid;
 
-/// The simulator, except that its first void goes through at the provider
-/// while the service never learns it did (it crashed, or its commit failed).
+/// Each provider call's deadline, here and in the saga.
+const DEADLINE: Duration = Duration::from_secs(2);
+
+/// The emulator, its refunds settling at once for the tests' eyes.
+async fn emulator() -> anyhow::Result<Emulator> {
+    Emulator::alone(Duration::from_millis(200)).await
+}
+
+/// A client of `emulator`, as svc-payment makes one.
+fn client(emulator: &Emulator) -> anyhow::Result<HttpProvider> {
+    Ok(HttpProvider::new(reqwest::Url::parse(emulator.url())?, DEADLINE)?)
+}
+
+/// The ledger line of the one intent made for `order`.
+async fn line_of(emulator: &Emulator, order: &str) -> anyhow::Result<LedgerLine> {
+    match emulator.lines_of(order).await?.as_slice() {
+        [line] => Ok(line.clone()),
+        lines => anyhow::bail!("one intent expected for order {order}, the ledger has {lines:?}"),
+    }
+}
+
+/// The provider, except that its first void goes through while the service
+/// never learns it did (it crashed, or its commit failed).
 struct CrashAfterFirstVoid {
-    inner: SimulatedProvider,
+    inner: HttpProvider,
     crashed: AtomicBool,
 }
 
@@ -63,7 +86,7 @@ fn incoming<E: shop_runtime::event::Event>(event: &E, order_id: &str) -> Incomin
 }
 
 /// `inventory.reserved` for `order_id`, paid with `method` (the
-/// simulator's `pm_card_timeout` takes the money and loses its answer:
+/// emulator's `pm_card_timeout` takes the money and loses its first answer:
 /// ambiguous).
 fn reserved(order_id: &str, method: &str) -> IncomingEvent {
     let event = ev::InventoryReserved {
@@ -96,16 +119,21 @@ fn cancelled(order_id: &str) -> IncomingEvent {
 }
 
 /// The saga of `consumer` over `pool` and `provider`, giving each provider
-/// call two seconds.
+/// call [`DEADLINE`].
 fn payment_saga<P>(pool: &PgPool, provider: Arc<P>, consumer: &'static str, max_attempts: u32) -> PaymentSaga<P> {
     PaymentSaga {
         pool: pool.clone(),
         outbox: Outbox::new("svc-payment"),
         provider,
         consumer,
-        provider_timeout: Duration::from_secs(2),
+        provider_timeout: DEADLINE,
         max_attempts,
     }
+}
+
+/// What the provider gave back of what it captured under `line`.
+fn given_back(line: &LedgerLine) -> i64 {
+    line.refunded + line.refund_pending
 }
 
 /// The status of `order`'s payment row.
@@ -126,8 +154,9 @@ async fn announced(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() -> anyhow::Result<()> {
     let pool = database().await?;
+    let emulator = emulator().await?;
     let provider = Arc::new(CrashAfterFirstVoid {
-        inner: SimulatedProvider::new(pool.clone()),
+        inner: client(&emulator)?,
         crashed: AtomicBool::new(false),
     });
     // The first ambiguous answer already exhausts the attempts.
@@ -144,6 +173,8 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
     assert_eq!(status, "failed", "the money went back, so the payment failed");
     let events = announced(&pool).await?;
     assert_eq!(events, ["shop.events.v1.PaymentFailed"]);
+    let line = line_of(&emulator, order).await?;
+    assert_eq!((line.captured, given_back(&line)), (1299, 1299), "{line:?}");
     Ok(())
 }
 
@@ -154,15 +185,16 @@ async fn a_crash_after_voiding_an_ambiguous_charge_never_turns_into_a_success() 
 #[tokio::test]
 async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_returns() -> anyhow::Result<()> {
     let pool = database().await?;
-    let saga = |consumer| payment_saga(&pool, Arc::new(SimulatedProvider::new(pool.clone())), consumer, 100);
-    let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
+    let emulator = emulator().await?;
+    let saga = |consumer| -> anyhow::Result<_> { Ok(payment_saga(&pool, Arc::new(client(&emulator)?), consumer, 100)) };
+    let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER)?, saga(CANCELLED_CONSUMER)?);
     let order = "01a00000-0000-7000-8000-000000000002";
     let reserved = reserved(order, "pm_card_timeout");
     let cancelled = cancelled(order);
 
     // The money moves, the answer is lost; then the provider goes down.
     assert!(on_reserved.handle(reserved.clone()).await.is_err());
-    SimulatedProvider::set_outage(&pool, true).await?;
+    emulator.set_faults(&Faults::outage()).await?;
     for _ in 0..3 {
         assert!(
             on_reserved.handle(reserved.clone()).await.is_err(),
@@ -173,7 +205,7 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
             "no provider, no refund"
         );
     }
-    SimulatedProvider::set_outage(&pool, false).await?;
+    emulator.set_faults(&Faults::default()).await?;
 
     // The provider is back: the cancellation alone settles it.
     on_cancelled
@@ -183,14 +215,12 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
     // The charge's own redelivery then finds nothing left to do.
     on_reserved.handle(reserved).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let provider: String = sqlx::query_scalar(
-        "SELECT c.status FROM simulated_provider.charges c JOIN payments p ON c.idempotency_key = p.payment_id::text
-          WHERE p.order_id = $1",
-    )
-    .bind(order)
-    .fetch_one(&pool)
-    .await?;
-    assert_eq!(provider, "refunded", "the money went back");
+    let line = line_of(&emulator, order).await?;
+    assert_eq!(
+        (line.captured, given_back(&line)),
+        (1299, 1299),
+        "the money went back: {line:?}"
+    );
     let status = payment_status(&pool, order).await?;
     assert_eq!(status, "cancelled", "cancelled with its order, the charge voided");
     let events = announced(&pool).await?;
@@ -203,31 +233,34 @@ async fn a_cancelled_orders_ambiguous_charge_is_given_back_once_the_provider_ret
 #[tokio::test]
 async fn a_provider_outage_delays_a_charge_without_failing_it() -> anyhow::Result<()> {
     let pool = database().await?;
-    let provider = Arc::new(SimulatedProvider::new(pool.clone()));
-    let saga = payment_saga(&pool, provider, RESERVED_CONSUMER, 3);
+    let emulator = emulator().await?;
+    let saga = payment_saga(&pool, Arc::new(client(&emulator)?), RESERVED_CONSUMER, 3);
     let order = "01a00000-0000-7000-8000-000000000003";
     let reserved = reserved(order, "pm_card_ok");
 
-    SimulatedProvider::set_outage(&pool, true).await?;
+    emulator.set_faults(&Faults::outage()).await?;
     for _ in 0..10 {
         assert!(
             saga.handle(reserved.clone()).await.is_err(),
             "no provider, no outcome yet"
         );
     }
-    SimulatedProvider::set_outage(&pool, false).await?;
+    assert!(emulator.ledger().await?.is_empty(), "nothing charged while it was down");
+    emulator.set_faults(&Faults::default()).await?;
     saga.handle(reserved).await.map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let status = payment_status(&pool, order).await?;
     assert_eq!(status, "succeeded", "the outage only delayed the payment");
+    assert_eq!(line_of(&emulator, order).await?.captured, 1299, "charged once");
     Ok(())
 }
 
-/// Holds a charge until the cancellation's void has gone through, then lets
-/// it answer (declined: voided) while the cancellation has yet to record
-/// its outcome: the worst interleaving of a charge and a cancellation.
+/// Takes the money at once but holds the answer until the cancellation's
+/// void has gone through (refunding it), then lets it answer (succeeded)
+/// while the cancellation has yet to record its outcome: the worst
+/// interleaving of a charge and a cancellation.
 struct ChargeLosesToCancellation {
-    inner: SimulatedProvider,
+    inner: HttpProvider,
     charging: tokio::sync::Notify,
     voided: tokio::sync::Notify,
 }
@@ -240,9 +273,10 @@ impl PaymentProvider for ChargeLosesToCancellation {
         amount: Money,
         method: &str,
     ) -> Result<ChargeOutcome, ProviderError> {
+        let outcome = self.inner.charge(key, order_id, amount, method).await;
         self.charging.notify_one();
         self.voided.notified().await;
-        self.inner.charge(key, order_id, amount, method).await
+        outcome
     }
 
     async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
@@ -257,15 +291,13 @@ impl PaymentProvider for ChargeLosesToCancellation {
 #[tokio::test]
 async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> anyhow::Result<()> {
     let pool = database().await?;
+    let emulator = emulator().await?;
     let provider = Arc::new(ChargeLosesToCancellation {
-        inner: SimulatedProvider::new(pool.clone()),
+        inner: client(&emulator)?,
         charging: tokio::sync::Notify::new(),
         voided: tokio::sync::Notify::new(),
     });
-    let saga = |consumer| PaymentSaga {
-        provider_timeout: Duration::from_secs(5),
-        ..payment_saga(&pool, provider.clone(), consumer, 3)
-    };
+    let saga = |consumer| payment_saga(&pool, provider.clone(), consumer, 3);
     let (on_reserved, on_cancelled) = (saga(RESERVED_CONSUMER), saga(CANCELLED_CONSUMER));
     let order = "01a00000-0000-7000-8000-000000000004";
     let reserved = reserved(order, "pm_card_ok");
@@ -283,13 +315,15 @@ async fn a_charge_answering_after_its_orders_cancellation_ends_cancelled() -> an
     assert_eq!(status, "cancelled", "the order was cancelled: its payment is too");
     let events = announced(&pool).await?;
     assert!(events.is_empty(), "nothing to announce: {events:?}");
+    let line = line_of(&emulator, order).await?;
+    assert_eq!((line.captured, given_back(&line)), (1299, 1299), "{line:?}");
     Ok(())
 }
 
 /// Takes the money at once but holds the answer until told, and fails
 /// every void while `voids_fail` is set.
 struct HeldAnswerFailingVoids {
-    inner: SimulatedProvider,
+    inner: HttpProvider,
     charged: tokio::sync::Notify,
     answer: tokio::sync::Notify,
     voids_fail: AtomicBool,
@@ -325,8 +359,9 @@ impl PaymentProvider for HeldAnswerFailingVoids {
 #[tokio::test]
 async fn a_success_answering_into_a_void_in_progress_does_not_keep_the_money() -> anyhow::Result<()> {
     let pool = database().await?;
+    let emulator = emulator().await?;
     let provider = Arc::new(HeldAnswerFailingVoids {
-        inner: SimulatedProvider::new(pool.clone()),
+        inner: client(&emulator)?,
         charged: tokio::sync::Notify::new(),
         answer: tokio::sync::Notify::new(),
         voids_fail: AtomicBool::new(true),
@@ -352,10 +387,12 @@ async fn a_success_answering_into_a_void_in_progress_does_not_keep_the_money() -
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let charge: String = sqlx::query_scalar("SELECT status FROM simulated_provider.charges")
-        .fetch_one(&pool)
-        .await?;
-    assert_eq!(charge, "refunded", "no money may stay taken for a cancelled order");
+    let line = line_of(&emulator, order).await?;
+    assert_eq!(
+        (line.captured, given_back(&line)),
+        (1299, 1299),
+        "no money may stay taken for a cancelled order: {line:?}"
+    );
     assert_eq!(payment_status(&pool, order).await?, "cancelled");
     Ok(())
 }
