@@ -16,6 +16,8 @@ export const STATUS_WORDS: Record<OrderStatus, string> = {
   [OrderStatus.RESERVED]: "Reserved",
   [OrderStatus.CONFIRMED]: "Confirmed",
   [OrderStatus.CANCELLED]: "Cancelled",
+  [OrderStatus.PARTIALLY_REFUNDED]: "Partially refunded",
+  [OrderStatus.REFUNDED]: "Refunded",
 };
 
 const REASON_WORDS: Record<CancelReason, string> = {
@@ -25,6 +27,7 @@ const REASON_WORDS: Record<CancelReason, string> = {
   [CancelReason.RESERVATION_EXPIRED]: "the reservation expired before payment",
   [CancelReason.CUSTOMER_CANCELLED]: "you cancelled it",
   [CancelReason.TIMED_OUT]: "it could not be completed in time; nothing was charged or kept",
+  [CancelReason.PAYMENT_NOT_AUTHENTICATED]: "the payment was not confirmed with your bank in time; nothing was charged",
 };
 
 const PAYMENT_WORDS: Record<PaymentStatus, string> = {
@@ -34,6 +37,8 @@ const PAYMENT_WORDS: Record<PaymentStatus, string> = {
   [PaymentStatus.FAILED]: "failed",
   [PaymentStatus.REFUNDED]: "refunded",
   [PaymentStatus.CANCELLED]: "cancelled",
+  [PaymentStatus.PROCESSING]: "processing",
+  [PaymentStatus.REQUIRES_ACTION]: "waiting for your bank's confirmation",
 };
 
 export function statusText(order: Order): string {
@@ -42,8 +47,11 @@ export function statusText(order: Order): string {
   return order.status === OrderStatus.CANCELLED && reason ? `${words}: ${reason}` : words;
 }
 
+/** Past the checkout: confirmed (refunded since, perhaps) or cancelled. */
 function settled(order: Order): boolean {
-  return order.status === OrderStatus.CONFIRMED || order.status === OrderStatus.CANCELLED;
+  return [OrderStatus.CONFIRMED, OrderStatus.CANCELLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED].includes(
+    order.status,
+  );
 }
 
 export async function orderView(app: App, root: HTMLElement, orderId: string, signal: AbortSignal): Promise<void> {

@@ -11,7 +11,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file shop/options/v1/access.proto.
  */
 export const file_shop_options_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("ChxzaG9wL29wdGlvbnMvdjEvYWNjZXNzLnByb3RvEg9zaG9wLm9wdGlvbnMudjEqbwoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19QVUJMSUMQARITCg9BQ0NFU1NfQ1VTVE9NRVIQAhIQCgxBQ0NFU1NfQURNSU4QAxITCg9BQ0NFU1NfREVWX09OTFkQBDpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhcuc2hvcC5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzOkgKD2NhbGxzX29uX2JlaGFsZhIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNKGAyADKAlSDWNhbGxzT25CZWhhbGZiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("ChxzaG9wL29wdGlvbnMvdjEvYWNjZXNzLnByb3RvEg9zaG9wLm9wdGlvbnMudjEqhAEKBkFjY2VzcxIWChJBQ0NFU1NfVU5TUEVDSUZJRUQQABIRCg1BQ0NFU1NfUFVCTElDEAESEwoPQUNDRVNTX0NVU1RPTUVSEAISEAoMQUNDRVNTX0FETUlOEAMSEwoPQUNDRVNTX0RFVl9PTkxZEAQSEwoPQUNDRVNTX0lOVEVSTkFMEAU6UQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY0YYDIAEoDjIXLnNob3Aub3B0aW9ucy52MS5BY2Nlc3NSBmFjY2VzczpICg9jYWxsc19vbl9iZWhhbGYSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjShgMgAygJUg1jYWxsc09uQmVoYWxmYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * Who may call an RPC. Declared once here, on the contract, and enforced by
@@ -55,6 +55,15 @@ export enum Access {
    * @generated from enum value: ACCESS_DEV_ONLY = 4;
    */
   DEV_ONLY = 4,
+
+  /**
+   * Never through the gateway's gRPC route: called by the platform itself
+   * (e.g. the gateway's webhook endpoint). The request proves itself (a
+   * signature the callee checks), not its caller.
+   *
+   * @generated from enum value: ACCESS_INTERNAL = 5;
+   */
+  INTERNAL = 5,
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/order/v1/order.proto.
  */
 export const file_shop_order_v1_order: GenFile = /*@__PURE__*/
-  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIlUKCU9yZGVyTGluZRILCgNza3UYASABKAkSEAoIcXVhbnRpdHkYAiABKAUSKQoKdW5pdF9wcmljZRgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5ItECCgVPcmRlchIQCghvcmRlcl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSMgoNY2FuY2VsX3JlYXNvbhgEIAEoDjIbLnNob3Aub3JkZXIudjEuQ2FuY2VsUmVhc29uEicKBWxpbmVzGAUgAygLMhguc2hvcC5vcmRlci52MS5PcmRlckxpbmUSJAoFdG90YWwYBiABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXltZW50X21ldGhvZBgJIAEoCSJtChFQbGFjZU9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkSJwoFbGluZXMYAiADKAsyGC5zaG9wLm9yZGVyLnYxLk9yZGVyTGluZRIWCg5wYXltZW50X21ldGhvZBgDIAEoCSIjCg9HZXRPcmRlclJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiLQoSTG9va3VwT3JkZXJSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCSI6ChFMaXN0T3JkZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0T3JkZXJzUmVzcG9uc2USJAoGb3JkZXJzGAEgAygLMhQuc2hvcC5vcmRlci52MS5PcmRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJgoSQ2FuY2VsT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIiUKEVdhdGNoT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJKpgBCgtPcmRlclN0YXR1cxIcChhPUkRFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRPUkRFUl9TVEFUVVNfUEVORElORxABEhkKFU9SREVSX1NUQVRVU19SRVNFUlZFRBACEhoKFk9SREVSX1NUQVRVU19DT05GSVJNRUQQAxIaChZPUkRFUl9TVEFUVVNfQ0FOQ0VMTEVEEAQq2wEKDENhbmNlbFJlYXNvbhIdChlDQU5DRUxfUkVBU09OX1VOU1BFQ0lGSUVEEAASHgoaQ0FOQ0VMX1JFQVNPTl9PVVRfT0ZfU1RPQ0sQARIiCh5DQU5DRUxfUkVBU09OX1BBWU1FTlRfREVDTElORUQQAhIlCiFDQU5DRUxfUkVBU09OX1JFU0VSVkFUSU9OX0VYUElSRUQQAxIkCiBDQU5DRUxfUkVBU09OX0NVU1RPTUVSX0NBTkNFTExFRBAEEhsKF0NBTkNFTF9SRUFTT05fVElNRURfT1VUEAUy5QMKDE9yZGVyU2VydmljZRJKCgpQbGFjZU9yZGVyEiAuc2hvcC5vcmRlci52MS5QbGFjZU9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISRgoIR2V0T3JkZXISHi5zaG9wLm9yZGVyLnYxLkdldE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISTAoLTG9va3VwT3JkZXISIS5zaG9wLm9yZGVyLnYxLkxvb2t1cE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAISVwoKTGlzdE9yZGVycxIgLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1JlcXVlc3QaIS5zaG9wLm9yZGVyLnYxLkxpc3RPcmRlcnNSZXNwb25zZSIEiLUYAhJMCgtDYW5jZWxPcmRlchIhLnNob3Aub3JkZXIudjEuQ2FuY2VsT3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAhJMCgpXYXRjaE9yZGVyEiAuc2hvcC5vcmRlci52MS5XYXRjaE9yZGVyUmVxdWVzdBoULnNob3Aub3JkZXIudjEuT3JkZXIiBIi1GAIwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
+  fileDesc("ChlzaG9wL29yZGVyL3YxL29yZGVyLnByb3RvEg1zaG9wLm9yZGVyLnYxIlUKCU9yZGVyTGluZRILCgNza3UYASABKAkSEAoIcXVhbnRpdHkYAiABKAUSKQoKdW5pdF9wcmljZRgDIAEoCzIVLnNob3AuY29tbW9uLnYxLk1vbmV5Iu0DCgVPcmRlchIQCghvcmRlcl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLnNob3Aub3JkZXIudjEuT3JkZXJTdGF0dXMSMgoNY2FuY2VsX3JlYXNvbhgEIAEoDjIbLnNob3Aub3JkZXIudjEuQ2FuY2VsUmVhc29uEicKBWxpbmVzGAUgAygLMhguc2hvcC5vcmRlci52MS5PcmRlckxpbmUSJAoFdG90YWwYBiABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXltZW50X21ldGhvZBgJIAEoCRIwCgxwYXltZW50X3dhaXQYCiABKA4yGi5zaG9wLm9yZGVyLnYxLlBheW1lbnRXYWl0EhcKD25leHRfYWN0aW9uX3VybBgLIAEoCRImCgdyZWZ1bmRzGAwgAygLMhUuc2hvcC5vcmRlci52MS5SZWZ1bmQSJwoIcmVmdW5kZWQYDSABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leSKhAgoGUmVmdW5kEhEKCXJlZnVuZF9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5zaG9wLm9yZGVyLnYxLlJlZnVuZFN0YXR1cxIlCgZhbW91bnQYAyABKAsyFS5zaG9wLmNvbW1vbi52MS5Nb25leRInCgVsaW5lcxgEIAMoCzIYLnNob3Aub3JkZXIudjEuT3JkZXJMaW5lEg8KB3Jlc3RvY2sYBSABKAgSFgoOZmFpbHVyZV9yZWFzb24YBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieQoSUmVmdW5kT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRInCgVsaW5lcxgDIAMoCzIYLnNob3Aub3JkZXIudjEuT3JkZXJMaW5lEg8KB3Jlc3RvY2sYBCABKAgibQoRUGxhY2VPcmRlclJlcXVlc3QSFwoPaWRlbXBvdGVuY3lfa2V5GAEgASgJEicKBWxpbmVzGAIgAygLMhguc2hvcC5vcmRlci52MS5PcmRlckxpbmUSFgoOcGF5bWVudF9tZXRob2QYAyABKAkiIwoPR2V0T3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIi0KEkxvb2t1cE9yZGVyUmVxdWVzdBIXCg9pZGVtcG90ZW5jeV9rZXkYASABKAkiOgoRTGlzdE9yZGVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUwoSTGlzdE9yZGVyc1Jlc3BvbnNlEiQKBm9yZGVycxgBIAMoCzIULnNob3Aub3JkZXIudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKEkNhbmNlbE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSIlChFXYXRjaE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSrYAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIZChVPUkRFUl9TVEFUVVNfUkVTRVJWRUQQAhIaChZPUkRFUl9TVEFUVVNfQ09ORklSTUVEEAMSGgoWT1JERVJfU1RBVFVTX0NBTkNFTExFRBAEEiMKH09SREVSX1NUQVRVU19QQVJUSUFMTFlfUkVGVU5ERUQQBRIZChVPUkRFUl9TVEFUVVNfUkVGVU5ERUQQBiqIAgoMQ2FuY2VsUmVhc29uEh0KGUNBTkNFTF9SRUFTT05fVU5TUEVDSUZJRUQQABIeChpDQU5DRUxfUkVBU09OX09VVF9PRl9TVE9DSxABEiIKHkNBTkNFTF9SRUFTT05fUEFZTUVOVF9ERUNMSU5FRBACEiUKIUNBTkNFTF9SRUFTT05fUkVTRVJWQVRJT05fRVhQSVJFRBADEiQKIENBTkNFTF9SRUFTT05fQ1VTVE9NRVJfQ0FOQ0VMTEVEEAQSGwoXQ0FOQ0VMX1JFQVNPTl9USU1FRF9PVVQQBRIrCidDQU5DRUxfUkVBU09OX1BBWU1FTlRfTk9UX0FVVEhFTlRJQ0FURUQQBipqCgtQYXltZW50V2FpdBIcChhQQVlNRU5UX1dBSVRfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX1dBSVRfUFJPQ0VTU0lORxABEiAKHFBBWU1FTlRfV0FJVF9DVVNUT01FUl9BQ1RJT04QAip/CgxSZWZ1bmRTdGF0dXMSHQoZUkVGVU5EX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVJFRlVORF9TVEFUVVNfUEVORElORxABEhsKF1JFRlVORF9TVEFUVVNfU1VDQ0VFREVEEAISGAoUUkVGVU5EX1NUQVRVU19GQUlMRUQQAzKzBAoMT3JkZXJTZXJ2aWNlEkoKClBsYWNlT3JkZXISIC5zaG9wLm9yZGVyLnYxLlBsYWNlT3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAhJGCghHZXRPcmRlchIeLnNob3Aub3JkZXIudjEuR2V0T3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAhJMCgtMb29rdXBPcmRlchIhLnNob3Aub3JkZXIudjEuTG9va3VwT3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAhJXCgpMaXN0T3JkZXJzEiAuc2hvcC5vcmRlci52MS5MaXN0T3JkZXJzUmVxdWVzdBohLnNob3Aub3JkZXIudjEuTGlzdE9yZGVyc1Jlc3BvbnNlIgSItRgCEkwKC0NhbmNlbE9yZGVyEiEuc2hvcC5vcmRlci52MS5DYW5jZWxPcmRlclJlcXVlc3QaFC5zaG9wLm9yZGVyLnYxLk9yZGVyIgSItRgCEkwKCldhdGNoT3JkZXISIC5zaG9wLm9yZGVyLnYxLldhdGNoT3JkZXJSZXF1ZXN0GhQuc2hvcC5vcmRlci52MS5PcmRlciIEiLUYAjABEkwKC1JlZnVuZE9yZGVyEiEuc2hvcC5vcmRlci52MS5SZWZ1bmRPcmRlclJlcXVlc3QaFC5zaG9wLm9yZGVyLnYxLk9yZGVyIgSItRgDYgZwcm90bzM", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
 
 /**
  * @generated from message shop.order.v1.OrderLine
@@ -96,6 +96,35 @@ export type Order = Message<"shop.order.v1.Order"> & {
    * @generated from field: string payment_method = 9;
    */
   paymentMethod: string;
+
+  /**
+   * What the payment waits for while the order is RESERVED.
+   *
+   * @generated from field: shop.order.v1.PaymentWait payment_wait = 10;
+   */
+  paymentWait: PaymentWait;
+
+  /**
+   * Where the customer authenticates the payment, while payment_wait is
+   * PAYMENT_WAIT_CUSTOMER_ACTION.
+   *
+   * @generated from field: string next_action_url = 11;
+   */
+  nextActionUrl: string;
+
+  /**
+   * Refunds after confirmation, oldest first.
+   *
+   * @generated from field: repeated shop.order.v1.Refund refunds = 12;
+   */
+  refunds: Refund[];
+
+  /**
+   * What the succeeded refunds gave back.
+   *
+   * @generated from field: shop.common.v1.Money refunded = 13;
+   */
+  refunded?: Money | undefined;
 };
 
 /**
@@ -104,6 +133,105 @@ export type Order = Message<"shop.order.v1.Order"> & {
  */
 export const OrderSchema: GenMessage<Order> = /*@__PURE__*/
   messageDesc(file_shop_order_v1_order, 1);
+
+/**
+ * @generated from message shop.order.v1.Refund
+ */
+export type Refund = Message<"shop.order.v1.Refund"> & {
+  /**
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+
+  /**
+   * @generated from field: shop.order.v1.RefundStatus status = 2;
+   */
+  status: RefundStatus;
+
+  /**
+   * @generated from field: shop.common.v1.Money amount = 3;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * What was returned (every line of the order when the refund was whole).
+   *
+   * @generated from field: repeated shop.order.v1.OrderLine lines = 4;
+   */
+  lines: OrderLine[];
+
+  /**
+   * The units went back to stock.
+   *
+   * @generated from field: bool restock = 5;
+   */
+  restock: boolean;
+
+  /**
+   * Why it failed, when it did.
+   *
+   * @generated from field: string failure_reason = 6;
+   */
+  failureReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 8;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message shop.order.v1.Refund.
+ * Use `create(RefundSchema)` to create a new message.
+ */
+export const RefundSchema: GenMessage<Refund> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 2);
+
+/**
+ * @generated from message shop.order.v1.RefundOrderRequest
+ */
+export type RefundOrderRequest = Message<"shop.order.v1.RefundOrderRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * Admin-chosen key, unique per order and intended refund (1-128
+   * printable ASCII characters). A retry with the same key and request
+   * returns the same refund; the same key with another request is refused.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+
+  /**
+   * What is returned: sku and quantity (unit_price ignored). None: all
+   * that is left to refund.
+   *
+   * @generated from field: repeated shop.order.v1.OrderLine lines = 3;
+   */
+  lines: OrderLine[];
+
+  /**
+   * Put the returned units back in stock.
+   *
+   * @generated from field: bool restock = 4;
+   */
+  restock: boolean;
+};
+
+/**
+ * Describes the message shop.order.v1.RefundOrderRequest.
+ * Use `create(RefundOrderRequestSchema)` to create a new message.
+ */
+export const RefundOrderRequestSchema: GenMessage<RefundOrderRequest> = /*@__PURE__*/
+  messageDesc(file_shop_order_v1_order, 3);
 
 /**
  * @generated from message shop.order.v1.PlaceOrderRequest
@@ -136,7 +264,7 @@ export type PlaceOrderRequest = Message<"shop.order.v1.PlaceOrderRequest"> & {
  * Use `create(PlaceOrderRequestSchema)` to create a new message.
  */
 export const PlaceOrderRequestSchema: GenMessage<PlaceOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 2);
+  messageDesc(file_shop_order_v1_order, 4);
 
 /**
  * @generated from message shop.order.v1.GetOrderRequest
@@ -153,7 +281,7 @@ export type GetOrderRequest = Message<"shop.order.v1.GetOrderRequest"> & {
  * Use `create(GetOrderRequestSchema)` to create a new message.
  */
 export const GetOrderRequestSchema: GenMessage<GetOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 3);
+  messageDesc(file_shop_order_v1_order, 5);
 
 /**
  * @generated from message shop.order.v1.LookupOrderRequest
@@ -172,7 +300,7 @@ export type LookupOrderRequest = Message<"shop.order.v1.LookupOrderRequest"> & {
  * Use `create(LookupOrderRequestSchema)` to create a new message.
  */
 export const LookupOrderRequestSchema: GenMessage<LookupOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 4);
+  messageDesc(file_shop_order_v1_order, 6);
 
 /**
  * @generated from message shop.order.v1.ListOrdersRequest
@@ -198,7 +326,7 @@ export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
  * Use `create(ListOrdersRequestSchema)` to create a new message.
  */
 export const ListOrdersRequestSchema: GenMessage<ListOrdersRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 5);
+  messageDesc(file_shop_order_v1_order, 7);
 
 /**
  * @generated from message shop.order.v1.ListOrdersResponse
@@ -222,7 +350,7 @@ export type ListOrdersResponse = Message<"shop.order.v1.ListOrdersResponse"> & {
  * Use `create(ListOrdersResponseSchema)` to create a new message.
  */
 export const ListOrdersResponseSchema: GenMessage<ListOrdersResponse> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 6);
+  messageDesc(file_shop_order_v1_order, 8);
 
 /**
  * @generated from message shop.order.v1.CancelOrderRequest
@@ -239,7 +367,7 @@ export type CancelOrderRequest = Message<"shop.order.v1.CancelOrderRequest"> & {
  * Use `create(CancelOrderRequestSchema)` to create a new message.
  */
 export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 7);
+  messageDesc(file_shop_order_v1_order, 9);
 
 /**
  * @generated from message shop.order.v1.WatchOrderRequest
@@ -256,7 +384,7 @@ export type WatchOrderRequest = Message<"shop.order.v1.WatchOrderRequest"> & {
  * Use `create(WatchOrderRequestSchema)` to create a new message.
  */
 export const WatchOrderRequestSchema: GenMessage<WatchOrderRequest> = /*@__PURE__*/
-  messageDesc(file_shop_order_v1_order, 8);
+  messageDesc(file_shop_order_v1_order, 10);
 
 /**
  * @generated from enum shop.order.v1.OrderStatus
@@ -286,6 +414,20 @@ export enum OrderStatus {
    * @generated from enum value: ORDER_STATUS_CANCELLED = 4;
    */
   CANCELLED = 4,
+
+  /**
+   * Confirmed, and part of its total refunded.
+   *
+   * @generated from enum value: ORDER_STATUS_PARTIALLY_REFUNDED = 5;
+   */
+  PARTIALLY_REFUNDED = 5,
+
+  /**
+   * Confirmed, and all of its total refunded.
+   *
+   * @generated from enum value: ORDER_STATUS_REFUNDED = 6;
+   */
+  REFUNDED = 6,
 }
 
 /**
@@ -330,6 +472,14 @@ export enum CancelReason {
    * @generated from enum value: CANCEL_REASON_TIMED_OUT = 5;
    */
   TIMED_OUT = 5,
+
+  /**
+   * The customer did not authenticate the payment (3-D Secure) before the
+   * reservation expired or the order deadline passed; nothing was charged.
+   *
+   * @generated from enum value: CANCEL_REASON_PAYMENT_NOT_AUTHENTICATED = 6;
+   */
+  PAYMENT_NOT_AUTHENTICATED = 6,
 }
 
 /**
@@ -337,6 +487,75 @@ export enum CancelReason {
  */
 export const CancelReasonSchema: GenEnum<CancelReason> = /*@__PURE__*/
   enumDesc(file_shop_order_v1_order, 1);
+
+/**
+ * What a RESERVED order's payment waits for.
+ *
+ * @generated from enum shop.order.v1.PaymentWait
+ */
+export enum PaymentWait {
+  /**
+   * Nothing: the charge is being made, or the order is past it.
+   *
+   * @generated from enum value: PAYMENT_WAIT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The provider settles the charge later; nothing for the customer to do.
+   *
+   * @generated from enum value: PAYMENT_WAIT_PROCESSING = 1;
+   */
+  PROCESSING = 1,
+
+  /**
+   * The customer must authenticate the charge at Order.next_action_url.
+   *
+   * @generated from enum value: PAYMENT_WAIT_CUSTOMER_ACTION = 2;
+   */
+  CUSTOMER_ACTION = 2,
+}
+
+/**
+ * Describes the enum shop.order.v1.PaymentWait.
+ */
+export const PaymentWaitSchema: GenEnum<PaymentWait> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 2);
+
+/**
+ * @generated from enum shop.order.v1.RefundStatus
+ */
+export enum RefundStatus {
+  /**
+   * @generated from enum value: REFUND_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Asked of the provider, not settled yet.
+   *
+   * @generated from enum value: REFUND_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: REFUND_STATUS_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * The provider refused it, after retries; nothing was given back.
+   *
+   * @generated from enum value: REFUND_STATUS_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum shop.order.v1.RefundStatus.
+ */
+export const RefundStatusSchema: GenEnum<RefundStatus> = /*@__PURE__*/
+  enumDesc(file_shop_order_v1_order, 3);
 
 /**
  * Orders. Served by svc-order. Customers see their own orders; admins see all.
@@ -404,6 +623,21 @@ export const OrderService: GenService<{
   watchOrder: {
     methodKind: "server_streaming";
     input: typeof WatchOrderRequestSchema;
+    output: typeof OrderSchema;
+  },
+  /**
+   * Gives back money of a confirmed order, whole or in part (a return, a
+   * goodwill gesture): the lines named (none: all that is left), their
+   * units back in stock when restock is set. Idempotent per order and
+   * idempotency_key. The refund is PENDING until the provider settles it;
+   * the order shows it in refunds. FAILED_PRECONDITION when the order is
+   * not confirmed or more is asked than is left to refund.
+   *
+   * @generated from rpc shop.order.v1.OrderService.RefundOrder
+   */
+  refundOrder: {
+    methodKind: "unary";
+    input: typeof RefundOrderRequestSchema;
     output: typeof OrderSchema;
   },
 }> = /*@__PURE__*/

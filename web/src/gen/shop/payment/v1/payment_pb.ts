@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/payment/v1/payment.proto.
  */
 export const file_shop_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIiUKEUdldFBheW1lbnRSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIo8CCgdQYXltZW50EhIKCnBheW1lbnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSLgoGc3RhdHVzGAMgASgOMh4uc2hvcC5wYXltZW50LnYxLlBheW1lbnRTdGF0dXMSJQoGYW1vdW50GAQgASgLMhUuc2hvcC5jb21tb24udjEuTW9uZXkSDwoHdXNlcl9pZBgFIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgGIAEoCRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCq/AQoNUGF5bWVudFN0YXR1cxIeChpQQVlNRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlBBWU1FTlRfU1RBVFVTX1BFTkRJTkcQARIcChhQQVlNRU5UX1NUQVRVU19TVUNDRUVERUQQAhIZChVQQVlNRU5UX1NUQVRVU19GQUlMRUQQAxIbChdQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBAEEhwKGFBBWU1FTlRfU1RBVFVTX0NBTkNFTExFRBAFMmIKDlBheW1lbnRTZXJ2aWNlElAKCkdldFBheW1lbnQSIi5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaGC5zaG9wLnBheW1lbnQudjEuUGF5bWVudCIEiLUYAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
+  fileDesc("Ch1zaG9wL3BheW1lbnQvdjEvcGF5bWVudC5wcm90bxIPc2hvcC5wYXltZW50LnYxIiUKEUdldFBheW1lbnRSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIqgCCgdQYXltZW50EhIKCnBheW1lbnRfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSLgoGc3RhdHVzGAMgASgOMh4uc2hvcC5wYXltZW50LnYxLlBheW1lbnRTdGF0dXMSJQoGYW1vdW50GAQgASgLMhUuc2hvcC5jb21tb24udjEuTW9uZXkSDwoHdXNlcl9pZBgFIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgGIAEoCRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9uZXh0X2FjdGlvbl91cmwYCSABKAkimwEKFVJlY2VpdmVXZWJob29rUmVxdWVzdBJECgdoZWFkZXJzGAEgAygLMjMuc2hvcC5wYXltZW50LnYxLlJlY2VpdmVXZWJob29rUmVxdWVzdC5IZWFkZXJzRW50cnkSDAoEYm9keRgCIAEoDBouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIYChZSZWNlaXZlV2ViaG9va1Jlc3BvbnNlKoICCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWUEFZTUVOVF9TVEFUVVNfUEVORElORxABEhwKGFBBWU1FTlRfU1RBVFVTX1NVQ0NFRURFRBACEhkKFVBBWU1FTlRfU1RBVFVTX0ZBSUxFRBADEhsKF1BBWU1FTlRfU1RBVFVTX1JFRlVOREVEEAQSHAoYUEFZTUVOVF9TVEFUVVNfQ0FOQ0VMTEVEEAUSHQoZUEFZTUVOVF9TVEFUVVNfUFJPQ0VTU0lORxAGEiIKHlBBWU1FTlRfU1RBVFVTX1JFUVVJUkVTX0FDVElPThAHMmIKDlBheW1lbnRTZXJ2aWNlElAKCkdldFBheW1lbnQSIi5zaG9wLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaGC5zaG9wLnBheW1lbnQudjEuUGF5bWVudCIEiLUYAjKAAQoVUGF5bWVudFdlYmhvb2tTZXJ2aWNlEmcKDlJlY2VpdmVXZWJob29rEiYuc2hvcC5wYXltZW50LnYxLlJlY2VpdmVXZWJob29rUmVxdWVzdBonLnNob3AucGF5bWVudC52MS5SZWNlaXZlV2ViaG9va1Jlc3BvbnNlIgSItRgFYgZwcm90bzM", [file_google_protobuf_timestamp, file_shop_common_v1_money, file_shop_options_v1_access]);
 
 /**
  * @generated from message shop.payment.v1.GetPaymentRequest
@@ -79,6 +79,14 @@ export type Payment = Message<"shop.payment.v1.Payment"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 8;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Where the customer authenticates the charge, while status is
+   * PAYMENT_STATUS_REQUIRES_ACTION.
+   *
+   * @generated from field: string next_action_url = 9;
+   */
+  nextActionUrl: string;
 };
 
 /**
@@ -87,6 +95,46 @@ export type Payment = Message<"shop.payment.v1.Payment"> & {
  */
 export const PaymentSchema: GenMessage<Payment> = /*@__PURE__*/
   messageDesc(file_shop_payment_v1_payment, 1);
+
+/**
+ * @generated from message shop.payment.v1.ReceiveWebhookRequest
+ */
+export type ReceiveWebhookRequest = Message<"shop.payment.v1.ReceiveWebhookRequest"> & {
+  /**
+   * The request's headers as received, lower-case names
+   * (`webhook-id`, `webhook-timestamp`, `webhook-signature`, ...).
+   *
+   * @generated from field: map<string, string> headers = 1;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * The body as received, byte for byte: the signature covers it.
+   *
+   * @generated from field: bytes body = 2;
+   */
+  body: Uint8Array;
+};
+
+/**
+ * Describes the message shop.payment.v1.ReceiveWebhookRequest.
+ * Use `create(ReceiveWebhookRequestSchema)` to create a new message.
+ */
+export const ReceiveWebhookRequestSchema: GenMessage<ReceiveWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 2);
+
+/**
+ * @generated from message shop.payment.v1.ReceiveWebhookResponse
+ */
+export type ReceiveWebhookResponse = Message<"shop.payment.v1.ReceiveWebhookResponse"> & {
+};
+
+/**
+ * Describes the message shop.payment.v1.ReceiveWebhookResponse.
+ * Use `create(ReceiveWebhookResponseSchema)` to create a new message.
+ */
+export const ReceiveWebhookResponseSchema: GenMessage<ReceiveWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_shop_payment_v1_payment, 3);
 
 /**
  * @generated from enum shop.payment.v1.PaymentStatus
@@ -127,6 +175,22 @@ export enum PaymentStatus {
    * @generated from enum value: PAYMENT_STATUS_CANCELLED = 5;
    */
   CANCELLED = 5,
+
+  /**
+   * The provider accepted the charge and settles it later (a bank debit, a
+   * wallet); it says how by webhook.
+   *
+   * @generated from enum value: PAYMENT_STATUS_PROCESSING = 6;
+   */
+  PROCESSING = 6,
+
+  /**
+   * The customer must authenticate the charge (3-D Secure) at
+   * next_action_url.
+   *
+   * @generated from enum value: PAYMENT_STATUS_REQUIRES_ACTION = 7;
+   */
+  REQUIRES_ACTION = 7,
 }
 
 /**
@@ -153,4 +217,29 @@ export const PaymentService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shop_payment_v1_payment, 0);
+
+/**
+ * The payment provider's webhooks, as the gateway's `POST
+ * /webhooks/payments` receives them. Served by svc-payment; never routed
+ * from outside as gRPC.
+ *
+ * @generated from service shop.payment.v1.PaymentWebhookService
+ */
+export const PaymentWebhookService: GenService<{
+  /**
+   * Checks the signature (Standard Webhooks) and the timestamp, stores the
+   * event by its id, then answers: OK once stored (a duplicate too);
+   * UNAUTHENTICATED for a bad or missing signature or a stale timestamp;
+   * INVALID_ARGUMENT for a body that is not an event or too large;
+   * UNAVAILABLE when it cannot be stored (the provider retries).
+   *
+   * @generated from rpc shop.payment.v1.PaymentWebhookService.ReceiveWebhook
+   */
+  receiveWebhook: {
+    methodKind: "unary";
+    input: typeof ReceiveWebhookRequestSchema;
+    output: typeof ReceiveWebhookResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_shop_payment_v1_payment, 1);
 
