@@ -11,7 +11,8 @@
 //!
 //! Every trigger goes through [`decide`]; the store applies the decision
 //! under the reservation's row lock, and the units move only as
-//! [`Movement`] says. The saga model (`saga-model`) checks these same
+//! [`Movement`] says. A refund of a committed order may take part of its
+//! units back on hand ([`take_back`]) without moving the reservation. The saga model (`saga-model`) checks these same
 //! functions over every interleaving.
 
 use shop_runtime::values::{Quantity, Sku};
@@ -84,7 +85,8 @@ pub enum Movement {
     Sell,
     /// No longer held.
     Unhold,
-    /// Sold, then given back by a cancellation: on hand again.
+    /// Sold, then given back (by a cancellation, or a refund that
+    /// restocks): on hand again.
     Return,
 }
 
@@ -212,6 +214,77 @@ pub fn hold(lines: &[Line], units: impl Fn(&Sku) -> Option<Units>) -> Result<(),
     if shortages.is_empty() { Ok(()) } else { Err(shortages) }
 }
 
+/// A line of an order as sold: `quantity` units, of which `returned` came
+/// back with refunds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sold {
+    pub quantity: i32,
+    pub returned: i32,
+}
+
+impl Sold {
+    /// Units still sold, which a refund may take back.
+    pub fn left(self) -> i64 {
+        i64::from(self.quantity) - i64::from(self.returned)
+    }
+}
+
+/// Why a refund's units cannot go back in stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The order's units were never sold: its reservation (if any) is not
+    /// committed.
+    NotSold(Option<Status>),
+    /// A returned SKU is not on the order.
+    NotOnOrder { sku: String },
+    /// More units of a SKU returned than are still sold.
+    MoreThanSold { sku: String, returned: i32, left: i64 },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSold(None) => write!(f, "the order has no reservation, so nothing of it was sold"),
+            Self::NotSold(Some(status)) => {
+                write!(
+                    f,
+                    "the order's reservation is {}, so nothing of it is sold",
+                    status.as_str()
+                )
+            }
+            Self::NotOnOrder { sku } => write!(f, "{sku} is not on the order"),
+            Self::MoreThanSold { sku, returned, left } => {
+                write!(f, "{returned} units of {sku} returned, but only {left} are still sold")
+            }
+        }
+    }
+}
+
+/// Every line or none: whether a refund's `lines` (one per SKU) may go back
+/// on hand, for an order whose reservation is `current` and whose sold
+/// lines are `sold` (`None` for a SKU not on the order). Only a committed
+/// reservation sold anything, and no more comes back than is still sold.
+pub fn take_back(current: Option<Status>, lines: &[Line], sold: impl Fn(&Sku) -> Option<Sold>) -> Result<(), Refusal> {
+    if current != Some(Status::Committed) {
+        return Err(Refusal::NotSold(current));
+    }
+    for line in lines {
+        let Some(sold) = sold(&line.sku) else {
+            return Err(Refusal::NotOnOrder {
+                sku: line.sku.to_string(),
+            });
+        };
+        if i64::from(line.quantity.get()) > sold.left() {
+            return Err(Refusal::MoreThanSold {
+                sku: line.sku.to_string(),
+                returned: line.quantity.get(),
+                left: sold.left(),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +363,54 @@ mod tests {
         assert_eq!(
             decide(None, Trigger::Release(ReleaseReason::PaymentFailed)),
             Decision::NotYet
+        );
+    }
+
+    #[test]
+    fn a_refund_takes_back_only_what_a_committed_order_still_has_sold() {
+        let line = |sku: &str, quantity| Line {
+            sku: Sku::parse(sku).expect("valid SKU"),
+            quantity: Quantity::new(quantity).expect("valid quantity"),
+        };
+        let sold = |sku: &Sku| match sku.as_str() {
+            "SKU-A" => Some(Sold {
+                quantity: 3,
+                returned: 1,
+            }),
+            "SKU-B" => Some(Sold {
+                quantity: 1,
+                returned: 1,
+            }),
+            _ => None,
+        };
+        let committed = Some(Status::Committed);
+        assert_eq!(take_back(committed, &[line("SKU-A", 2)], sold), Ok(()));
+        assert_eq!(
+            take_back(committed, &[line("SKU-A", 3)], sold),
+            Err(Refusal::MoreThanSold {
+                sku: "SKU-A".into(),
+                returned: 3,
+                left: 2
+            })
+        );
+        assert!(matches!(
+            take_back(committed, &[line("SKU-A", 1), line("SKU-B", 1)], sold),
+            Err(Refusal::MoreThanSold { .. })
+        ));
+        assert_eq!(
+            take_back(committed, &[line("SKU-C", 1)], sold),
+            Err(Refusal::NotOnOrder { sku: "SKU-C".into() })
+        );
+        for current in STATUSES.into_iter().filter(|s| *s != committed) {
+            assert_eq!(
+                take_back(current, &[line("SKU-A", 1)], sold),
+                Err(Refusal::NotSold(current)),
+                "{current:?}"
+            );
+        }
+        assert_eq!(
+            Refusal::NotOnOrder { sku: "SKU-C".into() }.to_string(),
+            "SKU-C is not on the order"
         );
     }
 

@@ -1,11 +1,13 @@
 //! svc-inventory's part of the checkout saga:
 //! `orders.placed` → reserve → `inventory.reserved` | `inventory.rejected`;
 //! `payments.succeeded` → commit → `inventory.committed`;
-//! `payments.failed` / `orders.cancelled` / deadline → release → `inventory.released`.
+//! `payments.failed` / `orders.cancelled` / deadline → release → `inventory.released`;
+//! `orders.refund_requested` with `restock` → the refund's units back on hand
+//! ([`take_back`]; nothing announced).
 //!
 //! Each is one transaction: the inbox row, [`apply`] (the decision of
-//! [`domain::decide`] under the reservation's row lock) and the event it
-//! announces through the outbox.
+//! [`domain::decide`] under the reservation's row lock) or [`take_back`],
+//! and the event it announces through the outbox.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -22,7 +24,7 @@ use shop_runtime::{
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
-    domain::{self, Decision, Line, ReleaseReason, Shortage, Status, Trigger},
+    domain::{self, Decision, Line, Refusal, ReleaseReason, Shortage, Status, Trigger},
     stock,
 };
 
@@ -117,6 +119,39 @@ pub async fn apply(
     }
 }
 
+/// What [`take_back`] did with a refund's units.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakenBack {
+    /// Back on hand.
+    Returned,
+    /// This refund's units went back before.
+    Repeated,
+    /// They cannot go back: nothing changed.
+    Refused(Refusal),
+}
+
+/// Puts the units of refund `refund_id`'s `lines` (one per SKU) of the
+/// order back on hand, once per refund: decided by [`domain::take_back`]
+/// under the reservation's row lock and its stock rows' locks (in the same
+/// order as every other change), written by [`stock::take_back`].
+pub async fn take_back(
+    conn: &mut PgConnection,
+    order_id: &str,
+    refund_id: &str,
+    lines: &[Line],
+) -> Result<TakenBack, sqlx::Error> {
+    let found = stock::lock(conn, order_id).await?;
+    if stock::returned_before(conn, refund_id).await? {
+        return Ok(TakenBack::Repeated);
+    }
+    let sold = stock::lock_lines(conn, order_id).await?;
+    if let Err(refusal) = domain::take_back(found.map(|f| f.status), lines, |sku| sold.get(sku.as_str()).copied()) {
+        return Ok(TakenBack::Refused(refusal));
+    }
+    stock::take_back(conn, order_id, refund_id, lines).await?;
+    Ok(TakenBack::Returned)
+}
+
 pub struct InventorySaga {
     pub pool: PgPool,
     pub outbox: Outbox,
@@ -134,7 +169,10 @@ impl EventHandler for InventorySaga {
         if event.is::<ev::OrderPlaced>() {
             let mut placed: ev::OrderPlaced = event.decode()?;
             placed.order_id = event::order_id(&placed.order_id)?.to_string();
-            let lines = lines_of(&placed)?;
+            if placed.lines.is_empty() {
+                return Err(HandleError::Reject(format!("order {} has no lines", placed.order_id)));
+            }
+            let lines = lines_of(&placed.lines)?;
             let (order_id, user_id) = (placed.order_id.clone(), placed.user_id.clone());
             self.on(&mut tx, &order_id, &user_id, Trigger::Placed, &lines, Some(placed))
                 .await?;
@@ -153,6 +191,10 @@ impl EventHandler for InventorySaga {
             let trigger = Trigger::Release(ReleaseReason::PaymentFailed);
             let order_id = event::order_id(&e.order_id)?.to_string();
             self.on(&mut tx, &order_id, &e.user_id, trigger, &[], None).await?;
+        } else if event.is::<ev::OrderRefundRequested>() {
+            let e: ev::OrderRefundRequested = event.decode()?;
+            let order_id = event::order_id(&e.order_id)?.to_string();
+            on_refund(&mut tx, &order_id, &e).await?;
         } else {
             return Err(HandleError::unknown_type(&event));
         }
@@ -232,14 +274,53 @@ impl InventorySaga {
     }
 }
 
-/// The lines of an `orders.placed` event, validated and merged by SKU. A
-/// malformed event can never be reserved: it goes to the DLQ.
-fn lines_of(placed: &ev::OrderPlaced) -> Result<Vec<Line>, HandleError> {
-    if placed.lines.is_empty() {
-        return Err(HandleError::Reject(format!("order {} has no lines", placed.order_id)));
+/// A refund asked of a confirmed order: with `restock`, its lines go back
+/// on hand, once per refund. One that cannot (a SKU not on the order, more
+/// units than are still sold, an order that sold nothing) changes nothing
+/// and is parked on the DLQ for an operator.
+async fn on_refund(conn: &mut PgConnection, order_id: &str, e: &ev::OrderRefundRequested) -> Result<(), HandleError> {
+    let refund_id = e.refund_id.as_str();
+    if !e.restock {
+        tracing::debug!(order_id, refund_id, "refund without restock: stock unchanged");
+        return Ok(());
     }
+    if refund_id.is_empty() {
+        return Err(HandleError::Reject(format!(
+            "a refund of order {order_id} to restock has no refund_id"
+        )));
+    }
+    if e.lines.is_empty() {
+        return Err(HandleError::Reject(format!(
+            "refund {refund_id} of order {order_id} asks to restock but names no lines"
+        )));
+    }
+    let lines = lines_of(&e.lines)?;
+    match take_back(conn, order_id, refund_id, &lines).await? {
+        TakenBack::Returned => {
+            let units: i32 = lines.iter().map(|l| l.quantity.get()).sum();
+            tracing::info!(order_id, refund_id, units, "refunded units back in stock");
+        }
+        TakenBack::Repeated => {
+            tracing::info!(
+                order_id,
+                refund_id,
+                "refund restocked before under another event id; not again"
+            );
+        }
+        TakenBack::Refused(why) => {
+            return Err(HandleError::Reject(format!(
+                "refund {refund_id} of order {order_id} cannot restock: {why}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An event's lines, validated and merged by SKU. A malformed event can
+/// never be reserved or restocked: it goes to the DLQ.
+fn lines_of(event_lines: &[ev::EventLine]) -> Result<Vec<Line>, HandleError> {
     let mut merged: BTreeMap<Sku, i32> = BTreeMap::new();
-    for line in &placed.lines {
+    for line in event_lines {
         let sku = Sku::parse(&line.sku).map_err(|why| HandleError::Reject(format!("line sku {why}")))?;
         let total = merged.entry(sku).or_default();
         *total = total.saturating_add(line.quantity);

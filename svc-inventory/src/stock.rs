@@ -1,6 +1,7 @@
-//! Stock and reservations in Postgres: stock levels and restocking, and
-//! the writes that apply [`crate::domain`]'s decisions to an order's
-//! reservation (see [`crate::saga::apply`]).
+//! Stock and reservations in Postgres: stock levels and restocking, the
+//! writes that apply [`crate::domain`]'s decisions to an order's
+//! reservation (see [`crate::saga::apply`]), and a refund's units taken
+//! back (see [`crate::saga::take_back`]).
 //!
 //! Lock order, everywhere: the reservation row first, then the stock rows of
 //! its SKUs in SKU order (`ORDER BY sku FOR UPDATE`). One order means no
@@ -12,7 +13,7 @@ use chrono::{DateTime, Utc};
 use shop_runtime::values::Sku;
 use sqlx::{PgConnection, PgPool};
 
-use crate::domain::{Line, Movement, ReleaseReason, Status, Units};
+use crate::domain::{Line, Movement, ReleaseReason, Sold, Status, Units};
 
 /// A SKU's units: `on_hand`, of which `reserved` are held for orders.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -118,7 +119,8 @@ pub async fn reject(conn: &mut PgConnection, order_id: &str) -> Result<(), sqlx:
 
 /// Moves the locked reservation to `to` and its units as `units` says,
 /// locking their stock rows in SKU order first. `reason` is recorded with a
-/// release.
+/// release. The units that move are those still sold: a line's `quantity`
+/// less what refunds already took back.
 pub async fn settle(
     conn: &mut PgConnection,
     order_id: &str,
@@ -127,27 +129,12 @@ pub async fn settle(
     reason: Option<ReleaseReason>,
 ) -> Result<(), sqlx::Error> {
     if let Some(movement) = units {
-        // Rows are locked as they come out of the sort, so in SKU order.
-        let lines: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT l.sku, l.quantity FROM reservation_lines l JOIN stock s ON s.sku = l.sku
-              WHERE l.order_id = $1 ORDER BY l.sku FOR UPDATE OF s",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let (skus, quantities): (Vec<String>, Vec<i32>) = lines.into_iter().unzip();
-        let (on_hand, reserved) = movement.per_unit();
-        sqlx::query(
-            "UPDATE stock SET on_hand = stock.on_hand + $3 * l.quantity,
-                              reserved = stock.reserved + $4 * l.quantity, updated_at = now()
-               FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku",
-        )
-        .bind(&skus)
-        .bind(&quantities)
-        .bind(on_hand)
-        .bind(reserved)
-        .execute(&mut *conn)
-        .await?;
+        let lines = lock_lines(conn, order_id).await?;
+        let (skus, quantities): (Vec<String>, Vec<i32>) = lines
+            .into_iter()
+            .map(|(sku, sold)| (sku, sold.quantity - sold.returned))
+            .unzip();
+        move_units(conn, &skus, &quantities, movement).await?;
     }
     sqlx::query(
         "UPDATE reservations SET status = $2, release_reason = COALESCE($3, release_reason), updated_at = now()
@@ -159,6 +146,81 @@ pub async fn settle(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The lines of the order's reservation, by SKU, with the stock rows of
+/// their SKUs locked in SKU order.
+pub async fn lock_lines(conn: &mut PgConnection, order_id: &str) -> Result<BTreeMap<String, Sold>, sqlx::Error> {
+    // Rows are locked as they come out of the sort, so in SKU order.
+    let lines: Vec<(String, i32, i32)> = sqlx::query_as(
+        "SELECT l.sku, l.quantity, l.returned FROM reservation_lines l JOIN stock s ON s.sku = l.sku
+          WHERE l.order_id = $1 ORDER BY l.sku FOR UPDATE OF s",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(lines
+        .into_iter()
+        .map(|(sku, quantity, returned)| (sku, Sold { quantity, returned }))
+        .collect())
+}
+
+/// Moves `quantities[i]` units of `skus[i]` as `movement` says, in stock
+/// rows the caller locked.
+async fn move_units(
+    conn: &mut PgConnection,
+    skus: &[String],
+    quantities: &[i32],
+    movement: Movement,
+) -> Result<(), sqlx::Error> {
+    let (on_hand, reserved) = movement.per_unit();
+    sqlx::query(
+        "UPDATE stock SET on_hand = stock.on_hand + $3 * l.quantity,
+                          reserved = stock.reserved + $4 * l.quantity, updated_at = now()
+           FROM unnest($1::text[], $2::int[]) AS l(sku, quantity) WHERE stock.sku = l.sku",
+    )
+    .bind(skus)
+    .bind(quantities)
+    .bind(on_hand)
+    .bind(reserved)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the refund's units already went back in stock.
+pub async fn returned_before(conn: &mut PgConnection, refund_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM returns WHERE refund_id = $1)")
+        .bind(refund_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Puts a refund's `lines` of the locked, committed reservation back on
+/// hand (their stock rows locked by [`lock_lines`]), counts them returned
+/// on the order's lines, and records the refund as restocked.
+pub async fn take_back(
+    conn: &mut PgConnection,
+    order_id: &str,
+    refund_id: &str,
+    lines: &[Line],
+) -> Result<(), sqlx::Error> {
+    let (skus, quantities): (Vec<String>, Vec<i32>) =
+        lines.iter().map(|l| (l.sku.to_string(), l.quantity.get())).unzip();
+    sqlx::query(
+        "WITH returned AS (
+             UPDATE reservation_lines SET returned = reservation_lines.returned + l.quantity
+               FROM unnest($3::text[], $4::int[]) AS l(sku, quantity)
+              WHERE reservation_lines.order_id = $2 AND reservation_lines.sku = l.sku)
+         INSERT INTO returns (refund_id, order_id) VALUES ($1, $2)",
+    )
+    .bind(refund_id)
+    .bind(order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *conn)
+    .await?;
+    move_units(conn, &skus, &quantities, Movement::Return).await
 }
 
 /// Inserts a released tombstone for an order never seen, unless a
