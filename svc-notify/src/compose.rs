@@ -5,11 +5,16 @@ use lettre::Address;
 use shop_proto::events::v1::OrderCancelReason;
 use shop_runtime::values::Money;
 
-/// Which order event an email is about; at most one email per order and kind.
+/// Which event an email is about; at most one email per order and kind
+/// (and refund, for a refund's emails).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     OrderConfirmed,
     OrderCancelled,
+    /// A refund of a confirmed order gave money back.
+    RefundSucceeded,
+    /// A refund of a confirmed order could not be made.
+    RefundFailed,
 }
 
 impl Kind {
@@ -18,6 +23,8 @@ impl Kind {
         match self {
             Self::OrderConfirmed => "order_confirmed",
             Self::OrderCancelled => "order_cancelled",
+            Self::RefundSucceeded => "refund_succeeded",
+            Self::RefundFailed => "refund_failed",
         }
     }
 }
@@ -50,6 +57,47 @@ pub fn cancelled(order_id: &str, reason: OrderCancelReason, total: Option<Money>
     Draft {
         subject: format!("Order {order_id} was cancelled"),
         body,
+    }
+}
+
+/// The email for a refund of a confirmed order that went through:
+/// `amount` is what it gave back.
+pub fn refunded(order_id: &str, amount: Option<Money>) -> Draft {
+    let refunded = match amount {
+        Some(amount) => format!("we have refunded {} for your order", format_money(amount)),
+        None => "we have made a refund for your order".to_owned(),
+    };
+    let mut body = format!(
+        "Hello,\n\n{refunded}. It goes back to the payment method you paid with; your bank may take a few \
+         days to show it.\n\n"
+    );
+    body.push_str(&refund_summary(order_id, amount));
+    body.push_str(SIGN_OFF);
+    Draft {
+        subject: format!("Your refund for order {order_id}"),
+        body,
+    }
+}
+
+/// The email for a refund of a confirmed order that could not be made.
+/// Why it failed is the shop's to look into, not the customer's to read.
+pub fn refund_failed(order_id: &str, amount: Option<Money>) -> Draft {
+    let mut body = String::from(
+        "Hello,\n\nwe could not complete the refund for your order. Nothing is lost: we will be in touch \
+         with you about it shortly.\n\n",
+    );
+    body.push_str(&refund_summary(order_id, amount));
+    body.push_str(SIGN_OFF);
+    Draft {
+        subject: format!("Your refund for order {order_id} could not be completed"),
+        body,
+    }
+}
+
+fn refund_summary(order_id: &str, amount: Option<Money>) -> String {
+    match amount {
+        Some(amount) => format!("Order: {order_id}\nRefund: {}\n", format_money(amount)),
+        None => format!("Order: {order_id}\n"),
     }
 }
 
@@ -167,10 +215,36 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_email_names_what_was_given_back_and_the_order() {
+        let draft = refunded("o-3", Some(money("EUR", 1299)));
+        assert_eq!(draft.subject, "Your refund for order o-3");
+        assert!(draft.body.contains("we have refunded EUR 12.99"), "{}", draft.body);
+        assert!(draft.body.contains("Order: o-3\nRefund: EUR 12.99\n"), "{}", draft.body);
+        let without_amount = refunded("o-3", None);
+        assert!(
+            without_amount.body.contains("we have made a refund"),
+            "{}",
+            without_amount.body
+        );
+        assert!(!without_amount.body.contains("Refund:"), "{}", without_amount.body);
+    }
+
+    #[test]
+    fn a_failed_refund_email_says_the_shop_will_be_in_touch() {
+        let draft = refund_failed("o-4", Some(money("EUR", 500)));
+        assert_eq!(draft.subject, "Your refund for order o-4 could not be completed");
+        assert!(draft.body.contains("could not complete the refund"), "{}", draft.body);
+        assert!(draft.body.contains("we will be in touch"), "{}", draft.body);
+        assert!(draft.body.contains("Order: o-4\nRefund: EUR 5.00\n"), "{}", draft.body);
+    }
+
+    #[test]
     fn text_is_ascii_so_it_travels_as_7bit() {
         let drafts = [
             confirmed("o", None),
             cancelled("o", OrderCancelReason::ReservationExpired, None),
+            refunded("o", Some(money("EUR", 1))),
+            refund_failed("o", None),
         ];
         for draft in drafts {
             assert!(draft.subject.is_ascii() && draft.body.is_ascii(), "{draft:?}");

@@ -1,9 +1,10 @@
 //! svc-notify: customer emails about their orders.
 //!
 //! Consumes `orders.confirmed` and `orders.cancelled` (durable
-//! `notify-orders`, see [`saga`]) and sends one email per order event:
-//! stored first, then sent, and resent until a sender accepts it (see
-//! [`delivery`]). Emails go to an SMTP relay when `NOTIFY_SMTP_URL` is set,
+//! `notify-orders`), and `payments.refunded` and `payments.refund_failed`
+//! (durable `notify-payments`; see [`saga`]), and sends one email per order
+//! event and per refund of a confirmed order: stored first, then sent, and
+//! resent until a sender accepts it (see [`delivery`]). Emails go to an SMTP relay when `NOTIFY_SMTP_URL` is set,
 //! otherwise to `.eml` files (see [`sender`]). Serves
 //! `shop.notify.v1.NotificationService` for listing them. Publishes no
 //! events, so it runs no outbox relay.
@@ -46,11 +47,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         sender: Arc::new(sender),
         resend_interval: config.resend_interval,
     };
-    let handler = saga::NotifySaga {
+    let saga = |consumer| saga::NotifySaga {
         delivery: delivery.clone(),
         recipient_domain: config.recipient_domain.clone(),
+        consumer,
     };
-    host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, handler).await?;
+    let (orders, payments) = (saga(saga::ORDERS_CONSUMER), saga(saga::PAYMENTS_CONSUMER));
+    host.spawn_consumer(&bus, saga::ORDERS_CONSUMER, orders).await?;
+    host.spawn_consumer(&bus, saga::PAYMENTS_CONSUMER, payments).await?;
     host.spawn(delivery.resend_until(host.shutdown()));
 
     let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;

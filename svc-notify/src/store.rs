@@ -15,6 +15,8 @@ pub struct NewNotification {
     pub order_id: String,
     pub user_id: String,
     pub kind: Kind,
+    /// The refund a refund's email is about; empty for an order's own.
+    pub refund_id: String,
     pub recipient: String,
     pub subject: String,
     pub body: String,
@@ -69,21 +71,23 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Stores `n` unless the order already has a notification of this kind.
+/// Stores `n` unless the order already has a notification of this kind
+/// (about this refund, for a refund's).
 /// `resend_after` is when the resend loop may pick it up if the immediate
 /// send never happens (a crash right after commit). Returns whether it was
 /// inserted.
 pub async fn insert(conn: &mut PgConnection, n: &NewNotification, resend_after: Duration) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO notifications
-             (notification_id, order_id, user_id, kind, recipient, subject, body, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp() + make_interval(secs => $8))
-         ON CONFLICT (order_id, kind) DO NOTHING",
+             (notification_id, order_id, user_id, kind, refund_id, recipient, subject, body, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp() + make_interval(secs => $9))
+         ON CONFLICT (order_id, kind, refund_id) DO NOTHING",
     )
     .bind(n.notification_id)
     .bind(&n.order_id)
     .bind(&n.user_id)
     .bind(n.kind.as_str())
+    .bind(&n.refund_id)
     .bind(&n.recipient)
     .bind(&n.subject)
     .bind(&n.body)

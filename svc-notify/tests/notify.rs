@@ -1,7 +1,7 @@
 //! svc-notify end to end, against a real nats-server and PostgreSQL: one
-//! email per order event however often the event arrives, undecodable
-//! events parked on the DLQ, and emails that could not be sent delivered
-//! later by the resend loop.
+//! email per order event and per refund however often the event arrives,
+//! undecodable events parked on the DLQ, and emails that could not be sent
+//! delivered later by the resend loop.
 
 use std::{
     path::{Path, PathBuf},
@@ -119,12 +119,18 @@ impl Service {
     /// Waits until `notify-orders` has acknowledged (or parked) everything
     /// up to stream sequence `sequence`.
     async fn wait_processed(&self, sequence: u64) {
+        self.wait_consumer("notify-orders", "ORDERS", sequence).await;
+    }
+
+    /// Waits until `consumer` of `stream` has acknowledged (or parked)
+    /// everything up to stream sequence `sequence`.
+    async fn wait_consumer(&self, consumer: &str, stream: &str, sequence: u64) {
         eventually(
-            &format!("notify-orders to settle ORDERS sequence {sequence}"),
+            &format!("{consumer} to settle {stream} sequence {sequence}"),
             async || {
                 let Ok(mut consumer) = self
                     .js
-                    .get_consumer_from_stream::<pull::Config, _, _>("notify-orders", "ORDERS")
+                    .get_consumer_from_stream::<pull::Config, _, _>(consumer, stream)
                     .await
                 else {
                     return false;
@@ -335,6 +341,105 @@ async fn one_email_per_order_event_and_undecodable_events_go_to_the_dlq() {
             .expect("admin lists")
             .is_empty()
     );
+
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refund_gets_one_email_and_a_cancellations_refund_none() {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let mail_dir = data.path().join("outbox-mail");
+    let service = Service::start(data.path(), &[]).await;
+    let order_id = Uuid::now_v7();
+    let refunded = |refund_id: &str, minor| ev::PaymentRefunded {
+        order_id: order_id.to_string(),
+        user_id: "erin".into(),
+        payment_id: "p-1".into(),
+        amount: eur(minor),
+        refund_id: refund_id.into(),
+    };
+
+    // A cancelled order's charge given back (no refund id): no email, the
+    // cancellation's told of it.
+    let sequence = service
+        .publish(
+            refunded("", 2598).subject(),
+            headers_for(&refunded("", 2598), Uuid::now_v7()),
+            json(&refunded("", 2598)),
+        )
+        .await;
+    service.wait_consumer("notify-payments", "PAYMENTS", sequence).await;
+    assert!(service.list("erin", "", "").await.expect("erin lists").is_empty());
+
+    // A refund of the confirmed order: one email naming what came back.
+    let first = refunded("r-1", 1299);
+    let event_id = Uuid::now_v7();
+    service
+        .publish(first.subject(), headers_for(&first, event_id), json(&first))
+        .await;
+    eventually("erin's refund email to be sent", async || {
+        let listed = service.list("erin", "", "").await.unwrap_or_default();
+        listed.len() == 1 && listed[0].sent_at.is_some() && eml_files(&mail_dir).len() == 1
+    })
+    .await;
+    let listed = service.list("erin", "", "").await.expect("erin lists");
+    let email = &listed[0];
+    assert_eq!(email.order_id, order_id.to_string());
+    assert_eq!(email.subject, format!("Your refund for order {order_id}"));
+    assert!(email.body.contains("we have refunded EUR 12.99"), "{}", email.body);
+    let eml = std::fs::read_to_string(mail_dir.join(format!("{}.eml", email.notification_id))).expect("written");
+    assert!(eml.contains("Refund: EUR 12.99\r\n"), "{eml}");
+
+    // Heard again (redelivered under the same event id, replayed under a
+    // new one): still one email. Another refund of the order: its own.
+    let mut same_id = headers_for(&first, event_id);
+    same_id.insert(async_nats::header::NATS_MESSAGE_ID, Uuid::now_v7().to_string().as_str());
+    service.publish(first.subject(), same_id, json(&first)).await;
+    service
+        .publish(first.subject(), headers_for(&first, Uuid::now_v7()), json(&first))
+        .await;
+    let second = refunded("r-2", 500);
+    let sequence = service
+        .publish(second.subject(), headers_for(&second, Uuid::now_v7()), json(&second))
+        .await;
+    service.wait_consumer("notify-payments", "PAYMENTS", sequence).await;
+    let listed = service.list("erin", "", "").await.expect("erin lists");
+    assert_eq!(listed.len(), 2, "one email per refund: {listed:?}");
+    assert!(listed[0].body.contains("EUR 5.00"), "newest first: {}", listed[0].body);
+
+    // A refund that could not be made: the customer hears the shop will be
+    // in touch, never the provider's reason.
+    let failed = ev::PaymentRefundFailed {
+        order_id: order_id.to_string(),
+        user_id: "erin".into(),
+        payment_id: "p-1".into(),
+        refund_id: "r-3".into(),
+        amount: eur(700),
+        reason: "card_expired at provider (acct_4242)".into(),
+    };
+    service
+        .publish(failed.subject(), headers_for(&failed, Uuid::now_v7()), json(&failed))
+        .await;
+    eventually("erin's failed refund email to be sent", async || {
+        let listed = service.list("erin", "", "").await.unwrap_or_default();
+        listed.len() == 3 && listed.iter().all(|n| n.sent_at.is_some()) && eml_files(&mail_dir).len() == 3
+    })
+    .await;
+    let listed = service.list("erin", "", "").await.expect("erin lists");
+    let failed_email = &listed[0];
+    assert_eq!(
+        failed_email.subject,
+        format!("Your refund for order {order_id} could not be completed")
+    );
+    assert!(
+        failed_email.body.contains("we will be in touch"),
+        "{}",
+        failed_email.body
+    );
+    assert!(failed_email.body.contains("Refund: EUR 7.00"), "{}", failed_email.body);
+    for internal in ["card_expired", "provider", "acct_4242"] {
+        assert!(!failed_email.body.contains(internal), "{}", failed_email.body);
+    }
 
     service.stop().await;
 }

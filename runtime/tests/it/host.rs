@@ -9,7 +9,7 @@ use shop_runtime::{
     CancellationToken, Listeners,
     config::{DatabaseSettings, EnvReader, MessagingSettings, ServiceBasics},
     grpc,
-    host::{Host, HostError},
+    host::{Bus, Host, HostError},
     registry,
     topology::TopologyError,
 };
@@ -38,7 +38,15 @@ fn notify_basics(grace: &str) -> ServiceBasics {
     ServiceBasics::read(&mut env, &registry::NOTIFY)
 }
 
-/// svc-notify's parts (its database, NATS, its consumer) on a host.
+/// svc-notify's consumers, each handled by doing nothing.
+async fn spawn_notify_consumers(host: &mut Host, bus: &Bus) -> anyhow::Result<()> {
+    for consumer in ["notify-orders", "notify-payments"] {
+        host.spawn_consumer(bus, consumer, ignore()).await?;
+    }
+    Ok(())
+}
+
+/// svc-notify's parts (its database, NATS, its consumers) on a host.
 async fn notify_host(
     (database, messaging): (DatabaseSettings, MessagingSettings),
     shutdown: CancellationToken,
@@ -47,7 +55,7 @@ async fn notify_host(
     host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
         .await?;
     let bus = host.nats(&messaging).await?;
-    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    spawn_notify_consumers(&mut host, &bus).await?;
     Ok(host)
 }
 
@@ -91,10 +99,10 @@ async fn a_service_that_does_not_handle_its_declared_consumer_does_not_start() -
     let err = host
         .serve(router, health, Listeners::ephemeral().await?)
         .await
-        .expect_err("notify-orders has no handler");
+        .expect_err("notify's consumers have no handler");
     assert_eq!(
         err.to_string(),
-        "svc-notify has no handler for notify-orders, declared for it in nats/consumers"
+        "svc-notify has no handler for notify-orders, notify-payments, declared for it in nats/consumers"
     );
     Ok(())
 }
@@ -235,7 +243,7 @@ async fn a_draining_service_says_so_at_once_serves_a_moment_longer_and_ends_with
     host.postgres(&database, sqlx::migrate::Migrator::with_migrations(vec![]))
         .await?;
     let bus = host.nats(&messaging).await?;
-    host.spawn_consumer(&bus, "notify-orders", ignore()).await?;
+    spawn_notify_consumers(&mut host, &bus).await?;
     // A task that never finishes: the grace period ends it.
     host.spawn(std::future::pending());
     let (admin, grpc_addr, serving) = serve_both(host).await?;
