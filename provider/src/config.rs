@@ -46,7 +46,10 @@ pub struct WebhookSettings {
     pub secret: WebhookSecret,
 }
 
-pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 12111);
+pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    shop_runtime::registry::PAYMENT_PROVIDER_PORT,
+);
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {

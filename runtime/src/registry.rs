@@ -103,6 +103,11 @@ pub const GATEWAY: ServiceSpec = ServiceSpec {
     url_vars: &[],
 };
 
+/// Where the payment provider emulator (`shop-provider`) listens when
+/// nothing says otherwise, on loopback: where svc-payment looks for its
+/// provider unless told.
+pub const PAYMENT_PROVIDER_PORT: u16 = 12111;
+
 /// Where the gateway takes the payment provider's webhooks, on its public
 /// port (the provider is told `http://<gateway><this>`).
 pub const PAYMENT_WEBHOOKS_PATH: &str = "/webhooks/payments";

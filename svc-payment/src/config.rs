@@ -20,10 +20,10 @@ pub struct Config {
     /// failed (default 3). Calls the provider refused do not count: they
     /// are retried for as long as it stays away.
     pub max_attempts: u32,
-    /// `PAYMENT_PROVIDER_URL`: the payment provider's HTTP API (e.g. the
-    /// `payment-provider` emulator at `http://127.0.0.1:12111`). Unset: the
-    /// simulator in svc-payment's own database.
-    pub provider_url: Option<Url>,
+    /// `PAYMENT_PROVIDER_URL`: the payment provider's HTTP API (default
+    /// `http://127.0.0.1:12111`, where the `payment-provider` emulator
+    /// listens).
+    pub provider_url: Url,
     /// `PAYMENT_WEBHOOK_SECRET`, then `PAYMENT_WEBHOOK_PREVIOUS_SECRET`:
     /// the secrets a provider webhook's signature may verify against (the
     /// previous one while a rotation is under way). None: every webhook
@@ -39,6 +39,12 @@ pub struct Config {
     pub return_url: Option<String>,
 }
 
+/// The emulator where it listens unless told otherwise.
+fn emulator_url() -> Url {
+    let port = shop_runtime::registry::PAYMENT_PROVIDER_PORT;
+    Url::parse(&format!("http://127.0.0.1:{port}")).expect("a valid URL")
+}
+
 impl shop_runtime::config::HasBasics for Config {
     fn basics(&self) -> &shop_runtime::config::ServiceBasics {
         self.service.basics()
@@ -51,12 +57,10 @@ impl Config {
     }
 
     pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
-        let provider_url: Option<Url> = env.optional("PAYMENT_PROVIDER_URL", "e.g. http://127.0.0.1:12111");
-        if let Some(url) = &provider_url
-            && !matches!(url.scheme(), "http" | "https")
-        {
+        let provider_url: Url = env.or("PAYMENT_PROVIDER_URL", emulator_url(), "e.g. http://127.0.0.1:12111");
+        if !matches!(provider_url.scheme(), "http" | "https") {
             env.problem(format!(
-                "PAYMENT_PROVIDER_URL={url} is not an http(s) URL (e.g. http://127.0.0.1:12111)"
+                "PAYMENT_PROVIDER_URL={provider_url} is not an http(s) URL (e.g. http://127.0.0.1:12111)"
             ));
         }
         let return_url: Option<String> =
@@ -101,21 +105,47 @@ mod tests {
     }
 
     #[test]
-    fn without_a_provider_url_the_simulator_charges() {
+    fn by_default_it_charges_through_the_emulator_and_refuses_every_webhook() {
         let config = Config::read(EnvReader::from_map(base())).expect("valid");
-        assert_eq!(config.provider_url, None);
+        assert_eq!(config.provider_url.as_str(), "http://127.0.0.1:12111/");
         assert_eq!(config.provider_timeout, Duration::from_secs(5));
+        assert!(config.webhook_secrets.is_empty());
+        assert_eq!(config.reconcile_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn reads_both_webhook_secrets_in_order_and_never_shows_them() {
+        let (current, previous) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        );
+        let mut env = base();
+        env.extend([
+            ("PAYMENT_WEBHOOK_SECRET", current.into()),
+            ("PAYMENT_WEBHOOK_PREVIOUS_SECRET", previous.into()),
+            ("PAYMENT_RECONCILE_INTERVAL", "500ms".into()),
+        ]);
+        let config = Config::read(EnvReader::from_map(env)).expect("valid");
+        let secrets: Vec<&str> = config.webhook_secrets.iter().map(WebhookSecret::expose).collect();
+        assert_eq!(secrets, [current, previous]);
+        assert_eq!(config.reconcile_interval, Duration::from_millis(500));
+        let logged = format!("{config:?}");
+        assert!(!logged.contains("MfKQ9r8") && !logged.contains("C2FVsBQ"), "{logged}");
+        assert!(logged.contains("whsec_***"), "{logged}");
+
+        // The previous one alone: a rotation's last step, or a slip.
+        let mut env = base();
+        env.push(("PAYMENT_WEBHOOK_PREVIOUS_SECRET", previous.into()));
+        let config = Config::read(EnvReader::from_map(env)).expect("valid");
+        assert_eq!(config.webhook_secrets.len(), 1);
     }
 
     #[test]
     fn reads_the_provider_url() {
         let mut env = base();
-        env.push(("PAYMENT_PROVIDER_URL", "http://127.0.0.1:12111".into()));
+        env.push(("PAYMENT_PROVIDER_URL", "https://payments.example/api".into()));
         let config = Config::read(EnvReader::from_map(env)).expect("valid");
-        assert_eq!(
-            config.provider_url.map(String::from).as_deref(),
-            Some("http://127.0.0.1:12111/")
-        );
+        assert_eq!(config.provider_url.as_str(), "https://payments.example/api");
     }
 
     #[test]
@@ -126,6 +156,9 @@ mod tests {
                 ("PAYMENT_PROVIDER_URL", url.into()),
                 ("PAYMENT_PROVIDER_TIMEOUT", "0s".into()),
                 ("PAYMENT_MAX_ATTEMPTS", "none".into()),
+                ("PAYMENT_WEBHOOK_SECRET", "hunter2".into()),
+                ("PAYMENT_WEBHOOK_PREVIOUS_SECRET", "whsec_".into()),
+                ("PAYMENT_RECONCILE_INTERVAL", "0s".into()),
             ]);
             let err = Config::read(EnvReader::from_map(env)).expect_err("bad settings");
             let text = err.to_string();
@@ -133,10 +166,14 @@ mod tests {
                 "PAYMENT_PROVIDER_URL",
                 "PAYMENT_PROVIDER_TIMEOUT",
                 "PAYMENT_MAX_ATTEMPTS",
+                "PAYMENT_WEBHOOK_SECRET",
+                "PAYMENT_WEBHOOK_PREVIOUS_SECRET",
+                "PAYMENT_RECONCILE_INTERVAL",
             ] {
                 assert!(text.contains(key), "{key} missing from {text}");
             }
-            assert_eq!(err.problems.len(), 3, "{url}: {text}");
+            assert!(!text.contains("hunter2"), "a bad secret is not echoed: {text}");
+            assert_eq!(err.problems.len(), 6, "{url}: {text}");
         }
     }
 

@@ -1,10 +1,9 @@
 //! svc-payment: charges for reserved orders.
 //!
 //! Serves `shop.payment.v1.PaymentService` and plays the payment part of the
-//! checkout saga ([`saga`]) against a [`provider::PaymentProvider`]: a
-//! provider's HTTP API ([`provider::HttpProvider`]) when
-//! `PAYMENT_PROVIDER_URL` is set, else the deterministic
-//! [`provider::SimulatedProvider`].
+//! checkout saga ([`saga`]) against a [`provider::PaymentProvider`]: the
+//! provider's HTTP API at `PAYMENT_PROVIDER_URL` ([`provider::HttpProvider`];
+//! in development, the `payment-provider` emulator).
 
 mod api;
 pub mod config;
@@ -46,47 +45,37 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     host.spawn_relay(&bus, &pool, &outbox);
     let (router, health) = grpc::router_with_basics(SERVICES, config.service.identity.clone())?;
     let router = router.add_service(PaymentServiceServer::new(api::PaymentApi { pool: pool.clone() }));
-    let router = match &config.provider_url {
-        Some(url) => {
-            let provider = provider::HttpProvider::new(url.clone(), config.provider_timeout)
-                .map_err(|e| HostError::setup("the payment provider's client", e))?
-                .with_return_url(config.return_url.clone());
-            tracing::info!(%url, "charging through the payment provider's HTTP API");
-            let provider = Arc::new(provider);
-            let saga = spawn_saga(&mut host, &bus, &pool, &outbox, &config, provider.clone()).await?;
-            let refunds = |provider| refund_saga::RefundSaga {
-                pool: pool.clone(),
-                outbox: outbox.clone(),
-                provider,
-                provider_timeout: config.provider_timeout,
-            };
-            host.spawn_consumer(&bus, refund_saga::REFUNDS_CONSUMER, refunds(provider.clone()))
-                .await?;
-            let settlement = Arc::new(settlement::Settlement {
-                pool: pool.clone(),
-                refunds: Arc::new(refunds(provider.clone())),
-                provider,
-                saga,
-            });
-            if config.webhook_secrets.is_empty() {
-                tracing::warn!(
-                    "no PAYMENT_WEBHOOK_SECRET: every webhook is refused; reconciliation alone settles payments"
-                );
-            }
-            let shutdown = host.shutdown();
-            host.spawn(settlement.clone().run(config.reconcile_interval, shutdown));
-            router.add_service(PaymentWebhookServiceServer::new(webhooks::WebhookApi {
-                pool,
-                secrets: config.webhook_secrets.clone(),
-                settlement,
-            }))
-        }
-        None => {
-            let provider = provider::SimulatedProvider::new(pool.clone());
-            spawn_saga(&mut host, &bus, &pool, &outbox, &config, Arc::new(provider)).await?;
-            router
-        }
+    let url = &config.provider_url;
+    let provider = provider::HttpProvider::new(url.clone(), config.provider_timeout)
+        .map_err(|e| HostError::setup("the payment provider's client", e))?
+        .with_return_url(config.return_url.clone());
+    tracing::info!(%url, "charging through the payment provider's HTTP API");
+    let provider = Arc::new(provider);
+    let saga = spawn_saga(&mut host, &bus, &pool, &outbox, &config, provider.clone()).await?;
+    let refunds = |provider| refund_saga::RefundSaga {
+        pool: pool.clone(),
+        outbox: outbox.clone(),
+        provider,
+        provider_timeout: config.provider_timeout,
     };
+    host.spawn_consumer(&bus, refund_saga::REFUNDS_CONSUMER, refunds(provider.clone()))
+        .await?;
+    let settlement = Arc::new(settlement::Settlement {
+        pool: pool.clone(),
+        refunds: Arc::new(refunds(provider.clone())),
+        provider,
+        saga,
+    });
+    if config.webhook_secrets.is_empty() {
+        tracing::warn!("no PAYMENT_WEBHOOK_SECRET: every webhook is refused; reconciliation alone settles payments");
+    }
+    let shutdown = host.shutdown();
+    host.spawn(settlement.clone().run(config.reconcile_interval, shutdown));
+    let router = router.add_service(PaymentWebhookServiceServer::new(webhooks::WebhookApi {
+        pool,
+        secrets: config.webhook_secrets.clone(),
+        settlement,
+    }));
     host.serve(router, health, listeners).await
 }
 

@@ -1,8 +1,6 @@
-//! The payment provider interface and its two implementations: the
-//! deterministic simulator in svc-payment's own database
-//! ([`SimulatedProvider`], the default) and a Stripe-shaped HTTP API such as
-//! the `shop-provider` emulator ([`HttpProvider`], with
-//! `PAYMENT_PROVIDER_URL`).
+//! The payment provider interface and its implementation over a
+//! Stripe-shaped HTTP API ([`HttpProvider`], at `PAYMENT_PROVIDER_URL`),
+//! which the `shop-provider` emulator speaks.
 //!
 //! Every call carries the payment's idempotency key: the provider makes at
 //! most one charge per key, so a call that timed out can be retried safely
@@ -13,7 +11,6 @@ mod http;
 use std::future::Future;
 
 use shop_runtime::values::Money;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{domain::Standing, refunds};
@@ -135,117 +132,4 @@ pub struct ProviderEvent {
     pub id: String,
     /// The charge (intent) it concerns, directly or through a refund of it.
     pub charge_id: Option<String>,
-}
-
-/// Deterministic provider driven by the payment method token:
-/// `pm_card_ok` succeeds, `pm_card_declined` is declined, `pm_card_timeout`
-/// makes the charge but loses the first answer (a timeout), so only a retry
-/// with the same key learns the outcome. Any other token is declined.
-/// [`set_outage`](Self::set_outage) takes the whole provider down and back.
-#[derive(Clone)]
-pub struct SimulatedProvider {
-    pool: PgPool,
-}
-
-impl SimulatedProvider {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    /// Takes the simulated provider down (every call fails as unreachable)
-    /// or brings it back, for every replica using this database.
-    pub async fn set_outage(pool: &PgPool, down: bool) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE simulated_provider.switch SET down = $1")
-            .bind(down)
-            .execute(pool)
-            .await
-            .map(drop)
-    }
-
-    async fn reachable(&self) -> Result<(), ProviderError> {
-        let down: bool = sqlx::query_scalar("SELECT down FROM simulated_provider.switch")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        if down {
-            return Err(ProviderError::Unavailable("simulated outage".into()));
-        }
-        Ok(())
-    }
-}
-
-fn unavailable(e: sqlx::Error) -> ProviderError {
-    ProviderError::Unavailable(e.to_string())
-}
-
-impl PaymentProvider for SimulatedProvider {
-    async fn charge(
-        &self,
-        key: Uuid,
-        _order_id: &str,
-        amount: Money,
-        method: &str,
-    ) -> Result<ChargeOutcome, ProviderError> {
-        let status = if method == "pm_card_declined" || !method.starts_with("pm_card_") {
-            "declined"
-        } else {
-            "succeeded"
-        };
-        // One statement: nothing is charged, and no row comes back, while
-        // the provider is down.
-        let charged: Option<(Uuid, String, i32)> = sqlx::query_as(
-            "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor, currency, status)
-             SELECT $1, $2, $3, $4, $5, $6 FROM simulated_provider.switch WHERE NOT down
-             ON CONFLICT (idempotency_key)
-             DO UPDATE SET calls = simulated_provider.charges.calls + 1, updated_at = clock_timestamp()
-             RETURNING charge_id, status, calls",
-        )
-        .bind(Uuid::now_v7())
-        .bind(key.to_string())
-        .bind(method)
-        .bind(amount.minor)
-        .bind(amount.currency.as_str())
-        .bind(status)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let Some((charge_id, stored_status, calls)) = charged else {
-            return Err(ProviderError::Unavailable("simulated outage".into()));
-        };
-        if method == "pm_card_timeout" && calls == 1 {
-            // The money moved, but the answer never reaches the caller.
-            return Err(ProviderError::Timeout);
-        }
-        Ok(match stored_status.as_str() {
-            "succeeded" | "refunded" => ChargeOutcome::Succeeded {
-                charge_id: charge_id.to_string(),
-            },
-            "voided" => ChargeOutcome::Declined {
-                reason: "voided".into(),
-            },
-            _ => ChargeOutcome::Declined {
-                reason: "card_declined".into(),
-            },
-        })
-    }
-
-    async fn refund_or_void(&self, key: Uuid) -> Result<(), ProviderError> {
-        self.reachable().await?;
-        // A void is recorded as a row too, so a late charge with this key
-        // finds it and does nothing.
-        sqlx::query(
-            "INSERT INTO simulated_provider.charges (charge_id, idempotency_key, payment_method, amount_minor, currency, status)
-             VALUES ($1, $2, '', 0, 'XXX', 'voided')
-             ON CONFLICT (idempotency_key) DO UPDATE
-                SET status = CASE WHEN simulated_provider.charges.status = 'succeeded' THEN 'refunded'
-                                  ELSE simulated_provider.charges.status END,
-                    updated_at = clock_timestamp()",
-        )
-        .bind(Uuid::now_v7())
-        .bind(key.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
 }
