@@ -2,8 +2,8 @@
 //! storefront makes them, for as long as the run lasts.
 //!
 //! Each worker plays a few customers and, from its own seeded generator,
-//! places orders directly or through the cart, with every payment method
-//! the simulator knows (approved, declined, charged with a lost answer),
+//! places orders directly or through the cart, with the emulator's test
+//! cards that settle at once (approved, declined, charged with a lost answer),
 //! buys the last units of the scarcest SKU, and cancels some orders soon
 //! after placing them. A call that fails is tried again under the same
 //! idempotency key, as a client should, and the failure is counted by its
@@ -28,7 +28,8 @@ use crate::client::authorized;
 /// SKUs with plenty of stock, and the one that sells out (10 on hand).
 const PLENTY: &[&str] = &["SKU-MUG-001", "SKU-TEE-001", "SKU-CAP-001", "SKU-PEN-001"];
 const SCARCE: &str = "SKU-BAG-001";
-/// The simulator's methods: approved, declined, charged with its answer lost.
+/// The emulator's test cards that settle at once: approved, declined,
+/// charged with its answer lost.
 const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
 /// Attempts per call (the same idempotency key each time).
 pub(crate) const ATTEMPTS: u32 = 3;

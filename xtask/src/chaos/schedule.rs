@@ -43,7 +43,7 @@ pub(super) enum Fault {
     FreezePostgres,
     RestartPostgres,
     RestartRedis,
-    /// The payment simulator's outage switch.
+    /// The payment provider emulator's `outage` knob: every call refused.
     ProviderOutage,
     Link(Link, LinkFault),
     /// Events already handled, published again under new message ids:
