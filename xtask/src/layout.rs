@@ -322,6 +322,14 @@ impl Layout {
             .map(|port| format!("http://127.0.0.1:{port}{}", registry::PAYMENT_WEBHOOKS_PATH))
     }
 
+    /// Where the provider's 3-D Secure page sends a customer back
+    /// (`PAYMENT_RETURN_URL`): the storefront's page of the order, on the
+    /// first gateway.
+    pub(crate) fn payment_return_url(&self) -> Option<String> {
+        self.gateway_port()
+            .map(|port| format!("http://127.0.0.1:{port}/#/orders/{{order_id}}"))
+    }
+
     /// The gRPC port of the first gateway.
     pub(crate) fn gateway_port(&self) -> Option<u16> {
         self.gateway_ports().first().copied()

@@ -404,6 +404,11 @@ pub(crate) fn service_command(
         if let Infra::Start(_) = layout.provider {
             command.env("PAYMENT_WEBHOOK_SECRET", dev_webhook_secret(data)?.expose());
         }
+        if let Some(url) = layout.payment_return_url()
+            && std::env::var_os("PAYMENT_RETURN_URL").is_none()
+        {
+            command.env("PAYMENT_RETURN_URL", url);
+        }
     }
     for (var, value) in &layout.service_env {
         command.env(var, value);
@@ -540,6 +545,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&data);
 
         assert_eq!(payment["PAYMENT_PROVIDER_URL"], "http://127.0.0.1:12111");
+        assert_eq!(
+            payment["PAYMENT_RETURN_URL"],
+            "http://127.0.0.1:8080/#/orders/{order_id}"
+        );
         assert_eq!(provider["PROVIDER_LISTEN_ADDR"], "127.0.0.1:12111");
         assert_eq!(
             provider["PROVIDER_WEBHOOK_URL"],
