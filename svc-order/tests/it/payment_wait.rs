@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use shop_harness::{Service, Stack, StackOptions, eventually, line};
+use async_nats::jetstream;
+use shop_harness::{Service, Stack, StackOptions, line};
 use shop_proto::{
     events::v1 as ev,
     order::v1::{
@@ -14,9 +14,8 @@ use shop_proto::{
         WatchOrderRequest,
     },
 };
-use shop_runtime::event::{self, Event, OutgoingEvent};
 
-type TestResult = anyhow::Result<()>;
+use crate::{TestResult, handled, publish};
 
 /// A stack whose svc-payment is down (and whatever else `held_back` says):
 /// an order waits at RESERVED for the payment events a test publishes.
@@ -43,22 +42,6 @@ async fn get(stack: &Stack, user: &str, order_id: &str) -> anyhow::Result<Order>
     Ok(stack.orders(user).await?.get_order(request).await?.into_inner())
 }
 
-/// Publishes `event` as its service's outbox would.
-async fn publish<E: Event>(js: &jetstream::Context, event: &E) -> TestResult {
-    let out = OutgoingEvent::new(event)?;
-    let headers = event::headers(
-        out.event_id,
-        out.event_type,
-        "svc-payment",
-        &out.key,
-        out.occurred_at,
-        &Default::default(),
-    );
-    let message = PublishMessage::build().payload(out.payload.into()).headers(headers);
-    js.send_publish(out.subject, message).await?.await?;
-    Ok(())
-}
-
 /// `payments.awaiting` for the order: the customer must act at `url`, or
 /// (empty) the charge is processing.
 async fn awaiting(js: &jetstream::Context, order: &Order, url: &str) -> TestResult {
@@ -69,16 +52,6 @@ async fn awaiting(js: &jetstream::Context, order: &Order, url: &str) -> TestResu
         next_action_url: url.into(),
     };
     publish(js, &event).await
-}
-
-/// Waits until svc-order's consumer `name` has handled everything it got.
-async fn handled(js: &jetstream::Context, name: &str) -> TestResult {
-    eventually(&format!("{name} to be idle"), || async {
-        let backlogs = shop_runtime::topology::backlogs(js).await?;
-        let backlog = backlogs.iter().find(|b| b.consumer == name);
-        Ok(backlog.is_some_and(|b| b.state.is_some() && b.is_idle()).then_some(()))
-    })
-    .await
 }
 
 /// `(status, payment_wait, next_action_url)` as the API shows them.
