@@ -15,6 +15,9 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
   const list = h("ul", { class: "products", "aria-label": "Products" });
   const pager = h("nav", { "aria-label": "Pages", class: "pager" });
   const live = h("p", { "aria-live": "polite", class: "notice" });
+  // Before the first await: a search submitted while the categories load
+  // calls load(), which takes the next listing from it.
+  const listings = new Latest();
 
   const form = h(
     "form",
@@ -46,7 +49,6 @@ export async function catalogView(app: App, root: HTMLElement): Promise<void> {
     live.textContent = app.problem(error);
   }
 
-  const listings = new Latest();
   async function load(): Promise<void> {
     const signal = listings.next();
     list.setAttribute("aria-busy", "true");
