@@ -11,6 +11,7 @@ import { PaymentService } from "./gen/shop/payment/v1/payment_pb";
 import { DevTokens, OidcTokens, saveSession, savedSession, type Session, type TokenSource } from "./auth";
 import type { Config } from "./config";
 import { describe } from "./errors";
+import type { BankAnswer } from "./payment";
 
 export class App {
   readonly catalog: Client<typeof CatalogService>;
@@ -22,6 +23,8 @@ export class App {
   session: Session | undefined = savedSession();
   /** Shown once on the next page drawn (e.g. why sign-in is asked for). */
   notice = "";
+  /** What the bank answered, when the provider's page sent the shopper back. */
+  bankAnswer: BankAnswer | undefined;
 
   constructor(config: Config, readonly onSessionChange: () => void) {
     const bearer: Interceptor = (next) => async (request) => {

@@ -6,13 +6,8 @@ import type { App } from "./app";
 import { h, show } from "./dom";
 import type { Cart } from "./gen/shop/cart/v1/cart_pb";
 import { money } from "./money";
+import { PAYMENT_METHODS } from "./payment";
 
-/** The payment methods the shop takes, test cards included. */
-const PAYMENT_METHODS: [string, string][] = [
-  ["pm_card_ok", "Card (test: approved)"],
-  ["pm_card_declined", "Card (test: declined)"],
-  ["pm_card_timeout", "Card (test: provider times out)"],
-];
 
 const ATTEMPT_KEY = "shop.checkout-attempt";
 

@@ -8,6 +8,7 @@ import { loadConfig } from "./config";
 import { h, show } from "./dom";
 import { orderView } from "./order";
 import { ordersView } from "./orders";
+import { takeBankAnswer } from "./payment";
 import { signInView } from "./signin";
 
 const SIGNED_IN_ONLY = /^#\/(cart|orders)/;
@@ -28,6 +29,7 @@ async function start(): Promise<void> {
   } catch (error) {
     app.notice = String(error);
   }
+  app.bankAnswer = takeBankAnswer();
 
   function drawAccount(): void {
     show(

@@ -1,14 +1,18 @@
 // One order, live: WatchOrder over gRPC-web shows Pending → Reserved →
-// Confirmed (or Cancelled, with the reason in words) as they happen; a
-// dropped stream reconnects and resumes from the order's current state.
+// Confirmed (or Cancelled, with the reason in words) as they happen, and
+// what a reserved order's payment waits for (the customer's bank, or a
+// payment that settles later); a dropped stream reconnects and resumes
+// from the order's current state. A confirmed order shows its refunds.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { App } from "./app";
 import { h, show } from "./dom";
-import { CancelReason, type Order, OrderStatus } from "./gen/shop/order/v1/order_pb";
+import { CancelReason, type Order, OrderStatus, PaymentWait } from "./gen/shop/order/v1/order_pb";
 import { PaymentStatus } from "./gen/shop/payment/v1/payment_pb";
 import { money } from "./money";
+import { paymentStep, WAIT_WORDS } from "./payment";
+import { refundPending, refundsSection } from "./refunds";
 
 export const STATUS_WORDS: Record<OrderStatus, string> = {
   [OrderStatus.UNSPECIFIED]: "Unknown",
@@ -41,10 +45,24 @@ const PAYMENT_WORDS: Record<PaymentStatus, string> = {
   [PaymentStatus.REQUIRES_ACTION]: "waiting for your bank's confirmation",
 };
 
+/** The step of the progress timeline: what a reserved order waits for. */
+const WAIT_STEPS: Record<PaymentWait, string> = {
+  [PaymentWait.UNSPECIFIED]: "",
+  [PaymentWait.PROCESSING]: "Processing",
+  [PaymentWait.CUSTOMER_ACTION]: "Waiting for your bank",
+};
+
 export function statusText(order: Order): string {
   const words = STATUS_WORDS[order.status];
   const reason = REASON_WORDS[order.cancelReason];
-  return order.status === OrderStatus.CANCELLED && reason ? `${words}: ${reason}` : words;
+  if (order.status === OrderStatus.CANCELLED && reason) return `${words}: ${reason}`;
+  const wait = WAIT_WORDS[order.paymentWait];
+  if (order.status === OrderStatus.RESERVED && wait) return `${words}: ${wait}`;
+  return words;
+}
+
+function step(order: Order): string {
+  return (order.status === OrderStatus.RESERVED && WAIT_STEPS[order.paymentWait]) || STATUS_WORDS[order.status];
 }
 
 /** Past the checkout: confirmed (refunded since, perhaps) or cancelled. */
@@ -58,10 +76,26 @@ export async function orderView(app: App, root: HTMLElement, orderId: string, si
   const status = h("p", { role: "status", class: "status" }, "Loading…");
   const seen = h("ol", { class: "timeline", "aria-label": "Progress" });
   const alert = h("p", { role: "alert", class: "problem" });
+  const next = h("div");
   const details = h("div");
   const actions = h("div");
+  const refunds = h("div");
   const after = h("div");
-  show(root, h("h1", {}, "Order"), h("p", { class: "meta" }, orderId), status, seen, alert, actions, details, after);
+  show(
+    root,
+    h("h1", {}, "Order"),
+    h("p", { class: "meta" }, orderId),
+    status,
+    seen,
+    alert,
+    next,
+    actions,
+    details,
+    refunds,
+    after,
+  );
+  // Back from the bank's page: what it answered, for this order.
+  const answer = app.bankAnswer?.orderId === orderId ? app.bankAnswer : undefined;
 
   // Orders carry SKUs; the catalog has their names (looked up once).
   const names = new Map<string, string>();
@@ -78,14 +112,21 @@ export async function orderView(app: App, root: HTMLElement, orderId: string, si
     }
   }
 
-  const steps: OrderStatus[] = [];
+  const steps: string[] = [];
+  let afterwards = false;
   function draw(order: Order): void {
     latest = order;
     if (!named) void lookUpNames(order);
     status.textContent = statusText(order);
-    if (steps[steps.length - 1] !== order.status) {
-      steps.push(order.status);
-      seen.append(h("li", {}, STATUS_WORDS[order.status]));
+    if (steps[steps.length - 1] !== step(order)) {
+      steps.push(step(order));
+      seen.append(h("li", {}, step(order)));
+    }
+    show(next, paymentStep(order, answer));
+    show(refunds, refundsSection(order, names));
+    if (settled(order) && !afterwards) {
+      afterwards = true;
+      void drawAfterwards(app, orderId, after);
     }
     show(
       details,
@@ -122,8 +163,35 @@ export async function orderView(app: App, root: HTMLElement, orderId: string, si
   }
 
   const last = await watch(app, orderId, signal, draw, (text) => (alert.textContent = text));
-  if (last && settled(last) && !signal.aborted) await drawAfterwards(app, orderId, after);
+  if (last && settled(last)) await followRefunds(app, orderId, signal, draw, last);
 }
+
+/**
+ * A settled order's watch has ended; a refund still pending settles later:
+ * look again every few seconds until none is.
+ */
+async function followRefunds(
+  app: App,
+  orderId: string,
+  signal: AbortSignal,
+  draw: (order: Order) => void,
+  order: Order,
+): Promise<void> {
+  while (refundPending(order) && !signal.aborted) {
+    await new Promise((resume) => setTimeout(resume, 2000));
+    if (signal.aborted) return;
+    try {
+      order = await app.orders.getOrder({ orderId }, { signal });
+      draw(order);
+    } catch (error) {
+      // The page still shows the last look; the next may fare better.
+      if (FINAL.includes(ConnectError.from(error).code)) return;
+    }
+  }
+}
+
+/** Failures that looking again does not mend. */
+const FINAL = [Code.NotFound, Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument];
 
 /**
  * Follows the order until it settles, reconnecting when the stream drops;
@@ -150,7 +218,7 @@ async function watch(
     } catch (error) {
       if (signal.aborted) return last;
       const failure = ConnectError.from(error);
-      if ([Code.NotFound, Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument].includes(failure.code)) {
+      if (FINAL.includes(failure.code)) {
         problem(app.problem(error));
         return last;
       }

@@ -1,10 +1,11 @@
-// Order history, a page at a time.
+// Order history, a page at a time, each order's status in words.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { App } from "./app";
 import { h, Latest, show } from "./dom";
 import { money } from "./money";
 import { statusText } from "./order";
+import { refunded } from "./refunds";
 
 export async function ordersView(app: App, root: HTMLElement): Promise<void> {
   const tokens = [""];
@@ -27,6 +28,7 @@ export async function ordersView(app: App, root: HTMLElement): Promise<void> {
             {},
             h("a", { href: `#/orders/${order.orderId}` }, order.createdAt ? timestampDate(order.createdAt).toLocaleString("en") : order.orderId),
             ` — ${statusText(order)} — ${money(order.total)}`,
+            order.refunds.length > 0 && `, ${money(refunded(order))} refunded`,
           ),
         ),
       );
