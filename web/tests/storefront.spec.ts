@@ -1,8 +1,12 @@
 // The storefront end to end: a shopper in Chromium, the real gateway,
 // services, NATS, PostgreSQL and Redis behind it.
 
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { expect, test, type Page } from "@playwright/test";
 import { appendFileSync, mkdirSync } from "node:fs";
+import { DevAuthService } from "../src/gen/shop/auth/v1/auth_pb";
+import { OrderService } from "../src/gen/shop/order/v1/order_pb";
 
 const SCREENS = "test-results/screens";
 mkdirSync(SCREENS, { recursive: true });
@@ -57,6 +61,34 @@ async function checkOut(page: Page, method: string): Promise<void> {
   await page.getByLabel("Payment method").selectOption(method);
   await page.getByRole("button", { name: "Check out" }).click();
   await expect(page).toHaveURL(/#\/orders\/[0-9a-f-]{36}$/);
+}
+
+const SHOP_URL = process.env.SHOP_URL ?? "http://127.0.0.1:8080";
+
+/** The id of the order whose page is shown. */
+function shownOrder(page: Page): string {
+  const id = new URL(page.url()).hash.match(/^#\/orders\/([0-9a-f-]{36})$/)?.[1];
+  if (!id) throw new Error(`not an order's page: ${page.url()}`);
+  return id;
+}
+
+/** OrderService as an admin, through the gateway, with a development token. */
+async function adminOrders(): Promise<Client<typeof OrderService>> {
+  const baseUrl = SHOP_URL;
+  const { accessToken } = await createClient(DevAuthService, createGrpcWebTransport({ baseUrl })).issueToken({
+    userId: `ops-${Date.now().toString(36)}`,
+    roles: ["admin"],
+  });
+  const transport = createGrpcWebTransport({
+    baseUrl,
+    interceptors: [
+      (next) => (request) => {
+        request.header.set("authorization", `Bearer ${accessToken}`);
+        return next(request);
+      },
+    ],
+  });
+  return createClient(OrderService, transport);
 }
 
 const PAYMENT_GROUP = Number(process.env.SHOP_PAYMENT_PROCESS_GROUP);
@@ -264,4 +296,88 @@ test("a dropped order stream reconnects and resumes without a reload", async ({ 
   // The payment, let through only now, reaches the page over the resumed stream.
   await expect(page.getByRole("status")).toContainText("Confirmed", { timeout: 45_000 });
   expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+});
+
+test("a card that asks the bank to confirm: to the bank's page and back, confirmed live", async ({ page }) => {
+  await signIn(page, "careful");
+  await search(page, "wool socks");
+  await addToCart(page, "Wool socks");
+  await checkOut(page, "pm_card_3ds");
+  const order = shownOrder(page);
+  await expect(page.getByRole("status")).toContainText("Reserved");
+  const confirm = page.getByRole("link", { name: "Confirm with your bank" });
+  await expect(confirm).toBeVisible();
+  await screenshot(page, "order-confirm-with-bank");
+
+  // The provider's page, in the same tab, on the provider's origin.
+  await confirm.click();
+  await expect(page.getByRole("button", { name: "Complete authentication" })).toBeVisible();
+  expect(new URL(page.url()).origin).not.toBe(new URL(SHOP_URL).origin);
+  await page.getByRole("button", { name: "Complete authentication" }).click();
+
+  // Back on the order's page, signed in still, and the payment lands live.
+  await expect(page).toHaveURL(new RegExp(`#/orders/${order}$`));
+  await expect(page.getByRole("status")).toContainText("Confirmed");
+  await expect(page.getByRole("link", { name: "Confirm with your bank" })).toHaveCount(0);
+  await expect(page.getByText(/Payment: paid, €14\.99/)).toBeVisible();
+  expect(new URL(page.url()).search, "the bank's answer is read once, then dropped").toBe("");
+});
+
+test("a bank that does not confirm: back on the order's page, Cancelled as declined", async ({ page }) => {
+  await signIn(page, "doubtful");
+  await search(page, "ribbed beanie");
+  await addToCart(page, "Ribbed beanie");
+  await checkOut(page, "pm_card_3ds");
+  const order = shownOrder(page);
+  await page.getByRole("link", { name: "Confirm with your bank" }).click();
+  await page.getByRole("button", { name: "Fail authentication" }).click();
+  await expect(page).toHaveURL(new RegExp(`#/orders/${order}$`));
+  await expect(page.getByRole("status")).toContainText("Cancelled: the payment was declined");
+  await expect(page.getByRole("link", { name: "Confirm with your bank" })).toHaveCount(0);
+});
+
+test("a payment that settles later shows Payment processing, then Confirmed", async ({ page }) => {
+  await signIn(page, "unhurried");
+  await search(page, "dot-grid notebook");
+  await addToCart(page, "Dot-grid notebook");
+  await checkOut(page, "pm_card_async");
+  await expect(page.getByText("Payment processing", { exact: true })).toBeVisible();
+  await expect(page.getByRole("status")).toContainText("Reserved: payment processing");
+  await screenshot(page, "order-payment-processing");
+  await expect(page.getByRole("status")).toContainText("Confirmed");
+  await expect(page.getByText("Payment processing", { exact: true })).toHaveCount(0);
+  await expect(page.getByRole("list", { name: "Progress" })).toContainText("Processing");
+});
+
+test("a refunded order shows its refund, and the history says Partially refunded", async ({ page }) => {
+  await signIn(page, "returning");
+  await search(page, "ink bottle");
+  await addToCart(page, "Ink bottle");
+  await search(page, "bud vase");
+  await addToCart(page, "Bud vase");
+  await checkOut(page, "pm_card_ok");
+  await expect(page.getByRole("status")).toContainText("Confirmed");
+  const order = shownOrder(page);
+
+  // An admin gives the ink back, through the gateway.
+  const admin = await adminOrders();
+  await admin.refundOrder({
+    orderId: order,
+    idempotencyKey: `return-${order}`,
+    lines: [{ sku: "SKU-INK-001", quantity: 1 }],
+    restock: true,
+  });
+
+  await page.reload();
+  const refunds = page.getByRole("list", { name: "Refunds" });
+  await expect(refunds).toContainText("€12.50");
+  // Pending at first, perhaps: the page looks again until it settles.
+  await expect(refunds).toContainText("succeeded", { timeout: 45_000 });
+  await expect(refunds).toContainText("1 × Ink bottle, back in stock");
+  await expect(page.getByRole("status")).toContainText("Partially refunded");
+  await expect(page.getByText("Refunded: €12.50 of €31.50")).toBeVisible();
+  await screenshot(page, "order-refunded");
+
+  await page.getByRole("link", { name: "Orders" }).click();
+  await expect(page.getByRole("list", { name: "Orders" })).toContainText("Partially refunded — €31.50, €12.50 refunded");
 });
