@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use reqwest::Url;
 use shop_provider::{
     Faults,
     domain::{LedgerLine, Status},
 };
 use shop_runtime::values::{Currency, Money};
-use svc_payment::provider::{ChargeOutcome, HttpProvider, PaymentProvider, ProviderError};
+use svc_payment::{
+    domain::{Standing, Wait},
+    provider::{ChargeOutcome, HttpProvider, PaymentProvider, ProviderError, ProviderRecords},
+};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -141,33 +144,54 @@ async fn a_declined_card_is_a_decline_with_its_reason_and_takes_nothing() -> any
 
 /// `processing` is not an outcome: the charge reads the intent again until
 /// it settles, within its deadline.
+/// A charge the provider settles later answers at once that it waits; what
+/// it became is read from the provider's records.
 #[tokio::test]
-async fn a_processing_charge_that_settles_within_the_deadline_is_its_outcome() -> anyhow::Result<()> {
+async fn a_processing_charge_answers_awaiting_and_its_outcome_is_read_later() -> anyhow::Result<()> {
     let emulator = Emulator::start(Duration::from_millis(300)).await?;
     let provider = emulator.provider()?;
 
-    charge_id(charge(&provider, Uuid::now_v7(), "pm_card_async").await)?;
-    let declined = charge(&provider, Uuid::now_v7(), "pm_card_async_declined").await;
-    assert!(
-        matches!(&declined, Ok(ChargeOutcome::Declined { reason }) if reason == "card_declined"),
-        "{declined:?}"
-    );
+    let mut outcomes = Vec::new();
+    for card in ["pm_card_async", "pm_card_async_declined"] {
+        let waiting = charge(&provider, Uuid::now_v7(), card).await;
+        let Ok(ChargeOutcome::Awaiting {
+            charge_id,
+            next_action_url: None,
+        }) = waiting
+        else {
+            bail!("{card}: awaiting, with nothing for the customer to do, expected; got {waiting:?}");
+        };
+        let read = provider
+            .read(&charge_id)
+            .await?
+            .context("the provider has the charge")?;
+        assert_eq!(read.standing, Standing::Awaiting(Wait::Processing), "{card}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        outcomes.push(provider.read(&charge_id).await?.context("still there")?);
+    }
+    assert_eq!(outcomes[0].standing, Standing::Captured, "{:?}", outcomes[0]);
+    assert_eq!(outcomes[1].standing, Standing::NothingHeld, "{:?}", outcomes[1]);
+    assert_eq!(outcomes[1].declined.as_deref(), Some("card_declined"));
     let captured: Vec<_> = emulator.ledger().await?.iter().map(|l| l.captured).collect();
     assert_eq!(captured, [1299, 0]);
     Ok(())
 }
 
 #[tokio::test]
-async fn an_unsettled_charge_is_a_timeout_and_its_void_cancels_it() -> anyhow::Result<()> {
-    // `processing` outlasts the deadline, and 3-D Secure waits for a person.
+async fn an_unsettled_charge_awaits_and_its_void_cancels_it() -> anyhow::Result<()> {
+    // `processing` outlasts the test, and 3-D Secure waits for a person.
     let emulator = Emulator::start(Duration::from_secs(30)).await?;
     let provider = emulator.provider()?;
 
     for card in ["pm_card_async", "pm_card_3ds"] {
         let key = Uuid::now_v7();
         let unsettled = charge(&provider, key, card).await;
-        assert!(
-            matches!(unsettled, Err(ProviderError::Timeout)),
+        let Ok(ChargeOutcome::Awaiting { next_action_url, .. }) = &unsettled else {
+            bail!("{card}: awaiting expected, got {unsettled:?}");
+        };
+        assert_eq!(
+            next_action_url.is_some(),
+            card == "pm_card_3ds",
             "{card}: {unsettled:?}"
         );
         provider.refund_or_void(key).await?;

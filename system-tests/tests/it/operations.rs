@@ -41,7 +41,15 @@ async fn every_service_serves_health_and_reflection_of_its_own_api() -> anyhow::
             Service::Inventory,
             &["shop.catalog.v1.CatalogService", "shop.inventory.v1.InventoryService"],
         ),
-        (Service::Payment, &["shop.payment.v1.PaymentService"]),
+        // The webhook intake too: the gateway routes it only from its
+        // HTTP endpoint, but it is svc-payment's own API.
+        (
+            Service::Payment,
+            &[
+                "shop.payment.v1.PaymentService",
+                "shop.payment.v1.PaymentWebhookService",
+            ],
+        ),
         (Service::Notify, &["shop.notify.v1.NotificationService"]),
     ];
     for (service, public) in expected {
