@@ -252,7 +252,10 @@ impl Shop {
         match to {
             order::Status::Confirmed => self.publish(state, Event::OrderConfirmed, o),
             order::Status::Cancelled(_) => self.publish(state, Event::OrderCancelled, o),
-            order::Status::Pending | order::Status::Reserved(_) => {}
+            order::Status::Pending
+            | order::Status::Reserved(_)
+            | order::Status::PartiallyRefunded
+            | order::Status::Refunded => {}
         }
     }
 

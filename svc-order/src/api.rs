@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     contract,
-    domain::{self, CatalogPrice, PaymentMethod, PricingError, Status as OrderStatus, Trigger},
+    domain::{self, CatalogPrice, PaymentMethod, PricingError, Trigger},
     saga::{self, Applied},
     store::{self, Cursor, OrderRecord},
     watch::Announcer,
@@ -40,12 +40,7 @@ fn to_proto(order: OrderRecord) -> pb::Order {
             amount_minor: minor,
         })
     };
-    let (status, cancel_reason) = match order.status {
-        OrderStatus::Pending => (pb::OrderStatus::Pending, pb::CancelReason::Unspecified),
-        OrderStatus::Reserved(_) => (pb::OrderStatus::Reserved, pb::CancelReason::Unspecified),
-        OrderStatus::Confirmed => (pb::OrderStatus::Confirmed, pb::CancelReason::Unspecified),
-        OrderStatus::Cancelled(reason) => (pb::OrderStatus::Cancelled, contract::cancel_reason(reason)),
-    };
+    let (status, cancel_reason) = contract::order_status(order.status);
     pb::Order {
         order_id: order.order_id.to_string(),
         user_id: order.user_id.clone(),

@@ -6,6 +6,20 @@ use shop_proto::order::v1 as pb;
 
 use crate::domain::{CancelReason, PaymentWait, Status};
 
+/// The status as `Order.status` shows it, with its cancel reason
+/// (`Unspecified` unless cancelled).
+pub(crate) fn order_status(status: Status) -> (pb::OrderStatus, pb::CancelReason) {
+    let shown = match status {
+        Status::Pending => pb::OrderStatus::Pending,
+        Status::Reserved(_) => pb::OrderStatus::Reserved,
+        Status::Confirmed => pb::OrderStatus::Confirmed,
+        Status::PartiallyRefunded => pb::OrderStatus::PartiallyRefunded,
+        Status::Refunded => pb::OrderStatus::Refunded,
+        Status::Cancelled(reason) => return (pb::OrderStatus::Cancelled, cancel_reason(reason)),
+    };
+    (shown, pb::CancelReason::Unspecified)
+}
+
 /// The reason as the contract spells it. `orders.cancelled` carries the same
 /// number in its own enum (`OrderCancelReason`), so this is the one mapping
 /// of both; a test holds the two enums to the same numbers.
@@ -26,9 +40,12 @@ pub(crate) fn payment_wait(status: Status) -> pb::PaymentWait {
     match status {
         Status::Reserved(Some(PaymentWait::Processing)) => pb::PaymentWait::Processing,
         Status::Reserved(Some(PaymentWait::CustomerAction)) => pb::PaymentWait::CustomerAction,
-        Status::Pending | Status::Reserved(None) | Status::Confirmed | Status::Cancelled(_) => {
-            pb::PaymentWait::Unspecified
-        }
+        Status::Pending
+        | Status::Reserved(None)
+        | Status::Confirmed
+        | Status::PartiallyRefunded
+        | Status::Refunded
+        | Status::Cancelled(_) => pb::PaymentWait::Unspecified,
     }
 }
 
@@ -66,6 +83,28 @@ mod tests {
         assert!(ev::OrderCancelReason::try_from(given.len() as i32 + 1).is_err());
     }
 
+    /// Each status is shown as the contract names it (and as messages
+    /// name it, `Status::name`), and the contract has no status the domain
+    /// cannot reach.
+    #[test]
+    fn every_status_is_shown_by_its_name_and_the_contract_has_no_other() {
+        let mut shown = Vec::new();
+        for status in crate::domain::tests::ALL_STATUSES {
+            let (number, reason) = order_status(status);
+            assert_eq!(
+                number.as_str_name(),
+                format!("ORDER_STATUS_{}", status.name()),
+                "{status:?}"
+            );
+            let cancelled = matches!(status, Status::Cancelled(_));
+            assert_eq!(reason != pb::CancelReason::Unspecified, cancelled, "{status:?}");
+            shown.push(number as i32);
+        }
+        for number in (1..).take_while(|n| pb::OrderStatus::try_from(*n).is_ok()) {
+            assert!(shown.contains(&number), "{:?}", pb::OrderStatus::try_from(number));
+        }
+    }
+
     #[test]
     fn only_a_reserved_order_shows_what_its_payment_waits_for() {
         assert_eq!(
@@ -76,9 +115,15 @@ mod tests {
             payment_wait(Status::Reserved(Some(PaymentWait::CustomerAction))),
             pb::PaymentWait::CustomerAction
         );
-        let others = [Status::Pending, Status::Reserved(None), Status::Confirmed]
-            .into_iter()
-            .chain(CancelReason::ALL.map(Status::Cancelled));
+        let others = [
+            Status::Pending,
+            Status::Reserved(None),
+            Status::Confirmed,
+            Status::PartiallyRefunded,
+            Status::Refunded,
+        ]
+        .into_iter()
+        .chain(CancelReason::ALL.map(Status::Cancelled));
         for status in others {
             assert_eq!(payment_wait(status), pb::PaymentWait::Unspecified, "{status:?}");
         }

@@ -1,19 +1,26 @@
 //! The order's domain: validated commands and the state machine.
 //!
 //! ```text
-//! PENDING ──reserved──▶ RESERVED ──committed──▶ CONFIRMED
-//!    │                     │  ▲
-//!    │      payment awaiting │  │ (processing, or the customer's action)
-//!    │                     ▼  │
-//!    └──────── CANCELLED ◀─┘  (out of stock, payment declined,
-//!                              reservation expired, customer cancelled,
-//!                              timed out, payment not authenticated)
+//! PENDING ──reserved──▶ RESERVED ──committed──▶ CONFIRMED ──all of it back──▶ REFUNDED
+//!    │                     │  ▲                       │                             ▲
+//!    │      payment awaiting │  │                     │ part back                   │ the rest back
+//!    │                     ▼  │                       ▼                             │
+//!    └──────── CANCELLED ◀─┘                     PARTIALLY_REFUNDED ────────────────┘
+//!     (out of stock, payment declined,              ⟲ another part back
+//!      reservation expired, customer cancelled,
+//!      timed out, payment not authenticated)       (payment awaiting: processing,
+//!                                                   or the customer's action)
 //! ```
 //! A RESERVED order also knows what its payment waits for
 //! ([`PaymentWait`]); an order whose payment waits for the customer and
 //! runs out of time (its reservation expired, its deadline passed) is
-//! cancelled `PaymentNotAuthenticated`. Every event and API call goes
-//! through [`decide`]; nothing else changes a status.
+//! cancelled `PaymentNotAuthenticated`. CONFIRMED and CANCELLED end the
+//! checkout ([`Status::is_terminal`]): the saga's triggers never move them.
+//! Only a refund that succeeded moves a confirmed order on, to
+//! PARTIALLY_REFUNDED or, once its succeeded refunds add up to its total,
+//! REFUNDED (what may be refunded is [`crate::refunds`]'s to say). Every
+//! event and API call goes through [`decide`]; nothing else changes a
+//! status.
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
@@ -85,12 +92,35 @@ pub enum Status {
     /// waits for, if it waits at all.
     Reserved(Option<PaymentWait>),
     Confirmed,
+    /// Confirmed, and part of its total given back by refunds that succeeded.
+    PartiallyRefunded,
+    /// Confirmed, and all of its total given back by refunds that succeeded.
+    Refunded,
     Cancelled(CancelReason),
 }
 
 impl Status {
+    /// The checkout is over: the order was confirmed (refunded since, or
+    /// not) or cancelled. The saga's triggers never move it; a confirmed
+    /// order moves on only by its refunds.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Confirmed | Self::Cancelled(_))
+        matches!(
+            self,
+            Self::Confirmed | Self::PartiallyRefunded | Self::Refunded | Self::Cancelled(_)
+        )
+    }
+
+    /// The status as the contract names it, without its prefix
+    /// (`ORDER_STATUS_CONFIRMED` is `CONFIRMED`), for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Reserved(_) => "RESERVED",
+            Self::Confirmed => "CONFIRMED",
+            Self::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            Self::Refunded => "REFUNDED",
+            Self::Cancelled(_) => "CANCELLED",
+        }
     }
 
     /// `(status, cancel_reason, payment_wait)` as stored.
@@ -99,6 +129,8 @@ impl Status {
             Self::Pending => ("pending", None, None),
             Self::Reserved(wait) => ("reserved", None, wait.map(PaymentWait::as_str)),
             Self::Confirmed => ("confirmed", None, None),
+            Self::PartiallyRefunded => ("partially_refunded", None, None),
+            Self::Refunded => ("refunded", None, None),
             Self::Cancelled(reason) => ("cancelled", Some(reason.as_str()), None),
         }
     }
@@ -111,6 +143,8 @@ impl Status {
                 Self::Reserved(Some(PaymentWait::ALL.into_iter().find(|p| p.as_str() == w)?))
             }
             ("confirmed", None, None) => Self::Confirmed,
+            ("partially_refunded", None, None) => Self::PartiallyRefunded,
+            ("refunded", None, None) => Self::Refunded,
             ("cancelled", Some(r), None) => Self::Cancelled(CancelReason::ALL.into_iter().find(|c| c.as_str() == r)?),
             _ => return None,
         })
@@ -130,6 +164,14 @@ pub enum Trigger {
     Overdue,
     /// svc-payment's charge waits (`payments.awaiting`).
     PaymentAwaiting(PaymentWait),
+    /// A refund of the order succeeded (`payments.refunded` naming it);
+    /// `fully`: the order's succeeded refunds now add up to its total.
+    RefundSucceeded {
+        fully: bool,
+    },
+    /// A refund of the order failed (`payments.refund_failed`): nothing
+    /// was given back.
+    RefundFailed,
 }
 
 /// An event svc-order hears about one of its orders.
@@ -184,7 +226,7 @@ pub fn decide(from: Status, trigger: Trigger) -> Decision {
     use CancelReason as R;
     use Decision::{Ignore, Move, Refuse};
     use PaymentWait::{CustomerAction, Processing};
-    use Status::{Cancelled, Confirmed, Pending, Reserved};
+    use Status::{Cancelled, Confirmed, PartiallyRefunded, Pending, Refunded, Reserved};
     use Trigger as T;
     match (from, trigger) {
         (Pending, T::StockReserved) => Move(Reserved(None)),
@@ -210,9 +252,24 @@ pub fn decide(from: Status, trigger: Trigger) -> Decision {
         (Reserved(_), T::StockReserved) => Ignore,
         // Inventory never rejects after it reserved; a stray event changes nothing.
         (Reserved(_), T::StockRejected) => Ignore,
-        (Confirmed, T::CustomerCancel) => Refuse("the order is already confirmed and can no longer be cancelled"),
+        // Money given back moves a confirmed order on, and nothing else
+        // does. Another part back keeps it PARTIALLY_REFUNDED, as a move:
+        // the order changed.
+        (Confirmed | PartiallyRefunded, T::RefundSucceeded { fully: false }) => Move(PartiallyRefunded),
+        (Confirmed | PartiallyRefunded, T::RefundSucceeded { fully: true }) => Move(Refunded),
+        // All of it is back: no refund is left to succeed.
+        (Refunded, T::RefundSucceeded { .. }) => Ignore,
+        // Nothing came back; the status says what succeeded refunds gave.
+        (Confirmed | PartiallyRefunded | Refunded, T::RefundFailed) => Ignore,
+        // Only a confirmed order is ever refunded.
+        (Pending | Reserved(_) | Cancelled(_), T::RefundSucceeded { .. } | T::RefundFailed) => {
+            Refuse("only a confirmed order has refunds")
+        }
+        (Confirmed | PartiallyRefunded | Refunded, T::CustomerCancel) => {
+            Refuse("the order is already confirmed and can no longer be cancelled")
+        }
         (Cancelled(_), T::CustomerCancel) => Ignore,
-        (Confirmed | Cancelled(_), _) => Ignore,
+        (Confirmed | PartiallyRefunded | Refunded | Cancelled(_), _) => Ignore,
     }
 }
 
@@ -353,7 +410,7 @@ pub struct CatalogPrice {
     pub unit_price: Option<Money>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
     pub sku: Sku,
     pub quantity: Quantity,
@@ -405,6 +462,30 @@ pub fn validate_place_order(
     if lines.is_empty() {
         return Err(err("lines".into(), "must contain at least one line".into()));
     }
+    let valid = requested_lines(lines)?;
+    if payment_method.is_empty() {
+        return Err(err("payment_method".into(), "is required (e.g. \"pm_card_ok\")".into()));
+    }
+    let method: PaymentMethod = payment_method.parse().map_err(|r| err("payment_method".into(), r))?;
+    if !accepted_methods.contains(&method) {
+        let known: Vec<&str> = accepted_methods.iter().map(PaymentMethod::as_str).collect();
+        return Err(err(
+            "payment_method".into(),
+            format!("{method} is not accepted; use one of {}", known.join(", ")),
+        ));
+    }
+    Ok(PlaceOrder {
+        key,
+        lines: valid,
+        payment_method: method,
+    })
+}
+
+/// Validates the `(sku, quantity)` lines of a request: at most
+/// [`MAX_LINES`], each SKU valid and named once, each quantity in range;
+/// the first problem is reported.
+pub(crate) fn requested_lines(lines: &[(String, i32)]) -> Result<Vec<RequestedLine>, FieldError> {
+    let err = |field: String, reason: String| FieldError { field, reason };
     if lines.len() > MAX_LINES {
         return Err(err(
             "lines".into(),
@@ -424,34 +505,21 @@ pub fn validate_place_order(
         }
         valid.push(RequestedLine { sku, quantity });
     }
-    if payment_method.is_empty() {
-        return Err(err("payment_method".into(), "is required (e.g. \"pm_card_ok\")".into()));
-    }
-    let method: PaymentMethod = payment_method.parse().map_err(|r| err("payment_method".into(), r))?;
-    if !accepted_methods.contains(&method) {
-        let known: Vec<&str> = accepted_methods.iter().map(PaymentMethod::as_str).collect();
-        return Err(err(
-            "payment_method".into(),
-            format!("{method} is not accepted; use one of {}", known.join(", ")),
-        ));
-    }
-    Ok(PlaceOrder {
-        key,
-        lines: valid,
-        payment_method: method,
-    })
+    Ok(valid)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const ALL_STATUSES: [Status; 11] = [
+    pub(crate) const ALL_STATUSES: [Status; 13] = [
         Status::Pending,
         Status::Reserved(None),
         Status::Reserved(Some(PaymentWait::Processing)),
         Status::Reserved(Some(PaymentWait::CustomerAction)),
         Status::Confirmed,
+        Status::PartiallyRefunded,
+        Status::Refunded,
         Status::Cancelled(CancelReason::OutOfStock),
         Status::Cancelled(CancelReason::PaymentDeclined),
         Status::Cancelled(CancelReason::ReservationExpired),
@@ -459,7 +527,9 @@ mod tests {
         Status::Cancelled(CancelReason::TimedOut),
         Status::Cancelled(CancelReason::PaymentNotAuthenticated),
     ];
-    const ALL_TRIGGERS: [Trigger; 9] = [
+    /// The checkout saga's triggers (events and API calls of an order
+    /// being placed).
+    const SAGA_TRIGGERS: [Trigger; 9] = [
         Trigger::StockReserved,
         Trigger::StockRejected,
         Trigger::StockCommitted,
@@ -470,17 +540,68 @@ mod tests {
         Trigger::PaymentAwaiting(PaymentWait::Processing),
         Trigger::PaymentAwaiting(PaymentWait::CustomerAction),
     ];
+    /// What a refund of a confirmed order tells it.
+    const REFUND_TRIGGERS: [Trigger; 3] = [
+        Trigger::RefundSucceeded { fully: false },
+        Trigger::RefundSucceeded { fully: true },
+        Trigger::RefundFailed,
+    ];
 
     #[test]
-    fn terminal_statuses_never_move() {
+    fn terminal_statuses_never_move_on_the_sagas_triggers() {
         for from in ALL_STATUSES.into_iter().filter(|s| s.is_terminal()) {
-            for trigger in ALL_TRIGGERS {
+            for trigger in SAGA_TRIGGERS {
                 assert!(
                     !matches!(decide(from, trigger), Decision::Move(_)),
                     "{from:?} moved on {trigger:?}"
                 );
             }
         }
+    }
+
+    /// Every refund trigger in every status, with what it does: only money
+    /// given back moves an order, only a confirmed one, and never back.
+    #[test]
+    fn every_refund_trigger_in_every_status() {
+        use Decision::{Ignore, Move, Refuse};
+        use Status::{Confirmed, PartiallyRefunded, Refunded};
+        let never = Refuse("only a confirmed order has refunds");
+        for from in ALL_STATUSES {
+            let expected = match from {
+                Confirmed | PartiallyRefunded => [Move(PartiallyRefunded), Move(Refunded), Ignore],
+                Refunded => [Ignore, Ignore, Ignore],
+                Status::Pending | Status::Reserved(_) | Status::Cancelled(_) => [never, never, never],
+            };
+            for (trigger, expected) in REFUND_TRIGGERS.into_iter().zip(expected) {
+                assert_eq!(decide(from, trigger), expected, "{from:?} on {trigger:?}");
+            }
+        }
+        // A confirmed order, refunded or not, cannot be cancelled.
+        for from in [Confirmed, PartiallyRefunded, Refunded] {
+            assert!(matches!(decide(from, Trigger::CustomerCancel), Refuse(_)), "{from:?}");
+        }
+    }
+
+    #[test]
+    fn only_refunds_move_a_confirmed_order_and_the_status_follows_what_came_back() {
+        let mut status = Status::Confirmed;
+        for (trigger, then) in [
+            (Trigger::RefundFailed, Status::Confirmed),
+            (Trigger::RefundSucceeded { fully: false }, Status::PartiallyRefunded),
+            (Trigger::RefundFailed, Status::PartiallyRefunded),
+            (Trigger::RefundSucceeded { fully: false }, Status::PartiallyRefunded),
+            (Trigger::RefundSucceeded { fully: true }, Status::Refunded),
+        ] {
+            if let Decision::Move(to) = decide(status, trigger) {
+                status = to;
+            }
+            assert_eq!(status, then, "after {trigger:?}");
+        }
+        // One refund of everything goes straight to REFUNDED.
+        assert_eq!(
+            decide(Status::Confirmed, Trigger::RefundSucceeded { fully: true }),
+            Decision::Move(Status::Refunded)
+        );
     }
 
     #[test]
@@ -560,7 +681,7 @@ mod tests {
             );
         }
         for (from, decisions) in table {
-            for (trigger, expected) in ALL_TRIGGERS.into_iter().zip(decisions) {
+            for (trigger, expected) in SAGA_TRIGGERS.into_iter().zip(decisions) {
                 assert_eq!(decide(from, trigger), expected, "{from:?} on {trigger:?}");
             }
         }
@@ -608,6 +729,11 @@ mod tests {
             assert_eq!(Status::from_columns(status, reason, wait), Some(s));
         }
         assert_eq!(Status::from_columns("cancelled", None, None), None);
+        assert_eq!(Status::from_columns("refunded", Some("timed_out"), None), None);
+        assert_eq!(
+            Status::from_columns("partially_refunded", None, Some("processing")),
+            None
+        );
         assert_eq!(Status::from_columns("pending", None, Some("processing")), None);
         assert_eq!(Status::from_columns("reserved", None, Some("napping")), None);
         assert_eq!(

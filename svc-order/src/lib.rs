@@ -11,6 +11,7 @@ pub mod config;
 mod contract;
 pub mod deadline;
 pub mod domain;
+pub mod refunds;
 pub mod saga;
 pub mod store;
 pub mod watch;

@@ -129,7 +129,8 @@ pub async fn apply_with(
             };
             outbox.enqueue(conn, &cancelled).await?;
         }
-        Status::Pending | Status::Reserved(_) => {}
+        // svc-payment announces what a refund gave back.
+        Status::Pending | Status::Reserved(_) | Status::PartiallyRefunded | Status::Refunded => {}
     }
     Ok(Applied::Moved {
         from,
@@ -164,7 +165,8 @@ pub(crate) async fn committed(applied: &Applied, announcer: &crate::watch::Annou
     let (status, reason) = match to {
         Status::Confirmed => ("confirmed", ""),
         Status::Cancelled(reason) => ("cancelled", reason.as_str()),
-        Status::Pending | Status::Reserved(_) => return,
+        // Settled long before: a refund is no settlement.
+        Status::Pending | Status::Reserved(_) | Status::PartiallyRefunded | Status::Refunded => return,
     };
     metrics::counter!(series::ORDERS, "status" => status, "reason" => reason).increment(1);
     let took = (chrono::Utc::now() - *placed_at).to_std().unwrap_or_default();

@@ -126,7 +126,9 @@ impl Announcer {
         }
     }
 
-    /// Streams the order now and after every change until it is terminal.
+    /// Streams the order now and after every change until it is terminal
+    /// (confirmed or cancelled; a confirmed order's refunds later are
+    /// seen with GetOrder).
     /// `first` is the caller's read of the order (which checks that it is
     /// theirs to see); it runs once the subscription is in place, so it is
     /// the first state sent.
@@ -286,10 +288,15 @@ mod tests {
 
     #[test]
     fn every_status_survives_the_announcement() {
-        let statuses = [Status::Pending, Status::Confirmed]
-            .into_iter()
-            .chain([None, Some(PaymentWait::Processing)].map(Status::Reserved))
-            .chain(CancelReason::ALL.into_iter().map(Status::Cancelled));
+        let statuses = [
+            Status::Pending,
+            Status::Confirmed,
+            Status::PartiallyRefunded,
+            Status::Refunded,
+        ]
+        .into_iter()
+        .chain([None, Some(PaymentWait::Processing)].map(Status::Reserved))
+        .chain(CancelReason::ALL.into_iter().map(Status::Cancelled));
         let changes = statuses.map(|status| (status, None)).chain([(
             Status::Reserved(Some(PaymentWait::CustomerAction)),
             Some("https://provider.example/3ds/pi_1?return_url=x%20y".to_owned()),
