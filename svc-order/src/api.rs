@@ -19,8 +19,9 @@ use uuid::Uuid;
 use crate::{
     contract,
     domain::{self, CatalogPrice, PaymentMethod, PricingError, Trigger},
+    refunds::{self, Refused},
     saga::{self, Applied},
-    store::{self, Cursor, OrderRecord},
+    store::{self, Cursor, OrderRecord, RefundRecord, StoredLine},
     watch::Announcer,
 };
 
@@ -33,6 +34,36 @@ pub(crate) struct OrderApi {
     pub announcer: Announcer,
 }
 
+fn lines_to_proto(lines: &[StoredLine], currency: &str) -> Vec<pb::OrderLine> {
+    lines
+        .iter()
+        .map(|l| pb::OrderLine {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+            unit_price: Some(ProtoMoney {
+                currency_code: currency.to_owned(),
+                amount_minor: l.unit_price_minor,
+            }),
+        })
+        .collect()
+}
+
+fn refund_to_proto(refund: &RefundRecord) -> pb::Refund {
+    pb::Refund {
+        refund_id: refund.refund_id.to_string(),
+        status: contract::refund_status(refund.status) as i32,
+        amount: Some(ProtoMoney {
+            currency_code: refund.currency.clone(),
+            amount_minor: refund.amount_minor,
+        }),
+        lines: lines_to_proto(&refund.lines, &refund.currency),
+        restock: refund.restock,
+        failure_reason: refund.failure_reason.clone().unwrap_or_default(),
+        created_at: Some(timestamp(refund.created_at)),
+        updated_at: Some(timestamp(refund.updated_at)),
+    }
+}
+
 fn to_proto(order: OrderRecord) -> pb::Order {
     let money = |minor| {
         Some(ProtoMoney {
@@ -41,20 +72,17 @@ fn to_proto(order: OrderRecord) -> pb::Order {
         })
     };
     let (status, cancel_reason) = contract::order_status(order.status);
+    let refunded = order
+        .refunds
+        .iter()
+        .filter(|r| r.status == refunds::RefundStatus::Succeeded)
+        .fold(0i64, |sum, r| sum.saturating_add(r.amount_minor));
     pb::Order {
         order_id: order.order_id.to_string(),
         user_id: order.user_id.clone(),
         status: status as i32,
         cancel_reason: cancel_reason as i32,
-        lines: order
-            .lines
-            .iter()
-            .map(|l| pb::OrderLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-                unit_price: money(l.unit_price_minor),
-            })
-            .collect(),
+        lines: lines_to_proto(&order.lines, &order.currency),
         total: money(order.total_minor),
         created_at: Some(timestamp(order.created_at)),
         updated_at: Some(timestamp(order.updated_at)),
@@ -66,8 +94,8 @@ fn to_proto(order: OrderRecord) -> pb::Order {
             pb::PaymentWait::CustomerAction => order.next_action_url.clone().unwrap_or_default(),
             pb::PaymentWait::Unspecified | pb::PaymentWait::Processing => String::new(),
         },
-        refunds: Vec::new(),
-        refunded: None,
+        refunds: order.refunds.iter().map(refund_to_proto).collect(),
+        refunded: money(refunded),
     }
 }
 
@@ -189,6 +217,82 @@ impl OrderApi {
     }
 }
 
+impl OrderApi {
+    /// Records a refund of a confirmed order with its
+    /// `orders.refund_requested`, under the order's row lock: refunds of
+    /// one order are planned one after the other, so two cannot take the
+    /// same units. The same key again answers the order as it stands.
+    async fn refund_order(&self, caller: &Caller, request: pb::RefundOrderRequest) -> Result<OrderRecord, ApiError> {
+        if !caller.is_admin() {
+            return Err(ApiError::PermissionDenied("RefundOrder needs the admin role".into()));
+        }
+        let order_id = parse_order_id(&request.order_id)?;
+        let lines: Vec<(String, i32)> = request.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let command = refunds::validate_refund_order(&request.idempotency_key, &lines, request.restock)
+            .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        let not_found = || ApiError::NotFound(format!("no order {order_id}"));
+
+        let mut tx = self
+            .outbox
+            .begin(&self.pool)
+            .await
+            .map_err(ApiError::internal(ORDERS, "beginning a transaction"))?;
+        store::lock(&mut tx, order_id)
+            .await
+            .map_err(ApiError::internal(ORDERS, "locking the order"))?
+            .ok_or_else(not_found)?;
+        let mut order = store::load(&mut tx, order_id)
+            .await
+            .map_err(ApiError::internal(ORDERS, "loading the order"))?
+            .ok_or_else(not_found)?;
+        // A retry is answered with the order as it stands, whatever became
+        // of the refund since.
+        if let Some(existing) = order.refunds.iter().find(|r| r.idempotency_key == command.key.as_str()) {
+            return if command.is_retry_of(&existing.request_fingerprint) {
+                Ok(order)
+            } else {
+                Err(ApiError::AlreadyExists(format!(
+                    "idempotency_key {:?} was already used for a different refund of this order ({}); use a new \
+                     key for a new refund",
+                    command.key.as_str(),
+                    existing.refund_id
+                )))
+            };
+        }
+        let refundable = order
+            .refundable()
+            .map_err(ApiError::internal(ORDERS, "reading the order's refunds"))?;
+        let planned = refundable.plan(&command).map_err(|refused| match refused {
+            Refused::NotOnOrder { line, .. } => ApiError::invalid(format!("lines[{line}].sku"), refused.to_string()),
+            Refused::NotRefundable(_)
+            | Refused::NothingLeft { .. }
+            | Refused::MoreThanLeft { .. }
+            | Refused::NothingToGive { .. }
+            | Refused::CannotTotal => ApiError::FailedPrecondition(refused.to_string()),
+        })?;
+        let refund = store::insert_refund(&mut tx, order_id, &command, &planned)
+            .await
+            .map_err(ApiError::internal(ORDERS, "recording the refund"))?;
+        self.outbox
+            .enqueue(&mut tx, &saga::refund_requested(&order, &refund))
+            .await
+            .map_err(ApiError::internal(ORDERS, "staging orders.refund_requested"))?;
+        self.outbox
+            .commit(tx)
+            .await
+            .map_err(ApiError::internal(ORDERS, "committing the refund"))?;
+        tracing::info!(
+            %order_id,
+            refund_id = %refund.refund_id,
+            amount_minor = refund.amount_minor,
+            admin = caller.user_id.as_str(),
+            "refund requested"
+        );
+        order.refunds.push(refund);
+        Ok(order)
+    }
+}
+
 fn same_request(existing: OrderRecord, command: &domain::PlaceOrder) -> Result<OrderRecord, ApiError> {
     if command.is_retry_of(&existing.request_fingerprint) {
         Ok(existing)
@@ -294,8 +398,10 @@ impl pb::order_service_server::OrderService for OrderApi {
 
     type WatchOrderStream = OrderStream;
 
-    async fn refund_order(&self, _request: Request<pb::RefundOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        Err(Status::unimplemented("RefundOrder is not served yet"))
+    async fn refund_order(&self, request: Request<pb::RefundOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::of(&request)?;
+        let order = OrderApi::refund_order(self, &caller, request.into_inner()).await?;
+        Ok(Response::new(to_proto(order)))
     }
 
     async fn watch_order(

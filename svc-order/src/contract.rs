@@ -4,7 +4,10 @@
 
 use shop_proto::order::v1 as pb;
 
-use crate::domain::{CancelReason, PaymentWait, Status};
+use crate::{
+    domain::{CancelReason, PaymentWait, Status},
+    refunds::RefundStatus,
+};
 
 /// The status as `Order.status` shows it, with its cancel reason
 /// (`Unspecified` unless cancelled).
@@ -18,6 +21,15 @@ pub(crate) fn order_status(status: Status) -> (pb::OrderStatus, pb::CancelReason
         Status::Cancelled(reason) => return (pb::OrderStatus::Cancelled, cancel_reason(reason)),
     };
     (shown, pb::CancelReason::Unspecified)
+}
+
+/// A refund's status as `Refund.status` shows it.
+pub(crate) fn refund_status(status: RefundStatus) -> pb::RefundStatus {
+    match status {
+        RefundStatus::Pending => pb::RefundStatus::Pending,
+        RefundStatus::Succeeded => pb::RefundStatus::Succeeded,
+        RefundStatus::Failed => pb::RefundStatus::Failed,
+    }
 }
 
 /// The reason as the contract spells it. `orders.cancelled` carries the same
@@ -102,6 +114,16 @@ mod tests {
         }
         for number in (1..).take_while(|n| pb::OrderStatus::try_from(*n).is_ok()) {
             assert!(shown.contains(&number), "{:?}", pb::OrderStatus::try_from(number));
+        }
+        let refunds: Vec<i32> = RefundStatus::ALL.into_iter().map(|s| refund_status(s) as i32).collect();
+        for number in (1..).take_while(|n| pb::RefundStatus::try_from(*n).is_ok()) {
+            assert!(refunds.contains(&number), "{:?}", pb::RefundStatus::try_from(number));
+        }
+        for status in RefundStatus::ALL {
+            assert_eq!(
+                refund_status(status).as_str_name(),
+                format!("REFUND_STATUS_{}", status.as_str().to_uppercase())
+            );
         }
     }
 

@@ -4,7 +4,9 @@
 //! and key, prices lines from the catalog (its copy, [`shop_catalog`]), and
 //! writes the order together with `orders.placed` (outbox). The [`saga`]
 //! module moves orders on inventory and payment events through the state
-//! machine in [`domain`].
+//! machine in [`domain`]. `RefundOrder` (admins) gives back part or all of
+//! a confirmed order ([`refunds`]) with `orders.refund_requested`, and the
+//! saga settles each refund on svc-payment's word.
 
 mod api;
 pub mod config;

@@ -3,9 +3,12 @@
 //! terminal status publishes `orders.confirmed` or `orders.cancelled`
 //! through the outbox, in the same transaction. `payments.awaiting` records
 //! on a reserved order what its payment waits for, and where the customer
-//! authenticates it.
+//! authenticates it. After confirmation, `payments.refunded` (of a refund:
+//! its `refund_id` set) and `payments.refund_failed` settle the refund they
+//! name, once ([`crate::refunds`]), and a refund that succeeded moves the
+//! order on: PARTIALLY_REFUNDED, or REFUNDED once all of it came back.
 
-use shop_proto::events::v1 as ev;
+use shop_proto::{common::v1::Money as ProtoMoney, events::v1 as ev};
 use shop_runtime::{
     consumer::{EventHandler, HandleError},
     event::{self, IncomingEvent},
@@ -19,7 +22,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Decision, Heard, NextActionUrl, PaymentWait, PlaceOrder, PricedOrder, Status, Trigger, decide},
-    store::{self, StoreError},
+    refunds::{Outcome, Settlement},
+    store::{self, OrderRecord, RefundRecord, StoreError},
 };
 
 pub const INVENTORY_CONSUMER: &str = "order-inventory";
@@ -61,6 +65,32 @@ pub(crate) fn placed(order_id: Uuid, user_id: &str, command: &PlaceOrder, priced
         total: Some(priced.total.to_proto()),
         payment_method: command.payment_method.to_string(),
         placed_at: Some(timestamp(chrono::Utc::now())),
+    }
+}
+
+/// `orders.refund_requested` for a refund just recorded of `order`: what
+/// to give back (svc-payment) and, with `restock`, which units go back in
+/// stock (svc-inventory).
+pub(crate) fn refund_requested(order: &OrderRecord, refund: &RefundRecord) -> ev::OrderRefundRequested {
+    let money = |amount_minor| ProtoMoney {
+        currency_code: refund.currency.clone(),
+        amount_minor,
+    };
+    ev::OrderRefundRequested {
+        order_id: order.order_id.to_string(),
+        user_id: order.user_id.clone(),
+        refund_id: refund.refund_id.to_string(),
+        amount: Some(money(refund.amount_minor)),
+        lines: refund
+            .lines
+            .iter()
+            .map(|l| ev::EventLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price: Some(money(l.unit_price_minor)),
+            })
+            .collect(),
+        restock: refund.restock,
     }
 }
 
@@ -189,14 +219,114 @@ impl From<StoreError> for HandleError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Database(e) => e.into(),
-            StoreError::CorruptStatus(_) | StoreError::CorruptLines(_) => HandleError::Reject(e.to_string()),
+            StoreError::CorruptStatus(_) | StoreError::CorruptLines(_) | StoreError::CorruptRefund(_) => {
+                HandleError::Reject(e.to_string())
+            }
             StoreError::Outbox(e) => e.into(),
         }
     }
 }
 
+/// svc-payment's word on a refund of a confirmed order.
+struct RefundSettled {
+    order_id: String,
+    refund_id: String,
+    outcome: Outcome,
+    /// What it gave back, as svc-payment says.
+    amount: Option<ProtoMoney>,
+    /// Why it failed, when it did.
+    reason: Option<String>,
+}
+
+impl OrderSaga {
+    /// Settles the refund `settled` names, once: the refund becomes
+    /// succeeded or failed, and the order hears it through [`decide`]
+    /// under its row lock, so refunds of one order settle one after the
+    /// other. A repeat changes nothing; word that contradicts how the
+    /// refund settled, or of a refund the order does not have, is parked.
+    async fn settle_refund(&self, event: &IncomingEvent, settled: RefundSettled) -> Result<(), HandleError> {
+        let order_id = event::order_id(&settled.order_id)?.uuid();
+        let refund_id = uuid::Uuid::parse_str(&settled.refund_id)
+            .map_err(|_| HandleError::Reject(format!("refund_id {:?} is not a refund id", settled.refund_id)))?;
+        let mut tx = self.outbox.begin(&self.pool).await?;
+        if !inbox::claim(&mut tx, self.consumer, event).await? {
+            return Ok(());
+        }
+        // The lock first: the order's refunds as they stand under it.
+        if store::lock(&mut tx, order_id).await?.is_none() {
+            return Err(HandleError::Retry(format!("order {order_id} not found")));
+        }
+        let Some(order) = store::load(&mut tx, order_id).await? else {
+            return Err(HandleError::Retry(format!("order {order_id} not found")));
+        };
+        let ours = order.refunds.iter().find(|r| r.refund_id == refund_id);
+        if let (Some(ours), Some(amount)) = (ours, &settled.amount)
+            && (amount.amount_minor, amount.currency_code.as_str()) != (ours.amount_minor, ours.currency.as_str())
+        {
+            tracing::warn!(%order_id, %refund_id, ?amount, ours = ours.amount_minor, "refund settled with another amount");
+        }
+        let applied = match order.refundable()?.settle(refund_id, settled.outcome) {
+            Settlement::Settle { to, trigger } => {
+                store::settle_refund(&mut tx, refund_id, to, settled.reason.as_deref()).await?;
+                tracing::info!(%order_id, %refund_id, status = to.as_str(), "refund settled");
+                apply(&mut tx, &self.outbox, order_id, trigger).await?
+            }
+            Settlement::Repeat => {
+                tracing::debug!(%order_id, %refund_id, "refund settled already");
+                Applied::Ignored
+            }
+            // Books that disagree with the provider's: parked for an
+            // operator, the refund left as it is.
+            Settlement::Contradicts(settled_as) => {
+                return Err(HandleError::Reject(format!(
+                    "refund {refund_id} of order {order_id} is {} already; svc-payment now says {:?}",
+                    settled_as.as_str(),
+                    settled.outcome
+                )));
+            }
+            Settlement::Unknown => {
+                return Err(HandleError::Reject(format!(
+                    "order {order_id} has no refund {refund_id}"
+                )));
+            }
+        };
+        if let Applied::Moved { from, to, .. } = &applied {
+            tracing::info!(%order_id, ?from, ?to, "order moved");
+        }
+        self.outbox.commit(tx).await?;
+        committed(&applied, &self.announcer, order_id).await;
+        Ok(())
+    }
+}
+
 impl EventHandler for OrderSaga {
     async fn handle(&self, event: IncomingEvent) -> Result<(), HandleError> {
+        if event.is::<ev::PaymentRefunded>() {
+            let refunded: ev::PaymentRefunded = event.decode()?;
+            // A cancelled order's charge given back: nothing to settle.
+            if refunded.refund_id.is_empty() {
+                return Ok(());
+            }
+            let settled = RefundSettled {
+                order_id: refunded.order_id,
+                refund_id: refunded.refund_id,
+                outcome: Outcome::Succeeded,
+                amount: refunded.amount,
+                reason: None,
+            };
+            return self.settle_refund(&event, settled).await;
+        }
+        if event.is::<ev::PaymentRefundFailed>() {
+            let failed: ev::PaymentRefundFailed = event.decode()?;
+            let settled = RefundSettled {
+                order_id: failed.order_id,
+                refund_id: failed.refund_id,
+                outcome: Outcome::Failed,
+                amount: failed.amount,
+                reason: Some(failed.reason),
+            };
+            return self.settle_refund(&event, settled).await;
+        }
         let mut next_action_url = None;
         let (id, heard) = if event.is::<ev::InventoryReserved>() {
             (

@@ -343,6 +343,7 @@ mod tests {
             created_at: at(1),
             updated_at: at(20),
             next_action_url: None,
+            refunds: vec![],
         };
         let change = |status, micros, url: Option<&str>| Change {
             status,

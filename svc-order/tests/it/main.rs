@@ -2,6 +2,7 @@
 //! binary, linked once).
 
 mod payment_wait;
+mod refunds;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use shop_harness::eventually;
