@@ -105,7 +105,7 @@ pub(crate) async fn confirmed_orders_are_paid_and_sold(dbs: &Databases) -> anyho
         ids,
         payments: rows,
         reservations,
-    } = settled(dbs, "confirmed").await?;
+    } = settled(dbs, CONFIRMED).await?;
     check.covered = ids.len();
     let mut payments: HashMap<String, Vec<(Uuid, String)>> = HashMap::new();
     for row in rows {
@@ -164,11 +164,17 @@ struct PaymentRow {
     status: String,
 }
 
-/// The orders in `status` (`confirmed`, `cancelled`), then their payments
-/// and reservations: a final status implies what the others did first.
-async fn settled(dbs: &Databases, status: &str) -> anyhow::Result<Settled> {
-    let orders: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM orders WHERE status = $1 ORDER BY order_id")
-        .bind(status)
+/// The statuses of an order that was confirmed: refunds after confirmation
+/// move it on, but its payment and sale stand.
+const CONFIRMED: &[&str] = &["confirmed", "partially_refunded", "refunded"];
+
+/// The orders in one of `statuses` ([`CONFIRMED`], or `cancelled`), then
+/// their payments and reservations: a final status implies what the others
+/// did first.
+async fn settled(dbs: &Databases, statuses: &[&str]) -> anyhow::Result<Settled> {
+    let status = statuses.join("/");
+    let orders: Vec<Uuid> = sqlx::query_scalar("SELECT order_id FROM orders WHERE status = ANY($1) ORDER BY order_id")
+        .bind(statuses)
         .fetch_all(&dbs.order)
         .await
         .with_context(|| format!("reading {status} orders"))?;
@@ -248,7 +254,7 @@ pub(crate) async fn cancelled_orders_keep_nothing(dbs: &Databases, provider: &Ad
         ids,
         payments,
         reservations,
-    } = settled(dbs, "cancelled").await?;
+    } = settled(dbs, &["cancelled"]).await?;
     check.covered = ids.len();
     // After the orders: their money went back before they were cancelled
     // for good, or is on its way back while the payment is not yet final.
@@ -339,7 +345,7 @@ pub(crate) async fn money_is_taken_only_for_confirmed_orders(
             continue;
         };
         match orders.get(order_id) {
-            Some((status, _)) if status == "confirmed" => {}
+            Some((status, _)) if CONFIRMED.contains(&status.as_str()) => {}
             Some((status, created_at)) if in_flight(status, *created_at, options) => {}
             Some((status, _)) => check.violation(
                 [order_id, intent],
@@ -427,18 +433,19 @@ pub(crate) async fn payments_match_the_provider(dbs: &Databases, provider: &Admi
 
 /// 6. Stock adds up, per SKU: `reserved` is exactly what held reservations
 ///    hold, the table's CHECK constraints hold, and (when the run recorded
-///    the starting stock) `on_hand` went down by exactly what was sold.
+///    the starting stock) `on_hand` went down by exactly what was sold and
+///    not put back by a refund.
 pub(crate) async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "per SKU, reserved equals the units of held reservations, 0 <= reserved <= on_hand, \
-         and on_hand is the initial stock less the units of committed reservations",
+         and on_hand is the initial stock less the units of committed reservations not returned by a refund",
         "SKUs",
     );
     // One statement, one snapshot: stock and reservations change together.
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT s.sku, s.on_hand, s.reserved,
                 COALESCE(sum(l.quantity) FILTER (WHERE r.status = 'held'), 0)::bigint,
-                COALESCE(sum(l.quantity) FILTER (WHERE r.status = 'committed'), 0)::bigint
+                COALESCE(sum(l.quantity - l.returned) FILTER (WHERE r.status = 'committed'), 0)::bigint
            FROM stock s
            LEFT JOIN reservation_lines l ON l.sku = s.sku
            LEFT JOIN reservations r ON r.order_id = l.order_id
@@ -488,58 +495,70 @@ pub(crate) async fn stock_adds_up(inventory_db: &PgPool, options: &Options) -> a
 }
 
 /// 7. Each settled order got exactly its one email: `order_confirmed` for a
-///    confirmed order, `order_cancelled` for a cancelled one, never both
-///    (an order ends only one way) and never twice.
+///    confirmed order (refunded since or not), `order_cancelled` for a
+///    cancelled one, never both (an order ends only one way) and never
+///    twice; refund emails only for confirmed orders, one per refund and
+///    kind.
 pub(crate) async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::Result<Check> {
     let mut check = Check::new(
         "each confirmed order has one order_confirmed email and each cancelled order one order_cancelled email, \
-         and no other",
+         and no other but one per refund of a confirmed order",
         "settled orders",
     );
     // Emails first: an email is only written for an order already settled,
     // and settled orders never change, so its order is among those read next.
-    let emails: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT order_id, kind, count(*) FROM notifications GROUP BY order_id, kind ORDER BY order_id, kind",
+    let emails: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT order_id, kind, refund_id, count(*) FROM notifications
+          GROUP BY order_id, kind, refund_id ORDER BY order_id, kind, refund_id",
     )
     .fetch_all(&dbs.notify)
     .await
     .context("reading notifications")?;
     let settled: BTreeMap<String, String> =
-        sqlx::query_as("SELECT order_id::text, status FROM orders WHERE status IN ('confirmed', 'cancelled')")
+        sqlx::query_as("SELECT order_id::text, status FROM orders WHERE status = ANY($1)")
+            .bind(CONFIRMED.iter().chain(&["cancelled"]).collect::<Vec<_>>())
             .fetch_all(&dbs.order)
             .await
             .context("reading settled orders")?
             .into_iter()
             .collect();
     check.covered = settled.len();
+    // The email an order's end gets.
+    let ending = |status: &str| {
+        if status == "cancelled" {
+            "order_cancelled"
+        } else {
+            "order_confirmed"
+        }
+    };
 
     let mut sent: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for (order_id, kind, count) in &emails {
+    for (order_id, kind, refund_id, count) in &emails {
         sent.entry(order_id).or_default().insert(kind);
+        let of = refund_of(refund_id);
         if *count > 1 {
             check.violation(
                 [order_id],
-                format!("order {order_id} has {count} {kind} emails (one per order and kind)"),
+                format!("order {order_id} has {count} {kind} emails{of} (one each)"),
             );
         }
+        let refund_email = matches!(kind.as_str(), "refund_succeeded" | "refund_failed") && !refund_id.is_empty();
         match settled.get(order_id) {
-            Some(status) if *kind == format!("order_{status}") => {}
+            Some(status) if *kind == ending(status) && refund_id.is_empty() => {}
+            Some(status) if refund_email && ending(status) == "order_confirmed" => {}
             Some(status) => check.violation(
                 [order_id],
-                format!("order {order_id} {} but has an {kind} email", status.to_uppercase()),
+                format!("order {order_id} {} but has an {kind} email{of}", status.to_uppercase()),
             ),
             None => check.violation(
                 [order_id],
-                format!("order {order_id} has an {kind} email but is neither confirmed nor cancelled"),
+                format!("order {order_id} has an {kind} email{of} but is neither confirmed nor cancelled"),
             ),
         }
     }
     for (order_id, status) in &settled {
-        let kind = format!("order_{status}");
-        if !sent
-            .get(order_id.as_str())
-            .is_some_and(|kinds| kinds.contains(kind.as_str()))
-        {
+        let kind = ending(status);
+        if !sent.get(order_id.as_str()).is_some_and(|kinds| kinds.contains(kind)) {
             check.violation(
                 [order_id],
                 format!("order {order_id} {} but has no {kind} email", status.to_uppercase()),
@@ -547,6 +566,14 @@ pub(crate) async fn settled_orders_have_their_email(dbs: &Databases) -> anyhow::
         }
     }
     Ok(check)
+}
+
+/// ` of refund <id>` for a refund's email, nothing for an order's own.
+fn refund_of(refund_id: &str) -> String {
+    match refund_id {
+        "" => String::new(),
+        id => format!(" of refund {id}"),
+    }
 }
 
 /// 8. No event was left behind: the relay publishes every outbox row within

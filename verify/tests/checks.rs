@@ -193,13 +193,21 @@ async fn charge(provider: &Emulator, key: Uuid, order_id: Uuid, card: &str) -> a
 }
 
 async fn email(pool: &PgPool, order_id: Uuid, kind: &str) -> anyhow::Result<()> {
+    refund_email(pool, order_id, kind, "").await
+}
+
+/// An email of `kind` about refund `refund_id` of the order (`""`: the
+/// order's own).
+async fn refund_email(pool: &PgPool, order_id: Uuid, kind: &str, refund_id: &str) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO notifications (notification_id, order_id, user_id, kind, recipient, subject, body, sent_at)
-         VALUES ($1, $2, 'alice', $3, 'alice@example.com', 'Your order', 'Hello', now())",
+        "INSERT INTO notifications (notification_id, order_id, user_id, kind, recipient, subject, body, sent_at,
+                                    refund_id)
+         VALUES ($1, $2, 'alice', $3, 'alice@example.com', 'Your order', 'Hello', now(), $4)",
     )
     .bind(Uuid::now_v7())
     .bind(order_id.to_string())
     .bind(kind)
+    .bind(refund_id)
     .execute(pool)
     .await?;
     Ok(())
@@ -532,7 +540,8 @@ async fn a_missing_or_contradicting_email_is_named() -> anyhow::Result<()> {
         naming(&report, world.confirmed),
         [format!(
             "each confirmed order has one order_confirmed email and each cancelled order one order_cancelled \
-             email, and no other: order {} CONFIRMED but has no order_confirmed email",
+             email, and no other but one per refund of a confirmed order: order {} CONFIRMED but has no \
+             order_confirmed email",
             world.confirmed
         )],
         "{report}"
@@ -541,6 +550,30 @@ async fn a_missing_or_contradicting_email_is_named() -> anyhow::Result<()> {
     assert!(
         found[0].contains(&format!(
             "order {} CANCELLED but has an order_confirmed email",
+            world.cancelled
+        )),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn refund_emails_belong_to_confirmed_orders_one_per_refund() -> anyhow::Result<()> {
+    let world = world().await?;
+    refund_email(&world.dbs.notify, world.confirmed, "refund_succeeded", "r-1").await?;
+    refund_email(&world.dbs.notify, world.confirmed, "refund_failed", "r-2").await?;
+    assert_eq!(
+        world.check().await?.violations(),
+        0,
+        "a confirmed order's refunds are mailed"
+    );
+    refund_email(&world.dbs.notify, world.cancelled, "refund_succeeded", "r-3").await?;
+    let report = world.check().await?;
+    assert_eq!(report.violations(), 1, "{report}");
+    let found = naming(&report, world.cancelled);
+    assert!(
+        found[0].contains(&format!(
+            "order {} CANCELLED but has an refund_succeeded email of refund r-3",
             world.cancelled
         )),
         "{report}"

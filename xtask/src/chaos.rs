@@ -55,6 +55,20 @@ pub(crate) struct Options {
 const ORDER_DEADLINE: Duration = Duration::from_secs(90);
 /// Reservations can expire within a run, so expiry races with payment.
 const RESERVATION_TTL: Duration = Duration::from_secs(120);
+/// How late a webhook sent during a `WebhooksDelayed` fault arrives:
+/// reconciliation settles its payment first.
+const WEBHOOK_DELAY: Duration = Duration::from_secs(60);
+
+/// The provider's webhooks all run long: a fifth dropped (and retried), a
+/// fifth delivered twice, and events close together shuffled.
+fn webhook_weather() -> Faults {
+    let mut faults = Faults::default();
+    faults.webhooks.drop = 0.2;
+    faults.webhooks.duplicate = 0.2;
+    faults.webhooks.reorder = true;
+    faults
+}
+
 /// How long the stack may take to settle once the faults stop: the order
 /// deadline, its sweep, and the cancellations that follow.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -206,6 +220,8 @@ impl Stack {
         load::stock_up(gateway.clone(), &format!("Bearer {admin}").parse()?, options.seconds).await?;
         let initial_on_hand = on_hand(&self.books.inventory).await?;
         let customers = load::customers(&channel, &format!("chaos-{}", options.seed)).await?;
+        // Webhooks misbehave for the whole run; the faults below add to it.
+        self.provider.set_faults(&webhook_weather()).await?;
 
         let began = Instant::now();
         let until = began + Duration::from_secs(options.seconds);
@@ -286,6 +302,11 @@ impl Stack {
             load::ATTEMPTS,
             tally.failed_calls
         )?;
+        writeln!(
+            text,
+            "3-D Secure customers: {} authenticated, {} failed, {} never did",
+            tally.authenticated, tally.authentication_failed, tally.never_authenticated
+        )?;
         writeln!(text, "\n{books}")?;
         Ok(Report {
             clean: settled.is_ok() && books.is_clean(),
@@ -335,9 +356,20 @@ impl Stack {
                 self.redis = infra::start_redis(&self.data.join("redis"), self.ports.redis).await?;
             }
             Fault::ProviderOutage => {
-                self.provider.set_faults(&Faults::outage()).await?;
+                let outage = Faults {
+                    outage: true,
+                    ..webhook_weather()
+                };
+                self.provider.set_faults(&outage).await?;
                 tokio::time::sleep(step.lasts).await;
-                self.provider.set_faults(&Faults::default()).await?;
+                self.provider.set_faults(&webhook_weather()).await?;
+            }
+            Fault::WebhooksDelayed => {
+                let mut delayed = webhook_weather();
+                delayed.webhooks.delay_ms = WEBHOOK_DELAY.as_millis().try_into()?;
+                self.provider.set_faults(&delayed).await?;
+                tokio::time::sleep(step.lasts).await;
+                self.provider.set_faults(&webhook_weather()).await?;
             }
             Fault::Link(link, fault) => {
                 let proxy = match link {

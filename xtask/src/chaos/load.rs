@@ -2,10 +2,11 @@
 //! storefront makes them, for as long as the run lasts.
 //!
 //! Each worker plays a few customers and, from its own seeded generator,
-//! places orders directly or through the cart, with the emulator's test
-//! cards that settle at once (approved, declined, charged with a lost answer),
-//! buys the last units of the scarcest SKU, and cancels some orders soon
-//! after placing them. A call that fails is tried again under the same
+//! places orders directly or through the cart, with every test card of the
+//! emulator (approved, declined, charged with a lost answer, settled later
+//! or declined later, and 3-D Secure: most customers authenticate, some
+//! fail, some never do), buys the last units of the scarcest SKU, and
+//! cancels some orders soon after placing them. A call that fails is tried again under the same
 //! idempotency key, as a client should, and the failure is counted by its
 //! gRPC code; the books, not the client's view, decide whether the run
 //! kept its promises.
@@ -28,9 +29,18 @@ use crate::client::authorized;
 /// SKUs with plenty of stock, and the one that sells out (10 on hand).
 const PLENTY: &[&str] = &["SKU-MUG-001", "SKU-TEE-001", "SKU-CAP-001", "SKU-PEN-001"];
 const SCARCE: &str = "SKU-BAG-001";
-/// The emulator's test cards that settle at once: approved, declined,
-/// charged with its answer lost.
-const METHODS: &[(&str, u32)] = &[("pm_card_ok", 70), ("pm_card_declined", 15), ("pm_card_timeout", 15)];
+/// The emulator's test cards, by weight.
+const METHODS: &[(&str, u32)] = &[
+    ("pm_card_ok", 55),
+    ("pm_card_declined", 12),
+    ("pm_card_timeout", 11),
+    ("pm_card_async", 8),
+    ("pm_card_async_declined", 4),
+    (THREE_D_SECURE, 10),
+];
+const THREE_D_SECURE: &str = "pm_card_3ds";
+/// How long a 3-D Secure customer looks for the page before giving up.
+const PAGE_PATIENCE: Duration = Duration::from_secs(30);
 /// Attempts per call (the same idempotency key each time).
 pub(crate) const ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -57,6 +67,11 @@ pub(crate) struct Tally {
     pub answers: BTreeMap<String, u64>,
     /// Checkouts given up after every attempt failed.
     pub abandoned: u64,
+    /// 3-D Secure customers who completed, failed, or never tried the
+    /// authentication (`never` includes those whose page never came).
+    pub authenticated: u64,
+    pub authentication_failed: u64,
+    pub never_authenticated: u64,
 }
 
 /// A customer, as the bearer token the gateway gave them.
@@ -100,6 +115,7 @@ pub(crate) async fn drive(
                 customers: customers.to_vec(),
                 tally: tally.clone(),
                 name: format!("{run}-w{n}"),
+                authenticating: tokio::task::JoinSet::new(),
             };
             tokio::spawn(worker.run(stop.clone()))
         })
@@ -118,6 +134,8 @@ struct Worker {
     customers: Vec<Customer>,
     tally: Arc<Mutex<Tally>>,
     name: String,
+    /// 3-D Secure customers at the provider's page, in their own time.
+    authenticating: tokio::task::JoinSet<()>,
 }
 
 impl Worker {
@@ -139,6 +157,11 @@ impl Worker {
                 }
                 _ => self.through_cart(&customer, &key, method).await,
             };
+            if let Some(order_id) = &order_id
+                && method == THREE_D_SECURE
+            {
+                self.authenticate_later(&customer, order_id);
+            }
             if let Some(order_id) = order_id
                 && self.rng.random_bool(0.15)
             {
@@ -147,6 +170,40 @@ impl Worker {
             }
             tokio::time::sleep(PACE).await;
         }
+        while self.authenticating.join_next().await.is_some() {}
+    }
+
+    /// A 3-D Secure customer: waits for the order to show where to
+    /// authenticate, reads the page a while, then completes (70 %), fails
+    /// (15 %) or walks away (15 %), leaving the order to its deadline.
+    fn authenticate_later(&mut self, customer: &Customer, order_id: &str) {
+        let choice = self.rng.random_range(0..100);
+        let reading = Duration::from_millis(self.rng.random_range(0..3000));
+        let (orders, tally, customer, order_id) = (
+            self.orders.clone(),
+            self.tally.clone(),
+            customer.clone(),
+            order_id.to_owned(),
+        );
+        self.authenticating.spawn(async move {
+            let count =
+                |change: fn(&mut Tally)| change(&mut tally.lock().expect("no worker panicked holding the tally"));
+            let page = match action_url(orders, &customer, &order_id).await {
+                Some(page) if choice < 85 => page,
+                _ => return count(|t| t.never_authenticated += 1),
+            };
+            tokio::time::sleep(reading).await;
+            let (button, counted): (&str, fn(&mut Tally)) = match choice {
+                0..70 => ("complete", |t| t.authenticated += 1),
+                _ => ("fail", |t| t.authentication_failed += 1),
+            };
+            // The page's form posts to its own address; a failure here is
+            // a customer who gave up, which the order's deadline settles.
+            match reqwest::Client::new().post(format!("{page}/{button}")).send().await {
+                Ok(_) => count(counted),
+                Err(_) => count(|t| t.never_authenticated += 1),
+            }
+        });
     }
 
     fn method(&mut self) -> &'static str {
@@ -292,6 +349,30 @@ pub(crate) async fn stock_up(channel: Balanced, admin: &AsciiMetadataValue, seco
         inventory.restock(authorized(admin, request)).await?;
     }
     Ok(())
+}
+
+/// Where order `order_id`'s customer authenticates its payment, once the
+/// order shows it (polled as a storefront watching it would); `None` if it
+/// settles first or the page does not come within [`PAGE_PATIENCE`].
+async fn action_url(orders: OrderServiceClient<Balanced>, customer: &Customer, order_id: &str) -> Option<String> {
+    use shop_proto::order::v1::{GetOrderRequest, OrderStatus, PaymentWait};
+    let deadline = tokio::time::Instant::now() + PAGE_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let request = GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        if let Ok(order) = orders.clone().get_order(authorized(&customer.bearer, request)).await {
+            let order = order.into_inner();
+            if order.payment_wait == PaymentWait::CustomerAction as i32 && !order.next_action_url.is_empty() {
+                return Some(order.next_action_url);
+            }
+            if order.status != OrderStatus::Pending as i32 && order.status != OrderStatus::Reserved as i32 {
+                return None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }
 
 /// Whether a client should try again: the server was away or busy.

@@ -45,6 +45,8 @@ pub(super) enum Fault {
     RestartRedis,
     /// The payment provider emulator's `outage` knob: every call refused.
     ProviderOutage,
+    /// Every webhook the provider sends meanwhile arrives a minute late.
+    WebhooksDelayed,
     Link(Link, LinkFault),
     /// Events already handled, published again under new message ids:
     /// what a replaying operator or a duplicating network does.
@@ -65,6 +67,7 @@ impl Fault {
             Fault::RestartPostgres => "restart PostgreSQL",
             Fault::RestartRedis => "restart Redis",
             Fault::ProviderOutage => "payment provider outage",
+            Fault::WebhooksDelayed => "payment webhooks delayed",
             Fault::Link(Link::Nats, _) => "fault on the NATS link",
             Fault::Link(Link::Postgres, _) => "fault on the PostgreSQL link",
             Fault::Replay => "replay handled events",
@@ -98,12 +101,13 @@ enum Kind {
     RestartPostgres,
     RestartRedis,
     ProviderOutage,
+    WebhooksDelayed,
     Link,
     Replay,
     Poison,
 }
 
-const KINDS: [Kind; 11] = [
+const KINDS: [Kind; 12] = [
     Kind::Kill,
     Kind::KillMidCharge,
     Kind::Pause,
@@ -112,6 +116,7 @@ const KINDS: [Kind; 11] = [
     Kind::RestartPostgres,
     Kind::RestartRedis,
     Kind::ProviderOutage,
+    Kind::WebhooksDelayed,
     Kind::Link,
     Kind::Replay,
     Kind::Poison,
@@ -160,6 +165,7 @@ pub(super) fn plan(seed: u64, run: Duration) -> Vec<Step> {
             Kind::RestartPostgres => (Fault::RestartPostgres, secs(&mut rng, 1, 5)),
             Kind::RestartRedis => (Fault::RestartRedis, secs(&mut rng, 1, 4)),
             Kind::ProviderOutage => (Fault::ProviderOutage, secs(&mut rng, 3, 15)),
+            Kind::WebhooksDelayed => (Fault::WebhooksDelayed, secs(&mut rng, 5, 15)),
             Kind::Link => {
                 let link = if rng.random_bool(0.5) {
                     Link::Nats
