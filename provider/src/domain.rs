@@ -395,11 +395,13 @@ pub fn decide_refund(intent: &Intent, amount: Option<i64>) -> Result<i64, Refusa
     }
 }
 
-/// A refund's next status once the bank confirmed it, if it moves.
-pub fn settle_refund(status: RefundStatus) -> Option<RefundStatus> {
-    match status {
-        RefundStatus::Pending => Some(RefundStatus::Succeeded),
-        RefundStatus::Succeeded | RefundStatus::Failed => None,
+/// A refund's next status once the bank answered (`failed`: it sent the
+/// money back), if it moves.
+pub fn settle_refund(status: RefundStatus, failed: bool) -> Option<RefundStatus> {
+    match (status, failed) {
+        (RefundStatus::Pending, false) => Some(RefundStatus::Succeeded),
+        (RefundStatus::Pending, true) => Some(RefundStatus::Failed),
+        (RefundStatus::Succeeded | RefundStatus::Failed, _) => None,
     }
 }
 
@@ -758,9 +760,15 @@ mod tests {
             };
             assert_eq!(decide_refund(&intent, None), Err(REFUND_NOT_SUCCEEDED), "{status:?}");
         }
-        assert_eq!(settle_refund(RefundStatus::Pending), Some(RefundStatus::Succeeded));
-        assert_eq!(settle_refund(RefundStatus::Succeeded), None);
-        assert_eq!(settle_refund(RefundStatus::Failed), None);
+        assert_eq!(
+            settle_refund(RefundStatus::Pending, false),
+            Some(RefundStatus::Succeeded)
+        );
+        assert_eq!(settle_refund(RefundStatus::Pending, true), Some(RefundStatus::Failed));
+        for failed in [false, true] {
+            assert_eq!(settle_refund(RefundStatus::Succeeded, failed), None);
+            assert_eq!(settle_refund(RefundStatus::Failed, failed), None);
+        }
     }
 
     #[test]

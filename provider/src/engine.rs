@@ -15,7 +15,7 @@ use crate::{
         self, Decision, Event, EventData, EventType, Input, Intent, LedgerLine, NewIntent, NewRefund, Object, Refund,
         RefundStatus, Refusal, Status,
     },
-    faults::Knobs,
+    faults::{self, Knobs},
     journal::{Journal, JournalError},
     webhooks::{self, Webhooks},
 };
@@ -249,18 +249,22 @@ impl Provider {
         })
     }
 
-    /// A pending refund's money has reached the customer.
-    async fn settle_refund(self: &Arc<Self>, id: &str) -> Result<Refund, CommandError> {
+    /// A pending refund's money has reached the customer, or (`failed`)
+    /// came back: then what is left to refund grows by it again.
+    async fn settle_refund(self: &Arc<Self>, id: &str, failed: bool) -> Result<Refund, CommandError> {
         let mut inner = self.inner.lock().await;
         let refund = found(inner.book.refund(id), "refund", id)?;
-        let Some(status) = domain::settle_refund(refund.status) else {
+        let Some(status) = domain::settle_refund(refund.status, failed) else {
             return Ok(refund);
         };
-        let intent = found(
+        let mut intent = found(
             inner.book.intent(&refund.payment_intent),
             "payment_intent",
             &refund.payment_intent,
         )?;
+        if status == RefundStatus::Failed {
+            intent.amount_refunded -= refund.amount;
+        }
         let settled = Refund { status, ..refund };
         let change = Change {
             intent,
@@ -372,11 +376,13 @@ impl Provider {
         Ok(())
     }
 
-    /// After the async delay, the refund succeeds.
+    /// After the async delay, the refund succeeds, or fails as often as
+    /// the `refunds_fail` knob then says.
     fn settle_refund_later(self: &Arc<Self>, refund: &Refund) {
         let (this, id) = (self.clone(), refund.id.clone());
         self.after(self.settings.async_delay, async move {
-            if let Err(e) = this.settle_refund(&id).await {
+            let failed = faults::chance(this.faults.get().refunds_fail);
+            if let Err(e) = this.settle_refund(&id, failed).await {
                 tracing::error!(refund = %id, error = %e, "cannot settle a pending refund");
             }
         });

@@ -27,6 +27,9 @@ pub struct Faults {
     /// The probability (0 to 1) that a `/v1` `POST` acts but its answer is
     /// lost: the connection closes without a response.
     pub lose_answers: f64,
+    /// The probability (0 to 1) that a pending refund fails instead of
+    /// succeeding: the bank sent the money back.
+    pub refunds_fail: f64,
     pub webhooks: WebhookFaults,
 }
 
@@ -64,6 +67,7 @@ impl Faults {
     pub(crate) fn check(&self) -> Result<(), ApiError> {
         let probabilities = [
             ("lose_answers", self.lose_answers),
+            ("refunds_fail", self.refunds_fail),
             ("webhooks.drop", self.webhooks.drop),
             ("webhooks.duplicate", self.webhooks.duplicate),
         ];

@@ -480,3 +480,59 @@ async fn a_failed_refund_shows_why_gives_its_amount_back_to_refund_and_repeats_c
     assert_eq!(get(&stack, &order).await?, shown);
     Ok(())
 }
+
+/// The provider fails every refund: svc-payment asks again under new keys
+/// until its attempts run out, then the order shows the refund failed with
+/// nothing given back, and what it asked is still there to refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_the_provider_keeps_failing_is_tried_again_then_shown_failed() -> TestResult {
+    let stack = Stack::start().await?;
+    let order = confirmed_order(&stack, "refund-fails").await?;
+    let refunds_fail = shop_provider::Faults {
+        refunds_fail: 1.0,
+        ..shop_provider::Faults::default()
+    };
+    stack.provider.set_faults(&refunds_fail).await?;
+
+    let asked = admin(&stack)
+        .await?
+        .refund_order(refund_request(&order, "fails", &[("SKU-CAP-001", 1)]))
+        .await?
+        .into_inner();
+    let refund_id = asked.refunds.first().context("the refund")?.refund_id.clone();
+    let settled = refund_settled(&stack, &order, &refund_id).await?;
+    let failed = refund(&settled, &refund_id)?;
+    assert_eq!(failed.status(), RefundStatus::Failed, "{failed:?}");
+    assert!(!failed.failure_reason.is_empty(), "{failed:?}");
+    assert_eq!(settled.status(), OrderStatus::Confirmed, "{settled:?}");
+    assert_eq!(given_back(&stack, &order.order_id).await?, (0, 0), "nothing came back");
+    let attempts = stack
+        .provider
+        .lines_of(&order.order_id)
+        .await?
+        .first()
+        .map(|line| line.captured)
+        .context("the charge")?;
+    assert_eq!(attempts, total(&order), "the charge stands whole");
+
+    // The bank takes refunds again: the same amount can be refunded.
+    stack.provider.set_faults(&shop_provider::Faults::default()).await?;
+    let again = admin(&stack)
+        .await?
+        .refund_order(refund_request(&order, "again", &[("SKU-CAP-001", 1)]))
+        .await?
+        .into_inner();
+    let refund_id = again
+        .refunds
+        .iter()
+        .find(|r| r.status() == RefundStatus::Pending)
+        .context("the new refund")?
+        .refund_id
+        .clone();
+    let settled = refund_settled(&stack, &order, &refund_id).await?;
+    assert_eq!(refund(&settled, &refund_id)?.status(), RefundStatus::Succeeded);
+    assert_eq!(settled.status(), OrderStatus::PartiallyRefunded, "{settled:?}");
+    let cap = unit_price(&order, "SKU-CAP-001")?;
+    assert_eq!(given_back(&stack, &order.order_id).await?, (cap, 0));
+    Ok(())
+}
