@@ -131,10 +131,21 @@ impl Currency {
         // Only ASCII upper-case letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("XXX")
     }
+
+    /// Decimals of its minor unit (ISO 4217); two unless listed.
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+            | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
 }
 
 /// An amount of money in minor units. Arithmetic is checked: an overflow is
-/// an error, never a wrapped total.
+/// an error, never a wrapped total. Shown as people read it: `EUR 12.99`
+/// from 1299, with the currency's number of decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money {
     pub currency: Currency,
@@ -210,8 +221,37 @@ impl PageSize {
     }
 }
 
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let currency = self.currency.as_str();
+        let sign = if self.minor < 0 { "-" } else { "" };
+        // unsigned_abs: i64::MIN has no positive i64 counterpart.
+        let amount = self.minor.unsigned_abs();
+        match self.currency.minor_digits() {
+            0 => write!(f, "{currency} {sign}{amount}"),
+            digits => {
+                let scale = 10u64.pow(digits);
+                let width = digits as usize;
+                write!(f, "{currency} {sign}{}.{:0width$}", amount / scale, amount % scale)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn money_reads_with_its_currencys_decimals() {
+        let money = |code: &str, minor| Money::new(Currency::parse(code).expect("a code"), minor);
+        assert_eq!(money("EUR", 2598).to_string(), "EUR 25.98");
+        assert_eq!(money("EUR", 5).to_string(), "EUR 0.05");
+        assert_eq!(money("EUR", 0).to_string(), "EUR 0.00");
+        assert_eq!(money("USD", -1250).to_string(), "USD -12.50");
+        assert_eq!(money("JPY", 1500).to_string(), "JPY 1500");
+        assert_eq!(money("KWD", 1234).to_string(), "KWD 1.234");
+        assert_eq!(money("EUR", i64::MIN).to_string(), "EUR -92233720368547758.08");
+    }
+
     use super::*;
 
     #[test]

@@ -153,7 +153,7 @@ pub struct PlannedRefund {
 pub enum Refused {
     #[error("the order is {}; only a CONFIRMED or PARTIALLY_REFUNDED order can be refunded", .0.name())]
     NotRefundable(Status),
-    #[error("nothing is left to refund: all of the order's {} is refunded or being refunded", format_money(*.total))]
+    #[error("nothing is left to refund: all of the order's {} is refunded or being refunded", *.total)]
     NothingLeft { total: Money },
     /// A request's line names a SKU the order does not have (the
     /// request's fault: `lines[<line>].sku`).
@@ -162,7 +162,7 @@ pub enum Refused {
     #[error(
         "lines[{line}]: {}; only {} is left to refund of the whole order",
         units_left(.sku, *.left, *.asked),
-        format_money(*.left_amount)
+        *.left_amount
     )]
     MoreThanLeft {
         line: usize,
@@ -171,7 +171,7 @@ pub enum Refused {
         left: i32,
         left_amount: Money,
     },
-    #[error("these lines cost nothing: a refund of {} gives nothing back", format_money(*.amount))]
+    #[error("these lines cost nothing: a refund of {} gives nothing back", *.amount)]
     NothingToGive { amount: Money },
     #[error("the refund cannot be totalled (amount too large)")]
     CannotTotal,
@@ -331,35 +331,6 @@ impl Refundable {
             }
             (settled @ (RefundStatus::Succeeded | RefundStatus::Failed), _) => Settlement::Contradicts(settled),
         }
-    }
-}
-
-/// `EUR 12.99` from 1299 minor units, with the currency's number of
-/// decimals, for messages. The same words as svc-notify's emails
-/// (`compose::format_money` there); both would be better served by one
-/// `Display` of `shop_runtime::values::Money`.
-pub fn format_money(money: Money) -> String {
-    let currency = money.currency.as_str();
-    let sign = if money.minor < 0 { "-" } else { "" };
-    // unsigned_abs: i64::MIN has no positive i64 counterpart.
-    let amount = money.minor.unsigned_abs();
-    match minor_digits(currency) {
-        0 => format!("{currency} {sign}{amount}"),
-        digits => {
-            let scale = 10u64.pow(digits);
-            let width = digits as usize;
-            format!("{currency} {sign}{}.{:0width$}", amount / scale, amount % scale)
-        }
-    }
-}
-
-/// Decimals of the minor unit (ISO 4217); two unless listed.
-fn minor_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
-        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
     }
 }
 
@@ -633,17 +604,5 @@ mod tests {
             assert_eq!(RefundStatus::from_column(status.as_str()), Some(status));
         }
         assert_eq!(RefundStatus::from_column("refunded"), None);
-    }
-
-    #[test]
-    fn money_is_written_with_its_currencys_decimals() {
-        let money = |code: &str, minor| Money::new(Currency::parse(code).expect("valid"), minor);
-        assert_eq!(format_money(money("EUR", 1299)), "EUR 12.99");
-        assert_eq!(format_money(money("EUR", 5)), "EUR 0.05");
-        assert_eq!(format_money(money("EUR", 0)), "EUR 0.00");
-        assert_eq!(format_money(money("USD", -1250)), "USD -12.50");
-        assert_eq!(format_money(money("JPY", 1500)), "JPY 1500");
-        assert_eq!(format_money(money("KWD", 1234)), "KWD 1.234");
-        assert_eq!(format_money(money("EUR", i64::MIN)), "EUR -92233720368547758.08");
     }
 }
