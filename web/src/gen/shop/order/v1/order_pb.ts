@@ -616,7 +616,8 @@ export const OrderService: GenService<{
   },
   /**
    * Sends the order at once, then every change, and ends after a terminal
-   * status (CONFIRMED or CANCELLED).
+   * status (CONFIRMED, PARTIALLY_REFUNDED, REFUNDED or CANCELLED); a
+   * confirmed order's later refunds are seen with GetOrder.
    *
    * @generated from rpc shop.order.v1.OrderService.WatchOrder
    */
@@ -631,7 +632,8 @@ export const OrderService: GenService<{
    * units back in stock when restock is set. Idempotent per order and
    * idempotency_key. The refund is PENDING until the provider settles it;
    * the order shows it in refunds. FAILED_PRECONDITION when the order is
-   * not confirmed or more is asked than is left to refund.
+   * not confirmed or more is asked than is left to refund;
+   * INVALID_ARGUMENT for a line whose sku is not on the order.
    *
    * @generated from rpc shop.order.v1.OrderService.RefundOrder
    */
