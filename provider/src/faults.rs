@@ -43,7 +43,7 @@ pub struct WebhookFaults {
     pub duplicate: f64,
     /// Each delivery waits this many milliseconds before its first attempt.
     pub delay_ms: u64,
-    /// Each delivery waits a random while of up to [`REORDER_WINDOW`] more,
+    /// Each delivery waits a random while of up to a second more,
     /// so events close together arrive shuffled.
     pub reorder: bool,
 }
