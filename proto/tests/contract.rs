@@ -64,9 +64,11 @@ fn public_services_have_the_documented_methods() {
                 "ListOrders",
                 "CancelOrder",
                 "WatchOrder",
+                "RefundOrder",
             ],
         ),
         ("shop.payment.v1.PaymentService", &["GetPayment"]),
+        ("shop.payment.v1.PaymentWebhookService", &["ReceiveWebhook"]),
         ("shop.notify.v1.NotificationService", &["ListNotifications"]),
         ("shop.auth.v1.DevAuthService", &["IssueToken"]),
     ];
