@@ -1,11 +1,15 @@
-//! `saga-model [--large] [--orders 1,1] [--rivals 1|none] [--stock N] [--no-duplicates]
-//! [--crashes N] [--outages N] [--lost-answers N] [--max-attempts N]`:
+//! `saga-model [--large] [--orders 1,1] [--rivals 1|none] [--stock N]
+//! [--cards ok,declined,3ds,async] [--max-attempts N] [--refunds N] [--refund-failures N]
+//! [--no-duplicates] [--crashes N] [--outages N] [--lost-answers N] [--webhooks|--no-webhooks]
+//! [--mutation Name]`:
 //! checks the saga model and reports states, time and every discovery
-//! (exit 1 when a property is broken or an outcome is never reached).
+//! (exit 1 when a property is broken or an outcome is never reached). The
+//! fault options set every card's scope; `--cards` keeps each card's scope
+//! of the configuration (`Config::ci`, or `--large` given before it).
 
 use std::{process::ExitCode, time::Instant};
 
-use saga_model::{Config, Shop, trace};
+use saga_model::{Card, Config, Mutation, Scope, Shop, trace};
 use stateright::{Checker, Expectation, Model};
 
 fn main() -> ExitCode {
@@ -52,12 +56,52 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
         let number = |raw: String, name: &str| raw.parse::<u8>().map_err(|e| format!("{name} {raw:?}: {e}"));
         match arg.as_str() {
             "--large" => config = Config::large(),
-            "--no-duplicates" => config.duplicates = false,
-            "--crashes" => config.crashes = number(value(&arg)?, &arg)?,
-            "--outages" => config.outages = number(value(&arg)?, &arg)?,
-            "--lost-answers" => config.lost_answers = number(value(&arg)?, &arg)?,
+            "--mutation" => {
+                let name = value(&arg)?;
+                config.mutation = Mutation::ALL
+                    .into_iter()
+                    .find(|m| format!("{m:?}") == name)
+                    .ok_or_else(|| format!("--mutation {name:?}: one of {:?}", Mutation::ALL))?;
+            }
+            "--no-duplicates" => each(&mut config, |s| s.duplicates = false),
+            "--webhooks" => each(&mut config, |s| s.webhooks = true),
+            "--no-webhooks" => each(&mut config, |s| s.webhooks = false),
+            "--crashes" => {
+                let n = number(value(&arg)?, &arg)?;
+                each(&mut config, |s| s.crashes = n);
+            }
+            "--outages" => {
+                let n = number(value(&arg)?, &arg)?;
+                each(&mut config, |s| s.outages = n);
+            }
+            "--lost-answers" => {
+                let n = number(value(&arg)?, &arg)?;
+                each(&mut config, |s| s.lost_answers = n);
+            }
             "--max-attempts" => config.max_attempts = u32::from(number(value(&arg)?, &arg)?),
             "--stock" => config.stock = i64::from(number(value(&arg)?, &arg)?),
+            "--refunds" => config.refunds = number(value(&arg)?, &arg)?,
+            "--refund-failures" => config.refund_failures = number(value(&arg)?, &arg)?,
+            "--cards" => {
+                let cards = value(&arg)?
+                    .split(',')
+                    .map(|card| match card {
+                        "ok" => Ok(Card::Ok),
+                        "declined" => Ok(Card::Declined),
+                        "3ds" => Ok(Card::ThreeDs),
+                        "async" => Ok(Card::Async),
+                        other => Err(format!("--cards {other:?}: one of ok, declined, 3ds, async")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let scope = |card| {
+                    config
+                        .cards
+                        .iter()
+                        .find(|(c, _)| *c == card)
+                        .map_or(Scope::FAULTS, |&(_, scope)| scope)
+                };
+                config.cards = cards.into_iter().map(|card| (card, scope(card))).collect();
+            }
             "--orders" => {
                 config.orders = value(&arg)?
                     .split(',')
@@ -75,4 +119,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
         }
     }
     Ok(config)
+}
+
+/// Applies `change` to every card's scope.
+fn each(config: &mut Config, change: impl Fn(&mut Scope)) {
+    for (_, scope) in &mut config.cards {
+        change(scope);
+    }
 }

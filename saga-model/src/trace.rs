@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use stateright::{Model as _, Path};
 
-use crate::{Action, CallOutcome, Participant, Shop, State, world::Stage};
+use crate::{Action, CallOutcome, Fate, Participant, Shop, State, world::Stage};
 
 /// Who takes `action`, and what it does.
 pub fn describe(action: &Action) -> (String, String) {
@@ -41,6 +41,7 @@ pub fn describe(action: &Action) -> (String, String) {
         Action::Call { task, outcome } => {
             let call = match task.stage {
                 Stage::Calling(call) => format!("{call:?}"),
+                Stage::RefundCalling { refund, attempt } => format!("Refund {refund} (attempt {attempt})"),
                 _ => "call".into(),
             };
             let how = match outcome {
@@ -54,12 +55,55 @@ pub fn describe(action: &Action) -> (String, String) {
         Action::Step(task) => (
             format!("{:?}", task.participant()),
             match task.stage {
-                Stage::Answered(input) => format!("order {}: decides on {input:?}", task.order),
+                Stage::Answered(input) => format!("order {}: decides on {input:?} ({:?})", task.order, task.origin),
+                Stage::RefundAnswered { refund, input } => {
+                    format!(
+                        "order {}: refund {refund} decides on {input:?} ({:?})",
+                        task.order, task.origin
+                    )
+                }
                 Stage::Read(read) => format!("order {}: writes what it read ({read:?})", task.order),
-                Stage::Calling(_) => format!("order {}: next step", task.order),
+                Stage::Calling(_) | Stage::RefundCalling { .. } => format!("order {}: next step", task.order),
             },
         ),
         Action::Crash(p) => (format!("{p:?}"), "crashes; its handlers in progress are lost".into()),
+        Action::Webhook { order, fate } => (
+            "provider".into(),
+            match fate {
+                Fate::Delivered => {
+                    format!("a webhook about order {order}'s charge comes; svc-payment reads the charge")
+                }
+                Fate::Duplicated => {
+                    format!(
+                        "a webhook about order {order}'s charge comes (its 200 is lost); svc-payment reads the charge"
+                    )
+                }
+                Fate::Lost => format!("a webhook about order {order}'s charge is lost"),
+            },
+        ),
+        Action::Reconcile(o) => (
+            format!("{:?}", Participant::Payment),
+            format!("reconciliation reads order {o}'s charge from the provider"),
+        ),
+        Action::Provider { order, key, input } => (
+            "provider".into(),
+            format!("order {order}'s intent (key {key}) hears {input:?}"),
+        ),
+        Action::RefundSettles {
+            order,
+            refund,
+            attempt,
+            succeeded,
+        } => (
+            "provider".into(),
+            format!(
+                "order {order}'s refund {refund} (attempt {attempt}) {}",
+                if *succeeded { "goes through" } else { "fails" }
+            ),
+        ),
+        Action::RefundOrder { order, amount } => {
+            ("admin".into(), format!("asks a refund of {amount} of order {order}"))
+        }
     }
 }
 

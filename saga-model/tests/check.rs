@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use saga_model::{Config, Mutation, Shop, properties, trace};
+use saga_model::{Card, Config, Mutation, Scope, Shop, properties, trace};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 fn check(config: Config, until: HasDiscoveries) -> impl Checker<Shop> {
@@ -43,9 +43,10 @@ fn the_saga_keeps_every_property() {
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
-fn counterexample(mutation: Mutation, property: &'static str) {
+/// `config` with `mutation` breaks `property`.
+fn counterexample_in(config: Config, mutation: Mutation, property: &'static str) {
     let checker = check(
-        Config::ci().with(mutation),
+        config.with(mutation),
         HasDiscoveries::AnyOf([property].into_iter().collect()),
     );
     let path = checker
@@ -55,6 +56,10 @@ fn counterexample(mutation: Mutation, property: &'static str) {
         "{mutation:?} breaks {property:?}:\n{}",
         trace::render(checker.model(), path)
     );
+}
+
+fn counterexample(mutation: Mutation, property: &'static str) {
+    counterexample_in(Config::ci(), mutation, property);
 }
 
 #[test]
@@ -73,4 +78,34 @@ fn releasing_without_the_lock_loses_track_of_units() {
 #[test]
 fn charging_after_a_void_captures_twice() {
     counterexample(Mutation::ChargeAfterVoid, properties::ONE_CAPTURE);
+}
+
+/// A charge that waits, its `inventory.reserved` delivered again: the
+/// cards that wait, with duplicates.
+#[test]
+fn charging_again_while_a_charge_waits_captures_twice() {
+    let duplicates = Scope {
+        duplicates: true,
+        ..Scope::WEBHOOKS
+    };
+    let config = Config {
+        cards: vec![(Card::ThreeDs, duplicates), (Card::Async, duplicates)],
+        ..Config::ci()
+    };
+    counterexample_in(config, Mutation::ChargeWhileAwaiting, properties::ONE_CAPTURE);
+}
+
+/// Two refunds of one confirmed order.
+#[test]
+fn refunding_beyond_what_is_left_gives_back_more_than_was_captured() {
+    let config = Config {
+        cards: vec![(Card::Ok, Scope::FAULTS)],
+        refunds: 2,
+        ..Config::ci()
+    };
+    counterexample_in(
+        config,
+        Mutation::RefundBeyondWhatIsLeft,
+        properties::REFUNDS_WITHIN_CAPTURE,
+    );
 }
