@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use stateright::{Model as _, Path};
 
-use crate::{Action, CallOutcome, Fate, Participant, Shop, State, world::Stage};
+use crate::{
+    Action, CallOutcome, Fate, Participant, Shop, State,
+    world::{Origin, Stage},
+};
 
 /// Who takes `action`, and what it does.
 pub fn describe(action: &Action) -> (String, String) {
@@ -55,11 +58,12 @@ pub fn describe(action: &Action) -> (String, String) {
         Action::Step(task) => (
             format!("{:?}", task.participant()),
             match task.stage {
-                Stage::Answered(input) => format!("order {}: decides on {input:?} ({:?})", task.order, task.origin),
+                Stage::Answered(input) => format!("order {}: decides on {input:?}{}", task.order, read(task.origin)),
                 Stage::RefundAnswered { refund, input } => {
                     format!(
-                        "order {}: refund {refund} decides on {input:?} ({:?})",
-                        task.order, task.origin
+                        "order {}: refund {refund} decides on {input:?}{}",
+                        task.order,
+                        read(task.origin)
                     )
                 }
                 Stage::Read(read) => format!("order {}: writes what it read ({read:?})", task.order),
@@ -104,6 +108,15 @@ pub fn describe(action: &Action) -> (String, String) {
         Action::RefundOrder { order, amount } => {
             ("admin".into(), format!("asks a refund of {amount} of order {order}"))
         }
+    }
+}
+
+/// How what a handler decides on came, when it was read from the provider.
+fn read(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Webhook => " (read after a webhook)",
+        Origin::Reconciliation => " (read by reconciliation)",
+        Origin::Delivery(..) | Origin::Expiry => "",
     }
 }
 
